@@ -6,17 +6,17 @@
 
 /* JSON-RPC error codes (PROTOCOL.md section 4). */
 enum sockd_error {
-    SOCKD_E_PARSE = -32700,         /* line is not valid JSON */
+    SOCKD_E_PARSE = -32700,           /* line is not valid JSON */
     SOCKD_E_INVALID_REQUEST = -32600, /* not a request object, or line too long */
-    SOCKD_E_NO_METHOD = -32601,     /* method not found */
-    SOCKD_E_INVALID_PARAMS = -32602, /* missing, wrong type, out of range, bad address */
-    SOCKD_E_INTERNAL = -32603,      /* the daemon failed on its own */
-    SOCKD_E_UNKNOWN_HANDLE = -32001, /* socket or context not owned by this client */
-    SOCKD_E_WRONG_STATE = -32002,   /* wrong state or socket type for the call */
-    SOCKD_E_LIMIT = -32003,         /* a configured limit; data.limit names it */
-    SOCKD_E_DENIED = -32004,        /* denied by policy */
-    SOCKD_E_UNSUPPORTED = -32005,   /* not supported on this system or build */
-    SOCKD_E_BUSY = -32006,          /* a recv is already pending */
+    SOCKD_E_NO_METHOD = -32601,       /* method not found */
+    SOCKD_E_INVALID_PARAMS = -32602,  /* missing, wrong type, out of range, bad address */
+    SOCKD_E_INTERNAL = -32603,        /* the daemon failed on its own */
+    SOCKD_E_UNKNOWN_HANDLE = -32001,  /* socket or context not owned by this client */
+    SOCKD_E_WRONG_STATE = -32002,     /* wrong state or socket type for the call */
+    SOCKD_E_LIMIT = -32003,           /* a configured limit; data.limit names it */
+    SOCKD_E_DENIED = -32004,          /* denied by policy */
+    SOCKD_E_UNSUPPORTED = -32005,     /* not supported on this system or build */
+    SOCKD_E_BUSY = -32006,            /* a recv is already pending */
 };
 
 /* Reasons carried by socket.closed and error data (PROTOCOL.md section 7). */

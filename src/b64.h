@@ -1,0 +1,17 @@
+/* Base64 (RFC 4648, with padding) through OpenSSL's EVP block coder. */
+#ifndef SOCKD_B64_H
+#define SOCKD_B64_H
+
+#include <stddef.h>
+
+/* Characters needed to encode n bytes, without the terminating NUL. */
+size_t b64_encoded_len(size_t n);
+/* Encode n bytes into out (room for b64_encoded_len(n) + 1); returns the length written. */
+size_t b64_encode(const void *in, size_t n, char *out);
+/*
+ * Decode text of length n into out (room for n / 4 * 3). Returns the decoded length,
+ * or -1 if the text is not canonical padded base64.
+ */
+long b64_decode(const char *in, size_t n, unsigned char *out);
+
+#endif

@@ -1,0 +1,95 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+
+size_t
+buf_room(const struct buf *b)
+{
+    if (b->limit == 0)
+        return SIZE_MAX / 2 - b->len;
+    return b->len >= b->limit ? 0 : b->limit - b->len;
+}
+
+char *
+buf_reserve(struct buf *b, size_t n)
+{
+    if (b->off + b->len + n <= b->alloc)
+        return b->data + b->off + b->len;
+    /* Slide to the front when that makes room and at most half is live. */
+    if (b->off > 0 && b->len + n <= b->alloc && b->len <= b->alloc / 2) {
+        memmove(b->data, b->data + b->off, b->len);
+        b->off = 0;
+        return b->data + b->len;
+    }
+    size_t need = b->len + n, alloc = b->alloc ? b->alloc : 256;
+    while (alloc < need) {
+        if (alloc > SIZE_MAX / 2) {
+            errno = ENOMEM;
+            return NULL;
+        }
+        alloc *= 2;
+    }
+    char *p = malloc(alloc);
+    if (p == NULL)
+        return NULL;
+    if (b->len)
+        memcpy(p, b->data + b->off, b->len);
+    free(b->data);
+    b->data = p;
+    b->alloc = alloc;
+    b->off = 0;
+    return b->data + b->len;
+}
+
+void
+buf_commit(struct buf *b, size_t n)
+{
+    b->len += n;
+}
+
+int
+buf_append(struct buf *b, const void *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (n > buf_room(b)) {
+        errno = ENOBUFS;
+        return -1;
+    }
+    char *dst = buf_reserve(b, n);
+    if (dst == NULL)
+        return -1;
+    memcpy(dst, p, n);
+    b->len += n;
+    return 0;
+}
+
+void
+buf_consume(struct buf *b, size_t n)
+{
+    if (n >= b->len) {
+        buf_free(b);
+        return;
+    }
+    b->off += n;
+    b->len -= n;
+}
+
+void
+buf_truncate_tail(struct buf *b, size_t n)
+{
+    b->len = n >= b->len ? 0 : b->len - n;
+}
+
+void
+buf_free(struct buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->off = b->len = b->alloc = 0;
+}

@@ -1,0 +1,42 @@
+/* A byte queue: append at the tail, consume from the head, with an optional hard cap. */
+#ifndef SOCKD_BUF_H
+#define SOCKD_BUF_H
+
+#include <stddef.h>
+
+struct buf {
+    char *data;   /* allocation, NULL while empty */
+    size_t off;   /* first unread byte */
+    size_t len;   /* bytes queued from off */
+    size_t alloc; /* size of data */
+    size_t limit; /* hard cap on len; 0 = none */
+};
+
+/* Append n bytes; -1 (errno ENOBUFS) if that would pass the cap, ENOMEM on allocation failure. */
+int buf_append(struct buf *b, const void *p, size_t n);
+/* Make room for n more bytes at the tail and return where to write them (NULL on ENOMEM). */
+char *buf_reserve(struct buf *b, size_t n);
+/* Account n bytes written into the space buf_reserve returned. */
+void buf_commit(struct buf *b, size_t n);
+/* Drop n bytes from the head; the allocation is released when the queue empties. */
+void buf_consume(struct buf *b, size_t n);
+/* Drop n bytes from the tail (undo a partial append). */
+void buf_truncate_tail(struct buf *b, size_t n);
+/* Bytes that may still be appended before the cap (SIZE_MAX-ish without a cap). */
+size_t buf_room(const struct buf *b);
+/* Release everything; the limit is kept. */
+void buf_free(struct buf *b);
+
+static inline size_t
+buf_len(const struct buf *b)
+{
+    return b->len;
+}
+
+static inline char *
+buf_head(const struct buf *b)
+{
+    return b->data + b->off;
+}
+
+#endif

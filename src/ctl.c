@@ -1,0 +1,532 @@
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "ctl.h"
+#include "daemon.h"
+#include "log.h"
+#include "rpc.h"
+#include "sock.h"
+
+static int ctl_fd = -1;
+static char ctl_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static int ctl_owns_path;
+static ev_io ctl_accept_io;
+static ev_timer ctl_resume_timer; /* re-arms accepting after fd exhaustion */
+static struct client *ctl_clients;
+static struct client *ctl_dirty;
+static struct client *ctl_grave;
+
+static void ctl_read_cb(EV_P_ ev_io *w, int revents);
+static void ctl_write_cb(EV_P_ ev_io *w, int revents);
+static void ctl_more_cb(EV_P_ ev_idle *w, int revents);
+static void ctl_process(struct client *c);
+
+static size_t
+ctl_out_hard(void)
+{
+    return (64u << 20) + sockd.conf.max_message;
+}
+
+int
+ctl_paused(const struct client *c)
+{
+    return c->paused;
+}
+
+/* Mark a client as having output to flush before the loop blocks. */
+static void
+ctl_mark_dirty(struct client *c)
+{
+    if (c->dirty || c->dead)
+        return;
+    c->dirty = 1;
+    c->dirty_next = ctl_dirty;
+    ctl_dirty = c;
+}
+
+/* Enter or leave the paused state from the size of the output queue. */
+static void
+ctl_check_pause(struct client *c)
+{
+    int want;
+    if (c->dead)
+        return;
+    if (c->paused)
+        want = buf_len(&c->out) >= CTL_OUT_LOW;
+    else
+        want = buf_len(&c->out) > CTL_OUT_HIGH;
+    if (want == c->paused)
+        return;
+    c->paused = want;
+    log_debug("client %llu: output %zu bytes, %s", (unsigned long long)c->id, buf_len(&c->out),
+              want ? "pausing its sockets" : "resuming");
+    if (want) {
+        ev_io_stop(sockd.loop, &c->rio);
+        ev_idle_stop(sockd.loop, &c->more);
+    } else {
+        ev_io_start(sockd.loop, &c->rio);
+        ev_idle_start(sockd.loop, &c->more); /* lines may be waiting in the input buffer */
+    }
+    for (struct sock *s = c->socks; s != NULL; s = s->cnext)
+        sock_update_io(s);
+}
+
+static int
+ctl_dump_cb(const char *p, size_t n, void *arg)
+{
+    return buf_append(arg, p, n);
+}
+
+/* Serialise msg as one line onto b. */
+static int
+ctl_append(struct buf *b, json_t *msg)
+{
+    size_t before = buf_len(b);
+    if (json_dump_callback(msg, ctl_dump_cb, b, JSON_COMPACT) < 0 || buf_append(b, "\n", 1) < 0) {
+        buf_truncate_tail(b, buf_len(b) - before);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+ctl_queued(struct client *c)
+{
+    if (buf_len(&c->out) > ctl_out_hard()) {
+        log_warn("client %llu (pid %d): output queue over %zu bytes, disconnecting",
+                 (unsigned long long)c->id, (int)c->pid, ctl_out_hard());
+        ctl_client_close(c, "output over hard cap");
+        return;
+    }
+    ctl_mark_dirty(c);
+    ctl_check_pause(c);
+}
+
+void
+ctl_write_json(struct client *c, json_t *msg)
+{
+    if (c->dead)
+        return;
+    if (ctl_append(&c->out, msg) < 0) {
+        ctl_client_close(c, "out of memory");
+        return;
+    }
+    ctl_queued(c);
+}
+
+void
+ctl_notify(struct client *c, const char *method, json_t *params)
+{
+    json_t *msg;
+    if (c->dead) {
+        json_decref(params);
+        return;
+    }
+    msg = json_pack("{s:s,s:s,s:o}", "jsonrpc", "2.0", "method", method, "params", params);
+    if (c->hold > 0) {
+        if (ctl_append(&c->held, msg) < 0)
+            ctl_client_close(c, "out of memory");
+    } else {
+        ctl_write_json(c, msg);
+    }
+    json_decref(msg);
+}
+
+void
+ctl_hold(struct client *c)
+{
+    c->hold++;
+}
+
+void
+ctl_release(struct client *c)
+{
+    if (--c->hold > 0 || buf_len(&c->held) == 0 || c->dead)
+        return;
+    if (buf_append(&c->out, buf_head(&c->held), buf_len(&c->held)) < 0) {
+        ctl_client_close(c, "out of memory");
+        return;
+    }
+    buf_free(&c->held);
+    ctl_queued(c);
+}
+
+/* Write as much queued output as the socket takes. */
+static void
+ctl_flush(struct client *c)
+{
+    while (buf_len(&c->out) > 0) {
+        ssize_t n = send(c->fd, buf_head(&c->out), buf_len(&c->out), MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                break;
+            ctl_client_close(c, strerror(errno));
+            return;
+        }
+        buf_consume(&c->out, (size_t)n);
+    }
+    if (buf_len(&c->out) > 0)
+        ev_io_start(sockd.loop, &c->wio);
+    else
+        ev_io_stop(sockd.loop, &c->wio);
+    ctl_check_pause(c);
+}
+
+void
+ctl_flush_all(void)
+{
+    while (ctl_dirty != NULL) {
+        struct client *c = ctl_dirty;
+        ctl_dirty = c->dirty_next;
+        c->dirty = 0;
+        if (!c->dead)
+            ctl_flush(c);
+    }
+}
+
+static void
+ctl_write_cb(EV_P_ ev_io *w, int revents)
+{
+    (void)revents;
+    ctl_flush(w->data);
+}
+
+void
+ctl_client_close(struct client *c, const char *why)
+{
+    if (c->dead)
+        return;
+    c->dead = 1;
+    log_info("client %llu (pid %d uid %d) gone: %s", (unsigned long long)c->id, (int)c->pid,
+             (int)c->uid, why);
+    while (c->socks != NULL)
+        sock_close(c->socks, NULL, 0, NULL, NULL);
+    ev_io_stop(sockd.loop, &c->rio);
+    ev_io_stop(sockd.loop, &c->wio);
+    ev_idle_stop(sockd.loop, &c->more);
+    close(c->fd);
+    c->fd = -1;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        ctl_clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    sockd.nclients--;
+    c->grave_next = ctl_grave;
+    ctl_grave = c;
+    if (!ev_is_active(&ctl_accept_io) && ctl_fd >= 0 && !ev_is_active(&ctl_resume_timer) &&
+        !sockd.stopping)
+        ev_io_start(sockd.loop, &ctl_accept_io);
+}
+
+void
+ctl_reap(void)
+{
+    while (ctl_grave != NULL) {
+        struct client *c = ctl_grave;
+        ctl_grave = c->grave_next;
+        buf_free(&c->in);
+        buf_free(&c->out);
+        buf_free(&c->held);
+        free(c);
+    }
+}
+
+static void
+ctl_read_cb(EV_P_ ev_io *w, int revents)
+{
+    struct client *c = w->data;
+    (void)revents;
+
+    char *p = buf_reserve(&c->in, 65536);
+    if (p == NULL) {
+        ctl_client_close(c, "out of memory");
+        return;
+    }
+    ssize_t n = read(c->fd, p, 65536);
+    if (n == 0) {
+        ctl_client_close(c, "closed by client");
+        return;
+    }
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            ctl_client_close(c, strerror(errno));
+        return;
+    }
+    buf_commit(&c->in, (size_t)n);
+    ctl_process(c);
+}
+
+static void
+ctl_more_cb(EV_P_ ev_idle *w, int revents)
+{
+    (void)revents;
+    ev_idle_stop(EV_A_ w);
+    ctl_process(w->data);
+}
+
+/* Handle complete lines, at most CTL_REQS_PER_TURN requests; continue later if more remain. */
+static void
+ctl_process(struct client *c)
+{
+    int handled = 0;
+    size_t max = sockd.conf.max_message;
+
+    while (!c->dead && !c->paused) {
+        size_t len = buf_len(&c->in);
+        if (len == 0)
+            break;
+        char *head = buf_head(&c->in);
+        char *nl = memchr(head + c->scanned, '\n', len - c->scanned);
+        if (nl == NULL) {
+            if (c->discarding) {
+                buf_consume(&c->in, len);
+                c->scanned = 0;
+            } else if (len > max) {
+                rpc_line_too_long(c);
+                c->discarding = 1;
+                buf_consume(&c->in, len);
+                c->scanned = 0;
+            } else {
+                c->scanned = len;
+            }
+            break;
+        }
+        size_t linelen = (size_t)(nl - head);
+        c->scanned = 0;
+        if (c->discarding) {
+            c->discarding = 0;
+        } else if (linelen > max) {
+            rpc_line_too_long(c);
+        } else {
+            if (handled >= CTL_REQS_PER_TURN) {
+                ev_idle_start(sockd.loop, &c->more);
+                return;
+            }
+            handled++;
+            rpc_handle_line(c, head, linelen);
+        }
+        if (!c->dead)
+            buf_consume(&c->in, linelen + 1);
+    }
+}
+
+/* Refuse a client past max-clients with one error line. */
+static void
+ctl_refuse(int fd)
+{
+    static const char msg[] = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32003,"
+                              "\"message\":\"too many clients\",\"data\":{\"limit\":"
+                              "\"max-clients\"}}}\n";
+    if (send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        log_debug("refusing client: %s", strerror(errno));
+    close(fd);
+}
+
+static void
+ctl_resume_cb(EV_P_ ev_timer *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    if (ctl_fd >= 0 && !sockd.stopping)
+        ev_io_start(EV_A_ & ctl_accept_io);
+}
+
+static void
+ctl_accept_cb(EV_P_ ev_io *w, int revents)
+{
+    (void)revents;
+    for (int i = 0; i < 32; i++) {
+        int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                log_warn("accepting clients paused for 1 s: %s", strerror(errno));
+                ev_io_stop(EV_A_ w);
+                ev_timer_set(&ctl_resume_timer, 1.0, 0.0);
+                ev_timer_start(EV_A_ & ctl_resume_timer);
+            } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+                log_error("accept on control socket: %s", strerror(errno));
+            }
+            return;
+        }
+        if (sockd.nclients >= sockd.conf.max_clients) {
+            log_warn("client refused: max-clients %u reached", sockd.conf.max_clients);
+            ctl_refuse(fd);
+            continue;
+        }
+        struct client *c = calloc(1, sizeof *c);
+        if (c == NULL) {
+            close(fd);
+            return;
+        }
+        struct ucred cred;
+        socklen_t cl = sizeof cred;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0) {
+            c->pid = cred.pid;
+            c->uid = cred.uid;
+            c->gid = cred.gid;
+        } else {
+            c->uid = (uid_t)-1;
+            c->gid = (gid_t)-1;
+        }
+        c->id = ++sockd.next_client;
+        c->fd = fd;
+        c->in.limit = 0;
+        ev_io_init(&c->rio, ctl_read_cb, fd, EV_READ);
+        ev_io_init(&c->wio, ctl_write_cb, fd, EV_WRITE);
+        ev_idle_init(&c->more, ctl_more_cb);
+        c->rio.data = c->wio.data = c->more.data = c;
+        ev_io_start(EV_A_ & c->rio);
+        c->next = ctl_clients;
+        if (ctl_clients)
+            ctl_clients->prev = c;
+        ctl_clients = c;
+        sockd.nclients++;
+        log_info("client %llu connected (pid %d uid %d gid %d)", (unsigned long long)c->id,
+                 (int)c->pid, (int)c->uid, (int)c->gid);
+    }
+}
+
+void
+ctl_adopt(int fd)
+{
+    ctl_fd = fd;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    ev_io_init(&ctl_accept_io, ctl_accept_cb, fd, EV_READ);
+    ev_timer_init(&ctl_resume_timer, ctl_resume_cb, 1.0, 0.0);
+    ev_io_start(sockd.loop, &ctl_accept_io);
+}
+
+/* Is something accepting on this path? Used before replacing a stale socket file. */
+static int
+ctl_path_live(const struct sockaddr_un *sun)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 1;
+    int r = connect(fd, (const struct sockaddr *)sun, sizeof *sun);
+    int err = errno;
+    close(fd);
+    return r == 0 || (err != ECONNREFUSED && err != ENOENT);
+}
+
+int
+ctl_listen(const char *path, int mode, gid_t gid, const char **cause)
+{
+    struct sockaddr_un sun;
+    struct stat st;
+
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sun.sun_path) {
+        *cause = "control socket path too long";
+        return -1;
+    }
+    strcpy(sun.sun_path, path);
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            *cause = "path exists and is not a socket";
+            return -1;
+        }
+        if (ctl_path_live(&sun)) {
+            *cause = "another daemon is listening on that socket";
+            return -1;
+        }
+        log_info("replacing stale socket %s", path);
+        unlink(path);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        *cause = strerror(errno);
+        return -1;
+    }
+    mode_t old = umask(0177); /* created 0600; widened below only if configured */
+    int r = bind(fd, (struct sockaddr *)&sun, sizeof sun);
+    int err = errno;
+    umask(old);
+    if (r < 0) {
+        close(fd);
+        *cause = strerror(err);
+        return -1;
+    }
+    if ((mode >= 0 && chmod(path, (mode_t)mode) < 0) ||
+        (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0) || listen(fd, 512) < 0) {
+        err = errno;
+        unlink(path);
+        close(fd);
+        *cause = strerror(err);
+        return -1;
+    }
+    snprintf(ctl_path, sizeof ctl_path, "%s", path);
+    ctl_owns_path = 1;
+    ctl_adopt(fd);
+    return 0;
+}
+
+void
+ctl_unlisten(void)
+{
+    if (ctl_fd < 0)
+        return;
+    ev_io_stop(sockd.loop, &ctl_accept_io);
+    ev_timer_stop(sockd.loop, &ctl_resume_timer);
+    close(ctl_fd);
+    ctl_fd = -1;
+    if (ctl_owns_path)
+        unlink(ctl_path);
+    ctl_owns_path = 0;
+}
+
+void
+ctl_shutdown(double max_wait)
+{
+    struct client *c;
+
+    for (c = ctl_clients; c != NULL; c = c->next) {
+        c->hold = 0;
+        while (c->socks != NULL && !c->dead)
+            sock_close(c->socks, "daemon_shutdown", 0, NULL, NULL);
+    }
+    /* Bounded blocking flush: poll every client that still has output. */
+    ev_now_update(sockd.loop);
+    ev_tstamp deadline = ev_now(sockd.loop) + max_wait;
+    for (;;) {
+        struct pollfd pfd[256];
+        struct client *who[256];
+        int n = 0;
+        for (c = ctl_clients; c != NULL && n < 256; c = c->next) {
+            if (c->dead || buf_len(&c->out) == 0)
+                continue;
+            pfd[n].fd = c->fd;
+            pfd[n].events = POLLOUT;
+            who[n++] = c;
+        }
+        ev_now_update(sockd.loop);
+        double left = deadline - ev_now(sockd.loop);
+        if (n == 0 || left <= 0)
+            break;
+        if (poll(pfd, (nfds_t)n, (int)(left * 1000) + 1) <= 0)
+            break;
+        for (int i = 0; i < n; i++)
+            if (pfd[i].revents)
+                ctl_flush(who[i]);
+    }
+    while (ctl_clients != NULL)
+        ctl_client_close(ctl_clients, "daemon shutdown");
+    sock_reap();
+    ctl_reap();
+}

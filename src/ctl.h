@@ -1,0 +1,70 @@
+/* Control connections: the listener, framing, peer credentials and each client's output queue. */
+#ifndef SOCKD_CTL_H
+#define SOCKD_CTL_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <ev.h>
+#include <jansson.h>
+
+#include "buf.h"
+
+struct sock;
+
+/* Above this much queued output the client's sockets and input stop being read. */
+#define CTL_OUT_HIGH (1u << 20)
+/* ... until it drains below this. */
+#define CTL_OUT_LOW (256u << 10)
+/* Requests handled per client per loop turn. */
+#define CTL_REQS_PER_TURN 64
+
+struct client {
+    uint64_t id;
+    int fd;
+    pid_t pid;
+    uid_t uid;
+    gid_t gid;
+    ev_io rio, wio;
+    ev_idle more; /* continues line handling after CTL_REQS_PER_TURN */
+    struct buf in;
+    size_t scanned; /* bytes of in already searched for '\n' */
+    int discarding; /* dropping an over-long line up to its newline */
+    struct buf out;
+    int hold; /* >0: notifications go to held (a request is running) */
+    struct buf held;
+    int paused; /* output over the high-water mark */
+    int dead;
+    int dirty;          /* on the flush list */
+    struct sock *socks; /* owned sockets */
+    unsigned nsocks;
+    char name[64];              /* from daemon.hello */
+    struct client *next, *prev; /* all clients */
+    struct client *dirty_next;
+    struct client *grave_next;
+};
+
+/* Bind and listen on the control socket path; -1 with *cause (static or strerror text). */
+int ctl_listen(const char *path, int mode, gid_t gid, const char **cause);
+/* Use an already listening socket (socket activation). */
+void ctl_adopt(int fd);
+/* Stop listening and remove the socket file. */
+void ctl_unlisten(void);
+/* Queue one message for the client (a response, or a notification when not held). */
+void ctl_write_json(struct client *c, json_t *msg);
+/* Queue a notification {jsonrpc, method, params} (params stolen). */
+void ctl_notify(struct client *c, const char *method, json_t *params);
+/* Hold notifications while a request (or batch) runs; release appends them after its response. */
+void ctl_hold(struct client *c);
+void ctl_release(struct client *c);
+/* Close a client: its sockets silently, its connection; memory freed later. */
+void ctl_client_close(struct client *c, const char *why);
+/* Flush queued output of every client with some (called before the loop blocks). */
+void ctl_flush_all(void);
+/* Free clients closed since the last call. */
+void ctl_reap(void);
+/* Shutdown: every socket gets socket.closed daemon_shutdown; output flushed within a bound. */
+void ctl_shutdown(double max_wait);
+/* True when the client is over its output high-water mark (its sockets must not read). */
+int ctl_paused(const struct client *c);
+
+#endif

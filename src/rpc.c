@@ -1,0 +1,336 @@
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sockd/protocol.h>
+
+#include "ctl.h"
+#include "daemon.h"
+#include "log.h"
+#include "rpc.h"
+
+static const struct rpc_method *rpc_table[64];
+static size_t rpc_count;
+
+static int
+rpc_cmp(const void *a, const void *b)
+{
+    return strcmp((*(const struct rpc_method *const *)a)->name,
+                  (*(const struct rpc_method *const *)b)->name);
+}
+
+/* Build the sorted table from every module's rows, once. */
+static void
+rpc_table_init(void)
+{
+    static const struct rpc_method *const groups[] = {rpc_daemon_methods, rpc_socket_methods,
+                                                      rpc_data_methods};
+    if (rpc_count > 0)
+        return;
+    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
+        for (const struct rpc_method *m = groups[g]; m->name != NULL; m++)
+            if (rpc_count < sizeof rpc_table / sizeof rpc_table[0])
+                rpc_table[rpc_count++] = m;
+    qsort(rpc_table, rpc_count, sizeof rpc_table[0], rpc_cmp);
+}
+
+static const struct rpc_method *
+rpc_lookup(const char *name)
+{
+    struct rpc_method key = {name, NULL, NULL};
+    const struct rpc_method *kp = &key, *const * hit;
+    rpc_table_init();
+    hit = bsearch(&kp, rpc_table, rpc_count, sizeof rpc_table[0], rpc_cmp);
+    return hit ? *hit : NULL;
+}
+
+json_t *
+rpc_method_names(void)
+{
+    json_t *a = json_array();
+    rpc_table_init();
+    for (size_t i = 0; i < rpc_count; i++)
+        json_array_append_new(a, json_string(rpc_table[i]->name));
+    return a;
+}
+
+static void
+rpc_set_error(struct rpc_call *call, int code, const char *fmt, va_list ap)
+{
+    call->err_code = code;
+    vsnprintf(call->err_msg, sizeof call->err_msg, fmt, ap);
+    if (call->err_data == NULL)
+        call->err_data = json_object();
+}
+
+int
+rpc_fail(struct rpc_call *call, int code, const char *reason, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    rpc_set_error(call, code, fmt, ap);
+    va_end(ap);
+    if (reason != NULL)
+        json_object_set_new(call->err_data, "reason", json_string(reason));
+    return -1;
+}
+
+int
+rpc_fail_param(struct rpc_call *call, const char *param, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    rpc_set_error(call, SOCKD_E_INVALID_PARAMS, fmt, ap);
+    va_end(ap);
+    json_object_set_new(call->err_data, "param", json_string(param));
+    return -1;
+}
+
+int
+rpc_fail_errno(struct rpc_call *call, int code, const char *reason, int err, const char *what)
+{
+    rpc_fail(call, code, reason, "%s: %s", what, strerror(err));
+    json_object_set_new(call->err_data, "errno", json_integer(err));
+    json_object_set_new(call->err_data, "detail", json_string(strerror(err)));
+    return -1;
+}
+
+int
+rpc_fail_limit(struct rpc_call *call, const char *limit)
+{
+    rpc_fail(call, SOCKD_E_LIMIT, NULL, "limit reached: %s", limit);
+    json_object_set_new(call->err_data, "limit", json_string(limit));
+    return -1;
+}
+
+int
+rpc_fail_handle(struct rpc_call *call, const char *what)
+{
+    return rpc_fail(call, SOCKD_E_UNKNOWN_HANDLE, NULL, "unknown %s", what);
+}
+
+json_t *
+rpc_get(const struct rpc_call *call, const char *name)
+{
+    return json_object_get(call->params, name);
+}
+
+long long
+rpc_int(const struct rpc_call *call, const char *name, long long dflt)
+{
+    json_t *v = rpc_get(call, name);
+    return v ? json_integer_value(v) : dflt;
+}
+
+int
+rpc_bool(const struct rpc_call *call, const char *name, int dflt)
+{
+    json_t *v = rpc_get(call, name);
+    return v ? json_is_true(v) : dflt;
+}
+
+const char *
+rpc_str(const struct rpc_call *call, const char *name)
+{
+    return json_string_value(rpc_get(call, name));
+}
+
+int
+rpc_int_range(struct rpc_call *call, const char *name, long long lo, long long hi, long long dflt,
+              long long *out)
+{
+    json_t *v = rpc_get(call, name);
+    *out = v ? json_integer_value(v) : dflt;
+    if (v != NULL && (*out < lo || *out > hi))
+        return rpc_fail_param(call, name, "%s must be %lld..%lld", name, lo, hi);
+    return 0;
+}
+
+static int
+rpc_type_ok(json_t *v, enum rpc_ptype t)
+{
+    switch (t) {
+    case RPC_P_ANY:
+        return 1;
+    case RPC_P_BOOL:
+        return json_is_boolean(v);
+    case RPC_P_INT:
+        return json_is_integer(v);
+    case RPC_P_HANDLE:
+        return json_is_integer(v) && json_integer_value(v) >= 1;
+    case RPC_P_STR:
+        return json_is_string(v);
+    case RPC_P_ARRAY:
+        return json_is_array(v);
+    case RPC_P_OBJECT:
+        return json_is_object(v);
+    }
+    return 0;
+}
+
+static const char *const rpc_type_words[] = {"any value",          "a boolean", "an integer",
+                                             "a positive integer", "a string",  "an array",
+                                             "an object"};
+
+/* Check params against the method's declaration: unknown names, types, required ones. */
+static int
+rpc_check_params(struct rpc_call *call, const struct rpc_method *m)
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach(call->params, key, v)
+    {
+        const struct rpc_param *p;
+        for (p = m->params; p->name != NULL && strcmp(p->name, key) != 0; p++)
+            ;
+        if (p->name == NULL)
+            return rpc_fail_param(call, key, "unknown param '%s'", key);
+        if (!rpc_type_ok(v, p->type))
+            return rpc_fail_param(call, key, "param '%s' must be %s", key, rpc_type_words[p->type]);
+    }
+    for (const struct rpc_param *p = m->params; p->name != NULL; p++)
+        if (p->required && json_object_get(call->params, p->name) == NULL)
+            return rpc_fail_param(call, p->name, "missing param '%s'", p->name);
+    return 0;
+}
+
+static json_t *
+rpc_error_msg(json_t *id, int code, const char *msg, json_t *data)
+{
+    json_t *err = json_pack("{s:i,s:s}", "code", code, "message", msg);
+    if (data != NULL)
+        json_object_set(err, "data", data);
+    return json_pack("{s:s,s:O,s:o}", "jsonrpc", "2.0", "id", id ? id : json_null(), "error", err);
+}
+
+static json_t *
+rpc_invalid(json_t *id, const char *msg)
+{
+    return rpc_error_msg(id, SOCKD_E_INVALID_REQUEST, msg, NULL);
+}
+
+static int
+rpc_id_ok(json_t *id)
+{
+    return json_is_string(id) || json_is_number(id) || json_is_null(id);
+}
+
+/* Run one request object; returns its response, or NULL for a notification. */
+static json_t *
+rpc_handle_one(struct client *c, json_t *req)
+{
+    struct rpc_call call;
+    json_t *id, *resp, *params, *jv, *mv;
+    const struct rpc_method *m;
+
+    if (!json_is_object(req))
+        return rpc_invalid(NULL, "request must be an object");
+    id = json_object_get(req, "id");
+    if (id != NULL && !rpc_id_ok(id))
+        return rpc_invalid(NULL, "id must be a string, a number or null");
+    jv = json_object_get(req, "jsonrpc");
+    if (!json_is_string(jv) || strcmp(json_string_value(jv), "2.0") != 0)
+        return rpc_invalid(id, "jsonrpc must be \"2.0\"");
+    mv = json_object_get(req, "method");
+    if (!json_is_string(mv))
+        return rpc_invalid(id, "method must be a string");
+
+    sockd.requests++;
+    memset(&call, 0, sizeof call);
+    call.client = c;
+    call.id = id;
+    params = json_object_get(req, "params");
+    m = rpc_lookup(json_string_value(mv));
+    if (m == NULL) {
+        rpc_fail(&call, SOCKD_E_NO_METHOD, NULL, "method not found: %.100s", json_string_value(mv));
+    } else if (params != NULL && !json_is_object(params)) {
+        rpc_fail(&call, SOCKD_E_INVALID_PARAMS, NULL, "params must be an object");
+    } else {
+        call.params = params ? json_incref(params) : json_object();
+        if (rpc_check_params(&call, m) == 0 && m->exec(&call) == 0)
+            call.err_code = 0;
+        json_decref(call.params);
+    }
+    if (id == NULL) {
+        if (call.err_code != 0)
+            log_debug("client %llu: notification %s failed: %s", (unsigned long long)c->id,
+                      json_string_value(mv), call.err_msg);
+        json_decref(call.result);
+        json_decref(call.err_data);
+        return NULL;
+    }
+    if (call.err_code != 0) {
+        resp = rpc_error_msg(id, call.err_code, call.err_msg, call.err_data);
+        json_decref(call.result);
+    } else {
+        resp = json_pack("{s:s,s:O,s:o}", "jsonrpc", "2.0", "id", id, "result",
+                         call.result ? call.result : json_object());
+    }
+    json_decref(call.err_data);
+    return resp;
+}
+
+void
+rpc_handle_line(struct client *c, const char *line, size_t len)
+{
+    json_error_t jerr;
+    json_t *msg, *resp = NULL;
+
+    while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
+        len--;
+    size_t lead = 0;
+    while (lead < len && (line[lead] == ' ' || line[lead] == '\t'))
+        lead++;
+    if (lead == len)
+        return;
+    msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (msg == NULL) {
+        json_t *data = json_pack("{s:s,s:i}", "detail", jerr.text, "position", jerr.position);
+        resp = rpc_error_msg(NULL, SOCKD_E_PARSE, "parse error", data);
+        json_decref(data);
+        ctl_write_json(c, resp);
+        json_decref(resp);
+        return;
+    }
+    ctl_hold(c);
+    if (json_is_array(msg)) {
+        size_t i;
+        json_t *member;
+        if (json_array_size(msg) == 0) {
+            resp = rpc_invalid(NULL, "empty batch");
+        } else {
+            resp = json_array();
+            json_array_foreach(msg, i, member)
+            {
+                json_t *r = rpc_handle_one(c, member);
+                if (r != NULL)
+                    json_array_append_new(resp, r);
+            }
+            if (json_array_size(resp) == 0) {
+                json_decref(resp);
+                resp = NULL;
+            }
+        }
+    } else {
+        resp = rpc_handle_one(c, msg);
+    }
+    if (resp != NULL)
+        ctl_write_json(c, resp);
+    ctl_release(c);
+    json_decref(resp);
+    json_decref(msg);
+}
+
+void
+rpc_line_too_long(struct client *c)
+{
+    json_t *data = json_pack("{s:s,s:s}", "reason", "message_too_long", "limit", "max-message");
+    json_t *resp = rpc_error_msg(NULL, SOCKD_E_INVALID_REQUEST, "message too long", data);
+    json_decref(data);
+    ctl_write_json(c, resp);
+    json_decref(resp);
+}

@@ -1,0 +1,82 @@
+/* JSON-RPC 2.0: envelope, batches, errors and the sorted method table. */
+#ifndef SOCKD_RPC_H
+#define SOCKD_RPC_H
+
+#include <stddef.h>
+#include <jansson.h>
+
+struct client;
+
+/* Param types a method declares; the envelope layer checks them before exec runs. */
+enum rpc_ptype {
+    RPC_P_ANY,    /* any JSON value */
+    RPC_P_BOOL,   /* true/false */
+    RPC_P_INT,    /* integer */
+    RPC_P_HANDLE, /* integer >= 1 */
+    RPC_P_STR,    /* string */
+    RPC_P_ARRAY,  /* array */
+    RPC_P_OBJECT, /* object */
+};
+
+struct rpc_param {
+    const char *name;
+    enum rpc_ptype type;
+    int required;
+};
+
+/* One request while it runs; exec fills result or the error. */
+struct rpc_call {
+    struct client *client;
+    json_t *id;     /* borrowed; NULL for a notification */
+    json_t *params; /* borrowed; always an object, checked against the method's params */
+    json_t *result; /* set by exec (new reference); NULL means {} */
+    int err_code;
+    char err_msg[256];
+    json_t *err_data;
+};
+
+typedef int (*rpc_exec_fn)(struct rpc_call *call);
+
+struct rpc_method {
+    const char *name;
+    rpc_exec_fn exec;
+    const struct rpc_param *params; /* terminated by a NULL name */
+};
+
+/* Handle one complete line from a client (without its newline). */
+void rpc_handle_line(struct client *c, const char *line, size_t len);
+/* The error response for an over-long line. */
+void rpc_line_too_long(struct client *c);
+/* Method names, sorted (new reference). */
+json_t *rpc_method_names(void);
+
+/* Errors: each returns -1 so exec can `return rpc_fail(...)`. */
+int rpc_fail(struct rpc_call *call, int code, const char *reason, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+int rpc_fail_param(struct rpc_call *call, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int rpc_fail_errno(struct rpc_call *call, int code, const char *reason, int err, const char *what);
+int rpc_fail_limit(struct rpc_call *call, const char *limit);
+int rpc_fail_handle(struct rpc_call *call, const char *what);
+
+/* Typed param getters (the types were already checked). */
+long long rpc_int(const struct rpc_call *call, const char *name, long long dflt);
+int rpc_bool(const struct rpc_call *call, const char *name, int dflt);
+const char *rpc_str(const struct rpc_call *call, const char *name);
+json_t *rpc_get(const struct rpc_call *call, const char *name);
+/* An integer param within [lo, hi], or an error; *out set. */
+int rpc_int_range(struct rpc_call *call, const char *name, long long lo, long long hi,
+                  long long dflt, long long *out);
+
+struct sock;
+/* The socket named by the "socket" param if the caller owns it; NULL after setting -32001. */
+struct sock *rpc_sock(struct rpc_call *call);
+/* -32002 naming the socket's state and type. */
+int rpc_fail_state(struct rpc_call *call, struct sock *s, const char *what);
+
+/* Method tables of each rpc_*.c file, terminated by a NULL name. */
+extern const struct rpc_method rpc_daemon_methods[];
+extern const struct rpc_method rpc_socket_methods[];
+extern const struct rpc_method rpc_data_methods[];
+
+#endif

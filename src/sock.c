@@ -1,0 +1,202 @@
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "ctl.h"
+#include "daemon.h"
+#include "log.h"
+#include "sock.h"
+
+static const char *const sock_type_names[SOCK_NTYPES] = {"tcp", "tls", "udp", "dtls", "unix"};
+static const char *const sock_state_names[] = {"open",       "bound",     "listening",
+                                               "connecting", "connected", "closing"};
+static struct sock *sock_grave;
+
+const char *
+sock_type_name(enum sock_type t)
+{
+    return sock_type_names[t];
+}
+
+int
+sock_type_parse(const char *name)
+{
+    for (int i = 0; i < SOCK_NTYPES; i++)
+        if (strcmp(name, sock_type_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+const char *
+sock_state_name(enum sock_state s)
+{
+    return sock_state_names[s];
+}
+
+static void sock_io_cb(EV_P_ ev_io *w, int revents);
+
+struct sock *
+sock_new(struct client *c, enum sock_type type, int ipv6)
+{
+    struct sock *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->id = daemon_handle();
+    if (idmap_put(&sockd.socks, s->id, s) < 0) {
+        free(s);
+        return NULL;
+    }
+    s->type = type;
+    s->state = SS_OPEN;
+    s->ipv6 = ipv6 ? 1 : 0;
+    s->fd = -1;
+    s->tp = &transport_plain;
+    s->owner = c;
+    s->cnext = c->socks;
+    if (c->socks)
+        c->socks->cprev = s;
+    c->socks = s;
+    c->nsocks++;
+    sockd.nsockets[type]++;
+    return s;
+}
+
+struct sock *
+sock_get(struct client *c, uint64_t id)
+{
+    struct sock *s = idmap_get(&sockd.socks, id);
+    return s != NULL && s->owner == c && !s->dead ? s : NULL;
+}
+
+extern void sock_io_event(struct sock *s, int revents);
+
+static void
+sock_io_cb(EV_P_ ev_io *w, int revents)
+{
+    (void)loop;
+    sock_io_event(w->data, revents);
+}
+
+void
+sock_set_fd(struct sock *s, int fd)
+{
+    s->fd = fd;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    ev_io_init(&s->io, sock_io_cb, fd, 0);
+    s->io.data = s;
+}
+
+void
+sock_emit(struct sock *s, const char *method, json_t *params, json_t *req)
+{
+    json_object_set_new(params, "socket", json_integer((json_int_t)s->id));
+    if (req != NULL)
+        json_object_set(params, "request", req);
+    ctl_notify(s->owner, method, params);
+}
+
+/* Release what a closed socket still holds (not the struct itself). */
+static void
+sock_release(struct sock *s)
+{
+    while (s->sq_head != NULL) {
+        struct sock_sendrec *r = s->sq_head;
+        s->sq_head = r->next;
+        json_decref(r->req);
+        free(r);
+    }
+    s->sq_tail = NULL;
+    while (s->pend_head != NULL)
+        sock_pending_drop(s, s->pend_head);
+    buf_free(&s->out);
+    buf_free(&s->in);
+    json_decref(s->recv_req);
+    json_decref(s->connect_req);
+    json_decref(s->listen_req);
+    json_decref(s->shutdown_req);
+    json_decref(s->tag);
+    s->recv_req = s->connect_req = s->listen_req = s->shutdown_req = s->tag = NULL;
+}
+
+void
+sock_close(struct sock *s, const char *reason, int err, const char *detail, json_t *req)
+{
+    struct client *c = s->owner;
+
+    if (s->dead)
+        return;
+    s->dead = 1;
+    size_t unsent = buf_len(&s->out);
+    if (s->fd >= 0) {
+        ev_io_stop(sockd.loop, &s->io);
+        close(s->fd);
+        s->fd = -1;
+    }
+    ev_timer_stop(sockd.loop, &s->ctimer);
+    ev_timer_stop(sockd.loop, &s->rtimer);
+    if (reason != NULL && c != NULL) {
+        json_t *p = json_pack("{s:s}", "reason", reason);
+        if (err != 0) {
+            json_object_set_new(p, "errno", json_integer(err));
+            json_object_set_new(p, "detail", json_string(detail ? detail : strerror(err)));
+        } else if (detail != NULL) {
+            json_object_set_new(p, "detail", json_string(detail));
+        }
+        if (unsent > 0)
+            json_object_set_new(p, "unsent", json_integer((json_int_t)unsent));
+        sock_emit(s, "socket.closed", p, req);
+    }
+    log_debug("socket %llu closed: %s", (unsigned long long)s->id, reason ? reason : "silently");
+    sock_release(s);
+    idmap_del(&sockd.socks, s->id);
+    sockd.nsockets[s->type]--;
+    if (c != NULL) {
+        if (s->cprev)
+            s->cprev->cnext = s->cnext;
+        else
+            c->socks = s->cnext;
+        if (s->cnext)
+            s->cnext->cprev = s->cprev;
+        c->nsocks--;
+    }
+    s->cnext = s->cprev = NULL;
+    s->grave_next = sock_grave;
+    sock_grave = s;
+}
+
+void
+sock_reap(void)
+{
+    while (sock_grave != NULL) {
+        struct sock *s = sock_grave;
+        sock_grave = s->grave_next;
+        free(s);
+    }
+}
+
+json_t *
+sock_info(struct sock *s)
+{
+    json_t *o = json_pack(
+        "{s:I,s:s,s:s,s:I,s:I,s:I,s:I}", "socket", (json_int_t)s->id, "type",
+        sock_type_name(s->type), "state", sock_state_name(s->state), "bytes_sent",
+        (json_int_t)s->bytes_sent, "bytes_received", (json_int_t)s->bytes_received, "send_buffered",
+        (json_int_t)buf_len(&s->out), "recv_buffered", (json_int_t)buf_len(&s->in));
+    if (s->has_local)
+        json_object_set_new(o, "local", addr_to_json(&s->local.sa, sizeof s->local));
+    if (s->has_remote)
+        json_object_set_new(o, "remote", addr_to_json(&s->remote.sa, sizeof s->remote));
+    if (s->listener)
+        json_object_set_new(o, "listener", json_integer((json_int_t)s->listener));
+    if (s->state == SS_LISTENING)
+        json_object_set_new(o, "pending", json_integer(s->npending));
+    if (s->tag != NULL)
+        json_object_set(o, "tag", s->tag);
+    return o;
+}

@@ -1,0 +1,166 @@
+/* The socket object: one per handle, with its fd, watchers, buffers and state machine. */
+#ifndef SOCKD_SOCK_H
+#define SOCKD_SOCK_H
+
+#include <stdint.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <ev.h>
+#include <jansson.h>
+
+#include "buf.h"
+
+struct client;
+struct sock;
+
+/* Socket types of socket.open. */
+enum sock_type {
+    SOCK_TCP,  /* plain TCP */
+    SOCK_TLS,  /* TLS over TCP */
+    SOCK_UDP,  /* UDP datagrams */
+    SOCK_DTLS, /* DTLS over UDP */
+    SOCK_UNIX, /* AF_UNIX stream */
+};
+#define SOCK_NTYPES 5
+
+/* Lifecycle states, as socket.info reports them. */
+enum sock_state {
+    SS_OPEN,       /* created, nothing done yet */
+    SS_BOUND,      /* bound to a local address */
+    SS_LISTENING,  /* accepting connections */
+    SS_CONNECTING, /* connect under way */
+    SS_CONNECTED,  /* ready for data */
+    SS_CLOSING,    /* shutdown: flushing queued data, then closed */
+};
+
+/* An IP socket address, small enough to keep two per socket. */
+union sock_sa {
+    struct sockaddr sa;
+    struct sockaddr_in sin;
+    struct sockaddr_in6 sin6;
+};
+
+/* One socket.send still (partly) in the send queue. */
+struct sock_sendrec {
+    struct sock_sendrec *next;
+    uint64_t end; /* stream offset one past its last byte */
+    size_t bytes; /* its length */
+    json_t *req;  /* request id for socket.sent, or NULL */
+    int notify;   /* emit socket.sent */
+};
+
+/* A connection accepted from the kernel, waiting for socket.accept/reject. */
+struct sock_pending {
+    struct sock_pending *next;
+    struct sock *listener;
+    uint64_t num; /* unique per listener */
+    int fd;
+    union sock_sa remote, local;
+    ev_timer timer; /* accept-timeout */
+};
+
+/* What differs between transports; plain sockets use read(2)/write(2). */
+struct sock_transport {
+    const char *name;
+    /* Read up to n bytes: >0 bytes, 0 EOF, -1 with errno (EAGAIN: nothing now). */
+    ssize_t (*read)(struct sock *s, void *p, size_t n);
+    /* Write up to n bytes: >=0 written, -1 with errno. */
+    ssize_t (*write)(struct sock *s, const void *p, size_t n);
+};
+
+struct sock {
+    uint64_t id;
+    enum sock_type type;
+    enum sock_state state;
+    struct client *owner;
+    struct sock *cnext, *cprev; /* owner's list */
+    struct sock *grave_next;    /* reap list once dead */
+    const struct sock_transport *tp;
+    int fd;
+    ev_io io;
+    ev_timer ctimer; /* connect timeout */
+    ev_timer rtimer; /* recv timeout */
+
+    unsigned ipv6 : 1;   /* family when no address says */
+    unsigned dead : 1;   /* closed; memory freed at the next loop turn */
+    unsigned rd_eof : 1; /* peer sent EOF */
+    unsigned recv_pending : 1;
+    unsigned recv_partial : 1;
+    unsigned recv_stream : 1;
+    unsigned auto_accept : 1;
+    unsigned accept_paused : 1; /* listener stopped: pending cap or fd exhaustion */
+    unsigned has_local : 1;
+    unsigned has_remote : 1;
+    unsigned shut_wanted : 1; /* socket.shutdown seen: flush, then close */
+
+    struct buf out;      /* queued bytes to send */
+    uint64_t out_queued; /* stream offset of the end of out */
+    struct sock_sendrec *sq_head, *sq_tail;
+    struct buf in; /* bytes read, not yet delivered */
+    size_t recv_len;
+    json_t *recv_req, *connect_req, *listen_req, *shutdown_req;
+    json_t *tag;
+    uint64_t bytes_sent, bytes_received;
+    union sock_sa local, remote;
+
+    /* listener */
+    struct sock_pending *pend_head, *pend_tail;
+    unsigned npending;
+    uint64_t next_pending;
+    /* accepted */
+    uint64_t listener;
+};
+
+/* Receive read-ahead per socket while no recv is pending. */
+#define SOCK_READAHEAD (256u << 10)
+/* Largest socket.recv length. */
+#define SOCK_MAX_RECV (16u << 20)
+
+const char *sock_type_name(enum sock_type t);
+int sock_type_parse(const char *name);
+const char *sock_state_name(enum sock_state s);
+
+/* Create a socket object owned by c (no fd yet). NULL on ENOMEM. */
+struct sock *sock_new(struct client *c, enum sock_type type, int ipv6);
+/* The socket with this handle if c owns it, else NULL. */
+struct sock *sock_get(struct client *c, uint64_t id);
+/* Attach an fd (non-blocking, close-on-exec) to s and set up its watcher. */
+void sock_set_fd(struct sock *s, int fd);
+/*
+ * The one free path: stop watchers, close the fd and pendings, unlink from the owner, emit
+ * socket.closed {reason, errno?, detail?, unsent?} with request req unless reason is NULL.
+ * Memory is freed later; callers may still read s->dead.
+ */
+void sock_close(struct sock *s, const char *reason, int err, const char *detail, json_t *req);
+/* Free the sockets closed since the last call. */
+void sock_reap(void);
+/* Emit a notification for s (params stolen; "socket" and "request" added). */
+void sock_emit(struct sock *s, const char *method, json_t *params, json_t *req);
+/* socket.info object (new reference). */
+json_t *sock_info(struct sock *s);
+
+/* sock_io.c */
+/* Recompute which events the watcher waits for: the one place that decides interest. */
+void sock_update_io(struct sock *s);
+/* Start a non-blocking connect to sa; 0 started/done, -1 errno (nothing changed). */
+int sock_connect(struct sock *s, const struct sockaddr *sa, socklen_t len, double timeout);
+/* Queue bytes for sending with a record for socket.sent. -1 ENOBUFS if over the cap. */
+int sock_send(struct sock *s, const void *p, size_t n, json_t *req, int notify);
+/* Arm a recv; delivers at once if enough is buffered. */
+void sock_recv(struct sock *s, size_t len, int partial, int stream, double timeout, json_t *req);
+/* Cancel the pending recv; 1 if there was one. */
+int sock_recv_cancel(struct sock *s);
+/* Begin socket.shutdown: flush, then close with reason normal. */
+void sock_shutdown(struct sock *s, json_t *req);
+/* Start accepting on a listening socket. */
+void sock_listen_start(struct sock *s);
+/* Find a pending connection by number (NULL if unknown). */
+struct sock_pending *sock_pending_find(struct sock *l, uint64_t num);
+/* Turn a pending connection into a socket owned by the listener's client; NULL on error. */
+struct sock *sock_pending_accept(struct sock *l, struct sock_pending *p, json_t *req, json_t *tag);
+/* Close and forget a pending connection. */
+void sock_pending_drop(struct sock *l, struct sock_pending *p);
+
+extern const struct sock_transport transport_plain;
+
+#endif

@@ -1,0 +1,598 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <sockd/protocol.h>
+
+#include "addr.h"
+#include "b64.h"
+#include "ctl.h"
+#include "daemon.h"
+#include "log.h"
+#include "sock.h"
+
+void sock_io_event(struct sock *s, int revents);
+static void sock_eof_check(struct sock *s);
+
+void
+sock_update_io(struct sock *s)
+{
+    int ev = 0;
+
+    if (s->dead || s->fd < 0)
+        return;
+    int paused = ctl_paused(s->owner);
+    switch (s->state) {
+    case SS_LISTENING:
+        if (!s->accept_paused && !paused)
+            ev = EV_READ;
+        break;
+    case SS_CONNECTING:
+        ev = EV_WRITE;
+        break;
+    case SS_CONNECTED: {
+        size_t cap = SOCK_READAHEAD;
+        if (s->recv_pending && s->recv_len > cap)
+            cap = s->recv_len;
+        if (!s->rd_eof && !paused && buf_len(&s->in) < cap)
+            ev |= EV_READ;
+    }
+        /* fall through */
+    case SS_CLOSING:
+        if (buf_len(&s->out) > 0)
+            ev |= EV_WRITE;
+        break;
+    default:
+        break;
+    }
+    if (ev == (s->io.events & (EV_READ | EV_WRITE)) && (ev == 0 || ev_is_active(&s->io)))
+        return;
+    ev_io_stop(sockd.loop, &s->io);
+    ev_io_set(&s->io, s->fd, ev);
+    if (ev != 0)
+        ev_io_start(sockd.loop, &s->io);
+}
+
+/* The reason for a failed connect. */
+static const char *
+sock_connect_reason(int err)
+{
+    return err == ECONNREFUSED ? SOCKD_REASON_CONNECT_REJECTED : SOCKD_REASON_CONNECT_FAILED;
+}
+
+static void
+sock_fill_local(struct sock *s)
+{
+    socklen_t len = sizeof s->local;
+    if (getsockname(s->fd, &s->local.sa, &len) == 0)
+        s->has_local = 1;
+}
+
+/* Flush-then-close: send FIN, drop unread input (so close sends no RST), close with reason. */
+static void
+sock_close_graceful(struct sock *s, const char *reason, json_t *req)
+{
+    char sink[4096];
+    if (s->fd >= 0) {
+        shutdown(s->fd, SHUT_WR);
+        for (int i = 0; i < 64 && recv(s->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+            ;
+    }
+    sock_close(s, reason, 0, NULL, req);
+}
+
+/* An I/O error on a connected socket. */
+static void
+sock_io_failed(struct sock *s, int err)
+{
+    sock_close(s, SOCKD_REASON_LOST, err, NULL, NULL);
+}
+
+static void
+sock_became_connected(struct sock *s)
+{
+    json_t *req = s->connect_req;
+    s->connect_req = NULL;
+    s->state = SS_CONNECTED;
+    ev_timer_stop(sockd.loop, &s->ctimer);
+    sock_fill_local(s);
+    sock_emit(s, "socket.connected",
+              json_pack("{s:o,s:o}", "local", addr_to_json(&s->local.sa, sizeof s->local), "remote",
+                        addr_to_json(&s->remote.sa, sizeof s->remote)),
+              req);
+    json_decref(req);
+    if (s->shut_wanted)
+        s->state = SS_CLOSING;
+}
+
+static void
+sock_connect_timeout_cb(EV_P_ ev_timer *w, int revents)
+{
+    struct sock *s = w->data;
+    (void)revents;
+    sock_close(s, SOCKD_REASON_TIMEOUT, 0, "connect timed out", s->connect_req);
+}
+
+int
+sock_connect(struct sock *s, const struct sockaddr *sa, socklen_t len, double timeout)
+{
+    if (s->fd < 0) {
+        int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return -1;
+        sock_set_fd(s, fd);
+    }
+    memcpy(&s->remote, sa, len < sizeof s->remote ? len : sizeof s->remote);
+    s->has_remote = 1;
+    int r;
+    do
+        r = connect(s->fd, sa, len);
+    while (r < 0 && errno == EINTR);
+    if (r == 0) {
+        sock_became_connected(s);
+    } else if (errno == EINPROGRESS) {
+        s->state = SS_CONNECTING;
+        if (timeout > 0) {
+            ev_timer_init(&s->ctimer, sock_connect_timeout_cb, timeout, 0.0);
+            s->ctimer.data = s;
+            ev_timer_start(sockd.loop, &s->ctimer);
+        }
+    } else {
+        int err = errno;
+        sock_close(s, sock_connect_reason(err), err, NULL, s->connect_req);
+        return 0;
+    }
+    sock_update_io(s);
+    return 0;
+}
+
+static void
+sock_connect_ready(struct sock *s)
+{
+    int err = 0;
+    socklen_t el = sizeof err;
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0)
+        err = errno;
+    if (err == EINPROGRESS || err == EALREADY)
+        return;
+    if (err != 0) {
+        sock_close(s, sock_connect_reason(err), err, NULL, s->connect_req);
+        return;
+    }
+    sock_became_connected(s);
+}
+
+/* Emit socket.sent for every send whose last byte reached the kernel. */
+static void
+sock_complete_sends(struct sock *s)
+{
+    while (s->sq_head != NULL && s->sq_head->end <= s->bytes_sent) {
+        struct sock_sendrec *r = s->sq_head;
+        s->sq_head = r->next;
+        if (s->sq_head == NULL)
+            s->sq_tail = NULL;
+        if (r->notify)
+            sock_emit(s, "socket.sent", json_pack("{s:I}", "bytes", (json_int_t)r->bytes), r->req);
+        json_decref(r->req);
+        free(r);
+    }
+}
+
+static void
+sock_write_ready(struct sock *s)
+{
+    while (buf_len(&s->out) > 0) {
+        ssize_t n = s->tp->write(s, buf_head(&s->out), buf_len(&s->out));
+        if (n < 0) {
+            if (errno == EAGAIN)
+                break;
+            sock_io_failed(s, errno);
+            return;
+        }
+        buf_consume(&s->out, (size_t)n);
+        s->bytes_sent += (uint64_t)n;
+        sockd.bytes_out += (uint64_t)n;
+    }
+    sock_complete_sends(s);
+    if (buf_len(&s->out) == 0) {
+        if (s->state == SS_CLOSING) {
+            sock_close_graceful(s, SOCKD_REASON_NORMAL, s->shutdown_req);
+            return;
+        }
+        sock_eof_check(s);
+    }
+}
+
+int
+sock_send(struct sock *s, const void *p, size_t n, json_t *req, int notify)
+{
+    size_t cap = sockd.conf.max_send_buffer;
+    if (n > cap || buf_len(&s->out) > cap - n) {
+        errno = ENOBUFS;
+        return -1;
+    }
+    struct sock_sendrec *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return -1;
+    /* Fast path: nothing queued and connected, so write straight from the caller's bytes. */
+    size_t done = 0;
+    if (s->state == SS_CONNECTED && buf_len(&s->out) == 0 && n > 0) {
+        ssize_t w = s->tp->write(s, p, n);
+        if (w > 0) {
+            done = (size_t)w;
+            s->bytes_sent += done;
+            sockd.bytes_out += done;
+        } else if (w < 0 && errno != EAGAIN) {
+            free(r);
+            sock_io_failed(s, errno);
+            return 0;
+        }
+    }
+    if (done < n && buf_append(&s->out, (const char *)p + done, n - done) < 0) {
+        free(r);
+        return -1;
+    }
+    s->out_queued += n;
+    r->end = s->out_queued;
+    r->bytes = n;
+    r->req = req ? json_incref(req) : NULL;
+    r->notify = notify;
+    if (s->sq_tail)
+        s->sq_tail->next = r;
+    else
+        s->sq_head = r;
+    s->sq_tail = r;
+    sock_complete_sends(s);
+    sock_update_io(s);
+    return 0;
+}
+
+/* Finish the pending recv (without delivering anything). */
+static void
+sock_recv_done(struct sock *s)
+{
+    s->recv_pending = 0;
+    ev_timer_stop(sockd.loop, &s->rtimer);
+    json_decref(s->recv_req);
+    s->recv_req = NULL;
+}
+
+/* Emit socket.received with n bytes from the head of the input buffer. */
+static void
+sock_emit_received(struct sock *s, size_t n, int eof, int timeout)
+{
+    char *text = malloc(b64_encoded_len(n) + 1);
+    size_t tl = text ? b64_encode(buf_head(&s->in), n, text) : 0;
+    json_t *p = json_object();
+    json_object_set_new(p, "data", json_stringn_nocheck(text ? text : "", tl));
+    free(text);
+    if (eof)
+        json_object_set_new(p, "eof", json_true());
+    if (timeout)
+        json_object_set_new(p, "timeout", json_true());
+    buf_consume(&s->in, n);
+    sock_emit(s, "socket.received", p, s->recv_req);
+}
+
+/* Complete the pending recv as far as the buffered bytes allow. */
+static void
+sock_deliver(struct sock *s)
+{
+    while (s->recv_pending && !s->dead) {
+        size_t have = buf_len(&s->in), n;
+        if (s->recv_partial || s->recv_stream)
+            n = have < s->recv_len ? have : s->recv_len;
+        else if (have >= s->recv_len)
+            n = s->recv_len;
+        else
+            n = s->rd_eof ? have : 0;
+        int eof = s->rd_eof && have == n;
+        if (n == 0 && !eof)
+            break;
+        sock_emit_received(s, n, eof, 0);
+        if (!s->recv_stream || eof)
+            sock_recv_done(s);
+    }
+}
+
+/* After EOF: once every received byte is delivered and every queued byte sent, close by_peer. */
+static void
+sock_eof_check(struct sock *s)
+{
+    if (s->dead || !s->rd_eof || s->state != SS_CONNECTED)
+        return;
+    if (buf_len(&s->in) > 0 || buf_len(&s->out) > 0)
+        return;
+    sock_close_graceful(s, SOCKD_REASON_BY_PEER, NULL);
+}
+
+static void
+sock_read_ready(struct sock *s)
+{
+    size_t cap = SOCK_READAHEAD;
+    if (s->recv_pending && s->recv_len > cap)
+        cap = s->recv_len;
+    size_t want = cap > buf_len(&s->in) ? cap - buf_len(&s->in) : 0;
+    if (want == 0)
+        return;
+    if (want > 65536)
+        want = 65536;
+    char *p = buf_reserve(&s->in, want);
+    if (p == NULL) {
+        sock_io_failed(s, ENOMEM);
+        return;
+    }
+    ssize_t n = s->tp->read(s, p, want);
+    if (n < 0) {
+        if (errno != EAGAIN)
+            sock_io_failed(s, errno);
+        return;
+    }
+    if (n == 0) {
+        s->rd_eof = 1;
+        log_debug("socket %llu: EOF from peer", (unsigned long long)s->id);
+    } else {
+        buf_commit(&s->in, (size_t)n);
+        s->bytes_received += (uint64_t)n;
+        sockd.bytes_in += (uint64_t)n;
+    }
+    sock_deliver(s);
+    if (buf_len(&s->in) == 0 && s->in.data != NULL)
+        buf_free(&s->in);
+    sock_eof_check(s);
+}
+
+static void
+sock_recv_timeout_cb(EV_P_ ev_timer *w, int revents)
+{
+    struct sock *s = w->data;
+    (void)revents;
+    if (!s->recv_pending)
+        return;
+    size_t n = buf_len(&s->in) < s->recv_len ? buf_len(&s->in) : s->recv_len;
+    sock_emit_received(s, n, s->rd_eof && n == buf_len(&s->in), 1);
+    sock_recv_done(s);
+    sock_update_io(s);
+    sock_eof_check(s);
+}
+
+void
+sock_recv(struct sock *s, size_t len, int partial, int stream, double timeout, json_t *req)
+{
+    s->recv_pending = 1;
+    s->recv_len = len;
+    s->recv_partial = partial ? 1 : 0;
+    s->recv_stream = stream ? 1 : 0;
+    s->recv_req = req ? json_incref(req) : NULL;
+    if (timeout > 0) {
+        ev_timer_init(&s->rtimer, sock_recv_timeout_cb, timeout, 0.0);
+        s->rtimer.data = s;
+        ev_timer_start(sockd.loop, &s->rtimer);
+    }
+    sock_deliver(s);
+    sock_eof_check(s);
+    sock_update_io(s);
+}
+
+int
+sock_recv_cancel(struct sock *s)
+{
+    if (!s->recv_pending)
+        return 0;
+    sock_recv_done(s);
+    sock_update_io(s);
+    return 1;
+}
+
+void
+sock_shutdown(struct sock *s, json_t *req)
+{
+    if (s->recv_pending)
+        sock_recv_done(s);
+    s->shut_wanted = 1;
+    s->shutdown_req = req ? json_incref(req) : NULL;
+    if (s->state == SS_CONNECTING)
+        return; /* becomes SS_CLOSING when connected */
+    s->state = SS_CLOSING;
+    if (buf_len(&s->out) == 0) {
+        sock_close_graceful(s, SOCKD_REASON_NORMAL, req);
+        return;
+    }
+    sock_update_io(s);
+}
+
+/* Listener side. */
+
+static void
+sock_pending_timeout_cb(EV_P_ ev_timer *w, int revents)
+{
+    struct sock_pending *p = w->data;
+    (void)revents;
+    log_debug("socket %llu: pending %llu not accepted in time, closed",
+              (unsigned long long)p->listener->id, (unsigned long long)p->num);
+    sock_pending_drop(p->listener, p);
+}
+
+/* Unlink p from l's list. */
+static void
+sock_pending_unlink(struct sock *l, struct sock_pending *p)
+{
+    struct sock_pending **pp = &l->pend_head, *prev = NULL;
+    while (*pp != NULL && *pp != p) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    if (*pp == NULL)
+        return;
+    *pp = p->next;
+    if (l->pend_tail == p)
+        l->pend_tail = prev;
+    l->npending--;
+    ev_timer_stop(sockd.loop, &p->timer);
+    if (l->accept_paused && l->npending < sockd.conf.max_pending_accepts) {
+        l->accept_paused = 0;
+        sock_update_io(l);
+    }
+}
+
+void
+sock_pending_drop(struct sock *l, struct sock_pending *p)
+{
+    sock_pending_unlink(l, p);
+    close(p->fd);
+    free(p);
+}
+
+struct sock_pending *
+sock_pending_find(struct sock *l, uint64_t num)
+{
+    for (struct sock_pending *p = l->pend_head; p != NULL; p = p->next)
+        if (p->num == num)
+            return p;
+    return NULL;
+}
+
+/* A socket for an accepted fd, owned by the listener's client; emits socket.accepted. */
+static struct sock *
+sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const union sock_sa *local,
+                    json_t *req, json_t *tag)
+{
+    struct sock *s = sock_new(l->owner, l->type, l->ipv6);
+    if (s == NULL) {
+        close(fd);
+        return NULL;
+    }
+    sock_set_fd(s, fd);
+    s->state = SS_CONNECTED;
+    s->remote = *remote;
+    s->local = *local;
+    s->has_remote = s->has_local = 1;
+    s->listener = l->id;
+    s->tag = tag ? json_incref(tag) : NULL;
+    sock_emit(s, "socket.accepted",
+              json_pack("{s:I,s:o,s:o}", "listener", (json_int_t)l->id, "local",
+                        addr_to_json(&s->local.sa, sizeof s->local), "remote",
+                        addr_to_json(&s->remote.sa, sizeof s->remote)),
+              req);
+    sock_update_io(s);
+    return s;
+}
+
+struct sock *
+sock_pending_accept(struct sock *l, struct sock_pending *p, json_t *req, json_t *tag)
+{
+    sock_pending_unlink(l, p);
+    struct sock *s = sock_adopt_accepted(l, p->fd, &p->remote, &p->local, req, tag);
+    free(p);
+    return s;
+}
+
+static void
+sock_accept_resume_cb(EV_P_ ev_timer *w, int revents)
+{
+    struct sock *l = w->data;
+    (void)revents;
+    l->accept_paused = l->npending >= sockd.conf.max_pending_accepts;
+    sock_update_io(l);
+}
+
+static void
+sock_accept_ready(struct sock *l)
+{
+    for (int i = 0; i < 16 && !l->dead; i++) {
+        if (l->npending >= sockd.conf.max_pending_accepts) {
+            l->accept_paused = 1;
+            break;
+        }
+        union sock_sa remote, local;
+        socklen_t rl = sizeof remote, ll = sizeof local;
+        int fd = accept4(l->fd, &remote.sa, &rl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                log_warn("socket %llu: accepting paused for 1 s: %s", (unsigned long long)l->id,
+                         strerror(errno));
+                l->accept_paused = 1;
+                ev_timer_init(&l->ctimer, sock_accept_resume_cb, 1.0, 0.0);
+                l->ctimer.data = l;
+                ev_timer_start(sockd.loop, &l->ctimer);
+            } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+                log_warn("socket %llu: accept: %s", (unsigned long long)l->id, strerror(errno));
+            }
+            break;
+        }
+        if (getsockname(fd, &local.sa, &ll) < 0)
+            memset(&local, 0, sizeof local);
+        if (l->auto_accept) {
+            if (l->owner->nsocks >= sockd.conf.max_sockets_per_client) {
+                log_warn("client %llu: max-sockets-per-client reached, connection on socket "
+                         "%llu closed",
+                         (unsigned long long)l->owner->id, (unsigned long long)l->id);
+                close(fd);
+                continue;
+            }
+            sock_adopt_accepted(l, fd, &remote, &local, l->listen_req, NULL);
+            continue;
+        }
+        struct sock_pending *p = calloc(1, sizeof *p);
+        if (p == NULL) {
+            close(fd);
+            break;
+        }
+        p->listener = l;
+        p->num = ++l->next_pending;
+        p->fd = fd;
+        p->remote = remote;
+        p->local = local;
+        ev_timer_init(&p->timer, sock_pending_timeout_cb, sockd.conf.accept_timeout_ms / 1000.0,
+                      0.0);
+        p->timer.data = p;
+        ev_timer_start(sockd.loop, &p->timer);
+        if (l->pend_tail)
+            l->pend_tail->next = p;
+        else
+            l->pend_head = p;
+        l->pend_tail = p;
+        l->npending++;
+        sock_emit(l, "socket.incoming",
+                  json_pack("{s:I,s:o,s:o}", "pending", (json_int_t)p->num, "remote",
+                            addr_to_json(&remote.sa, rl), "local", addr_to_json(&local.sa, ll)),
+                  l->listen_req);
+    }
+}
+
+void
+sock_listen_start(struct sock *l)
+{
+    l->state = SS_LISTENING;
+    sock_update_io(l);
+}
+
+void
+sock_io_event(struct sock *s, int revents)
+{
+    switch (s->state) {
+    case SS_LISTENING:
+        sock_accept_ready(s);
+        break;
+    case SS_CONNECTING:
+        sock_connect_ready(s);
+        if (!s->dead && buf_len(&s->out) > 0 &&
+            (s->state == SS_CONNECTED || s->state == SS_CLOSING))
+            sock_write_ready(s);
+        else if (!s->dead && s->state == SS_CLOSING)
+            sock_close_graceful(s, SOCKD_REASON_NORMAL, s->shutdown_req);
+        break;
+    default:
+        if (revents & EV_WRITE)
+            sock_write_ready(s);
+        if (!s->dead && (revents & EV_READ))
+            sock_read_ready(s);
+        break;
+    }
+    if (!s->dead)
+        sock_update_io(s);
+}

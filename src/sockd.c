@@ -1,0 +1,161 @@
+/* sockd: the socket broker daemon. Options, config, signals, start and stop order. */
+#include "config.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/ssl.h>
+#include <sockd/client.h>
+
+#include "ctl.h"
+#include "daemon.h"
+#include "log.h"
+
+static const char *conf_path;
+static ev_signal sig_int, sig_term, sig_hup;
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: sockd [-hVtv] [-s PATH] [-c FILE]\n"
+               "  -s PATH  control socket path (default: $SOCKD_SOCKET, /run/sockd/sockd.sock\n"
+               "           for root, $XDG_RUNTIME_DIR/sockd.sock, /tmp/sockd-$UID.sock)\n"
+               "  -c FILE  configuration file (default: none, built-in defaults)\n"
+               "  -t       check the configuration file and exit (0 = good)\n"
+               "  -v       more log output (repeat for debug)\n"
+               "  -V       print the version and exit\n"
+               "  -h       this help\n"
+               "sockd runs in the foreground and logs to stderr; SIGTERM or SIGINT stop it,\n"
+               "SIGHUP reloads the configuration file.\n");
+}
+
+static void
+stop_cb(EV_P_ ev_signal *w, int revents)
+{
+    (void)revents;
+    log_info("signal %d: shutting down", w->signum);
+    sockd.stopping = 1;
+    ctl_unlisten();
+    ctl_shutdown(2.0);
+    ev_break(EV_A_ EVBREAK_ALL);
+}
+
+/* SIGHUP: parse the file whole; swap it in, or keep the old config and say why. */
+static void
+reload_cb(EV_P_ ev_signal *w, int revents)
+{
+    struct conf nc;
+    char *cause = NULL;
+    (void)w;
+    (void)revents;
+    if (conf_path == NULL) {
+        log_info("SIGHUP: no configuration file to reload");
+        return;
+    }
+    conf_defaults(&nc);
+    if (conf_load(conf_path, &nc, &cause) < 0) {
+        log_error("reload refused, old configuration kept: %s", cause ? cause : "error");
+        free(cause);
+        conf_free(&nc);
+        return;
+    }
+    free(nc.listen);
+    nc.listen = sockd.conf.listen; /* the control socket stays where it is */
+    sockd.conf.listen = NULL;
+    conf_free(&sockd.conf);
+    sockd.conf = nc;
+    log_set_level(nc.log_level > log_get_level() ? nc.log_level : log_get_level());
+    log_info("configuration reloaded from %s", conf_path);
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *sock_path = NULL, *cause;
+    int verbose = 0, test_only = 0, ch;
+    char pathbuf[4096], *err = NULL;
+
+    while ((ch = getopt(argc, argv, "hVtvs:c:")) != -1) {
+        switch (ch) {
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("sockd %s\n", PACKAGE_VERSION);
+            return 0;
+        case 't':
+            test_only = 1;
+            break;
+        case 'v':
+            verbose++;
+            break;
+        case 's':
+            sock_path = optarg;
+            break;
+        case 'c':
+            conf_path = optarg;
+            break;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    struct ev_loop *loop = ev_default_loop(EVFLAG_AUTO);
+    if (loop == NULL) {
+        fprintf(stderr, "sockd: cannot initialise the event loop\n");
+        return 1;
+    }
+    daemon_init(loop);
+    if (conf_path != NULL && conf_load(conf_path, &sockd.conf, &err) < 0) {
+        fprintf(stderr, "sockd: %s\n", err ? err : "bad configuration");
+        return 1;
+    }
+    if (test_only) {
+        if (conf_path == NULL) {
+            fprintf(stderr, "sockd: -t needs -c FILE\n");
+            return 2;
+        }
+        printf("sockd: %s: configuration good\n", conf_path);
+        return 0;
+    }
+    log_set_level(sockd.conf.log_level + verbose);
+
+    signal(SIGPIPE, SIG_IGN);
+    OPENSSL_init_ssl(0, NULL);
+
+    if (sock_path == NULL)
+        sock_path = sockd.conf.listen;
+    sock_path = sockd_socket_path(sock_path, pathbuf, sizeof pathbuf);
+    if (sock_path == NULL) {
+        fprintf(stderr, "sockd: control socket path too long\n");
+        return 1;
+    }
+    if (ctl_listen(sock_path, sockd.conf.socket_mode, sockd.conf.socket_gid, &cause) < 0) {
+        log_error("cannot listen on %s: %s", sock_path, cause);
+        return 1;
+    }
+    ev_signal_init(&sig_int, stop_cb, SIGINT);
+    ev_signal_init(&sig_term, stop_cb, SIGTERM);
+    ev_signal_init(&sig_hup, reload_cb, SIGHUP);
+    ev_signal_start(loop, &sig_int);
+    ev_signal_start(loop, &sig_term);
+    ev_signal_start(loop, &sig_hup);
+    log_info("sockd %s listening on %s", PACKAGE_VERSION, sock_path);
+
+    ev_run(loop, 0);
+
+    log_info("stopped");
+    conf_free(&sockd.conf);
+    idmap_free(&sockd.socks);
+    ev_loop_destroy(loop);
+    return 0;
+}
