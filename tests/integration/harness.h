@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <setjmp.h>
 #include <sys/types.h>
 #include <cmocka.h>
@@ -79,5 +80,54 @@ void h_peer_stop(struct h_peer *p);
 
 /* A plain client TCP connection to 127.0.0.1:port (blocking fd). */
 int h_tcp_connect(int port);
+
+/* Additions (existing declarations above are unchanged). */
+
+/* Switch a running peer's mode; its open connections follow (e.g. H_SINK -> H_DRAIN). */
+void h_peer_set_mode(struct h_peer *p, enum h_peer_mode mode);
+/* Connections of the peer that saw an orderly EOF (read() == 0) from the other side. */
+int h_peer_eofs(struct h_peer *p);
+/* Wait (bounded) until at least n of the peer's connections saw EOF; returns the count reached. */
+int h_peer_wait_eofs(struct h_peer *p, int n, int timeout_ms);
+/* Wait (bounded) until the peer has read at least n bytes; returns the count it reached. */
+size_t h_peer_wait_bytes(struct h_peer *p, size_t n, int timeout_ms);
+
+/* Write a raw line (or any bytes) on the control connection; assert it was written. */
+void h_send_raw(struct sockd_client *c, const char *text);
+/* Read the next whole message from the wire (sockd_client_read_message); assert one came. */
+json_t *h_read(struct sockd_client *c, int timeout_ms);
+/* Print a JSON value to stderr with a label (diagnostics). */
+void h_dump(const char *label, const json_t *v);
+/* Fail at the caller's line when cond is false, printing the expression and the JSON msg. */
+#define H_CHECK(cond, msg)                                                                     \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);           \
+            h_dump("message", (msg));                                                          \
+            fail();                                                                            \
+        }                                                                                      \
+    } while (0)
+/* Monotonic clock in ms; sleep for ms. */
+long long h_now_ms(void);
+void h_sleep_ms(int ms);
+/* Wait (bounded) until h_count_fds(pid) == n; returns the last count seen. */
+int h_wait_fds(pid_t pid, int n, int timeout_ms);
+/* Poll daemon.stats on c until "clients" == n (bounded by H_TIMEOUT_MS; asserts it got there);
+   returns the last stats result (caller decrefs). */
+json_t *h_wait_clients(struct sockd_client *c, long long n);
+
+/* Tracked resources, released by h_cleanup() even when a test fails half-way (cmocka longjmps
+   out of the test, so locals are lost). Use h_cleanup (or h_teardown) as the per-test teardown. */
+struct sockd_client *h_client_auto(struct h_daemon *d);
+/* Close a client (tracked or not) and forget it. */
+void h_client_close(struct sockd_client *c);
+/* A heap-allocated peer, started; stopped and freed by h_cleanup. */
+struct h_peer *h_peer_auto(enum h_peer_mode mode, int v6);
+/* SIGKILL a daemon (no assertions) and remove its directory; for cleanup paths. */
+void h_daemon_kill(struct h_daemon *d);
+/* Close tracked clients, then stop and free tracked peers. */
+void h_cleanup(void);
+/* h_cleanup as a cmocka teardown. */
+int h_teardown(void **state);
 
 #endif

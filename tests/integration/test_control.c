@@ -1,0 +1,1347 @@
+/*
+ * Control protocol against the real daemon: framing, JSON-RPC envelope, batches, every error code
+ * the core can answer, ordering guarantees, handles, daemon.* (PROTOCOL.md 1-4, 8; DECISIONS.md).
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static struct h_daemon D;
+
+/* The socket.* and daemon.* methods of the core (tcp) build. */
+static const char *const core_methods[] = {
+    "daemon.hello",   "daemon.ping",        "daemon.stats",  "socket.accept", "socket.bind",
+    "socket.close",   "socket.connect",     "socket.info",   "socket.list",   "socket.listen",
+    "socket.open",    "socket.recv",        "socket.recv_cancel", "socket.reject", "socket.send",
+    "socket.shutdown",
+};
+
+static const char *const limit_keys[] = {
+    "max_clients",         "max_sockets_per_client", "max_send_buffer", "max_message",
+    "max_pending_accepts", "accept_timeout_ms",      "max_recv_length",
+};
+
+/* error.code of a response message, 0 when it is not an error response. */
+static int msg_err_code(const json_t *msg)
+{
+    return (int)json_integer_value(json_object_get(json_object_get(msg, "error"), "code"));
+}
+
+/* data.<key> of an error object (as returned by h_err) as a string, or NULL. */
+static const char *err_data_str(const json_t *err, const char *key)
+{
+    return json_string_value(json_object_get(json_object_get(err, "data"), key));
+}
+
+/* A well-formed response: jsonrpc "2.0", an id member, exactly one of result/error. */
+static void check_response_shape(const json_t *msg)
+{
+    const json_t *err = json_object_get(msg, "error");
+
+    H_CHECK(json_is_object(msg), msg);
+    H_CHECK(json_is_string(json_object_get(msg, "jsonrpc")) &&
+              !strcmp(json_string_value(json_object_get(msg, "jsonrpc")), "2.0"),
+          msg);
+    H_CHECK(json_object_get(msg, "id") != NULL, msg);
+    H_CHECK(json_object_get(msg, "method") == NULL, msg);
+    H_CHECK((json_object_get(msg, "result") != NULL) != (err != NULL), msg);
+    if (err) {
+        H_CHECK(json_is_integer(json_object_get(err, "code")), msg);
+        H_CHECK(json_is_string(json_object_get(err, "message")), msg);
+    }
+}
+
+/* Assert msg is an error response with CODE; id_json (JSON text) is the expected id, or NULL for
+   "do not check". */
+static void check_error(const json_t *msg, int code, const char *id_json)
+{
+    check_response_shape(msg);
+    H_CHECK(msg_err_code(msg) == code, msg);
+    if (id_json) {
+        json_t *want = json_loads(id_json, JSON_DECODE_ANY, NULL);
+        assert_non_null(want);
+        H_CHECK(json_equal(json_object_get(msg, "id"), want), msg);
+        json_decref(want);
+    }
+}
+
+/* Send LINE (with its newline) and return the next message read. */
+static json_t *raw(struct sockd_client *c, const char *line)
+{
+    h_send_raw(c, line);
+    return h_read(c, H_TIMEOUT_MS);
+}
+
+/* Like check_error, without asserting: 1 when msg is an error response with CODE and id_json. */
+static int error_matches(const json_t *msg, int code, const char *id_json)
+{
+    int ok = json_is_object(msg) && msg_err_code(msg) == code && json_object_get(msg, "id");
+
+    if (ok && id_json) {
+        json_t *want = json_loads(id_json, JSON_DECODE_ANY, NULL);
+        ok = json_equal(json_object_get(msg, "id"), want);
+        json_decref(want);
+    }
+    return ok;
+}
+
+/* Send each line, expect one error CODE (id null) for each; report every mismatch, then fail. */
+static void expect_errors_for_lines(struct sockd_client *c, const char *const *lines, size_t n,
+                                    int code)
+{
+    int bad = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        json_t *m = raw(c, lines[i]);
+        if (!error_matches(m, code, "null")) {
+            fprintf(stderr, "line %zu: expected error %d with id null for: %s", i, code, lines[i]);
+            h_dump("got", m);
+            bad++;
+        } else {
+            check_response_shape(m);
+        }
+        json_decref(m);
+    }
+    assert_int_equal(bad, 0);
+}
+
+/* Assert msg is a success response with id (JSON text). */
+static void check_result(const json_t *msg, const char *id_json)
+{
+    json_t *want = json_loads(id_json, JSON_DECODE_ANY, NULL);
+
+    assert_non_null(want);
+    check_response_shape(msg);
+    H_CHECK(json_object_get(msg, "result") != NULL, msg);
+    H_CHECK(json_equal(json_object_get(msg, "id"), want), msg);
+    json_decref(want);
+}
+
+/* Send a ping with id "probe-N" and assert that the very next message is its answer. */
+static void ping_next(struct sockd_client *c)
+{
+    static int n;
+    char line[128], id[64];
+    json_t *m;
+
+    snprintf(id, sizeof id, "\"probe-%d\"", ++n);
+    snprintf(line, sizeof line, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":%s}\n", id);
+    m = raw(c, line);
+    check_result(m, id);
+    json_decref(m);
+}
+
+static json_t *stats(struct sockd_client *c)
+{
+    return h_ok(c, "daemon.stats", NULL);
+}
+
+static long long stat_int(const json_t *st, const char *key)
+{
+    const json_t *v = json_object_get(st, key);
+    H_CHECK(json_is_integer(v), st);
+    return json_integer_value(v);
+}
+
+static long long stat_sockets(const json_t *st, const char *type)
+{
+    const json_t *v = json_object_get(json_object_get(st, "sockets"), type);
+    H_CHECK(json_is_integer(v), st);
+    return json_integer_value(v);
+}
+
+static int group_setup(void **state)
+{
+    h_daemon_start(&D, NULL);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    if (D.pid > 0) /* else the group setup already failed and said why */
+        h_daemon_stop(&D);
+    return 0;
+}
+
+/* ---- daemon.* ---- */
+
+static void test_hello(void **state)
+{
+    struct sockd_client *c = h_client_auto(&D);
+    json_t *r = h_ok(c, "daemon.hello", "{s:s}", "client", "test_control");
+    json_t *methods = json_object_get(r, "methods");
+    json_t *limits = json_object_get(r, "limits");
+    json_t *err = NULL;
+    size_t i, j;
+
+    H_CHECK(json_is_string(json_object_get(r, "server")) &&
+              !strcmp(json_string_value(json_object_get(r, "server")), "sockd"),
+          r);
+    H_CHECK(json_is_string(json_object_get(r, "version")) &&
+              json_string_length(json_object_get(r, "version")) > 0,
+          r);
+    H_CHECK(json_is_integer(json_object_get(r, "protocol")) &&
+              json_integer_value(json_object_get(r, "protocol")) == 1,
+          r);
+
+    /* methods: strings, sorted, no duplicates, every core method present. */
+    H_CHECK(json_is_array(methods), r);
+    for (i = 0; i < json_array_size(methods); i++) {
+        H_CHECK(json_is_string(json_array_get(methods, i)), r);
+        if (i > 0)
+            H_CHECK(strcmp(json_string_value(json_array_get(methods, i - 1)),
+                         json_string_value(json_array_get(methods, i))) < 0,
+                  r);
+    }
+    for (j = 0; j < sizeof core_methods / sizeof core_methods[0]; j++) {
+        int found = 0;
+        for (i = 0; i < json_array_size(methods); i++)
+            if (!strcmp(json_string_value(json_array_get(methods, i)), core_methods[j]))
+                found = 1;
+        if (!found)
+            fprintf(stderr, "daemon.hello methods lack %s\n", core_methods[j]);
+        H_CHECK(found, r);
+    }
+
+    /* limits: every key, positive integers, the documented defaults (no config file here). */
+    H_CHECK(json_is_object(limits), r);
+    for (j = 0; j < sizeof limit_keys / sizeof limit_keys[0]; j++) {
+        json_t *v = json_object_get(limits, limit_keys[j]);
+        if (!json_is_integer(v) || json_integer_value(v) <= 0)
+            fprintf(stderr, "daemon.hello limits.%s missing or not a positive integer\n",
+                    limit_keys[j]);
+        H_CHECK(json_is_integer(v) && json_integer_value(v) > 0, r);
+    }
+    H_CHECK(json_integer_value(json_object_get(limits, "max_clients")) == 1024, r);
+    H_CHECK(json_integer_value(json_object_get(limits, "max_sockets_per_client")) == 4096, r);
+    H_CHECK(json_integer_value(json_object_get(limits, "max_send_buffer")) == 4194304, r);
+    H_CHECK(json_integer_value(json_object_get(limits, "max_message")) == 16777216, r);
+    H_CHECK(json_integer_value(json_object_get(limits, "max_pending_accepts")) == 128, r);
+    H_CHECK(json_integer_value(json_object_get(limits, "accept_timeout_ms")) == 10000, r);
+    H_CHECK(json_integer_value(json_object_get(limits, "max_recv_length")) == 16777216, r);
+    json_decref(r);
+
+    /* client is optional; when given it must be a string. */
+    r = h_ok(c, "daemon.hello", NULL);
+    H_CHECK(json_integer_value(json_object_get(r, "protocol")) == 1, r);
+    json_decref(r);
+    assert_int_equal(h_err(c, &err, "daemon.hello", "{s:i}", "client", 5), -32602);
+    H_CHECK(err_data_str(err, "param") && !strcmp(err_data_str(err, "param"), "client"), err);
+    json_decref(err);
+    h_client_close(c);
+}
+
+static void test_ping(void **state)
+{
+    struct sockd_client *c = h_client_auto(&D);
+    json_t *r = h_ok(c, "daemon.ping", NULL), *m, *err = NULL;
+
+    H_CHECK(json_is_object(r) && json_object_size(r) == 0, r);
+    json_decref(r);
+    r = h_ok(c, "daemon.ping", "{}");
+    H_CHECK(json_is_object(r) && json_object_size(r) == 0, r);
+    json_decref(r);
+    assert_int_equal(h_err(c, &err, "daemon.ping", "{s:i}", "x", 1), -32602);
+    H_CHECK(err_data_str(err, "param") && !strcmp(err_data_str(err, "param"), "x"), err);
+    json_decref(err);
+
+    m = raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"params\":{},\"id\":11}\n");
+    check_result(m, "11");
+    H_CHECK(json_object_size(json_object_get(m, "result")) == 0, m);
+    json_decref(m);
+    h_client_close(c);
+}
+
+static void test_stats(void **state)
+{
+    struct sockd_client *x = h_client_auto(&D), *y;
+    json_t *s1, *s2, *s3, *s4;
+    static const char *const types[] = { "tcp", "tls", "udp", "dtls", "unix", "total" };
+    long long sock;
+
+    /* Earlier tests' clients are gone (bounded wait for the daemon to notice). */
+    s1 = h_wait_clients(x, 1);
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        H_CHECK(stat_sockets(s1, types[i]) >= 0, s1);
+    H_CHECK(stat_int(s1, "contexts") >= 0, s1);
+    H_CHECK(stat_int(s1, "bytes_in") >= 0, s1);
+    H_CHECK(stat_int(s1, "bytes_out") >= 0, s1);
+    H_CHECK(stat_int(s1, "requests") >= 1, s1);
+    H_CHECK(stat_int(s1, "uptime_ms") >= 0, s1);
+
+    /* A second client appears in the count. */
+    y = h_client_auto(&D);
+    json_decref(h_ok(y, "daemon.ping", NULL));
+    s2 = stats(x);
+    H_CHECK(stat_int(s2, "clients") == stat_int(s1, "clients") + 1, s2);
+    H_CHECK(stat_int(s2, "requests") > stat_int(s1, "requests"), s2);
+    H_CHECK(stat_int(s2, "uptime_ms") >= stat_int(s1, "uptime_ms"), s2);
+
+    /* An open tcp socket appears under tcp and total, and goes away on close. */
+    sock = h_open(y, "tcp");
+    s3 = stats(x);
+    H_CHECK(stat_sockets(s3, "tcp") == stat_sockets(s2, "tcp") + 1, s3);
+    H_CHECK(stat_sockets(s3, "total") == stat_sockets(s2, "total") + 1, s3);
+    H_CHECK(stat_sockets(s3, "udp") == stat_sockets(s2, "udp"), s3);
+    json_decref(h_ok(y, "socket.close", "{s:I}", "socket", (json_int_t)sock));
+    s4 = stats(x);
+    H_CHECK(stat_sockets(s4, "tcp") == stat_sockets(s2, "tcp"), s4);
+    H_CHECK(stat_sockets(s4, "total") == stat_sockets(s2, "total"), s4);
+    json_decref(s4);
+
+    /* A socket left open when its client disconnects is closed with it. */
+    sock = h_open(y, "tcp");
+    h_client_close(y);
+    s4 = h_wait_clients(x, stat_int(s1, "clients"));
+    H_CHECK(stat_sockets(s4, "total") == stat_sockets(s2, "total"), s4);
+    json_decref(s1);
+    json_decref(s2);
+    json_decref(s3);
+    json_decref(s4);
+    h_client_close(x);
+}
+
+/* ---- envelope ---- */
+
+static void test_ids_echoed(void **state)
+{
+    static const char *const ids[] = {
+        "\"abc\"", "\"\"", "\"\\u00e9\\ud83d\\ude00 x\"", "7", "0", "-42",
+        "9223372036854775807", "-9223372036854775808", "1.5", "-0.25", "1e+300", "null",
+    };
+    struct sockd_client *c = h_client_auto(&D);
+    char line[256];
+
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        json_t *m;
+
+        snprintf(line, sizeof line, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":%s}\n",
+                 ids[i]);
+        m = raw(c, line);
+        check_result(m, ids[i]);
+        json_decref(m);
+        /* Error responses echo the id the same way. */
+        snprintf(line, sizeof line, "{\"jsonrpc\":\"2.0\",\"method\":\"no.such\",\"id\":%s}\n",
+                 ids[i]);
+        m = raw(c, line);
+        check_error(m, -32601, ids[i]);
+        json_decref(m);
+    }
+    h_client_close(c);
+}
+
+static void test_notifications_unanswered(void **state)
+{
+    struct sockd_client *c = h_client_auto(&D);
+    json_t *s1, *s2, *m;
+
+    /* Earlier tests' clients (and their sockets) are gone before counting. */
+    s1 = h_wait_clients(c, 1);
+    /* Executed, never answered: not even when they fail. */
+    h_send_raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\"}\n");
+    h_send_raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"params\":{}}\n");
+    h_send_raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"no.such.method\"}\n");
+    h_send_raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"params\":[1]}\n");
+    h_send_raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"params\":{\"bogus\":1}}\n");
+    h_send_raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"socket.info\",\"params\":{\"socket\":987654321}}\n");
+    h_send_raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"socket.open\",\"params\":{\"type\":\"tcp\"}}\n");
+    ping_next(c);
+
+    /* The socket.open notification was executed. */
+    s2 = stats(c);
+    H_CHECK(stat_sockets(s2, "tcp") == stat_sockets(s1, "tcp") + 1, s2);
+    json_decref(s1);
+    json_decref(s2);
+
+    /* An invalid envelope is answered even without an id (id null). */
+    m = raw(c, "{\"jsonrpc\":\"1.0\",\"method\":\"daemon.ping\"}\n");
+    check_error(m, -32600, "null");
+    json_decref(m);
+    m = raw(c, "{\"method\":\"daemon.ping\"}\n");
+    check_error(m, -32600, "null");
+    json_decref(m);
+    ping_next(c);
+    h_client_close(c);
+}
+
+static void test_batches(void **state)
+{
+    struct sockd_client *c = h_client_auto(&D);
+    json_t *m;
+
+    /* Answers in member order; the notification member gets no entry. */
+    m = raw(c, "[{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":1},"
+               "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\"},"
+               "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.hello\",\"id\":\"b\"},"
+               "{\"jsonrpc\":\"2.0\",\"method\":\"no.such\",\"id\":3},"
+               "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.stats\",\"id\":null}]\n");
+    H_CHECK(json_is_array(m) && json_array_size(m) == 4, m);
+    check_result(json_array_get(m, 0), "1");
+    check_result(json_array_get(m, 1), "\"b\"");
+    H_CHECK(json_integer_value(json_object_get(json_object_get(json_array_get(m, 1), "result"),
+                                             "protocol")) == 1,
+          m);
+    check_error(json_array_get(m, 2), -32601, "3");
+    check_result(json_array_get(m, 3), "null");
+    json_decref(m);
+
+    /* A batch of only notifications (failing ones included) writes nothing. */
+    h_send_raw(c, "[{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\"},"
+                  "{\"jsonrpc\":\"2.0\",\"method\":\"no.such\"},"
+                  "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"params\":[]}]\n");
+    ping_next(c);
+
+    /* [] is one -32600, not an array. */
+    m = raw(c, "[]\n");
+    H_CHECK(json_is_object(m), m);
+    check_error(m, -32600, "null");
+    json_decref(m);
+    m = raw(c, " [ ] \n");
+    H_CHECK(json_is_object(m), m);
+    check_error(m, -32600, "null");
+    json_decref(m);
+
+    /* Non-object members get -32600 each, in place. */
+    m = raw(c, "[1,\"x\",null,{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":5},[],true]\n");
+    H_CHECK(json_is_array(m) && json_array_size(m) == 6, m);
+    check_error(json_array_get(m, 0), -32600, "null");
+    check_error(json_array_get(m, 1), -32600, "null");
+    check_error(json_array_get(m, 2), -32600, "null");
+    check_result(json_array_get(m, 3), "5");
+    check_error(json_array_get(m, 4), -32600, "null");
+    check_error(json_array_get(m, 5), -32600, "null");
+    json_decref(m);
+
+    /* One member: still an array. A notification failing inside a batch gets no entry. */
+    m = raw(c, "[{\"jsonrpc\":\"2.0\",\"method\":\"no.such\"},"
+               "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":9}]\n");
+    H_CHECK(json_is_array(m) && json_array_size(m) == 1, m);
+    check_result(json_array_get(m, 0), "9");
+    json_decref(m);
+
+    /* Invalid members (envelope errors) inside a batch are answered in place, id null. */
+    m = raw(c, "[{\"jsonrpc\":\"1.0\",\"method\":\"daemon.ping\"},"
+               "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":{}}]\n");
+    H_CHECK(json_is_array(m) && json_array_size(m) == 2, m);
+    check_error(json_array_get(m, 0), -32600, "null");
+    check_error(json_array_get(m, 1), -32600, "null");
+    json_decref(m);
+
+    /* A batch that is not valid JSON is one -32700. */
+    m = raw(c, "[{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":1},\n");
+    H_CHECK(json_is_object(m), m);
+    check_error(m, -32700, "null");
+    json_decref(m);
+    ping_next(c);
+    h_client_close(c);
+}
+
+/* ---- error codes ---- */
+
+static void test_parse_errors(void **state)
+{
+    static const char *const lines[] = {
+        "{\n",
+        "not json\n",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":1,}\n",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":1}}\n",
+        "{'jsonrpc':'2.0','method':'daemon.ping','id':1}\n",
+        /* duplicate keys, top level and nested */
+        "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":1,\"id\":2}\n",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"method\":\"daemon.ping\",\"id\":1}\n",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.hello\",\"params\":{\"client\":\"a\",\"client\":\"b\"},\"id\":1}\n",
+        /* invalid UTF-8: a stray byte, an overlong encoding, a truncated sequence */
+        "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":\"\xff\"}\n",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":\"\xc0\xaf\"}\n",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":\"\xe2\x82\"}\n",
+        /* a lone surrogate escape */
+        "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":\"\\ud800\"}\n",
+    };
+    static const char nul_line[] = "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\0\",\"id\":1}\n";
+    static const char nul_line2[] = "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":1}\0\n";
+    struct sockd_client *c = h_client_auto(&D);
+    const size_t depth = 100000;
+    char *deep;
+    json_t *m;
+
+    expect_errors_for_lines(c, lines, sizeof lines / sizeof lines[0], -32700);
+    ping_next(c);
+
+    /* NUL bytes inside a string and after the object. */
+    assert_int_equal(sockd_client_send_raw(c, nul_line, sizeof nul_line - 1), 0);
+    m = h_read(c, H_TIMEOUT_MS);
+    check_error(m, -32700, "null");
+    json_decref(m);
+    assert_int_equal(sockd_client_send_raw(c, nul_line2, sizeof nul_line2 - 1), 0);
+    m = h_read(c, H_TIMEOUT_MS);
+    check_error(m, -32700, "null");
+    json_decref(m);
+    ping_next(c);
+
+    /* 100000 nested '[' (and their ']'). */
+    deep = malloc(2 * depth + 2);
+    assert_non_null(deep);
+    memset(deep, '[', depth);
+    memset(deep + depth, ']', depth);
+    deep[2 * depth] = '\n';
+    deep[2 * depth + 1] = 0;
+    m = raw(c, deep);
+    check_error(m, -32700, "null");
+    json_decref(m);
+    /* ... and unbalanced. */
+    deep[depth] = '\n';
+    deep[depth + 1] = 0;
+    m = raw(c, deep);
+    check_error(m, -32700, "null");
+    json_decref(m);
+    free(deep);
+    ping_next(c);
+    h_client_close(c);
+}
+
+static void test_invalid_request(void **state)
+{
+    /* Envelopes whose id is absent or unusable: -32600 with id null. */
+    static const char *const null_id[] = {
+        "42\n",
+        "\"daemon.ping\"\n",
+        "null\n",
+        "true\n",
+        "{}\n",
+        "{\"method\":\"daemon.ping\"}\n",
+        "{\"jsonrpc\":\"2.0\"}\n",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":{}}\n",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":[1]}\n",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":true}\n",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":false}\n",
+        "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":{\"a\":1}}\n",
+    };
+    /* Envelopes with a usable id but invalid otherwise: -32600 (id echoed or null). */
+    static const char *const with_id[] = {
+        "{\"method\":\"daemon.ping\",\"id\":1}\n",
+        "{\"jsonrpc\":\"1.0\",\"method\":\"daemon.ping\",\"id\":2}\n",
+        "{\"jsonrpc\":2.0,\"method\":\"daemon.ping\",\"id\":3}\n",
+        "{\"jsonrpc\":null,\"method\":\"daemon.ping\",\"id\":4}\n",
+        "{\"jsonrpc\":\"2.0\",\"id\":5}\n",
+        "{\"jsonrpc\":\"2.0\",\"method\":5,\"id\":6}\n",
+        "{\"jsonrpc\":\"2.0\",\"method\":null,\"id\":7}\n",
+        "{\"jsonrpc\":\"2.0\",\"method\":[\"daemon.ping\"],\"id\":8}\n",
+    };
+    struct sockd_client *c = h_client_auto(&D);
+    json_t *m;
+
+    int bad = 0;
+
+    for (size_t i = 0; i < sizeof with_id / sizeof with_id[0]; i++) {
+        json_t *id;
+        m = raw(c, with_id[i]);
+        id = json_object_get(m, "id");
+        if (!error_matches(m, -32600, NULL) ||
+            !(json_is_null(id) || json_integer_value(id) == (json_int_t)i + 1)) {
+            fprintf(stderr, "expected error -32600 (id %zu or null) for: %s", i + 1, with_id[i]);
+            h_dump("got", m);
+            bad++;
+        }
+        json_decref(m);
+    }
+    ping_next(c);
+    expect_errors_for_lines(c, null_id, sizeof null_id / sizeof null_id[0], -32600);
+    assert_int_equal(bad, 0);
+    ping_next(c);
+    h_client_close(c);
+}
+
+static void test_long_line(void **state)
+{
+    static const char head[] =
+        "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":1,\"params\":{\"pad\":\"";
+    static const char tail[] = "\"}}\n";
+    const size_t pad = 17u << 20; /* 17 MiB > max-message (16 MiB) */
+    size_t len = sizeof head - 1 + pad + sizeof tail - 1;
+    struct sockd_client *c = h_client_auto(&D);
+    char *line = malloc(len + 1), *big_id;
+    json_t *m, *data;
+
+    assert_non_null(line);
+    memcpy(line, head, sizeof head - 1);
+    memset(line + sizeof head - 1, 'a', pad);
+    memcpy(line + sizeof head - 1 + pad, tail, sizeof tail - 1);
+    line[len] = 0;
+    assert_int_equal(sockd_client_send_raw(c, line, len), 0);
+
+    m = h_read(c, 3 * H_TIMEOUT_MS);
+    check_error(m, -32600, "null");
+    data = json_object_get(json_object_get(m, "error"), "data");
+    H_CHECK(json_is_string(json_object_get(data, "reason")) &&
+              !strcmp(json_string_value(json_object_get(data, "reason")), "message_too_long"),
+          m);
+    H_CHECK(json_is_string(json_object_get(data, "limit")) &&
+              !strcmp(json_string_value(json_object_get(data, "limit")), "max-message"),
+          m);
+    json_decref(m);
+    /* Exactly one error: the next message is the answer to the next request. */
+    ping_next(c);
+
+    /* A second over-long line, this time with no JSON shape at all. */
+    memset(line, 'x', len - 1);
+    assert_int_equal(sockd_client_send_raw(c, line, len), 0);
+    m = h_read(c, 3 * H_TIMEOUT_MS);
+    check_error(m, -32600, "null");
+    json_decref(m);
+    ping_next(c);
+    free(line);
+
+    /* A large line under the cap (1 MiB id) is fine and echoed whole. */
+    big_id = malloc((1u << 20) + 128);
+    assert_non_null(big_id);
+    strcpy(big_id, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":\"");
+    len = strlen(big_id);
+    memset(big_id + len, 'z', 1u << 20);
+    strcpy(big_id + len + (1u << 20), "\"}\n");
+    m = raw(c, big_id);
+    check_response_shape(m);
+    H_CHECK(json_string_length(json_object_get(m, "id")) == (1u << 20), json_object_get(m, "error"));
+    json_decref(m);
+    free(big_id);
+    ping_next(c);
+    h_client_close(c);
+}
+
+static void test_method_not_found(void **state)
+{
+    static const char *const names[] = { "daemon.nope", "socket.nope", "", "DAEMON.PING",
+                                         "daemon.ping ", "daemon", "context.nope" };
+    struct sockd_client *c = h_client_auto(&D);
+
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        assert_int_equal(h_err(c, NULL, names[i], NULL), -32601);
+    ping_next(c);
+    h_client_close(c);
+}
+
+/* Assert an error -32602 whose data.param is PARAM (NULL: data.param not checked). */
+static void expect_param_error(json_t *err, const char *param)
+{
+    H_CHECK(sockd_client_error_code(err) == -32602, err);
+    if (param)
+        H_CHECK(err_data_str(err, "param") && !strcmp(err_data_str(err, "param"), param), err);
+    json_decref(err);
+}
+
+static void test_invalid_params(void **state)
+{
+    struct sockd_client *c = h_client_auto(&D);
+    struct h_peer *peer;
+    json_t *err, *m;
+    long long s, open_s;
+
+    peer = h_peer_auto(H_SINK, 0);
+    s = h_connect_tcp(c, peer->port);
+    open_s = h_open(c, "tcp");
+
+    /* params must be an object. */
+    m = raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"params\":[],\"id\":1}\n");
+    check_error(m, -32602, "1");
+    json_decref(m);
+    m = raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"params\":[1,2],\"id\":2}\n");
+    check_error(m, -32602, "2");
+    json_decref(m);
+    m = raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"socket.open\",\"params\":[\"tcp\"],\"id\":3}\n");
+    check_error(m, -32602, "3");
+    json_decref(m);
+    m = raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"params\":\"x\",\"id\":4}\n");
+    check_error(m, -32602, "4");
+    json_decref(m);
+    m = raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"params\":5,\"id\":5}\n");
+    check_error(m, -32602, "5");
+    json_decref(m);
+
+    /* Unknown param names are named. */
+    err = NULL;
+    h_err(c, &err, "daemon.ping", "{s:b}", "bogus", 1);
+    expect_param_error(err, "bogus");
+    h_err(c, &err, "daemon.stats", "{s:i}", "verbose", 1);
+    expect_param_error(err, "verbose");
+    h_err(c, &err, "socket.open", "{s:s, s:s}", "type", "tcp", "tyep", "tcp");
+    expect_param_error(err, "tyep");
+    h_err(c, &err, "socket.info", "{s:I, s:i}", "socket", (json_int_t)s, "sockett", 1);
+    expect_param_error(err, "sockett");
+    h_err(c, &err, "socket.recv", "{s:I, s:i, s:b}", "socket", (json_int_t)s, "length", 1,
+          "partal", 1);
+    expect_param_error(err, "partal");
+    h_err(c, &err, "socket.send", "{s:I, s:s, s:b}", "socket", (json_int_t)s, "text", "x",
+          "notfy", 0);
+    expect_param_error(err, "notfy");
+
+    /* Wrong types are named. */
+    h_err(c, &err, "socket.open", "{s:i}", "type", 5);
+    expect_param_error(err, "type");
+    h_err(c, &err, "socket.open", "{s:s, s:s}", "type", "tcp", "ipv6", "yes");
+    expect_param_error(err, "ipv6");
+    h_err(c, &err, "socket.info", "{s:s}", "socket", "1");
+    expect_param_error(err, "socket");
+    h_err(c, &err, "socket.info", "{s:f}", "socket", 1.5);
+    expect_param_error(err, "socket");
+    h_err(c, &err, "socket.recv", "{s:I, s:s}", "socket", (json_int_t)s, "length", "10");
+    expect_param_error(err, "length");
+    h_err(c, &err, "socket.send", "{s:I, s:i}", "socket", (json_int_t)s, "text", 5);
+    expect_param_error(err, "text");
+    h_err(c, &err, "socket.send", "{s:I, s:b}", "socket", (json_int_t)s, "data", 1);
+    expect_param_error(err, "data");
+    h_err(c, &err, "socket.connect", "{s:I, s:i}", "socket", (json_int_t)open_s, "address", 5);
+    expect_param_error(err, "address");
+    h_err(c, &err, "socket.connect", "{s:I, s:s, s:s}", "socket", (json_int_t)open_s, "address",
+          "127.0.0.1", "port", "80");
+    expect_param_error(err, "port");
+
+    /* Missing, out of range, malformed. */
+    h_err(c, &err, "socket.open", NULL);
+    expect_param_error(err, NULL);
+    h_err(c, &err, "socket.info", NULL);
+    expect_param_error(err, NULL);
+    h_err(c, &err, "socket.open", "{s:s}", "type", "sctp");
+    expect_param_error(err, NULL);
+    h_err(c, &err, "socket.recv", "{s:I}", "socket", (json_int_t)s);
+    expect_param_error(err, NULL);
+    h_err(c, &err, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)s, "length", 0);
+    expect_param_error(err, NULL);
+    h_err(c, &err, "socket.recv", "{s:I, s:I}", "socket", (json_int_t)s, "length",
+          (json_int_t)16777217);
+    expect_param_error(err, NULL);
+    h_err(c, &err, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)s, "length", -1);
+    expect_param_error(err, NULL);
+    h_err(c, &err, "socket.send", "{s:I}", "socket", (json_int_t)s);
+    expect_param_error(err, NULL);
+    h_err(c, &err, "socket.send", "{s:I, s:s, s:s}", "socket", (json_int_t)s, "text", "a", "data",
+          "YQ==");
+    expect_param_error(err, NULL);
+    h_err(c, &err, "socket.send", "{s:I, s:s}", "socket", (json_int_t)s, "data", "!!not base64!!");
+    expect_param_error(err, NULL);
+
+    /* Malformed addresses: reason address_invalid; the socket stays "open". */
+    h_err(c, &err, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)open_s, "address",
+          "127.0.0.1");
+    H_CHECK(err_data_str(err, "reason") && !strcmp(err_data_str(err, "reason"), "address_invalid"),
+          err);
+    expect_param_error(err, NULL);
+    h_err(c, &err, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)open_s, "address",
+          "127.0.0.1:99999");
+    H_CHECK(err_data_str(err, "reason") && !strcmp(err_data_str(err, "reason"), "address_invalid"),
+          err);
+    expect_param_error(err, NULL);
+    h_err(c, &err, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)open_s, "address",
+          "[::1:80");
+    H_CHECK(err_data_str(err, "reason") && !strcmp(err_data_str(err, "reason"), "address_invalid"),
+          err);
+    expect_param_error(err, NULL);
+    m = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)open_s);
+    H_CHECK(!strcmp(json_string_value(json_object_get(m, "state")), "open"), m);
+    json_decref(m);
+    /* The connected socket was not disturbed by any of it. */
+    m = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)s);
+    H_CHECK(!strcmp(json_string_value(json_object_get(m, "state")), "connected"), m);
+    H_CHECK(json_integer_value(json_object_get(m, "bytes_sent")) == 0, m);
+    H_CHECK(json_integer_value(json_object_get(m, "send_buffered")) == 0, m);
+    json_decref(m);
+
+    h_client_close(c);
+}
+
+static void test_unknown_handle(void **state)
+{
+    struct sockd_client *a = h_client_auto(&D), *b = h_client_auto(&D);
+    json_t *err_none = NULL, *err_other = NULL, *m;
+    long long theirs;
+
+    /* Never existed. */
+    assert_int_equal(h_err(a, &err_none, "socket.info", "{s:I}", "socket", (json_int_t)987654321),
+                     -32001);
+    assert_int_equal(h_err(a, NULL, "socket.close", "{s:I}", "socket", (json_int_t)987654321),
+                     -32001);
+    assert_int_equal(h_err(a, NULL, "socket.send", "{s:I, s:s}", "socket", (json_int_t)987654321,
+                           "text", "x"),
+                     -32001);
+    assert_int_equal(h_err(a, NULL, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)987654321,
+                           "length", 1),
+                     -32001);
+    assert_int_equal(h_err(a, NULL, "socket.connect", "{s:I, s:s}", "socket",
+                           (json_int_t)987654321, "address", "127.0.0.1:1"),
+                     -32001);
+    assert_int_equal(h_err(a, NULL, "socket.shutdown", "{s:I}", "socket", (json_int_t)987654321),
+                     -32001);
+
+    /* Owned by another client: exactly as if it did not exist. */
+    theirs = h_open(b, "tcp");
+    assert_int_equal(h_err(a, &err_other, "socket.info", "{s:I}", "socket", (json_int_t)theirs),
+                     -32001);
+    {
+        const char *r1 = err_data_str(err_none, "reason"), *r2 = err_data_str(err_other, "reason");
+        H_CHECK((!r1 && !r2) || (r1 && r2 && !strcmp(r1, r2)), err_other);
+    }
+    assert_int_equal(h_err(a, NULL, "socket.close", "{s:I}", "socket", (json_int_t)theirs), -32001);
+    assert_int_equal(h_err(a, NULL, "socket.bind", "{s:I}", "socket", (json_int_t)theirs), -32001);
+    assert_int_equal(h_err(a, NULL, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)theirs,
+                           "address", "127.0.0.1:1"),
+                     -32001);
+    /* The owner's socket was untouched. */
+    m = h_ok(b, "socket.info", "{s:I}", "socket", (json_int_t)theirs);
+    H_CHECK(json_integer_value(json_object_get(m, "socket")) == theirs, m);
+    H_CHECK(!strcmp(json_string_value(json_object_get(m, "state")), "open"), m);
+    json_decref(m);
+
+    /* A closed handle is unknown afterwards, to its owner too. */
+    json_decref(h_ok(b, "socket.close", "{s:I}", "socket", (json_int_t)theirs));
+    assert_int_equal(h_err(b, NULL, "socket.info", "{s:I}", "socket", (json_int_t)theirs), -32001);
+    assert_int_equal(h_err(b, NULL, "socket.close", "{s:I}", "socket", (json_int_t)theirs), -32001);
+    json_decref(err_none);
+    json_decref(err_other);
+    h_client_close(a);
+    h_client_close(b);
+}
+
+static void test_wrong_state(void **state)
+{
+    struct sockd_client *c = h_client_auto(&D);
+    struct h_peer *peer;
+    long long o, s;
+    json_t *m;
+
+    peer = h_peer_auto(H_SINK, 0);
+    o = h_open(c, "tcp");
+    assert_int_equal(h_err(c, NULL, "socket.send", "{s:I, s:s}", "socket", (json_int_t)o, "text",
+                           "x"),
+                     -32002);
+    assert_int_equal(h_err(c, NULL, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)o,
+                           "length", 1),
+                     -32002);
+    assert_int_equal(h_err(c, NULL, "socket.shutdown", "{s:I}", "socket", (json_int_t)o), -32002);
+    m = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)o);
+    H_CHECK(!strcmp(json_string_value(json_object_get(m, "state")), "open"), m);
+    json_decref(m);
+
+    s = h_connect_tcp(c, peer->port);
+    assert_int_equal(h_err(c, NULL, "socket.bind", "{s:I}", "socket", (json_int_t)s), -32002);
+    assert_int_equal(h_err(c, NULL, "socket.listen", "{s:I}", "socket", (json_int_t)s), -32002);
+    assert_int_equal(h_err(c, NULL, "socket.connect", "{s:I, s:s, s:i}", "socket", (json_int_t)s,
+                           "address", "127.0.0.1", "port", peer->port),
+                     -32002);
+    assert_int_equal(h_err(c, NULL, "socket.accept", "{s:I, s:i}", "socket", (json_int_t)s,
+                           "pending", 1),
+                     -32002);
+    m = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)s);
+    H_CHECK(!strcmp(json_string_value(json_object_get(m, "state")), "connected"), m);
+    json_decref(m);
+    h_client_close(c);
+}
+
+static void test_send_cap(void **state)
+{
+    const size_t cap = 4194304;
+    struct sockd_client *c = h_client_auto(&D);
+    struct h_peer *peer;
+    unsigned char *data = malloc(cap + 1);
+    char *b64;
+    json_t *err = NULL, *m;
+    long long s;
+
+    assert_non_null(data);
+    memset(data, 0x5a, cap + 1);
+    peer = h_peer_auto(H_SINK, 0);
+    s = h_connect_tcp(c, peer->port);
+
+    /* One byte past the cap: -32003 max-send-buffer, nothing queued. */
+    b64 = h_b64(data, cap + 1);
+    assert_int_equal(h_err(c, &err, "socket.send", "{s:I, s:s}", "socket", (json_int_t)s, "data",
+                           b64),
+                     -32003);
+    H_CHECK(err_data_str(err, "limit") && !strcmp(err_data_str(err, "limit"), "max-send-buffer"),
+          err);
+    json_decref(err);
+    free(b64);
+    m = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)s);
+    H_CHECK(json_integer_value(json_object_get(m, "send_buffered")) == 0, m);
+    H_CHECK(json_integer_value(json_object_get(m, "bytes_sent")) == 0, m);
+    H_CHECK(!strcmp(json_string_value(json_object_get(m, "state")), "connected"), m);
+    json_decref(m);
+
+    /* Exactly the cap fits. */
+    b64 = h_b64(data, cap);
+    m = h_ok(c, "socket.send", "{s:I, s:s}", "socket", (json_int_t)s, "data", b64);
+    H_CHECK(json_integer_value(json_object_get(m, "queued")) == (json_int_t)cap, m);
+    json_decref(m);
+    free(b64);
+    free(data);
+    h_client_close(c);
+}
+
+static void test_unsupported(void **state)
+{
+    struct sockd_client *c = h_client_auto(&D);
+    json_t *st1 = h_wait_clients(c, 1), *st2;
+    long long o;
+
+    assert_int_equal(h_err(c, NULL, "socket.open", "{s:s}", "type", "udp"), -32005);
+    assert_int_equal(h_err(c, NULL, "socket.open", "{s:s}", "type", "unix"), -32005);
+    /* Host names wait for the resolver. */
+    o = h_open(c, "tcp");
+    assert_int_equal(h_err(c, NULL, "socket.connect", "{s:I, s:s, s:i}", "socket", (json_int_t)o,
+                           "address", "localhost", "port", 80),
+                     -32005);
+    /* Nothing was created by the failed opens. */
+    st2 = stats(c);
+    H_CHECK(stat_sockets(st2, "total") == stat_sockets(st1, "total") + 1, st2);
+    H_CHECK(stat_sockets(st2, "udp") == stat_sockets(st1, "udp"), st2);
+    H_CHECK(stat_sockets(st2, "unix") == stat_sockets(st1, "unix"), st2);
+    json_decref(st1);
+    json_decref(st2);
+    h_client_close(c);
+}
+
+static void test_busy(void **state)
+{
+    struct sockd_client *c = h_client_auto(&D);
+    struct h_peer *peer;
+    json_t *m;
+    long long s;
+
+    peer = h_peer_auto(H_SINK, 0);
+    s = h_connect_tcp(c, peer->port);
+    json_decref(h_ok(c, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)s, "length", 10));
+    assert_int_equal(h_err(c, NULL, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)s,
+                           "length", 10),
+                     -32006);
+    assert_int_equal(h_err(c, NULL, "socket.recv", "{s:I, s:i, s:b}", "socket", (json_int_t)s,
+                           "length", 10, "stream", 1),
+                     -32006);
+    m = h_ok(c, "socket.recv_cancel", "{s:I}", "socket", (json_int_t)s);
+    H_CHECK(json_is_true(json_object_get(m, "canceled")), m);
+    json_decref(m);
+    m = h_ok(c, "socket.recv_cancel", "{s:I}", "socket", (json_int_t)s);
+    H_CHECK(json_is_false(json_object_get(m, "canceled")), m);
+    json_decref(m);
+    /* After the cancel a new recv is accepted. */
+    json_decref(h_ok(c, "socket.recv", "{s:I, s:i, s:b}", "socket", (json_int_t)s, "length", 10,
+                     "stream", 1));
+    assert_int_equal(h_err(c, NULL, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)s,
+                           "length", 1),
+                     -32006);
+    h_no_event(c, 100);
+    h_client_close(c);
+}
+
+/* ---- framing ---- */
+
+static void test_split_writes(void **state)
+{
+    static const char req[] = "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":\"bytewise\"}\n";
+    struct sockd_client *c = h_client_auto(&D);
+    json_t *m;
+
+    /* One byte per write. */
+    for (size_t i = 0; i < sizeof req - 1; i++)
+        assert_int_equal(sockd_client_send_raw(c, req + i, 1), 0);
+    m = h_read(c, H_TIMEOUT_MS);
+    check_result(m, "\"bytewise\"");
+    json_decref(m);
+
+    /* Two requests in one write. */
+    h_send_raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":1}\n"
+                  "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.hello\",\"id\":2}\n");
+    m = h_read(c, H_TIMEOUT_MS);
+    check_result(m, "1");
+    json_decref(m);
+    m = h_read(c, H_TIMEOUT_MS);
+    check_result(m, "2");
+    json_decref(m);
+
+    /* A line split mid-way, its tail written together with the whole next line. */
+    h_send_raw(c, "{\"jsonrpc\":\"2.0\",\"meth");
+    h_sleep_ms(50);
+    h_send_raw(c, "od\":\"daemon.ping\",\"id\":3}\n{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":4}\n{\"jsonrpc\":");
+    h_sleep_ms(50);
+    h_send_raw(c, "\"2.0\",\"method\":\"daemon.ping\",\"id\":5}\n");
+    for (int id = 3; id <= 5; id++) {
+        char want[16];
+        snprintf(want, sizeof want, "%d", id);
+        m = h_read(c, H_TIMEOUT_MS);
+        check_result(m, want);
+        json_decref(m);
+    }
+
+    /* CRLF endings, empty and blank lines (ignored, not answered). */
+    h_send_raw(c, "\n\n   \n\t\n\r\n{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":6}\r\n");
+    m = h_read(c, H_TIMEOUT_MS);
+    check_result(m, "6");
+    json_decref(m);
+    ping_next(c);
+    h_client_close(c);
+}
+
+/* ---- ordering ---- */
+
+static const char *note_method(const json_t *m)
+{
+    return json_string_value(json_object_get(m, "method"));
+}
+
+static void test_ordering_notifications(void **state)
+{
+    struct sockd_client *c = h_client_auto(&D);
+    struct h_peer *peer;
+    char line[512];
+    json_t *m, *p;
+    long long s;
+    int got_resp, got_note, i;
+
+    peer = h_peer_auto(H_ECHO, 0);
+
+    /* open, then connect: the response before socket.connected, which names the request. */
+    m = raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"socket.open\",\"params\":{\"type\":\"tcp\"},\"id\":\"o\"}\n");
+    check_result(m, "\"o\"");
+    s = json_integer_value(json_object_get(json_object_get(m, "result"), "socket"));
+    json_decref(m);
+    assert_true(s > 0);
+    snprintf(line, sizeof line,
+             "{\"jsonrpc\":\"2.0\",\"method\":\"socket.connect\",\"params\":{\"socket\":%lld,"
+             "\"address\":\"127.0.0.1:%d\"},\"id\":\"conn-1\"}\n",
+             s, peer->port);
+    h_send_raw(c, line);
+    got_resp = got_note = 0;
+    for (i = 0; i < 10 && !got_note; i++) {
+        m = h_read(c, H_TIMEOUT_MS);
+        if (!note_method(m)) {
+            check_result(m, "\"conn-1\"");
+            got_resp = 1;
+        } else {
+            H_CHECK(got_resp, m); /* notification before the response */
+            H_CHECK(!strcmp(note_method(m), "socket.connected"), m);
+            p = json_object_get(m, "params");
+            H_CHECK(json_integer_value(json_object_get(p, "socket")) == s, m);
+            H_CHECK(json_is_string(json_object_get(p, "request")) &&
+                      !strcmp(json_string_value(json_object_get(p, "request")), "conn-1"),
+                  m);
+            got_note = 1;
+        }
+        json_decref(m);
+    }
+    assert_true(got_note);
+
+    /* send: the {queued} result before socket.sent {bytes, request}. */
+    snprintf(line, sizeof line,
+             "{\"jsonrpc\":\"2.0\",\"method\":\"socket.send\",\"params\":{\"socket\":%lld,"
+             "\"text\":\"hello\"},\"id\":\"snd-1\"}\n",
+             s);
+    h_send_raw(c, line);
+    got_resp = got_note = 0;
+    for (i = 0; i < 10 && !got_note; i++) {
+        m = h_read(c, H_TIMEOUT_MS);
+        if (!note_method(m)) {
+            check_result(m, "\"snd-1\"");
+            H_CHECK(json_integer_value(json_object_get(json_object_get(m, "result"), "queued")) == 5,
+                  m);
+            got_resp = 1;
+        } else {
+            H_CHECK(got_resp, m);
+            H_CHECK(!strcmp(note_method(m), "socket.sent"), m);
+            p = json_object_get(m, "params");
+            H_CHECK(json_integer_value(json_object_get(p, "socket")) == s, m);
+            H_CHECK(json_integer_value(json_object_get(p, "bytes")) == 5, m);
+            H_CHECK(!strcmp(json_string_value(json_object_get(p, "request")), "snd-1"), m);
+            got_note = 1;
+        }
+        json_decref(m);
+    }
+    assert_true(got_note);
+
+    /* recv (the echo is already waiting): result before socket.received {request: 4242}. */
+    snprintf(line, sizeof line,
+             "{\"jsonrpc\":\"2.0\",\"method\":\"socket.recv\",\"params\":{\"socket\":%lld,"
+             "\"length\":5},\"id\":4242}\n",
+             s);
+    h_send_raw(c, line);
+    got_resp = got_note = 0;
+    for (i = 0; i < 10 && !got_note; i++) {
+        m = h_read(c, H_TIMEOUT_MS);
+        if (!note_method(m)) {
+            check_result(m, "4242");
+            got_resp = 1;
+        } else {
+            H_CHECK(got_resp, m);
+            H_CHECK(!strcmp(note_method(m), "socket.received"), m);
+            p = json_object_get(m, "params");
+            H_CHECK(json_integer_value(json_object_get(p, "socket")) == s, m);
+            H_CHECK(json_integer_value(json_object_get(p, "request")) == 4242, m);
+            H_CHECK(!strcmp(json_string_value(json_object_get(p, "data")), "aGVsbG8="), m);
+            got_note = 1;
+        }
+        json_decref(m);
+    }
+    assert_true(got_note);
+
+    /* A send issued as a notification: socket.sent comes without "request". */
+    snprintf(line, sizeof line,
+             "{\"jsonrpc\":\"2.0\",\"method\":\"socket.send\",\"params\":{\"socket\":%lld,"
+             "\"text\":\"abc\"}}\n",
+             s);
+    h_send_raw(c, line);
+    m = h_read(c, H_TIMEOUT_MS);
+    H_CHECK(note_method(m) && !strcmp(note_method(m), "socket.sent"), m);
+    H_CHECK(json_object_get(json_object_get(m, "params"), "request") == NULL, m);
+    H_CHECK(json_integer_value(json_object_get(json_object_get(m, "params"), "bytes")) == 3, m);
+    json_decref(m);
+
+    /* Inside a batch, the notifications follow the whole batch's answer. */
+    snprintf(line, sizeof line,
+             "[{\"jsonrpc\":\"2.0\",\"method\":\"socket.send\",\"params\":{\"socket\":%lld,"
+             "\"text\":\"a\"},\"id\":\"b1\"},"
+             "{\"jsonrpc\":\"2.0\",\"method\":\"socket.send\",\"params\":{\"socket\":%lld,"
+             "\"text\":\"bc\"},\"id\":\"b2\"}]\n",
+             s, s);
+    h_send_raw(c, line);
+    m = h_read(c, H_TIMEOUT_MS);
+    H_CHECK(json_is_array(m) && json_array_size(m) == 2, m);
+    check_result(json_array_get(m, 0), "\"b1\"");
+    check_result(json_array_get(m, 1), "\"b2\"");
+    json_decref(m);
+    for (i = 0; i < 2; i++) {
+        m = h_read(c, H_TIMEOUT_MS);
+        H_CHECK(note_method(m) && !strcmp(note_method(m), "socket.sent"), m);
+        p = json_object_get(m, "params");
+        /* Notifications of one socket in the order they happened. */
+        H_CHECK(!strcmp(json_string_value(json_object_get(p, "request")), i == 0 ? "b1" : "b2"), m);
+        H_CHECK(json_integer_value(json_object_get(p, "bytes")) == i + 1, m);
+        json_decref(m);
+    }
+    h_client_close(c);
+}
+
+static void test_pipelined(void **state)
+{
+    struct sockd_client *c = h_client_auto(&D);
+    struct h_peer *peer;
+    char *buf = malloc(65536);
+    size_t off = 0;
+    long long s;
+    int next = 1, sent_notes = 0, sends = 0, seen_resp[17] = { 0 };
+
+    assert_non_null(buf);
+    peer = h_peer_auto(H_DRAIN, 0);
+    s = h_connect_tcp(c, peer->port);
+
+    /* 16 requests (and two notifications) in a single write, of mixed kinds. */
+    for (int id = 1; id <= 16; id++) {
+        switch (id % 6) {
+        case 0:
+            off += (size_t)snprintf(buf + off, 65536 - off,
+                                    "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":%d}\n", id);
+            break;
+        case 1:
+            sends++;
+            off += (size_t)snprintf(buf + off, 65536 - off,
+                                    "{\"jsonrpc\":\"2.0\",\"method\":\"socket.send\",\"params\":"
+                                    "{\"socket\":%lld,\"text\":\"0123456789\"},\"id\":%d}\n",
+                                    s, id);
+            break;
+        case 2:
+            off += (size_t)snprintf(buf + off, 65536 - off,
+                                    "{\"jsonrpc\":\"2.0\",\"method\":\"socket.info\",\"params\":"
+                                    "{\"socket\":%lld},\"id\":%d}\n",
+                                    s, id);
+            break;
+        case 3:
+            off += (size_t)snprintf(buf + off, 65536 - off,
+                                    "{\"jsonrpc\":\"2.0\",\"method\":\"no.such\",\"id\":%d}\n", id);
+            break;
+        case 4:
+            off += (size_t)snprintf(buf + off, 65536 - off,
+                                    "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.stats\",\"id\":%d}\n"
+                                    "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\"}\n",
+                                    id);
+            break;
+        default:
+            off += (size_t)snprintf(buf + off, 65536 - off,
+                                    "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.hello\",\"id\":%d}\n", id);
+            break;
+        }
+    }
+    assert_int_equal(sockd_client_send_raw(c, buf, off), 0);
+
+    /* Responses 1..16 in order; each socket.sent after its own response. */
+    for (int i = 0; i < 64 && (next <= 16 || sent_notes < sends); i++) {
+        json_t *m = h_read(c, H_TIMEOUT_MS);
+        if (note_method(m)) {
+            json_t *p = json_object_get(m, "params");
+            json_int_t req = json_integer_value(json_object_get(p, "request"));
+            H_CHECK(!strcmp(note_method(m), "socket.sent"), m);
+            H_CHECK(req >= 1 && req <= 16 && req % 6 == 1, m);
+            H_CHECK(seen_resp[req], m);
+            sent_notes++;
+        } else {
+            char want[16];
+            snprintf(want, sizeof want, "%d", next);
+            if (next % 6 == 3)
+                check_error(m, -32601, want);
+            else
+                check_result(m, want);
+            seen_resp[next] = 1;
+            next++;
+        }
+        json_decref(m);
+    }
+    assert_int_equal(next, 17);
+    assert_int_equal(sent_notes, sends);
+    assert_true(h_peer_wait_bytes(peer, (size_t)sends * 10, H_TIMEOUT_MS) == (size_t)sends * 10);
+
+    /* 16 sends on one socket, pipelined: results and socket.sent in order. */
+    off = 0;
+    for (int id = 101; id <= 116; id++)
+        off += (size_t)snprintf(buf + off, 65536 - off,
+                                "{\"jsonrpc\":\"2.0\",\"method\":\"socket.send\",\"params\":"
+                                "{\"socket\":%lld,\"text\":\"x\"},\"id\":%d}\n",
+                                s, id);
+    assert_int_equal(sockd_client_send_raw(c, buf, off), 0);
+    {
+        int next_resp = 101, next_sent = 101;
+        for (int i = 0; i < 64 && (next_resp <= 116 || next_sent <= 116); i++) {
+            json_t *m = h_read(c, H_TIMEOUT_MS);
+            if (note_method(m)) {
+                json_int_t req =
+                    json_integer_value(json_object_get(json_object_get(m, "params"), "request"));
+                H_CHECK(req == next_sent, m);
+                H_CHECK(req < next_resp, m);
+                next_sent++;
+            } else {
+                char want[16];
+                snprintf(want, sizeof want, "%d", next_resp);
+                check_result(m, want);
+                next_resp++;
+            }
+            json_decref(m);
+        }
+        assert_int_equal(next_resp, 117);
+        assert_int_equal(next_sent, 117);
+    }
+    free(buf);
+    h_client_close(c);
+}
+
+/* ---- many clients, handles ---- */
+
+static void test_300_clients(void **state)
+{
+    enum { N = 300 };
+    struct sockd_client **cs = calloc(N, sizeof *cs);
+    struct sockd_client *watcher = h_client_auto(&D);
+    struct rlimit rl;
+    json_t *st;
+    char line[128];
+
+    assert_non_null(cs);
+    /* Room for 300 connections in this process. */
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur < 1024 && rl.rlim_max >= 1024) {
+        rl.rlim_cur = 1024;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    for (int i = 0; i < N; i++)
+        cs[i] = h_client_auto(&D);
+    /* All connected at once; every one asks, then every one reads its answer. */
+    for (int i = 0; i < N; i++) {
+        snprintf(line, sizeof line, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":%d}\n",
+                 1000 + i);
+        h_send_raw(cs[i], line);
+    }
+    for (int i = 0; i < N; i++) {
+        char want[16];
+        json_t *m = h_read(cs[i], H_TIMEOUT_MS);
+        snprintf(want, sizeof want, "%d", 1000 + i);
+        check_result(m, want);
+        json_decref(m);
+    }
+    st = stats(watcher);
+    H_CHECK(stat_int(st, "clients") >= N + 1, st);
+    json_decref(st);
+    for (int i = 0; i < N; i++)
+        h_client_close(cs[i]);
+    free(cs);
+    json_decref(h_wait_clients(watcher, 1));
+    h_client_close(watcher);
+}
+
+static void test_handles_unique(void **state)
+{
+    enum { PER = 6 };
+    struct sockd_client *a = h_client_auto(&D), *b = h_client_auto(&D), *c;
+    long long seen[3 * PER];
+    int n = 0;
+
+    for (int i = 0; i < PER; i++)
+        seen[n++] = h_open(a, "tcp");
+    /* Close some of A's: their numbers must not come back. */
+    for (int i = 0; i < PER; i += 2)
+        json_decref(h_ok(a, "socket.close", "{s:I}", "socket", (json_int_t)seen[i]));
+    for (int i = 0; i < PER; i++)
+        seen[n++] = h_open(b, "tcp");
+    h_client_close(a);
+    c = h_client_auto(&D);
+    for (int i = 0; i < PER; i++)
+        seen[n++] = h_open(c, "tcp");
+    for (int i = 0; i < n; i++) {
+        assert_true(seen[i] > 0);
+        for (int j = 0; j < i; j++)
+            if (seen[i] == seen[j]) {
+                fprintf(stderr, "handle %lld handed out twice (#%d and #%d)\n", seen[i], j, i);
+                fail();
+            }
+    }
+    /* A's old handles mean nothing to C (nor to B). */
+    for (int i = 0; i < PER; i++) {
+        assert_int_equal(h_err(c, NULL, "socket.info", "{s:I}", "socket", (json_int_t)seen[i]),
+                         -32001);
+        assert_int_equal(h_err(b, NULL, "socket.info", "{s:I}", "socket", (json_int_t)seen[i]),
+                         -32001);
+    }
+    h_client_close(b);
+    h_client_close(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_hello, h_teardown),
+        cmocka_unit_test_teardown(test_ping, h_teardown),
+        cmocka_unit_test_teardown(test_stats, h_teardown),
+        cmocka_unit_test_teardown(test_ids_echoed, h_teardown),
+        cmocka_unit_test_teardown(test_notifications_unanswered, h_teardown),
+        cmocka_unit_test_teardown(test_batches, h_teardown),
+        cmocka_unit_test_teardown(test_parse_errors, h_teardown),
+        cmocka_unit_test_teardown(test_invalid_request, h_teardown),
+        cmocka_unit_test_teardown(test_long_line, h_teardown),
+        cmocka_unit_test_teardown(test_method_not_found, h_teardown),
+        cmocka_unit_test_teardown(test_invalid_params, h_teardown),
+        cmocka_unit_test_teardown(test_unknown_handle, h_teardown),
+        cmocka_unit_test_teardown(test_wrong_state, h_teardown),
+        cmocka_unit_test_teardown(test_send_cap, h_teardown),
+        cmocka_unit_test_teardown(test_unsupported, h_teardown),
+        cmocka_unit_test_teardown(test_busy, h_teardown),
+        cmocka_unit_test_teardown(test_split_writes, h_teardown),
+        cmocka_unit_test_teardown(test_ordering_notifications, h_teardown),
+        cmocka_unit_test_teardown(test_pipelined, h_teardown),
+        cmocka_unit_test_teardown(test_300_clients, h_teardown),
+        cmocka_unit_test_teardown(test_handles_unique, h_teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
