@@ -1,0 +1,2716 @@
+/*
+ * Integration tests: the whole TCP lifecycle through a real sockd, against real
+ * loopback peers (127.0.0.1 and ::1 only).
+ *
+ * Requests are written on the control connection with ids chosen here, so that
+ * the "request" member of notifications can be checked against them; every
+ * message read meanwhile is kept, in arrival order, in a per-client inbox.
+ * Every wait is bounded (H_TIMEOUT_MS unless a test needs less), every loop has
+ * a fixed bound. Resources made by a test are tracked and released by the
+ * per-test teardown, so a failing test does not leak into the next one.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include "harness.h"
+
+#define KIB 1024
+#define MIB (1024 * 1024)
+#define SEND_CAP (4 * MIB) /* max-send-buffer default (PROTOCOL.md 8) */
+
+static struct h_daemon g_d; /* the group's daemon */
+static int t_line;          /* the test line that called the failing helper */
+
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        print_error("(test_tcp.c:%d) ", t_line);                                                   \
+        fail_msg(__VA_ARGS__);                                                                     \
+    } while (0)
+
+/* ------------------------------------------------------------------------ */
+/* small utilities                                                           */
+
+static long long
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+/* A compact dump of a JSON value for failure messages (rotating buffers, truncated). */
+static const char *
+jd(const json_t *v)
+{
+    static char bufs[4][700];
+    static int next;
+    char *b = bufs[next++ % 4];
+    char *s = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+
+    if (!s) {
+        snprintf(b, sizeof bufs[0], "%s", v ? "(undumpable)" : "(null)");
+        return b;
+    }
+    if (strlen(s) > sizeof bufs[0] - 1)
+        snprintf(b, sizeof bufs[0], "%.600s...(%zu chars)", s, strlen(s));
+    else
+        snprintf(b, sizeof bufs[0], "%s", s);
+    free(s);
+    return b;
+}
+
+/* printf into a static buffer: the context of a failed expectation. */
+static const char *ctx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static const char *
+ctx(const char *fmt, ...)
+{
+    static char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    return buf;
+}
+
+#define EXPECT_INT(actual, expected, ...)                                                          \
+    do {                                                                                           \
+        long long a_ = (long long)(actual), e_ = (long long)(expected);                            \
+        if (a_ != e_)                                                                              \
+            FAIL("%s: got %lld, expected %lld", ctx(__VA_ARGS__), a_, e_);                         \
+    } while (0)
+
+#define EXPECT_STR(actual, expected, ...)                                                          \
+    do {                                                                                           \
+        const char *a_ = (actual), *e_ = (expected);                                               \
+        if (!a_ || strcmp(a_, e_) != 0)                                                            \
+            FAIL("%s: got \"%s\", expected \"%s\"", ctx(__VA_ARGS__), a_ ? a_ : "(null)", e_);     \
+    } while (0)
+
+#define EXPECT_TRUE(cond, ...)                                                                     \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            FAIL("%s (expected %s)", ctx(__VA_ARGS__), #cond);                                     \
+    } while (0)
+
+static json_t *
+jget_(const json_t *o, const char *k)
+{
+    json_t *v = json_is_object(o) ? json_object_get(o, k) : NULL;
+    if (!v)
+        FAIL("missing member \"%s\" in %s", k, jd(o));
+    return v;
+}
+
+static long long
+jint_(const json_t *o, const char *k)
+{
+    json_t *v = jget_(o, k);
+    if (!json_is_integer(v))
+        FAIL("member \"%s\" is not an integer in %s", k, jd(o));
+    return json_integer_value(v);
+}
+
+static const char *
+jstr_(const json_t *o, const char *k)
+{
+    json_t *v = jget_(o, k);
+    if (!json_is_string(v))
+        FAIL("member \"%s\" is not a string in %s", k, jd(o));
+    return json_string_value(v);
+}
+
+/* An optional boolean: absent (or null) is false; anything else but a boolean fails. */
+static bool
+jflag_(const json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    if (!v || json_is_null(v))
+        return false;
+    if (!json_is_boolean(v))
+        FAIL("member \"%s\" is not a boolean in %s", k, jd(o));
+    return json_is_true(v);
+}
+
+/* An address object {address, port}: address must equal addr; port must equal port (or any valid
+ * one when port < 0). */
+static int
+check_addr_(const json_t *o, const char *k, const char *addr, int port)
+{
+    json_t *a = jget_(o, k);
+    long long p;
+
+    if (!json_is_object(a))
+        FAIL("\"%s\" is not an address object in %s", k, jd(o));
+    EXPECT_STR(jstr_(a, "address"), addr, "%s.address in %s", k, jd(o));
+    p = jint_(a, "port");
+    if (port >= 0)
+        EXPECT_INT(p, port, "%s.port in %s", k, jd(o));
+    else
+        EXPECT_TRUE(p > 0 && p < 65536, "%s.port in %s", k, jd(o));
+    return (int)p;
+}
+
+static char *
+b64_(const void *data, size_t len)
+{
+    char *out = malloc(4 * ((len + 2) / 3) + 1);
+    assert_non_null(out);
+    out[0] = 0;
+    if (len)
+        EVP_EncodeBlock((unsigned char *)out, data, (int)len);
+    return out;
+}
+
+/* Decode base64 text; fails the test on malformed input. */
+static unsigned char *
+unb64(const char *text, size_t *len)
+{
+    size_t n = strlen(text), pad = 0;
+    unsigned char *out = malloc(n / 4 * 3 + 1);
+    int r;
+
+    assert_non_null(out);
+    *len = 0;
+    if (n == 0)
+        return out;
+    if (n % 4)
+        FAIL("daemon sent base64 of length %zu (not a multiple of 4)", n);
+    r = EVP_DecodeBlock(out, (const unsigned char *)text, (int)n);
+    if (r < 0)
+        FAIL("daemon sent invalid base64: %.80s", text);
+    if (text[n - 1] == '=')
+        pad++;
+    if (text[n - 2] == '=')
+        pad++;
+    *len = (size_t)r - pad;
+    return out;
+}
+
+/* The bytes of a socket.received event's data member. */
+static unsigned char *
+ev_data_(const json_t *ev, size_t *len)
+{
+    return unb64(jstr_(ev, "data"), len);
+}
+
+/* Assert that the data of a socket.received event equals the text. */
+static void
+expect_data_(const json_t *ev, const char *text)
+{
+    size_t n;
+    unsigned char *d = ev_data_(ev, &n);
+    if (n != strlen(text) || memcmp(d, text, n) != 0)
+        FAIL("socket.received data is \"%.*s\" (%zu bytes), expected \"%s\"; event %s", (int)n,
+             (const char *)d, n, text, jd(ev));
+    free(d);
+}
+
+static void
+sha256_(const void *data, size_t len, unsigned char out[32])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned int n = 0;
+
+    assert_non_null(ctx);
+    assert_int_equal(EVP_DigestInit_ex(ctx, EVP_sha256(), NULL), 1);
+    assert_int_equal(EVP_DigestUpdate(ctx, data, len), 1);
+    assert_int_equal(EVP_DigestFinal_ex(ctx, out, &n), 1);
+    assert_int_equal(n, 32);
+    EVP_MD_CTX_free(ctx);
+}
+
+static unsigned char *
+random_bytes_(size_t len)
+{
+    unsigned char *b = malloc(len ? len : 1);
+    assert_non_null(b);
+    assert_int_equal(RAND_bytes(b, (int)len), 1);
+    return b;
+}
+
+/* ------------------------------------------------------------------------ */
+/* resources of the running test, released by t_cleanup                      */
+
+struct tc {
+    struct sockd_client *c;
+    json_t *inbox;     /* messages read but not consumed yet, in arrival order */
+    long long next_id; /* our request ids */
+};
+
+#define TRK_MAX 64
+static struct tc *trk_tc[TRK_MAX];
+static int n_tc;
+static int trk_fd[TRK_MAX * 2];
+static int n_fd;
+static struct h_peer *trk_peer[TRK_MAX];
+static int n_peer;
+static struct h_daemon *trk_daemon[4];
+static int n_daemon;
+
+static int
+track_fd(int fd)
+{
+    assert_true(fd >= 0);
+    assert_true(n_fd < TRK_MAX * 2);
+    trk_fd[n_fd++] = fd;
+    return fd;
+}
+
+static void
+close_fd_(int fd)
+{
+    for (int i = 0; i < n_fd; i++)
+        if (trk_fd[i] == fd)
+            trk_fd[i] = -1;
+    close(fd);
+}
+
+static struct tc *
+tc_new_(struct h_daemon *d)
+{
+    struct tc *t = calloc(1, sizeof *t);
+    assert_non_null(t);
+    assert_true(n_tc < TRK_MAX);
+    t->c = h_client(d);
+    t->inbox = json_array();
+    t->next_id = 7000;
+    trk_tc[n_tc++] = t;
+    return t;
+}
+
+static struct h_peer *
+peer_new_(enum h_peer_mode mode, int v6)
+{
+    struct h_peer *p = calloc(1, sizeof *p);
+    assert_non_null(p);
+    assert_true(n_peer < TRK_MAX);
+    h_peer_start(p, mode, v6);
+    trk_peer[n_peer++] = p;
+    return p;
+}
+
+static struct h_daemon *
+daemon_new_(const char *conf)
+{
+    struct h_daemon *d = calloc(1, sizeof *d);
+    assert_non_null(d);
+    assert_true(n_daemon < 4);
+    h_daemon_start(d, conf);
+    trk_daemon[n_daemon++] = d;
+    return d;
+}
+
+static int
+t_cleanup(void **state)
+{
+    (void)state;
+    for (int i = 0; i < n_tc; i++) {
+        sockd_client_close(trk_tc[i]->c);
+        json_decref(trk_tc[i]->inbox);
+        free(trk_tc[i]);
+    }
+    n_tc = 0;
+    for (int i = 0; i < n_fd; i++)
+        if (trk_fd[i] >= 0)
+            close(trk_fd[i]);
+    n_fd = 0;
+    for (int i = 0; i < n_peer; i++) {
+        h_peer_stop(trk_peer[i]);
+        free(trk_peer[i]);
+    }
+    n_peer = 0;
+    for (int i = 0; i < n_daemon; i++) {
+        struct h_daemon *d = trk_daemon[i];
+        trk_daemon[i] = NULL;
+        h_daemon_stop(d);
+        free(d);
+    }
+    n_daemon = 0;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the control connection, with our own ids                                  */
+
+static bool
+is_response(const json_t *m)
+{
+    return json_is_object(m) && !json_object_get(m, "method") &&
+           (json_object_get(m, "result") || json_object_get(m, "error"));
+}
+
+/* Read one message (waiting up to ms) into the inbox. 1 if one came, 0 on timeout; fails on EOF. */
+static int
+tc_pump(struct tc *t, int ms)
+{
+    long long t0 = now_ms();
+    json_t *m = sockd_client_read_message(t->c, ms);
+
+    if (!m) {
+        if (errno != ETIMEDOUT)
+            FAIL("control connection failed (read_message: NULL after %lld of %d ms: %s)",
+                 now_ms() - t0, ms, strerror(errno));
+        return 0;
+    }
+    json_array_append_new(t->inbox, m);
+    return 1;
+}
+
+/* Write a whole request line, reading what the daemon sends meanwhile (it may stop reading us while
+ * its output to us is full). */
+static void
+tc_write(struct tc *t, const char *buf, size_t len)
+{
+    int fd = sockd_client_fd(t->c);
+    long long deadline = now_ms() + H_TIMEOUT_MS;
+    size_t off = 0;
+
+    for (int guard = 0; off < len && guard < 10000000; guard++) {
+        long long left = deadline - now_ms();
+        struct pollfd p = {fd, POLLIN | POLLOUT, 0};
+        int r;
+
+        if (left <= 0)
+            FAIL("writing a %zu-byte request: no progress for %d ms (at byte %zu)", len,
+                 H_TIMEOUT_MS, off);
+        r = poll(&p, 1, (int)left);
+        if (r < 0 && errno == EINTR)
+            continue;
+        assert_true(r >= 0);
+        if (r == 0)
+            continue;
+        if (p.revents & POLLIN)
+            while (tc_pump(t, 0))
+                ;
+        if (p.revents & (POLLOUT | POLLERR | POLLHUP)) {
+            ssize_t n = send(fd, buf + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                    continue;
+                FAIL("writing to the daemon: %s", strerror(errno));
+            }
+            off += (size_t)n;
+            deadline = now_ms() + H_TIMEOUT_MS;
+        }
+    }
+    assert_int_equal(off, len);
+}
+
+/* Send METHOD with PARAMS (stolen; NULL = {}); returns the id used. */
+static long long
+tc_send(struct tc *t, const char *method, json_t *params)
+{
+    long long id = t->next_id++;
+    json_t *req = json_pack("{s:s, s:I, s:s, s:o}", "jsonrpc", "2.0", "id", (json_int_t)id,
+                            "method", method, "params", params ? params : json_object());
+    char *line;
+
+    assert_non_null(req);
+    line = json_dumps(req, JSON_COMPACT);
+    assert_non_null(line);
+    tc_write(t, line, strlen(line));
+    tc_write(t, "\n", 1);
+    free(line);
+    json_decref(req);
+    return id;
+}
+
+/* The response to id (whole message), waiting up to H_TIMEOUT_MS. */
+static json_t *
+tc_response(struct tc *t, long long id, const char *method)
+{
+    long long deadline = now_ms() + H_TIMEOUT_MS;
+
+    for (int guard = 0; guard < 1000000; guard++) {
+        size_t i;
+        json_t *m;
+
+        json_array_foreach(t->inbox, i, m)
+        {
+            if (!is_response(m))
+                continue;
+            json_t *mid = json_object_get(m, "id");
+            if (!json_is_integer(mid) || json_integer_value(mid) != id)
+                FAIL("%s (id %lld): unexpected response %s", method, id, jd(m));
+            json_incref(m);
+            json_array_remove(t->inbox, i);
+            return m;
+        }
+        long long left = deadline - now_ms();
+        if (left <= 0)
+            break;
+        tc_pump(t, (int)left);
+    }
+    FAIL("%s (id %lld): no response within %d ms", method, id, H_TIMEOUT_MS);
+    return NULL;
+}
+
+static json_t *
+vparams(const char *fmt, va_list ap)
+{
+    json_error_t e;
+    json_t *p;
+
+    if (!fmt)
+        return json_object();
+    p = json_vpack_ex(&e, 0, fmt, ap);
+    if (!p)
+        FAIL("json_pack(\"%s\"): %s", fmt, e.text);
+    return p;
+}
+
+/* Call; assert a result; return it (caller decrefs). *id_out gets the request id. */
+static json_t *
+tc_ok_(struct tc *t, long long *id_out, const char *method, const char *fmt, ...)
+{
+    va_list ap;
+    json_t *params, *resp, *res;
+    char pdump[700];
+    long long id;
+
+    va_start(ap, fmt);
+    params = vparams(fmt, ap);
+    va_end(ap);
+    snprintf(pdump, sizeof pdump, "%s", jd(params));
+    id = tc_send(t, method, params);
+    if (id_out)
+        *id_out = id;
+    resp = tc_response(t, id, method);
+    res = json_object_get(resp, "result");
+    if (!res)
+        FAIL("%s %s: expected a result, got %s", method, pdump, jd(resp));
+    json_incref(res);
+    json_decref(resp);
+    return res;
+}
+
+/* Call; assert an error response; return its code. *err_out (if not NULL) gets the error object. */
+static int
+tc_err_(struct tc *t, json_t **err_out, const char *method, const char *fmt, ...)
+{
+    va_list ap;
+    json_t *params, *resp, *err;
+    char pdump[700];
+    int code;
+
+    va_start(ap, fmt);
+    params = vparams(fmt, ap);
+    va_end(ap);
+    snprintf(pdump, sizeof pdump, "%s", jd(params));
+    resp = tc_response(t, tc_send(t, method, params), method);
+    err = json_object_get(resp, "error");
+    if (!json_is_object(err))
+        FAIL("%s %s: expected an error response, got %s", method, pdump, jd(resp));
+    code = (int)jint_(err, "code");
+    if (err_out) {
+        json_incref(err);
+        *err_out = err;
+    }
+    json_decref(resp);
+    return code;
+}
+
+/* Call expecting error CODE; returns the error object (caller decrefs). */
+static json_t *
+tc_expect_err_(struct tc *t, int code, const char *method, const char *fmt, ...)
+{
+    va_list ap;
+    json_t *params, *resp, *err;
+    char pdump[700];
+
+    va_start(ap, fmt);
+    params = vparams(fmt, ap);
+    va_end(ap);
+    snprintf(pdump, sizeof pdump, "%s", jd(params));
+    resp = tc_response(t, tc_send(t, method, params), method);
+    err = json_object_get(resp, "error");
+    if (!json_is_object(err))
+        FAIL("%s %s: expected error %d, got %s", method, pdump, code, jd(resp));
+    EXPECT_INT(jint_(err, "code"), code, "%s %s: error code in %s", method, pdump, jd(err));
+    json_incref(err);
+    json_decref(resp);
+    return err;
+}
+
+/* The data member of an error object (must be an object). */
+static json_t *
+err_data_(const json_t *err)
+{
+    json_t *d = jget_(err, "data");
+    if (!json_is_object(d))
+        FAIL("error data is not an object: %s", jd(err));
+    return d;
+}
+
+static bool
+note_matches(const json_t *m, const char *method, long long sock)
+{
+    const json_t *p;
+    if (!json_is_object(m) || !json_is_string(json_object_get(m, "method")))
+        return false;
+    if (method && strcmp(json_string_value(json_object_get(m, "method")), method) != 0)
+        return false;
+    p = json_object_get(m, "params");
+    if (!sock)
+        return true;
+    return json_is_integer(json_object_get(p, "socket")) &&
+           json_integer_value(json_object_get(p, "socket")) == sock;
+}
+
+/* The first notification (whole message) METHOD (NULL any) of SOCK (0 any), waiting up to ms; NULL
+ * on timeout. */
+static json_t *
+tc_wait_msg(struct tc *t, const char *method, long long sock, int ms)
+{
+    long long deadline = now_ms() + ms;
+
+    for (int guard = 0; guard < 1000000; guard++) {
+        size_t i;
+        json_t *m;
+
+        json_array_foreach(t->inbox, i, m)
+        {
+            if (note_matches(m, method, sock)) {
+                json_incref(m);
+                json_array_remove(t->inbox, i);
+                return m;
+            }
+        }
+        long long left = deadline - now_ms();
+        if (left <= 0)
+            return NULL;
+        tc_pump(t, (int)left);
+    }
+    return NULL;
+}
+
+/* Wait for notification METHOD of SOCK; assert it came; return its params (caller decrefs). */
+static json_t *
+tc_event_(struct tc *t, const char *method, long long sock, int ms)
+{
+    json_t *m = tc_wait_msg(t, method, sock, ms), *p;
+
+    if (!m)
+        FAIL("no %s for socket %lld within %d ms; unread messages: %s", method, sock, ms,
+             jd(t->inbox));
+    p = json_object_get(m, "params");
+    if (!json_is_object(p))
+        FAIL("notification without params object: %s", jd(m));
+    json_incref(p);
+    json_decref(m);
+    return p;
+}
+
+/* The next notification of SOCK, whatever it is: must be METHOD. Returns params. */
+static json_t *
+tc_next_is_(struct tc *t, long long sock, const char *method, int ms)
+{
+    json_t *m = tc_wait_msg(t, NULL, sock, ms), *p;
+
+    if (!m)
+        FAIL("no notification for socket %lld within %d ms (expected %s)", sock, ms, method);
+    EXPECT_STR(jstr_(m, "method"), method, "next notification of socket %lld: %s", sock, jd(m));
+    p = json_object_get(m, "params");
+    json_incref(p);
+    json_decref(m);
+    return p;
+}
+
+/* Assert that no notification for SOCK (0: any) arrives within ms (nor is waiting unread). */
+static void
+tc_no_event_(struct tc *t, long long sock, int ms)
+{
+    long long deadline = now_ms() + ms;
+    size_t i;
+    json_t *m;
+
+    for (int guard = 0; guard < 1000000; guard++) {
+        long long left = deadline - now_ms();
+        if (left <= 0)
+            break;
+        tc_pump(t, (int)left);
+    }
+    json_array_foreach(t->inbox, i, m)
+    {
+        if (note_matches(m, NULL, sock))
+            FAIL("unexpected notification (socket %lld, within %d ms): %s", sock, ms, jd(m));
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* socket-level shorthands                                                   */
+
+static long long
+tc_open_(struct tc *t, int v6)
+{
+    json_t *r = v6 ? tc_ok_(t, NULL, "socket.open", "{s:s, s:b}", "type", "tcp", "ipv6", 1)
+                   : tc_ok_(t, NULL, "socket.open", "{s:s}", "type", "tcp");
+    long long s = jint_(r, "socket");
+    EXPECT_TRUE(s > 0, "socket.open handle %lld", s);
+    json_decref(r);
+    return s;
+}
+
+static json_t *
+tc_info_(struct tc *t, long long s)
+{
+    json_t *i = tc_ok_(t, NULL, "socket.info", "{s:I}", "socket", (json_int_t)s);
+    EXPECT_INT(jint_(i, "socket"), s, "socket.info socket member: %s", jd(i));
+    return i;
+}
+
+static void
+expect_state_(struct tc *t, long long s, const char *state)
+{
+    json_t *i = tc_info_(t, s);
+    EXPECT_STR(jstr_(i, "state"), state, "socket.info state of %lld: %s", s, jd(i));
+    json_decref(i);
+}
+
+static long long
+info_int_(struct tc *t, long long s, const char *k)
+{
+    json_t *i = tc_info_(t, s);
+    long long v = jint_(i, k);
+    json_decref(i);
+    return v;
+}
+
+/* The handle must be dead: socket.info answers -32001. */
+static void
+expect_gone_(struct tc *t, long long s)
+{
+    json_decref(
+        tc_expect_err_(t, SOCKD_E_UNKNOWN_HANDLE, "socket.info", "{s:I}", "socket", (json_int_t)s));
+}
+
+static void
+expect_result_empty_(const json_t *r, const char *what)
+{
+    EXPECT_TRUE(json_is_object(r) && json_object_size(r) == 0, "%s result %s", what, jd(r));
+}
+
+/* socket.send of text; returns the send's request id (queued checked). */
+static long long
+send_text_(struct tc *t, long long s, const char *text, int notify)
+{
+    long long id;
+    json_t *r = tc_ok_(t, &id, "socket.send", "{s:I, s:s, s:b}", "socket", (json_int_t)s, "text",
+                       text, "notify", notify);
+    EXPECT_INT(jint_(r, "queued"), strlen(text), "socket.send text queued: %s", jd(r));
+    json_decref(r);
+    return id;
+}
+
+static long long
+send_bytes_(struct tc *t, long long s, const void *data, size_t len, int notify)
+{
+    long long id;
+    char *enc = b64_(data, len);
+    json_t *r = tc_ok_(t, &id, "socket.send", "{s:I, s:s, s:b}", "socket", (json_int_t)s, "data",
+                       enc, "notify", notify);
+    EXPECT_INT(jint_(r, "queued"), len, "socket.send data queued: %s", jd(r));
+    free(enc);
+    json_decref(r);
+    return id;
+}
+
+/* Wait for socket.sent of the send with request id and byte count. */
+static void
+expect_sent_(struct tc *t, long long s, long long req, size_t bytes)
+{
+    json_t *ev = tc_event_(t, "socket.sent", s, H_TIMEOUT_MS);
+    EXPECT_INT(jint_(ev, "bytes"), bytes, "socket.sent bytes: %s", jd(ev));
+    EXPECT_INT(jint_(ev, "request"), req, "socket.sent request: %s", jd(ev));
+    json_decref(ev);
+}
+
+/* Start a recv with params built from fmt (socket is added); returns the request id. */
+static long long
+start_recv_(struct tc *t, long long s, json_int_t length, int partial, int stream, int timeout_ms)
+{
+    long long id;
+    json_t *r;
+
+    if (timeout_ms > 0)
+        r = tc_ok_(t, &id, "socket.recv", "{s:I, s:I, s:b, s:b, s:i}", "socket", (json_int_t)s,
+                   "length", length, "partial", partial, "stream", stream, "timeout_ms",
+                   timeout_ms);
+    else
+        r = tc_ok_(t, &id, "socket.recv", "{s:I, s:I, s:b, s:b}", "socket", (json_int_t)s, "length",
+                   length, "partial", partial, "stream", stream);
+    expect_result_empty_(r, "socket.recv");
+    json_decref(r);
+    return id;
+}
+
+/* Exact recv of len bytes; asserts one socket.received with exactly that text, no eof/timeout. */
+static void
+recv_expect_(struct tc *t, long long s, const char *text)
+{
+    long long id = start_recv_(t, s, (json_int_t)strlen(text), 0, 0, 0);
+    json_t *ev = tc_event_(t, "socket.received", s, H_TIMEOUT_MS);
+    EXPECT_INT(jint_(ev, "request"), id, "socket.received request: %s", jd(ev));
+    expect_data_(ev, text);
+    EXPECT_TRUE(!jflag_(ev, "eof") && !jflag_(ev, "timeout"), "socket.received flags: %s", jd(ev));
+    json_decref(ev);
+}
+
+static bool
+recv_canceled_(struct tc *t, long long s)
+{
+    json_t *r = tc_ok_(t, NULL, "socket.recv_cancel", "{s:I}", "socket", (json_int_t)s);
+    json_t *c = jget_(r, "canceled");
+    bool v;
+    if (!json_is_boolean(c))
+        FAIL("socket.recv_cancel canceled is not a boolean: %s", jd(r));
+    v = json_is_true(c);
+    json_decref(r);
+    return v;
+}
+
+/* ------------------------------------------------------------------------ */
+/* raw loopback sockets of the test process                                 */
+
+static void
+fill_sa(struct sockaddr_storage *ss, socklen_t *sl, int v6, int port)
+{
+    memset(ss, 0, sizeof *ss);
+    if (v6) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_addr = in6addr_loopback;
+        s6->sin6_port = htons((uint16_t)port);
+        *sl = sizeof *s6;
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+        s4->sin_family = AF_INET;
+        s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        s4->sin_port = htons((uint16_t)port);
+        *sl = sizeof *s4;
+    }
+}
+
+static int
+sa_port(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+}
+
+static int
+local_port_(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&ss, &sl), 0);
+    return sa_port(&ss);
+}
+
+/* A tracked socket bound to the loopback address (port 0: any). listen if backlog >= 0. */
+static int
+raw_bound_(int v6, int port, int backlog, int *port_out)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    int fd = track_fd(socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+
+    fill_sa(&ss, &sl, v6, port);
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0)
+        FAIL("bind to loopback port %d: %s", port, strerror(errno));
+    if (backlog >= 0)
+        assert_int_equal(listen(fd, backlog), 0);
+    if (port_out)
+        *port_out = local_port_(fd);
+    return fd;
+}
+
+static int
+raw_listen_(int v6, int *port)
+{
+    return raw_bound_(v6, 0, 16, port);
+}
+
+/* A port on 127.0.0.1 (or ::1) that was free a moment ago. */
+static int
+free_port_(int v6)
+{
+    int port, fd = raw_bound_(v6, 0, -1, &port);
+    close_fd_(fd);
+    return port;
+}
+
+/* Accept one connection within ms; -1 on timeout. */
+static int
+raw_accept(int lfd, int ms)
+{
+    struct pollfd p = {lfd, POLLIN, 0};
+    int r;
+
+    do
+        r = poll(&p, 1, ms);
+    while (r < 0 && errno == EINTR);
+    if (r <= 0)
+        return -1;
+    return track_fd(accept4(lfd, NULL, NULL, SOCK_CLOEXEC));
+}
+
+/* Accept connections until the one whose peer port is peer_port (others closed). */
+static int
+raw_accept_from_(int lfd, int peer_port)
+{
+    long long deadline = now_ms() + H_TIMEOUT_MS;
+
+    for (int i = 0; i < 32; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        long long left = deadline - now_ms();
+        int fd = raw_accept(lfd, left > 0 ? (int)left : 0);
+
+        if (fd < 0)
+            break;
+        assert_int_equal(getpeername(fd, (struct sockaddr *)&ss, &sl), 0);
+        if (sa_port(&ss) == peer_port)
+            return fd;
+        close_fd_(fd);
+    }
+    FAIL("the connection from the daemon's port %d never reached our listener", peer_port);
+    return -1;
+}
+
+/* A plain client connection to ::1:port (blocking), tracked. */
+static int
+raw_connect6_(int port)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    int fd = track_fd(socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+
+    fill_sa(&ss, &sl, 1, port);
+    if (connect(fd, (struct sockaddr *)&ss, sl) != 0)
+        FAIL("connect [::1]:%d: %s", port, strerror(errno));
+    return fd;
+}
+
+static int
+tcp_connect4_(int port)
+{
+    return track_fd(h_tcp_connect(port));
+}
+
+static void
+raw_write_(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    long long deadline = now_ms() + H_TIMEOUT_MS;
+
+    for (int guard = 0; len > 0 && guard < 1000000; guard++) {
+        struct pollfd pf = {fd, POLLOUT, 0};
+        long long left = deadline - now_ms();
+        ssize_t n;
+
+        if (left <= 0)
+            FAIL("peer write: no progress for %d ms (%zu bytes left)", H_TIMEOUT_MS, len);
+        if (poll(&pf, 1, (int)left) <= 0)
+            continue;
+        n = send(fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            FAIL("peer write: %s", strerror(errno));
+        }
+        p += n;
+        len -= (size_t)n;
+        deadline = now_ms() + H_TIMEOUT_MS;
+    }
+    assert_int_equal(len, 0);
+}
+
+static void
+raw_write_str_(int fd, const char *s)
+{
+    raw_write_(fd, s, strlen(s));
+}
+
+/* Read up to len bytes (stops early at EOF or after H_TIMEOUT_MS without progress); returns the
+ * count. */
+static size_t
+raw_read_(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    size_t got = 0;
+    long long deadline = now_ms() + H_TIMEOUT_MS;
+
+    for (int guard = 0; got < len && guard < 10000000; guard++) {
+        struct pollfd pf = {fd, POLLIN, 0};
+        long long left = deadline - now_ms();
+        ssize_t n;
+
+        if (left <= 0)
+            break;
+        if (poll(&pf, 1, (int)left) <= 0)
+            continue;
+        n = recv(fd, p + got, len - got, MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            FAIL("peer read: %s (after %zu of %zu bytes)", strerror(errno), got, len);
+        }
+        if (n == 0)
+            break;
+        got += (size_t)n;
+        deadline = now_ms() + H_TIMEOUT_MS;
+    }
+    return got;
+}
+
+/* The peer reads exactly the text. */
+static void
+raw_expect_(int fd, const char *text)
+{
+    size_t n = strlen(text);
+    char *buf = calloc(1, n + 1);
+    size_t got;
+
+    assert_non_null(buf);
+    got = raw_read_(fd, buf, n);
+    if (got != n || memcmp(buf, text, n) != 0)
+        FAIL("peer read \"%.*s\" (%zu bytes), expected \"%s\"", (int)got, buf, got, text);
+    free(buf);
+}
+
+/* Is there something to read (data or EOF) within ms? */
+static bool
+raw_readable_(int fd, int ms)
+{
+    struct pollfd pf = {fd, POLLIN, 0};
+    int r;
+    do
+        r = poll(&pf, 1, ms);
+    while (r < 0 && errno == EINTR);
+    return r > 0;
+}
+
+/*
+ * Wait up to ms for the connection to end. Returns 0 on EOF, the errno of a
+ * reset (ECONNRESET), -1 on timeout, -2 if data arrived instead.
+ */
+static int
+raw_wait_closed_(int fd, int ms)
+{
+    char c;
+    ssize_t n;
+
+    if (!raw_readable_(fd, ms))
+        return -1;
+    n = recv(fd, &c, 1, MSG_DONTWAIT);
+    if (n == 0)
+        return 0;
+    if (n < 0)
+        return errno;
+    return -2;
+}
+
+/*
+ * A loopback address that swallows SYNs: a listener with backlog 0 whose accept
+ * queue we fill; further SYNs are dropped (and retransmitted by their sender)
+ * until the backlog is raised again with listen().
+ */
+struct blackhole {
+    int lfd;
+    int port;
+    char addr[32];
+};
+
+static void
+blackhole_make_(struct blackhole *b)
+{
+    b->lfd = raw_bound_(0, 0, 0, &b->port);
+    snprintf(b->addr, sizeof b->addr, "127.0.0.1:%d", b->port);
+    for (int i = 0; i < 8; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl;
+        struct pollfd p;
+        int fd = track_fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+
+        fill_sa(&ss, &sl, 0, b->port);
+        if (connect(fd, (struct sockaddr *)&ss, sl) != 0 && errno != EINPROGRESS)
+            FAIL("blackhole filler connect: %s", strerror(errno));
+        p.fd = fd;
+        p.events = POLLOUT;
+        p.revents = 0;
+        if (poll(&p, 1, 250) == 0)
+            return; /* this SYN went unanswered: the accept queue is full */
+    }
+    FAIL("could not make a loopback blackhole (accept queue never filled)");
+}
+
+/* Let the held SYNs in (the next retransmission, about 1 s after the first SYN, connects). */
+static void
+blackhole_release(struct blackhole *b)
+{
+    assert_int_equal(listen(b->lfd, 64), 0);
+}
+
+/*
+ * A connected pair: a daemon tcp socket (*s) connected to a listener of ours,
+ * and our accepted end (returned). Checks socket.connected thoroughly.
+ */
+static int
+make_pair_(struct tc *t, int v6, long long *s)
+{
+    int port, lfd = raw_listen_(v6, &port), lp, fd;
+    const char *ip = v6 ? "::1" : "127.0.0.1";
+    char addr[64];
+    long long id;
+    json_t *r, *ev;
+
+    *s = tc_open_(t, v6);
+    snprintf(addr, sizeof addr, v6 ? "[%s]:%d" : "%s:%d", ip, port);
+    r = tc_ok_(t, &id, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)*s, "address", addr);
+    expect_result_empty_(r, "socket.connect");
+    json_decref(r);
+    ev = tc_event_(t, "socket.connected", *s, H_TIMEOUT_MS);
+    EXPECT_INT(jint_(ev, "request"), id, "socket.connected request: %s", jd(ev));
+    lp = check_addr_(ev, "local", ip, -1);
+    check_addr_(ev, "remote", ip, port);
+    json_decref(ev);
+    fd = raw_accept_from_(lfd, lp);
+    close_fd_(lfd);
+    return fd;
+}
+
+/* open + connect to addr + socket.connected; returns the connected params via *ev_out (may be
+ * NULL). */
+static long long
+connect_to_(struct tc *t, int v6flag, const char *addr, int port, json_t **ev_out)
+{
+    long long s = tc_open_(t, v6flag), id;
+    json_t *r, *ev;
+
+    if (port >= 0)
+        r = tc_ok_(t, &id, "socket.connect", "{s:I, s:s, s:i}", "socket", (json_int_t)s, "address",
+                   addr, "port", port);
+    else
+        r = tc_ok_(t, &id, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)s, "address",
+                   addr);
+    expect_result_empty_(r, "socket.connect");
+    json_decref(r);
+    ev = tc_event_(t, "socket.connected", s, H_TIMEOUT_MS);
+    EXPECT_INT(jint_(ev, "request"), id, "socket.connected request: %s", jd(ev));
+    if (ev_out)
+        *ev_out = ev;
+    else
+        json_decref(ev);
+    return s;
+}
+
+/* A listener in the daemon on addr (port 0), listening; returns the handle, *port the bound port.
+ */
+static long long
+make_listener_(struct tc *t, const char *addr, int auto_accept, long long *listen_id, int *port)
+{
+    long long l = tc_open_(t, 0);
+    json_t *r =
+        tc_ok_(t, NULL, "socket.bind", "{s:I, s:s}", "socket", (json_int_t)l, "address", addr);
+    *port = check_addr_(r, "local", addr, -1);
+    json_decref(r);
+    r = tc_ok_(t, listen_id, "socket.listen", "{s:I, s:b}", "socket", (json_int_t)l, "auto_accept",
+               auto_accept);
+    expect_result_empty_(r, "socket.listen");
+    json_decref(r);
+    return l;
+}
+
+/* Wait for socket.incoming on listener l; check remote port and local; return pending. */
+static long long
+expect_incoming_(struct tc *t, long long l, long long listen_id, const char *ip, int lport,
+                 int cport)
+{
+    json_t *ev = tc_event_(t, "socket.incoming", l, H_TIMEOUT_MS);
+    long long p = jint_(ev, "pending");
+
+    EXPECT_TRUE(p > 0, "socket.incoming pending: %s", jd(ev));
+    check_addr_(ev, "remote", ip, cport);
+    check_addr_(ev, "local", ip, lport);
+    EXPECT_INT(jint_(ev, "request"), listen_id, "socket.incoming request: %s", jd(ev));
+    json_decref(ev);
+    return p;
+}
+
+/* Accept pending p on l; check the result and socket.accepted; returns the new handle. */
+static long long
+accept_pending_(struct tc *t, long long l, long long p, const char *ip, int lport, int cport)
+{
+    long long id, n;
+    json_t *r = tc_ok_(t, &id, "socket.accept", "{s:I, s:I}", "socket", (json_int_t)l, "pending",
+                       (json_int_t)p);
+    json_t *ev;
+
+    n = jint_(r, "socket");
+    json_decref(r);
+    EXPECT_TRUE(n > 0 && n != l, "socket.accept new handle %lld (listener %lld)", n, l);
+    ev = tc_event_(t, "socket.accepted", n, H_TIMEOUT_MS);
+    EXPECT_INT(jint_(ev, "listener"), l, "socket.accepted listener: %s", jd(ev));
+    EXPECT_INT(jint_(ev, "request"), id, "socket.accepted request: %s", jd(ev));
+    check_addr_(ev, "local", ip, lport);
+    check_addr_(ev, "remote", ip, cport);
+    json_decref(ev);
+    return n;
+}
+
+/* Helpers called from a test record its line, shown when they fail. */
+static int
+set_line(int line)
+{
+    t_line = line;
+    return 0;
+}
+#define tc_new(...) (set_line(__LINE__), tc_new_(__VA_ARGS__))
+#define peer_new(...) (set_line(__LINE__), peer_new_(__VA_ARGS__))
+#define daemon_new(...) (set_line(__LINE__), daemon_new_(__VA_ARGS__))
+#define tc_ok(...) (set_line(__LINE__), tc_ok_(__VA_ARGS__))
+#define tc_err(...) (set_line(__LINE__), tc_err_(__VA_ARGS__))
+#define tc_expect_err(...) (set_line(__LINE__), tc_expect_err_(__VA_ARGS__))
+#define err_data(...) (set_line(__LINE__), err_data_(__VA_ARGS__))
+#define tc_event(...) (set_line(__LINE__), tc_event_(__VA_ARGS__))
+#define tc_next_is(...) (set_line(__LINE__), tc_next_is_(__VA_ARGS__))
+#define tc_no_event(...) (set_line(__LINE__), tc_no_event_(__VA_ARGS__))
+#define tc_open(...) (set_line(__LINE__), tc_open_(__VA_ARGS__))
+#define tc_info(...) (set_line(__LINE__), tc_info_(__VA_ARGS__))
+#define expect_state(...) (set_line(__LINE__), expect_state_(__VA_ARGS__))
+#define info_int(...) (set_line(__LINE__), info_int_(__VA_ARGS__))
+#define expect_gone(...) (set_line(__LINE__), expect_gone_(__VA_ARGS__))
+#define expect_result_empty(...) (set_line(__LINE__), expect_result_empty_(__VA_ARGS__))
+#define send_text(...) (set_line(__LINE__), send_text_(__VA_ARGS__))
+#define send_bytes(...) (set_line(__LINE__), send_bytes_(__VA_ARGS__))
+#define expect_sent(...) (set_line(__LINE__), expect_sent_(__VA_ARGS__))
+#define start_recv(...) (set_line(__LINE__), start_recv_(__VA_ARGS__))
+#define recv_expect(...) (set_line(__LINE__), recv_expect_(__VA_ARGS__))
+#define recv_canceled(...) (set_line(__LINE__), recv_canceled_(__VA_ARGS__))
+#define raw_bound(...) (set_line(__LINE__), raw_bound_(__VA_ARGS__))
+#define raw_listen(...) (set_line(__LINE__), raw_listen_(__VA_ARGS__))
+#define free_port(...) (set_line(__LINE__), free_port_(__VA_ARGS__))
+#define raw_accept_from(...) (set_line(__LINE__), raw_accept_from_(__VA_ARGS__))
+#define raw_connect6(...) (set_line(__LINE__), raw_connect6_(__VA_ARGS__))
+#define tcp_connect4(...) (set_line(__LINE__), tcp_connect4_(__VA_ARGS__))
+#define raw_write(...) (set_line(__LINE__), raw_write_(__VA_ARGS__))
+#define raw_write_str(...) (set_line(__LINE__), raw_write_str_(__VA_ARGS__))
+#define raw_read(...) (set_line(__LINE__), raw_read_(__VA_ARGS__))
+#define raw_expect(...) (set_line(__LINE__), raw_expect_(__VA_ARGS__))
+#define raw_wait_closed(...) (set_line(__LINE__), raw_wait_closed_(__VA_ARGS__))
+#define blackhole_make(...) (set_line(__LINE__), blackhole_make_(__VA_ARGS__))
+#define make_pair(...) (set_line(__LINE__), make_pair_(__VA_ARGS__))
+#define connect_to(...) (set_line(__LINE__), connect_to_(__VA_ARGS__))
+#define make_listener(...) (set_line(__LINE__), make_listener_(__VA_ARGS__))
+#define expect_incoming(...) (set_line(__LINE__), expect_incoming_(__VA_ARGS__))
+#define accept_pending(...) (set_line(__LINE__), accept_pending_(__VA_ARGS__))
+#define expect_data(...) (set_line(__LINE__), expect_data_(__VA_ARGS__))
+#define ev_data(...) (set_line(__LINE__), ev_data_(__VA_ARGS__))
+#define check_addr(...) (set_line(__LINE__), check_addr_(__VA_ARGS__))
+#define jint(...) (set_line(__LINE__), jint_(__VA_ARGS__))
+#define jstr(...) (set_line(__LINE__), jstr_(__VA_ARGS__))
+#define jget(...) (set_line(__LINE__), jget_(__VA_ARGS__))
+#define jflag(...) (set_line(__LINE__), jflag_(__VA_ARGS__))
+#define local_port(...) (set_line(__LINE__), local_port_(__VA_ARGS__))
+#define raw_readable(...) (set_line(__LINE__), raw_readable_(__VA_ARGS__))
+#define close_fd(...) (set_line(__LINE__), close_fd_(__VA_ARGS__))
+#define sha256(...) (set_line(__LINE__), sha256_(__VA_ARGS__))
+#define random_bytes(...) (set_line(__LINE__), random_bytes_(__VA_ARGS__))
+#define b64(...) (set_line(__LINE__), b64_(__VA_ARGS__))
+
+/* ------------------------------------------------------------------------ */
+/* socket.open / socket.info basics                                          */
+
+static void
+test_open_info_tag(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    json_t *tag = json_pack("{s:[i,s], s:n, s:b}", "k", 1, "x", "z", "f", 0);
+    json_t *r, *info, *err;
+    long long s1, s2, s3, s4;
+
+    r = tc_ok(t, NULL, "socket.open", "{s:s, s:O}", "type", "tcp", "tag", tag);
+    s1 = jint(r, "socket");
+    json_decref(r);
+    EXPECT_TRUE(s1 > 0, "handle %lld", s1);
+
+    info = tc_info(t, s1);
+    EXPECT_STR(jstr(info, "type"), "tcp", "info type: %s", jd(info));
+    EXPECT_STR(jstr(info, "state"), "open", "info state: %s", jd(info));
+    EXPECT_INT(jint(info, "bytes_sent"), 0, "info bytes_sent: %s", jd(info));
+    EXPECT_INT(jint(info, "bytes_received"), 0, "info bytes_received: %s", jd(info));
+    EXPECT_INT(jint(info, "send_buffered"), 0, "info send_buffered: %s", jd(info));
+    EXPECT_TRUE(json_equal(jget(info, "tag"), tag), "tag echoed as %s, sent %s",
+                jd(json_object_get(info, "tag")), jd(tag));
+    json_decref(info);
+
+    s2 = tc_open(t, 0);
+    EXPECT_TRUE(s2 != s1, "second handle %lld equals first", s2);
+    info = tc_info(t, s2);
+    EXPECT_TRUE(!json_object_get(info, "tag") || json_is_null(json_object_get(info, "tag")),
+                "untagged socket reports a tag: %s", jd(info));
+    json_decref(info);
+    s3 = tc_open(t, 1);
+    EXPECT_TRUE(s3 != s1 && s3 != s2, "third handle %lld reused", s3);
+    expect_state(t, s3, "open");
+
+    /* bad opens */
+    EXPECT_INT(tc_err(t, NULL, "socket.open", "{s:s}", "type", "sctp"), SOCKD_E_INVALID_PARAMS,
+               "socket.open type sctp");
+    EXPECT_INT(tc_err(t, NULL, "socket.open", NULL), SOCKD_E_INVALID_PARAMS,
+               "socket.open without type");
+    EXPECT_INT(tc_err(t, NULL, "socket.open", "{s:i}", "type", 6), SOCKD_E_INVALID_PARAMS,
+               "socket.open type 6");
+    err = tc_expect_err(t, SOCKD_E_INVALID_PARAMS, "socket.open", "{s:s, s:s}", "type", "tcp",
+                        "ipv6", "yes");
+    EXPECT_STR(jstr(err_data(err), "param"), "ipv6", "data.param of ipv6:\"yes\": %s", jd(err));
+    json_decref(err);
+    err = tc_expect_err(t, SOCKD_E_INVALID_PARAMS, "socket.open", "{s:s, s:i}", "type", "tcp",
+                        "bogus", 1);
+    EXPECT_STR(jstr(err_data(err), "param"), "bogus", "data.param of unknown param: %s", jd(err));
+    json_decref(err);
+
+    /* closed handles are dead and never reused */
+    r = tc_ok(t, NULL, "socket.close", "{s:I}", "socket", (json_int_t)s1);
+    EXPECT_INT(jint(r, "discarded"), 0, "socket.close of an open socket: %s", jd(r));
+    json_decref(r);
+    expect_gone(t, s1);
+    s4 = tc_open(t, 0);
+    EXPECT_TRUE(s4 > 0 && s4 != s1 && s4 != s2 && s4 != s3, "handle %lld reused", s4);
+    tc_no_event(t, 0, 100);
+    json_decref(tag);
+}
+
+/* ------------------------------------------------------------------------ */
+/* socket.connect                                                            */
+
+static void
+test_connect_ipv4(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    int port, lfd = raw_listen(0, &port), lp, fd;
+    long long s = tc_open(t, 0), id;
+    char addr[64];
+    json_t *r, *ev, *info;
+
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    r = tc_ok(t, &id, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)s, "address", addr);
+    expect_result_empty(r, "socket.connect");
+    json_decref(r);
+    ev = tc_event(t, "socket.connected", s, H_TIMEOUT_MS);
+    EXPECT_INT(jint(ev, "request"), id, "socket.connected request: %s", jd(ev));
+    lp = check_addr(ev, "local", "127.0.0.1", -1);
+    check_addr(ev, "remote", "127.0.0.1", port);
+    fd = raw_accept_from(lfd, lp); /* the local port reported is the real one */
+
+    info = tc_info(t, s);
+    EXPECT_STR(jstr(info, "state"), "connected", "state after connect: %s", jd(info));
+    EXPECT_TRUE(json_equal(jget(info, "local"), jget(ev, "local")), "info local %s vs connected %s",
+                jd(jget(info, "local")), jd(ev));
+    EXPECT_TRUE(json_equal(jget(info, "remote"), jget(ev, "remote")),
+                "info remote %s vs connected %s", jd(jget(info, "remote")), jd(ev));
+    json_decref(info);
+    json_decref(ev);
+
+    /* connect on a connected socket: wrong state, socket untouched */
+    EXPECT_INT(
+        tc_err(t, NULL, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)s, "address", addr),
+        SOCKD_E_WRONG_STATE, "socket.connect on a connected socket");
+    expect_state(t, s, "connected");
+    send_text(t, s, "still here", 0);
+    raw_expect(fd, "still here");
+    tc_no_event(t, s, 100);
+}
+
+static void
+test_connect_ipv6_and_port_param(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    int port6, port4, lfd6 = raw_listen(1, &port6), lfd4 = raw_listen(0, &port4), lp, fd;
+    char addr[64];
+    long long s;
+    json_t *ev;
+
+    /* port in the address; no ipv6 flag: the address's family wins */
+    snprintf(addr, sizeof addr, "[::1]:%d", port6);
+    s = connect_to(t, 0, addr, -1, &ev);
+    lp = check_addr(ev, "local", "::1", -1);
+    check_addr(ev, "remote", "::1", port6);
+    json_decref(ev);
+    fd = raw_accept_from(lfd6, lp);
+    send_text(t, s, "ping6", 0);
+    raw_expect(fd, "ping6");
+    raw_write_str(fd, "pong6");
+    recv_expect(t, s, "pong6");
+
+    /* bare IPv6 literal with "port"; ipv6 flag set */
+    s = connect_to(t, 1, "::1", port6, &ev);
+    lp = check_addr(ev, "local", "::1", -1);
+    check_addr(ev, "remote", "::1", port6);
+    json_decref(ev);
+    fd = raw_accept_from(lfd6, lp);
+    raw_write_str(fd, "v6-port-param");
+    recv_expect(t, s, "v6-port-param");
+
+    /* IPv4 with "port" on a socket opened with ipv6:true: the address's family wins */
+    s = connect_to(t, 1, "127.0.0.1", port4, &ev);
+    lp = check_addr(ev, "local", "127.0.0.1", -1);
+    check_addr(ev, "remote", "127.0.0.1", port4);
+    json_decref(ev);
+    fd = raw_accept_from(lfd4, lp);
+    send_text(t, s, "v4 on ipv6 flag", 0);
+    raw_expect(fd, "v4 on ipv6 flag");
+
+    /* through an H_ECHO peer on ::1 */
+    struct h_peer *p = peer_new(H_ECHO, 1);
+    snprintf(addr, sizeof addr, "[::1]:%d", p->port);
+    s = connect_to(t, 1, addr, -1, NULL);
+    send_text(t, s, "echo over ::1", 0);
+    recv_expect(t, s, "echo over ::1");
+}
+
+static void
+test_connect_address_invalid(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {"127.0.0.1", "127.0.0.1:", "127.0.0.1:70000",
+                                      "[::1:80",   "[::1]",      ""};
+    struct tc *t = tc_new(&g_d);
+    long long s = tc_open(t, 0);
+    int port, lfd = raw_listen(0, &port);
+    json_t *err, *ev, *r;
+    long long id;
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err = tc_expect_err(t, SOCKD_E_INVALID_PARAMS, "socket.connect", "{s:I, s:s}", "socket",
+                            (json_int_t)s, "address", bad[i]);
+        EXPECT_STR(jstr(err_data(err), "reason"), "address_invalid",
+                   "connect to \"%s\": data.reason in %s", bad[i], jd(err));
+        json_decref(err);
+    }
+    EXPECT_INT(tc_err(t, NULL, "socket.connect", "{s:I, s:s, s:i}", "socket", (json_int_t)s,
+                      "address", "127.0.0.1", "port", 70000),
+               SOCKD_E_INVALID_PARAMS, "connect with port 70000");
+    EXPECT_INT(
+        tc_err(t, NULL, "socket.connect", "{s:I, s:i}", "socket", (json_int_t)s, "address", 12),
+        SOCKD_E_INVALID_PARAMS, "connect with a numeric address");
+    EXPECT_INT(tc_err(t, NULL, "socket.connect", "{s:I}", "socket", (json_int_t)s),
+               SOCKD_E_INVALID_PARAMS, "connect without address");
+    EXPECT_INT(tc_err(t, NULL, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)987654321,
+                      "address", "127.0.0.1:1"),
+               SOCKD_E_UNKNOWN_HANDLE, "connect on an unknown handle");
+    /* failed calls left the socket as it was: still open and connectable */
+    expect_state(t, s, "open");
+    tc_no_event(t, s, 100);
+    r = tc_ok(t, &id, "socket.connect", "{s:I, s:s, s:i}", "socket", (json_int_t)s, "address",
+              "127.0.0.1", "port", port);
+    json_decref(r);
+    ev = tc_event(t, "socket.connected", s, H_TIMEOUT_MS);
+    EXPECT_INT(jint(ev, "request"), id, "socket.connected request: %s", jd(ev));
+    check_addr(ev, "remote", "127.0.0.1", port);
+    json_decref(ev);
+    (void)lfd;
+}
+
+static void
+test_connect_refused(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    int port;
+    long long s = tc_open(t, 0), id;
+    char addr[64];
+    json_t *r, *ev;
+
+    /* bound but not listening: SYNs are answered with RST, and nobody can take the port meanwhile
+     */
+    raw_bound(0, 0, -1, &port);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    r = tc_ok(t, &id, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)s, "address", addr);
+    json_decref(r);
+    ev = tc_event(t, "socket.closed", s, H_TIMEOUT_MS);
+    EXPECT_STR(jstr(ev, "reason"), "connect_rejected", "refused connect: %s", jd(ev));
+    EXPECT_INT(jint(ev, "errno"), ECONNREFUSED, "refused connect errno: %s", jd(ev));
+    EXPECT_TRUE(strlen(jstr(ev, "detail")) > 0, "refused connect detail: %s", jd(ev));
+    EXPECT_INT(jint(ev, "request"), id, "refused connect request: %s", jd(ev));
+    json_decref(ev);
+    expect_gone(t, s);
+    tc_no_event(t, s, 200);
+}
+
+static void
+test_connect_timeout(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    struct blackhole bh;
+    long long s = tc_open(t, 0), id, t0, el;
+    json_t *r, *ev;
+
+    EXPECT_INT(tc_err(t, NULL, "socket.connect", "{s:I, s:s, s:i}", "socket", (json_int_t)s,
+                      "address", "127.0.0.1:9", "timeout_ms", 0),
+               SOCKD_E_INVALID_PARAMS, "connect timeout_ms 0");
+    EXPECT_INT(tc_err(t, NULL, "socket.connect", "{s:I, s:s, s:I}", "socket", (json_int_t)s,
+                      "address", "127.0.0.1:9", "timeout_ms", (json_int_t)86400001),
+               SOCKD_E_INVALID_PARAMS, "connect timeout_ms 86400001");
+    expect_state(t, s, "open");
+
+    blackhole_make(&bh);
+    t0 = now_ms();
+    r = tc_ok(t, &id, "socket.connect", "{s:I, s:s, s:i}", "socket", (json_int_t)s, "address",
+              bh.addr, "timeout_ms", 400);
+    expect_result_empty(r, "socket.connect");
+    json_decref(r);
+    expect_state(t, s, "connecting");
+    /* a second connect while connecting is the wrong state */
+    EXPECT_INT(tc_err(t, NULL, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)s, "address",
+                      bh.addr),
+               SOCKD_E_WRONG_STATE, "socket.connect while connecting");
+    ev = tc_event(t, "socket.closed", s, H_TIMEOUT_MS);
+    el = now_ms() - t0;
+    EXPECT_STR(jstr(ev, "reason"), "timeout", "blackholed connect: %s", jd(ev));
+    EXPECT_INT(jint(ev, "request"), id, "timeout socket.closed request: %s", jd(ev));
+    EXPECT_TRUE(el >= 350 && el < 3000, "timeout_ms 400 fired after %lld ms", el);
+    json_decref(ev);
+    expect_gone(t, s);
+}
+
+static void
+test_wrong_state_calls(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long s = tc_open(t, 0), l;
+    int port;
+
+    EXPECT_INT(tc_err(t, NULL, "socket.send", "{s:I, s:s}", "socket", (json_int_t)s, "text", "x"),
+               SOCKD_E_WRONG_STATE, "send on an open socket");
+    EXPECT_INT(tc_err(t, NULL, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)s, "length", 4),
+               SOCKD_E_WRONG_STATE, "recv on an open socket");
+    EXPECT_INT(tc_err(t, NULL, "socket.shutdown", "{s:I}", "socket", (json_int_t)s),
+               SOCKD_E_WRONG_STATE, "shutdown on an open socket");
+    EXPECT_INT(
+        tc_err(t, NULL, "socket.accept", "{s:I, s:i}", "socket", (json_int_t)s, "pending", 1),
+        SOCKD_E_WRONG_STATE, "accept on an open (not listening) socket");
+    expect_state(t, s, "open");
+
+    l = make_listener(t, "127.0.0.1", 0, NULL, &port);
+    EXPECT_INT(tc_err(t, NULL, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)l, "address",
+                      "127.0.0.1:9"),
+               SOCKD_E_WRONG_STATE, "connect on a listening socket");
+    EXPECT_INT(tc_err(t, NULL, "socket.send", "{s:I, s:s}", "socket", (json_int_t)l, "text", "x"),
+               SOCKD_E_WRONG_STATE, "send on a listening socket");
+    EXPECT_INT(tc_err(t, NULL, "socket.bind", "{s:I}", "socket", (json_int_t)l),
+               SOCKD_E_WRONG_STATE, "bind on a listening socket");
+    EXPECT_INT(tc_err(t, NULL, "socket.listen", "{s:I}", "socket", (json_int_t)l),
+               SOCKD_E_WRONG_STATE, "listen on a listening socket");
+    expect_state(t, l, "listening");
+    tc_no_event(t, 0, 100);
+}
+
+/* ------------------------------------------------------------------------ */
+/* socket.send                                                               */
+
+static void
+test_send_before_connect(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    struct blackhole bh;
+    long long s = tc_open(t, 0), cid, sid1, sid2;
+    const unsigned char two[2] = {0x00, 0xfe};
+    json_t *r, *ev, *info;
+    int lp, fd;
+    unsigned char got[12];
+
+    blackhole_make(&bh);
+    r = tc_ok(t, &cid, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)s, "address", bh.addr);
+    json_decref(r);
+    expect_state(t, s, "connecting");
+    sid1 = send_text(t, s, "early bird", 1);
+    sid2 = send_bytes(t, s, two, 2, 1);
+    info = tc_info(t, s);
+    EXPECT_STR(jstr(info, "state"), "connecting", "state after queued sends: %s", jd(info));
+    EXPECT_INT(jint(info, "send_buffered"), 12, "send_buffered while connecting: %s", jd(info));
+    EXPECT_INT(jint(info, "bytes_sent"), 0, "bytes_sent while connecting: %s", jd(info));
+    json_decref(info);
+    tc_no_event(t, s, 200);
+
+    blackhole_release(&bh);
+    /* connected first, then both sends flushed, in order */
+    ev = tc_next_is(t, s, "socket.connected", H_TIMEOUT_MS);
+    EXPECT_INT(jint(ev, "request"), cid, "socket.connected request: %s", jd(ev));
+    lp = check_addr(ev, "local", "127.0.0.1", -1);
+    check_addr(ev, "remote", "127.0.0.1", bh.port);
+    json_decref(ev);
+    ev = tc_next_is(t, s, "socket.sent", H_TIMEOUT_MS);
+    EXPECT_INT(jint(ev, "bytes"), 10, "first socket.sent: %s", jd(ev));
+    EXPECT_INT(jint(ev, "request"), sid1, "first socket.sent request: %s", jd(ev));
+    json_decref(ev);
+    ev = tc_next_is(t, s, "socket.sent", H_TIMEOUT_MS);
+    EXPECT_INT(jint(ev, "bytes"), 2, "second socket.sent: %s", jd(ev));
+    EXPECT_INT(jint(ev, "request"), sid2, "second socket.sent request: %s", jd(ev));
+    json_decref(ev);
+
+    fd = raw_accept_from(bh.lfd, lp);
+    EXPECT_INT(raw_read(fd, got, 12), 12, "bytes of the queued sends at the peer");
+    EXPECT_TRUE(memcmp(got, "early bird\x00\xfe", 12) == 0, "peer got \"%.10s\"...", got);
+    info = tc_info(t, s);
+    EXPECT_INT(jint(info, "send_buffered"), 0, "send_buffered after flush: %s", jd(info));
+    EXPECT_INT(jint(info, "bytes_sent"), 12, "bytes_sent after flush: %s", jd(info));
+    EXPECT_STR(jstr(info, "state"), "connected", "state after flush: %s", jd(info));
+    json_decref(info);
+}
+
+static void
+test_send_variants(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long s, id;
+    int fd = make_pair(t, 0, &s);
+    const unsigned char bin[6] = {0x00, 0xff, 0x10, '\n', '"', 0x80};
+    const char *utf8 = "h\xc3\xa9llo \xe2\x9c\x93"; /* "héllo ✓": 10 bytes */
+    unsigned char got[16];
+    json_t *r, *info;
+
+    /* base64 data */
+    id = send_bytes(t, s, bin, sizeof bin, 1);
+    expect_sent(t, s, id, sizeof bin);
+    EXPECT_INT(raw_read(fd, got, sizeof bin), sizeof bin, "peer bytes of a data send");
+    EXPECT_TRUE(memcmp(got, bin, sizeof bin) == 0, "peer got other bytes than sent");
+
+    /* text: UTF-8 bytes as they are */
+    id = send_text(t, s, utf8, 1);
+    expect_sent(t, s, id, strlen(utf8));
+    raw_expect(fd, utf8);
+
+    /* notify:false: data goes, no socket.sent */
+    send_text(t, s, "quiet", 0);
+    raw_expect(fd, "quiet");
+    tc_no_event(t, s, 300);
+
+    /* empty payload is allowed */
+    r = tc_ok(t, NULL, "socket.send", "{s:I, s:s, s:b}", "socket", (json_int_t)s, "text", "",
+              "notify", 0);
+    EXPECT_INT(jint(r, "queued"), 0, "empty send queued: %s", jd(r));
+    json_decref(r);
+
+    /* invalid sends: -32602, nothing goes out */
+    EXPECT_INT(tc_err(t, NULL, "socket.send", "{s:I, s:s, s:s}", "socket", (json_int_t)s, "data",
+                      "aGk=", "text", "hi"),
+               SOCKD_E_INVALID_PARAMS, "send with data and text");
+    EXPECT_INT(tc_err(t, NULL, "socket.send", "{s:I, s:s}", "socket", (json_int_t)s, "data",
+                      "!!!not*base64!!!"),
+               SOCKD_E_INVALID_PARAMS, "send with bad base64");
+    EXPECT_INT(tc_err(t, NULL, "socket.send", "{s:I}", "socket", (json_int_t)s),
+               SOCKD_E_INVALID_PARAMS, "send with neither data nor text");
+    EXPECT_INT(tc_err(t, NULL, "socket.send", "{s:I, s:i}", "socket", (json_int_t)s, "data", 5),
+               SOCKD_E_INVALID_PARAMS, "send with numeric data");
+    EXPECT_INT(tc_err(t, NULL, "socket.send", "{s:I, s:s, s:s}", "socket", (json_int_t)s, "text",
+                      "x", "notify", "no"),
+               SOCKD_E_INVALID_PARAMS, "send with notify:\"no\"");
+    EXPECT_TRUE(!raw_readable(fd, 200), "the peer received bytes from a failed send");
+
+    info = tc_info(t, s);
+    EXPECT_INT(jint(info, "bytes_sent"), sizeof bin + strlen(utf8) + 5, "bytes_sent: %s", jd(info));
+    EXPECT_INT(jint(info, "send_buffered"), 0, "send_buffered: %s", jd(info));
+    json_decref(info);
+    tc_no_event(t, s, 100);
+}
+
+static void
+test_send_cap(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    struct blackhole bh;
+    long long s = tc_open(t, 0), s2, id;
+    unsigned char *big = random_bytes(SEND_CAP + 1);
+    char *enc;
+    json_t *r, *err, *info;
+    struct h_peer *drain;
+
+    /* while connecting nothing drains, so the queue is exactly what we put in */
+    blackhole_make(&bh);
+    json_decref(tc_ok(t, NULL, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)s, "address",
+                      bh.addr));
+    send_bytes(t, s, big, 3 * MIB, 0);
+    enc = b64(big, MIB + 1);
+    err = tc_expect_err(t, SOCKD_E_LIMIT, "socket.send", "{s:I, s:s}", "socket", (json_int_t)s,
+                        "data", enc);
+    free(enc);
+    EXPECT_STR(jstr(err_data(err), "limit"), "max-send-buffer", "send past the cap: %s", jd(err));
+    json_decref(err);
+    EXPECT_INT(info_int(t, s, "send_buffered"), 3 * MIB, "send_buffered after a refused send");
+    send_bytes(t, s, big, MIB, 0); /* exactly up to the cap is fine */
+    EXPECT_INT(info_int(t, s, "send_buffered"), SEND_CAP, "send_buffered at the cap");
+    err = tc_expect_err(t, SOCKD_E_LIMIT, "socket.send", "{s:I, s:s}", "socket", (json_int_t)s,
+                        "text", "x");
+    EXPECT_STR(jstr(err_data(err), "limit"), "max-send-buffer", "1 byte past the cap: %s", jd(err));
+    json_decref(err);
+    EXPECT_INT(info_int(t, s, "send_buffered"), SEND_CAP, "send_buffered after a refused byte");
+    expect_state(t, s, "connecting");
+
+    /* socket.close reports the discarded bytes, and nothing follows */
+    r = tc_ok(t, NULL, "socket.close", "{s:I}", "socket", (json_int_t)s);
+    EXPECT_INT(jint(r, "discarded"), SEND_CAP, "socket.close discarded: %s", jd(r));
+    json_decref(r);
+    tc_no_event(t, s, 400);
+    expect_gone(t, s);
+
+    /* a single send larger than the cap on a connected socket: refused whole */
+    drain = peer_new(H_DRAIN, 0);
+    s2 = connect_to(t, 0, "127.0.0.1", drain->port, NULL);
+    enc = b64(big, SEND_CAP + 1);
+    err = tc_expect_err(t, SOCKD_E_LIMIT, "socket.send", "{s:I, s:s}", "socket", (json_int_t)s2,
+                        "data", enc);
+    free(enc);
+    EXPECT_STR(jstr(err_data(err), "limit"), "max-send-buffer", "oversized send: %s", jd(err));
+    json_decref(err);
+    info = tc_info(t, s2);
+    EXPECT_INT(jint(info, "send_buffered"), 0, "send_buffered after oversized send: %s", jd(info));
+    EXPECT_INT(jint(info, "bytes_sent"), 0, "bytes_sent after oversized send: %s", jd(info));
+    json_decref(info);
+    id = send_text(t, s2, "ok", 1);
+    expect_sent(t, s2, id, 2);
+    for (int i = 0; i < 500 && drain->bytes < 2; i++)
+        sleep_ms(10);
+    sleep_ms(100);
+    EXPECT_INT(drain->bytes, 2, "bytes the peer received (oversized send must queue nothing)");
+    free(big);
+}
+
+/* ------------------------------------------------------------------------ */
+/* socket.recv                                                               */
+
+static void
+test_recv_exact(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long s, id;
+    int fd = make_pair(t, 0, &s);
+    json_t *ev;
+
+    id = start_recv(t, s, 10, 0, 0, 0);
+    raw_write_str(fd, "abc");
+    tc_no_event(t, s, 250); /* 3 of 10 bytes: an exact recv keeps waiting */
+    raw_write_str(fd, "defghijXYZ");
+    ev = tc_event(t, "socket.received", s, H_TIMEOUT_MS);
+    expect_data(ev, "abcdefghij");
+    EXPECT_INT(jint(ev, "request"), id, "socket.received request: %s", jd(ev));
+    EXPECT_TRUE(!jflag(ev, "eof") && !jflag(ev, "timeout"), "exact recv flags: %s", jd(ev));
+    json_decref(ev);
+    tc_no_event(t, s, 100);   /* exactly one event for an exact recv */
+    recv_expect(t, s, "XYZ"); /* the extra bytes were kept */
+
+    EXPECT_INT(tc_err(t, NULL, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)s, "length", 0),
+               SOCKD_E_INVALID_PARAMS, "recv length 0");
+    EXPECT_INT(tc_err(t, NULL, "socket.recv", "{s:I, s:I}", "socket", (json_int_t)s, "length",
+                      (json_int_t)16777217),
+               SOCKD_E_INVALID_PARAMS, "recv length 16777217");
+    EXPECT_INT(
+        tc_err(t, NULL, "socket.recv", "{s:I, s:s}", "socket", (json_int_t)s, "length", "10"),
+        SOCKD_E_INVALID_PARAMS, "recv length \"10\"");
+    EXPECT_INT(tc_err(t, NULL, "socket.recv", "{s:I}", "socket", (json_int_t)s),
+               SOCKD_E_INVALID_PARAMS, "recv without length");
+    EXPECT_INT(info_int(t, s, "bytes_received"), 13, "bytes_received");
+}
+
+static void
+test_recv_partial(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long s, id;
+    int fd = make_pair(t, 0, &s);
+    const char *twenty = "0123456789abcdefghij";
+    char acc[32];
+    size_t total = 0, n;
+    unsigned char *d;
+    json_t *ev;
+
+    id = start_recv(t, s, 100, 1, 0, 0);
+    raw_write_str(fd, "hello");
+    ev = tc_event(t, "socket.received", s, H_TIMEOUT_MS);
+    expect_data(ev, "hello"); /* partial: delivered without waiting for 100 bytes */
+    EXPECT_INT(jint(ev, "request"), id, "partial socket.received request: %s", jd(ev));
+    json_decref(ev);
+
+    /* 20 bytes buffered, partial of at most 8, then the rest */
+    raw_write_str(fd, twenty);
+    for (int i = 0; i < 250 && info_int(t, s, "recv_buffered") < 20; i++)
+        sleep_ms(20);
+    EXPECT_INT(info_int(t, s, "recv_buffered"), 20, "recv_buffered with 20 bytes unread");
+    start_recv(t, s, 8, 1, 0, 0);
+    ev = tc_event(t, "socket.received", s, H_TIMEOUT_MS);
+    d = ev_data(ev, &n);
+    EXPECT_TRUE(n >= 1 && n <= 8, "partial recv of 8 delivered %zu bytes", n);
+    memcpy(acc, d, n);
+    total = n;
+    free(d);
+    json_decref(ev);
+    for (int i = 0; i < 20 && total < 20; i++) {
+        start_recv(t, s, 100, 1, 0, 0);
+        ev = tc_event(t, "socket.received", s, H_TIMEOUT_MS);
+        d = ev_data(ev, &n);
+        EXPECT_TRUE(n >= 1 && total + n <= 20, "partial recv delivered %zu bytes (have %zu)", n,
+                    total);
+        memcpy(acc + total, d, n);
+        total += n;
+        free(d);
+        json_decref(ev);
+    }
+    EXPECT_INT(total, 20, "bytes from partial recvs");
+    EXPECT_TRUE(memcmp(acc, twenty, 20) == 0, "partial recvs gave \"%.20s\"", acc);
+}
+
+static void
+test_recv_stream(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long s, id;
+    int fd = make_pair(t, 0, &s), chunks = 0;
+    const char *want = "0123456789abcdef";
+    char acc[32];
+    size_t total = 0, n;
+    unsigned char *d;
+    json_t *ev;
+
+    id = start_recv(t, s, 4, 0, 1, 0);
+    raw_write_str(fd, "0123456789");
+    sleep_ms(50);
+    raw_write_str(fd, "abcdef");
+    for (int i = 0; i < 32 && total < 16; i++) {
+        ev = tc_event(t, "socket.received", s, H_TIMEOUT_MS);
+        d = ev_data(ev, &n);
+        EXPECT_TRUE(n >= 1 && n <= 4, "stream chunk of %zu bytes (length 4): %s", n, jd(ev));
+        EXPECT_TRUE(total + n <= 16, "stream delivered more than was sent");
+        EXPECT_INT(jint(ev, "request"), id, "stream chunk request: %s", jd(ev));
+        EXPECT_TRUE(!jflag(ev, "eof") && !jflag(ev, "timeout"), "stream chunk flags: %s", jd(ev));
+        memcpy(acc + total, d, n);
+        total += n;
+        chunks++;
+        free(d);
+        json_decref(ev);
+    }
+    EXPECT_INT(total, 16, "bytes delivered by the stream");
+    EXPECT_TRUE(memcmp(acc, want, 16) == 0, "stream gave \"%.16s\"", acc);
+    EXPECT_TRUE(chunks >= 4, "16 bytes in chunks of at most 4 came in %d chunks", chunks);
+
+    /* still streaming: more bytes come as another chunk */
+    raw_write_str(fd, "Q");
+    ev = tc_event(t, "socket.received", s, H_TIMEOUT_MS);
+    expect_data(ev, "Q");
+    EXPECT_INT(jint(ev, "request"), id, "late stream chunk request: %s", jd(ev));
+    json_decref(ev);
+
+    EXPECT_TRUE(recv_canceled(t, s), "recv_cancel of a stream: canceled must be true");
+    raw_write_str(fd, "zz");
+    tc_no_event(t, s, 300);  /* no more chunks after the cancel */
+    recv_expect(t, s, "zz"); /* bytes that arrived after the cancel wait for the next recv */
+    EXPECT_TRUE(!recv_canceled(t, s), "recv_cancel with nothing pending must give canceled:false");
+}
+
+static void
+test_recv_timeout(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long s, id, t0, el;
+    int fd = make_pair(t, 0, &s);
+    char acc[16];
+    size_t total = 0, n;
+    unsigned char *d;
+    json_t *ev;
+    bool done = false;
+
+    t0 = now_ms();
+    id = start_recv(t, s, 10, 0, 0, 300);
+    raw_write_str(fd, "abc");
+    ev = tc_event(t, "socket.received", s, H_TIMEOUT_MS);
+    el = now_ms() - t0;
+    expect_data(ev, "abc");
+    EXPECT_TRUE(jflag(ev, "timeout"), "recv timeout_ms 300 with 3 of 10 bytes: %s", jd(ev));
+    EXPECT_TRUE(!jflag(ev, "eof"), "timed-out recv eof: %s", jd(ev));
+    EXPECT_INT(jint(ev, "request"), id, "timed-out recv request: %s", jd(ev));
+    EXPECT_TRUE(el >= 250, "recv timeout_ms 300 ended after %lld ms", el);
+    json_decref(ev);
+    expect_state(t, s, "connected");
+
+    /* nothing at all arrives: empty data, timeout:true */
+    id = start_recv(t, s, 4, 0, 0, 200);
+    ev = tc_event(t, "socket.received", s, H_TIMEOUT_MS);
+    expect_data(ev, "");
+    EXPECT_TRUE(jflag(ev, "timeout"), "empty timed-out recv: %s", jd(ev));
+    EXPECT_INT(jint(ev, "request"), id, "empty timed-out recv request: %s", jd(ev));
+    json_decref(ev);
+    EXPECT_TRUE(!recv_canceled(t, s), "a timed-out recv is no longer pending");
+
+    /* the socket is still usable both ways */
+    raw_write_str(fd, "xyz");
+    recv_expect(t, s, "xyz");
+    send_text(t, s, "ok", 0);
+    raw_expect(fd, "ok");
+
+    /* a stream ends at its timeout too */
+    id = start_recv(t, s, 100, 0, 1, 400);
+    raw_write_str(fd, "a");
+    for (int i = 0; i < 10 && !done; i++) {
+        ev = tc_event(t, "socket.received", s, H_TIMEOUT_MS);
+        EXPECT_INT(jint(ev, "request"), id, "stream-with-timeout chunk request: %s", jd(ev));
+        d = ev_data(ev, &n);
+        EXPECT_TRUE(total + n <= 1, "stream delivered more than was sent: %s", jd(ev));
+        memcpy(acc + total, d, n);
+        total += n;
+        free(d);
+        done = jflag(ev, "timeout");
+        json_decref(ev);
+    }
+    EXPECT_TRUE(done, "a stream recv with timeout_ms 400 never ended with timeout:true");
+    EXPECT_INT(total, 1, "bytes of the stream before its timeout");
+    EXPECT_TRUE(acc[0] == 'a', "stream gave '%c'", acc[0]);
+    EXPECT_TRUE(!recv_canceled(t, s), "a timed-out stream is no longer pending");
+    tc_no_event(t, s, 100);
+    expect_state(t, s, "connected");
+}
+
+static void
+test_recv_busy_and_cancel(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long s;
+    int fd = make_pair(t, 0, &s);
+
+    EXPECT_TRUE(!recv_canceled(t, s), "recv_cancel with nothing pending must give canceled:false");
+    start_recv(t, s, 10, 0, 0, 0);
+    EXPECT_INT(tc_err(t, NULL, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)s, "length", 5),
+               SOCKD_E_BUSY, "second recv");
+    EXPECT_INT(tc_err(t, NULL, "socket.recv", "{s:I, s:i, s:b}", "socket", (json_int_t)s, "length",
+                      5, "stream", 1),
+               SOCKD_E_BUSY, "second (stream) recv");
+    EXPECT_TRUE(recv_canceled(t, s), "recv_cancel of a pending recv must give canceled:true");
+    EXPECT_TRUE(!recv_canceled(t, s), "second recv_cancel must give canceled:false");
+    raw_write_str(fd, "0123456789");
+    tc_no_event(t, s, 200); /* the canceled recv delivers nothing */
+    recv_expect(t, s, "0123456789");
+    EXPECT_INT(tc_err(t, NULL, "socket.recv_cancel", "{s:I}", "socket", (json_int_t)987654321),
+               SOCKD_E_UNKNOWN_HANDLE, "recv_cancel on an unknown handle");
+}
+
+static void
+test_recv_cut_by_eof(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long s, id;
+    int fd = make_pair(t, 0, &s);
+    json_t *ev;
+
+    id = start_recv(t, s, 10, 0, 0, 0);
+    raw_write_str(fd, "abc");
+    close_fd(fd); /* orderly EOF after 3 of 10 bytes */
+    ev = tc_next_is(t, s, "socket.received", H_TIMEOUT_MS);
+    expect_data(ev, "abc");
+    EXPECT_TRUE(jflag(ev, "eof"), "exact recv cut short by EOF must carry eof:true: %s", jd(ev));
+    EXPECT_INT(jint(ev, "request"), id, "eof socket.received request: %s", jd(ev));
+    json_decref(ev);
+    ev = tc_next_is(t, s, "socket.closed", H_TIMEOUT_MS);
+    EXPECT_STR(jstr(ev, "reason"), "by_peer", "socket.closed after EOF: %s", jd(ev));
+    EXPECT_TRUE(!json_object_get(ev, "request"), "socket.closed by_peer carries a request: %s",
+                jd(ev));
+    json_decref(ev);
+    expect_gone(t, s);
+}
+
+static void
+test_eof_waits_for_buffered(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long s;
+    int fd = make_pair(t, 0, &s);
+    json_t *ev;
+
+    raw_write_str(fd, "hello");
+    close_fd(fd);
+    /* buffered bytes and no recv: the socket stays until they are read */
+    tc_no_event(t, s, 400);
+    EXPECT_INT(info_int(t, s, "recv_buffered"), 5, "recv_buffered after the peer's EOF");
+    start_recv(t, s, 3, 0, 0, 0);
+    ev = tc_next_is(t, s, "socket.received", H_TIMEOUT_MS);
+    expect_data(ev, "hel");
+    EXPECT_TRUE(!jflag(ev, "eof"), "a recv that leaves bytes behind carries eof: %s", jd(ev));
+    json_decref(ev);
+    start_recv(t, s, 2, 0, 0, 0);
+    ev = tc_next_is(t, s, "socket.received", H_TIMEOUT_MS);
+    expect_data(ev, "lo");
+    EXPECT_TRUE(jflag(ev, "eof"), "the recv draining the last bytes must carry eof:true: %s",
+                jd(ev));
+    json_decref(ev);
+    ev = tc_next_is(t, s, "socket.closed", H_TIMEOUT_MS);
+    EXPECT_STR(jstr(ev, "reason"), "by_peer", "socket.closed after draining: %s", jd(ev));
+    json_decref(ev);
+    expect_gone(t, s);
+}
+
+/* ------------------------------------------------------------------------ */
+/* socket.closed reasons, shutdown, close                                    */
+
+static void
+test_closed_by_peer(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    struct h_peer *p = peer_new(H_CLOSE, 0);
+    long long s = connect_to(t, 0, "127.0.0.1", p->port, NULL);
+    json_t *ev = tc_event(t, "socket.closed", s, H_TIMEOUT_MS);
+
+    EXPECT_STR(jstr(ev, "reason"), "by_peer", "peer closed at once: %s", jd(ev));
+    EXPECT_TRUE(!json_object_get(ev, "request"), "socket.closed by_peer carries a request: %s",
+                jd(ev));
+    json_decref(ev);
+    expect_gone(t, s);
+    tc_no_event(t, s, 100);
+}
+
+static void
+test_closed_lost(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long s;
+    int fd = make_pair(t, 0, &s);
+    struct linger lg = {1, 0};
+    json_t *ev;
+
+    /* reset by the peer (SO_LINGER 0), deterministically after socket.connected */
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    close_fd(fd);
+    ev = tc_event(t, "socket.closed", s, H_TIMEOUT_MS);
+    EXPECT_STR(jstr(ev, "reason"), "lost", "peer reset: %s", jd(ev));
+    EXPECT_INT(jint(ev, "errno"), ECONNRESET, "peer reset errno: %s", jd(ev));
+    EXPECT_TRUE(!json_object_get(ev, "request"), "socket.closed lost carries a request: %s",
+                jd(ev));
+    json_decref(ev);
+    expect_gone(t, s);
+}
+
+static void
+test_shutdown_flushes(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long s, sid, hid;
+    int fd = make_pair(t, 0, &s);
+    unsigned char *data = random_bytes(SEND_CAP), *got = malloc(SEND_CAP + 1);
+    json_t *r, *ev, *info;
+    size_t n;
+
+    assert_non_null(got);
+    /* the peer does not read yet: most of the 4 MiB stays queued in the daemon */
+    sid = send_bytes(t, s, data, SEND_CAP, 1);
+    r = tc_ok(t, &hid, "socket.shutdown", "{s:I}", "socket", (json_int_t)s);
+    expect_result_empty(r, "socket.shutdown");
+    json_decref(r);
+    info = tc_info(t, s);
+    EXPECT_STR(jstr(info, "state"), "closing", "state after shutdown with queued data: %s",
+               jd(info));
+    json_decref(info);
+    EXPECT_INT(tc_err(t, NULL, "socket.send", "{s:I, s:s}", "socket", (json_int_t)s, "text", "x"),
+               SOCKD_E_WRONG_STATE, "send after shutdown");
+
+    /* the peer gets every byte, then EOF */
+    n = raw_read(fd, got, SEND_CAP + 1);
+    EXPECT_INT(n, SEND_CAP, "bytes the peer read before EOF after shutdown");
+    EXPECT_TRUE(memcmp(got, data, SEND_CAP) == 0, "the flushed bytes differ from those sent");
+    EXPECT_INT(raw_wait_closed(fd, H_TIMEOUT_MS), 0, "peer sees EOF after the flushed data");
+
+    ev = tc_next_is(t, s, "socket.sent", H_TIMEOUT_MS);
+    EXPECT_INT(jint(ev, "bytes"), SEND_CAP, "socket.sent before shutdown's close: %s", jd(ev));
+    EXPECT_INT(jint(ev, "request"), sid, "socket.sent request: %s", jd(ev));
+    json_decref(ev);
+    ev = tc_next_is(t, s, "socket.closed", H_TIMEOUT_MS);
+    EXPECT_STR(jstr(ev, "reason"), "normal", "socket.closed after shutdown: %s", jd(ev));
+    EXPECT_INT(jint(ev, "request"), hid, "socket.closed normal request: %s", jd(ev));
+    EXPECT_TRUE(!json_object_get(ev, "unsent") || jint(ev, "unsent") == 0,
+                "shutdown left bytes unsent: %s", jd(ev));
+    json_decref(ev);
+    expect_gone(t, s);
+    free(data);
+    free(got);
+}
+
+static void
+test_close_is_silent(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long s;
+    int fd = make_pair(t, 0, &s);
+    json_t *r;
+
+    start_recv(t, s, 10, 0, 0, 0); /* a pending recv does not produce an event either */
+    r = tc_ok(t, NULL, "socket.close", "{s:I}", "socket", (json_int_t)s);
+    EXPECT_INT(jint(r, "discarded"), 0, "socket.close discarded: %s", jd(r));
+    json_decref(r);
+    EXPECT_INT(raw_wait_closed(fd, H_TIMEOUT_MS), 0, "peer sees EOF after socket.close");
+    tc_no_event(t, 0, 300);
+    expect_gone(t, s);
+    EXPECT_INT(tc_err(t, NULL, "socket.close", "{s:I}", "socket", (json_int_t)s),
+               SOCKD_E_UNKNOWN_HANDLE, "second socket.close");
+}
+
+/* ------------------------------------------------------------------------ */
+/* socket.info / socket.list                                                 */
+
+static void
+test_info_counters(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long s, id;
+    int fd = make_pair(t, 0, &s);
+    unsigned char out[100], back[50], got[100];
+    json_t *ev, *info;
+    size_t n;
+    unsigned char *d;
+
+    memset(out, 'o', sizeof out);
+    memset(back, 'b', sizeof back);
+    id = send_bytes(t, s, out, sizeof out, 1);
+    expect_sent(t, s, id, sizeof out);
+    EXPECT_INT(raw_read(fd, got, sizeof out), sizeof out, "peer bytes");
+    raw_write(fd, back, sizeof back);
+    start_recv(t, s, sizeof back, 0, 0, 0);
+    ev = tc_event(t, "socket.received", s, H_TIMEOUT_MS);
+    d = ev_data(ev, &n);
+    EXPECT_INT(n, sizeof back, "received bytes");
+    free(d);
+    json_decref(ev);
+
+    info = tc_info(t, s);
+    EXPECT_STR(jstr(info, "type"), "tcp", "info type: %s", jd(info));
+    EXPECT_STR(jstr(info, "state"), "connected", "info state: %s", jd(info));
+    EXPECT_INT(jint(info, "bytes_sent"), 100, "info bytes_sent: %s", jd(info));
+    EXPECT_INT(jint(info, "bytes_received"), 50, "info bytes_received: %s", jd(info));
+    EXPECT_INT(jint(info, "send_buffered"), 0, "info send_buffered: %s", jd(info));
+    check_addr(info, "local", "127.0.0.1", -1);
+    check_addr(info, "remote", "127.0.0.1", -1);
+    json_decref(info);
+}
+
+static void
+test_state_words(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    struct blackhole bh;
+    long long s = tc_open(t, 0), c = tc_open(t, 0);
+    json_t *r;
+
+    expect_state(t, s, "open");
+    json_decref(tc_ok(t, NULL, "socket.bind", "{s:I, s:s}", "socket", (json_int_t)s, "address",
+                      "127.0.0.1"));
+    expect_state(t, s, "bound");
+    json_decref(tc_ok(t, NULL, "socket.listen", "{s:I}", "socket", (json_int_t)s));
+    expect_state(t, s, "listening");
+
+    blackhole_make(&bh);
+    json_decref(tc_ok(t, NULL, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)c, "address",
+                      bh.addr));
+    expect_state(t, c, "connecting");
+    blackhole_release(&bh);
+    json_decref(tc_event(t, "socket.connected", c, H_TIMEOUT_MS));
+    expect_state(t, c, "connected");
+    r = tc_ok(t, NULL, "socket.close", "{s:I}", "socket", (json_int_t)c);
+    json_decref(r);
+}
+
+static void
+test_list_only_own(void **state)
+{
+    (void)state;
+    struct tc *a = tc_new(&g_d), *b = tc_new(&g_d);
+    long long s1, s2, sb;
+    json_t *r, *arr, *e;
+    size_t i;
+    bool seen1 = false, seen2 = false;
+
+    make_pair(a, 0, &s1);
+    r = tc_ok(a, NULL, "socket.open", "{s:s, s:s}", "type", "tcp", "tag", "two");
+    s2 = jint(r, "socket");
+    json_decref(r);
+    sb = tc_open(b, 0);
+
+    r = tc_ok(a, NULL, "socket.list", NULL);
+    arr = jget(r, "sockets");
+    EXPECT_TRUE(json_is_array(arr), "socket.list sockets: %s", jd(r));
+    EXPECT_INT(json_array_size(arr), 2, "client A's socket.list: %s", jd(r));
+    json_array_foreach(arr, i, e)
+    {
+        long long h = jint(e, "socket");
+        EXPECT_STR(jstr(e, "type"), "tcp", "list entry type: %s", jd(e));
+        if (h == s1) {
+            seen1 = true;
+            EXPECT_STR(jstr(e, "state"), "connected", "list entry state: %s", jd(e));
+        } else if (h == s2) {
+            seen2 = true;
+            EXPECT_STR(jstr(e, "state"), "open", "list entry state: %s", jd(e));
+            EXPECT_STR(jstr(e, "tag"), "two", "list entry tag: %s", jd(e));
+        } else {
+            FAIL("client A's list holds socket %lld (A has %lld, %lld; B has %lld)", h, s1, s2, sb);
+        }
+    }
+    EXPECT_TRUE(seen1 && seen2, "client A's list misses its sockets: %s", jd(r));
+    json_decref(r);
+
+    r = tc_ok(b, NULL, "socket.list", NULL);
+    arr = jget(r, "sockets");
+    EXPECT_INT(json_array_size(arr), 1, "client B's socket.list: %s", jd(r));
+    EXPECT_INT(jint(json_array_get(arr, 0), "socket"), sb, "client B's list: %s", jd(r));
+    json_decref(r);
+
+    /* another client's handle does not exist for B */
+    EXPECT_INT(tc_err(b, NULL, "socket.info", "{s:I}", "socket", (json_int_t)s1),
+               SOCKD_E_UNKNOWN_HANDLE, "socket.info of another client's socket");
+    EXPECT_INT(tc_err(b, NULL, "socket.close", "{s:I}", "socket", (json_int_t)s1),
+               SOCKD_E_UNKNOWN_HANDLE, "socket.close of another client's socket");
+    expect_state(a, s1, "connected");
+
+    /* a closed socket leaves the list */
+    json_decref(tc_ok(a, NULL, "socket.close", "{s:I}", "socket", (json_int_t)s2));
+    r = tc_ok(a, NULL, "socket.list", NULL);
+    arr = jget(r, "sockets");
+    EXPECT_INT(json_array_size(arr), 1, "client A's list after a close: %s", jd(r));
+    EXPECT_INT(jint(json_array_get(arr, 0), "socket"), s1, "client A's list after a close: %s",
+               jd(r));
+    json_decref(r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 4 MiB through an echo peer                                                */
+
+static void
+test_bulk_echo_sha256(void **state)
+{
+    (void)state;
+    enum { TOTAL = 4 * MIB, CHUNK = 64 * KIB, NSEND = TOTAL / CHUNK };
+    struct tc *t = tc_new(&g_d);
+    struct h_peer *p = peer_new(H_ECHO, 0);
+    unsigned char *data = random_bytes(TOTAL), *back = malloc(TOTAL);
+    unsigned char h_out[32], h_back[32];
+    long long s = connect_to(t, 0, "127.0.0.1", p->port, NULL), rid, sids[NSEND];
+    size_t total = 0, n;
+    unsigned char *d;
+    json_t *ev, *info;
+    long long sent_total = 0;
+
+    assert_non_null(back);
+    rid = start_recv(t, s, CHUNK, 0, 1, 0);
+    for (int i = 0; i < NSEND; i++)
+        sids[i] = send_bytes(t, s, data + (size_t)i * CHUNK, CHUNK, 1);
+    for (int i = 0; i < 100000 && total < TOTAL; i++) {
+        ev = tc_event(t, "socket.received", s, H_TIMEOUT_MS);
+        EXPECT_INT(jint(ev, "request"), rid, "stream chunk request");
+        EXPECT_TRUE(!jflag(ev, "eof") && !jflag(ev, "timeout"), "stream chunk flags: %s", jd(ev));
+        d = ev_data(ev, &n);
+        EXPECT_TRUE(n >= 1 && n <= CHUNK, "stream chunk of %zu bytes (length %d)", n, CHUNK);
+        EXPECT_TRUE(total + n <= TOTAL, "echo returned more than %d bytes", TOTAL);
+        memcpy(back + total, d, n);
+        total += n;
+        free(d);
+        json_decref(ev);
+    }
+    EXPECT_INT(total, TOTAL, "bytes echoed back");
+    sha256(data, TOTAL, h_out);
+    sha256(back, TOTAL, h_back);
+    if (memcmp(h_out, h_back, 32) != 0) {
+        size_t off = 0;
+        while (off < TOTAL && data[off] == back[off])
+            off++;
+        FAIL("SHA-256 of the echoed 4 MiB differs from what was sent (first difference at "
+             "byte %zu)",
+             off);
+    }
+    for (int i = 0; i < NSEND; i++) {
+        ev = tc_next_is(t, s, "socket.sent", H_TIMEOUT_MS);
+        EXPECT_INT(jint(ev, "request"), sids[i], "socket.sent #%d in order", i);
+        sent_total += jint(ev, "bytes");
+        json_decref(ev);
+    }
+    EXPECT_INT(sent_total, TOTAL, "bytes reported by socket.sent");
+    EXPECT_TRUE(recv_canceled(t, s), "recv_cancel of the stream must give canceled:true");
+    info = tc_info(t, s);
+    EXPECT_INT(jint(info, "bytes_sent"), TOTAL, "bytes_sent: %s", jd(info));
+    EXPECT_INT(jint(info, "bytes_received"), TOTAL, "bytes_received: %s", jd(info));
+    EXPECT_INT(jint(info, "send_buffered"), 0, "send_buffered: %s", jd(info));
+    json_decref(info);
+    EXPECT_INT(p->bytes, TOTAL, "bytes the echo peer read");
+    free(data);
+    free(back);
+}
+
+/* ------------------------------------------------------------------------ */
+/* socket.bind / listen / accept / reject: sockd as the server               */
+
+static void
+test_bind_local(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long s;
+    int port, busy_port, fp;
+    json_t *r, *err, *info;
+    char addr[64];
+
+    /* default address, per the ipv6 flag */
+    s = tc_open(t, 0);
+    r = tc_ok(t, NULL, "socket.bind", "{s:I}", "socket", (json_int_t)s);
+    check_addr(r, "local", "0.0.0.0", -1);
+    info = tc_info(t, s);
+    EXPECT_TRUE(json_equal(jget(info, "local"), jget(r, "local")), "info local %s, bind said %s",
+                jd(info), jd(r));
+    json_decref(info);
+    json_decref(r);
+    s = tc_open(t, 1);
+    r = tc_ok(t, NULL, "socket.bind", "{s:I}", "socket", (json_int_t)s);
+    check_addr(r, "local", "::", -1);
+    json_decref(r);
+
+    /* port 0: the real port is reported (we cannot bind it ourselves without SO_REUSEADDR) */
+    s = tc_open(t, 0);
+    r = tc_ok(t, NULL, "socket.bind", "{s:I, s:s}", "socket", (json_int_t)s, "address",
+              "127.0.0.1");
+    port = check_addr(r, "local", "127.0.0.1", -1);
+    json_decref(r);
+    {
+        struct sockaddr_storage ss;
+        socklen_t sl;
+        int fd = track_fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        fill_sa(&ss, &sl, 0, port);
+        EXPECT_TRUE(bind(fd, (struct sockaddr *)&ss, sl) != 0 && errno == EADDRINUSE,
+                    "port %d reported by socket.bind is not bound in the daemon", port);
+        close_fd(fd);
+    }
+
+    /* explicit port, as "port" and inside the address */
+    fp = free_port(1);
+    s = tc_open(t, 0);
+    r = tc_ok(t, NULL, "socket.bind", "{s:I, s:s, s:i}", "socket", (json_int_t)s, "address", "::1",
+              "port", fp);
+    check_addr(r, "local", "::1", fp);
+    json_decref(r);
+    fp = free_port(0);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", fp);
+    s = tc_open(t, 0);
+    r = tc_ok(t, NULL, "socket.bind", "{s:I, s:s}", "socket", (json_int_t)s, "address", addr);
+    check_addr(r, "local", "127.0.0.1", fp);
+    json_decref(r);
+    EXPECT_INT(tc_err(t, NULL, "socket.bind", "{s:I, s:s}", "socket", (json_int_t)s, "address",
+                      "127.0.0.1"),
+               SOCKD_E_WRONG_STATE, "bind on a bound socket");
+
+    /* the port is taken by our listener: -32603 bind_failed EADDRINUSE, socket stays open */
+    raw_listen(0, &busy_port);
+    s = tc_open(t, 0);
+    err = tc_expect_err(t, SOCKD_E_INTERNAL, "socket.bind", "{s:I, s:s, s:i}", "socket",
+                        (json_int_t)s, "address", "127.0.0.1", "port", busy_port);
+    EXPECT_STR(jstr(err_data(err), "reason"), "bind_failed", "bind to a busy port: %s", jd(err));
+    EXPECT_INT(jint(err_data(err), "errno"), EADDRINUSE, "bind to a busy port: %s", jd(err));
+    json_decref(err);
+    expect_state(t, s, "open");
+    err = tc_expect_err(t, SOCKD_E_INVALID_PARAMS, "socket.bind", "{s:I, s:s}", "socket",
+                        (json_int_t)s, "address", "127.0.0.1:99999");
+    EXPECT_STR(jstr(err_data(err), "reason"), "address_invalid", "bind to port 99999: %s", jd(err));
+    json_decref(err);
+    expect_state(t, s, "open");
+}
+
+static void
+test_listen_params(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long s = tc_open(t, 0), c, s0;
+    json_t *info;
+    int fd, port;
+
+    EXPECT_INT(
+        tc_err(t, NULL, "socket.listen", "{s:I, s:i}", "socket", (json_int_t)s, "backlog", 65536),
+        SOCKD_E_INVALID_PARAMS, "listen backlog 65536");
+    EXPECT_INT(
+        tc_err(t, NULL, "socket.listen", "{s:I, s:s}", "socket", (json_int_t)s, "backlog", "8"),
+        SOCKD_E_INVALID_PARAMS, "listen backlog \"8\"");
+    EXPECT_INT(tc_err(t, NULL, "socket.listen", "{s:I, s:s}", "socket", (json_int_t)s,
+                      "auto_accept", "yes"),
+               SOCKD_E_INVALID_PARAMS, "listen auto_accept \"yes\"");
+    expect_state(t, s, "open");
+
+    /* listen straight from "open": bound to any address, some port */
+    json_decref(
+        tc_ok(t, NULL, "socket.listen", "{s:I, s:i}", "socket", (json_int_t)s, "backlog", 1));
+    info = tc_info(t, s);
+    EXPECT_STR(jstr(info, "state"), "listening", "state after listen: %s", jd(info));
+    port = check_addr(info, "local", "0.0.0.0", -1);
+    json_decref(info);
+    fd = tcp_connect4(port);
+    json_decref(tc_event(t, "socket.incoming", s, H_TIMEOUT_MS));
+    (void)fd;
+
+    make_pair(t, 0, &c);
+    EXPECT_INT(tc_err(t, NULL, "socket.listen", "{s:I}", "socket", (json_int_t)c),
+               SOCKD_E_WRONG_STATE, "listen on a connected socket");
+
+    /* DECISIONS.md: backlog is 1..65535 */
+    s0 = tc_open(t, 0);
+    EXPECT_INT(
+        tc_err(t, NULL, "socket.listen", "{s:I, s:i}", "socket", (json_int_t)s0, "backlog", 0),
+        SOCKD_E_INVALID_PARAMS, "listen backlog 0 (DECISIONS.md: backlog 1..65535)");
+    expect_state(t, s0, "open");
+}
+
+static void
+test_server_accept_ipv4(void **state)
+{
+    (void)state;
+    enum { BULK = 128 * KIB };
+    struct tc *t = tc_new(&g_d);
+    long long lid, l, p, n, id;
+    int port, fd, cport;
+    json_t *info, *err, *ev;
+    unsigned char *down = random_bytes(BULK), *up = random_bytes(BULK), *got = malloc(BULK);
+    unsigned char *d;
+    size_t len;
+
+    assert_non_null(got);
+    l = make_listener(t, "127.0.0.1", 0, &lid, &port);
+    info = tc_info(t, l);
+    EXPECT_STR(jstr(info, "state"), "listening", "listener state: %s", jd(info));
+    check_addr(info, "local", "127.0.0.1", port);
+    json_decref(info);
+
+    fd = tcp_connect4(port);
+    cport = local_port(fd);
+    p = expect_incoming(t, l, lid, "127.0.0.1", port, cport);
+    EXPECT_INT(p, 1, "first pending number of a listener");
+    EXPECT_INT(info_int(t, l, "pending"), 1, "listener pending count");
+
+    err = tc_expect_err(t, SOCKD_E_INVALID_PARAMS, "socket.accept", "{s:I, s:i}", "socket",
+                        (json_int_t)l, "pending", 999);
+    EXPECT_STR(jstr(err_data(err), "param"), "pending", "accept of unknown pending: %s", jd(err));
+    json_decref(err);
+
+    {
+        json_t *r = tc_ok(t, &id, "socket.accept", "{s:I, s:I, s:s}", "socket", (json_int_t)l,
+                          "pending", (json_int_t)p, "tag", "child");
+        n = jint(r, "socket");
+        json_decref(r);
+    }
+    EXPECT_TRUE(n > 0 && n != l, "accepted handle %lld", n);
+    ev = tc_event(t, "socket.accepted", n, H_TIMEOUT_MS);
+    EXPECT_INT(jint(ev, "listener"), l, "socket.accepted listener: %s", jd(ev));
+    EXPECT_INT(jint(ev, "request"), id, "socket.accepted request: %s", jd(ev));
+    check_addr(ev, "local", "127.0.0.1", port);
+    check_addr(ev, "remote", "127.0.0.1", cport);
+    json_decref(ev);
+    info = tc_info(t, n);
+    EXPECT_STR(jstr(info, "state"), "connected", "accepted socket state: %s", jd(info));
+    EXPECT_STR(jstr(info, "tag"), "child", "accepted socket tag: %s", jd(info));
+    check_addr(info, "remote", "127.0.0.1", cport);
+    json_decref(info);
+    EXPECT_INT(tc_err(t, NULL, "socket.accept", "{s:I, s:I}", "socket", (json_int_t)l, "pending",
+                      (json_int_t)p),
+               SOCKD_E_INVALID_PARAMS, "accepting the same pending twice");
+    EXPECT_INT(info_int(t, l, "pending"), 0, "listener pending count after accept");
+
+    /* data both ways, small and 128 KiB */
+    send_text(t, n, "to-client", 0);
+    raw_expect(fd, "to-client");
+    raw_write_str(fd, "to-daemon");
+    recv_expect(t, n, "to-daemon");
+    id = send_bytes(t, n, down, BULK, 1);
+    EXPECT_INT(raw_read(fd, got, BULK), BULK, "bytes the plain client read");
+    EXPECT_TRUE(memcmp(got, down, BULK) == 0, "bytes at the plain client differ");
+    expect_sent(t, n, id, BULK);
+    raw_write(fd, up, BULK);
+    id = start_recv(t, n, BULK, 0, 0, 0);
+    ev = tc_event(t, "socket.received", n, H_TIMEOUT_MS);
+    EXPECT_INT(jint(ev, "request"), id, "socket.received request");
+    d = ev_data(ev, &len);
+    EXPECT_INT(len, BULK, "an exact recv of 128 KiB delivered");
+    EXPECT_TRUE(memcmp(d, up, BULK) == 0, "bytes from the plain client differ");
+    free(d);
+    json_decref(ev);
+
+    /* the listener keeps listening */
+    fd = tcp_connect4(port);
+    p = expect_incoming(t, l, lid, "127.0.0.1", port, local_port(fd));
+    EXPECT_INT(p, 2, "second pending number of a listener");
+    free(down);
+    free(up);
+    free(got);
+}
+
+static void
+test_server_ipv6(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long lid, l, p, n;
+    int port, fd, cport;
+
+    l = make_listener(t, "::1", 0, &lid, &port);
+    fd = raw_connect6(port);
+    cport = local_port(fd);
+    p = expect_incoming(t, l, lid, "::1", port, cport);
+    n = accept_pending(t, l, p, "::1", port, cport);
+    raw_write_str(fd, "over v6");
+    recv_expect(t, n, "over v6");
+    send_text(t, n, "back v6", 0);
+    raw_expect(fd, "back v6");
+}
+
+static void
+test_server_reject(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long lid, l, p, p2;
+    int port, fd, fd2, rc;
+    json_t *err, *r;
+
+    l = make_listener(t, "127.0.0.1", 0, &lid, &port);
+    fd = tcp_connect4(port);
+    p = expect_incoming(t, l, lid, "127.0.0.1", port, local_port(fd));
+    r = tc_ok(t, NULL, "socket.reject", "{s:I, s:I}", "socket", (json_int_t)l, "pending",
+              (json_int_t)p);
+    expect_result_empty(r, "socket.reject");
+    json_decref(r);
+    rc = raw_wait_closed(fd, H_TIMEOUT_MS);
+    EXPECT_TRUE(rc == 0 || rc == ECONNRESET,
+                "rejected peer: expected EOF or reset, got %d (-1 timeout, -2 data)", rc);
+    EXPECT_INT(tc_err(t, NULL, "socket.accept", "{s:I, s:I}", "socket", (json_int_t)l, "pending",
+                      (json_int_t)p),
+               SOCKD_E_INVALID_PARAMS, "accept of a rejected pending");
+    EXPECT_INT(tc_err(t, NULL, "socket.reject", "{s:I, s:I}", "socket", (json_int_t)l, "pending",
+                      (json_int_t)p),
+               SOCKD_E_INVALID_PARAMS, "reject of a rejected pending");
+    err = tc_expect_err(t, SOCKD_E_INVALID_PARAMS, "socket.reject", "{s:I, s:i}", "socket",
+                        (json_int_t)l, "pending", 4242);
+    EXPECT_STR(jstr(err_data(err), "param"), "pending", "reject of unknown pending: %s", jd(err));
+    json_decref(err);
+    expect_state(t, l, "listening");
+    tc_no_event(t, 0, 100);
+
+    /* closing the listener closes what is still pending on it */
+    fd2 = tcp_connect4(port);
+    p2 = expect_incoming(t, l, lid, "127.0.0.1", port, local_port(fd2));
+    EXPECT_TRUE(p2 != p, "pending number %lld reused on the listener", p2);
+    r = tc_ok(t, NULL, "socket.close", "{s:I}", "socket", (json_int_t)l);
+    json_decref(r);
+    rc = raw_wait_closed(fd2, H_TIMEOUT_MS);
+    EXPECT_TRUE(rc == 0 || rc == ECONNRESET,
+                "pending peer of a closed listener: expected EOF or reset, got %d", rc);
+    tc_no_event(t, 0, 100);
+}
+
+static void
+test_server_auto_accept(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long lid, l, n;
+    int port, fd, cport;
+    json_t *ev;
+
+    l = make_listener(t, "127.0.0.1", 1, &lid, &port);
+    fd = tcp_connect4(port);
+    cport = local_port(fd);
+    ev = tc_event(t, "socket.accepted", 0, H_TIMEOUT_MS);
+    n = jint(ev, "socket");
+    EXPECT_TRUE(n > 0 && n != l, "auto-accepted handle: %s", jd(ev));
+    EXPECT_INT(jint(ev, "listener"), l, "auto socket.accepted listener: %s", jd(ev));
+    EXPECT_INT(jint(ev, "request"), lid, "auto socket.accepted request (listen id): %s", jd(ev));
+    check_addr(ev, "local", "127.0.0.1", port);
+    check_addr(ev, "remote", "127.0.0.1", cport);
+    json_decref(ev);
+    tc_no_event(t, l, 200); /* no socket.incoming with auto_accept */
+    raw_write_str(fd, "auto");
+    recv_expect(t, n, "auto");
+    send_text(t, n, "ack", 0);
+    raw_expect(fd, "ack");
+}
+
+static void
+test_pending_expires(void **state)
+{
+    (void)state;
+    struct h_daemon *d2 = daemon_new("accept-timeout 1s\n");
+    struct tc *t = tc_new(d2);
+    long long lid, l, p, t0, el;
+    int port, fd, rc;
+    json_t *r;
+
+    r = tc_ok(t, NULL, "daemon.hello", NULL);
+    EXPECT_INT(jint(jget(r, "limits"), "accept_timeout_ms"), 1000,
+               "daemon.hello limits with accept-timeout 1s: %s", jd(r));
+    json_decref(r);
+
+    l = make_listener(t, "127.0.0.1", 0, &lid, &port);
+    fd = tcp_connect4(port);
+    p = expect_incoming(t, l, lid, "127.0.0.1", port, local_port(fd));
+    t0 = now_ms();
+    EXPECT_INT(info_int(t, l, "pending"), 1, "pending count before expiry");
+    EXPECT_TRUE(!raw_readable(fd, 300), "the pending connection ended before accept-timeout");
+    rc = raw_wait_closed(fd, H_TIMEOUT_MS);
+    el = now_ms() - t0;
+    EXPECT_TRUE(rc == 0 || rc == ECONNRESET,
+                "expired pending: expected EOF or reset at the peer, got %d (-1 timeout)", rc);
+    EXPECT_TRUE(el >= 600 && el < 3000, "pending ended %lld ms after socket.incoming (1 s)", el);
+    tc_no_event(t, 0, 200); /* closed silently */
+    EXPECT_INT(tc_err(t, NULL, "socket.accept", "{s:I, s:I}", "socket", (json_int_t)l, "pending",
+                      (json_int_t)p),
+               SOCKD_E_INVALID_PARAMS, "accept of an expired pending");
+    EXPECT_INT(info_int(t, l, "pending"), 0, "pending count after expiry");
+
+    /* the listener still works */
+    fd = tcp_connect4(port);
+    p = expect_incoming(t, l, lid, "127.0.0.1", port, local_port(fd));
+    accept_pending(t, l, p, "127.0.0.1", port, local_port(fd));
+}
+
+static void
+test_max_pending_accepts(void **state)
+{
+    (void)state;
+    struct h_daemon *d3 = daemon_new("max-pending-accepts 2\n");
+    struct tc *t = tc_new(d3);
+    long long lid, l, p1, p2, p3;
+    int port, fd[3], cp[3];
+    json_t *r, *ev;
+
+    r = tc_ok(t, NULL, "daemon.hello", NULL);
+    EXPECT_INT(jint(jget(r, "limits"), "max_pending_accepts"), 2,
+               "daemon.hello limits with max-pending-accepts 2: %s", jd(r));
+    json_decref(r);
+
+    l = make_listener(t, "127.0.0.1", 0, &lid, &port);
+    for (int i = 0; i < 3; i++) {
+        fd[i] = tcp_connect4(port); /* the kernel backlog completes all three */
+        cp[i] = local_port(fd[i]);
+    }
+    p1 = expect_incoming(t, l, lid, "127.0.0.1", port, cp[0]);
+    p2 = expect_incoming(t, l, lid, "127.0.0.1", port, cp[1]);
+    EXPECT_INT(p1, 1, "first pending");
+    EXPECT_INT(p2, 2, "second pending");
+    tc_no_event(t, l, 600); /* the third waits in the kernel */
+    EXPECT_INT(info_int(t, l, "pending"), 2, "pending count at the cap");
+
+    accept_pending(t, l, p1, "127.0.0.1", port, cp[0]);
+    ev = tc_event(t, "socket.incoming", l, H_TIMEOUT_MS);
+    p3 = jint(ev, "pending");
+    check_addr(ev, "remote", "127.0.0.1", cp[2]);
+    EXPECT_TRUE(p3 != p1 && p3 != p2, "third pending number %lld reused", p3);
+    json_decref(ev);
+    EXPECT_INT(info_int(t, l, "pending"), 2, "pending count after one accept and the third");
+}
+
+/* ------------------------------------------------------------------------ */
+
+static int
+group_setup(void **state)
+{
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);
+    h_daemon_start(&g_d, NULL);
+    return 0;
+}
+
+static int
+group_teardown(void **state)
+{
+    (void)state;
+    h_daemon_stop(&g_d);
+    return 0;
+}
+
+#define T(f) cmocka_unit_test_teardown(f, t_cleanup)
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_open_info_tag),
+        T(test_connect_ipv4),
+        T(test_connect_ipv6_and_port_param),
+        T(test_connect_address_invalid),
+        T(test_connect_refused),
+        T(test_connect_timeout),
+        T(test_wrong_state_calls),
+        T(test_send_before_connect),
+        T(test_send_variants),
+        T(test_send_cap),
+        T(test_recv_exact),
+        T(test_recv_partial),
+        T(test_recv_stream),
+        T(test_recv_timeout),
+        T(test_recv_busy_and_cancel),
+        T(test_recv_cut_by_eof),
+        T(test_eof_waits_for_buffered),
+        T(test_closed_by_peer),
+        T(test_closed_lost),
+        T(test_shutdown_flushes),
+        T(test_close_is_silent),
+        T(test_info_counters),
+        T(test_state_words),
+        T(test_list_only_own),
+        T(test_bulk_echo_sha256),
+        T(test_bind_local),
+        T(test_listen_params),
+        T(test_server_accept_ipv4),
+        T(test_server_ipv6),
+        T(test_server_reject),
+        T(test_server_auto_accept),
+        T(test_pending_expires),
+        T(test_max_pending_accepts),
+    };
+
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
