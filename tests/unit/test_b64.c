@@ -1,0 +1,238 @@
+/* Unit tests of base64 (src/b64.c): RFC 4648 vectors, round trips and strictness. */
+#include "config.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "b64.h"
+
+/* RFC 4648 section 10, plus a few binary ones. */
+static const struct {
+    const char *plain;
+    size_t plen;
+    const char *text;
+} vectors[] = {
+    {"", 0, ""},
+    {"f", 1, "Zg=="},
+    {"fo", 2, "Zm8="},
+    {"foo", 3, "Zm9v"},
+    {"foob", 4, "Zm9vYg=="},
+    {"fooba", 5, "Zm9vYmE="},
+    {"foobar", 6, "Zm9vYmFy"},
+    {"\0", 1, "AA=="},
+    {"\0\0", 2, "AAA="},
+    {"\0\0\0", 3, "AAAA"},
+    {"\xff\xff\xff", 3, "////"},
+    {"\xfb\xff", 2, "+/8="},
+    {"\x14\xfb\x9c\x03\xd9\x7e", 6, "FPucA9l+"},
+    {"\x14\xfb\x9c\x03\xd9", 5, "FPucA9k="},
+    {"\x14\xfb\x9c\x03", 4, "FPucAw=="},
+};
+
+static uint64_t rng_state = 0x243f6a8885a308d3ULL;
+
+static uint64_t
+rng_next(void)
+{
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 2685821657736338717ULL;
+}
+
+/* Encode into an allocation of exactly the documented size (so ASan sees any overrun). */
+static char *
+encode(const void *in, size_t n, size_t *outlen)
+{
+    char *out = malloc(b64_encoded_len(n) + 1);
+    assert_non_null(out);
+    *outlen = b64_encode(in, n, out);
+    return out;
+}
+
+/* Decode into an allocation of exactly n / 4 * 3 bytes. */
+static long
+decode(const char *in, size_t n, unsigned char **out)
+{
+    *out = malloc(n / 4 * 3 + 1);
+    assert_non_null(*out);
+    return b64_decode(in, n, *out);
+}
+
+static void
+test_encoded_len(void **state)
+{
+    (void)state;
+    static const size_t cases[][2] = {{0, 0}, {1, 4}, {2, 4},  {3, 4},       {4, 8},
+                                      {5, 8}, {6, 8}, {7, 12}, {3000, 4000}, {3001, 4004}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_int_equal(b64_encoded_len(cases[i][0]), cases[i][1]);
+}
+
+static void
+test_encode_vectors(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof vectors / sizeof vectors[0]; i++) {
+        size_t n;
+        char *out = encode(vectors[i].plain, vectors[i].plen, &n);
+        assert_int_equal(n, strlen(vectors[i].text));
+        assert_int_equal(n, b64_encoded_len(vectors[i].plen));
+        assert_string_equal(out, vectors[i].text);
+        assert_int_equal(out[n], '\0');
+        free(out);
+    }
+}
+
+static void
+test_decode_vectors(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof vectors / sizeof vectors[0]; i++) {
+        unsigned char *out;
+        long n = decode(vectors[i].text, strlen(vectors[i].text), &out);
+        /* The exact length: padding of 0, 1 or 2 characters is taken off. */
+        assert_int_equal(n, (long)vectors[i].plen);
+        if (n > 0)
+            assert_memory_equal(out, vectors[i].plain, (size_t)n);
+        free(out);
+    }
+}
+
+/* Every size from 0 to 5000 bytes of pseudo-random data encodes and decodes back. */
+static void
+test_round_trip(void **state)
+{
+    (void)state;
+    enum { MAX = 5000 };
+    unsigned char *plain = malloc(MAX);
+    assert_non_null(plain);
+    for (size_t size = 0; size <= MAX; size++) {
+        for (size_t i = 0; i < size; i++)
+            plain[i] = (unsigned char)rng_next();
+        size_t tl;
+        char *text = encode(plain, size, &tl);
+        assert_int_equal(tl, b64_encoded_len(size));
+        assert_int_equal(strlen(text), tl);
+        /* The padding matches the remainder. */
+        size_t pad = (3 - size % 3) % 3;
+        for (size_t i = 0; i < pad; i++)
+            assert_int_equal(text[tl - 1 - i], '=');
+        if (tl > pad)
+            assert_int_not_equal(text[tl - 1 - pad], '=');
+        unsigned char *back;
+        long n = decode(text, tl, &back);
+        assert_int_equal(n, (long)size);
+        if (size > 0)
+            assert_memory_equal(back, plain, size);
+        free(back);
+        free(text);
+    }
+    free(plain);
+}
+
+/* All 256 byte values survive. */
+static void
+test_all_bytes(void **state)
+{
+    (void)state;
+    unsigned char plain[256];
+    for (int i = 0; i < 256; i++)
+        plain[i] = (unsigned char)i;
+    size_t tl;
+    char *text = encode(plain, sizeof plain, &tl);
+    assert_int_equal(tl, 344);
+    assert_string_equal(text + tl - 12, "+fr7/P3+/w==");
+    unsigned char *back;
+    assert_int_equal(decode(text, tl, &back), 256);
+    assert_memory_equal(back, plain, 256);
+    free(back);
+    free(text);
+}
+
+static void
+test_rejects(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        size_t len; /* 0: strlen */
+        const char *why;
+    } bad[] = {
+        {"Z", 0, "length 1"},
+        {"Zg", 0, "length 2"},
+        {"Zg=", 0, "length 3"},
+        {"Zm9vY", 0, "length 5"},
+        {"Zm9vYg=", 0, "length 7"},
+        {"Zm9vYg===", 0, "length 9"},
+        {"Zm9!", 0, "bad character !"},
+        {"Zm9-", 0, "url-safe alphabet -"},
+        {"Zm9_", 0, "url-safe alphabet _"},
+        {"Zm*v", 0, "bad character *"},
+        {"Zm9\xff", 0, "high byte"},
+        {"Zm9\x80", 0, "high byte"},
+        {"Zm9v\0AAA", 8, "NUL byte"},
+        {"Zm 9", 0, "space"},
+        {" Zm9", 0, "leading space"},
+        {"Zm9v\nAAA", 0, "newline"},
+        {"Zm9v\r\nAA", 0, "CRLF"},
+        {"Zm\t9", 0, "tab"},
+        {"Zm9vYg==Zm9v", 0, "'=' in the middle (padded group first)"},
+        {"Zg==Zg==", 0, "'=' in the middle (two padded groups)"},
+        {"Zm=v", 0, "'=' at position 2 of 4"},
+        {"=m9v", 0, "'=' first"},
+        {"Zg=A", 0, "'=' before a character"},
+        {"Z===", 0, "three '='"},
+        {"====", 0, "only '='"},
+        {"A===", 0, "one character and padding"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        size_t len = bad[i].len ? bad[i].len : strlen(bad[i].text);
+        unsigned char *out;
+        long n = decode(bad[i].text, len, &out);
+        free(out);
+        if (n != -1)
+            fail_msg("case %zu (%s): decoded to %ld instead of -1", i, bad[i].why, n);
+    }
+}
+
+/* Canonical encoding (RFC 4648 section 3.5): the bits under the padding must be zero. */
+static void
+test_rejects_noncanonical(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {"Zh==", "Zm9=", "Zm9vYh==", "AB==", "AAB="};
+    int wrong = 0;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        unsigned char *out;
+        long n = decode(bad[i], strlen(bad[i]), &out);
+        free(out);
+        if (n != -1) {
+            print_error("\"%s\" has non-zero pad bits but decoded to %ld bytes\n", bad[i], n);
+            wrong++;
+        }
+    }
+    if (wrong > 0)
+        fail_msg("%d non-canonical texts accepted", wrong);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_encoded_len),
+        cmocka_unit_test(test_encode_vectors),
+        cmocka_unit_test(test_decode_vectors),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_all_bytes),
+        cmocka_unit_test(test_rejects),
+        cmocka_unit_test(test_rejects_noncanonical),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
