@@ -1,0 +1,301 @@
+/* ping_bench: daemon.ping RPC rate against sockd over N concurrent Unix connections.
+ *
+ * Each connection keeps exactly one request in flight (no pipelining): it sends
+ * {"jsonrpc":"2.0","id":K,"method":"daemon.ping"} and sends the next one only after
+ * the response to K arrived.  One thread, poll() over all connections.
+ *
+ * Every response is checked: the fast path compares it with the exact line sockd
+ * writes today; anything else is parsed with jansson and must be a JSON-RPC 2.0
+ * result object for the right id, or the run fails (exit 3) naming the line.
+ *
+ * Responses that complete within [warmup, warmup + duration] are counted.  After
+ * the duration no new requests are sent; the in-flight ones are drained (bounded).
+ *
+ * Output, one line on stdout:
+ *   rate=R measured=M total=T seconds=S p50_us=.. p99_us=.. conn_min=.. conn_max=.. client_cpu_s=..
+ * (conn_min/conn_max: fewest/most responses one connection got in the measured window)
+ * Built by tests/bench/run with: cc -O2 ping_bench.c -ljansson
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define INBUF 65536
+#define HIST_US 100000 /* 1 us buckets up to 100 ms; the last bucket holds the rest */
+
+struct conn {
+    int fd;
+    unsigned long long id;  /* id of the request in flight (0: none) */
+    double sent_at;
+    char out[128];
+    size_t out_len, out_off;
+    char in[INBUF];
+    size_t in_len;
+    unsigned long long measured; /* responses counted for this connection */
+};
+
+static unsigned long long hist[HIST_US + 1];
+
+static double
+now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void
+die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+static void
+die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("ping_bench: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(3);
+}
+
+static void
+usage(void)
+{
+    fprintf(stderr, "usage: ping_bench -s SOCKET [-c CONNS] [-d SECONDS] [-w WARMUP_SECONDS] "
+                    "[-T TIMEOUT_SECONDS]\n");
+    exit(2);
+}
+
+static int
+connect_unix(const char *path)
+{
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sun.sun_path)
+        die("socket path too long");
+    strcpy(sun.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        die("socket: %s", strerror(errno));
+    if (connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0)
+        die("connect %s: %s", path, strerror(errno));
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    return fd;
+}
+
+/* Write what is left of c->out; 0 when all of it went, 1 when some is left, dies on error. */
+static int
+conn_flush(struct conn *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                return 1;
+            die("send: %s", strerror(errno));
+        }
+        c->out_off += (size_t)n;
+    }
+    return 0;
+}
+
+static void
+conn_request(struct conn *c, unsigned long long id)
+{
+    c->id = id;
+    c->out_len = (size_t)snprintf(c->out, sizeof c->out,
+                                  "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"daemon.ping\"}\n", id);
+    c->out_off = 0;
+    c->sent_at = now();
+    conn_flush(c);
+}
+
+/* Check one response line for c's request; dies when it is anything else. */
+static void
+check_response(struct conn *c, const char *line, size_t len)
+{
+    char want[96];
+    int wl = snprintf(want, sizeof want, "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"result\":{}}", c->id);
+    if ((size_t)wl == len && memcmp(want, line, len) == 0)
+        return;
+    json_error_t jerr;
+    json_t *j = json_loadb(line, len, 0, &jerr);
+    if (j == NULL)
+        die("invalid JSON from sockd (%s): %.*s", jerr.text, (int)(len > 300 ? 300 : len), line);
+    json_t *ver = json_object_get(j, "jsonrpc"), *id = json_object_get(j, "id"),
+           *res = json_object_get(j, "result");
+    if (!json_is_string(ver) || strcmp(json_string_value(ver), "2.0") != 0 ||
+        !json_is_integer(id) || (unsigned long long)json_integer_value(id) != c->id ||
+        !json_is_object(res) || json_object_get(j, "error") != NULL ||
+        json_object_get(j, "method") != NULL)
+        die("unexpected line for daemon.ping id %llu: %.*s", c->id, (int)(len > 300 ? 300 : len),
+            line);
+    json_decref(j);
+}
+
+static double
+hist_pct(unsigned long long count, double pct)
+{
+    unsigned long long want = (unsigned long long)((double)count * pct / 100.0), seen = 0;
+    if (count == 0)
+        return 0;
+    for (size_t i = 0; i <= HIST_US; i++) {
+        seen += hist[i];
+        if (seen > want)
+            return (double)i;
+    }
+    return HIST_US;
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *path = NULL;
+    int nconn = 1, ch;
+    double duration = 2.0, warmup = 0.2, timeout = 30.0;
+
+    while ((ch = getopt(argc, argv, "s:c:d:w:T:")) != -1) {
+        switch (ch) {
+        case 's': path = optarg; break;
+        case 'c': nconn = atoi(optarg); break;
+        case 'd': duration = atof(optarg); break;
+        case 'w': warmup = atof(optarg); break;
+        case 'T': timeout = atof(optarg); break;
+        default: usage();
+        }
+    }
+    if (path == NULL || nconn < 1 || nconn > 1000 || duration <= 0 || warmup < 0 || timeout <= 0)
+        usage();
+    signal(SIGPIPE, SIG_IGN);
+
+    struct conn *cs = calloc((size_t)nconn, sizeof *cs);
+    struct pollfd *pfd = calloc((size_t)nconn, sizeof *pfd);
+    if (cs == NULL || pfd == NULL)
+        die("out of memory");
+    for (int i = 0; i < nconn; i++)
+        cs[i].fd = connect_unix(path);
+
+    unsigned long long next_id = 1, total = 0, measured = 0;
+    double t_start = now();
+    double t_meas = t_start + warmup, t_end = t_meas + duration;
+    double t_kill = t_start + timeout;
+    for (int i = 0; i < nconn; i++)
+        conn_request(&cs[i], next_id++);
+
+    int inflight = nconn, rot = 0;
+    while (inflight > 0) {
+        double t = now();
+        if (t >= t_kill) {
+            int stuck = 0;
+            double oldest = 0;
+            for (int i = 0; i < nconn; i++)
+                if (cs[i].id != 0) {
+                    stuck++;
+                    if (t - cs[i].sent_at > oldest)
+                        oldest = t - cs[i].sent_at;
+                }
+            die("timeout after %.1f s: %d of %d connections still wait for a daemon.ping "
+                "response (oldest waited %.3f s); %llu responses so far",
+                timeout, stuck, nconn, oldest, total);
+        }
+        for (int i = 0; i < nconn; i++) {
+            pfd[i].fd = cs[i].id != 0 ? cs[i].fd : -1;
+            pfd[i].events = POLLIN | (cs[i].out_off < cs[i].out_len ? POLLOUT : 0);
+            pfd[i].revents = 0;
+        }
+        int wait_ms = (int)((t_kill - t) * 1000) + 1;
+        if (wait_ms > 1000)
+            wait_ms = 1000;
+        int r = poll(pfd, (nfds_t)nconn, wait_ms);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            die("poll: %s", strerror(errno));
+        }
+        if (r == 0)
+            continue;
+        /* Start each pass at a different connection, so none is always served first. */
+        rot = (rot + 1) % nconn;
+        for (int k = 0; k < nconn; k++) {
+            int i = (rot + k) % nconn;
+            struct conn *c = &cs[i];
+            if (pfd[i].revents == 0)
+                continue;
+            if (pfd[i].revents & POLLOUT)
+                conn_flush(c);
+            if (!(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            ssize_t n = read(c->fd, c->in + c->in_len, INBUF - c->in_len);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR)
+                    continue;
+                die("read: %s", strerror(errno));
+            }
+            if (n == 0)
+                die("sockd closed control connection %d (request %llu in flight)", i, c->id);
+            c->in_len += (size_t)n;
+            char *p = c->in, *end = c->in + c->in_len, *nl;
+            while ((nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+                if (c->id == 0)
+                    die("unsolicited line on connection %d: %.*s", i, (int)(nl - p), p);
+                check_response(c, p, (size_t)(nl - p));
+                double tr = now();
+                double lat = (tr - c->sent_at) * 1e6;
+                total++;
+                if (tr >= t_meas && tr <= t_end) {
+                    measured++;
+                    c->measured++;
+                    hist[lat >= HIST_US ? HIST_US : (size_t)lat]++;
+                }
+                p = nl + 1;
+                if (tr < t_end) {
+                    conn_request(c, next_id++);
+                } else {
+                    c->id = 0;
+                    inflight--;
+                }
+            }
+            if (p == c->in && c->in_len == INBUF)
+                die("response line longer than %d bytes", INBUF);
+            c->in_len = (size_t)(end - p);
+            memmove(c->in, p, c->in_len);
+        }
+    }
+    for (int i = 0; i < nconn; i++)
+        close(cs[i].fd);
+
+    unsigned long long cmin = ~0ull, cmax = 0;
+    for (int i = 0; i < nconn; i++) {
+        if (cs[i].measured < cmin)
+            cmin = cs[i].measured;
+        if (cs[i].measured > cmax)
+            cmax = cs[i].measured;
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                 (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    printf("rate=%.0f measured=%llu total=%llu seconds=%.3f p50_us=%.0f p99_us=%.0f "
+           "conn_min=%llu conn_max=%llu client_cpu_s=%.3f\n",
+           (double)measured / duration, measured, total, duration, hist_pct(measured, 50),
+           hist_pct(measured, 99), cmin, cmax, cpu);
+    free(cs);
+    free(pfd);
+    return 0;
+}
