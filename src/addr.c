@@ -34,7 +34,7 @@ addr_name_ok(const char *h, size_t n)
     for (size_t i = 0; i < n; i++) {
         char c = h[i];
         if (c == '.') {
-            if (label == 0)
+            if (label == 0 || h[i - 1] == '-')
                 return 0;
             label = 0;
             continue;
@@ -42,10 +42,12 @@ addr_name_ok(const char *h, size_t n)
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '-' || c == '_'))
             return 0;
+        if (c == '-' && label == 0)
+            return 0; /* a label never starts or ends with '-' (RFC 1123) */
         if (++label > 63)
             return 0;
     }
-    return 1;
+    return h[n - 1] != '-';
 }
 
 int

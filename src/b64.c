@@ -1,5 +1,7 @@
 #include "config.h"
 
+#include <string.h>
+
 #include <openssl/evp.h>
 
 #include "b64.h"
@@ -47,6 +49,14 @@ b64_decode(const char *in, size_t n, unsigned char *out)
     for (size_t i = 0; i < n - pad; i++)
         if (!b64_char_ok((unsigned char)in[i]))
             return -1;
+    /* Canonical form: the bits the padding leaves over must be zero. */
+    if (pad > 0) {
+        static const char alphabet[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        const char *last = strchr(alphabet, in[n - pad - 1]);
+        if (last == NULL || ((last - alphabet) & (pad == 1 ? 0x3 : 0xf)) != 0)
+            return -1;
+    }
     size_t done = 0, w = 0;
     while (done < n) {
         size_t chunk = n - done > (size_t)4 << 24 ? (size_t)4 << 24 : n - done;

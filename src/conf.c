@@ -52,7 +52,7 @@ conf_number(const char *w, const char *const *units, const long long *mult)
         return -1;
     for (int i = 0; units[i] != NULL; i++)
         if (strcmp(end, units[i]) == 0)
-            return (long long)v * mult[i];
+            return (long long)v > LLONG_MAX / mult[i] ? -1 : (long long)v * mult[i];
     return -1;
 }
 

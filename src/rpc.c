@@ -287,7 +287,7 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
         lead++;
     if (lead == len)
         return;
-    msg = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    msg = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (msg == NULL) {
         json_t *data = json_pack("{s:s,s:i}", "detail", jerr.text, "position", jerr.position);
         resp = rpc_error_msg(NULL, SOCKD_E_PARSE, "parse error", data);

@@ -179,7 +179,7 @@ socket_listen(struct rpc_call *call)
         return -1;
     if (s->state != SS_OPEN && s->state != SS_BOUND)
         return rpc_fail_state(call, s, "listen");
-    if (rpc_int_range(call, "backlog", 0, 65535, 128, &backlog) < 0)
+    if (rpc_int_range(call, "backlog", 1, 65535, 128, &backlog) < 0)
         return -1;
     if (s->state == SS_OPEN) {
         struct addr a;
