@@ -34,8 +34,9 @@ struct client {
     struct buf held;
     int paused; /* output over the high-water mark */
     int dead;
-    int dirty;          /* on the flush list */
-    struct sock *socks; /* owned sockets */
+    int dirty;           /* on the flush list */
+    struct sock *socks;  /* owned sockets */
+    struct tlsctx *ctxs; /* owned TLS contexts */
     unsigned nsocks;
     char name[64];              /* from daemon.hello */
     struct client *next, *prev; /* all clients */

@@ -27,7 +27,7 @@ static void
 rpc_table_init(void)
 {
     static const struct rpc_method *const groups[] = {rpc_daemon_methods, rpc_socket_methods,
-                                                      rpc_data_methods};
+                                                      rpc_data_methods, rpc_context_methods};
     if (rpc_count > 0)
         return;
     for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)

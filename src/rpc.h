@@ -78,5 +78,6 @@ int rpc_fail_state(struct rpc_call *call, struct sock *s, const char *what);
 extern const struct rpc_method rpc_daemon_methods[];
 extern const struct rpc_method rpc_socket_methods[];
 extern const struct rpc_method rpc_data_methods[];
+extern const struct rpc_method rpc_context_methods[];
 
 #endif

@@ -66,6 +66,8 @@ struct sock_transport {
     ssize_t (*read)(struct sock *s, void *p, size_t n);
     /* Write up to n bytes: >=0 written, -1 with errno. */
     ssize_t (*write)(struct sock *s, const void *p, size_t n);
+    /* Bytes already decrypted and waiting inside the transport (NULL: never any). */
+    size_t (*pending)(struct sock *s);
 };
 
 struct sock {
@@ -109,6 +111,13 @@ struct sock {
     uint64_t next_pending;
     /* accepted */
     uint64_t listener;
+
+    /* tls (transport_tls.c) */
+    struct ssl_st *ssl;
+    struct tlsctx *tlsctx;
+    int tls_want;               /* EV_READ/EV_WRITE the TLS engine waits for, 0 none */
+    unsigned tls_clean_eof : 1; /* the peer sent close_notify */
+    unsigned tls_handshaking : 1;
 };
 
 /* Receive read-ahead per socket while no recv is pending. */
@@ -162,5 +171,6 @@ struct sock *sock_pending_accept(struct sock *l, struct sock_pending *p, json_t 
 void sock_pending_drop(struct sock *l, struct sock_pending *p);
 
 extern const struct sock_transport transport_plain;
+extern const struct sock_transport transport_tls;
 
 #endif

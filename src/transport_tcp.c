@@ -28,4 +28,4 @@ plain_write(struct sock *s, const void *p, size_t n)
     return r;
 }
 
-const struct sock_transport transport_plain = {"plain", plain_read, plain_write};
+const struct sock_transport transport_plain = {"plain", plain_read, plain_write, NULL};

@@ -1,0 +1,50 @@
+/* Policy: allow/deny rules and connect rewrites from the config, matched against a client. */
+#ifndef SOCKD_POLICY_H
+#define SOCKD_POLICY_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+/* What a rule is about. */
+enum policy_action {
+    POLICY_CONNECT = 1 << 0, /* socket.connect (every resolved address) */
+    POLICY_BIND = 1 << 1,    /* socket.bind / listen */
+    POLICY_SENDTO = 1 << 2,  /* socket.sendto and connected udp */
+    POLICY_ANY = 7,          /* all of them */
+};
+
+/* Who is asking: taken from SO_PEERCRED when the client connected. */
+struct policy_who {
+    uid_t uid;
+    gid_t gid;
+    pid_t pid;
+    const gid_t *groups; /* supplementary groups (may be NULL) */
+    int ngroups;
+};
+
+struct policy; /* opaque: parsed rules, owned by struct conf */
+
+/* Parse one config line's words (w[0] is allow|deny|rewrite|policy-default); -1 with *cause (static
+ * or into causebuf). */
+int policy_parse_line(struct policy **p, char **w, int n, char *causebuf, size_t causelen);
+void policy_free(struct policy *p);
+
+/*
+ * Decide for an IP or Unix destination. sa is canonicalised first (IPv4-mapped and
+ * IPv4-compatible IPv6, 0.0.0.0 and :: count as the addresses they reach). Returns 1 allow,
+ * 0 deny. p NULL allows everything.
+ */
+int policy_allows(const struct policy *p, enum policy_action a, const struct sockaddr *sa,
+                  socklen_t len, const struct policy_who *who);
+/*
+ * A rewrite for a connect destination: if a rule matches sa (and who), writes the new
+ * destination to out/outlen and returns 1; else 0.
+ */
+int policy_rewrite(const struct policy *p, const struct sockaddr *sa, socklen_t len,
+                   const struct policy_who *who, struct sockaddr_storage *out, socklen_t *outlen);
+/* Canonical form of a destination (see policy_allows) into out. */
+void policy_canonical(const struct sockaddr *sa, socklen_t len, struct sockaddr_storage *out,
+                      socklen_t *outlen);
+
+#endif
