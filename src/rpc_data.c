@@ -3,57 +3,166 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <sockd/protocol.h>
 
+#include "addr.h"
 #include "b64.h"
 #include "ctl.h"
 #include "daemon.h"
 #include "rpc.h"
 #include "sock.h"
 
+/*
+ * The payload of a send/sendto: base64 "data" or "text". *bytes is malloc'ed for data (caller
+ * frees) or points into the text param; returns 0 or -1 with the error set.
+ */
+static int
+rpc_payload(struct rpc_call *call, unsigned char **owned, const void **bytes, size_t *len)
+{
+    json_t *data = rpc_get(call, "data"), *text = rpc_get(call, "text");
+    size_t n;
+
+    *owned = NULL;
+    if ((data == NULL) == (text == NULL))
+        return rpc_fail_param(call, data ? "text" : "data", "give exactly one of data and text");
+    if (data != NULL) {
+        size_t tl = json_string_length(data);
+        if (tl / 4 * 3 > sockd.conf.max_send_buffer + 3)
+            return rpc_fail_limit(call, "max-send-buffer");
+        unsigned char *buf = malloc(tl / 4 * 3 + 1);
+        if (buf == NULL)
+            return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
+        long dl = b64_decode(json_string_value(data), tl, buf);
+        if (dl < 0) {
+            free(buf);
+            return rpc_fail_param(call, "data", "data is not valid base64");
+        }
+        n = (size_t)dl;
+        *owned = buf;
+    } else {
+        n = json_string_length(text);
+    }
+    *bytes = *owned ? (const void *)*owned : json_string_value(text);
+    *len = n;
+    return 0;
+}
+
 /* socket.send: queue bytes (base64 data or text); socket.sent follows once in the kernel. */
 static int
 socket_send(struct rpc_call *call)
 {
     struct sock *s = rpc_sock(call);
-    json_t *data = rpc_get(call, "data"), *text = rpc_get(call, "text");
-    unsigned char *bytes = NULL;
+    unsigned char *owned;
+    const void *bytes;
     size_t n;
+    int r;
 
     if (s == NULL)
         return -1;
-    if ((data == NULL) == (text == NULL))
-        return rpc_fail_param(call, data ? "text" : "data", "give exactly one of data and text");
-    if (s->state != SS_CONNECTED && s->state != SS_CONNECTING)
+    if ((rpc_get(call, "data") == NULL) == (rpc_get(call, "text") == NULL))
+        return rpc_fail_param(call, rpc_get(call, "data") ? "text" : "data",
+                              "give exactly one of data and text");
+    if (sock_is_dgram(s) ? s->state != SS_CONNECTED
+                         : (s->state != SS_CONNECTED && s->state != SS_CONNECTING))
         return rpc_fail_state(call, s, "send");
     if (s->shut_wanted)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "socket is shutting down");
-    if (data != NULL) {
-        size_t tl = json_string_length(data);
-        if (tl / 4 * 3 > sockd.conf.max_send_buffer + 3)
-            return rpc_fail_limit(call, "max-send-buffer");
-        bytes = malloc(tl / 4 * 3 + 1);
-        if (bytes == NULL)
-            return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
-        long dl = b64_decode(json_string_value(data), tl, bytes);
-        if (dl < 0) {
-            free(bytes);
-            return rpc_fail_param(call, "data", "data is not valid base64");
-        }
-        n = (size_t)dl;
-    } else {
-        n = json_string_length(text);
+    if (rpc_payload(call, &owned, &bytes, &n) < 0)
+        return -1;
+    if (sock_is_dgram(s) && n > 65507) {
+        free(owned);
+        return rpc_fail_param(call, "data", "a datagram carries at most 65507 bytes");
     }
-    int r = sock_send(s, bytes ? (const void *)bytes : json_string_value(text), n, call->id,
-                      rpc_bool(call, "notify", 1));
+    if (sock_is_dgram(s))
+        r = sock_sendto(s, bytes, n, NULL, 0, call->id, rpc_bool(call, "notify", 1));
+    else
+        r = sock_send(s, bytes, n, call->id, rpc_bool(call, "notify", 1));
     int err = errno;
-    free(bytes);
+    free(owned);
     if (r < 0) {
         if (err == ENOBUFS)
             return rpc_fail_limit(call, "max-send-buffer");
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     }
+    call->result = json_pack("{s:I}", "queued", (json_int_t)n);
+    return 0;
+}
+
+/* socket.sendto: one datagram to an address (udp); the fd is made on first use. */
+static int
+socket_sendto(struct rpc_call *call)
+{
+    struct sock *s = rpc_sock(call);
+    unsigned char *owned;
+    const void *bytes;
+    const char *cause, *text = rpc_str(call, "address");
+    size_t n;
+    struct addr a;
+    long long port;
+
+    if (s == NULL)
+        return -1;
+    if (!sock_is_dgram(s))
+        return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "sendto: %s sockets use send",
+                        sock_type_name(s->type));
+    if (s->shut_wanted || (s->state != SS_OPEN && s->state != SS_BOUND && s->state != SS_CONNECTED))
+        return rpc_fail_state(call, s, "sendto");
+    if (rpc_int_range(call, "port", 0, 65535, -1, &port) < 0)
+        return -1;
+    if (addr_parse_ip(text, (int)port, &a, &cause) < 0)
+        return rpc_fail(call, SOCKD_E_INVALID_PARAMS, SOCKD_REASON_ADDRESS_INVALID,
+                        "address '%.200s': %s", text, cause);
+    if (a.kind == ADDR_NAME && strcasecmp(a.host, "localhost") == 0) {
+        int p = a.port;
+        addr_parse_ip(s->ipv6 ? "::1" : "127.0.0.1", p, &a, &cause);
+    }
+    if (a.kind == ADDR_NAME)
+        return rpc_fail(call, SOCKD_E_INVALID_PARAMS, SOCKD_REASON_ADDRESS_INVALID,
+                        "sendto takes an IP address or localhost");
+    if (a.port <= 0)
+        return rpc_fail(call, SOCKD_E_INVALID_PARAMS, SOCKD_REASON_ADDRESS_INVALID,
+                        "address '%.200s' has no port", text);
+    if (!sock_policy_ok(s, 4, (struct sockaddr *)&a.sa, a.salen))
+        return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
+                        "sendto %.200s denied by policy", text);
+    if (rpc_payload(call, &owned, &bytes, &n) < 0)
+        return -1;
+    if (n > 65507) {
+        free(owned);
+        return rpc_fail_param(call, "data", "a datagram carries at most 65507 bytes");
+    }
+    if (s->fd < 0) {
+        if (sock_open_fd(s, a.sa.ss_family) < 0) {
+            int err = errno;
+            free(owned);
+            return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_OPEN_FAILED, err, "socket");
+        }
+        s->state = SS_BOUND; /* the kernel binds it on the first send */
+    } else if (s->local.sa.sa_family == AF_INET && a.sa.ss_family == AF_INET6) {
+        free(owned);
+        return rpc_fail(call, SOCKD_E_INVALID_PARAMS, SOCKD_REASON_ADDRESS_INVALID,
+                        "an IPv4 socket cannot send to an IPv6 address");
+    }
+    if (s->local.sa.sa_family == AF_INET6 && a.sa.ss_family == AF_INET) {
+        /* a dual-stack socket reaches IPv4 through the mapped form */
+        struct sockaddr_in v4 = *(struct sockaddr_in *)&a.sa;
+        struct sockaddr_in6 *m = (struct sockaddr_in6 *)&a.sa;
+        memset(m, 0, sizeof *m);
+        m->sin6_family = AF_INET6;
+        m->sin6_port = v4.sin_port;
+        m->sin6_addr.s6_addr[10] = m->sin6_addr.s6_addr[11] = 0xff;
+        memcpy(&m->sin6_addr.s6_addr[12], &v4.sin_addr, 4);
+        a.salen = sizeof *m;
+    }
+    int r = sock_sendto(s, bytes, n, (struct sockaddr *)&a.sa, a.salen, call->id,
+                        rpc_bool(call, "notify", 1));
+    int err = errno;
+    free(owned);
+    if (r < 0)
+        return err == ENOBUFS ? rpc_fail_limit(call, "max-send-buffer")
+                              : rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     call->result = json_pack("{s:I}", "queued", (json_int_t)n);
     return 0;
 }
@@ -69,7 +178,8 @@ socket_recv(struct rpc_call *call)
     if (rpc_int_range(call, "length", 1, SOCK_MAX_RECV, 0, &len) < 0 ||
         rpc_int_range(call, "timeout_ms", 1, 86400000, 0, &tmo) < 0)
         return -1;
-    if (s->state != SS_CONNECTED && s->state != SS_CONNECTING)
+    if (s->state != SS_CONNECTED && s->state != SS_CONNECTING &&
+        !(sock_is_dgram(s) && s->state == SS_BOUND))
         return rpc_fail_state(call, s, "recv");
     if (s->recv_pending)
         return rpc_fail(call, SOCKD_E_BUSY, NULL, "a recv is already pending on socket %llu",
@@ -94,6 +204,13 @@ static const struct rpc_param p_send[] = {{"socket", RPC_P_HANDLE, 1},
                                           {"text", RPC_P_STR, 0},
                                           {"notify", RPC_P_BOOL, 0},
                                           {NULL, 0, 0}};
+static const struct rpc_param p_sendto[] = {{"socket", RPC_P_HANDLE, 1},
+                                            {"data", RPC_P_STR, 0},
+                                            {"text", RPC_P_STR, 0},
+                                            {"notify", RPC_P_BOOL, 0},
+                                            {"address", RPC_P_STR, 1},
+                                            {"port", RPC_P_INT, 0},
+                                            {NULL, 0, 0}};
 static const struct rpc_param p_recv[] = {{"socket", RPC_P_HANDLE, 1},  {"length", RPC_P_INT, 1},
                                           {"partial", RPC_P_BOOL, 0},   {"stream", RPC_P_BOOL, 0},
                                           {"timeout_ms", RPC_P_INT, 0}, {NULL, 0, 0}};
@@ -101,6 +218,7 @@ static const struct rpc_param p_socket[] = {{"socket", RPC_P_HANDLE, 1}, {NULL, 
 
 const struct rpc_method rpc_data_methods[] = {
     {"socket.send", socket_send, p_send},
+    {"socket.sendto", socket_sendto, p_sendto},
     {"socket.recv", socket_recv, p_recv},
     {"socket.recv_cancel", socket_recv_cancel, p_socket},
     {NULL, NULL, NULL},

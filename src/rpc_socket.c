@@ -1,8 +1,12 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <sockd/protocol.h>
@@ -29,6 +33,56 @@ rpc_fail_state(struct rpc_call *call, struct sock *s, const char *what)
                     (unsigned long long)s->id, sock_state_name(s->state), sock_type_name(s->type));
 }
 
+static int rpc_ip_address(struct rpc_call *call, const char *text, int need_port, struct addr *a);
+
+/* "localhost" as the loopback of the socket's family; other names stay names. */
+static void
+rpc_localhost(struct sock *s, struct addr *a)
+{
+    if (a->kind != ADDR_NAME || strcasecmp(a->host, "localhost") != 0)
+        return;
+    int port = a->port;
+    addr_any(s->ipv6, port < 0 ? 0 : port, a);
+    a->port = port;
+    if (s->ipv6) {
+        ((struct sockaddr_in6 *)&a->sa)->sin6_addr = in6addr_loopback;
+        strcpy(a->host, "::1");
+    } else {
+        ((struct sockaddr_in *)&a->sa)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        strcpy(a->host, "127.0.0.1");
+    }
+}
+
+/*
+ * The "address" (+ "port") param of socket s into *a, by the socket's type: a Unix path or
+ * @name, or an IP literal; host names only where allow_name (connect). Sets the error.
+ */
+static int
+rpc_address(struct rpc_call *call, struct sock *s, const char *text, int need_port, int allow_name,
+            struct addr *a)
+{
+    const char *cause;
+    if (s->type == SOCK_UNIX) {
+        if (rpc_get(call, "port") != NULL)
+            return rpc_fail_param(call, "port", "a unix socket has no port");
+        if (addr_parse_unix(text, a, &cause) < 0)
+            return rpc_fail(call, SOCKD_E_INVALID_PARAMS, SOCKD_REASON_ADDRESS_INVALID,
+                            "address '%.200s': %s", text, cause);
+        return 0;
+    }
+    if (rpc_ip_address(call, text, need_port, a) < 0)
+        return -1;
+    if (!allow_name)
+        rpc_localhost(s, a);
+    if (a->kind == ADDR_NAME && !allow_name)
+        return rpc_fail(call, SOCKD_E_INVALID_PARAMS, SOCKD_REASON_ADDRESS_INVALID,
+                        "address '%.200s': this call takes an IP address or localhost", text);
+    if (a->kind == ADDR_NAME)
+        return rpc_fail(call, SOCKD_E_UNSUPPORTED, NULL,
+                        "host names are not supported by this build yet; use an IP address");
+    return 0;
+}
+
 /* An IP address param (with the "port" param) into *a; sets the error on failure. */
 static int
 rpc_ip_address(struct rpc_call *call, const char *text, int need_port, struct addr *a)
@@ -43,9 +97,6 @@ rpc_ip_address(struct rpc_call *call, const char *text, int need_port, struct ad
     if (need_port && a->port < 0)
         return rpc_fail(call, SOCKD_E_INVALID_PARAMS, SOCKD_REASON_ADDRESS_INVALID,
                         "address '%.200s' has no port", text);
-    if (a->kind == ADDR_NAME)
-        return rpc_fail(call, SOCKD_E_UNSUPPORTED, NULL,
-                        "host names are not supported by this build yet; use an IP address");
     return 0;
 }
 
@@ -57,7 +108,7 @@ socket_open(struct rpc_call *call)
     int t = sock_type_parse(tname);
     if (t < 0)
         return rpc_fail_param(call, "type", "unknown socket type '%.50s'", tname);
-    if (t != SOCK_TCP)
+    if (t == SOCK_TLS || t == SOCK_DTLS)
         return rpc_fail(call, SOCKD_E_UNSUPPORTED, NULL,
                         "socket type '%s' is not supported by this build yet", tname);
     if (rpc_get(call, "context") != NULL)
@@ -86,13 +137,16 @@ socket_connect(struct rpc_call *call)
     if (s->state != SS_OPEN && s->state != SS_BOUND)
         return rpc_fail_state(call, s, "connect");
     if (rpc_int_range(call, "timeout_ms", 1, 86400000, 0, &tmo) < 0 ||
-        rpc_ip_address(call, rpc_str(call, "address"), 1, &a) < 0)
+        rpc_address(call, s, rpc_str(call, "address"), 1, 1, &a) < 0)
         return -1;
     if (s->fd >= 0 && s->has_local && s->local.sa.sa_family != a.sa.ss_family)
         return rpc_fail(call, SOCKD_E_INVALID_PARAMS, SOCKD_REASON_ADDRESS_INVALID,
                         "address family differs from the bound address");
+    if (a.kind != ADDR_NAME && !sock_policy_ok(s, 1, (struct sockaddr *)&a.sa, a.salen))
+        return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
+                        "connect to %.200s denied by policy", rpc_str(call, "address"));
     s->connect_req = call->id ? json_incref(call->id) : NULL;
-    if (sock_connect(s, (struct sockaddr *)&a.sa, a.salen, (double)tmo / 1000.0) < 0) {
+    if (sock_connect(s, &a, (double)tmo / 1000.0) < 0) {
         json_decref(s->connect_req);
         s->connect_req = NULL;
         return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_OPEN_FAILED, errno, "socket");
@@ -107,12 +161,10 @@ rpc_sock_fd(struct rpc_call *call, struct sock *s, int af, int reuse)
     int one = 1;
     if (s->fd >= 0)
         return 0;
-    int fd = socket(af, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
+    if (sock_open_fd(s, af) < 0)
         return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_OPEN_FAILED, errno, "socket");
-    if (reuse)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    sock_set_fd(s, fd);
+    if (reuse && af != AF_UNIX)
+        setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     return 0;
 }
 
@@ -124,14 +176,98 @@ rpc_do_bind(struct rpc_call *call, struct sock *s, struct addr *a, int reuse)
         return -1;
     if (bind(s->fd, (struct sockaddr *)&a->sa, a->salen) < 0) {
         int err = errno;
+        ev_io_stop(sockd.loop, &s->io);
         close(s->fd);
         s->fd = -1;
         return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_BIND_FAILED, err, "bind");
     }
-    socklen_t len = sizeof s->local;
-    getsockname(s->fd, &s->local.sa, &len);
+    if (a->kind == ADDR_UNIX) {
+        s->un_local = strdup(a->host);
+        s->unlink_local = a->host[0] == '/';
+    } else {
+        socklen_t len = sizeof s->local;
+        getsockname(s->fd, &s->local.sa, &len);
+    }
     s->has_local = 1;
     s->state = SS_BOUND;
+    return 0;
+}
+
+/* The file mode param of a unix bind: an integer or an octal string such as "0660". */
+static int
+rpc_mode(struct rpc_call *call, int *mode)
+{
+    json_t *m = rpc_get(call, "mode");
+    long v = 0666;
+    if (json_is_integer(m)) {
+        v = (long)json_integer_value(m);
+    } else if (json_is_string(m)) {
+        char *end;
+        v = strtol(json_string_value(m), &end, 8);
+        if (*end != '\0' || end == json_string_value(m))
+            v = -1;
+    } else if (m != NULL) {
+        v = -1;
+    }
+    if (v < 0 || v > 0777)
+        return rpc_fail_param(call, "mode",
+                              "mode is a file mode 0..0777 (integer or octal string)");
+    *mode = (int)v;
+    return 0;
+}
+
+/* Is something accepting on this Unix path? (A refused connect means a stale file.) */
+static int
+rpc_unix_live(const struct addr *a)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return 1;
+    int r = connect(fd, (const struct sockaddr *)&a->sa, a->salen);
+    int err = errno;
+    close(fd);
+    return r == 0 || err == EAGAIN;
+}
+
+/* socket.bind on a unix socket: stale file replaced only if dead; mode applied to the file. */
+static int
+rpc_bind_unix(struct rpc_call *call, struct sock *s, const char *text)
+{
+    struct addr a;
+    struct stat st;
+    int mode = 0666;
+
+    if (text == NULL)
+        return rpc_fail_param(call, "address", "a unix bind needs an address");
+    if (rpc_get(call, "port") != NULL)
+        return rpc_fail_param(call, "port", "a unix socket has no port");
+    if (rpc_mode(call, &mode) < 0 || rpc_address(call, s, text, 0, 0, &a) < 0)
+        return -1;
+    if (!sock_policy_ok(s, 2, (struct sockaddr *)&a.sa, a.salen))
+        return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED, "bind denied by policy");
+    if (text[0] == '/' && lstat(text, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode) || rpc_unix_live(&a))
+            return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_BIND_FAILED, EADDRINUSE,
+                                  "bind");
+        unlink(text); /* stale: nothing listens on it */
+    }
+    mode_t old = umask(0177);
+    int r = rpc_do_bind(call, s, &a, 0);
+    umask(old);
+    if (r < 0)
+        return -1;
+    if (text[0] == '/' && chmod(text, (mode_t)mode) < 0) {
+        int err = errno;
+        unlink(text);
+        s->unlink_local = 0;
+        ev_io_stop(sockd.loop, &s->io);
+        close(s->fd);
+        s->fd = -1;
+        s->state = SS_OPEN;
+        s->has_local = 0;
+        return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_BIND_FAILED, err, "chmod");
+    }
+    call->result = json_pack("{s:o}", "local", sock_addr_json(s, 0));
     return 0;
 }
 
@@ -145,17 +281,17 @@ socket_bind(struct rpc_call *call)
         return -1;
     if (s->state != SS_OPEN || s->fd >= 0)
         return rpc_fail_state(call, s, "bind");
+    const char *text = rpc_str(call, "address");
+    if (s->type == SOCK_UNIX)
+        return rpc_bind_unix(call, s, text);
     if (rpc_get(call, "mode") != NULL)
         return rpc_fail_param(call, "mode", "mode applies to unix sockets only");
-    const char *text = rpc_str(call, "address");
     if (text != NULL) {
-        if (rpc_ip_address(call, text, 0, &a) < 0)
+        if (rpc_address(call, s, text, 0, 0, &a) < 0)
             return -1;
         if (a.port < 0) {
-            struct addr b;
-            const char *cause;
-            addr_parse_ip(text, 0, &b, &cause);
-            a = b;
+            a.port = 0;
+            ((struct sockaddr_in *)&a.sa)->sin_port = 0;
         }
     } else {
         long long port;
@@ -163,9 +299,11 @@ socket_bind(struct rpc_call *call)
             return -1;
         addr_any(s->ipv6, (int)port, &a);
     }
+    if (!sock_policy_ok(s, 2, (struct sockaddr *)&a.sa, a.salen))
+        return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED, "bind denied by policy");
     if (rpc_do_bind(call, s, &a, rpc_bool(call, "reuse_address", 1)) < 0)
         return -1;
-    call->result = json_pack("{s:o}", "local", addr_to_json(&s->local.sa, sizeof s->local));
+    call->result = json_pack("{s:o}", "local", sock_addr_json(s, 0));
     return 0;
 }
 
@@ -179,6 +317,11 @@ socket_listen(struct rpc_call *call)
         return -1;
     if (s->state != SS_OPEN && s->state != SS_BOUND)
         return rpc_fail_state(call, s, "listen");
+    if (sock_is_dgram(s))
+        return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "listen: %s sockets do not listen",
+                        sock_type_name(s->type));
+    if (s->type == SOCK_UNIX && s->state == SS_OPEN)
+        return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "listen: bind the unix socket first");
     if (rpc_int_range(call, "backlog", 1, 65535, 128, &backlog) < 0)
         return -1;
     if (s->state == SS_OPEN) {
@@ -247,7 +390,9 @@ socket_shutdown(struct rpc_call *call)
     struct sock *s = rpc_sock(call);
     if (s == NULL)
         return -1;
-    if ((s->state != SS_CONNECTED && s->state != SS_CONNECTING) || s->shut_wanted)
+    if ((s->state != SS_CONNECTED && s->state != SS_CONNECTING &&
+         !(sock_is_dgram(s) && s->state == SS_BOUND)) ||
+        s->shut_wanted)
         return rpc_fail_state(call, s, "shutdown");
     sock_shutdown(s, call->id);
     return 0;
@@ -261,6 +406,59 @@ socket_close(struct rpc_call *call)
         return -1;
     call->result = json_pack("{s:I}", "discarded", (json_int_t)buf_len(&s->out));
     sock_close(s, NULL, 0, NULL, NULL);
+    return 0;
+}
+
+/* socket.setopt: each option checked against the socket type, stored and applied. */
+static int
+socket_setopt(struct rpc_call *call)
+{
+    struct sock *s = rpc_sock(call);
+    static const struct {
+        const char *name;
+        unsigned bit;
+        int stream_only, dgram_only, ip_only;
+        long long lo, hi;
+    } rows[] = {
+        {"nodelay", SOPT_NODELAY, 1, 0, 1, 0, 1},
+        {"keepalive", SOPT_KEEPALIVE, 1, 0, 0, 0, 1},
+        {"broadcast", SOPT_BROADCAST, 0, 1, 1, 0, 1},
+        {"ttl", SOPT_TTL, 0, 0, 1, 1, 255},
+        {"rcvbuf", SOPT_RCVBUF, 0, 0, 0, 1024, 64 << 20},
+        {"sndbuf", SOPT_SNDBUF, 0, 0, 0, 1024, 64 << 20},
+    };
+    struct sock_opts o;
+    const char *which;
+
+    if (s == NULL)
+        return -1;
+    o = s->opts ? *s->opts : (struct sock_opts){0};
+    int *vals[] = {&o.nodelay, &o.keepalive, &o.broadcast, &o.ttl, &o.rcvbuf, &o.sndbuf};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        json_t *v = rpc_get(call, rows[i].name);
+        if (v == NULL)
+            continue;
+        if ((rows[i].stream_only && sock_is_dgram(s)) ||
+            (rows[i].dgram_only && !sock_is_dgram(s)) || (rows[i].ip_only && s->type == SOCK_UNIX))
+            return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
+                            "option %s does not apply to %s sockets", rows[i].name,
+                            sock_type_name(s->type));
+        long long n = json_is_boolean(v) ? json_is_true(v) : json_integer_value(v);
+        if (n < rows[i].lo || n > rows[i].hi)
+            return rpc_fail_param(call, rows[i].name, "%s must be %lld..%lld", rows[i].name,
+                                  rows[i].lo, rows[i].hi);
+        *vals[i] = (int)n;
+        o.set |= rows[i].bit;
+    }
+    if (s->opts == NULL && (s->opts = calloc(1, sizeof *s->opts)) == NULL)
+        return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
+    struct sock_opts old = *s->opts;
+    *s->opts = o;
+    if (sock_apply_opts(s, &which) < 0) {
+        int err = errno;
+        *s->opts = old;
+        return rpc_fail_errno(call, SOCKD_E_INTERNAL, NULL, err, which);
+    }
     return 0;
 }
 
@@ -294,7 +492,7 @@ static const struct rpc_param p_connect[] = {
     {"server_name", RPC_P_STR, 0}, {"timeout_ms", RPC_P_INT, 0}, {NULL, 0, 0}};
 static const struct rpc_param p_bind[] = {
     {"socket", RPC_P_HANDLE, 1}, {"address", RPC_P_STR, 0},        {"port", RPC_P_INT, 0},
-    {"mode", RPC_P_INT, 0},      {"reuse_address", RPC_P_BOOL, 0}, {NULL, 0, 0}};
+    {"mode", RPC_P_ANY, 0},      {"reuse_address", RPC_P_BOOL, 0}, {NULL, 0, 0}};
 static const struct rpc_param p_listen[] = {{"socket", RPC_P_HANDLE, 1},
                                             {"backlog", RPC_P_INT, 0},
                                             {"auto_accept", RPC_P_BOOL, 0},
@@ -305,17 +503,17 @@ static const struct rpc_param p_reject[] = {
     {"socket", RPC_P_HANDLE, 1}, {"pending", RPC_P_HANDLE, 1}, {NULL, 0, 0}};
 static const struct rpc_param p_socket[] = {{"socket", RPC_P_HANDLE, 1}, {NULL, 0, 0}};
 static const struct rpc_param p_none[] = {{NULL, 0, 0}};
+static const struct rpc_param p_setopt[] = {
+    {"socket", RPC_P_HANDLE, 1},  {"nodelay", RPC_P_BOOL, 0},
+    {"keepalive", RPC_P_BOOL, 0}, {"broadcast", RPC_P_BOOL, 0},
+    {"ttl", RPC_P_INT, 0},        {"rcvbuf", RPC_P_INT, 0},
+    {"sndbuf", RPC_P_INT, 0},     {NULL, 0, 0}};
 
 const struct rpc_method rpc_socket_methods[] = {
-    {"socket.open", socket_open, p_open},
-    {"socket.connect", socket_connect, p_connect},
-    {"socket.bind", socket_bind, p_bind},
-    {"socket.listen", socket_listen, p_listen},
-    {"socket.accept", socket_accept, p_accept},
-    {"socket.reject", socket_reject, p_reject},
-    {"socket.shutdown", socket_shutdown, p_socket},
-    {"socket.close", socket_close, p_socket},
-    {"socket.info", socket_info, p_socket},
-    {"socket.list", socket_list, p_none},
-    {NULL, NULL, NULL},
+    {"socket.open", socket_open, p_open},           {"socket.connect", socket_connect, p_connect},
+    {"socket.bind", socket_bind, p_bind},           {"socket.listen", socket_listen, p_listen},
+    {"socket.accept", socket_accept, p_accept},     {"socket.reject", socket_reject, p_reject},
+    {"socket.shutdown", socket_shutdown, p_socket}, {"socket.close", socket_close, p_socket},
+    {"socket.info", socket_info, p_socket},         {"socket.setopt", socket_setopt, p_setopt},
+    {"socket.list", socket_list, p_none},           {NULL, NULL, NULL},
 };

@@ -122,6 +122,27 @@ sock_release(struct sock *s)
     json_decref(s->shutdown_req);
     json_decref(s->tag);
     s->recv_req = s->connect_req = s->listen_req = s->shutdown_req = s->tag = NULL;
+    if (s->unlink_local && s->un_local != NULL && s->un_local[0] == '/')
+        unlink(s->un_local);
+    free(s->un_local);
+    free(s->un_remote);
+    free(s->opts);
+    free(s->raddrs);
+    free(s->server_name);
+    s->un_local = s->un_remote = s->server_name = NULL;
+    s->opts = NULL;
+    s->raddrs = NULL;
+}
+
+json_t *
+sock_addr_json(const struct sock *s, int remote)
+{
+    if (s->type == SOCK_UNIX) {
+        const char *p = remote ? s->un_remote : s->un_local;
+        return json_pack("{s:s}", "path", p ? p : "");
+    }
+    const union sock_sa *a = remote ? &s->remote : &s->local;
+    return addr_to_json(&a->sa, sizeof *a);
 }
 
 void
@@ -189,9 +210,9 @@ sock_info(struct sock *s)
         (json_int_t)s->bytes_sent, "bytes_received", (json_int_t)s->bytes_received, "send_buffered",
         (json_int_t)buf_len(&s->out), "recv_buffered", (json_int_t)buf_len(&s->in));
     if (s->has_local)
-        json_object_set_new(o, "local", addr_to_json(&s->local.sa, sizeof s->local));
+        json_object_set_new(o, "local", sock_addr_json(s, 0));
     if (s->has_remote)
-        json_object_set_new(o, "remote", addr_to_json(&s->remote.sa, sizeof s->remote));
+        json_object_set_new(o, "remote", sock_addr_json(s, 1));
     if (s->listener)
         json_object_set_new(o, "listener", json_integer((json_int_t)s->listener));
     if (s->state == SS_LISTENING)

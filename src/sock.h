@@ -10,6 +10,7 @@
 
 #include "buf.h"
 
+struct addr;
 struct client;
 struct sock;
 
@@ -57,6 +58,28 @@ struct sock_pending {
     int fd;
     union sock_sa remote, local;
     ev_timer timer; /* accept-timeout */
+};
+
+/* Options of socket.setopt, kept so they also apply to an fd made later. */
+enum sock_opt_bit {
+    SOPT_NODELAY = 1 << 0,   /* TCP_NODELAY */
+    SOPT_KEEPALIVE = 1 << 1, /* SO_KEEPALIVE */
+    SOPT_BROADCAST = 1 << 2, /* SO_BROADCAST */
+    SOPT_TTL = 1 << 3,       /* IP_TTL / IPV6_UNICAST_HOPS */
+    SOPT_RCVBUF = 1 << 4,    /* SO_RCVBUF */
+    SOPT_SNDBUF = 1 << 5,    /* SO_SNDBUF */
+};
+struct sock_opts {
+    unsigned set; /* enum sock_opt_bit */
+    int nodelay, keepalive, broadcast, ttl, rcvbuf, sndbuf;
+};
+
+/* Framing of one datagram inside a udp socket's in/out buffers. */
+struct sock_dgram {
+    uint32_t len;  /* payload bytes that follow */
+    uint32_t size; /* size on the wire (> len when the kernel truncated it) */
+    int has_addr;  /* addr is the source (in) or destination (out) */
+    union sock_sa addr;
 };
 
 /* What differs between transports; plain sockets use read(2)/write(2). */
@@ -112,6 +135,16 @@ struct sock {
     /* accepted */
     uint64_t listener;
 
+    /* unix: reported paths ("/p", "@abstract", "" unnamed), malloc'ed */
+    char *un_local, *un_remote;
+    unsigned unlink_local : 1; /* remove the bound file when the socket closes */
+    struct sock_opts *opts;    /* NULL until socket.setopt */
+    /* host name connects (resolve.c): lookup in flight, then the addresses to try */
+    struct resolve_req *rreq;
+    struct resolve_result *raddrs;
+    int rnext;
+    char *server_name; /* tls: name to verify and send as SNI */
+
     /* tls (transport_tls.c) */
     struct ssl_st *ssl;
     struct tlsctx *tlsctx;
@@ -151,8 +184,21 @@ json_t *sock_info(struct sock *s);
 /* sock_io.c */
 /* Recompute which events the watcher waits for: the one place that decides interest. */
 void sock_update_io(struct sock *s);
-/* Start a non-blocking connect to sa; 0 started/done, -1 errno (nothing changed). */
-int sock_connect(struct sock *s, const struct sockaddr *sa, socklen_t len, double timeout);
+/* Create the fd for family af (stream or datagram by type), applying stored options; -1 errno. */
+int sock_open_fd(struct sock *s, int af);
+/* Apply the stored options to the fd (if any); -1 with errno and *which on failure. */
+int sock_apply_opts(struct sock *s, const char **which);
+/* True for udp/dtls. */
+int sock_is_dgram(const struct sock *s);
+/* Start connecting to an address (literal, Unix, or host name to resolve); 0, or -1 errno. */
+int sock_connect(struct sock *s, const struct addr *a, double timeout);
+/* Queue one datagram (to NULL: the connected peer); -1 ENOBUFS over the cap. */
+int sock_sendto(struct sock *s, const void *p, size_t n, const struct sockaddr *to, socklen_t tolen,
+                json_t *req, int notify);
+/* The reported local/remote address object of a socket (new reference). */
+json_t *sock_addr_json(const struct sock *s, int remote);
+/* Policy hook: may this client connect/bind/send to sa? (1 yes) */
+int sock_policy_ok(struct sock *s, int action, const struct sockaddr *sa, socklen_t len);
 /* Queue bytes for sending with a record for socket.sent. -1 ENOBUFS if over the cap. */
 int sock_send(struct sock *s, const void *p, size_t n, json_t *req, int notify);
 /* Arm a recv; delivers at once if enough is buffered. */

@@ -1,6 +1,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -13,10 +15,81 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
+#include "resolve.h"
 #include "sock.h"
 
 void sock_io_event(struct sock *s, int revents);
 static void sock_eof_check(struct sock *s);
+
+int
+sock_is_dgram(const struct sock *s)
+{
+    return s->type == SOCK_UDP || s->type == SOCK_DTLS;
+}
+
+int
+sock_apply_opts(struct sock *s, const char **which)
+{
+    const struct sock_opts *o = s->opts;
+    int v6 = s->local.sa.sa_family == AF_INET6 || s->remote.sa.sa_family == AF_INET6;
+    if (o == NULL || s->fd < 0)
+        return 0;
+    struct {
+        unsigned bit;
+        int level, name;
+        const int *val;
+        const char *word;
+    } rows[] = {
+        {SOPT_NODELAY, IPPROTO_TCP, TCP_NODELAY, &o->nodelay, "nodelay"},
+        {SOPT_KEEPALIVE, SOL_SOCKET, SO_KEEPALIVE, &o->keepalive, "keepalive"},
+        {SOPT_BROADCAST, SOL_SOCKET, SO_BROADCAST, &o->broadcast, "broadcast"},
+        {SOPT_TTL, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_UNICAST_HOPS : IP_TTL, &o->ttl, "ttl"},
+        {SOPT_RCVBUF, SOL_SOCKET, SO_RCVBUF, &o->rcvbuf, "rcvbuf"},
+        {SOPT_SNDBUF, SOL_SOCKET, SO_SNDBUF, &o->sndbuf, "sndbuf"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        if (!(o->set & rows[i].bit))
+            continue;
+        if (setsockopt(s->fd, rows[i].level, rows[i].name, rows[i].val, sizeof(int)) < 0) {
+            *which = rows[i].word;
+            return -1;
+        }
+        /* A dual-stack IPv6 socket may carry IPv4 traffic: set the IPv4 TTL too. */
+        if (rows[i].bit == SOPT_TTL && v6)
+            setsockopt(s->fd, IPPROTO_IP, IP_TTL, rows[i].val, sizeof(int));
+    }
+    return 0;
+}
+
+int
+sock_open_fd(struct sock *s, int af)
+{
+    const char *which;
+    int fd =
+        socket(af, (sock_is_dgram(s) ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    sock_set_fd(s, fd);
+    s->local.sa.sa_family = (sa_family_t)af;
+    if (sock_apply_opts(s, &which) < 0)
+        log_debug("socket %llu: option %s not applied: %s", (unsigned long long)s->id, which,
+                  strerror(errno));
+    return 0;
+}
+
+int
+sock_policy_ok(struct sock *s, int action, const struct sockaddr *sa, socklen_t len)
+{
+    /* The policy layer decides here, for every address a socket reaches. */
+    (void)s;
+    (void)action;
+    (void)sa;
+    (void)len;
+    return 1;
+}
+
+/* Largest datagram payload kept per socket.recv event or queued by sendto. */
+#define SOCK_DGRAM_MAX 65535
 
 void
 sock_update_io(struct sock *s)
@@ -34,6 +107,11 @@ sock_update_io(struct sock *s)
     case SS_CONNECTING:
         ev = EV_WRITE;
         break;
+    case SS_BOUND:
+        if (!sock_is_dgram(s))
+            break;
+        /* a bound udp socket receives and sends */
+        __attribute__((fallthrough));
     case SS_CONNECTED: {
         size_t cap = SOCK_READAHEAD;
         if (s->recv_pending && s->recv_len > cap)
@@ -117,16 +195,28 @@ sock_connect_timeout_cb(EV_P_ ev_timer *w, int revents)
     sock_close(s, SOCKD_REASON_TIMEOUT, 0, "connect timed out", s->connect_req);
 }
 
-int
-sock_connect(struct sock *s, const struct sockaddr *sa, socklen_t len, double timeout)
+/*
+ * One connect attempt to sa on a fresh fd (a failed TCP socket cannot be reused). Returns 1 when
+ * connected or under way, 0 when it failed at once (errno set).
+ */
+static int
+sock_connect_attempt(struct sock *s, const struct sockaddr *sa, socklen_t len)
 {
-    if (s->fd < 0) {
-        int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            return -1;
-        sock_set_fd(s, fd);
+    if (s->fd >= 0 && s->state == SS_CONNECTING) {
+        ev_io_stop(sockd.loop, &s->io);
+        close(s->fd);
+        s->fd = -1;
     }
-    memcpy(&s->remote, sa, len < sizeof s->remote ? len : sizeof s->remote);
+    if (s->fd < 0 && sock_open_fd(s, sa->sa_family) < 0)
+        return 0;
+    if (sa->sa_family == AF_UNIX) {
+        json_t *j = addr_to_json(sa, len);
+        free(s->un_remote);
+        s->un_remote = strdup(json_string_value(json_object_get(j, "path")));
+        json_decref(j);
+    } else {
+        memcpy(&s->remote, sa, len < sizeof s->remote ? len : sizeof s->remote);
+    }
     s->has_remote = 1;
     int r;
     do
@@ -134,19 +224,62 @@ sock_connect(struct sock *s, const struct sockaddr *sa, socklen_t len, double ti
     while (r < 0 && errno == EINTR);
     if (r == 0) {
         sock_became_connected(s);
-    } else if (errno == EINPROGRESS) {
+        return 1;
+    }
+    if (errno == EINPROGRESS) {
         s->state = SS_CONNECTING;
-        if (timeout > 0) {
-            ev_timer_init(&s->ctimer, sock_connect_timeout_cb, timeout, 0.0);
-            s->ctimer.data = s;
-            ev_timer_start(sockd.loop, &s->ctimer);
+        return 1;
+    }
+    return 0;
+}
+
+/* Try the next resolved address; closes the socket when none is left. */
+static void
+sock_connect_next(struct sock *s, int last_err)
+{
+    while (s->raddrs != NULL && s->rnext < s->raddrs->count) {
+        int i = s->rnext++;
+        const struct sockaddr *sa = (const struct sockaddr *)&s->raddrs->addrs[i];
+        if (!sock_policy_ok(s, 1, sa, s->raddrs->lens[i])) {
+            last_err = -1;
+            continue;
         }
-    } else {
-        int err = errno;
-        sock_close(s, sock_connect_reason(err), err, NULL, s->connect_req);
+        if (sock_connect_attempt(s, sa, s->raddrs->lens[i])) {
+            sock_update_io(s);
+            return;
+        }
+        last_err = errno;
+    }
+    if (last_err == -1)
+        sock_close(s, SOCKD_REASON_POLICY_DENIED, 0, "destination denied by policy",
+                   s->connect_req);
+    else
+        sock_close(s, sock_connect_reason(last_err), last_err, NULL, s->connect_req);
+}
+
+int
+sock_connect(struct sock *s, const struct addr *a, double timeout)
+{
+    if (a->kind == ADDR_NAME) {
+        errno = EAFNOSUPPORT; /* host names are resolved by the caller until the resolver lands */
+        return -1;
+    }
+    if (timeout > 0) {
+        ev_timer_init(&s->ctimer, sock_connect_timeout_cb, timeout, 0.0);
+        s->ctimer.data = s;
+        ev_timer_start(sockd.loop, &s->ctimer);
+    }
+    if (sock_connect_attempt(s, (const struct sockaddr *)&a->sa, a->salen)) {
+        sock_update_io(s);
         return 0;
     }
-    sock_update_io(s);
+    if (s->fd < 0 && errno != 0 && s->state == SS_OPEN && !s->has_local) {
+        /* socket() itself failed: an error response, the socket stays as it was */
+        ev_timer_stop(sockd.loop, &s->ctimer);
+        s->has_remote = 0;
+        return -1;
+    }
+    sock_connect_next(s, errno);
     return 0;
 }
 
@@ -160,7 +293,7 @@ sock_connect_ready(struct sock *s)
     if (err == EINPROGRESS || err == EALREADY)
         return;
     if (err != 0) {
-        sock_close(s, sock_connect_reason(err), err, NULL, s->connect_req);
+        sock_connect_next(s, err);
         return;
     }
     sock_became_connected(s);
@@ -182,9 +315,60 @@ sock_complete_sends(struct sock *s)
     }
 }
 
+/* Send queued datagrams, one sendto each; a datagram is never split. */
+static void
+sock_dgram_write_ready(struct sock *s)
+{
+    while (buf_len(&s->out) >= sizeof(struct sock_dgram)) {
+        struct sock_dgram h;
+        memcpy(&h, buf_head(&s->out), sizeof h);
+        const char *payload = buf_head(&s->out) + sizeof h;
+        ssize_t n;
+        int tries = 0;
+        do
+            n = sendto(s->fd, payload, h.len, MSG_NOSIGNAL, h.has_addr ? &h.addr.sa : NULL,
+                       h.has_addr ? (socklen_t)sizeof h.addr : 0);
+        /* A pending ICMP error is reported instead of sending once: try again. */
+        while (n < 0 && (errno == EINTR || (errno == ECONNREFUSED && ++tries < 2)));
+        if (n < 0 && errno == EAGAIN)
+            break;
+        if (n < 0)
+            log_debug("socket %llu: datagram of %u bytes dropped: %s", (unsigned long long)s->id,
+                      h.len, strerror(errno));
+        else {
+            s->bytes_sent += h.len;
+            sockd.bytes_out += h.len;
+        }
+        buf_consume(&s->out, sizeof h + h.len);
+        /* One record per datagram: complete the oldest. */
+        struct sock_sendrec *r = s->sq_head;
+        if (r != NULL) {
+            s->sq_head = r->next;
+            if (s->sq_head == NULL)
+                s->sq_tail = NULL;
+            if (r->notify) {
+                json_t *p = json_pack("{s:I}", "bytes", (json_int_t)(n < 0 ? 0 : r->bytes));
+                if (n < 0) {
+                    json_object_set_new(p, "errno", json_integer(errno));
+                    json_object_set_new(p, "detail", json_string(strerror(errno)));
+                }
+                sock_emit(s, "socket.sent", p, r->req);
+            }
+            json_decref(r->req);
+            free(r);
+        }
+        if (s->dead)
+            return;
+    }
+}
+
 static void
 sock_write_ready(struct sock *s)
 {
+    if (sock_is_dgram(s)) {
+        sock_dgram_write_ready(s);
+        return;
+    }
     while (buf_len(&s->out) > 0) {
         ssize_t n = s->tp->write(s, buf_head(&s->out), buf_len(&s->out));
         if (n < 0) {
@@ -251,6 +435,45 @@ sock_send(struct sock *s, const void *p, size_t n, json_t *req, int notify)
     return 0;
 }
 
+int
+sock_sendto(struct sock *s, const void *p, size_t n, const struct sockaddr *to, socklen_t tolen,
+            json_t *req, int notify)
+{
+    struct sock_dgram h;
+    size_t cap = sockd.conf.max_send_buffer;
+    if (sizeof h + n > cap || buf_len(&s->out) > cap - sizeof h - n) {
+        errno = ENOBUFS;
+        return -1;
+    }
+    struct sock_sendrec *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return -1;
+    memset(&h, 0, sizeof h);
+    h.len = h.size = (uint32_t)n;
+    if (to != NULL) {
+        h.has_addr = 1;
+        memcpy(&h.addr, to, tolen < sizeof h.addr ? tolen : sizeof h.addr);
+    }
+    if (buf_append(&s->out, &h, sizeof h) < 0 || buf_append(&s->out, p, n) < 0) {
+        free(r);
+        return -1;
+    }
+    s->out_queued += n;
+    r->end = s->out_queued;
+    r->bytes = n;
+    r->req = req ? json_incref(req) : NULL;
+    r->notify = notify;
+    if (s->sq_tail)
+        s->sq_tail->next = r;
+    else
+        s->sq_head = r;
+    s->sq_tail = r;
+    sock_dgram_write_ready(s);
+    if (!s->dead)
+        sock_update_io(s);
+    return 0;
+}
+
 /* Finish the pending recv (without delivering anything). */
 static void
 sock_recv_done(struct sock *s)
@@ -278,10 +501,40 @@ sock_emit_received(struct sock *s, size_t n, int eof, int timeout)
     sock_emit(s, "socket.received", p, s->recv_req);
 }
 
+/* Deliver queued datagrams: one per socket.received, with from and truncation. */
+static void
+sock_deliver_dgram(struct sock *s)
+{
+    while (s->recv_pending && !s->dead && buf_len(&s->in) >= sizeof(struct sock_dgram)) {
+        struct sock_dgram h;
+        memcpy(&h, buf_head(&s->in), sizeof h);
+        size_t n = h.len < s->recv_len ? h.len : s->recv_len;
+        char *text = malloc(b64_encoded_len(n) + 1);
+        size_t tl = text ? b64_encode(buf_head(&s->in) + sizeof h, n, text) : 0;
+        json_t *p = json_object();
+        json_object_set_new(p, "data", json_stringn_nocheck(text ? text : "", tl));
+        free(text);
+        if (h.has_addr)
+            json_object_set_new(p, "from", addr_to_json(&h.addr.sa, sizeof h.addr));
+        if (h.size > n) {
+            json_object_set_new(p, "truncated", json_true());
+            json_object_set_new(p, "size", json_integer(h.size));
+        }
+        buf_consume(&s->in, sizeof h + h.len);
+        sock_emit(s, "socket.received", p, s->recv_req);
+        if (!s->recv_stream)
+            sock_recv_done(s);
+    }
+}
+
 /* Complete the pending recv as far as the buffered bytes allow. */
 static void
 sock_deliver(struct sock *s)
 {
+    if (sock_is_dgram(s)) {
+        sock_deliver_dgram(s);
+        return;
+    }
     while (s->recv_pending && !s->dead) {
         size_t have = buf_len(&s->in), n;
         if (s->recv_partial || s->recv_stream)
@@ -303,16 +556,59 @@ sock_deliver(struct sock *s)
 static void
 sock_eof_check(struct sock *s)
 {
-    if (s->dead || !s->rd_eof || s->state != SS_CONNECTED)
+    if (s->dead || !s->rd_eof || s->state != SS_CONNECTED || sock_is_dgram(s))
         return;
     if (buf_len(&s->in) > 0 || buf_len(&s->out) > 0)
         return;
     sock_close_graceful(s, SOCKD_REASON_BY_PEER, NULL);
 }
 
+/* Read one datagram with its source; queue it framed, within the read-ahead cap. */
+static void
+sock_dgram_read_ready(struct sock *s)
+{
+    static char scratch[SOCK_DGRAM_MAX];
+    struct sock_dgram h;
+    struct iovec iov = {scratch, sizeof scratch};
+    struct msghdr mh;
+
+    for (int i = 0; i < 64 && !s->dead; i++) {
+        if (buf_len(&s->in) >= SOCK_READAHEAD)
+            break;
+        memset(&h, 0, sizeof h);
+        memset(&mh, 0, sizeof mh);
+        mh.msg_name = &h.addr;
+        mh.msg_namelen = sizeof h.addr;
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        ssize_t n = recvmsg(s->fd, &mh, MSG_TRUNC);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                log_debug("socket %llu: recv: %s", (unsigned long long)s->id, strerror(errno));
+            break; /* ICMP errors (ECONNREFUSED) do not end a udp socket */
+        }
+        h.size = (uint32_t)n;
+        h.len = (uint32_t)((size_t)n > sizeof scratch ? sizeof scratch : (size_t)n);
+        h.has_addr = mh.msg_namelen > 0;
+        if (buf_append(&s->in, &h, sizeof h) < 0 || buf_append(&s->in, scratch, h.len) < 0) {
+            sock_io_failed(s, ENOMEM);
+            return;
+        }
+        s->bytes_received += h.len;
+        sockd.bytes_in += h.len;
+        sock_deliver_dgram(s);
+    }
+}
+
 static void
 sock_read_ready(struct sock *s)
 {
+    if (sock_is_dgram(s)) {
+        sock_dgram_read_ready(s);
+        return;
+    }
     size_t cap = SOCK_READAHEAD;
     if (s->recv_pending && s->recv_len > cap)
         cap = s->recv_len;
@@ -353,6 +649,13 @@ sock_recv_timeout_cb(EV_P_ ev_timer *w, int revents)
     (void)revents;
     if (!s->recv_pending)
         return;
+    if (sock_is_dgram(s)) {
+        sock_emit(s, "socket.received", json_pack("{s:s,s:b}", "data", "", "timeout", 1),
+                  s->recv_req);
+        sock_recv_done(s);
+        sock_update_io(s);
+        return;
+    }
     size_t n = buf_len(&s->in) < s->recv_len ? buf_len(&s->in) : s->recv_len;
     sock_emit_received(s, n, s->rd_eof && n == buf_len(&s->in), 1);
     sock_recv_done(s);
@@ -471,12 +774,15 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
     s->remote = *remote;
     s->local = *local;
     s->has_remote = s->has_local = 1;
+    if (l->type == SOCK_UNIX) {
+        s->un_local = strdup(l->un_local ? l->un_local : "");
+        s->un_remote = strdup("");
+    }
     s->listener = l->id;
     s->tag = tag ? json_incref(tag) : NULL;
     sock_emit(s, "socket.accepted",
               json_pack("{s:I,s:o,s:o}", "listener", (json_int_t)l->id, "local",
-                        addr_to_json(&s->local.sa, sizeof s->local), "remote",
-                        addr_to_json(&s->remote.sa, sizeof s->remote)),
+                        sock_addr_json(s, 0), "remote", sock_addr_json(s, 1)),
               req);
     sock_update_io(s);
     return s;
@@ -509,8 +815,12 @@ sock_accept_ready(struct sock *l)
             break;
         }
         union sock_sa remote, local;
-        socklen_t rl = sizeof remote, ll = sizeof local;
-        int fd = accept4(l->fd, &remote.sa, &rl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage rss;
+        socklen_t rl = sizeof rss, ll = sizeof local;
+        int fd = accept4(l->fd, (struct sockaddr *)&rss, &rl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        memcpy(&remote, &rss, sizeof remote);
+        if (rl > sizeof remote)
+            rl = sizeof remote;
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 log_warn("socket %llu: accepting paused for 1 s: %s", (unsigned long long)l->id,
@@ -524,7 +834,7 @@ sock_accept_ready(struct sock *l)
             }
             break;
         }
-        if (getsockname(fd, &local.sa, &ll) < 0)
+        if (l->type == SOCK_UNIX || getsockname(fd, &local.sa, &ll) < 0)
             memset(&local, 0, sizeof local);
         if (l->auto_accept) {
             if (l->owner->nsocks >= sockd.conf.max_sockets_per_client) {
@@ -557,10 +867,18 @@ sock_accept_ready(struct sock *l)
             l->pend_head = p;
         l->pend_tail = p;
         l->npending++;
-        sock_emit(l, "socket.incoming",
-                  json_pack("{s:I,s:o,s:o}", "pending", (json_int_t)p->num, "remote",
-                            addr_to_json(&remote.sa, rl), "local", addr_to_json(&local.sa, ll)),
-                  l->listen_req);
+        json_t *jr, *jl;
+        if (l->type == SOCK_UNIX) {
+            jr = json_pack("{s:s}", "path", "");
+            jl = sock_addr_json(l, 0);
+        } else {
+            jr = addr_to_json(&remote.sa, rl);
+            jl = addr_to_json(&local.sa, ll);
+        }
+        sock_emit(
+            l, "socket.incoming",
+            json_pack("{s:I,s:o,s:o}", "pending", (json_int_t)p->num, "remote", jr, "local", jl),
+            l->listen_req);
     }
 }
 

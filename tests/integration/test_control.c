@@ -893,8 +893,8 @@ static void test_unsupported(void **state)
     json_t *st1 = h_wait_clients(c, 1), *st2;
     long long o;
 
-    assert_int_equal(h_err(c, NULL, "socket.open", "{s:s}", "type", "udp"), -32005);
-    assert_int_equal(h_err(c, NULL, "socket.open", "{s:s}", "type", "unix"), -32005);
+    assert_int_equal(h_err(c, NULL, "socket.open", "{s:s}", "type", "tls"), -32005);
+    assert_int_equal(h_err(c, NULL, "socket.open", "{s:s}", "type", "dtls"), -32005);
     /* Host names wait for the resolver. */
     o = h_open(c, "tcp");
     assert_int_equal(h_err(c, NULL, "socket.connect", "{s:I, s:s, s:i}", "socket", (json_int_t)o,
@@ -903,8 +903,8 @@ static void test_unsupported(void **state)
     /* Nothing was created by the failed opens. */
     st2 = stats(c);
     H_CHECK(stat_sockets(st2, "total") == stat_sockets(st1, "total") + 1, st2);
-    H_CHECK(stat_sockets(st2, "udp") == stat_sockets(st1, "udp"), st2);
-    H_CHECK(stat_sockets(st2, "unix") == stat_sockets(st1, "unix"), st2);
+    H_CHECK(stat_sockets(st2, "tls") == stat_sockets(st1, "tls"), st2);
+    H_CHECK(stat_sockets(st2, "dtls") == stat_sockets(st1, "dtls"), st2);
     json_decref(st1);
     json_decref(st2);
     h_client_close(c);
