@@ -316,8 +316,7 @@ ctl_process(struct client *c)
                 ev_idle_start(sockd.loop, &c->more);
                 return;
             }
-            handled++;
-            rpc_handle_line(c, head, linelen);
+            handled += rpc_handle_line(c, head, linelen);
         }
         if (!c->dead)
             buf_consume(&c->in, linelen + 1);

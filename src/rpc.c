@@ -274,7 +274,7 @@ rpc_handle_one(struct client *c, json_t *req)
     return resp;
 }
 
-void
+int
 rpc_handle_line(struct client *c, const char *line, size_t len)
 {
     json_error_t jerr;
@@ -286,7 +286,7 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
     while (lead < len && (line[lead] == ' ' || line[lead] == '\t'))
         lead++;
     if (lead == len)
-        return;
+        return 0;
     msg = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (msg == NULL) {
         json_t *data = json_pack("{s:s,s:i}", "detail", jerr.text, "position", jerr.position);
@@ -294,7 +294,7 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
         json_decref(data);
         ctl_write_json(c, resp);
         json_decref(resp);
-        return;
+        return 1;
     }
     ctl_hold(c);
     if (json_is_array(msg)) {
@@ -322,7 +322,9 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
         ctl_write_json(c, resp);
     ctl_release(c);
     json_decref(resp);
+    int n = json_is_array(msg) && json_array_size(msg) > 0 ? (int)json_array_size(msg) : 1;
     json_decref(msg);
+    return n;
 }
 
 void

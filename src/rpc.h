@@ -43,8 +43,8 @@ struct rpc_method {
     const struct rpc_param *params; /* terminated by a NULL name */
 };
 
-/* Handle one complete line from a client (without its newline). */
-void rpc_handle_line(struct client *c, const char *line, size_t len);
+/* Handle one complete line from a client (without its newline); returns the requests it held. */
+int rpc_handle_line(struct client *c, const char *line, size_t len);
 /* The error response for an over-long line. */
 void rpc_line_too_long(struct client *c);
 /* Method names, sorted (new reference). */

@@ -324,14 +324,24 @@ socket_listen(struct rpc_call *call)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "listen: bind the unix socket first");
     if (rpc_int_range(call, "backlog", 1, 65535, 128, &backlog) < 0)
         return -1;
-    if (s->state == SS_OPEN) {
+    int was_open = s->state == SS_OPEN;
+    if (was_open) {
         struct addr a;
         addr_any(s->ipv6, 0, &a);
         if (rpc_do_bind(call, s, &a, 1) < 0)
             return -1;
     }
-    if (listen(s->fd, (int)backlog) < 0)
-        return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_LISTEN_FAILED, errno, "listen");
+    if (listen(s->fd, (int)backlog) < 0) {
+        int err = errno;
+        if (was_open) { /* a failed call leaves the socket as it was */
+            ev_io_stop(sockd.loop, &s->io);
+            close(s->fd);
+            s->fd = -1;
+            s->state = SS_OPEN;
+            s->has_local = 0;
+        }
+        return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_LISTEN_FAILED, err, "listen");
+    }
     s->auto_accept = rpc_bool(call, "auto_accept", 0);
     s->listen_req = call->id ? json_incref(call->id) : NULL;
     sock_listen_start(s);

@@ -411,8 +411,10 @@ sock_send(struct sock *s, const void *p, size_t n, json_t *req, int notify)
             s->bytes_sent += done;
             sockd.bytes_out += done;
         } else if (w < 0 && errno != EAGAIN) {
+            int err = errno;
             free(r);
-            sock_io_failed(s, errno);
+            buf_append(&s->out, p, n); /* reported as unsent by socket.closed */
+            sock_io_failed(s, err);
             return 0;
         }
     }
