@@ -11,6 +11,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "policy.h"
 
 void
 conf_defaults(struct conf *c)
@@ -37,6 +38,8 @@ conf_free(struct conf *c)
         free(c->resolvers[i]);
     c->listen = c->socket_group = NULL;
     c->nresolvers = 0;
+    policy_free(c->policy);
+    c->policy = NULL;
 }
 
 /* A number with an optional unit suffix; mult[] maps suffix characters to multipliers. */
@@ -204,7 +207,9 @@ conf_directive(struct conf *c, char **w, int n, int lineno, char **cause)
         }
     } else if (strcmp(d, "policy-default") == 0 || strcmp(d, "allow") == 0 ||
                strcmp(d, "deny") == 0 || strcmp(d, "rewrite") == 0) {
-        return conf_fail(cause, lineno, "'%s': policy rules are not supported by this version", d);
+        char why[256];
+        if (policy_parse_line(&c->policy, w, n, why, sizeof why) < 0)
+            return conf_fail(cause, lineno, "%s", why);
     } else {
         return conf_fail(cause, lineno, "unknown directive '%s'", d);
     }

@@ -7,6 +7,8 @@
 
 #define CONF_MAX_RESOLVERS 8
 
+struct policy;
+
 struct conf {
     char *listen;       /* control socket path, NULL = resolve by the usual order */
     int socket_mode;    /* file mode of the control socket; -1 = 0600 */
@@ -21,8 +23,9 @@ struct conf {
     char *resolvers[CONF_MAX_RESOLVERS]; /* "ADDR[:PORT]" as written */
     int nresolvers;
     unsigned resolve_timeout_ms;
-    int log_level;      /* log.h levels */
-    unsigned log_flags; /* CONF_LOG_* bits */
+    int log_level;         /* log.h levels */
+    unsigned log_flags;    /* CONF_LOG_* bits */
+    struct policy *policy; /* allow/deny/rewrite/policy-default lines; NULL = none, allow all */
 };
 
 /* log-flags words. */

@@ -25,15 +25,17 @@ struct policy_who {
 
 struct policy; /* opaque: parsed rules, owned by struct conf */
 
-/* Parse one config line's words (w[0] is allow|deny|rewrite|policy-default); -1 with *cause (static
- * or into causebuf). */
+/* Parse one config line's words (w[0] is allow|deny|rewrite|policy-default) into *p (created on
+ * the first line); 0, or -1 with the reason written into causebuf. On -1 *p stays valid for
+ * policy_free. */
 int policy_parse_line(struct policy **p, char **w, int n, char *causebuf, size_t causelen);
 void policy_free(struct policy *p);
 
 /*
  * Decide for an IP or Unix destination. sa is canonicalised first (IPv4-mapped and
  * IPv4-compatible IPv6, 0.0.0.0 and :: count as the addresses they reach). Returns 1 allow,
- * 0 deny. p NULL allows everything.
+ * 0 deny. p NULL allows everything. For POLICY_BIND wildcards stay wildcards, and :: must be
+ * allowed both as :: and as 0.0.0.0 (dual stack). Malformed or other-family addresses: deny.
  */
 int policy_allows(const struct policy *p, enum policy_action a, const struct sockaddr *sa,
                   socklen_t len, const struct policy_who *who);
@@ -46,5 +48,13 @@ int policy_rewrite(const struct policy *p, const struct sockaddr *sa, socklen_t 
 /* Canonical form of a destination (see policy_allows) into out. */
 void policy_canonical(const struct sockaddr *sa, socklen_t len, struct sockaddr_storage *out,
                       socklen_t *outlen);
+
+/*
+ * The supplementary groups of the peer of a connected Unix socket fd, for policy_who.groups:
+ * SO_PEERGROUPS (the groups as they were at connect(), race-free); where the kernel lacks it
+ * (before Linux 4.13) or when fd < 0, "Groups:" of /proc/PID/status (racy: PID reuse). Returns
+ * the count with a malloc'ed array in *groups (NULL when the count is 0; caller frees), or -1.
+ */
+int policy_peer_groups(int fd, pid_t pid, gid_t **groups);
 
 #endif

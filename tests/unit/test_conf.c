@@ -373,15 +373,13 @@ static const struct bad_case bad[] = {
     {"Max-Clients 5", "line 1: unknown directive 'Max-Clients'"},
     {"max_clients 5", "line 1: unknown directive 'max_clients'"},
     {"max-clients=5", "line 1: unknown directive 'max-clients=5'"},
-    /* policy directives are refused, each by name */
-    {"policy-default allow", "line 1: 'policy-default': policy rules are not supported by this "
-                             "version"},
-    {"allow connect 10.0.0.0/8 port 443 user alice",
-     "line 1: 'allow': policy rules are not supported by this version"},
-    {"deny connect 169.254.0.0/16",
-     "line 1: 'deny': policy rules are not supported by this version"},
-    {"rewrite connect 203.0.113.10:80 to 127.0.0.1:8080",
-     "line 1: 'rewrite': policy rules are not supported by this version"},
+    /* policy directives are parsed by src/policy.c; a bad one names the line and why */
+    {"policy-default maybe", "line 1: policy-default takes allow or deny"},
+    {"allow connect 10.0.0.0/8 port 443 user no-such-user-sockd-test",
+     "line 1: unknown user 'no-such-user-sockd-test'"},
+    {"deny connect 169.254.0.0/33", "line 1: bad prefix length in '169.254.0.0/33' (0 to 32)"},
+    {"rewrite connect 203.0.113.10:80 into 127.0.0.1:8080",
+     "line 1: rewrite takes connect FROM to TO [port|uid|user|gid|group X]"},
     /* line numbers count every line: comments, blank ones, CRLF ones */
     {"max-clients 5\nbogus\n", "line 2: unknown directive 'bogus'"},
     {"# comment\n\n   \n\t\nmax-clients 0\n", "line 5: max-clients is 1..1000000"},
@@ -390,7 +388,7 @@ static const struct bad_case bad[] = {
     {"max-clients 5\nmax-clients 6\nmax-clients 7\nmax-clients 8\nmax-clients 9\nlog-level x",
      "line 6: log-level is error, warning, info or debug"},
     {"\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\n\nallow * *\n",
-     "line 24: 'allow': policy rules are not supported by this version"},
+     "line 24: unknown action '*' (connect, bind, sendto or any)"},
     /* the first bad line is reported */
     {"max-clients 5\nbogus1\nbogus2\n", "line 2: unknown directive 'bogus1'"},
 };
