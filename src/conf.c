@@ -11,6 +11,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "resolve.h"
 #include "policy.h"
 
 void
@@ -188,8 +189,12 @@ conf_directive(struct conf *c, char **w, int n, int lineno, char **cause)
         for (int i = 0; i < c->nresolvers; i++)
             free(c->resolvers[i]);
         c->nresolvers = 0;
-        for (int i = 1; i < n; i++)
+        for (int i = 1; i < n; i++) {
+            const char *why;
+            if (resolve_check_server(w[i], &why) < 0)
+                return conf_fail(cause, lineno, "resolver '%s': %s", w[i], why);
             c->resolvers[c->nresolvers++] = strdup(w[i]);
+        }
     } else if (strcmp(d, "log-level") == 0) {
         NEED(1);
         if ((c->log_level = log_level_parse(w[1])) < 0)

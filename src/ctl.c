@@ -115,13 +115,99 @@ ctl_queued(struct client *c)
 void
 ctl_write_json(struct client *c, json_t *msg)
 {
-    if (c->dead)
-        return;
-    if (ctl_append(&c->out, msg) < 0) {
-        ctl_client_close(c, "out of memory");
+    ctl_write_json_fds(c, msg, NULL, 0);
+}
+
+void
+ctl_write_json_fds(struct client *c, json_t *msg, const int *fds, int nfds)
+{
+    uint64_t pos = c->out_pos + buf_len(&c->out);
+    if (c->dead || ctl_append(&c->out, msg) < 0) {
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
+        if (!c->dead)
+            ctl_client_close(c, "out of memory");
         return;
     }
+    for (int i = 0; i < nfds; i++) {
+        if (c->n_out_fds == CTL_MAX_FDS) {
+            close(fds[i]);
+            continue;
+        }
+        c->out_fds[c->n_out_fds].pos = pos;
+        c->out_fds[c->n_out_fds++].fd = fds[i];
+    }
     ctl_queued(c);
+}
+
+int
+ctl_take_fd(struct client *c)
+{
+    for (int i = 0; i < c->n_line_fds; i++) {
+        if (c->line_fds[i] >= 0) {
+            int fd = c->line_fds[i];
+            c->line_fds[i] = -1;
+            return fd;
+        }
+    }
+    return -1;
+}
+
+/* Close fds in a list and forget them. */
+static void
+ctl_close_fds(struct ctl_fd *list, int *n)
+{
+    for (int i = 0; i < *n; i++)
+        close(list[i].fd);
+    *n = 0;
+}
+
+/* Drop the first k entries of an fd list. */
+static void
+ctl_shift_fds(struct ctl_fd *list, int *n, int k)
+{
+    memmove(list, list + k, (size_t)(*n - k) * sizeof *list);
+    *n -= k;
+}
+
+/* Send up to len bytes from the head of out; fds whose position is the head go with them. */
+static ssize_t
+ctl_send_out(struct client *c)
+{
+    size_t len = buf_len(&c->out);
+    int k = 0;
+    while (k < c->n_out_fds && c->out_fds[k].pos == c->out_pos)
+        k++;
+    /* Never let one write run past the position where the next fds must ride. */
+    if (k < c->n_out_fds && c->out_fds[k].pos - c->out_pos < len)
+        len = (size_t)(c->out_fds[k].pos - c->out_pos);
+    if (k == 0)
+        return send(c->fd, buf_head(&c->out), len, MSG_NOSIGNAL);
+    struct iovec iov = {buf_head(&c->out), len};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int) * CTL_MAX_FDS)];
+    } cm;
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    memset(&cm, 0, sizeof cm);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cm.b;
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)k);
+    struct cmsghdr *ch = CMSG_FIRSTHDR(&mh);
+    ch->cmsg_level = SOL_SOCKET;
+    ch->cmsg_type = SCM_RIGHTS;
+    ch->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)k);
+    for (int i = 0; i < k; i++)
+        memcpy(CMSG_DATA(ch) + i * sizeof(int), &c->out_fds[i].fd, sizeof(int));
+    ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+    if (n > 0) {
+        for (int i = 0; i < k; i++)
+            close(c->out_fds[i].fd);
+        ctl_shift_fds(c->out_fds, &c->n_out_fds, k);
+    }
+    return n;
 }
 
 void
@@ -166,7 +252,7 @@ static void
 ctl_flush(struct client *c)
 {
     while (buf_len(&c->out) > 0) {
-        ssize_t n = send(c->fd, buf_head(&c->out), buf_len(&c->out), MSG_NOSIGNAL);
+        ssize_t n = ctl_send_out(c);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -176,6 +262,7 @@ ctl_flush(struct client *c)
             return;
         }
         buf_consume(&c->out, (size_t)n);
+        c->out_pos += (uint64_t)n;
     }
     if (buf_len(&c->out) > 0)
         ev_io_start(sockd.loop, &c->wio);
@@ -218,6 +305,8 @@ ctl_client_close(struct client *c, const char *why)
     ev_idle_stop(sockd.loop, &c->more);
     close(c->fd);
     c->fd = -1;
+    ctl_close_fds(c->in_fds, &c->n_in_fds);
+    ctl_close_fds(c->out_fds, &c->n_out_fds);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -241,6 +330,7 @@ ctl_reap(void)
         buf_free(&c->in);
         buf_free(&c->out);
         buf_free(&c->held);
+        free(c->groups);
         free(c);
     }
 }
@@ -256,7 +346,37 @@ ctl_read_cb(EV_P_ ev_io *w, int revents)
         ctl_client_close(c, "out of memory");
         return;
     }
-    ssize_t n = read(c->fd, p, 65536);
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int) * CTL_LINE_FDS)];
+    } cm;
+    struct iovec iov = {p, 65536};
+    struct msghdr mh;
+    memset(&mh, 0, sizeof mh);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cm.b;
+    mh.msg_controllen = sizeof cm.b;
+    ssize_t n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
+    if (n > 0) {
+        /* fds ride on the first byte of this read: remember where that byte sits */
+        uint64_t pos = c->in_pos + buf_len(&c->in);
+        for (struct cmsghdr *ch = CMSG_FIRSTHDR(&mh); ch != NULL; ch = CMSG_NXTHDR(&mh, ch)) {
+            if (ch->cmsg_level != SOL_SOCKET || ch->cmsg_type != SCM_RIGHTS)
+                continue;
+            int nf = (int)((ch->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            for (int i = 0; i < nf; i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(ch) + (size_t)i * sizeof(int), sizeof fd);
+                if (c->n_in_fds == CTL_MAX_FDS) {
+                    close(fd);
+                    continue;
+                }
+                c->in_fds[c->n_in_fds].pos = pos;
+                c->in_fds[c->n_in_fds++].fd = fd;
+            }
+        }
+    }
     if (n == 0) {
         ctl_client_close(c, "closed by client");
         return;
@@ -278,6 +398,49 @@ ctl_more_cb(EV_P_ ev_idle *w, int revents)
     ctl_process(w->data);
 }
 
+/*
+ * Drop n bytes from the head of the input; fds that rode on them and were not taken by a
+ * request are closed (an fd sent with the wrong method, a blank or discarded line).
+ */
+static void
+ctl_consume_in(struct client *c, size_t n)
+{
+    int k = 0;
+    buf_consume(&c->in, n);
+    c->in_pos += n;
+    while (k < c->n_in_fds && c->in_fds[k].pos < c->in_pos)
+        close(c->in_fds[k++].fd);
+    if (k > 0)
+        ctl_shift_fds(c->in_fds, &c->n_in_fds, k);
+}
+
+/* Move the fds riding on the line [in_pos, in_pos+len] to line_fds for the requests to take. */
+static void
+ctl_line_fds(struct client *c, size_t len)
+{
+    int k = 0;
+    c->n_line_fds = 0;
+    while (k < c->n_in_fds && c->in_fds[k].pos <= c->in_pos + len) {
+        if (c->n_line_fds < CTL_LINE_FDS)
+            c->line_fds[c->n_line_fds++] = c->in_fds[k].fd;
+        else
+            close(c->in_fds[k].fd);
+        k++;
+    }
+    if (k > 0)
+        ctl_shift_fds(c->in_fds, &c->n_in_fds, k);
+}
+
+/* Close the fds of the line just handled that no request took. */
+static void
+ctl_line_fds_done(struct client *c)
+{
+    for (int i = 0; i < c->n_line_fds; i++)
+        if (c->line_fds[i] >= 0)
+            close(c->line_fds[i]);
+    c->n_line_fds = 0;
+}
+
 /* Handle complete lines, at most CTL_REQS_PER_TURN requests; continue later if more remain. */
 static void
 ctl_process(struct client *c)
@@ -293,12 +456,12 @@ ctl_process(struct client *c)
         char *nl = memchr(head + c->scanned, '\n', len - c->scanned);
         if (nl == NULL) {
             if (c->discarding) {
-                buf_consume(&c->in, len);
+                ctl_consume_in(c, len);
                 c->scanned = 0;
             } else if (len > max) {
                 rpc_line_too_long(c);
                 c->discarding = 1;
-                buf_consume(&c->in, len);
+                ctl_consume_in(c, len);
                 c->scanned = 0;
             } else {
                 c->scanned = len;
@@ -316,10 +479,12 @@ ctl_process(struct client *c)
                 ev_idle_start(sockd.loop, &c->more);
                 return;
             }
+            ctl_line_fds(c, linelen);
             handled += rpc_handle_line(c, head, linelen);
+            ctl_line_fds_done(c);
         }
         if (!c->dead)
-            buf_consume(&c->in, linelen + 1);
+            ctl_consume_in(c, linelen + 1);
     }
 }
 
@@ -380,6 +545,13 @@ ctl_accept_cb(EV_P_ ev_io *w, int revents)
         } else {
             c->uid = (uid_t)-1;
             c->gid = (gid_t)-1;
+        }
+        gid_t groups[256];
+        socklen_t gl = sizeof groups;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &gl) == 0 && gl > 0 &&
+            (c->groups = malloc(gl)) != NULL) {
+            memcpy(c->groups, groups, gl);
+            c->ngroups = (int)(gl / sizeof(gid_t));
         }
         c->id = ++sockd.next_client;
         c->fd = fd;
@@ -526,6 +698,7 @@ ctl_shutdown(double max_wait)
     }
     while (ctl_clients != NULL)
         ctl_client_close(ctl_clients, "daemon shutdown");
+    sock_gifts_close_all();
     sock_reap();
     ctl_reap();
 }

@@ -17,6 +17,16 @@ struct sock;
 #define CTL_OUT_LOW (256u << 10)
 /* Requests handled per client per loop turn. */
 #define CTL_REQS_PER_TURN 64
+/* File descriptors queued per client and direction; more are closed at once. */
+#define CTL_MAX_FDS 64
+/* File descriptors one request line may carry. */
+#define CTL_LINE_FDS 8
+
+/* An fd riding on the control stream at a byte position. */
+struct ctl_fd {
+    uint64_t pos; /* stream offset of the first byte of the line it belongs to */
+    int fd;
+};
 
 struct client {
     uint64_t id;
@@ -24,6 +34,8 @@ struct client {
     pid_t pid;
     uid_t uid;
     gid_t gid;
+    gid_t *groups; /* supplementary groups (SO_PEERGROUPS), malloc'ed */
+    int ngroups;
     ev_io rio, wio;
     ev_idle more; /* continues line handling after CTL_REQS_PER_TURN */
     struct buf in;
@@ -34,7 +46,13 @@ struct client {
     struct buf held;
     int paused; /* output over the high-water mark */
     int dead;
-    int dirty;           /* on the flush list */
+    int dirty;        /* on the flush list */
+    uint64_t in_pos;  /* stream offset of the head of in */
+    uint64_t out_pos; /* stream offset of the head of out */
+    struct ctl_fd in_fds[CTL_MAX_FDS], out_fds[CTL_MAX_FDS];
+    int n_in_fds, n_out_fds;
+    int line_fds[CTL_LINE_FDS]; /* fds of the line being handled; -1 once taken */
+    int n_line_fds;
     struct sock *socks;  /* owned sockets */
     struct tlsctx *ctxs; /* owned TLS contexts */
     unsigned nsocks;
@@ -52,6 +70,10 @@ void ctl_adopt(int fd);
 void ctl_unlisten(void);
 /* Queue one message for the client (a response, or a notification when not held). */
 void ctl_write_json(struct client *c, json_t *msg);
+/* Queue a response line with fds riding on its first byte (fds are owned and closed once sent). */
+void ctl_write_json_fds(struct client *c, json_t *msg, const int *fds, int nfds);
+/* Take the next fd that rode with the current request line (-1 if none). */
+int ctl_take_fd(struct client *c);
 /* Queue a notification {jsonrpc, method, params} (params stolen). */
 void ctl_notify(struct client *c, const char *method, json_t *params);
 /* Hold notifications while a request (or batch) runs; release appends them after its response. */

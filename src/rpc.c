@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sockd/protocol.h>
 
@@ -27,7 +28,8 @@ static void
 rpc_table_init(void)
 {
     static const struct rpc_method *const groups[] = {rpc_daemon_methods, rpc_socket_methods,
-                                                      rpc_data_methods, rpc_context_methods};
+                                                      rpc_data_methods, rpc_context_methods,
+                                                      rpc_handoff_methods};
     if (rpc_count > 0)
         return;
     for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
@@ -219,9 +221,10 @@ rpc_id_ok(json_t *id)
     return json_is_string(id) || json_is_number(id) || json_is_null(id);
 }
 
-/* Run one request object; returns its response, or NULL for a notification. */
+/* Run one request object; returns its response, or NULL for a notification. fds gathers fds to
+ * send. */
 static json_t *
-rpc_handle_one(struct client *c, json_t *req)
+rpc_handle_one(struct client *c, json_t *req, int *fds, int *nfds)
 {
     struct rpc_call call;
     json_t *id, *resp, *params, *jv, *mv;
@@ -243,6 +246,7 @@ rpc_handle_one(struct client *c, json_t *req)
     memset(&call, 0, sizeof call);
     call.client = c;
     call.id = id;
+    call.fd_out = -1;
     params = json_object_get(req, "params");
     m = rpc_lookup(json_string_value(mv));
     if (m == NULL) {
@@ -254,6 +258,12 @@ rpc_handle_one(struct client *c, json_t *req)
         if (rpc_check_params(&call, m) == 0 && m->exec(&call) == 0)
             call.err_code = 0;
         json_decref(call.params);
+    }
+    if (call.fd_out >= 0) {
+        if (id != NULL && call.err_code == 0 && *nfds < 8)
+            fds[(*nfds)++] = call.fd_out;
+        else
+            close(call.fd_out);
     }
     if (id == NULL) {
         if (call.err_code != 0)
@@ -279,6 +289,7 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
 {
     json_error_t jerr;
     json_t *msg, *resp = NULL;
+    int fds[8], nfds = 0;
 
     while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
         len--;
@@ -306,7 +317,7 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
             resp = json_array();
             json_array_foreach(msg, i, member)
             {
-                json_t *r = rpc_handle_one(c, member);
+                json_t *r = rpc_handle_one(c, member, fds, &nfds);
                 if (r != NULL)
                     json_array_append_new(resp, r);
             }
@@ -316,10 +327,13 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
             }
         }
     } else {
-        resp = rpc_handle_one(c, msg);
+        resp = rpc_handle_one(c, msg, fds, &nfds);
     }
     if (resp != NULL)
-        ctl_write_json(c, resp);
+        ctl_write_json_fds(c, resp, fds, nfds);
+    else
+        for (int i = 0; i < nfds; i++)
+            close(fds[i]);
     ctl_release(c);
     json_decref(resp);
     int n = json_is_array(msg) && json_array_size(msg) > 0 ? (int)json_array_size(msg) : 1;

@@ -33,6 +33,7 @@ struct rpc_call {
     int err_code;
     char err_msg[256];
     json_t *err_data;
+    int fd_out; /* set by exec: an fd to send with the response (-1 none) */
 };
 
 typedef int (*rpc_exec_fn)(struct rpc_call *call);
@@ -79,5 +80,6 @@ extern const struct rpc_method rpc_daemon_methods[];
 extern const struct rpc_method rpc_socket_methods[];
 extern const struct rpc_method rpc_data_methods[];
 extern const struct rpc_method rpc_context_methods[];
+extern const struct rpc_method rpc_handoff_methods[];
 
 #endif

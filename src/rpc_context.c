@@ -1,8 +1,405 @@
 #include "config.h"
 
-#include "rpc.h"
+#include <stdlib.h>
+#include <string.h>
 
-/* context.* methods: filled in by the TLS work. */
+#include <sockd/protocol.h>
+
+#include "ctl.h"
+#include "daemon.h"
+#include "rpc.h"
+#include "tls.h"
+
+/* context.* methods: TLS/DTLS settings shared by sockets (PROTOCOL.md section 6). */
+
+#define CONTEXT_DETAIL 400
+
+/* -32602 naming param, with OpenSSL's explanation in data.detail. */
+static int
+context_fail_detail(struct rpc_call *call, const char *param, const char *what, const char *detail)
+{
+    json_t *d = json_string(detail);
+    rpc_fail_param(call, param, "%s: %s", what, detail);
+    json_object_set_new(call->err_data, "detail", d != NULL ? d : json_string("(not UTF-8)"));
+    return -1;
+}
+
+/* The context named by the "context" param if the caller owns it; NULL after -32001. */
+static struct tlsctx *
+context_arg(struct rpc_call *call)
+{
+    struct tlsctx *t = tlsctx_get(call->client, (uint64_t)rpc_int(call, "context", 0));
+    if (t == NULL)
+        rpc_fail_handle(call, "context");
+    return t;
+}
+
+/* An ALPN list param (array of 1..255-byte strings) in wire form (malloc'ed, NULL if empty). */
+static int
+context_alpn_wire(struct rpc_call *call, const char *param, unsigned char **out, unsigned *lenp)
+{
+    json_t *list = rpc_get(call, param), *v;
+    size_t i, total = 0;
+    unsigned char *w;
+    char detail[128];
+
+    *out = NULL;
+    *lenp = 0;
+    json_array_foreach(list, i, v)
+    {
+        size_t n = json_string_length(v);
+        if (!json_is_string(v)) {
+            snprintf(detail, sizeof detail, "protocol %zu is not a string", i);
+            return context_fail_detail(call, param, "bad ALPN list", detail);
+        }
+        if (n == 0 || n > 255) {
+            snprintf(detail, sizeof detail, "protocol %zu is %zu bytes long; 1..255 allowed", i, n);
+            return context_fail_detail(call, param, "bad ALPN list", detail);
+        }
+        total += 1 + n;
+    }
+    if (total > 65535)
+        return context_fail_detail(call, param, "bad ALPN list",
+                                   "the list is longer than 65535 bytes");
+    if (total == 0)
+        return 0;
+    w = malloc(total);
+    if (w == NULL)
+        return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
+    size_t at = 0;
+    json_array_foreach(list, i, v)
+    {
+        size_t n = json_string_length(v);
+        w[at++] = (unsigned char)n;
+        memcpy(w + at, json_string_value(v), n);
+        at += n;
+    }
+    *out = w;
+    *lenp = (unsigned)total;
+    return 0;
+}
+
+/* A role param ("server" default, or "client"); -1 after -32602. */
+static int
+context_role(struct rpc_call *call, int required, enum tlsctx_role *role)
+{
+    const char *r = rpc_str(call, "role");
+    if (r == NULL && !required) {
+        *role = TLSCTX_SERVER;
+        return 0;
+    }
+    if (r != NULL && strcmp(r, "server") == 0)
+        *role = TLSCTX_SERVER;
+    else if (r != NULL && strcmp(r, "client") == 0)
+        *role = TLSCTX_CLIENT;
+    else
+        return rpc_fail_param(call, "role", "role must be \"server\" or \"client\"");
+    return 0;
+}
+
+/* {fingerprint} of a role's certificate as the result. */
+static int
+context_fp_result(struct rpc_call *call, struct tlsctx *t, enum tlsctx_role role, const char *alg)
+{
+    char fp[TLSCTX_FP_MAX];
+    if (tlsctx_fingerprint(t->certs[role].cert, alg, fp, sizeof fp) < 0)
+        return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "cannot compute the fingerprint");
+    call->result = json_pack("{s:s}", "fingerprint", fp);
+    return 0;
+}
+
+/* context.create: settings, trust anchors and both SSL_CTXs; the handle is the result. */
+static int
+context_create(struct rpc_call *call)
+{
+    const char *mv = rpc_str(call, "min_version"), *vc = rpc_str(call, "verify_client");
+    int minv = TLS1_2_VERSION, vcl = 0, dtls = rpc_bool(call, "dtls", 0);
+    int srtp = rpc_bool(call, "srtp", 0), rc;
+    unsigned char *wire = NULL;
+    unsigned wlen = 0;
+    char detail[CONTEXT_DETAIL];
+    struct tlsctx *t;
+
+    if (mv != NULL && strcmp(mv, "tls1.3") == 0)
+        minv = TLS1_3_VERSION;
+    else if (mv != NULL && strcmp(mv, "tls1.2") != 0)
+        return rpc_fail_param(call, "min_version", "min_version must be \"tls1.2\" or \"tls1.3\"");
+    if (vc == NULL || strcmp(vc, "none") == 0)
+        vcl = 0;
+    else if (strcmp(vc, "optional") == 0)
+        vcl = 1;
+    else if (strcmp(vc, "require") == 0)
+        vcl = 2;
+    else
+        return rpc_fail_param(call, "verify_client",
+                              "verify_client must be \"none\", \"optional\" or \"require\"");
+    if (srtp && !dtls)
+        return rpc_fail_param(call, "srtp", "srtp needs dtls");
+    if (dtls && minv == TLS1_3_VERSION)
+        return rpc_fail_param(call, "min_version", "DTLS 1.3 is not supported");
+    if (tlsctx_owned(call->client) >= sockd.conf.max_sockets_per_client)
+        return rpc_fail_limit(call, "max-sockets-per-client");
+    if (rpc_get(call, "alpn") != NULL && context_alpn_wire(call, "alpn", &wire, &wlen) < 0)
+        return -1;
+    t = tlsctx_new();
+    if (t == NULL) {
+        free(wire);
+        return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
+    }
+    t->verify = rpc_bool(call, "verify", 1);
+    t->verify_client = vcl;
+    t->min_version = minv;
+    t->dtls = dtls;
+    t->srtp = srtp;
+    t->alpn = wire;
+    t->alpn_len = wlen;
+    rc = tlsctx_set_ca(t, rpc_str(call, "ca"), rpc_str(call, "ca_file"), detail, sizeof detail);
+    if (rc < 0) {
+        tlsctx_unref(t);
+        return rc == -1 ? context_fail_detail(call, "ca", "bad CA PEM", detail)
+                        : context_fail_detail(call, "ca_file", "cannot load the CA file", detail);
+    }
+    if (tlsctx_build(t, 3, detail, sizeof detail) < 0) {
+        tlsctx_unref(t);
+        rpc_fail(call, SOCKD_E_INTERNAL, NULL, "cannot set up the context: %s", detail);
+        json_object_set_new(call->err_data, "detail", json_string(detail));
+        return -1;
+    }
+    tlsctx_attach(t, call->client);
+    call->result = json_pack("{s:I}", "context", (json_int_t)t->id);
+    return 0;
+}
+
+/* set_server_certificate / set_client_certificate: cert (+ key, + chain) for one role. */
+static int
+context_set_cert(struct rpc_call *call, enum tlsctx_role role)
+{
+    struct tlsctx *t = context_arg(call);
+    const char *kp = rpc_str(call, "key"), *cp = rpc_str(call, "chain");
+    STACK_OF(X509) * certs, *extra;
+    EVP_PKEY *key = NULL;
+    X509 *leaf;
+    char detail[CONTEXT_DETAIL];
+    int rc;
+
+    if (t == NULL)
+        return -1;
+    certs =
+        tlsctx_pem_certs(rpc_str(call, "cert"), kp == NULL ? &key : NULL, detail, sizeof detail);
+    if (certs == NULL)
+        return context_fail_detail(call, "cert", "bad certificate PEM", detail);
+    if (kp != NULL && (key = tlsctx_pem_key(kp, detail, sizeof detail)) == NULL) {
+        sk_X509_pop_free(certs, X509_free);
+        return context_fail_detail(call, "key", "bad private key PEM", detail);
+    }
+    if (key == NULL) {
+        sk_X509_pop_free(certs, X509_free);
+        return context_fail_detail(call, "key", "no private key",
+                                   "give key, or put the key in the cert PEM");
+    }
+    if (cp != NULL) {
+        extra = tlsctx_pem_certs(cp, NULL, detail, sizeof detail);
+        if (extra == NULL) {
+            sk_X509_pop_free(certs, X509_free);
+            EVP_PKEY_free(key);
+            return context_fail_detail(call, "chain", "bad chain PEM", detail);
+        }
+        while (sk_X509_num(extra) > 0) {
+            X509 *x = sk_X509_shift(extra);
+            if (!sk_X509_push(certs, x)) {
+                X509_free(x);
+                sk_X509_pop_free(extra, X509_free);
+                sk_X509_pop_free(certs, X509_free);
+                EVP_PKEY_free(key);
+                return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
+            }
+        }
+        sk_X509_free(extra);
+    }
+    leaf = sk_X509_shift(certs);
+    if (sk_X509_num(certs) == 0) {
+        sk_X509_free(certs);
+        certs = NULL;
+    }
+    rc = tlsctx_set_cert(t, role, leaf, key, certs, detail, sizeof detail);
+    if (rc < 0) {
+        X509_free(leaf);
+        EVP_PKEY_free(key);
+        sk_X509_pop_free(certs, X509_free);
+        return rc == -1 ? context_fail_detail(call, "key", "the key does not match the certificate",
+                                              detail)
+                        : context_fail_detail(call, "cert", "certificate refused", detail);
+    }
+    return context_fp_result(call, t, role, "sha-256");
+}
+
+static int
+context_set_server_certificate(struct rpc_call *call)
+{
+    return context_set_cert(call, TLSCTX_SERVER);
+}
+
+static int
+context_set_client_certificate(struct rpc_call *call)
+{
+    return context_set_cert(call, TLSCTX_CLIENT);
+}
+
+/* context.generate_certificate: self-signed EC P-256 for a role, made in memory. */
+static int
+context_generate_certificate(struct rpc_call *call)
+{
+    struct tlsctx *t = context_arg(call);
+    const char *cn = rpc_str(call, "common_name");
+    enum tlsctx_role role;
+    long long days;
+    char detail[CONTEXT_DETAIL];
+
+    if (t == NULL || context_role(call, 1, &role) < 0 ||
+        rpc_int_range(call, "days", 1, 3650, 365, &days) < 0)
+        return -1;
+    if (cn == NULL)
+        cn = "sockd";
+    if (cn[0] == '\0' || strlen(cn) > 64)
+        return rpc_fail_param(call, "common_name", "common_name must be 1..64 bytes");
+    if (tlsctx_generate(t, role, cn, (int)days, detail, sizeof detail) < 0) {
+        rpc_fail(call, SOCKD_E_INTERNAL, NULL, "cannot make the certificate: %s", detail);
+        json_object_set_new(call->err_data, "detail", json_string(detail));
+        return -1;
+    }
+    return context_fp_result(call, t, role, "sha-256");
+}
+
+/* context.fingerprint: of the context's own certificate for a role. */
+static int
+context_fingerprint(struct rpc_call *call)
+{
+    struct tlsctx *t = context_arg(call);
+    const char *alg = rpc_str(call, "algorithm");
+    enum tlsctx_role role;
+
+    if (t == NULL || context_role(call, 0, &role) < 0)
+        return -1;
+    if (alg == NULL)
+        alg = "sha-256";
+    if (tlsctx_md(alg) == NULL)
+        return rpc_fail_param(call, "algorithm",
+                              "algorithm must be \"sha-1\", \"sha-256\", \"sha-384\" or "
+                              "\"sha-512\"");
+    if (t->certs[role].cert == NULL)
+        return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "context %llu has no %s certificate",
+                        (unsigned long long)t->id, role == TLSCTX_SERVER ? "server" : "client");
+    return context_fp_result(call, t, role, alg);
+}
+
+static int
+context_disable_client_certificate(struct rpc_call *call)
+{
+    struct tlsctx *t = context_arg(call);
+    char detail[CONTEXT_DETAIL];
+    if (t == NULL)
+        return -1;
+    if (tlsctx_clear_cert(t, TLSCTX_CLIENT, detail, sizeof detail) < 0)
+        return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "cannot rebuild the context: %s", detail);
+    return 0;
+}
+
+/* context.set_alpn: the list a client offers and a server chooses from ([] clears it). */
+static int
+context_set_alpn(struct rpc_call *call)
+{
+    struct tlsctx *t = context_arg(call);
+    unsigned char *wire, *old_wire;
+    unsigned wlen, old_len;
+    char detail[CONTEXT_DETAIL];
+
+    if (t == NULL || context_alpn_wire(call, "protocols", &wire, &wlen) < 0)
+        return -1;
+    old_wire = t->alpn;
+    old_len = t->alpn_len;
+    t->alpn = wire;
+    t->alpn_len = wlen;
+    /* The server side reads t->alpn when a ClientHello comes; the client side needs a rebuild. */
+    if (tlsctx_build(t, 1u << TLSCTX_CLIENT, detail, sizeof detail) < 0) {
+        t->alpn = old_wire;
+        t->alpn_len = old_len;
+        free(wire);
+        return context_fail_detail(call, "protocols", "ALPN list refused", detail);
+    }
+    free(old_wire);
+    return 0;
+}
+
+static int
+context_enable_dtls(struct rpc_call *call)
+{
+    struct tlsctx *t = context_arg(call);
+    char detail[CONTEXT_DETAIL];
+    if (t == NULL)
+        return -1;
+    if (t->min_version > TLS1_2_VERSION)
+        return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
+                        "DTLS 1.3 is not supported: context %llu has min_version tls1.3",
+                        (unsigned long long)t->id);
+    if (tlsctx_set_dtls(t, rpc_bool(call, "srtp", 0), detail, sizeof detail) < 0) {
+        rpc_fail(call, SOCKD_E_INTERNAL, NULL, "cannot switch to DTLS: %s", detail);
+        json_object_set_new(call->err_data, "detail", json_string(detail));
+        return -1;
+    }
+    return 0;
+}
+
+/* context.destroy: no new use; sockets already using it keep their reference. */
+static int
+context_destroy(struct rpc_call *call)
+{
+    struct tlsctx *t = context_arg(call);
+    if (t == NULL)
+        return -1;
+    tlsctx_destroy(t);
+    return 0;
+}
+
+static const struct rpc_param p_create[] = {{"verify", RPC_P_BOOL, 0},
+                                            {"ca", RPC_P_STR, 0},
+                                            {"ca_file", RPC_P_STR, 0},
+                                            {"min_version", RPC_P_STR, 0},
+                                            {"alpn", RPC_P_ARRAY, 0},
+                                            {"dtls", RPC_P_BOOL, 0},
+                                            {"srtp", RPC_P_BOOL, 0},
+                                            {"verify_client", RPC_P_STR, 0},
+                                            {NULL, 0, 0}};
+static const struct rpc_param p_server_cert[] = {{"context", RPC_P_HANDLE, 1},
+                                                 {"cert", RPC_P_STR, 1},
+                                                 {"key", RPC_P_STR, 0},
+                                                 {"chain", RPC_P_STR, 0},
+                                                 {NULL, 0, 0}};
+static const struct rpc_param p_client_cert[] = {
+    {"context", RPC_P_HANDLE, 1}, {"cert", RPC_P_STR, 1}, {"key", RPC_P_STR, 0}, {NULL, 0, 0}};
+static const struct rpc_param p_generate[] = {{"context", RPC_P_HANDLE, 1},
+                                              {"role", RPC_P_STR, 1},
+                                              {"common_name", RPC_P_STR, 0},
+                                              {"days", RPC_P_INT, 0},
+                                              {NULL, 0, 0}};
+static const struct rpc_param p_fingerprint[] = {{"context", RPC_P_HANDLE, 1},
+                                                 {"role", RPC_P_STR, 0},
+                                                 {"algorithm", RPC_P_STR, 0},
+                                                 {NULL, 0, 0}};
+static const struct rpc_param p_alpn[] = {
+    {"context", RPC_P_HANDLE, 1}, {"protocols", RPC_P_ARRAY, 1}, {NULL, 0, 0}};
+static const struct rpc_param p_dtls[] = {
+    {"context", RPC_P_HANDLE, 1}, {"srtp", RPC_P_BOOL, 0}, {NULL, 0, 0}};
+static const struct rpc_param p_context[] = {{"context", RPC_P_HANDLE, 1}, {NULL, 0, 0}};
+
 const struct rpc_method rpc_context_methods[] = {
+    {"context.create", context_create, p_create},
+    {"context.set_server_certificate", context_set_server_certificate, p_server_cert},
+    {"context.set_client_certificate", context_set_client_certificate, p_client_cert},
+    {"context.generate_certificate", context_generate_certificate, p_generate},
+    {"context.fingerprint", context_fingerprint, p_fingerprint},
+    {"context.disable_client_certificate", context_disable_client_certificate, p_context},
+    {"context.set_alpn", context_set_alpn, p_alpn},
+    {"context.enable_dtls", context_enable_dtls, p_dtls},
+    {"context.destroy", context_destroy, p_context},
     {NULL, NULL, NULL},
 };

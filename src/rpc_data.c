@@ -9,6 +9,7 @@
 
 #include "addr.h"
 #include "b64.h"
+#include "policy.h"
 #include "ctl.h"
 #include "daemon.h"
 #include "rpc.h"
@@ -69,6 +70,9 @@ socket_send(struct rpc_call *call)
         return rpc_fail_state(call, s, "send");
     if (s->shut_wanted)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "socket is shutting down");
+    if (s->relay != NULL)
+        return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "socket %llu is piped",
+                        (unsigned long long)s->id);
     if (rpc_payload(call, &owned, &bytes, &n) < 0)
         return -1;
     if (sock_is_dgram(s) && n > 65507) {
@@ -124,7 +128,7 @@ socket_sendto(struct rpc_call *call)
     if (a.port <= 0)
         return rpc_fail(call, SOCKD_E_INVALID_PARAMS, SOCKD_REASON_ADDRESS_INVALID,
                         "address '%.200s' has no port", text);
-    if (!sock_policy_ok(s, 4, (struct sockaddr *)&a.sa, a.salen))
+    if (!sock_policy_ok(s, POLICY_SENDTO, (struct sockaddr *)&a.sa, a.salen))
         return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
                         "sendto %.200s denied by policy", text);
     if (rpc_payload(call, &owned, &bytes, &n) < 0)
@@ -181,6 +185,9 @@ socket_recv(struct rpc_call *call)
     if (s->state != SS_CONNECTED && s->state != SS_CONNECTING &&
         !(sock_is_dgram(s) && s->state == SS_BOUND))
         return rpc_fail_state(call, s, "recv");
+    if (s->relay != NULL)
+        return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "socket %llu is piped",
+                        (unsigned long long)s->id);
     if (s->recv_pending)
         return rpc_fail(call, SOCKD_E_BUSY, NULL, "a recv is already pending on socket %llu",
                         (unsigned long long)s->id);

@@ -12,6 +12,7 @@
 #include <sockd/protocol.h>
 
 #include "addr.h"
+#include "policy.h"
 #include "ctl.h"
 #include "daemon.h"
 #include "rpc.h"
@@ -77,9 +78,6 @@ rpc_address(struct rpc_call *call, struct sock *s, const char *text, int need_po
     if (a->kind == ADDR_NAME && !allow_name)
         return rpc_fail(call, SOCKD_E_INVALID_PARAMS, SOCKD_REASON_ADDRESS_INVALID,
                         "address '%.200s': this call takes an IP address or localhost", text);
-    if (a->kind == ADDR_NAME)
-        return rpc_fail(call, SOCKD_E_UNSUPPORTED, NULL,
-                        "host names are not supported by this build yet; use an IP address");
     return 0;
 }
 
@@ -142,9 +140,17 @@ socket_connect(struct rpc_call *call)
     if (s->fd >= 0 && s->has_local && s->local.sa.sa_family != a.sa.ss_family)
         return rpc_fail(call, SOCKD_E_INVALID_PARAMS, SOCKD_REASON_ADDRESS_INVALID,
                         "address family differs from the bound address");
-    if (a.kind != ADDR_NAME && !sock_policy_ok(s, 1, (struct sockaddr *)&a.sa, a.salen))
-        return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
-                        "connect to %.200s denied by policy", rpc_str(call, "address"));
+    if (a.kind != ADDR_NAME) {
+        /* rewrite first, then the policy decides on the real destination */
+        struct sockaddr_storage rw;
+        socklen_t rwlen = a.salen;
+        const struct sockaddr *dst = (const struct sockaddr *)&a.sa;
+        if (a.kind == ADDR_IP && sock_rewrite(s, dst, a.salen, &rw, &rwlen))
+            dst = (const struct sockaddr *)&rw;
+        if (!sock_policy_ok(s, POLICY_CONNECT, dst, a.kind == ADDR_IP ? rwlen : a.salen))
+            return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
+                            "connect to %.200s denied by policy", rpc_str(call, "address"));
+    }
     s->connect_req = call->id ? json_incref(call->id) : NULL;
     if (sock_connect(s, &a, (double)tmo / 1000.0) < 0) {
         json_decref(s->connect_req);
@@ -243,7 +249,7 @@ rpc_bind_unix(struct rpc_call *call, struct sock *s, const char *text)
         return rpc_fail_param(call, "port", "a unix socket has no port");
     if (rpc_mode(call, &mode) < 0 || rpc_address(call, s, text, 0, 0, &a) < 0)
         return -1;
-    if (!sock_policy_ok(s, 2, (struct sockaddr *)&a.sa, a.salen))
+    if (!sock_policy_ok(s, POLICY_BIND, (struct sockaddr *)&a.sa, a.salen))
         return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED, "bind denied by policy");
     if (text[0] == '/' && lstat(text, &st) == 0) {
         if (!S_ISSOCK(st.st_mode) || rpc_unix_live(&a))
@@ -299,7 +305,7 @@ socket_bind(struct rpc_call *call)
             return -1;
         addr_any(s->ipv6, (int)port, &a);
     }
-    if (!sock_policy_ok(s, 2, (struct sockaddr *)&a.sa, a.salen))
+    if (!sock_policy_ok(s, POLICY_BIND, (struct sockaddr *)&a.sa, a.salen))
         return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED, "bind denied by policy");
     if (rpc_do_bind(call, s, &a, rpc_bool(call, "reuse_address", 1)) < 0)
         return -1;

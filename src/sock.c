@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -10,12 +11,16 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
+#include "resolve.h"
 #include "sock.h"
+
+#include <openssl/rand.h>
 
 static const char *const sock_type_names[SOCK_NTYPES] = {"tcp", "tls", "udp", "dtls", "unix"};
 static const char *const sock_state_names[] = {"open",       "bound",     "listening",
                                                "connecting", "connected", "closing"};
 static struct sock *sock_grave;
+static struct sock_gift *sock_gifts;
 
 const char *
 sock_type_name(enum sock_type t)
@@ -95,6 +100,10 @@ sock_set_fd(struct sock *s, int fd)
 void
 sock_emit(struct sock *s, const char *method, json_t *params, json_t *req)
 {
+    if (s->owner == NULL) { /* waiting for socket.take: nobody to tell */
+        json_decref(params);
+        return;
+    }
     json_object_set_new(params, "socket", json_integer((json_int_t)s->id));
     if (req != NULL)
         json_object_set(params, "request", req);
@@ -129,6 +138,8 @@ sock_release(struct sock *s)
     free(s->opts);
     free(s->raddrs);
     free(s->server_name);
+    free(s->asked);
+    s->asked = NULL;
     s->un_local = s->un_remote = s->server_name = NULL;
     s->opts = NULL;
     s->raddrs = NULL;
@@ -141,8 +152,22 @@ sock_addr_json(const struct sock *s, int remote)
         const char *p = remote ? s->un_remote : s->un_local;
         return json_pack("{s:s}", "path", p ? p : "");
     }
-    const union sock_sa *a = remote ? &s->remote : &s->local;
+    const union sock_sa *a = remote ? (s->asked ? s->asked : &s->remote) : &s->local;
     return addr_to_json(&a->sa, sizeof *a);
+}
+
+/* Forget a gift (its socket is being taken or closed). */
+static void
+sock_gift_drop(struct sock_gift *g)
+{
+    struct sock_gift **pp = &sock_gifts;
+    while (*pp != NULL && *pp != g)
+        pp = &(*pp)->next;
+    if (*pp != NULL)
+        *pp = g->next;
+    ev_timer_stop(sockd.loop, &g->timer);
+    g->sock->gift = NULL;
+    free(g);
 }
 
 void
@@ -161,6 +186,18 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
     }
     ev_timer_stop(sockd.loop, &s->ctimer);
     ev_timer_stop(sockd.loop, &s->rtimer);
+    if (s->relay != NULL) {
+        ev_io_stop(sockd.loop, &s->relay->io);
+        close(s->relay->fd);
+        free(s->relay);
+        s->relay = NULL;
+    }
+    if (s->gift != NULL)
+        sock_gift_drop(s->gift);
+    if (s->rreq != NULL) {
+        resolve_cancel(s->rreq);
+        s->rreq = NULL;
+    }
     if (reason != NULL && c != NULL) {
         json_t *p = json_pack("{s:s}", "reason", reason);
         if (err != 0) {
@@ -191,6 +228,115 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
     sock_grave = s;
 }
 
+static void
+sock_gift_timeout_cb(EV_P_ ev_timer *w, int revents)
+{
+    struct sock_gift *g = w->data;
+    (void)revents;
+    log_info("socket %llu: not taken in time, closed", (unsigned long long)g->sock->id);
+    sock_close(g->sock, NULL, 0, NULL, NULL);
+}
+
+/* Unlink s from its owner's list. */
+static void
+sock_unlink_owner(struct sock *s)
+{
+    struct client *c = s->owner;
+    if (c == NULL)
+        return;
+    if (s->cprev)
+        s->cprev->cnext = s->cnext;
+    else
+        c->socks = s->cnext;
+    if (s->cnext)
+        s->cnext->cprev = s->cprev;
+    c->nsocks--;
+    s->cnext = s->cprev = NULL;
+    s->owner = NULL;
+}
+
+/* Requests of the old owner must not name anything in the new owner's notifications. */
+static void
+sock_forget_requests(struct sock *s)
+{
+    json_decref(s->connect_req);
+    json_decref(s->listen_req);
+    json_decref(s->shutdown_req);
+    s->connect_req = s->listen_req = s->shutdown_req = NULL;
+    for (struct sock_sendrec *r = s->sq_head; r != NULL; r = r->next) {
+        json_decref(r->req);
+        r->req = NULL;
+        r->notify = 0;
+    }
+}
+
+struct sock_gift *
+sock_give(struct sock *s, double timeout)
+{
+    unsigned char rnd[16];
+    struct sock_gift *g = calloc(1, sizeof *g);
+    if (g == NULL || RAND_bytes(rnd, sizeof rnd) != 1) {
+        free(g);
+        return NULL;
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(g->token + 2 * i, 3, "%02x", rnd[i]);
+    g->sock = s;
+    g->uid = s->owner->uid;
+    ev_timer_init(&g->timer, sock_gift_timeout_cb, timeout, 0.0);
+    g->timer.data = g;
+    ev_timer_start(sockd.loop, &g->timer);
+    g->next = sock_gifts;
+    sock_gifts = g;
+    if (s->recv_pending) {
+        s->recv_pending = 0;
+        ev_timer_stop(sockd.loop, &s->rtimer);
+        json_decref(s->recv_req);
+        s->recv_req = NULL;
+    }
+    sock_forget_requests(s);
+    idmap_del(&sockd.socks, s->id); /* the handle dies here */
+    sock_unlink_owner(s);
+    s->gift = g;
+    sock_update_io(s);
+    return g;
+}
+
+struct sock_gift *
+sock_gift_find(const char *token)
+{
+    for (struct sock_gift *g = sock_gifts; g != NULL; g = g->next)
+        if (strcmp(g->token, token) == 0)
+            return g;
+    return NULL;
+}
+
+struct sock *
+sock_take(struct sock_gift *g, struct client *c)
+{
+    struct sock *s = g->sock;
+    uint64_t id = daemon_handle();
+    if (idmap_put(&sockd.socks, id, s) < 0)
+        return NULL;
+    sock_gift_drop(g);
+    s->id = id;
+    s->owner = c;
+    s->cnext = c->socks;
+    if (c->socks)
+        c->socks->cprev = s;
+    c->socks = s;
+    c->nsocks++;
+    sock_update_io(s);
+    return s;
+}
+
+void
+sock_gifts_close_all(void)
+{
+    while (sock_gifts != NULL)
+        sock_close(sock_gifts->sock, NULL, 0, NULL, NULL);
+}
+
 void
 sock_reap(void)
 {
@@ -213,6 +359,8 @@ sock_info(struct sock *s)
         json_object_set_new(o, "local", sock_addr_json(s, 0));
     if (s->has_remote)
         json_object_set_new(o, "remote", sock_addr_json(s, 1));
+    if (s->asked != NULL)
+        json_object_set_new(o, "rewritten_to", addr_to_json(&s->remote.sa, sizeof s->remote));
     if (s->listener)
         json_object_set_new(o, "listener", json_integer((json_int_t)s->listener));
     if (s->state == SS_LISTENING)

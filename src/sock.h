@@ -82,6 +82,25 @@ struct sock_dgram {
     union sock_sa addr;
 };
 
+/* socket.pipe: bytes relayed between the socket and the daemon's end of a socketpair. */
+struct sock_relay {
+    int fd;
+    ev_io io;
+    unsigned eof : 1;       /* the client's end stopped sending */
+    unsigned wr_shut : 1;   /* we shut down writing to the client's end */
+    unsigned net_first : 1; /* the network peer ended before the client did */
+    unsigned net_shut : 1;  /* we passed the client's EOF on to the network peer */
+};
+
+/* socket.give: a socket waiting, unowned, for socket.take. */
+struct sock_gift {
+    struct sock_gift *next;
+    struct sock *sock;
+    char token[33]; /* 128-bit random, hex */
+    uid_t uid;      /* the giver's uid: only it (or root) may take */
+    ev_timer timer;
+};
+
 /* What differs between transports; plain sockets use read(2)/write(2). */
 struct sock_transport {
     const char *name;
@@ -116,7 +135,9 @@ struct sock {
     unsigned accept_paused : 1; /* listener stopped: pending cap or fd exhaustion */
     unsigned has_local : 1;
     unsigned has_remote : 1;
-    unsigned shut_wanted : 1; /* socket.shutdown seen: flush, then close */
+    unsigned shut_wanted : 1;   /* socket.shutdown seen: flush, then close */
+    unsigned policy_denied : 1; /* the last connect attempt was refused by the policy */
+    unsigned attempted : 1;     /* a connect was tried on the current fd */
 
     struct buf out;      /* queued bytes to send */
     uint64_t out_queued; /* stream offset of the end of out */
@@ -143,7 +164,10 @@ struct sock {
     struct resolve_req *rreq;
     struct resolve_result *raddrs;
     int rnext;
-    char *server_name; /* tls: name to verify and send as SNI */
+    char *server_name;        /* tls: name to verify and send as SNI */
+    union sock_sa *asked;     /* connect destination as asked, when a rewrite changed it */
+    struct sock_relay *relay; /* socket.pipe: the daemon's end of the socketpair */
+    struct sock_gift *gift;   /* socket.give: waiting unowned for socket.take */
 
     /* tls (transport_tls.c) */
     struct ssl_st *ssl;
@@ -197,8 +221,25 @@ int sock_sendto(struct sock *s, const void *p, size_t n, const struct sockaddr *
                 json_t *req, int notify);
 /* The reported local/remote address object of a socket (new reference). */
 json_t *sock_addr_json(const struct sock *s, int remote);
-/* Policy hook: may this client connect/bind/send to sa? (1 yes) */
+/* Re-evaluate a socket that changed hands: EOF handling and watcher interest. */
+void sock_resume(struct sock *s);
+/* socket.pipe: start relaying between s and fd (the daemon's end). */
+void sock_relay_start(struct sock *s, int fd);
+/* socket.give: detach s from its owner; returns the gift (token) or NULL on ENOMEM. */
+struct sock_gift *sock_give(struct sock *s, double timeout);
+/* Find a gift by token. */
+struct sock_gift *sock_gift_find(const char *token);
+/* socket.take: s becomes c's under a new handle. */
+struct sock *sock_take(struct sock_gift *g, struct client *c);
+/* Close every socket still waiting to be taken (shutdown). */
+void sock_gifts_close_all(void);
+
+/* Policy: may the socket's owner connect/bind/send (enum policy_action) to sa? 1 yes; logs a
+ * denial. */
 int sock_policy_ok(struct sock *s, int action, const struct sockaddr *sa, socklen_t len);
+/* A configured rewrite of a connect destination: 1 and *out set, else 0. */
+int sock_rewrite(struct sock *s, const struct sockaddr *sa, socklen_t len,
+                 struct sockaddr_storage *out, socklen_t *outlen);
 /* Queue bytes for sending with a record for socket.sent. -1 ENOBUFS if over the cap. */
 int sock_send(struct sock *s, const void *p, size_t n, json_t *req, int notify);
 /* Arm a recv; delivers at once if enough is buffered. */

@@ -15,6 +15,7 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
+#include "policy.h"
 #include "resolve.h"
 #include "sock.h"
 
@@ -77,15 +78,48 @@ sock_open_fd(struct sock *s, int af)
     return 0;
 }
 
+/* Who owns s, for the policy (NULL while a socket waits unowned after socket.give). */
+static int
+sock_who(const struct sock *s, struct policy_who *who)
+{
+    const struct client *c = s->owner;
+    if (c == NULL)
+        return 0;
+    who->uid = c->uid;
+    who->gid = c->gid;
+    who->pid = c->pid;
+    who->groups = c->groups;
+    who->ngroups = c->ngroups;
+    return 1;
+}
+
 int
 sock_policy_ok(struct sock *s, int action, const struct sockaddr *sa, socklen_t len)
 {
-    /* The policy layer decides here, for every address a socket reaches. */
-    (void)s;
-    (void)action;
-    (void)sa;
-    (void)len;
-    return 1;
+    struct policy_who who;
+    char text[128];
+    static const char *const words[] = {"?", "connect", "bind", "?", "sendto"};
+
+    if (sockd.conf.policy == NULL)
+        return 1;
+    int have = sock_who(s, &who);
+    if (policy_allows(sockd.conf.policy, (enum policy_action)action, sa, len, have ? &who : NULL))
+        return 1;
+    log_warn("policy: %s to %s denied for client %llu (uid %d pid %d), socket %llu",
+             words[action & 7], addr_str(sa, len, text, sizeof text),
+             s->owner ? (unsigned long long)s->owner->id : 0ULL, have ? (int)who.uid : -1,
+             have ? (int)who.pid : -1, (unsigned long long)s->id);
+    return 0;
+}
+
+int
+sock_rewrite(struct sock *s, const struct sockaddr *sa, socklen_t len, struct sockaddr_storage *out,
+             socklen_t *outlen)
+{
+    struct policy_who who;
+    if (sockd.conf.policy == NULL || !sock_who(s, &who))
+        return 0;
+    return policy_rewrite(sockd.conf.policy, sa, len, &who, out, outlen);
 }
 
 /* Largest datagram payload kept per socket.recv event or queued by sendto. */
@@ -98,10 +132,10 @@ sock_update_io(struct sock *s)
 
     if (s->dead || s->fd < 0)
         return;
-    int paused = ctl_paused(s->owner);
+    int paused = s->owner != NULL && ctl_paused(s->owner);
     switch (s->state) {
     case SS_LISTENING:
-        if (!s->accept_paused && !paused)
+        if (!s->accept_paused && !paused && s->owner != NULL)
             ev = EV_READ;
         break;
     case SS_CONNECTING:
@@ -178,10 +212,11 @@ sock_became_connected(struct sock *s)
     s->state = SS_CONNECTED;
     ev_timer_stop(sockd.loop, &s->ctimer);
     sock_fill_local(s);
-    sock_emit(s, "socket.connected",
-              json_pack("{s:o,s:o}", "local", addr_to_json(&s->local.sa, sizeof s->local), "remote",
-                        addr_to_json(&s->remote.sa, sizeof s->remote)),
-              req);
+    json_t *p =
+        json_pack("{s:o,s:o}", "local", sock_addr_json(s, 0), "remote", sock_addr_json(s, 1));
+    if (s->asked != NULL)
+        json_object_set_new(p, "rewritten_to", addr_to_json(&s->remote.sa, sizeof s->remote));
+    sock_emit(s, "socket.connected", p, req);
     json_decref(req);
     if (s->shut_wanted)
         s->state = SS_CLOSING;
@@ -202,13 +237,30 @@ sock_connect_timeout_cb(EV_P_ ev_timer *w, int revents)
 static int
 sock_connect_attempt(struct sock *s, const struct sockaddr *sa, socklen_t len)
 {
-    if (s->fd >= 0 && s->state == SS_CONNECTING) {
+    struct sockaddr_storage rw;
+    socklen_t rwlen;
+    if (sa->sa_family != AF_UNIX && sock_rewrite(s, sa, len, &rw, &rwlen)) {
+        if (s->asked == NULL && (s->asked = malloc(sizeof *s->asked)) == NULL)
+            return 0;
+        memset(s->asked, 0, sizeof *s->asked);
+        memcpy(s->asked, sa, len < sizeof *s->asked ? len : sizeof *s->asked);
+        sa = (const struct sockaddr *)&rw;
+        len = rwlen;
+    }
+    s->policy_denied = 0;
+    if (!sock_policy_ok(s, POLICY_CONNECT, sa, len)) {
+        errno = EACCES;
+        s->policy_denied = 1;
+        return 0;
+    }
+    if (s->fd >= 0 && s->attempted) { /* a failed TCP socket cannot connect again */
         ev_io_stop(sockd.loop, &s->io);
         close(s->fd);
         s->fd = -1;
     }
     if (s->fd < 0 && sock_open_fd(s, sa->sa_family) < 0)
         return 0;
+    s->attempted = 1;
     if (sa->sa_family == AF_UNIX) {
         json_t *j = addr_to_json(sa, len);
         free(s->un_remote);
@@ -240,15 +292,11 @@ sock_connect_next(struct sock *s, int last_err)
     while (s->raddrs != NULL && s->rnext < s->raddrs->count) {
         int i = s->rnext++;
         const struct sockaddr *sa = (const struct sockaddr *)&s->raddrs->addrs[i];
-        if (!sock_policy_ok(s, 1, sa, s->raddrs->lens[i])) {
-            last_err = -1;
-            continue;
-        }
         if (sock_connect_attempt(s, sa, s->raddrs->lens[i])) {
             sock_update_io(s);
             return;
         }
-        last_err = errno;
+        last_err = s->policy_denied ? -1 : errno;
     }
     if (last_err == -1)
         sock_close(s, SOCKD_REASON_POLICY_DENIED, 0, "destination denied by policy",
@@ -257,17 +305,44 @@ sock_connect_next(struct sock *s, int last_err)
         sock_close(s, sock_connect_reason(last_err), last_err, NULL, s->connect_req);
 }
 
+/* A host name's addresses arrived (or did not): try them in order. */
+static void
+sock_resolved_cb(void *arg, int status, const struct resolve_result *res, const char *why)
+{
+    struct sock *s = arg;
+    s->rreq = NULL;
+    if (status < 0) {
+        sock_close(s, SOCKD_REASON_CONNECT_FAILED, 0, why, s->connect_req);
+        return;
+    }
+    if ((s->raddrs = malloc(sizeof *s->raddrs)) == NULL) {
+        sock_close(s, SOCKD_REASON_CONNECT_FAILED, ENOMEM, NULL, s->connect_req);
+        return;
+    }
+    *s->raddrs = *res;
+    s->rnext = 0;
+    sock_connect_next(s, ECONNREFUSED);
+}
+
 int
 sock_connect(struct sock *s, const struct addr *a, double timeout)
 {
-    if (a->kind == ADDR_NAME) {
-        errno = EAFNOSUPPORT; /* host names are resolved by the caller until the resolver lands */
-        return -1;
-    }
     if (timeout > 0) {
         ev_timer_init(&s->ctimer, sock_connect_timeout_cb, timeout, 0.0);
         s->ctimer.data = s;
         ev_timer_start(sockd.loop, &s->ctimer);
+    }
+    if (a->kind == ADDR_NAME) {
+        /* the connect timeout covers the lookup too: the lookup gets what is left of it */
+        int family = s->fd >= 0 ? s->local.sa.sa_family : AF_UNSPEC;
+        s->rreq = resolve_start(a->host, a->port, family, timeout, sock_resolved_cb, s);
+        if (s->rreq == NULL) {
+            ev_timer_stop(sockd.loop, &s->ctimer);
+            errno = ENOMEM;
+            return -1;
+        }
+        s->state = SS_CONNECTING;
+        return 0;
     }
     if (sock_connect_attempt(s, (const struct sockaddr *)&a->sa, a->salen)) {
         sock_update_io(s);
@@ -558,7 +633,8 @@ sock_deliver(struct sock *s)
 static void
 sock_eof_check(struct sock *s)
 {
-    if (s->dead || !s->rd_eof || s->state != SS_CONNECTED || sock_is_dgram(s))
+    if (s->dead || !s->rd_eof || s->state != SS_CONNECTED || sock_is_dgram(s) || s->owner == NULL ||
+        s->relay != NULL)
         return;
     if (buf_len(&s->in) > 0 || buf_len(&s->out) > 0)
         return;
@@ -891,6 +967,111 @@ sock_listen_start(struct sock *l)
     sock_update_io(l);
 }
 
+/* Relay: the client's end of the pipe. */
+
+static void sock_relay_pump(struct sock *s);
+
+/* Interest of the relay fd: read while the send queue has room, write while input waits. */
+static void
+sock_relay_update(struct sock *s)
+{
+    struct sock_relay *r = s->relay;
+    int ev = 0;
+    if (r == NULL || s->dead)
+        return;
+    if (!r->eof && buf_len(&s->out) < SOCK_READAHEAD)
+        ev |= EV_READ;
+    if (buf_len(&s->in) > 0)
+        ev |= EV_WRITE;
+    if (ev == (r->io.events & (EV_READ | EV_WRITE)) && (ev == 0 || ev_is_active(&r->io)))
+        return;
+    ev_io_stop(sockd.loop, &r->io);
+    ev_io_set(&r->io, r->fd, ev);
+    if (ev != 0)
+        ev_io_start(sockd.loop, &r->io);
+}
+
+static void
+sock_relay_cb(EV_P_ ev_io *w, int revents)
+{
+    struct sock *s = w->data;
+    struct sock_relay *r = s->relay;
+    (void)loop;
+    if (revents & EV_READ) {
+        char *p = buf_reserve(&s->out, 65536);
+        ssize_t n = p ? read(r->fd, p, 65536) : -1;
+        if (n > 0) {
+            buf_commit(&s->out, (size_t)n);
+            s->out_queued += (uint64_t)n;
+        } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+            r->eof = 1; /* the client closed (or shut down) its end */
+        }
+        if (s->state == SS_CONNECTED && buf_len(&s->out) > 0)
+            sock_write_ready(s);
+    }
+    if (!s->dead)
+        sock_relay_pump(s);
+}
+
+/* Move received bytes to the client's end; handle half-closes; close once both sides ended. */
+static void
+sock_relay_pump(struct sock *s)
+{
+    struct sock_relay *r = s->relay;
+    while (buf_len(&s->in) > 0) {
+        ssize_t n = send(r->fd, buf_head(&s->in), buf_len(&s->in), MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                break;
+            /* the client closed its end: nothing more to deliver */
+            sock_close_graceful(s, SOCKD_REASON_NORMAL, NULL);
+            return;
+        }
+        buf_consume(&s->in, (size_t)n);
+    }
+    if (s->rd_eof && buf_len(&s->in) == 0 && !r->wr_shut) {
+        shutdown(r->fd, SHUT_WR);
+        r->wr_shut = 1;
+        if (!r->eof)
+            r->net_first = 1;
+    }
+    if (r->eof && buf_len(&s->out) == 0 && !r->net_shut) {
+        shutdown(s->fd, SHUT_WR); /* pass the client's EOF on to the peer */
+        r->net_shut = 1;
+    }
+    if (r->eof && r->wr_shut) {
+        sock_close(s, r->net_first ? SOCKD_REASON_BY_PEER : SOCKD_REASON_NORMAL, 0, NULL, NULL);
+        return;
+    }
+    sock_update_io(s);
+    sock_relay_update(s);
+}
+
+void
+sock_resume(struct sock *s)
+{
+    sock_eof_check(s);
+    sock_update_io(s);
+}
+
+void
+sock_relay_start(struct sock *s, int fd)
+{
+    struct sock_relay *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        close(fd);
+        sock_io_failed(s, ENOMEM);
+        return;
+    }
+    r->fd = fd;
+    ev_io_init(&r->io, sock_relay_cb, fd, 0);
+    r->io.data = s;
+    s->relay = r;
+    sock_relay_pump(s);
+}
+
 void
 sock_io_event(struct sock *s, int revents)
 {
@@ -911,6 +1092,10 @@ sock_io_event(struct sock *s, int revents)
             sock_write_ready(s);
         if (!s->dead && (revents & EV_READ))
             sock_read_ready(s);
+        if (!s->dead && s->relay != NULL) {
+            sock_relay_pump(s);
+            return;
+        }
         break;
     }
     if (!s->dead)

@@ -14,6 +14,8 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
+#include "resolve.h"
+#include "sock.h"
 
 static const char *conf_path;
 static ev_signal sig_int, sig_term, sig_hup;
@@ -60,6 +62,12 @@ reload_cb(EV_P_ ev_signal *w, int revents)
     if (conf_load(conf_path, &nc, &cause) < 0) {
         log_error("reload refused, old configuration kept: %s", cause ? cause : "error");
         free(cause);
+        conf_free(&nc);
+        return;
+    }
+    const char *rcause;
+    if (resolve_init(EV_A_ & nc, &rcause) < 0) {
+        log_error("reload refused, old configuration kept: resolver: %s", rcause);
         conf_free(&nc);
         return;
     }
@@ -139,6 +147,10 @@ main(int argc, char **argv)
         fprintf(stderr, "sockd: control socket path too long\n");
         return 1;
     }
+    if (resolve_init(loop, &sockd.conf, &cause) < 0) {
+        log_error("resolver: %s", cause);
+        return 1;
+    }
     if (ctl_listen(sock_path, sockd.conf.socket_mode, sockd.conf.socket_gid, &cause) < 0) {
         log_error("cannot listen on %s: %s", sock_path, cause);
         return 1;
@@ -154,6 +166,7 @@ main(int argc, char **argv)
     ev_run(loop, 0);
 
     log_info("stopped");
+    resolve_shutdown();
     conf_free(&sockd.conf);
     idmap_free(&sockd.socks);
     ev_loop_destroy(loop);

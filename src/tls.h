@@ -10,6 +10,19 @@
 struct client;
 struct sock;
 
+/* Roles of a context: which SSL_CTX, which certificate. */
+enum tlsctx_role {
+    TLSCTX_SERVER = 0, /* accepting sockets */
+    TLSCTX_CLIENT = 1, /* connecting sockets */
+};
+
+/* A certificate of one role with its key and the chain sent after it. */
+struct tlsctx_cert {
+    X509 *cert;             /* NULL: none */
+    EVP_PKEY *key;          /* matches cert */
+    STACK_OF(X509) * chain; /* intermediates, may be NULL */
+};
+
 /* A context: settings shared by many sockets; refcounted, owned by one client. */
 struct tlsctx {
     uint64_t id;          /* handle (same sequence as sockets) */
@@ -21,8 +34,17 @@ struct tlsctx {
     int verify;           /* verify the peer (client side): chain + host name */
     int verify_client;    /* 0 none, 1 optional, 2 require */
     int dtls, srtp;
-    /* the helper may add fields here */
+    int min_version;             /* TLS1_2_VERSION or TLS1_3_VERSION */
+    X509_STORE *store;           /* trust anchors for peer chains (both roles share it) */
+    unsigned char *alpn;         /* ALPN list in wire form (length-prefixed), NULL: none */
+    unsigned alpn_len;           /* bytes in alpn */
+    struct tlsctx_cert certs[2]; /* by enum tlsctx_role */
 };
+
+/* SRTP profiles offered and accepted when a DTLS context has srtp set. */
+#define TLSCTX_SRTP_PROFILES "SRTP_AEAD_AES_128_GCM:SRTP_AES128_CM_SHA1_80"
+/* Longest "sha-512 AB:CD:..." fingerprint text, with its NUL. */
+#define TLSCTX_FP_MAX (8 + 64 * 3)
 
 /* Context registry (tlsctx.c). */
 struct tlsctx *tlsctx_get(struct client *c, uint64_t id); /* NULL if not this client's */
@@ -32,10 +54,54 @@ void tlsctx_unref(struct tlsctx *t);
 void tlsctx_client_gone(struct client *c);
 /* Live contexts, for daemon.stats. */
 unsigned tlsctx_count(void);
+/* Contexts c holds handles to. */
+unsigned tlsctx_owned(const struct client *c);
+
+/* A new context with the defaults (verify on, TLS 1.2 minimum, no store, no SSL_CTX yet). */
+struct tlsctx *tlsctx_new(void);
+/* Trust anchors: PEM text and/or a file; neither means the system store. -1 with detail when
+ * the PEM is bad, -2 when the file is. */
+int tlsctx_set_ca(struct tlsctx *t, const char *pem, const char *file, char *detail, size_t dlen);
+/* Replace the ALPN list (wire form, copied; len 0 clears it). -1 on ENOMEM. */
+int tlsctx_set_alpn(struct tlsctx *t, const unsigned char *wire, unsigned len);
+/* (Re)build the SSL_CTX of each role in the mask (1 << role) from the settings; on failure the
+ * old ones stay. -1 with detail. */
+int tlsctx_build(struct tlsctx *t, unsigned roles, char *detail, size_t dlen);
+/* Give t a handle and put it on c's list (the list holds the reference t was created with). */
+void tlsctx_attach(struct tlsctx *t, struct client *c);
+/* context.destroy: off the owner's list, owner's reference dropped. */
+void tlsctx_destroy(struct tlsctx *t);
+/* Install a certificate for a role (the context takes the objects only on success: on
+ * failure the caller still owns them). -1 with detail when the key does not match the
+ * certificate, -2 with detail when OpenSSL refuses it otherwise. */
+int tlsctx_set_cert(struct tlsctx *t, enum tlsctx_role role, X509 *cert, EVP_PKEY *key,
+                    STACK_OF(X509) * chain, char *detail, size_t dlen);
+/* Remove a role's certificate. */
+int tlsctx_clear_cert(struct tlsctx *t, enum tlsctx_role role, char *detail, size_t dlen);
+/* Make and install a self-signed EC P-256 certificate and key. -1 with detail. */
+int tlsctx_generate(struct tlsctx *t, enum tlsctx_role role, const char *common_name, int days,
+                    char *detail, size_t dlen);
+/* Switch to DTLS (and SRTP when srtp): rebuilds both SSL_CTXs. -1 with detail. */
+int tlsctx_set_dtls(struct tlsctx *t, int srtp, char *detail, size_t dlen);
+
+/* PEM and fingerprints (tlsctx.c). */
+/* Every certificate in the PEM text, in order (a new stack, at least one). With key non-NULL,
+ * also the first private key there (*key NULL if none). NULL with detail when there is no
+ * certificate or a block is bad. */
+STACK_OF(X509) * tlsctx_pem_certs(const char *pem, EVP_PKEY **key, char *detail, size_t dlen);
+/* The first private key in the PEM text (encrypted keys are refused). NULL with detail. */
+EVP_PKEY *tlsctx_pem_key(const char *pem, char *detail, size_t dlen);
+/* The digest of an RFC 8122 hash name ("sha-256", ...); NULL if unknown. */
+const EVP_MD *tlsctx_md(const char *name);
+/* "sha-256 AB:CD:..." of a certificate (name as given to tlsctx_md); -1 on failure. */
+int tlsctx_fingerprint(X509 *x, const char *md_name, char *out, size_t n);
+/* Drain OpenSSL's error queue into detail ("; "-joined reasons), or fallback if empty. */
+void tlsctx_errors(char *detail, size_t dlen, const char *fallback);
 
 /* TLS on a socket (transport_tls.c). The socket's fd is connected (TCP) when called. */
 /* Begin TLS as client (server=0, server_name for SNI and verification) or server; -1 with detail.
- */
+ * On success s->ssl is set and s holds one reference to t in s->tlsctx (taken here unless
+ * s->tlsctx already is t); on failure s is unchanged. */
 int tls_start(struct sock *s, struct tlsctx *t, int server, const char *server_name, char *detail,
               size_t dlen);
 /* Drive the handshake: 1 done, 0 in progress (s->tls_want set), -1 failed (detail set). */
@@ -46,5 +112,8 @@ int tls_close_notify(struct sock *s);
 json_t *tls_info(struct sock *s);
 /* Free the SSL and drop the context reference. */
 void tls_free(struct sock *s);
+/* Text of the last failure of a transport_tls read or write (EPROTO and the like); valid until
+ * the next TLS call. */
+const char *tls_last_error(void);
 
 #endif

@@ -172,7 +172,8 @@ static const struct good_case good[] = {
     {"log-flags", F_LOG_FLAGS, 0},
     {"resolver 127.0.0.1:53", F_NRESOLVERS, 1},
     {"resolver 127.0.0.1:53 [::1]:53", F_NRESOLVERS, 2},
-    {"resolver a b c d e f g h", F_NRESOLVERS, 8},
+    {"resolver 127.0.0.1 127.0.0.2 127.0.0.3 127.0.0.4 ::1 [::1]:53 127.0.0.5:5353 127.0.0.6",
+     F_NRESOLVERS, 8},
     /* layout: tabs, trailing comments, CR of a CRLF file */
     {"max-clients\t7", F_MAX_CLIENTS, 7},
     {"   max-clients    8   ", F_MAX_CLIENTS, 8},
@@ -367,6 +368,10 @@ static const struct bad_case bad[] = {
     {"max-sockets-per-client # 5", "line 1: max-sockets-per-client takes 1 argument"},
     {"resolver", "line 1: resolver takes 1 to 8 addresses"},
     {"resolver a b c d e f g h i", "line 1: resolver takes 1 to 8 addresses"},
+    {"resolver 127.0.0.1:99999", "line 1: resolver '127.0.0.1:99999': resolver takes IPv4 or "
+                                 "[IPv6] addresses with an optional :PORT"},
+    {"resolver ns.example", "line 1: resolver 'ns.example': resolver takes IPv4 or [IPv6] "
+                            "addresses with an optional :PORT"},
     /* unknown directives */
     {"bogus", "line 1: unknown directive 'bogus'"},
     {"bogus 1 2 3", "line 1: unknown directive 'bogus'"},

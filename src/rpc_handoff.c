@@ -1,0 +1,241 @@
+/* fd passing and hand-off: socket.detach, attach, pipe, give and take. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <sockd/protocol.h>
+
+#include "addr.h"
+#include "b64.h"
+#include "ctl.h"
+#include "daemon.h"
+#include "log.h"
+#include "policy.h"
+#include "rpc.h"
+#include "sock.h"
+
+/* Buffered received bytes (stream) or datagrams (udp) as result fields, so detach loses nothing. */
+static void
+handoff_buffered(struct sock *s, json_t *result)
+{
+    if (buf_len(&s->in) == 0)
+        return;
+    if (!sock_is_dgram(s)) {
+        char *text = malloc(b64_encoded_len(buf_len(&s->in)) + 1);
+        if (text == NULL)
+            return;
+        size_t tl = b64_encode(buf_head(&s->in), buf_len(&s->in), text);
+        json_object_set_new(result, "data", json_stringn_nocheck(text, tl));
+        free(text);
+        return;
+    }
+    json_t *list = json_array();
+    while (buf_len(&s->in) >= sizeof(struct sock_dgram)) {
+        struct sock_dgram h;
+        memcpy(&h, buf_head(&s->in), sizeof h);
+        char *text = malloc(b64_encoded_len(h.len) + 1);
+        size_t tl = text ? b64_encode(buf_head(&s->in) + sizeof h, h.len, text) : 0;
+        json_t *d = json_pack("{s:s%}", "data", text ? text : "", tl);
+        free(text);
+        if (h.has_addr)
+            json_object_set_new(d, "from", addr_to_json(&h.addr.sa, sizeof h.addr));
+        json_array_append_new(list, d);
+        buf_consume(&s->in, sizeof h + h.len);
+    }
+    json_object_set_new(result, "datagrams", list);
+}
+
+/* socket.detach: the fd rides with the response (blocking mode); the handle is forgotten. */
+static int
+socket_detach(struct rpc_call *call)
+{
+    struct sock *s = rpc_sock(call);
+    if (s == NULL)
+        return -1;
+    if (s->type == SOCK_TLS || s->type == SOCK_DTLS || s->ssl != NULL)
+        return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
+                        "detach: a TLS socket's state lives in the daemon; use socket.pipe");
+    if (s->fd < 0 || s->relay != NULL || s->shut_wanted ||
+        (s->state != SS_CONNECTED && s->state != SS_BOUND && s->state != SS_LISTENING))
+        return rpc_fail_state(call, s, "detach");
+    if (buf_len(&s->out) > 0)
+        return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
+                        "detach: %zu bytes not yet sent; wait for socket.sent", buf_len(&s->out));
+    call->result = json_object();
+    handoff_buffered(s, call->result);
+    if (s->rd_eof)
+        json_object_set_new(call->result, "eof", json_true());
+    ev_io_stop(sockd.loop, &s->io);
+    fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) & ~O_NONBLOCK);
+    call->fd_out = s->fd;
+    s->fd = -1;
+    s->unlink_local = 0; /* a detached unix listener keeps its file */
+    sock_close(s, NULL, 0, NULL, NULL);
+    return 0;
+}
+
+/* The sock_sa and JSON of an fd's local or peer address (IP or Unix). */
+static int
+handoff_name(int fd, int peer, struct sockaddr_storage *ss, socklen_t *len)
+{
+    *len = sizeof *ss;
+    memset(ss, 0, sizeof *ss);
+    return peer ? getpeername(fd, (struct sockaddr *)ss, len)
+                : getsockname(fd, (struct sockaddr *)ss, len);
+}
+
+/* socket.attach: adopt a socket the client made; its kind and state are read from the kernel. */
+static int
+socket_attach(struct rpc_call *call)
+{
+    const char *tname = rpc_str(call, "type");
+    int t = sock_type_parse(tname), fd = ctl_take_fd(call->client), so_type = 0, domain = 0,
+        acc = 0;
+    socklen_t ol = sizeof so_type;
+    struct sockaddr_storage local, peer;
+    socklen_t llen, plen;
+
+    if (fd < 0)
+        return rpc_fail_param(call, "fd", "socket.attach needs a socket fd sent with the request");
+    if (t < 0 || t == SOCK_TLS || t == SOCK_DTLS) {
+        close(fd);
+        return rpc_fail_param(call, "type", "attach takes tcp, udp or unix");
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &so_type, &ol) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &(socklen_t){sizeof domain}) < 0) {
+        close(fd);
+        return rpc_fail_param(call, "fd", "the fd is not a socket");
+    }
+    int want_type = t == SOCK_UDP ? SOCK_DGRAM : SOCK_STREAM;
+    int dom_ok = t == SOCK_UNIX ? domain == AF_UNIX : (domain == AF_INET || domain == AF_INET6);
+    if (so_type != want_type || !dom_ok) {
+        close(fd);
+        return rpc_fail_param(call, "type", "the fd is not a %s socket", tname);
+    }
+    if (call->client->nsocks >= sockd.conf.max_sockets_per_client) {
+        close(fd);
+        return rpc_fail_limit(call, "max-sockets-per-client");
+    }
+    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &(socklen_t){sizeof acc});
+    int connected = handoff_name(fd, 1, &peer, &plen) == 0;
+    handoff_name(fd, 0, &local, &llen);
+    struct sock *s = sock_new(call->client, (enum sock_type)t, domain == AF_INET6);
+    if (s == NULL) {
+        close(fd);
+        return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
+    }
+    /* The policy applies to adopted sockets as to the ones the daemon makes. */
+    if ((connected && !sock_policy_ok(s, POLICY_CONNECT, (struct sockaddr *)&peer, plen)) ||
+        (!connected && llen > sizeof(sa_family_t) &&
+         !sock_policy_ok(s, POLICY_BIND, (struct sockaddr *)&local, llen))) {
+        close(fd);
+        sock_close(s, NULL, 0, NULL, NULL);
+        return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
+                        "the attached socket's address is denied by policy");
+    }
+    sock_set_fd(s, fd);
+    json_t *tag = rpc_get(call, "tag");
+    if (tag != NULL)
+        s->tag = json_incref(tag);
+    if (domain == AF_UNIX) {
+        json_t *jl = addr_to_json((struct sockaddr *)&local, llen);
+        s->un_local = strdup(json_string_value(json_object_get(jl, "path")));
+        json_decref(jl);
+        if (connected) {
+            json_t *jp = addr_to_json((struct sockaddr *)&peer, plen);
+            s->un_remote = strdup(json_string_value(json_object_get(jp, "path")));
+            json_decref(jp);
+        }
+    } else {
+        memcpy(&s->local, &local, sizeof s->local);
+        if (connected)
+            memcpy(&s->remote, &peer, sizeof s->remote);
+    }
+    s->has_local = 1;
+    s->has_remote = connected;
+    if (acc) {
+        s->listen_req = call->id ? json_incref(call->id) : NULL;
+        sock_listen_start(s);
+    } else {
+        s->state = connected ? SS_CONNECTED : SS_BOUND;
+        sock_update_io(s);
+    }
+    call->result =
+        json_pack("{s:I,s:s}", "socket", (json_int_t)s->id, "state", sock_state_name(s->state));
+    return 0;
+}
+
+/* socket.pipe: one end of a socketpair rides with the response; the daemon relays both ways. */
+static int
+socket_pipe(struct rpc_call *call)
+{
+    struct sock *s = rpc_sock(call);
+    int sv[2];
+    if (s == NULL)
+        return -1;
+    if (sock_is_dgram(s) || s->state != SS_CONNECTED || s->relay != NULL || s->shut_wanted)
+        return rpc_fail_state(call, s, "pipe");
+    if (s->recv_pending)
+        sock_recv_cancel(s);
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_OPEN_FAILED, errno,
+                              "socketpair");
+    fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+    call->fd_out = sv[1];
+    sock_relay_start(s, sv[0]);
+    return 0;
+}
+
+/* socket.give: the socket waits unowned for socket.take with the returned token. */
+static int
+socket_give(struct rpc_call *call)
+{
+    struct sock *s = rpc_sock(call);
+    long long tmo;
+    if (s == NULL || rpc_int_range(call, "timeout_ms", 1, 86400000, 60000, &tmo) < 0)
+        return -1;
+    struct sock_gift *g = sock_give(s, (double)tmo / 1000.0);
+    if (g == NULL)
+        return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "cannot make a token");
+    call->result = json_pack("{s:s}", "token", g->token);
+    return 0;
+}
+
+/* socket.take: a new handle for this client (same uid as the giver, or root). */
+static int
+socket_take(struct rpc_call *call)
+{
+    struct sock_gift *g = sock_gift_find(rpc_str(call, "token"));
+    if (g == NULL)
+        return rpc_fail(call, SOCKD_E_UNKNOWN_HANDLE, NULL, "unknown or used token");
+    if (call->client->uid != g->uid && call->client->uid != 0)
+        return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
+                        "only the giver's user (or root) may take this socket");
+    if (call->client->nsocks >= sockd.conf.max_sockets_per_client)
+        return rpc_fail_limit(call, "max-sockets-per-client");
+    struct sock *s = sock_take(g, call->client);
+    if (s == NULL)
+        return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
+    call->result = sock_info(s);
+    sock_resume(s); /* an EOF that came while it waited closes it now, after this response */
+    return 0;
+}
+
+static const struct rpc_param p_socket[] = {{"socket", RPC_P_HANDLE, 1}, {NULL, 0, 0}};
+static const struct rpc_param p_attach[] = {
+    {"type", RPC_P_STR, 1}, {"tag", RPC_P_ANY, 0}, {NULL, 0, 0}};
+static const struct rpc_param p_give[] = {
+    {"socket", RPC_P_HANDLE, 1}, {"timeout_ms", RPC_P_INT, 0}, {NULL, 0, 0}};
+static const struct rpc_param p_take[] = {{"token", RPC_P_STR, 1}, {NULL, 0, 0}};
+
+const struct rpc_method rpc_handoff_methods[] = {
+    {"socket.detach", socket_detach, p_socket}, {"socket.attach", socket_attach, p_attach},
+    {"socket.pipe", socket_pipe, p_socket},     {"socket.give", socket_give, p_give},
+    {"socket.take", socket_take, p_take},       {NULL, NULL, NULL},
+};
