@@ -74,6 +74,12 @@ tls_start(struct sock *s, struct tlsctx *t, int server, const char *server_name,
         snprintf(detail, dlen, "the context is not set up");
         return -1;
     }
+    if (t->dtls != (s->type == SOCK_DTLS)) {
+        snprintf(detail, dlen,
+                 t->dtls ? "the context is for DTLS, the socket is not"
+                         : "the socket is DTLS, the context is not");
+        return -1;
+    }
     if (server && t->certs[TLSCTX_SERVER].cert == NULL) {
         snprintf(detail, dlen, "the context has no server certificate");
         return -1;
