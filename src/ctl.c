@@ -16,6 +16,7 @@
 #include "log.h"
 #include "rpc.h"
 #include "sock.h"
+#include "tls.h"
 
 static int ctl_fd = -1;
 static char ctl_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -300,6 +301,7 @@ ctl_client_close(struct client *c, const char *why)
              (int)c->uid, why);
     while (c->socks != NULL)
         sock_close(c->socks, NULL, 0, NULL, NULL);
+    tlsctx_client_gone(c);
     ev_io_stop(sockd.loop, &c->rio);
     ev_io_stop(sockd.loop, &c->wio);
     ev_idle_stop(sockd.loop, &c->more);

@@ -9,6 +9,7 @@
 #include "daemon.h"
 #include "rpc.h"
 #include "sock.h"
+#include "tls.h"
 
 /* daemon.hello: who we are, what we speak, and the limits in force. */
 static int
@@ -49,9 +50,9 @@ daemon_stats(struct rpc_call *call)
     json_object_set_new(socks, "total", json_integer(total));
     call->result =
         json_pack("{s:I,s:o,s:I,s:I,s:I,s:I,s:I}", "clients", (json_int_t)sockd.nclients, "sockets",
-                  socks, "contexts", (json_int_t)0, "bytes_in", (json_int_t)sockd.bytes_in,
-                  "bytes_out", (json_int_t)sockd.bytes_out, "requests", (json_int_t)sockd.requests,
-                  "uptime_ms", (json_int_t)daemon_uptime_ms());
+                  socks, "contexts", (json_int_t)tlsctx_count(), "bytes_in",
+                  (json_int_t)sockd.bytes_in, "bytes_out", (json_int_t)sockd.bytes_out, "requests",
+                  (json_int_t)sockd.requests, "uptime_ms", (json_int_t)daemon_uptime_ms());
     return 0;
 }
 

@@ -17,6 +17,9 @@
 #include "daemon.h"
 #include "rpc.h"
 #include "sock.h"
+#include "tls.h"
+
+static int tlsctx_has_server_cert(const struct tlsctx *t);
 
 struct sock *
 rpc_sock(struct rpc_call *call)
@@ -106,11 +109,20 @@ socket_open(struct rpc_call *call)
     int t = sock_type_parse(tname);
     if (t < 0)
         return rpc_fail_param(call, "type", "unknown socket type '%.50s'", tname);
-    if (t == SOCK_TLS || t == SOCK_DTLS)
+    struct tlsctx *ctx = NULL;
+    if (t == SOCK_DTLS)
         return rpc_fail(call, SOCKD_E_UNSUPPORTED, NULL,
                         "socket type '%s' is not supported by this build yet", tname);
-    if (rpc_get(call, "context") != NULL)
+    if (t == SOCK_TLS) {
+        if (rpc_get(call, "context") == NULL)
+            return rpc_fail_param(call, "context", "a tls socket needs a context");
+        if ((ctx = tlsctx_get(call->client, (uint64_t)rpc_int(call, "context", 0))) == NULL)
+            return rpc_fail_handle(call, "context");
+        if (ctx->dtls)
+            return rpc_fail_param(call, "context", "the context is for DTLS");
+    } else if (rpc_get(call, "context") != NULL) {
         return rpc_fail_param(call, "context", "a context applies to tls and dtls sockets only");
+    }
     if (call->client->nsocks >= sockd.conf.max_sockets_per_client)
         return rpc_fail_limit(call, "max-sockets-per-client");
     struct sock *s = sock_new(call->client, (enum sock_type)t, rpc_bool(call, "ipv6", 0));
@@ -119,6 +131,10 @@ socket_open(struct rpc_call *call)
     json_t *tag = rpc_get(call, "tag");
     if (tag != NULL)
         s->tag = json_incref(tag);
+    if (ctx != NULL) {
+        s->tlsctx = ctx; /* held by the socket: context.destroy does not stop it */
+        tlsctx_ref(ctx);
+    }
     call->result = json_pack("{s:I}", "socket", (json_int_t)s->id);
     return 0;
 }
@@ -150,6 +166,14 @@ socket_connect(struct rpc_call *call)
         if (!sock_policy_ok(s, POLICY_CONNECT, dst, a.kind == ADDR_IP ? rwlen : a.salen))
             return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
                             "connect to %.200s denied by policy", rpc_str(call, "address"));
+    }
+    const char *sn = rpc_str(call, "server_name");
+    if (sn != NULL && sn[0] == '\0')
+        return rpc_fail_param(call, "server_name",
+                              "server_name is empty: give a name or leave it out");
+    if (s->type == SOCK_TLS) {
+        free(s->server_name);
+        s->server_name = strdup(sn ? sn : a.host); /* verified and sent as SNI */
     }
     s->connect_req = call->id ? json_incref(call->id) : NULL;
     if (sock_connect(s, &a, (double)tmo / 1000.0) < 0) {
@@ -328,6 +352,9 @@ socket_listen(struct rpc_call *call)
                         sock_type_name(s->type));
     if (s->type == SOCK_UNIX && s->state == SS_OPEN)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "listen: bind the unix socket first");
+    if (s->type == SOCK_TLS && !tlsctx_has_server_cert(s->tlsctx))
+        return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
+                        "listen: the context has no server certificate");
     if (rpc_int_range(call, "backlog", 1, 65535, 128, &backlog) < 0)
         return -1;
     int was_open = s->state == SS_OPEN;
@@ -425,6 +452,53 @@ socket_close(struct rpc_call *call)
     return 0;
 }
 
+/* Whether a context can serve TLS (has a server certificate). */
+static int
+tlsctx_has_server_cert(const struct tlsctx *t)
+{
+    return t != NULL && t->certs[TLSCTX_SERVER].cert != NULL;
+}
+
+/* socket.starttls: upgrade a connected TCP socket in place (the handle stays). */
+static int
+socket_starttls(struct rpc_call *call)
+{
+    struct sock *s = rpc_sock(call);
+    if (s == NULL)
+        return -1;
+    struct tlsctx *t = tlsctx_get(call->client, (uint64_t)rpc_int(call, "context", 0));
+    if (t == NULL)
+        return rpc_fail_handle(call, "context");
+    const char *sn = rpc_str(call, "server_name");
+    int server = rpc_bool(call, "server_side", 0);
+    if (s->type != SOCK_TCP || s->state != SS_CONNECTED || s->ssl != NULL || s->tls_upgrade ||
+        s->relay != NULL || s->shut_wanted)
+        return rpc_fail_state(call, s, "starttls");
+    if (t->dtls)
+        return rpc_fail_param(call, "context", "the context is for DTLS");
+    if (server && !tlsctx_has_server_cert(t))
+        return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
+                        "starttls: the context has no server certificate");
+    if (sn != NULL && sn[0] == '\0')
+        return rpc_fail_param(call, "server_name",
+                              "server_name is empty: give a name or leave it out");
+    if (buf_len(&s->in) > 0)
+        return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
+                        "starttls: %zu received bytes not yet read; recv them first",
+                        buf_len(&s->in));
+    if (s->recv_pending)
+        sock_recv_cancel(s);
+    char host[INET6_ADDRSTRLEN];
+    if (sn == NULL && !server) {
+        json_t *r = sock_addr_json(s, 1);
+        snprintf(host, sizeof host, "%s", json_string_value(json_object_get(r, "address")));
+        json_decref(r);
+        sn = host;
+    }
+    sock_starttls(s, t, server, sn, call->id);
+    return 0;
+}
+
 /* socket.setopt: each option checked against the socket type, stored and applied. */
 static int
 socket_setopt(struct rpc_call *call)
@@ -519,6 +593,11 @@ static const struct rpc_param p_reject[] = {
     {"socket", RPC_P_HANDLE, 1}, {"pending", RPC_P_HANDLE, 1}, {NULL, 0, 0}};
 static const struct rpc_param p_socket[] = {{"socket", RPC_P_HANDLE, 1}, {NULL, 0, 0}};
 static const struct rpc_param p_none[] = {{NULL, 0, 0}};
+static const struct rpc_param p_starttls[] = {{"socket", RPC_P_HANDLE, 1},
+                                              {"context", RPC_P_HANDLE, 1},
+                                              {"server_side", RPC_P_BOOL, 0},
+                                              {"server_name", RPC_P_STR, 0},
+                                              {NULL, 0, 0}};
 static const struct rpc_param p_setopt[] = {
     {"socket", RPC_P_HANDLE, 1},  {"nodelay", RPC_P_BOOL, 0},
     {"keepalive", RPC_P_BOOL, 0}, {"broadcast", RPC_P_BOOL, 0},
@@ -526,10 +605,17 @@ static const struct rpc_param p_setopt[] = {
     {"sndbuf", RPC_P_INT, 0},     {NULL, 0, 0}};
 
 const struct rpc_method rpc_socket_methods[] = {
-    {"socket.open", socket_open, p_open},           {"socket.connect", socket_connect, p_connect},
-    {"socket.bind", socket_bind, p_bind},           {"socket.listen", socket_listen, p_listen},
-    {"socket.accept", socket_accept, p_accept},     {"socket.reject", socket_reject, p_reject},
-    {"socket.shutdown", socket_shutdown, p_socket}, {"socket.close", socket_close, p_socket},
-    {"socket.info", socket_info, p_socket},         {"socket.setopt", socket_setopt, p_setopt},
-    {"socket.list", socket_list, p_none},           {NULL, NULL, NULL},
+    {"socket.open", socket_open, p_open},
+    {"socket.connect", socket_connect, p_connect},
+    {"socket.bind", socket_bind, p_bind},
+    {"socket.listen", socket_listen, p_listen},
+    {"socket.accept", socket_accept, p_accept},
+    {"socket.reject", socket_reject, p_reject},
+    {"socket.shutdown", socket_shutdown, p_socket},
+    {"socket.close", socket_close, p_socket},
+    {"socket.info", socket_info, p_socket},
+    {"socket.setopt", socket_setopt, p_setopt},
+    {"socket.starttls", socket_starttls, p_starttls},
+    {"socket.list", socket_list, p_none},
+    {NULL, NULL, NULL},
 };

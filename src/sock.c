@@ -13,6 +13,7 @@
 #include "log.h"
 #include "resolve.h"
 #include "sock.h"
+#include "tls.h"
 
 #include <openssl/rand.h>
 
@@ -140,6 +141,7 @@ sock_release(struct sock *s)
     free(s->server_name);
     free(s->asked);
     s->asked = NULL;
+    tls_free(s);
     s->un_local = s->un_remote = s->server_name = NULL;
     s->opts = NULL;
     s->raddrs = NULL;
@@ -367,5 +369,7 @@ sock_info(struct sock *s)
         json_object_set_new(o, "pending", json_integer(s->npending));
     if (s->tag != NULL)
         json_object_set(o, "tag", s->tag);
+    if (s->ssl != NULL && !s->tls_handshaking)
+        json_object_set_new(o, "tls", tls_info(s));
     return o;
 }

@@ -138,6 +138,10 @@ struct sock {
     unsigned shut_wanted : 1;   /* socket.shutdown seen: flush, then close */
     unsigned policy_denied : 1; /* the last connect attempt was refused by the policy */
     unsigned attempted : 1;     /* a connect was tried on the current fd */
+    unsigned tls_server : 1;    /* this side of the TLS handshake is the server */
+    unsigned tls_upgrade : 1;   /* socket.starttls: TLS starts once queued plaintext is out */
+    unsigned tls_announce : 2;  /* after the handshake: 0 connected, 1 accepted, 2 tls_upgraded */
+    unsigned accept_auto : 1;   /* accepted by auto_accept (never announced before the handshake) */
 
     struct buf out;      /* queued bytes to send */
     uint64_t out_queued; /* stream offset of the end of out */
@@ -221,6 +225,9 @@ int sock_sendto(struct sock *s, const void *p, size_t n, const struct sockaddr *
                 json_t *req, int notify);
 /* The reported local/remote address object of a socket (new reference). */
 json_t *sock_addr_json(const struct sock *s, int remote);
+/* socket.starttls: upgrade a connected TCP socket (after queued plaintext is flushed). */
+void sock_starttls(struct sock *s, struct tlsctx *t, int server, const char *server_name,
+                   json_t *req);
 /* Re-evaluate a socket that changed hands: EOF handling and watcher interest. */
 void sock_resume(struct sock *s);
 /* socket.pipe: start relaying between s and fd (the daemon's end). */

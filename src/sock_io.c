@@ -18,6 +18,7 @@
 #include "policy.h"
 #include "resolve.h"
 #include "sock.h"
+#include "tls.h"
 
 void sock_io_event(struct sock *s, int revents);
 static void sock_eof_check(struct sock *s);
@@ -133,6 +134,10 @@ sock_update_io(struct sock *s)
     if (s->dead || s->fd < 0)
         return;
     int paused = s->owner != NULL && ctl_paused(s->owner);
+    if (s->ssl != NULL && s->tls_handshaking) {
+        ev = s->tls_want ? s->tls_want : EV_READ;
+        goto set;
+    }
     switch (s->state) {
     case SS_LISTENING:
         if (!s->accept_paused && !paused && s->owner != NULL)
@@ -150,7 +155,7 @@ sock_update_io(struct sock *s)
         size_t cap = SOCK_READAHEAD;
         if (s->recv_pending && s->recv_len > cap)
             cap = s->recv_len;
-        if (!s->rd_eof && !paused && buf_len(&s->in) < cap)
+        if (!s->rd_eof && !paused && buf_len(&s->in) < cap && !s->tls_upgrade)
             ev |= EV_READ;
     }
         /* fall through */
@@ -161,6 +166,9 @@ sock_update_io(struct sock *s)
     default:
         break;
     }
+    if (s->ssl != NULL && s->tls_want != 0 && s->state != SS_LISTENING)
+        ev |= s->tls_want; /* the TLS engine needs the other direction to make progress */
+set:
     if (ev == (s->io.events & (EV_READ | EV_WRITE)) && (ev == 0 || ev_is_active(&s->io)))
         return;
     ev_io_stop(sockd.loop, &s->io);
@@ -189,6 +197,8 @@ static void
 sock_close_graceful(struct sock *s, const char *reason, json_t *req)
 {
     char sink[4096];
+    if (s->ssl != NULL && !s->tls_handshaking)
+        tls_close_notify(s);
     if (s->fd >= 0) {
         shutdown(s->fd, SHUT_WR);
         for (int i = 0; i < 64 && recv(s->fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
@@ -204,8 +214,27 @@ sock_io_failed(struct sock *s, int err)
     sock_close(s, SOCKD_REASON_LOST, err, NULL, NULL);
 }
 
+static void sock_tls_begin(struct sock *s, int server);
+static void sock_ready(struct sock *s);
+static void sock_write_ready(struct sock *s);
+
+/* The TCP connection is up: a tls socket starts its handshake, others are ready. */
 static void
 sock_became_connected(struct sock *s)
+{
+    if (s->type == SOCK_TLS && s->ssl == NULL) {
+        s->state = SS_CONNECTING;
+        s->tls_announce = 0;
+        sock_fill_local(s);
+        sock_tls_begin(s, 0);
+        return;
+    }
+    sock_ready(s);
+}
+
+/* Ready for data: announce it (socket.connected, with the tls object for TLS). */
+static void
+sock_ready(struct sock *s)
 {
     json_t *req = s->connect_req;
     s->connect_req = NULL;
@@ -216,10 +245,106 @@ sock_became_connected(struct sock *s)
         json_pack("{s:o,s:o}", "local", sock_addr_json(s, 0), "remote", sock_addr_json(s, 1));
     if (s->asked != NULL)
         json_object_set_new(p, "rewritten_to", addr_to_json(&s->remote.sa, sizeof s->remote));
+    if (s->ssl != NULL)
+        json_object_set_new(p, "tls", tls_info(s));
     sock_emit(s, "socket.connected", p, req);
     json_decref(req);
     if (s->shut_wanted)
         s->state = SS_CLOSING;
+}
+
+/* The request a handshake result is reported with (connect, accept or starttls). */
+static json_t *
+sock_tls_req(struct sock *s)
+{
+    return s->tls_announce == 2 ? s->shutdown_req : s->connect_req;
+}
+
+/* Drive the TLS handshake one step; announce the result when it ends. */
+static void
+sock_tls_step(struct sock *s)
+{
+    char detail[512];
+    int r = tls_handshake(s, detail, sizeof detail);
+    if (r == 0) {
+        sock_update_io(s);
+        return;
+    }
+    if (r < 0) {
+        log_debug("socket %llu: TLS handshake failed: %s", (unsigned long long)s->id, detail);
+        json_t *req = sock_tls_req(s);
+        if (s->tls_announce == 1 && s->accept_auto) {
+            sock_close(s, NULL, 0, NULL, NULL); /* never announced: nobody to tell */
+            return;
+        }
+        sock_close(s, SOCKD_REASON_TLS_HANDSHAKE_FAILED, 0, detail, req);
+        return;
+    }
+    s->tp = &transport_tls;
+    switch (s->tls_announce) {
+    case 1: { /* accepted */
+        json_t *req = s->connect_req;
+        s->connect_req = NULL;
+        s->state = SS_CONNECTED;
+        json_t *p =
+            json_pack("{s:I,s:o,s:o,s:o}", "listener", (json_int_t)s->listener, "local",
+                      sock_addr_json(s, 0), "remote", sock_addr_json(s, 1), "tls", tls_info(s));
+        sock_emit(s, "socket.accepted", p, req);
+        json_decref(req);
+        break;
+    }
+    case 2: { /* upgraded */
+        json_t *req = s->shutdown_req;
+        s->shutdown_req = NULL;
+        s->state = SS_CONNECTED;
+        sock_emit(s, "socket.tls_upgraded", json_pack("{s:o}", "tls", tls_info(s)), req);
+        json_decref(req);
+        break;
+    }
+    default:
+        sock_ready(s);
+        break;
+    }
+    if (!s->dead) {
+        if (buf_len(&s->out) > 0 && s->state == SS_CONNECTED)
+            sock_write_ready(s);
+        if (!s->dead)
+            sock_update_io(s);
+    }
+}
+
+/* Start TLS on a connected fd (client or server side) and take the first handshake step. */
+static void
+sock_tls_begin(struct sock *s, int server)
+{
+    char detail[512];
+    s->tls_server = server ? 1 : 0;
+    if (tls_start(s, s->tlsctx, server, s->server_name, detail, sizeof detail) < 0) {
+        sock_close(s, SOCKD_REASON_TLS_HANDSHAKE_FAILED, 0, detail, sock_tls_req(s));
+        return;
+    }
+    sock_tls_step(s);
+}
+
+void
+sock_starttls(struct sock *s, struct tlsctx *t, int server, const char *server_name, json_t *req)
+{
+    tlsctx_ref(t);
+    if (s->tlsctx != NULL)
+        tlsctx_unref(s->tlsctx);
+    s->tlsctx = t;
+    free(s->server_name);
+    s->server_name = server_name ? strdup(server_name) : NULL;
+    s->shutdown_req = req ? json_incref(req) : NULL; /* carried to socket.tls_upgraded */
+    s->tls_announce = 2;
+    s->tls_server = server ? 1 : 0;
+    s->tls_upgrade = 1;
+    if (buf_len(&s->out) == 0) {
+        s->tls_upgrade = 0;
+        sock_tls_begin(s, server);
+        return;
+    }
+    sock_update_io(s); /* reading stops until the plaintext is out and TLS starts */
 }
 
 static void
@@ -458,7 +583,14 @@ sock_write_ready(struct sock *s)
     }
     sock_complete_sends(s);
     if (buf_len(&s->out) == 0) {
+        if (s->tls_upgrade) {
+            s->tls_upgrade = 0;
+            sock_tls_begin(s, s->tls_server);
+            return;
+        }
         if (s->state == SS_CLOSING) {
+            if (s->ssl != NULL && tls_close_notify(s) == 0)
+                return; /* close_notify waits for the socket to take it */
             sock_close_graceful(s, SOCKD_REASON_NORMAL, s->shutdown_req);
             return;
         }
@@ -706,6 +838,13 @@ sock_read_ready(struct sock *s)
             sock_io_failed(s, errno);
         return;
     }
+    /* Records already decrypted inside the TLS engine do not wake the fd: take them now. */
+    while (n > 0 && s->tp->pending != NULL && s->tp->pending(s) > 0 && (size_t)n < want) {
+        ssize_t m = s->tp->read(s, p + n, want - (size_t)n);
+        if (m <= 0)
+            break;
+        n += m;
+    }
     if (n == 0) {
         s->rd_eof = 1;
         log_debug("socket %llu: EOF from peer", (unsigned long long)s->id);
@@ -858,6 +997,17 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
     }
     s->listener = l->id;
     s->tag = tag ? json_incref(tag) : NULL;
+    if (l->type == SOCK_TLS) {
+        /* socket.accepted waits for the handshake; a failure never touches the listener */
+        s->tlsctx = l->tlsctx;
+        tlsctx_ref(s->tlsctx);
+        s->state = SS_CONNECTING;
+        s->tls_announce = 1;
+        s->accept_auto = req == l->listen_req && l->auto_accept;
+        s->connect_req = req ? json_incref(req) : NULL;
+        sock_tls_begin(s, 1);
+        return s->dead ? NULL : s;
+    }
     sock_emit(s, "socket.accepted",
               json_pack("{s:I,s:o,s:o}", "listener", (json_int_t)l->id, "local",
                         sock_addr_json(s, 0), "remote", sock_addr_json(s, 1)),
@@ -1075,6 +1225,16 @@ sock_relay_start(struct sock *s, int fd)
 void
 sock_io_event(struct sock *s, int revents)
 {
+    if (s->ssl != NULL && s->tls_handshaking) {
+        sock_tls_step(s);
+        return;
+    }
+    if (s->ssl != NULL && s->state == SS_CLOSING && buf_len(&s->out) == 0) {
+        sock_write_ready(s); /* retry a queued close_notify */
+        return;
+    }
+    if (s->ssl != NULL && s->state != SS_LISTENING)
+        revents |= EV_READ | EV_WRITE; /* TLS may need either direction to progress */
     switch (s->state) {
     case SS_LISTENING:
         sock_accept_ready(s);
