@@ -212,8 +212,13 @@ rpc_do_bind(struct rpc_call *call, struct sock *s, struct addr *a, int reuse)
         return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_BIND_FAILED, err, "bind");
     }
     if (a->kind == ADDR_UNIX) {
+        struct stat st;
         s->un_local = strdup(a->host);
-        s->unlink_local = a->host[0] == '/';
+        if (a->host[0] == '/' && lstat(a->host, &st) == 0) {
+            s->unlink_local = 1;
+            s->un_dev = st.st_dev;
+            s->un_ino = st.st_ino;
+        }
     } else {
         socklen_t len = sizeof s->local;
         getsockname(s->fd, &s->local.sa, &len);

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "addr.h"
@@ -132,8 +133,10 @@ sock_release(struct sock *s)
     json_decref(s->shutdown_req);
     json_decref(s->tag);
     s->recv_req = s->connect_req = s->listen_req = s->shutdown_req = s->tag = NULL;
-    if (s->unlink_local && s->un_local != NULL && s->un_local[0] == '/')
-        unlink(s->un_local);
+    struct stat st;
+    if (s->unlink_local && s->un_local != NULL && s->un_local[0] == '/' &&
+        lstat(s->un_local, &st) == 0 && st.st_dev == s->un_dev && st.st_ino == s->un_ino)
+        unlink(s->un_local); /* only our own file: another socket may have replaced it */
     free(s->un_local);
     free(s->un_remote);
     free(s->opts);

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <ev.h>
 #include <jansson.h>
 
@@ -163,7 +164,9 @@ struct sock {
     /* unix: reported paths ("/p", "@abstract", "" unnamed), malloc'ed */
     char *un_local, *un_remote;
     unsigned unlink_local : 1; /* remove the bound file when the socket closes */
-    struct sock_opts *opts;    /* NULL until socket.setopt */
+    dev_t un_dev;              /* the bound file, so close never removes a file taken over */
+    ino_t un_ino;
+    struct sock_opts *opts; /* NULL until socket.setopt */
     /* host name connects (resolve.c): lookup in flight, then the addresses to try */
     struct resolve_req *rreq;
     struct resolve_result *raddrs;
