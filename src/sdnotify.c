@@ -1,0 +1,2 @@
+#include "config.h"
+/* systemd notify and socket activation: being written */

@@ -1,0 +1,3 @@
+#ifndef SOCKD_SDNOTIFY_H
+#define SOCKD_SDNOTIFY_H
+#endif
