@@ -511,6 +511,53 @@ ctl_resume_cb(EV_P_ ev_timer *w, int revents)
         ev_io_start(EV_A_ & ctl_accept_io);
 }
 
+struct client *
+ctl_client_new(int fd)
+{
+    struct client *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    struct ucred cred;
+    socklen_t cl = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0) {
+        c->pid = cred.pid;
+        c->uid = cred.uid;
+        c->gid = cred.gid;
+    } else {
+        c->uid = (uid_t)-1;
+        c->gid = (gid_t)-1;
+    }
+    gid_t groups[256];
+    socklen_t gl = sizeof groups;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &gl) == 0 && gl > 0 &&
+        (c->groups = malloc(gl)) != NULL) {
+        memcpy(c->groups, groups, gl);
+        c->ngroups = (int)(gl / sizeof(gid_t));
+    }
+    c->id = ++sockd.next_client;
+    c->fd = fd;
+    c->in.limit = 0;
+    ev_io_init(&c->rio, ctl_read_cb, fd, EV_READ);
+    ev_io_init(&c->wio, ctl_write_cb, fd, EV_WRITE);
+    ev_idle_init(&c->more, ctl_more_cb);
+    c->rio.data = c->wio.data = c->more.data = c;
+    ev_io_start(sockd.loop, &c->rio);
+    c->next = ctl_clients;
+    if (ctl_clients)
+        ctl_clients->prev = c;
+    ctl_clients = c;
+    sockd.nclients++;
+    return c;
+}
+
+void
+ctl_feed(struct client *c, const void *p, size_t n)
+{
+    if (c->dead || buf_append(&c->in, p, n) < 0)
+        return;
+    ctl_process(c);
+}
+
 static void
 ctl_accept_cb(EV_P_ ev_io *w, int revents)
 {
@@ -533,41 +580,11 @@ ctl_accept_cb(EV_P_ ev_io *w, int revents)
             ctl_refuse(fd);
             continue;
         }
-        struct client *c = calloc(1, sizeof *c);
+        struct client *c = ctl_client_new(fd);
         if (c == NULL) {
             close(fd);
             return;
         }
-        struct ucred cred;
-        socklen_t cl = sizeof cred;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0) {
-            c->pid = cred.pid;
-            c->uid = cred.uid;
-            c->gid = cred.gid;
-        } else {
-            c->uid = (uid_t)-1;
-            c->gid = (gid_t)-1;
-        }
-        gid_t groups[256];
-        socklen_t gl = sizeof groups;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &gl) == 0 && gl > 0 &&
-            (c->groups = malloc(gl)) != NULL) {
-            memcpy(c->groups, groups, gl);
-            c->ngroups = (int)(gl / sizeof(gid_t));
-        }
-        c->id = ++sockd.next_client;
-        c->fd = fd;
-        c->in.limit = 0;
-        ev_io_init(&c->rio, ctl_read_cb, fd, EV_READ);
-        ev_io_init(&c->wio, ctl_write_cb, fd, EV_WRITE);
-        ev_idle_init(&c->more, ctl_more_cb);
-        c->rio.data = c->wio.data = c->more.data = c;
-        ev_io_start(EV_A_ & c->rio);
-        c->next = ctl_clients;
-        if (ctl_clients)
-            ctl_clients->prev = c;
-        ctl_clients = c;
-        sockd.nclients++;
         log_info("client %llu connected (pid %d uid %d gid %d)", (unsigned long long)c->id,
                  (int)c->pid, (int)c->uid, (int)c->gid);
     }

@@ -460,7 +460,9 @@ sock_connect(struct sock *s, const struct addr *a, double timeout)
     if (a->kind == ADDR_NAME) {
         /* the connect timeout covers the lookup too: the lookup gets what is left of it */
         int family = s->fd >= 0 ? s->local.sa.sa_family : AF_UNSPEC;
-        s->rreq = resolve_start(a->host, a->port, family, timeout, sock_resolved_cb, s);
+        /* a little longer than the connect timer, so timeout_ms always ends as "timeout" */
+        s->rreq = resolve_start(a->host, a->port, family, timeout > 0 ? timeout + 0.1 : 0,
+                                sock_resolved_cb, s);
         if (s->rreq == NULL) {
             ev_timer_stop(sockd.loop, &s->ctimer);
             errno = ENOMEM;

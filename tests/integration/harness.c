@@ -880,6 +880,7 @@ void h_cleanup(void)
 
 int h_teardown(void **state)
 {
+    (void)state;
     h_cleanup();
     return 0;
 }
