@@ -305,6 +305,7 @@ ctl_client_close(struct client *c, const char *why)
     ev_io_stop(sockd.loop, &c->rio);
     ev_io_stop(sockd.loop, &c->wio);
     ev_idle_stop(sockd.loop, &c->more);
+    ev_timer_stop(sockd.loop, &c->stall);
     close(c->fd);
     c->fd = -1;
     ctl_close_fds(c->in_fds, &c->n_in_fds);
@@ -390,6 +391,22 @@ ctl_read_cb(EV_P_ ev_io *w, int revents)
     }
     buf_commit(&c->in, (size_t)n);
     ctl_process(c);
+    if (!c->dead) {
+        /* only an unfinished line counts: complete lines may wait while output is paused */
+        if ((buf_len(&c->in) > 0 && c->scanned == buf_len(&c->in)) || c->discarding)
+            ev_timer_again(sockd.loop, &c->stall); /* progress: the clock starts again */
+        else
+            ev_timer_stop(sockd.loop, &c->stall);
+    }
+}
+
+/* A partial line made no progress for CTL_LINE_TIMEOUT: a stalled or hostile client. */
+static void
+ctl_stall_cb(EV_P_ ev_timer *w, int revents)
+{
+    (void)revents;
+    (void)loop;
+    ctl_client_close(w->data, "stalled in the middle of a line");
 }
 
 static void
@@ -540,7 +557,8 @@ ctl_client_new(int fd)
     ev_io_init(&c->rio, ctl_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, ctl_write_cb, fd, EV_WRITE);
     ev_idle_init(&c->more, ctl_more_cb);
-    c->rio.data = c->wio.data = c->more.data = c;
+    ev_timer_init(&c->stall, ctl_stall_cb, 0.0, CTL_LINE_TIMEOUT);
+    c->rio.data = c->wio.data = c->more.data = c->stall.data = c;
     ev_io_start(sockd.loop, &c->rio);
     c->next = ctl_clients;
     if (ctl_clients)

@@ -17,6 +17,8 @@ struct sock;
 #define CTL_OUT_LOW (256u << 10)
 /* Requests handled per client per loop turn. */
 #define CTL_REQS_PER_TURN 64
+/* A client that stops in the middle of a line for this long is disconnected (seconds). */
+#define CTL_LINE_TIMEOUT 30.0
 /* File descriptors queued per client and direction; more are closed at once. */
 #define CTL_MAX_FDS 64
 /* File descriptors one request line may carry. */
@@ -37,7 +39,8 @@ struct client {
     gid_t *groups; /* supplementary groups (SO_PEERGROUPS), malloc'ed */
     int ngroups;
     ev_io rio, wio;
-    ev_idle more; /* continues line handling after CTL_REQS_PER_TURN */
+    ev_idle more;   /* continues line handling after CTL_REQS_PER_TURN */
+    ev_timer stall; /* running while a partial line waits for the rest */
     struct buf in;
     size_t scanned; /* bytes of in already searched for '\n' */
     int discarding; /* dropping an over-long line up to its newline */

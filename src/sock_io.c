@@ -286,6 +286,7 @@ sock_tls_step(struct sock *s)
         json_t *req = s->connect_req;
         s->connect_req = NULL;
         s->state = SS_CONNECTED;
+        ev_timer_stop(sockd.loop, &s->ctimer);
         json_t *p =
             json_pack("{s:I,s:o,s:o,s:o}", "listener", (json_int_t)s->listener, "local",
                       sock_addr_json(s, 0), "remote", sock_addr_json(s, 1), "tls", tls_info(s));
@@ -352,6 +353,14 @@ sock_connect_timeout_cb(EV_P_ ev_timer *w, int revents)
 {
     struct sock *s = w->data;
     (void)revents;
+    if (s->tls_announce == 1) { /* an accepted connection that never finished its handshake */
+        if (s->accept_auto)
+            sock_close(s, NULL, 0, NULL, NULL);
+        else
+            sock_close(s, SOCKD_REASON_TLS_HANDSHAKE_FAILED, 0, "handshake timed out",
+                       s->connect_req);
+        return;
+    }
     sock_close(s, SOCKD_REASON_TIMEOUT, 0, "connect timed out", s->connect_req);
 }
 
@@ -1007,6 +1016,11 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
         s->tls_announce = 1;
         s->accept_auto = req == l->listen_req && l->auto_accept;
         s->connect_req = req ? json_incref(req) : NULL;
+        /* a peer that stalls its handshake holds the slot no longer than accept-timeout */
+        ev_timer_init(&s->ctimer, sock_connect_timeout_cb, sockd.conf.accept_timeout_ms / 1000.0,
+                      0.0);
+        s->ctimer.data = s;
+        ev_timer_start(sockd.loop, &s->ctimer);
         sock_tls_begin(s, 1);
         return s->dead ? NULL : s;
     }
