@@ -400,7 +400,7 @@ ctl_read_cb(EV_P_ ev_io *w, int revents)
     }
 }
 
-/* A partial line made no progress for CTL_LINE_TIMEOUT: a stalled or hostile client. */
+/* A partial line made no progress for client-line-timeout: a stalled or hostile client. */
 static void
 ctl_stall_cb(EV_P_ ev_timer *w, int revents)
 {
@@ -557,7 +557,7 @@ ctl_client_new(int fd)
     ev_io_init(&c->rio, ctl_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, ctl_write_cb, fd, EV_WRITE);
     ev_idle_init(&c->more, ctl_more_cb);
-    ev_timer_init(&c->stall, ctl_stall_cb, 0.0, CTL_LINE_TIMEOUT);
+    ev_timer_init(&c->stall, ctl_stall_cb, 0.0, sockd.conf.line_timeout_ms / 1000.0);
     c->rio.data = c->wio.data = c->more.data = c->stall.data = c;
     ev_io_start(sockd.loop, &c->rio);
     c->next = ctl_clients;

@@ -17,8 +17,6 @@ struct sock;
 #define CTL_OUT_LOW (256u << 10)
 /* Requests handled per client per loop turn. */
 #define CTL_REQS_PER_TURN 64
-/* A client that stops in the middle of a line for this long is disconnected (seconds). */
-#define CTL_LINE_TIMEOUT 30.0
 /* File descriptors queued per client and direction; more are closed at once. */
 #define CTL_MAX_FDS 64
 /* File descriptors one request line may carry. */

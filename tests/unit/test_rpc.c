@@ -890,7 +890,7 @@ test_hello(void **state)
         {"max_clients", 1024},         {"max_sockets_per_client", 4096},
         {"max_send_buffer", 4 << 20},  {"max_message", 16 << 20},
         {"max_pending_accepts", 128},  {"accept_timeout_ms", 10000},
-        {"max_recv_length", 16 << 20},
+        {"max_recv_length", 16 << 20}, {"client_line_timeout_ms", 30000},
     };
     assert_int_equal(json_object_size(limits), NELEM(lim));
     for (size_t k = 0; k < NELEM(lim); k++) {
