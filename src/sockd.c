@@ -15,6 +15,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "resolve.h"
+#include "sdnotify.h"
 #include "sock.h"
 
 static const char *conf_path;
@@ -40,6 +41,7 @@ stop_cb(EV_P_ ev_signal *w, int revents)
 {
     (void)revents;
     log_info("signal %d: shutting down", w->signum);
+    sdn_stopping(); /* before clients hear daemon_shutdown */
     sockd.stopping = 1;
     ctl_unlisten();
     ctl_shutdown(2.0);
@@ -48,12 +50,10 @@ stop_cb(EV_P_ ev_signal *w, int revents)
 
 /* SIGHUP: parse the file whole; swap it in, or keep the old config and say why. */
 static void
-reload_cb(EV_P_ ev_signal *w, int revents)
+reload_conf(EV_P)
 {
     struct conf nc;
     char *cause = NULL;
-    (void)w;
-    (void)revents;
     if (conf_path == NULL) {
         log_info("SIGHUP: no configuration file to reload");
         return;
@@ -78,6 +78,17 @@ reload_cb(EV_P_ ev_signal *w, int revents)
     sockd.conf = nc;
     log_set_level(nc.log_level > log_get_level() ? nc.log_level : log_get_level());
     log_info("configuration reloaded from %s", conf_path);
+}
+
+/* The service manager hears RELOADING=1 before and READY=1 after, whether or not it took. */
+static void
+reload_cb(EV_P_ ev_signal *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    sdn_reloading();
+    reload_conf(EV_A);
+    sdn_ready();
 }
 
 int
@@ -140,18 +151,36 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     OPENSSL_init_ssl(0, NULL);
 
-    if (sock_path == NULL)
-        sock_path = sockd.conf.listen;
-    sock_path = sockd_socket_path(sock_path, pathbuf, sizeof pathbuf);
-    if (sock_path == NULL) {
-        fprintf(stderr, "sockd: control socket path too long\n");
+    /* A socket passed by the service manager takes precedence over -s and "listen". */
+    int act_fd;
+    const char *act_name;
+    char act_err[512];
+    int activated = sdn_listen_fd(&act_fd, &act_name, act_err, sizeof act_err);
+    if (activated < 0) {
+        log_error("%s", act_err);
         return 1;
+    }
+    if (activated) {
+        sock_path = sdn_socket_name(act_fd, pathbuf, sizeof pathbuf);
+    } else {
+        if (sock_path == NULL)
+            sock_path = sockd.conf.listen;
+        sock_path = sockd_socket_path(sock_path, pathbuf, sizeof pathbuf);
+        if (sock_path == NULL) {
+            fprintf(stderr, "sockd: control socket path too long\n");
+            return 1;
+        }
     }
     if (resolve_init(loop, &sockd.conf, &cause) < 0) {
         log_error("resolver: %s", cause);
         return 1;
     }
-    if (ctl_listen(sock_path, sockd.conf.socket_mode, sockd.conf.socket_gid, &cause) < 0) {
+    if (activated) {
+        ctl_adopt(act_fd); /* not ours to unlink at exit: the socket unit owns the path */
+        log_info("socket activation: control socket fd %d%s%s%s passed by the service manager "
+                 "(-s, \"listen\" and the socket mode and group settings are not used)",
+                 act_fd, act_name[0] ? " (" : "", act_name, act_name[0] ? ")" : "");
+    } else if (ctl_listen(sock_path, sockd.conf.socket_mode, sockd.conf.socket_gid, &cause) < 0) {
         log_error("cannot listen on %s: %s", sock_path, cause);
         return 1;
     }
@@ -162,9 +191,14 @@ main(int argc, char **argv)
     ev_signal_start(loop, &sig_term);
     ev_signal_start(loop, &sig_hup);
     log_info("sockd %s listening on %s", PACKAGE_VERSION, sock_path);
+    if (sdn_init() > 0) {
+        sdn_start(loop);
+        sdn_ready();
+    }
 
     ev_run(loop, 0);
 
+    sdn_shutdown();
     log_info("stopped");
     resolve_shutdown();
     conf_free(&sockd.conf);
