@@ -8,6 +8,8 @@
 size_t b64_encoded_len(size_t n);
 /* Encode n bytes into out (room for b64_encoded_len(n) + 1); returns the length written. */
 size_t b64_encode(const void *in, size_t n, char *out);
+/* Whether text is alphabet characters followed only by '=' (cheap screening, not full validity). */
+int b64_is_text(const char *in, size_t n);
 /*
  * Decode text of length n into out (room for n / 4 * 3). Returns the decoded length,
  * or -1 if the text is not canonical padded base64.

@@ -229,6 +229,25 @@ ctl_notify(struct client *c, const char *method, json_t *params)
     json_decref(msg);
 }
 
+char *
+ctl_reserve_line(struct client *c, size_t n)
+{
+    if (c->dead)
+        return NULL;
+    char *p = buf_reserve(c->hold > 0 ? &c->held : &c->out, n);
+    if (p == NULL)
+        ctl_client_close(c, "out of memory");
+    return p;
+}
+
+void
+ctl_commit_line(struct client *c, size_t n)
+{
+    buf_commit(c->hold > 0 ? &c->held : &c->out, n);
+    if (c->hold == 0)
+        ctl_queued(c);
+}
+
 void
 ctl_hold(struct client *c)
 {

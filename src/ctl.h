@@ -79,6 +79,13 @@ void ctl_write_json(struct client *c, json_t *msg);
 void ctl_write_json_fds(struct client *c, json_t *msg, const int *fds, int nfds);
 /* Take the next fd that rode with the current request line (-1 if none). */
 int ctl_take_fd(struct client *c);
+/*
+ * Room for one whole notification line of at most n bytes (newline included), written by the
+ * caller and then committed with its real length; NULL if the client is gone. Respects holding,
+ * like ctl_notify.
+ */
+char *ctl_reserve_line(struct client *c, size_t n);
+void ctl_commit_line(struct client *c, size_t n);
 /* Queue a notification {jsonrpc, method, params} (params stolen). */
 void ctl_notify(struct client *c, const char *method, json_t *params);
 /* Hold notifications while a request (or batch) runs; release appends them after its response. */

@@ -6,8 +6,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
 #include <sockd/protocol.h>
 
+#include "b64.h"
+#include "buf.h"
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
@@ -200,6 +204,158 @@ rpc_check_params(struct rpc_call *call, const struct rpc_method *m)
     return 0;
 }
 
+/*
+ * Large payloads bypass the JSON lexer. A "data" member whose value is a long string of pure
+ * base64 is swapped, before parsing, for a short placeholder naming its span in the line; the
+ * send methods decode the span directly (rpc_blob), and a placeholder found anywhere else is put
+ * back to the original text before the method runs, so what a method sees never changes.
+ */
+#define RPC_BLOB_MIN 1024
+#define RPC_BLOB_MAX 64
+static struct {
+    const char *line;
+    size_t off[RPC_BLOB_MAX], len[RPC_BLOB_MAX];
+    int n;
+} rpc_blobs;
+static char rpc_blob_nonce[24]; /* "sockd-blob-" + 8 random hex; a prefix no client can guess */
+
+static void
+rpc_blob_init(void)
+{
+    unsigned char r[4];
+    if (rpc_blob_nonce[0] != '\0')
+        return;
+    if (RAND_bytes(r, sizeof r) != 1)
+        memset(r, 0x5a, sizeof r);
+    snprintf(rpc_blob_nonce, sizeof rpc_blob_nonce, "sockd-blob-%02x%02x%02x%02x:", r[0], r[1],
+             r[2], r[3]);
+}
+
+/*
+ * Scan a line outside strings for `"data" : "<long base64>"`; return a malloc'ed copy with each
+ * such value replaced by a placeholder (NULL when there is none). Strings are skipped exactly as
+ * JSON defines them, so a "data" inside another string is never taken for a key.
+ */
+static char *
+rpc_blob_scan(const char *line, size_t len, size_t *outlen)
+{
+    struct buf out = {0};
+    size_t i = 0, copied = 0;
+    int key_data = 0, after_colon = 0;
+
+    rpc_blobs.n = 0;
+    rpc_blobs.line = line;
+    while (i < len) {
+        char ch = line[i];
+        if (ch == '"') {
+            size_t s = i + 1, e = s;
+            int escaped = 0;
+            for (;;) {
+                const char *q = memchr(line + e, '"', len - e);
+                if (q == NULL) {
+                    buf_free(&out);
+                    return NULL; /* unterminated: let the parser report it */
+                }
+                e = (size_t)(q - line);
+                size_t bs = 0;
+                while (e - bs > s && line[e - bs - 1] == '\\')
+                    bs++;
+                if (bs > 0)
+                    escaped = 1;
+                if (bs % 2 == 0)
+                    break;
+                e++;
+            }
+            size_t n = e - s;
+            if (after_colon && !escaped && n >= RPC_BLOB_MIN && rpc_blobs.n < RPC_BLOB_MAX) {
+                if (b64_is_text(line + s, n)) {
+                    char ph[48];
+                    int pl = snprintf(ph, sizeof ph, "%s%d", rpc_blob_nonce, rpc_blobs.n);
+                    if (buf_append(&out, line + copied, s - copied) < 0 ||
+                        buf_append(&out, ph, (size_t)pl) < 0) {
+                        buf_free(&out);
+                        rpc_blobs.n = 0;
+                        return NULL;
+                    }
+                    rpc_blobs.off[rpc_blobs.n] = s;
+                    rpc_blobs.len[rpc_blobs.n++] = n;
+                    copied = e;
+                }
+            }
+            key_data = !after_colon && n == 4 && memcmp(line + s, "data", 4) == 0;
+            after_colon = 0;
+            i = e + 1;
+            continue;
+        }
+        if (ch == ':') {
+            after_colon = key_data;
+            key_data = 0;
+        } else if (ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n') {
+            key_data = after_colon = 0;
+        }
+        i++;
+    }
+    if (rpc_blobs.n == 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    if (buf_append(&out, line + copied, len - copied) < 0) {
+        buf_free(&out);
+        rpc_blobs.n = 0;
+        return NULL;
+    }
+    *outlen = buf_len(&out);
+    char *copy = malloc(buf_len(&out) + 1);
+    if (copy != NULL)
+        memcpy(copy, buf_head(&out), buf_len(&out));
+    buf_free(&out);
+    if (copy == NULL)
+        rpc_blobs.n = 0;
+    return copy;
+}
+
+int
+rpc_blob(const json_t *value, const char **text, size_t *len)
+{
+    size_t nl = strlen(rpc_blob_nonce);
+    const char *v = json_string_value(value);
+    if (rpc_blobs.n == 0 || v == NULL || strncmp(v, rpc_blob_nonce, nl) != 0)
+        return 0;
+    int k = atoi(v + nl);
+    if (k < 0 || k >= rpc_blobs.n)
+        return 0;
+    *text = rpc_blobs.line + rpc_blobs.off[k];
+    *len = rpc_blobs.len[k];
+    return 1;
+}
+
+/* Put original text back for every placeholder in v (keep marks the one value left as is). */
+static void
+rpc_blob_restore(json_t *v, const json_t *keep)
+{
+    const char *key, *t;
+    size_t i, n;
+    json_t *m;
+
+    if (json_is_object(v)) {
+        json_object_foreach(v, key, m)
+        {
+            if (m != keep && rpc_blob(m, &t, &n))
+                json_object_set_new(v, key, json_stringn(t, n));
+            else
+                rpc_blob_restore(m, keep);
+        }
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, m)
+        {
+            if (rpc_blob(m, &t, &n))
+                json_array_set_new(v, i, json_stringn(t, n));
+            else
+                rpc_blob_restore(m, keep);
+        }
+    }
+}
+
 static json_t *
 rpc_error_msg(json_t *id, int code, const char *msg, json_t *data)
 {
@@ -242,6 +398,14 @@ rpc_handle_one(struct client *c, json_t *req, int *fds, int *nfds)
     if (!json_is_string(mv))
         return rpc_invalid(id, "method must be a string");
 
+    if (rpc_blobs.n > 0) {
+        const char *mn = json_string_value(mv);
+        json_t *pp = json_object_get(req, "params");
+        const json_t *keep = NULL;
+        if (strcmp(mn, "socket.send") == 0 || strcmp(mn, "socket.sendto") == 0)
+            keep = json_object_get(pp, "data");
+        rpc_blob_restore(req, keep);
+    }
     sockd.requests++;
     memset(&call, 0, sizeof call);
     call.client = c;
@@ -298,13 +462,21 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
         lead++;
     if (lead == len)
         return 0;
-    msg = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    size_t plen = len;
+    char *plain = NULL;
+    if (len >= RPC_BLOB_MIN) {
+        rpc_blob_init();
+        plain = rpc_blob_scan(line, len, &plen);
+    }
+    msg = json_loadb(plain ? plain : line, plen, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    free(plain);
     if (msg == NULL) {
         json_t *data = json_pack("{s:s,s:i}", "detail", jerr.text, "position", jerr.position);
         resp = rpc_error_msg(NULL, SOCKD_E_PARSE, "parse error", data);
         json_decref(data);
         ctl_write_json(c, resp);
         json_decref(resp);
+        rpc_blobs.n = 0;
         return 1;
     }
     ctl_hold(c);
@@ -338,6 +510,7 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
     json_decref(resp);
     int n = json_is_array(msg) && json_array_size(msg) > 0 ? (int)json_array_size(msg) : 1;
     json_decref(msg);
+    rpc_blobs.n = 0; /* spans point into this line only */
     return n;
 }
 

@@ -60,6 +60,12 @@ int rpc_fail_errno(struct rpc_call *call, int code, const char *reason, int err,
 int rpc_fail_limit(struct rpc_call *call, const char *limit);
 int rpc_fail_handle(struct rpc_call *call, const char *what);
 
+/*
+ * A large base64 "data" value of the current line, kept out of the JSON parser: when the param
+ * is such a placeholder, returns 1 with the original text span; else 0.
+ */
+int rpc_blob(const json_t *value, const char **text, size_t *len);
+
 /* Typed param getters (the types were already checked). */
 long long rpc_int(const struct rpc_call *call, const char *name, long long dflt);
 int rpc_bool(const struct rpc_call *call, const char *name, int dflt);
