@@ -9,6 +9,9 @@
  *   -m sockd   the client asks sockd (-s SOCKET) for a tcp socket, connects it to the
  *              echo server, arms socket.recv {length: CHUNK, stream: true} and sends
  *              the payload as socket.send {data: base64} requests of CHUNK bytes.
+ *   -m tls     as sockd, but the echo server speaks TLS (certificate -C, key -K, PEM
+ *              files) and the client makes a context.create {verify: false} and a tls
+ *              socket in it: the same JSON path with sockd doing the TLS.
  *
  * In both modes at most WINDOW payload bytes are "in flight" (handed over but not
  * yet read back), chunks are CHUNK bytes and TOTAL bytes make the run.  Every byte
@@ -20,7 +23,7 @@
  * Output, one line on stdout:
  *   mibps=.. bytes=.. seconds=.. chunks=.. client_cpu_s=.. server_cpu_s=.. warnings=..
  * (server_cpu_s: the echo server child's CPU time.)
- * Built by tests/bench/run with: cc -O2 echo_bench.c -ljansson -lcrypto
+ * Built by tests/bench/run with: cc -O2 echo_bench.c -ljansson -lssl -lcrypto
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,6 +32,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -52,6 +56,7 @@ static unsigned char *pat; /* PERIOD + max(chunk, read size) bytes of the patter
 static pid_t echo_pid = -1;
 static unsigned long long warnings;
 static double t_begin; /* set when the payload starts to move */
+static const char *tls_cert, *tls_key; /* -m tls: the echo server's certificate and key */
 
 /* Progress, for the messages of a failed run. */
 static unsigned long long sent_bytes, recv_bytes;
@@ -106,6 +111,35 @@ tv(struct timeval t)
 
 /* ---- the echo server (child process, blocking sockets) ---- */
 
+/* -m tls: the echo server's side, blocking OpenSSL on fd; exits the child. */
+static void
+tls_echo(int fd, char *buf, size_t cap)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL || SSL_CTX_use_certificate_chain_file(ctx, tls_cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, tls_key, SSL_FILETYPE_PEM) != 1) {
+        fprintf(stderr, "echo_bench: TLS echo server: cannot load %s / %s\n", tls_cert, tls_key);
+        _exit(1);
+    }
+    SSL_CTX_set_mode(ctx, SSL_MODE_AUTO_RETRY);
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    if (SSL_accept(ssl) != 1) {
+        fprintf(stderr, "echo_bench: TLS echo server: handshake failed\n");
+        _exit(1);
+    }
+    for (;;) {
+        int n = SSL_read(ssl, buf, (int)cap);
+        if (n <= 0)
+            break;
+        if (SSL_write(ssl, buf, n) != n)
+            _exit(1);
+    }
+    SSL_shutdown(ssl);
+    close(fd);
+    _exit(0);
+}
+
 static int
 echo_server_start(void)
 {
@@ -133,6 +167,8 @@ echo_server_start(void)
             _exit(1);
         close(lfd);
         static char buf[65536];
+        if (tls_cert != NULL)
+            tls_echo(fd, buf, sizeof buf); /* does not return */
         for (;;) {
             ssize_t n = read(fd, buf, sizeof buf);
             if (n < 0 && errno == EINTR)
@@ -431,7 +467,7 @@ str(json_t *o, const char *k)
 }
 
 /* Results of the setup requests land here. */
-static json_t *setup_result[4];
+static json_t *setup_result[6]; /* [0] socket.connected, [i] response to id i */
 
 static void
 handle_message(json_t *j, const char *line, size_t len, const unsigned char *data, size_t dlen,
@@ -452,7 +488,7 @@ handle_message(json_t *j, const char *line, size_t len, const unsigned char *dat
         json_t *res = json_object_get(j, "result");
         if (!json_is_object(res))
             die("response %lld without a result object: %.*s", i, trunc, line);
-        if (i >= 1 && i <= 3) {
+        if (i >= 1 && i <= 5) {
             if (setup_result[i] != NULL)
                 die("second response to request %lld", i);
             setup_result[i] = json_incref(res);
@@ -569,6 +605,7 @@ ctl_wait(int (*cond)(void), double deadline, const char *what)
 }
 
 static int got_open(void) { return setup_result[1] != NULL; }
+static int got_context(void) { return setup_result[5] != NULL; }
 static int got_connected(void) { return setup_result[0] != NULL && setup_result[2] != NULL; }
 static int got_recv(void) { return setup_result[3] != NULL; }
 static int got_acks(void) { return sends_notified == sends_issued && sends_answered == sends_issued; }
@@ -578,8 +615,20 @@ run_sockd(const char *path, int port)
 {
     double t_kill = now() + timeout;
     ctl_connect(path);
-    ctl_sendf("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"socket.open\",\"params\":{\"type\":"
-              "\"tcp\"}}\n");
+    if (tls_cert != NULL) {
+        ctl_sendf("{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"context.create\",\"params\":{"
+                  "\"verify\":false}}\n");
+        ctl_wait(got_context, t_kill, "the context.create response");
+        json_t *c = json_object_get(setup_result[5], "context");
+        if (!json_is_integer(c))
+            die("context.create result has no context handle");
+        ctl_sendf("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"socket.open\",\"params\":{"
+                  "\"type\":\"tls\",\"context\":%lld}}\n",
+                  (long long)json_integer_value(c));
+    } else {
+        ctl_sendf("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"socket.open\",\"params\":{"
+                  "\"type\":\"tcp\"}}\n");
+    }
     ctl_wait(got_open, t_kill, "the socket.open response");
     json_t *s = json_object_get(setup_result[1], "socket");
     if (!json_is_integer(s) || json_integer_value(s) <= 0)
@@ -622,8 +671,8 @@ run_sockd(const char *path, int port)
 static void
 usage(void)
 {
-    fprintf(stderr, "usage: echo_bench -m sockd|direct [-s SOCKET] [-t TOTAL_MIB] [-c CHUNK] "
-                    "[-w WINDOW] [-T TIMEOUT_SECONDS]\n");
+    fprintf(stderr, "usage: echo_bench -m sockd|tls|direct [-s SOCKET] [-t TOTAL_MIB] [-c CHUNK] "
+                    "[-w WINDOW] [-T TIMEOUT_SECONDS] [-C CERT.pem -K KEY.pem]\n");
     exit(2);
 }
 
@@ -632,7 +681,7 @@ main(int argc, char **argv)
 {
     const char *mode = NULL, *path = NULL;
     int ch;
-    while ((ch = getopt(argc, argv, "m:s:t:c:w:T:")) != -1) {
+    while ((ch = getopt(argc, argv, "m:s:t:c:w:T:C:K:")) != -1) {
         switch (ch) {
         case 'm': mode = optarg; break;
         case 's': path = optarg; break;
@@ -640,8 +689,17 @@ main(int argc, char **argv)
         case 'c': chunk = strtoul(optarg, NULL, 10); break;
         case 'w': window = strtoul(optarg, NULL, 10); break;
         case 'T': timeout = atof(optarg); break;
+        case 'C': tls_cert = optarg; break;
+        case 'K': tls_key = optarg; break;
         default: usage();
         }
+    }
+    if (mode != NULL && strcmp(mode, "tls") == 0) {
+        if (tls_cert == NULL || tls_key == NULL)
+            usage();
+        mode = "sockd"; /* the same client, with a tls socket and a TLS echo server */
+    } else {
+        tls_cert = tls_key = NULL;
     }
     if (mode == NULL || (strcmp(mode, "sockd") != 0 && strcmp(mode, "direct") != 0) ||
         (strcmp(mode, "sockd") == 0 && path == NULL) || chunk < 1 || chunk > (1u << 24) ||
