@@ -14,6 +14,7 @@
 #include "daemon.h"
 #include "rpc.h"
 #include "sock.h"
+#include "tls.h" /* DTLS_MAX_PAYLOAD */
 
 /*
  * The payload of a send/sendto: base64 "data" or "text". *bytes is malloc'ed for data (caller
@@ -65,8 +66,10 @@ socket_send(struct rpc_call *call)
     if ((rpc_get(call, "data") == NULL) == (rpc_get(call, "text") == NULL))
         return rpc_fail_param(call, rpc_get(call, "data") ? "text" : "data",
                               "give exactly one of data and text");
-    if (sock_is_dgram(s) ? s->state != SS_CONNECTED
-                         : (s->state != SS_CONNECTED && s->state != SS_CONNECTING))
+    /* dtls: like a stream, queued while connecting (the handshake) */
+    if ((sock_is_dgram(s) && s->type != SOCK_DTLS)
+            ? s->state != SS_CONNECTED
+            : (s->state != SS_CONNECTED && s->state != SS_CONNECTING))
         return rpc_fail_state(call, s, "send");
     if (s->shut_wanted)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "socket is shutting down");
@@ -78,6 +81,11 @@ socket_send(struct rpc_call *call)
     if (sock_is_dgram(s) && n > 65507) {
         free(owned);
         return rpc_fail_param(call, "data", "a datagram carries at most 65507 bytes");
+    }
+    if (s->type == SOCK_DTLS && n > DTLS_MAX_PAYLOAD) { /* one datagram = one record */
+        free(owned);
+        return rpc_fail_param(call, rpc_get(call, "data") ? "data" : "text",
+                              "a DTLS datagram carries at most %d bytes", DTLS_MAX_PAYLOAD);
     }
     if (sock_is_dgram(s))
         r = sock_sendto(s, bytes, n, NULL, 0, call->id, rpc_bool(call, "notify", 1));
@@ -108,7 +116,7 @@ socket_sendto(struct rpc_call *call)
 
     if (s == NULL)
         return -1;
-    if (!sock_is_dgram(s))
+    if (!sock_is_dgram(s) || s->type == SOCK_DTLS) /* dtls: connected to one peer */
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "sendto: %s sockets use send",
                         sock_type_name(s->type));
     if (s->shut_wanted || (s->state != SS_OPEN && s->state != SS_BOUND && s->state != SS_CONNECTED))

@@ -110,16 +110,16 @@ socket_open(struct rpc_call *call)
     if (t < 0)
         return rpc_fail_param(call, "type", "unknown socket type '%.50s'", tname);
     struct tlsctx *ctx = NULL;
-    if (t == SOCK_DTLS)
-        return rpc_fail(call, SOCKD_E_UNSUPPORTED, NULL,
-                        "socket type '%s' is not supported by this build yet", tname);
-    if (t == SOCK_TLS) {
+    if (t == SOCK_TLS || t == SOCK_DTLS) {
         if (rpc_get(call, "context") == NULL)
-            return rpc_fail_param(call, "context", "a tls socket needs a context");
+            return rpc_fail_param(call, "context", "a %s socket needs a context", tname);
         if ((ctx = tlsctx_get(call->client, (uint64_t)rpc_int(call, "context", 0))) == NULL)
             return rpc_fail_handle(call, "context");
-        if (ctx->dtls)
+        if (ctx->dtls && t == SOCK_TLS)
             return rpc_fail_param(call, "context", "the context is for DTLS");
+        if (!ctx->dtls && t == SOCK_DTLS) /* dtls: the context needs dtls (or enable_dtls) */
+            return rpc_fail_param(call, "context",
+                                  "the context is not for DTLS (context.enable_dtls)");
     } else if (rpc_get(call, "context") != NULL) {
         return rpc_fail_param(call, "context", "a context applies to tls and dtls sockets only");
     }
@@ -171,7 +171,7 @@ socket_connect(struct rpc_call *call)
     if (sn != NULL && sn[0] == '\0')
         return rpc_fail_param(call, "server_name",
                               "server_name is empty: give a name or leave it out");
-    if (s->type == SOCK_TLS) {
+    if (s->type == SOCK_TLS || s->type == SOCK_DTLS) {
         free(s->server_name);
         s->server_name = strdup(sn ? sn : a.host); /* verified and sent as SNI */
     }
@@ -195,6 +195,9 @@ rpc_sock_fd(struct rpc_call *call, struct sock *s, int af, int reuse)
         return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_OPEN_FAILED, errno, "socket");
     if (reuse && af != AF_UNIX)
         setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    /* dtls: each peer a listener accepts gets a socket of its own on the same port */
+    if (s->type == SOCK_DTLS)
+        setsockopt(s->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     return 0;
 }
 
@@ -352,12 +355,12 @@ socket_listen(struct rpc_call *call)
         return -1;
     if (s->state != SS_OPEN && s->state != SS_BOUND)
         return rpc_fail_state(call, s, "listen");
-    if (sock_is_dgram(s))
+    if (sock_is_dgram(s) && s->type != SOCK_DTLS) /* dtls listens: the cookie exchange */
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "listen: %s sockets do not listen",
                         sock_type_name(s->type));
     if (s->type == SOCK_UNIX && s->state == SS_OPEN)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "listen: bind the unix socket first");
-    if (s->type == SOCK_TLS && !tlsctx_has_server_cert(s->tlsctx))
+    if ((s->type == SOCK_TLS || s->type == SOCK_DTLS) && !tlsctx_has_server_cert(s->tlsctx))
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
                         "listen: the context has no server certificate");
     if (rpc_int_range(call, "backlog", 1, 65535, 128, &backlog) < 0)
@@ -369,7 +372,8 @@ socket_listen(struct rpc_call *call)
         if (rpc_do_bind(call, s, &a, 1) < 0)
             return -1;
     }
-    if (listen(s->fd, (int)backlog) < 0) {
+    /* dtls: no kernel listen; peers come through DTLSv1_listen on the bound socket */
+    if (s->type != SOCK_DTLS && listen(s->fd, (int)backlog) < 0) {
         int err = errno;
         if (was_open) { /* a failed call leaves the socket as it was */
             ev_io_stop(sockd.loop, &s->io);

@@ -58,7 +58,8 @@ struct sock_pending {
     uint64_t num; /* unique per listener */
     int fd;
     union sock_sa remote, local;
-    ev_timer timer; /* accept-timeout */
+    ev_timer timer;     /* accept-timeout */
+    struct ssl_st *ssl; /* dtls: the peer's SSL, past the cookie exchange (sock_dtls.c) */
 };
 
 /* Options of socket.setopt, kept so they also apply to an fd made later. */
@@ -182,6 +183,7 @@ struct sock {
     int tls_want;               /* EV_READ/EV_WRITE the TLS engine waits for, 0 none */
     unsigned tls_clean_eof : 1; /* the peer sent close_notify */
     unsigned tls_handshaking : 1;
+    struct sock_dtls *dtls; /* dtls: retransmission timer, listener state (sock_dtls.c) */
 };
 
 /* Receive read-ahead per socket while no recv is pending. */

@@ -147,7 +147,7 @@ sock_update_io(struct sock *s)
         ev = EV_WRITE;
         break;
     case SS_BOUND:
-        if (!sock_is_dgram(s))
+        if (!sock_is_dgram(s) || s->type == SOCK_DTLS) /* dtls: only listen/connect read */
             break;
         /* a bound udp socket receives and sends */
         __attribute__((fallthrough));
@@ -222,7 +222,7 @@ static void sock_write_ready(struct sock *s);
 static void
 sock_became_connected(struct sock *s)
 {
-    if (s->type == SOCK_TLS && s->ssl == NULL) {
+    if ((s->type == SOCK_TLS || s->type == SOCK_DTLS) && s->ssl == NULL) {
         s->state = SS_CONNECTING;
         s->tls_announce = 0;
         sock_fill_local(s);
@@ -307,7 +307,8 @@ sock_tls_step(struct sock *s)
         break;
     }
     if (!s->dead) {
-        if (buf_len(&s->out) > 0 && s->state == SS_CONNECTED)
+        /* SS_CLOSING: socket.shutdown came during the handshake (flush, close_notify, close) */
+        if ((buf_len(&s->out) > 0 && s->state == SS_CONNECTED) || s->state == SS_CLOSING)
             sock_write_ready(s);
         if (!s->dead)
             sock_update_io(s);
@@ -536,11 +537,18 @@ sock_dgram_write_ready(struct sock *s)
         const char *payload = buf_head(&s->out) + sizeof h;
         ssize_t n;
         int tries = 0;
-        do
-            n = sendto(s->fd, payload, h.len, MSG_NOSIGNAL, h.has_addr ? &h.addr.sa : NULL,
-                       h.has_addr ? (socklen_t)sizeof h.addr : 0);
-        /* A pending ICMP error is reported instead of sending once: try again. */
-        while (n < 0 && (errno == EINTR || (errno == ECONNREFUSED && ++tries < 2)));
+        if (s->type == SOCK_DTLS) { /* one record per datagram (sock_dtls.c) */
+            n = dtls_send(s, payload, h.len);
+            if (n < 0 && errno != EAGAIN && !dtls_transient(errno)) {
+                sock_io_failed(s, errno);
+                return;
+            }
+        } else
+            do
+                n = sendto(s->fd, payload, h.len, MSG_NOSIGNAL, h.has_addr ? &h.addr.sa : NULL,
+                           h.has_addr ? (socklen_t)sizeof h.addr : 0);
+            /* A pending ICMP error is reported instead of sending once: try again. */
+            while (n < 0 && (errno == EINTR || (errno == ECONNREFUSED && ++tries < 2)));
         if (n < 0 && errno == EAGAIN)
             break;
         if (n < 0)
@@ -578,7 +586,9 @@ sock_write_ready(struct sock *s)
 {
     if (sock_is_dgram(s)) {
         sock_dgram_write_ready(s);
-        return;
+        /* dtls: once flushed, shutdown (close_notify) and EOF are handled below as for TLS */
+        if (s->type != SOCK_DTLS || s->dead || buf_len(&s->out) > 0)
+            return;
     }
     while (buf_len(&s->out) > 0) {
         ssize_t n = s->tp->write(s, buf_head(&s->out), buf_len(&s->out));
@@ -745,6 +755,11 @@ sock_deliver_dgram(struct sock *s)
         if (!s->recv_stream)
             sock_recv_done(s);
     }
+    /* dtls: the peer's close_notify ends a pending recv once every datagram is delivered */
+    if (s->type == SOCK_DTLS && s->rd_eof && s->recv_pending && !s->dead && buf_len(&s->in) == 0) {
+        sock_emit(s, "socket.received", json_pack("{s:s,s:b}", "data", "", "eof", 1), s->recv_req);
+        sock_recv_done(s);
+    }
 }
 
 /* Complete the pending recv as far as the buffered bytes allow. */
@@ -776,8 +791,8 @@ sock_deliver(struct sock *s)
 static void
 sock_eof_check(struct sock *s)
 {
-    if (s->dead || !s->rd_eof || s->state != SS_CONNECTED || sock_is_dgram(s) || s->owner == NULL ||
-        s->relay != NULL)
+    if (s->dead || !s->rd_eof || s->state != SS_CONNECTED ||
+        (sock_is_dgram(s) && s->type != SOCK_DTLS) || s->owner == NULL || s->relay != NULL)
         return;
     if (buf_len(&s->in) > 0 || buf_len(&s->out) > 0)
         return;
@@ -802,7 +817,22 @@ sock_dgram_read_ready(struct sock *s)
         mh.msg_namelen = sizeof h.addr;
         mh.msg_iov = &iov;
         mh.msg_iovlen = 1;
-        ssize_t n = recvmsg(s->fd, &mh, MSG_TRUNC);
+        ssize_t n;
+        if (s->type == SOCK_DTLS) { /* one record per datagram, no `from` (sock_dtls.c) */
+            n = dtls_recv(s, scratch, sizeof scratch);
+            mh.msg_namelen = 0;
+            if (n == 0) { /* close_notify: EOF as for TLS */
+                s->rd_eof = 1;
+                sock_deliver_dgram(s);
+                sock_eof_check(s);
+                return;
+            }
+            if (n < 0 && errno != EAGAIN) {
+                sock_io_failed(s, errno);
+                return;
+            }
+        } else
+            n = recvmsg(s->fd, &mh, MSG_TRUNC);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -975,6 +1005,7 @@ sock_pending_drop(struct sock *l, struct sock_pending *p)
 {
     sock_pending_unlink(l, p);
     close(p->fd);
+    SSL_free(p->ssl); /* dtls */
     free(p);
 }
 
@@ -990,11 +1021,12 @@ sock_pending_find(struct sock *l, uint64_t num)
 /* A socket for an accepted fd, owned by the listener's client; emits socket.accepted. */
 static struct sock *
 sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const union sock_sa *local,
-                    json_t *req, json_t *tag)
+                    json_t *req, json_t *tag, SSL *ssl)
 {
     struct sock *s = sock_new(l->owner, l->type, l->ipv6);
     if (s == NULL) {
         close(fd);
+        SSL_free(ssl); /* dtls */
         return NULL;
     }
     sock_set_fd(s, fd);
@@ -1008,7 +1040,7 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
     }
     s->listener = l->id;
     s->tag = tag ? json_incref(tag) : NULL;
-    if (l->type == SOCK_TLS) {
+    if (l->type == SOCK_TLS || l->type == SOCK_DTLS) {
         /* socket.accepted waits for the handshake; a failure never touches the listener */
         s->tlsctx = l->tlsctx;
         tlsctx_ref(s->tlsctx);
@@ -1021,7 +1053,13 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
                       0.0);
         s->ctimer.data = s;
         ev_timer_start(sockd.loop, &s->ctimer);
-        sock_tls_begin(s, 1);
+        if (ssl != NULL) { /* dtls: the SSL that passed the cookie exchange goes on */
+            s->tls_server = 1;
+            dtls_adopt(s, ssl);
+            sock_tls_step(s);
+        } else {
+            sock_tls_begin(s, 1);
+        }
         return s->dead ? NULL : s;
     }
     sock_emit(s, "socket.accepted",
@@ -1036,7 +1074,7 @@ struct sock *
 sock_pending_accept(struct sock *l, struct sock_pending *p, json_t *req, json_t *tag)
 {
     sock_pending_unlink(l, p);
-    struct sock *s = sock_adopt_accepted(l, p->fd, &p->remote, &p->local, req, tag);
+    struct sock *s = sock_adopt_accepted(l, p->fd, &p->remote, &p->local, req, tag, p->ssl);
     free(p);
     return s;
 }
@@ -1061,7 +1099,10 @@ sock_accept_ready(struct sock *l)
         union sock_sa remote, local;
         struct sockaddr_storage rss;
         socklen_t rl = sizeof rss, ll = sizeof local;
-        int fd = accept4(l->fd, (struct sockaddr *)&rss, &rl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        SSL *ssl = NULL; /* dtls: a peer past the cookie exchange, on a fd of its own */
+        int fd = l->type == SOCK_DTLS
+                     ? dtls_accept(l, &rss, &rl, &ssl)
+                     : accept4(l->fd, (struct sockaddr *)&rss, &rl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         memcpy(&remote, &rss, sizeof remote);
         if (rl > sizeof remote)
             rl = sizeof remote;
@@ -1086,19 +1127,22 @@ sock_accept_ready(struct sock *l)
                          "%llu closed",
                          (unsigned long long)l->owner->id, (unsigned long long)l->id);
                 close(fd);
+                SSL_free(ssl); /* dtls */
                 continue;
             }
-            sock_adopt_accepted(l, fd, &remote, &local, l->listen_req, NULL);
+            sock_adopt_accepted(l, fd, &remote, &local, l->listen_req, NULL, ssl);
             continue;
         }
         struct sock_pending *p = calloc(1, sizeof *p);
         if (p == NULL) {
             close(fd);
+            SSL_free(ssl); /* dtls */
             break;
         }
         p->listener = l;
         p->num = ++l->next_pending;
         p->fd = fd;
+        p->ssl = ssl;
         p->remote = remote;
         p->local = local;
         ev_timer_init(&p->timer, sock_pending_timeout_cb, sockd.conf.accept_timeout_ms / 1000.0,

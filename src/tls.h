@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
 #include <jansson.h>
 #include <openssl/ssl.h>
 
@@ -115,5 +117,28 @@ void tls_free(struct sock *s);
 /* Text of the last failure of a transport_tls read or write (EPROTO and the like); valid until
  * the next TLS call. */
 const char *tls_last_error(void);
+
+/* DTLS on a udp socket (sock_dtls.c). */
+/* Largest payload of one socket.send on a dtls socket: what one record carries. */
+#define DTLS_MAX_PAYLOAD 16384
+/* Client side: put ssl on a datagram BIO over s->fd, connected to s->remote; 1 on success. */
+int dtls_attach(struct sock *s, SSL *ssl);
+/* Before an SSL call: clear a pending ICMP error of the fd so it cannot fail the call. */
+void dtls_pre(struct sock *s);
+/* After an SSL call: (re)arm or stop the retransmission timer from DTLSv1_get_timeout. */
+void dtls_timer_update(struct sock *s);
+/* An errno of a DTLS read/write/handshake that does not end the association (ICMP reports). */
+int dtls_transient(int err);
+/* One record: >0 bytes, 0 the peer sent close_notify, -1 errno (EAGAIN: nothing now). */
+ssize_t dtls_recv(struct sock *s, void *p, size_t n);
+/* One datagram as one record: n, or -1 errno (EAGAIN: try later, also while handshaking). */
+ssize_t dtls_send(struct sock *s, const void *p, size_t n);
+/* Listener: the next peer past the cookie exchange, on a new UDP fd bound to the listener's
+ * address and connected to it (*peer, *plen), with its SSL in *sslp; -1 errno (EAGAIN: none). */
+int dtls_accept(struct sock *l, struct sockaddr_storage *peer, socklen_t *plen, SSL **sslp);
+/* An accepted socket takes the SSL dtls_accept made (the handshake continues on s->fd). */
+void dtls_adopt(struct sock *s, SSL *ssl);
+/* Stop the timer and free the DTLS state (listener SSL included); tls_free calls it. */
+void dtls_free(struct sock *s);
 
 #endif

@@ -96,7 +96,8 @@ tls_start(struct sock *s, struct tlsctx *t, int server, const char *server_name,
     }
     ERR_clear_error();
     ssl = SSL_new(ctx);
-    if (ssl == NULL || SSL_set_fd(ssl, s->fd) != 1)
+    /* DTLS: a datagram BIO connected to the peer (sock_dtls.c); TLS: a socket BIO */
+    if (ssl == NULL || (s->type == SOCK_DTLS ? dtls_attach(s, ssl) : SSL_set_fd(ssl, s->fd)) != 1)
         goto fail;
     if (server) {
         SSL_set_accept_state(ssl);
@@ -168,10 +169,14 @@ int
 tls_handshake(struct sock *s, char *detail, size_t dlen)
 {
     int r, e, err;
+    if (s->type == SOCK_DTLS)
+        dtls_pre(s); /* DTLS: a stale ICMP error must not fail the step (sock_dtls.c) */
     ERR_clear_error();
     errno = 0;
     r = SSL_do_handshake(s->ssl);
     err = errno;
+    if (s->type == SOCK_DTLS)
+        dtls_timer_update(s); /* DTLS: retransmission timer (sock_dtls.c) */
     if (r == 1) {
         s->tls_handshaking = 0;
         s->tls_want = 0;
@@ -180,6 +185,14 @@ tls_handshake(struct sock *s, char *detail, size_t dlen)
     e = SSL_get_error(s->ssl, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         s->tls_want = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
+        return 0;
+    }
+    if (s->type == SOCK_DTLS && e == SSL_ERROR_SYSCALL &&
+        ERR_GET_LIB(ERR_peek_last_error()) != ERR_LIB_SSL && dtls_transient(err)) {
+        /* DTLS: an ICMP error (the peer's port not open yet) or an empty datagram; the
+         * retransmission timer sends the flight again */
+        ERR_clear_error();
+        s->tls_want = EV_READ;
         return 0;
     }
     s->tls_want = 0;
@@ -388,6 +401,7 @@ tls_info(struct sock *s)
 void
 tls_free(struct sock *s)
 {
+    dtls_free(s); /* DTLS: retransmission timer, listener state (sock_dtls.c) */
     if (s->ssl != NULL) {
         SSL_free(s->ssl);
         s->ssl = NULL;
