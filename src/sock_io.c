@@ -718,17 +718,35 @@ sock_recv_done(struct sock *s)
 static void
 sock_emit_received(struct sock *s, size_t n, int eof, int timeout)
 {
-    char *text = malloc(b64_encoded_len(n) + 1);
-    size_t tl = text ? b64_encode(buf_head(&s->in), n, text) : 0;
-    json_t *p = json_object();
-    json_object_set_new(p, "data", json_stringn_nocheck(text ? text : "", tl));
-    free(text);
-    if (eof)
-        json_object_set_new(p, "eof", json_true());
-    if (timeout)
-        json_object_set_new(p, "timeout", json_true());
+    /*
+     * The hot path: the line is written straight into the client's output queue, base64
+     * encoded in place, so a large payload is neither copied nor escaped by the JSON encoder.
+     */
+    char *req = s->recv_req ? json_dumps(s->recv_req, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char head[] = "{\"jsonrpc\":\"2.0\",\"method\":\"socket.received\",\"params\":{\"data\":\"";
+    char tail[160];
+    int tl = snprintf(tail, sizeof tail, "\"%s%s,\"socket\":%llu", eof ? ",\"eof\":true" : "",
+                      timeout ? ",\"timeout\":true" : "", (unsigned long long)s->id);
+    size_t reqlen = req ? strlen(req) : 0;
+    size_t total = sizeof head - 1 + b64_encoded_len(n) + (size_t)tl + (req ? 11 + reqlen : 0) + 3;
+    char *p = s->owner ? ctl_reserve_line(s->owner, total) : NULL;
+    if (p != NULL) {
+        size_t w = 0;
+        memcpy(p, head, sizeof head - 1);
+        w += sizeof head - 1;
+        w += b64_encode(buf_head(&s->in), n, p + w);
+        memcpy(p + w, tail, (size_t)tl);
+        w += (size_t)tl;
+        if (req) {
+            memcpy(p + w, ",\"request\":", 11);
+            memcpy(p + w + 11, req, reqlen);
+            w += 11 + reqlen;
+        }
+        memcpy(p + w, "}}\n", 3);
+        ctl_commit_line(s->owner, w + 3);
+    }
+    free(req);
     buf_consume(&s->in, n);
-    sock_emit(s, "socket.received", p, s->recv_req);
 }
 
 /* Deliver queued datagrams: one per socket.received, with from and truncation. */
@@ -1060,7 +1078,9 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
         } else {
             sock_tls_begin(s, 1);
         }
-        return s->dead ? NULL : s;
+        /* even when the first handshake step already failed: socket.accept answers with the
+         * handle and the held socket.closed follows; the memory lives until the turn ends */
+        return s;
     }
     sock_emit(s, "socket.accepted",
               json_pack("{s:I,s:o,s:o}", "listener", (json_int_t)l->id, "local",
