@@ -14,6 +14,7 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
+#include "policy.h"
 #include "rpc.h"
 #include "sock.h"
 #include "tls.h"
@@ -563,13 +564,8 @@ ctl_client_new(int fd)
         c->uid = (uid_t)-1;
         c->gid = (gid_t)-1;
     }
-    gid_t groups[256];
-    socklen_t gl = sizeof groups;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &gl) == 0 && gl > 0 &&
-        (c->groups = malloc(gl)) != NULL) {
-        memcpy(c->groups, groups, gl);
-        c->ngroups = (int)(gl / sizeof(gid_t));
-    }
+    int ng = policy_peer_groups(fd, c->pid, &c->groups); /* any number of groups */
+    c->ngroups = ng > 0 ? ng : 0;
     c->id = ++sockd.next_client;
     c->fd = fd;
     c->in.limit = 0;

@@ -130,8 +130,13 @@ socket_attach(struct rpc_call *call)
         close(fd);
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     }
-    /* The policy applies to adopted sockets as to the ones the daemon makes. */
-    if ((connected && !sock_policy_ok(s, POLICY_CONNECT, (struct sockaddr *)&peer, plen)) ||
+    /*
+     * The policy applies to adopted sockets as to the ones the daemon makes; an unnamed Unix
+     * peer (a socketpair end, an accepted connection) has no destination to judge.
+     */
+    if (domain == AF_UNIX && connected && plen <= sizeof(sa_family_t))
+        connected = 2; /* connected, nothing to check */
+    if ((connected == 1 && !sock_policy_ok(s, POLICY_CONNECT, (struct sockaddr *)&peer, plen)) ||
         (!connected && llen > sizeof(sa_family_t) &&
          !sock_policy_ok(s, POLICY_BIND, (struct sockaddr *)&local, llen))) {
         close(fd);
@@ -158,7 +163,7 @@ socket_attach(struct rpc_call *call)
             memcpy(&s->remote, &peer, sizeof s->remote);
     }
     s->has_local = 1;
-    s->has_remote = connected;
+    s->has_remote = connected != 0;
     if (acc) {
         s->listen_req = call->id ? json_incref(call->id) : NULL;
         sock_listen_start(s);

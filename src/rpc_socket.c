@@ -369,6 +369,9 @@ socket_listen(struct rpc_call *call)
     if (was_open) {
         struct addr a;
         addr_any(s->ipv6, 0, &a);
+        if (!sock_policy_ok(s, POLICY_BIND, (struct sockaddr *)&a.sa, a.salen))
+            return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
+                            "listen: binding to any address is denied by policy");
         if (rpc_do_bind(call, s, &a, 1) < 0)
             return -1;
     }

@@ -175,6 +175,7 @@ struct sock {
     char *server_name;        /* tls: name to verify and send as SNI */
     union sock_sa *asked;     /* connect destination as asked, when a rewrite changed it */
     struct sock_relay *relay; /* socket.pipe: the daemon's end of the socketpair */
+    uint64_t tls_upgrade_at;  /* starttls: stream offset where plaintext ends and TLS begins */
     struct sock_gift *gift;   /* socket.give: waiting unowned for socket.take */
 
     /* tls (transport_tls.c) */

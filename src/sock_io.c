@@ -341,7 +341,8 @@ sock_starttls(struct sock *s, struct tlsctx *t, int server, const char *server_n
     s->tls_announce = 2;
     s->tls_server = server ? 1 : 0;
     s->tls_upgrade = 1;
-    if (buf_len(&s->out) == 0) {
+    s->tls_upgrade_at = s->out_queued; /* sends after this one wait for TLS */
+    if (s->bytes_sent >= s->tls_upgrade_at) {
         s->tls_upgrade = 0;
         sock_tls_begin(s, server);
         return;
@@ -591,7 +592,14 @@ sock_write_ready(struct sock *s)
             return;
     }
     while (buf_len(&s->out) > 0) {
-        ssize_t n = s->tp->write(s, buf_head(&s->out), buf_len(&s->out));
+        size_t len = buf_len(&s->out);
+        if (s->tls_upgrade) { /* plaintext only up to the starttls boundary */
+            if (s->bytes_sent >= s->tls_upgrade_at)
+                break;
+            if (len > s->tls_upgrade_at - s->bytes_sent)
+                len = (size_t)(s->tls_upgrade_at - s->bytes_sent);
+        }
+        ssize_t n = s->tp->write(s, buf_head(&s->out), len);
         if (n < 0) {
             if (errno == EAGAIN)
                 break;
@@ -603,12 +611,12 @@ sock_write_ready(struct sock *s)
         sockd.bytes_out += (uint64_t)n;
     }
     sock_complete_sends(s);
+    if (s->tls_upgrade && s->bytes_sent >= s->tls_upgrade_at) {
+        s->tls_upgrade = 0;
+        sock_tls_begin(s, s->tls_server);
+        return;
+    }
     if (buf_len(&s->out) == 0) {
-        if (s->tls_upgrade) {
-            s->tls_upgrade = 0;
-            sock_tls_begin(s, s->tls_server);
-            return;
-        }
         if (s->state == SS_CLOSING) {
             if (s->ssl != NULL && tls_close_notify(s) == 0)
                 return; /* close_notify waits for the socket to take it */
@@ -632,7 +640,8 @@ sock_send(struct sock *s, const void *p, size_t n, json_t *req, int notify)
         return -1;
     /* Fast path: nothing queued and connected, so write straight from the caller's bytes. */
     size_t done = 0;
-    if (s->state == SS_CONNECTED && buf_len(&s->out) == 0 && n > 0) {
+    if (s->state == SS_CONNECTED && buf_len(&s->out) == 0 && n > 0 && !s->tls_upgrade &&
+        !s->tls_handshaking) {
         ssize_t w = s->tp->write(s, p, n);
         if (w > 0) {
             done = (size_t)w;

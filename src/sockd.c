@@ -19,6 +19,7 @@
 #include "sock.h"
 
 static const char *conf_path;
+static int verbose; /* -v count */
 static ev_signal sig_int, sig_term, sig_hup;
 
 static void
@@ -76,7 +77,7 @@ reload_conf(EV_P)
     sockd.conf.listen = NULL;
     conf_free(&sockd.conf);
     sockd.conf = nc;
-    log_set_level(nc.log_level > log_get_level() ? nc.log_level : log_get_level());
+    log_set_level(nc.log_level + verbose); /* -v on the command line still counts */
     log_info("configuration reloaded from %s", conf_path);
 }
 
@@ -95,7 +96,7 @@ int
 main(int argc, char **argv)
 {
     const char *sock_path = NULL, *cause;
-    int verbose = 0, test_only = 0, ch;
+    int test_only = 0, ch;
     char pathbuf[4096], *err = NULL;
 
     while ((ch = getopt(argc, argv, "hVtvs:c:")) != -1) {

@@ -1348,6 +1348,50 @@ test_policy_default_deny(void **state)
     daemon_end(d);
 }
 
+/* listen on a never-bound socket binds to any address: the bind policy decides that too */
+static void
+test_policy_listen_implicit_bind(void **state)
+{
+    (void)state;
+    struct h_daemon *d = daemon_new("policy-default deny\nallow bind 127.0.0.1/32\n");
+    struct sockd_client *c = h_client_auto(d);
+    long long s = open_sock(c, "tcp");
+
+    ERR(c, -32004, "reason", "policy_denied", "socket.listen", "{s:I}", "socket", (json_int_t)s);
+    expect_state(c, s, "open"); /* nothing bound behind the policy's back */
+    OKV(c, "socket.bind", "{s:I, s:s, s:i}", "socket", (json_int_t)s, "address", "127.0.0.1",
+        "port", 0);
+    OKV(c, "socket.listen", "{s:I}", "socket", (json_int_t)s);
+    expect_state(c, s, "listening");
+    daemon_end(d);
+}
+
+/* An unnamed Unix peer (a socketpair end) has no destination: any policy lets it be attached */
+static void
+test_attach_socketpair_under_policy(void **state)
+{
+    (void)state;
+    struct h_daemon *d = daemon_new("deny connect 10.0.0.0/8\n");
+    struct sockd_client *c = h_client_auto(d);
+    json_t *res = NULL, *err = NULL;
+    int sv[2], rc;
+
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0, "socketpair");
+    track_fd(sv[0]);
+    track_fd(sv[1]);
+    rc = CALL_FD(c, "socket.attach", json_pack("{s:s}", "type", "unix"), sv[0], &res, &err, NULL);
+    CHECK(rc == 0, "socket.attach of a socketpair end: %s", jd(err));
+    long long s = jint(res, "socket");
+    CHECK(strcmp(jstr(res, "state"), "connected") == 0, "attach result %s", jd(res));
+    json_decref(res);
+    write_all(sv[1], "pair", 4);
+    OKV(c, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)s, "length", 4);
+    json_t *ev = EV(c, "socket.received", s);
+    CHECK(strcmp(jstr(ev, "data"), "cGFpcg==") == 0, "received %s", jd(ev));
+    json_decref(ev);
+    daemon_end(d);
+}
+
 static void
 test_policy_bind_low_ports(void **state)
 {
@@ -2628,6 +2672,8 @@ main(void)
         T(test_policy_group),
         T(test_policy_default_deny),
         T(test_policy_bind_low_ports),
+        T(test_policy_listen_implicit_bind),
+        T(test_attach_socketpair_under_policy),
         T(test_policy_sendto),
         T(test_policy_bypass_spellings),
         T(test_policy_host_names),

@@ -2536,6 +2536,51 @@ test_starttls_client(void **state)
  * then starts TLS. The greeting arriving whole and unencrypted proves queued plaintext goes out
  * before the handshake.
  */
+/* A send issued right after socket.starttls, before the handshake ends, goes out encrypted. */
+static void
+test_starttls_send_during_upgrade(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long c = ctx_new(t, "{s:s}", "ca", cert("ca")->pem), ids[2];
+    struct tp *sv = tp_new(1, 0, peer_server_ctx("server"), NULL);
+
+    tp_text(sv, OP_PSEND, "OK\r\n");
+    tp_add(sv, OP_HS, NULL, 0);
+    tp_text(sv, OP_RECV, "sent before the handshake ended\n"); /* through SSL_read */
+    tp_add(sv, OP_DRAIN, NULL, 0);
+    tp_start(sv);
+
+    json_t *r = tc_ok(t, NULL, "socket.open", "{s:s}", "type", "tcp");
+    long long s = jint(r, "socket");
+    json_decref(r);
+    json_decref(tc_ok(t, NULL, "socket.connect", "{s:I, s:s, s:i}", "socket", (json_int_t)s,
+                      "address", "127.0.0.1", "port", sv->port));
+    json_decref(tc_next_is(t, s, "socket.connected", H_TIMEOUT_MS));
+    recv_expect(t, s, "OK\r\n");
+
+    const char *methods[2] = {"socket.starttls", "socket.send"};
+    json_t *params[2] = {
+        json_pack("{s:I, s:I, s:s}", "socket", (json_int_t)s, "context", (json_int_t)c,
+                  "server_name", "test.local"),
+        json_pack("{s:I, s:s}", "socket", (json_int_t)s, "text",
+                  "sent before the handshake ended\n"),
+    };
+    json_t *resp = tc_batch(t, 2, methods, params, ids);
+    EXPECT_TRUE(json_object_get(json_array_get(resp, 0), "result") &&
+                    json_object_get(json_array_get(resp, 1), "result"),
+                "batch starttls + send answered %s", jd(resp));
+    json_decref(resp);
+    json_t *ev = tc_next_is(t, s, "socket.tls_upgraded", H_TIMEOUT_MS);
+    EXPECT_INT(jint(ev, "request"), ids[0], "tls_upgraded request: %s", jd(ev));
+    json_decref(ev);
+    ev = tc_next_is(t, s, "socket.sent", H_TIMEOUT_MS);
+    EXPECT_INT(jint(ev, "request"), ids[1], "socket.sent request: %s", jd(ev));
+    json_decref(ev);
+    shutdown_normal(t, s);
+    tp_expect_ok(sv); /* a plaintext byte in the handshake would have failed it */
+}
+
 static void
 test_starttls_server_side(void **state)
 {
@@ -3442,6 +3487,7 @@ main(void)
         T(test_verify_client_optional),
         T(test_starttls_client),
         T(test_starttls_server_side),
+        T(test_starttls_send_during_upgrade),
         T(test_bulk_4mib),
         T(test_context_fingerprint),
         T(test_generated_certificate),
