@@ -39,6 +39,14 @@ sock_type_parse(const char *name)
     return -1;
 }
 
+int
+sock_log_wanted(const struct sock *s)
+{
+    static const unsigned flag[SOCK_NTYPES] = {CONF_LOG_TCP, CONF_LOG_TLS, CONF_LOG_UDP,
+                                               CONF_LOG_TLS, CONF_LOG_LOCAL};
+    return (sockd.conf.log_flags & flag[s->type]) != 0;
+}
+
 const char *
 sock_state_name(enum sock_state s)
 {
@@ -215,7 +223,16 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
             json_object_set_new(p, "unsent", json_integer((json_int_t)unsent));
         sock_emit(s, "socket.closed", p, req);
     }
-    log_debug("socket %llu closed: %s", (unsigned long long)s->id, reason ? reason : "silently");
+    if (sock_log_wanted(s))
+        log_info("%s socket %llu (client %llu) closed: %s%s%s", sock_type_name(s->type),
+                 (unsigned long long)s->id, c ? (unsigned long long)c->id : 0ULL,
+                 reason ? reason : "by its client", detail || err ? ", " : "",
+                 detail ? detail
+                 : err  ? strerror(err)
+                        : "");
+    else
+        log_debug("socket %llu closed: %s", (unsigned long long)s->id,
+                  reason ? reason : "silently");
     sock_release(s);
     idmap_del(&sockd.socks, s->id);
     sockd.nsockets[s->type]--;

@@ -193,6 +193,8 @@ struct sock {
 #define SOCK_MAX_RECV (16u << 20)
 
 const char *sock_type_name(enum sock_type t);
+/* Whether log-flags asks for lifecycle lines about this socket's transport. */
+int sock_log_wanted(const struct sock *s);
 int sock_type_parse(const char *name);
 const char *sock_state_name(enum sock_state s);
 

@@ -247,6 +247,13 @@ sock_ready(struct sock *s)
         json_object_set_new(p, "rewritten_to", addr_to_json(&s->remote.sa, sizeof s->remote));
     if (s->ssl != NULL)
         json_object_set_new(p, "tls", tls_info(s));
+    if (sock_log_wanted(s)) {
+        char *r = json_dumps(json_object_get(p, "remote"), JSON_COMPACT);
+        log_info("%s socket %llu (client %llu) connected to %s", sock_type_name(s->type),
+                 (unsigned long long)s->id, s->owner ? (unsigned long long)s->owner->id : 0ULL,
+                 r ? r : "?");
+        free(r);
+    }
     sock_emit(s, "socket.connected", p, req);
     json_decref(req);
     if (s->shut_wanted)
@@ -1091,6 +1098,10 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
          * handle and the held socket.closed follows; the memory lives until the turn ends */
         return s;
     }
+    if (sock_log_wanted(s))
+        log_info("%s socket %llu (client %llu) accepted on listener %llu", sock_type_name(s->type),
+                 (unsigned long long)s->id, (unsigned long long)l->owner->id,
+                 (unsigned long long)l->id);
     sock_emit(s, "socket.accepted",
               json_pack("{s:I,s:o,s:o}", "listener", (json_int_t)l->id, "local",
                         sock_addr_json(s, 0), "remote", sock_addr_json(s, 1)),

@@ -1392,6 +1392,30 @@ test_attach_socketpair_under_policy(void **state)
     daemon_end(d);
 }
 
+/* log-flags: lifecycle lines for the named transports only */
+static void
+test_log_flags(void **state)
+{
+    (void)state;
+    struct h_peer *p = peer_new(H_ECHO, NULL);
+    struct h_daemon *d = daemon_new("log-flags tcp\n");
+    struct sockd_client *c = h_client_auto(d);
+
+    long long s = connect_ok(c, "127.0.0.1", p->port);
+    CHECK(wait_log(d, "tcp socket", 1, H_TIMEOUT_MS) >= 1,
+          "no 'tcp socket ... connected' log line");
+    OKV(c, "socket.close", "{s:I}", "socket", (json_int_t)s);
+    CHECK(wait_log(d, "tcp socket", 2, H_TIMEOUT_MS) >= 2, "no 'tcp socket ... closed' log line");
+    long long u = open_sock(c, "udp");
+    OKV(c, "socket.bind", "{s:I, s:s}", "socket", (json_int_t)u, "address", "127.0.0.1:0");
+    OKV(c, "socket.close", "{s:I}", "socket", (json_int_t)u);
+    OKV(c, "daemon.ping", NULL);
+    char *log = slurp(d->log);
+    CHECK(count_str(log, "udp socket") == 0, "udp is not in log-flags but was logged:\n%s", log);
+    free(log);
+    daemon_end(d);
+}
+
 static void
 test_policy_bind_low_ports(void **state)
 {
@@ -2673,6 +2697,7 @@ main(void)
         T(test_policy_default_deny),
         T(test_policy_bind_low_ports),
         T(test_policy_listen_implicit_bind),
+        T(test_log_flags),
         T(test_attach_socketpair_under_policy),
         T(test_policy_sendto),
         T(test_policy_bypass_spellings),
