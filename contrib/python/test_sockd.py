@@ -1,0 +1,441 @@
+"""Tests of sockd.py against a real daemon.
+
+The daemon binary comes from $SOCKD_BIN; each test class gets its own
+daemon on a temporary socket, and loopback peers run in threads. Run:
+
+    SOCKD_BIN=build/plain/src/sockd python3 -m unittest -v contrib/python/test_sockd.py
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sockd  # noqa: E402
+
+WAIT = 10.0  # upper bound of every wait in these tests, seconds
+
+
+def start_daemon(tmp):
+    """Start $SOCKD_BIN on a socket in TMP; returns (process, path)."""
+    binary = os.environ.get("SOCKD_BIN")
+    if not binary:
+        raise unittest.SkipTest("SOCKD_BIN is not set (path of the sockd binary)")
+    path = os.path.join(tmp, "sockd.sock")
+    log = open(os.path.join(tmp, "sockd.log"), "wb")
+    proc = subprocess.Popen([binary, "-s", path], stdout=log, stderr=log)
+    log.close()
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("sockd exited with status %s" % proc.returncode)
+        try:
+            with sockd.Client(path) as c:
+                c.ping()
+            return proc, path
+        except OSError:
+            time.sleep(0.02)
+    proc.kill()
+    raise RuntimeError("sockd did not start within %ss" % WAIT)
+
+
+def stop_daemon(proc):
+    proc.terminate()
+    try:
+        proc.wait(WAIT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class EchoServer:
+    """A TCP echo server on 127.0.0.1 (one thread per connection)."""
+
+    def __init__(self, close_after=None, greeting=None):
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(1024)
+        self.port = self.lsock.getsockname()[1]
+        self.address = "127.0.0.1:%d" % self.port
+        self.close_after = close_after
+        self.greeting = greeting
+        self.conns = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        conn.settimeout(WAIT * 3)
+        try:
+            if self.greeting is not None:
+                conn.sendall(self.greeting)
+                conn.shutdown(socket.SHUT_WR)
+                while conn.recv(65536):
+                    pass
+                return
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                conn.sendall(data)
+                if self.close_after is not None:
+                    break
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.lsock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+class UdpEcho:
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(65536)
+                self.sock.sendto(data, addr)
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+
+
+class DaemonTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="sockd-py-")
+        cls.proc, cls.path = start_daemon(cls.tmp)
+
+    @classmethod
+    def tearDownClass(cls):
+        stop_daemon(cls.proc)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def setUp(self):
+        self.client = sockd.Client(self.path, timeout=WAIT)
+        self.echo = EchoServer()
+
+    def tearDown(self):
+        self.client.close()
+        self.echo.close()
+
+
+class TestClient(DaemonTest):
+    def test_socket_path_resolution(self):
+        env = dict(os.environ)
+        try:
+            os.environ["SOCKD_SOCKET"] = "/x/y.sock"
+            self.assertEqual(sockd.socket_path(), "/x/y.sock")
+            self.assertEqual(sockd.socket_path("/explicit"), "/explicit")
+            del os.environ["SOCKD_SOCKET"]
+            os.environ["XDG_RUNTIME_DIR"] = "/run/user/77"
+            expected = (
+                "/run/sockd/sockd.sock" if os.geteuid() == 0 else "/run/user/77/sockd.sock"
+            )
+            self.assertEqual(sockd.socket_path(), expected)
+            del os.environ["XDG_RUNTIME_DIR"]
+            if os.geteuid() != 0:
+                self.assertEqual(sockd.socket_path(), "/tmp/sockd-%d.sock" % os.getuid())
+        finally:
+            os.environ.clear()
+            os.environ.update(env)
+
+    def test_hello_and_ping(self):
+        hello = self.client.hello("test_sockd")
+        self.assertEqual(hello["server"], "sockd")
+        self.assertEqual(hello["protocol"], 1)
+        self.assertIn("socket.connect", hello["methods"])
+        self.assertEqual(self.client.ping(), {})
+        stats = self.client.stats()
+        self.assertGreaterEqual(stats["clients"], 1)
+
+    def test_error_response(self):
+        with self.assertRaises(sockd.SockdError) as cm:
+            self.client.call("no.such.method")
+        self.assertEqual(cm.exception.code, sockd.METHOD_NOT_FOUND)
+        with self.assertRaises(sockd.SockdError) as cm:
+            self.client.call("socket.open", type="tcp", bogus=1)
+        self.assertEqual(cm.exception.code, sockd.INVALID_PARAMS)
+        with self.assertRaises(sockd.SockdError) as cm:
+            self.client.call("socket.info", socket=999999)
+        self.assertEqual(cm.exception.code, sockd.UNKNOWN_HANDLE)
+        # the connection stays usable
+        self.assertEqual(self.client.ping(), {})
+
+    def test_events_iterator_and_wait_event(self):
+        sid = self.client.call("socket.open", type="tcp")["socket"]
+        self.client.call("socket.connect", socket=sid, address=self.echo.address)
+        self.client.call("socket.send", socket=sid, text="abc")
+        ev = self.client.wait_event("socket.sent", sid, timeout=WAIT)
+        self.assertEqual(ev.params["bytes"], 3)
+        # socket.connected came first and stayed queued
+        events = list(self.client.events(timeout=0.3))
+        self.assertEqual([e.method for e in events], ["socket.connected"])
+        self.assertEqual(events[0].params["socket"], sid)
+        self.assertIsNone(self.client.next_event(timeout=0.05))
+        with self.assertRaises(TimeoutError):
+            self.client.wait_event("socket.received", sid, timeout=0.1)
+
+    def test_notify_is_not_answered(self):
+        self.client.notify("daemon.ping")
+        self.assertEqual(self.client.ping(), {})
+        self.assertIsNone(self.client.next_event(timeout=0.1))
+
+
+class TestSocket(DaemonTest):
+    def test_tcp_echo(self):
+        s = sockd.Socket(self.client, "tcp")
+        conn = s.connect(self.echo.address, timeout=WAIT)
+        self.assertEqual(conn["remote"], {"address": "127.0.0.1", "port": self.echo.port})
+        self.assertEqual(s.send(b"hello world"), 11)
+        self.assertEqual(s.recv(5, timeout=WAIT), b"hello")
+        self.assertEqual(s.recv(100, partial=True, timeout=WAIT), b" world")
+        info = s.info()
+        self.assertEqual(info["bytes_sent"], 11)
+        self.assertEqual(info["state"], "connected")
+        s.close()
+        with self.assertRaises(sockd.SocketClosed):
+            s.send(b"x")
+
+    def test_recv_timeout_keeps_bytes(self):
+        s = sockd.Socket(self.client)
+        s.connect(self.echo.address)
+        s.send(b"abc")
+        with self.assertRaises(TimeoutError):
+            s.recv(10, timeout=0.3)
+        s.send(b"defghijklm")
+        self.assertEqual(s.recv(10, timeout=WAIT), b"abcdefghij")
+        self.assertEqual(s.recv(3, timeout=WAIT), b"klm")
+        self.assertEqual(s.shutdown(timeout=WAIT), "normal")
+
+    def test_eof_by_peer(self):
+        srv = EchoServer(greeting=b"bye\n")
+        try:
+            s = sockd.Socket(self.client)
+            s.connect(srv.address)
+            self.assertEqual(s.recv(100, timeout=WAIT), b"bye\n")  # cut short by EOF
+            self.assertEqual(s.recv(100, timeout=WAIT), b"")
+            self.assertEqual(s.recv(1, timeout=WAIT), b"")
+        finally:
+            srv.close()
+
+    def test_connect_refused(self):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        s = sockd.Socket(self.client)
+        with self.assertRaises(sockd.SocketClosed) as cm:
+            s.connect("127.0.0.1:%d" % port, timeout=WAIT)
+        self.assertEqual(cm.exception.reason, "connect_rejected")
+
+    def test_big_transfer(self):
+        s = sockd.Socket(self.client)
+        s.connect(self.echo.address)
+        blob = os.urandom(3 * 1024 * 1024)
+        got = bytearray()
+        for i in range(0, len(blob), 1024 * 1024):
+            s.send(blob[i : i + 1024 * 1024])
+            while len(got) < i + 1024 * 1024:
+                got += s.recv(1024 * 1024, partial=True, timeout=WAIT)
+        self.assertEqual(bytes(got), blob)
+
+    def test_udp_echo(self):
+        u = UdpEcho()
+        try:
+            s = sockd.Socket(self.client, "udp")
+            s.connect(u.address)
+            s.send(b"one")
+            s.send(b"two")
+            self.assertEqual(s.recv(100, partial=True, timeout=WAIT), b"one")
+            self.assertEqual(s.recv(100, partial=True, timeout=WAIT), b"two")
+            s.close()
+        finally:
+            u.close()
+
+    def test_unix_listen_accept(self):
+        path = os.path.join(self.tmp, "py-listen.sock")
+        lst = sockd.Socket(self.client, "unix")
+        lst.bind(path)
+        lst.listen()
+        cli = sockd.Socket(self.client, "unix")
+        cli.connect(path, wait=False)
+        srv = lst.accept(timeout=WAIT)
+        cli.wait_connected(WAIT)
+        cli.send(b"ping")
+        self.assertEqual(srv.recv(4, timeout=WAIT), b"ping")
+        srv.send("pong")
+        self.assertEqual(cli.recv(4, timeout=WAIT), b"pong")
+        for s in (cli, srv, lst):
+            s.close()
+
+    def test_give_and_take(self):
+        s = sockd.Socket(self.client)
+        s.connect(self.echo.address)
+        s.send(b"kept")
+        token = s.give(timeout=WAIT)
+        self.assertEqual(len(token), 32)
+        with sockd.Client(self.path) as other:
+            t = sockd.Socket.take(other, token)
+            self.assertEqual(t.recv(4, timeout=WAIT), b"kept")
+            t.close()
+        with self.assertRaises(sockd.SockdError) as cm:
+            self.client.call("socket.take", token=token)
+        self.assertEqual(cm.exception.code, sockd.UNKNOWN_HANDLE)
+
+
+class TestFdPassing(DaemonTest):
+    def test_detach(self):
+        s = sockd.Socket(self.client)
+        s.connect(self.echo.address)
+        py = s.detach()
+        with py:
+            py.settimeout(WAIT)
+            py.sendall(b"direct")
+            self.assertEqual(py.recv(6), b"direct")
+        with self.assertRaises(sockd.SockdError):
+            self.client.call("socket.info", socket=s.id)
+
+    def test_attach(self):
+        py = socket.create_connection(("127.0.0.1", self.echo.port), timeout=WAIT)
+        s = sockd.Socket.attach(self.client, py, "tcp")
+        py.close()  # the daemon has its own copy
+        self.assertEqual(s.state, "connected")
+        s.send(b"via daemon")
+        self.assertEqual(s.recv(10, timeout=WAIT), b"via daemon")
+        s.close()
+
+    def test_pipe(self):
+        s = sockd.Socket(self.client)
+        s.connect(self.echo.address)
+        p = s.pipe()
+        with p:
+            p.settimeout(WAIT)
+            p.sendall(b"through the pipe")
+            got = b""
+            while len(got) < 16:
+                got += p.recv(100)
+            self.assertEqual(got, b"through the pipe")
+
+
+def make_cert(tmp):
+    """A self-signed certificate for localhost/127.0.0.1 (PEM cert, PEM key), or None."""
+    if shutil.which("openssl") is None:
+        return None
+    key = os.path.join(tmp, "key.pem")
+    cert = os.path.join(tmp, "cert.pem")
+    r = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=WAIT * 3)
+    if r.returncode != 0:
+        return None
+    with open(cert) as f, open(key) as g:
+        return f.read(), g.read(), cert
+
+
+class TestTls(DaemonTest):
+    def _server_ctx(self):
+        ctx = self.client.call("context.create", verify=False)["context"]
+        pem = make_cert(self.tmp)
+        if pem is None:
+            self.client.call("context.generate_certificate", context=ctx, role="server",
+                             common_name="localhost")
+            return ctx, None
+        self.client.call("context.set_server_certificate", context=ctx, cert=pem[0], key=pem[1])
+        return ctx, pem[2]
+
+    def test_starttls_both_sides(self):
+        sctx, ca_file = self._server_ctx()
+        if ca_file is not None:
+            cctx = self.client.tls_context(ca_file=ca_file, alpn=["x-test"])
+        else:
+            cctx = self.client.tls_context(verify=False)
+        self.client.call("context.set_alpn", context=sctx, protocols=["x-test"])
+        lst = sockd.Socket(self.client, "tcp")
+        lst.bind("127.0.0.1")
+        port = lst.info()["local"]["port"]
+        lst.listen()
+        cli = sockd.Socket(self.client, "tcp")
+        cli.connect("127.0.0.1:%d" % port, wait=False)
+        srv = lst.accept(timeout=WAIT)
+        cli.wait_connected(WAIT)
+        # both ends upgrade: issue the server side first, then wait on the client
+        srv.call("socket.starttls", context=sctx, server_side=True)
+        tls = cli.starttls(cctx, server_name="localhost", timeout=WAIT)
+        self.client.wait_event("socket.tls_upgraded", srv.id, timeout=WAIT)
+        self.assertEqual(tls["verified"], ca_file is not None)
+        if ca_file is not None:
+            self.assertEqual(tls.get("alpn"), "x-test")
+        cli.send(b"secret")
+        self.assertEqual(srv.recv(6, timeout=WAIT), b"secret")
+        self.assertEqual(cli.shutdown(timeout=WAIT), "normal")
+
+    def test_verify_failure(self):
+        sctx, ca_file = self._server_ctx()
+        lst = sockd.Socket(self.client, "tls", context=sctx)
+        lst.bind("127.0.0.1")
+        port = lst.info()["local"]["port"]
+        lst.listen(auto_accept=True)
+        cctx = self.client.tls_context()  # the system store does not know this certificate
+        cli = sockd.Socket(self.client, "tls", context=cctx)
+        with self.assertRaises(sockd.SocketClosed) as cm:
+            cli.connect("127.0.0.1:%d" % port, timeout=WAIT)
+        self.assertEqual(cm.exception.reason, "tls_handshake_failed")
+
+
+class TestFanout(DaemonTest):
+    N = 200
+
+    def test_200_connections_from_one_client(self):
+        socks = [sockd.Socket(self.client, "tcp") for _ in range(self.N)]
+        for s in socks:
+            s.connect(self.echo.address, wait=False, timeout=WAIT)
+        for s in socks:
+            s.wait_connected(WAIT)
+        msgs = [("message %d from socket %d\n" % (i, s.id)).encode() for i, s in enumerate(socks)]
+        for s, m in zip(socks, msgs):
+            s.send(m, wait=False)
+        for s in socks:
+            s.wait_sent(WAIT)
+        for s, m in zip(socks, msgs):
+            self.assertEqual(s.recv(len(m), timeout=WAIT), m)
+        self.assertEqual(self.client.stats()["sockets"]["tcp"], self.N)
+        listed = self.client.call("socket.list")["sockets"]
+        self.assertEqual(len(listed), self.N)
+        for s in socks:
+            s.close()
+        self.assertEqual(self.client.call("socket.list")["sockets"], [])
+
+
+if __name__ == "__main__":
+    unittest.main()
