@@ -1288,7 +1288,13 @@ sock_relay_pump(struct sock *s)
             r->net_first = 1;
     }
     if (r->eof && buf_len(&s->out) == 0 && !r->net_shut) {
-        shutdown(s->fd, SHUT_WR); /* pass the client's EOF on to the peer */
+        /* pass the client's EOF on to the peer: over TLS that is close_notify first */
+        if (s->ssl != NULL && tls_close_notify(s) == 0) {
+            sock_update_io(s); /* close_notify waits for room; the pump runs again */
+            sock_relay_update(s);
+            return;
+        }
+        shutdown(s->fd, SHUT_WR);
         r->net_shut = 1;
     }
     if (r->eof && r->wr_shut) {

@@ -607,7 +607,7 @@ test_man_page() {
 export -f $(compgen -A function test_)
 
 all_tests="help_and_usage unreachable call watch shell cat_tcp cat_failures cat_udp cat_unix
-    cat_tls cat_tls_half_close:known open_send_recv_close open_peer_closes open_tls_and_unix open_failures_and_keep
+    cat_tls cat_tls_half_close open_send_recv_close open_peer_closes open_tls_and_unix open_failures_and_keep
     stats python_suite example_fetch_tls example_fanout example_echo_client man_page"
 for t in ${RUN_CLIENTS_TESTS:-$all_tests}; do
     run "${t%%:*}" "$([[ $t == *:known ]] && echo known)"
