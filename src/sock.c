@@ -55,6 +55,37 @@ sock_state_name(enum sock_state s)
 
 static void sock_io_cb(EV_P_ ev_io *w, int revents);
 
+/* Unlink s from its owner's list. */
+static void
+sock_unlink_owner(struct sock *s)
+{
+    struct client *c = s->owner;
+    if (c == NULL)
+        return;
+    if (s->cprev)
+        s->cprev->cnext = s->cnext;
+    else
+        c->socks = s->cnext;
+    if (s->cnext)
+        s->cnext->cprev = s->cprev;
+    c->nsocks--;
+    s->cnext = s->cprev = NULL;
+    s->owner = NULL;
+}
+
+/* Put s at the head of c's list. */
+static void
+sock_link_owner(struct sock *s, struct client *c)
+{
+    s->owner = c;
+    s->cnext = c->socks;
+    s->cprev = NULL;
+    if (c->socks)
+        c->socks->cprev = s;
+    c->socks = s;
+    c->nsocks++;
+}
+
 struct sock *
 sock_new(struct client *c, enum sock_type type, int ipv6)
 {
@@ -71,12 +102,7 @@ sock_new(struct client *c, enum sock_type type, int ipv6)
     s->ipv6 = ipv6 ? 1 : 0;
     s->fd = -1;
     s->tp = &transport_plain;
-    s->owner = c;
-    s->cnext = c->socks;
-    if (c->socks)
-        c->socks->cprev = s;
-    c->socks = s;
-    c->nsocks++;
+    sock_link_owner(s, c);
     sockd.nsockets[type]++;
     return s;
 }
@@ -236,16 +262,7 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
     sock_release(s);
     idmap_del(&sockd.socks, s->id);
     sockd.nsockets[s->type]--;
-    if (c != NULL) {
-        if (s->cprev)
-            s->cprev->cnext = s->cnext;
-        else
-            c->socks = s->cnext;
-        if (s->cnext)
-            s->cnext->cprev = s->cprev;
-        c->nsocks--;
-    }
-    s->cnext = s->cprev = NULL;
+    sock_unlink_owner(s);
     s->grave_next = sock_grave;
     sock_grave = s;
 }
@@ -257,24 +274,6 @@ sock_gift_timeout_cb(EV_P_ ev_timer *w, int revents)
     (void)revents;
     log_info("socket %llu: not taken in time, closed", (unsigned long long)g->sock->id);
     sock_close(g->sock, NULL, 0, NULL, NULL);
-}
-
-/* Unlink s from its owner's list. */
-static void
-sock_unlink_owner(struct sock *s)
-{
-    struct client *c = s->owner;
-    if (c == NULL)
-        return;
-    if (s->cprev)
-        s->cprev->cnext = s->cnext;
-    else
-        c->socks = s->cnext;
-    if (s->cnext)
-        s->cnext->cprev = s->cprev;
-    c->nsocks--;
-    s->cnext = s->cprev = NULL;
-    s->owner = NULL;
 }
 
 /* Requests of the old owner must not name anything in the new owner's notifications. */
@@ -342,12 +341,7 @@ sock_take(struct sock_gift *g, struct client *c)
         return NULL;
     sock_gift_drop(g);
     s->id = id;
-    s->owner = c;
-    s->cnext = c->socks;
-    if (c->socks)
-        c->socks->cprev = s;
-    c->socks = s;
-    c->nsocks++;
+    sock_link_owner(s, c);
     sock_update_io(s);
     return s;
 }

@@ -634,6 +634,22 @@ sock_write_ready(struct sock *s)
     }
 }
 
+/* Account n more queued bytes and queue the record that reports them with socket.sent. */
+static void
+sock_sendrec_add(struct sock *s, struct sock_sendrec *r, size_t n, json_t *req, int notify)
+{
+    s->out_queued += n;
+    r->end = s->out_queued;
+    r->bytes = n;
+    r->req = req ? json_incref(req) : NULL;
+    r->notify = notify;
+    if (s->sq_tail)
+        s->sq_tail->next = r;
+    else
+        s->sq_head = r;
+    s->sq_tail = r;
+}
+
 int
 sock_send(struct sock *s, const void *p, size_t n, json_t *req, int notify)
 {
@@ -666,16 +682,7 @@ sock_send(struct sock *s, const void *p, size_t n, json_t *req, int notify)
         free(r);
         return -1;
     }
-    s->out_queued += n;
-    r->end = s->out_queued;
-    r->bytes = n;
-    r->req = req ? json_incref(req) : NULL;
-    r->notify = notify;
-    if (s->sq_tail)
-        s->sq_tail->next = r;
-    else
-        s->sq_head = r;
-    s->sq_tail = r;
+    sock_sendrec_add(s, r, n, req, notify);
     sock_complete_sends(s);
     sock_update_io(s);
     return 0;
@@ -704,16 +711,7 @@ sock_sendto(struct sock *s, const void *p, size_t n, const struct sockaddr *to, 
         free(r);
         return -1;
     }
-    s->out_queued += n;
-    r->end = s->out_queued;
-    r->bytes = n;
-    r->req = req ? json_incref(req) : NULL;
-    r->notify = notify;
-    if (s->sq_tail)
-        s->sq_tail->next = r;
-    else
-        s->sq_head = r;
-    s->sq_tail = r;
+    sock_sendrec_add(s, r, n, req, notify);
     sock_dgram_write_ready(s);
     if (!s->dead)
         sock_update_io(s);
