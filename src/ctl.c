@@ -75,9 +75,12 @@ ctl_check_pause(struct client *c)
     if (want) {
         ev_io_stop(sockd.loop, &c->rio);
         ev_idle_stop(sockd.loop, &c->more);
+        ev_timer_stop(sockd.loop, &c->stall); /* we stopped reading: the client is not stalled */
     } else {
         ev_io_start(sockd.loop, &c->rio);
         ev_idle_start(sockd.loop, &c->more); /* lines may be waiting in the input buffer */
+        if ((buf_len(&c->in) > 0 && c->scanned == buf_len(&c->in)) || c->discarding)
+            ev_timer_again(sockd.loop, &c->stall);
     }
     for (struct sock *s = c->socks; s != NULL; s = s->cnext)
         sock_update_io(s);

@@ -137,6 +137,8 @@ main(int argc, char **argv)
     daemon_init(loop);
     if (conf_path != NULL && conf_load(conf_path, &sockd.conf, &err) < 0) {
         fprintf(stderr, "sockd: %s\n", err ? err : "bad configuration");
+        free(err);
+        conf_free(&sockd.conf);
         return 1;
     }
     if (test_only) {

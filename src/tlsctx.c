@@ -280,11 +280,42 @@ tlsctx_fingerprint(X509 *x, const char *md_name, char *out, size_t n)
 
 /* ---- settings ------------------------------------------------------------------------------ */
 
+/*
+ * The system certificate store, loaded once and shared by every context that uses it: loading
+ * it costs tens of milliseconds and most of a megabyte, too much to repeat per context.
+ */
+static X509_STORE *tlsctx_system_store;
+
+static X509_STORE *
+tlsctx_system(char *detail, size_t dlen)
+{
+    if (tlsctx_system_store == NULL) {
+        X509_STORE *st = X509_STORE_new();
+        if (st == NULL || X509_STORE_set_default_paths(st) != 1) {
+            tlsctx_errors(detail, dlen, "cannot use the system certificate store");
+            X509_STORE_free(st);
+            return NULL;
+        }
+        tlsctx_system_store = st;
+    }
+    X509_STORE_up_ref(tlsctx_system_store);
+    return tlsctx_system_store;
+}
+
 int
 tlsctx_set_ca(struct tlsctx *t, const char *pem, const char *file, char *detail, size_t dlen)
 {
-    X509_STORE *st = X509_STORE_new();
     ERR_clear_error();
+    if (pem == NULL && file == NULL) {
+        X509_STORE *sys = tlsctx_system(detail, dlen);
+        if (sys == NULL)
+            return -2;
+        ERR_clear_error();
+        X509_STORE_free(t->store);
+        t->store = sys;
+        return 0;
+    }
+    X509_STORE *st = X509_STORE_new();
     if (st == NULL) {
         tlsctx_errors(detail, dlen, "out of memory");
         return -2;
@@ -307,11 +338,6 @@ tlsctx_set_ca(struct tlsctx *t, const char *pem, const char *file, char *detail,
     }
     if (file != NULL && X509_STORE_load_file(st, file) != 1) {
         tlsctx_errors(detail, dlen, "cannot load the CA file");
-        X509_STORE_free(st);
-        return -2;
-    }
-    if (pem == NULL && file == NULL && X509_STORE_set_default_paths(st) != 1) {
-        tlsctx_errors(detail, dlen, "cannot use the system certificate store");
         X509_STORE_free(st);
         return -2;
     }
