@@ -43,201 +43,24 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "harness.h"
+#include "tc.h"
 
-#define KIB 1024
-#define MIB (1024 * 1024)
 #define PEER_WAIT_MS 10000 /* the longest any in-process peer waits for anything */
 #define FP_MAX 200
 
 static struct h_daemon g_d;   /* the group's daemon */
-static int t_line;            /* the test line that called the last helper */
 static char g_deferred[2048]; /* a failure reported at the end of the test (check_deferred) */
-
-#define FAIL(...)                                                                                  \
-    do {                                                                                           \
-        print_error("(test_tls.c:%d, helper called from line %d) ", __LINE__, t_line);             \
-        fail_msg(__VA_ARGS__);                                                                     \
-    } while (0)
 
 /* ------------------------------------------------------------------------ */
 /* small utilities                                                           */
-
-static long long
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void
-sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-        ;
-}
-
-/* A compact dump of a JSON value for failure messages (rotating buffers, truncated). */
-static const char *
-jd(const json_t *v)
-{
-    static char bufs[4][900];
-    static int next;
-    char *b = bufs[next++ % 4];
-    char *s = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-
-    if (!s) {
-        snprintf(b, sizeof bufs[0], "%s", v ? "(undumpable)" : "(null)");
-        return b;
-    }
-    if (strlen(s) > sizeof bufs[0] - 1)
-        snprintf(b, sizeof bufs[0], "%.800s...(%zu chars)", s, strlen(s));
-    else
-        snprintf(b, sizeof bufs[0], "%s", s);
-    free(s);
-    return b;
-}
-
-static const char *ctx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static const char *
-ctx(const char *fmt, ...)
-{
-    static char buf[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    return buf;
-}
-
-#define EXPECT_INT(actual, expected, ...)                                                          \
-    do {                                                                                           \
-        long long a_ = (long long)(actual), e_ = (long long)(expected);                            \
-        if (a_ != e_)                                                                              \
-            FAIL("%s: got %lld, expected %lld", ctx(__VA_ARGS__), a_, e_);                         \
-    } while (0)
-
-#define EXPECT_STR(actual, expected, ...)                                                          \
-    do {                                                                                           \
-        const char *a_ = (actual), *e_ = (expected);                                               \
-        if (!a_ || strcmp(a_, e_) != 0)                                                            \
-            FAIL("%s: got \"%s\", expected \"%s\"", ctx(__VA_ARGS__), a_ ? a_ : "(null)", e_);     \
-    } while (0)
-
-#define EXPECT_TRUE(cond, ...)                                                                     \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            FAIL("%s (expected %s)", ctx(__VA_ARGS__), #cond);                                     \
-    } while (0)
-
-static json_t *
-jget_(const json_t *o, const char *k)
-{
-    json_t *v = json_is_object(o) ? json_object_get(o, k) : NULL;
-    if (!v)
-        FAIL("missing member \"%s\" in %s", k, jd(o));
-    return v;
-}
-
-static long long
-jint_(const json_t *o, const char *k)
-{
-    json_t *v = jget_(o, k);
-    if (!json_is_integer(v))
-        FAIL("member \"%s\" is not an integer in %s", k, jd(o));
-    return json_integer_value(v);
-}
-
-static const char *
-jstr_(const json_t *o, const char *k)
-{
-    json_t *v = jget_(o, k);
-    if (!json_is_string(v))
-        FAIL("member \"%s\" is not a string in %s", k, jd(o));
-    return json_string_value(v);
-}
-
-/* An optional boolean: absent (or null) is false; anything else but a boolean fails. */
-static bool
-jflag_(const json_t *o, const char *k)
-{
-    json_t *v = json_object_get(o, k);
-    if (!v || json_is_null(v))
-        return false;
-    if (!json_is_boolean(v))
-        FAIL("member \"%s\" is not a boolean in %s", k, jd(o));
-    return json_is_true(v);
-}
-
-#define jget(...) (t_line = __LINE__, jget_(__VA_ARGS__))
-#define jint(...) (t_line = __LINE__, jint_(__VA_ARGS__))
-#define jstr(...) (t_line = __LINE__, jstr_(__VA_ARGS__))
-#define jflag(...) (t_line = __LINE__, jflag_(__VA_ARGS__))
-
-static char *
-b64(const void *data, size_t len)
-{
-    char *out = malloc(4 * ((len + 2) / 3) + 1);
-    assert_non_null(out);
-    out[0] = 0;
-    if (len)
-        EVP_EncodeBlock((unsigned char *)out, data, (int)len);
-    return out;
-}
-
-/* Decode base64 text; fails the test on malformed input. */
-static unsigned char *
-unb64_(const char *text, size_t *len)
-{
-    size_t n = strlen(text), pad = 0;
-    unsigned char *out = malloc(n / 4 * 3 + 1);
-    int r;
-
-    assert_non_null(out);
-    *len = 0;
-    if (n == 0)
-        return out;
-    if (n % 4)
-        FAIL("daemon sent base64 of length %zu (not a multiple of 4)", n);
-    r = EVP_DecodeBlock(out, (const unsigned char *)text, (int)n);
-    if (r < 0)
-        FAIL("daemon sent invalid base64: %.80s", text);
-    if (text[n - 1] == '=')
-        pad++;
-    if (text[n - 2] == '=')
-        pad++;
-    *len = (size_t)r - pad;
-    return out;
-}
-
-static void
-sha256(const void *data, size_t len, unsigned char out[32])
-{
-    unsigned int n = 0;
-    assert_int_equal(EVP_Digest(data, len, out, &n, EVP_sha256(), NULL), 1);
-    assert_int_equal(n, 32);
-}
-
-static unsigned char *
-random_bytes(size_t len)
-{
-    unsigned char *b = malloc(len ? len : 1);
-    assert_non_null(b);
-    assert_int_equal(RAND_bytes(b, (int)len), 1);
-    return b;
-}
 
 /* "sha-256 AB:CD:..." of a certificate (RFC 8122 form). */
 static void
@@ -380,390 +203,6 @@ cert_path(const char *name, const char *ext)
 }
 
 /* ------------------------------------------------------------------------ */
-/* the control connection, with our own request ids                          */
-
-struct tc {
-    struct sockd_client *c;
-    json_t *inbox;     /* messages read but not consumed yet, in arrival order */
-    long long next_id; /* our request ids */
-};
-
-#define TRK_MAX 64
-static struct tc *trk_tc[TRK_MAX];
-static int n_tc;
-static int trk_fd[TRK_MAX];
-static int n_fd;
-
-static int
-track_fd(int fd)
-{
-    assert_true(fd >= 0);
-    assert_true(n_fd < TRK_MAX);
-    trk_fd[n_fd++] = fd;
-    return fd;
-}
-
-static void
-close_fd(int fd)
-{
-    for (int i = 0; i < n_fd; i++)
-        if (trk_fd[i] == fd)
-            trk_fd[i] = -1;
-    close(fd);
-}
-
-static struct tc *
-tc_new(struct h_daemon *d)
-{
-    struct tc *t = calloc(1, sizeof *t);
-    assert_non_null(t);
-    assert_true(n_tc < TRK_MAX);
-    t->c = h_client(d);
-    t->inbox = json_array();
-    t->next_id = 9000;
-    trk_tc[n_tc++] = t;
-    return t;
-}
-
-static bool
-is_response(const json_t *m)
-{
-    return json_is_object(m) && !json_object_get(m, "method") &&
-           (json_object_get(m, "result") || json_object_get(m, "error"));
-}
-
-/* Read one message (waiting up to ms) into the inbox. 1 if one came, 0 on timeout; fails on EOF. */
-static int
-tc_pump(struct tc *t, int ms)
-{
-    long long t0 = now_ms();
-    json_t *m = sockd_client_read_message(t->c, ms);
-
-    if (!m) {
-        if (errno != ETIMEDOUT)
-            FAIL("control connection failed (read_message: NULL after %lld of %d ms: %s)",
-                 now_ms() - t0, ms, strerror(errno));
-        return 0;
-    }
-    json_array_append_new(t->inbox, m);
-    return 1;
-}
-
-/* Write a whole request line, reading what the daemon sends meanwhile. */
-static void
-tc_write(struct tc *t, const char *buf, size_t len)
-{
-    int fd = sockd_client_fd(t->c);
-    long long deadline = now_ms() + H_TIMEOUT_MS;
-    size_t off = 0;
-
-    for (int guard = 0; off < len && guard < 10000000; guard++) {
-        long long left = deadline - now_ms();
-        struct pollfd p = {fd, POLLIN | POLLOUT, 0};
-        int r;
-
-        if (left <= 0)
-            FAIL("writing a %zu-byte request: no progress for %d ms (at byte %zu)", len,
-                 H_TIMEOUT_MS, off);
-        r = poll(&p, 1, (int)left);
-        if (r < 0 && errno == EINTR)
-            continue;
-        assert_true(r >= 0);
-        if (r == 0)
-            continue;
-        if (p.revents & POLLIN)
-            while (tc_pump(t, 0))
-                ;
-        if (p.revents & (POLLOUT | POLLERR | POLLHUP)) {
-            ssize_t n = send(fd, buf + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-                    continue;
-                FAIL("writing to the daemon: %s", strerror(errno));
-            }
-            off += (size_t)n;
-            deadline = now_ms() + H_TIMEOUT_MS;
-        }
-    }
-    assert_int_equal(off, len);
-}
-
-static json_t *
-mkreq(struct tc *t, const char *method, json_t *params, long long *id)
-{
-    *id = t->next_id++;
-    json_t *req = json_pack("{s:s, s:I, s:s, s:o}", "jsonrpc", "2.0", "id", (json_int_t)*id,
-                            "method", method, "params", params ? params : json_object());
-    assert_non_null(req);
-    return req;
-}
-
-static void
-tc_write_json(struct tc *t, json_t *v)
-{
-    char *line = json_dumps(v, JSON_COMPACT);
-    assert_non_null(line);
-    tc_write(t, line, strlen(line));
-    tc_write(t, "\n", 1);
-    free(line);
-}
-
-/* Send METHOD with PARAMS (stolen; NULL = {}); returns the id used. */
-static long long
-tc_send(struct tc *t, const char *method, json_t *params)
-{
-    long long id;
-    json_t *req = mkreq(t, method, params, &id);
-    tc_write_json(t, req);
-    json_decref(req);
-    return id;
-}
-
-/* The response to id (whole message), waiting up to H_TIMEOUT_MS. */
-static json_t *
-tc_response(struct tc *t, long long id, const char *method)
-{
-    long long deadline = now_ms() + H_TIMEOUT_MS;
-
-    for (int guard = 0; guard < 1000000; guard++) {
-        size_t i;
-        json_t *m;
-
-        json_array_foreach(t->inbox, i, m)
-        {
-            if (json_is_array(m))
-                FAIL("%s (id %lld): unexpected batch response %s", method, id, jd(m));
-            if (!is_response(m))
-                continue;
-            json_t *mid = json_object_get(m, "id");
-            if (!json_is_integer(mid) || json_integer_value(mid) != id)
-                FAIL("%s (id %lld): unexpected response %s", method, id, jd(m));
-            json_incref(m);
-            json_array_remove(t->inbox, i);
-            return m;
-        }
-        long long left = deadline - now_ms();
-        if (left <= 0)
-            break;
-        tc_pump(t, (int)left);
-    }
-    FAIL("%s (id %lld): no response within %d ms", method, id, H_TIMEOUT_MS);
-    return NULL;
-}
-
-static json_t *
-vparams(const char *fmt, va_list ap)
-{
-    json_error_t e;
-    json_t *p;
-
-    if (!fmt)
-        return json_object();
-    p = json_vpack_ex(&e, 0, fmt, ap);
-    if (!p)
-        FAIL("json_pack(\"%s\"): %s", fmt, e.text);
-    return p;
-}
-
-/* Call with params (stolen); assert a result; return it (caller decrefs). */
-static json_t *
-tc_okp(struct tc *t, long long *id_out, const char *method, json_t *params)
-{
-    json_t *resp, *res;
-    char pdump[900];
-    long long id;
-
-    snprintf(pdump, sizeof pdump, "%s", jd(params));
-    id = tc_send(t, method, params);
-    if (id_out)
-        *id_out = id;
-    resp = tc_response(t, id, method);
-    res = json_object_get(resp, "result");
-    if (!res)
-        FAIL("%s %s: expected a result, got %s", method, pdump, jd(resp));
-    json_incref(res);
-    json_decref(resp);
-    return res;
-}
-
-static json_t *
-tc_ok_(struct tc *t, long long *id_out, const char *method, const char *fmt, ...)
-{
-    va_list ap;
-    json_t *params;
-    va_start(ap, fmt);
-    params = vparams(fmt, ap);
-    va_end(ap);
-    return tc_okp(t, id_out, method, params);
-}
-
-/* Call; assert an error response; return its code. *err_out (if not NULL) gets the error object. */
-static int
-tc_err_(struct tc *t, json_t **err_out, const char *method, const char *fmt, ...)
-{
-    va_list ap;
-    json_t *params, *resp, *err;
-    char pdump[900];
-    int code;
-
-    va_start(ap, fmt);
-    params = vparams(fmt, ap);
-    va_end(ap);
-    snprintf(pdump, sizeof pdump, "%s", jd(params));
-    resp = tc_response(t, tc_send(t, method, params), method);
-    err = json_object_get(resp, "error");
-    if (!json_is_object(err))
-        FAIL("%s %s: expected an error response, got %s", method, pdump, jd(resp));
-    code = (int)jint_(err, "code");
-    if (err_out) {
-        json_incref(err);
-        *err_out = err;
-    }
-    json_decref(resp);
-    return code;
-}
-
-/* A batch of n requests on one line; returns the array of responses (caller decrefs). */
-static json_t *
-tc_batch_(struct tc *t, int n, const char *const *methods, json_t **params, long long *ids)
-{
-    json_t *arr = json_array();
-    long long deadline = now_ms() + H_TIMEOUT_MS;
-
-    for (int i = 0; i < n; i++)
-        json_array_append_new(arr, mkreq(t, methods[i], params[i], &ids[i]));
-    tc_write_json(t, arr);
-    json_decref(arr);
-    for (int guard = 0; guard < 1000000; guard++) {
-        size_t i;
-        json_t *m;
-        json_array_foreach(t->inbox, i, m)
-        {
-            if (is_response(m))
-                FAIL("batch: unexpected single response %s", jd(m));
-            if (!json_is_array(m))
-                continue;
-            json_incref(m);
-            json_array_remove(t->inbox, i);
-            EXPECT_INT(json_array_size(m), n, "batch response size: %s", jd(m));
-            for (int k = 0; k < n; k++) {
-                json_t *r = json_array_get(m, (size_t)k);
-                EXPECT_INT(jint_(r, "id"), ids[k], "batch member %d id: %s", k, jd(m));
-            }
-            return m;
-        }
-        long long left = deadline - now_ms();
-        if (left <= 0)
-            break;
-        tc_pump(t, (int)left);
-    }
-    FAIL("batch: no response within %d ms", H_TIMEOUT_MS);
-    return NULL;
-}
-
-static bool
-note_matches(const json_t *m, const char *method, long long sock)
-{
-    const json_t *p;
-    if (!json_is_object(m) || !json_is_string(json_object_get(m, "method")))
-        return false;
-    if (method && strcmp(json_string_value(json_object_get(m, "method")), method) != 0)
-        return false;
-    p = json_object_get(m, "params");
-    if (!sock)
-        return true;
-    return json_is_integer(json_object_get(p, "socket")) &&
-           json_integer_value(json_object_get(p, "socket")) == sock;
-}
-
-/* The first notification (whole message) METHOD (NULL any) of SOCK (0 any), waiting up to ms; NULL
- * on timeout. */
-static json_t *
-tc_wait_msg(struct tc *t, const char *method, long long sock, int ms)
-{
-    long long deadline = now_ms() + ms;
-
-    for (int guard = 0; guard < 1000000; guard++) {
-        size_t i;
-        json_t *m;
-
-        json_array_foreach(t->inbox, i, m)
-        {
-            if (note_matches(m, method, sock)) {
-                json_incref(m);
-                json_array_remove(t->inbox, i);
-                return m;
-            }
-        }
-        long long left = deadline - now_ms();
-        if (left <= 0)
-            return NULL;
-        tc_pump(t, (int)left);
-    }
-    return NULL;
-}
-
-/* Wait for notification METHOD of SOCK; assert it came; return its params (caller decrefs). */
-static json_t *
-tc_event_(struct tc *t, const char *method, long long sock, int ms)
-{
-    json_t *m = tc_wait_msg(t, method, sock, ms), *p;
-
-    if (!m)
-        FAIL("no %s for socket %lld within %d ms; unread messages: %s", method, sock, ms,
-             jd(t->inbox));
-    p = json_object_get(m, "params");
-    if (!json_is_object(p))
-        FAIL("notification without params object: %s", jd(m));
-    json_incref(p);
-    json_decref(m);
-    return p;
-}
-
-/* The next notification of SOCK, whatever it is: must be METHOD. Returns params. */
-static json_t *
-tc_next_is_(struct tc *t, long long sock, const char *method, int ms)
-{
-    json_t *m = tc_wait_msg(t, NULL, sock, ms), *p;
-
-    if (!m)
-        FAIL("no notification for socket %lld within %d ms (expected %s)", sock, ms, method);
-    EXPECT_STR(jstr_(m, "method"), method, "next notification of socket %lld: %s", sock, jd(m));
-    p = json_object_get(m, "params");
-    json_incref(p);
-    json_decref(m);
-    return p;
-}
-
-/* Assert that no notification for SOCK (0: any) arrives within ms (nor is waiting unread). */
-static void
-tc_no_event_(struct tc *t, long long sock, int ms)
-{
-    long long deadline = now_ms() + ms;
-    size_t i;
-    json_t *m;
-
-    for (int guard = 0; guard < 1000000; guard++) {
-        long long left = deadline - now_ms();
-        if (left <= 0)
-            break;
-        tc_pump(t, (int)left);
-    }
-    json_array_foreach(t->inbox, i, m)
-    {
-        if (note_matches(m, NULL, sock))
-            FAIL("unexpected notification (socket %lld, within %d ms): %s", sock, ms, jd(m));
-    }
-}
-
-#define tc_ok(...) (t_line = __LINE__, tc_ok_(__VA_ARGS__))
-#define tc_err(...) (t_line = __LINE__, tc_err_(__VA_ARGS__))
-#define tc_batch(...) (t_line = __LINE__, tc_batch_(__VA_ARGS__))
-#define tc_event(...) (t_line = __LINE__, tc_event_(__VA_ARGS__))
-#define tc_next_is(...) (t_line = __LINE__, tc_next_is_(__VA_ARGS__))
-#define tc_no_event(...) (t_line = __LINE__, tc_no_event_(__VA_ARGS__))
-
-/* ------------------------------------------------------------------------ */
 /* openssl s_server / s_client child processes                               */
 
 struct proc {
@@ -896,7 +335,7 @@ proc_start_(const char *cmd, bool want_accept, bool may_fail)
     EXPECT_TRUE(p->port > 0 && p->port < 65536, "s_server port %d", p->port);
     return p;
 }
-#define proc_start(...) (t_line = __LINE__, proc_start_(__VA_ARGS__))
+#define proc_start(...) (TC_AT(), proc_start_(__VA_ARGS__))
 
 /* `openssl s_server` with tdir/NAME.pem and .key on 127.0.0.1, any port, one connection. */
 static struct proc *
@@ -908,7 +347,7 @@ s_server_(const char *name, const char *extra, bool may_fail)
              cert_path(name, "pem"), cert_path(name, "key"), extra ? extra : "");
     return proc_start_(cmd, true, may_fail);
 }
-#define s_server(...) (t_line = __LINE__, s_server_(__VA_ARGS__))
+#define s_server(...) (TC_AT(), s_server_(__VA_ARGS__))
 
 static void
 proc_write_(struct proc *p, const char *text)
@@ -923,7 +362,7 @@ proc_write_(struct proc *p, const char *text)
         off += (size_t)n;
     }
 }
-#define proc_write(...) (t_line = __LINE__, proc_write_(__VA_ARGS__))
+#define proc_write(...) (TC_AT(), proc_write_(__VA_ARGS__))
 
 /* ------------------------------------------------------------------------ */
 /* in-process TLS peers: one thread, one connection, a script of steps        */
@@ -1437,7 +876,7 @@ tp_join_(struct tp *p)
     pthread_join(p->th, NULL);
     p->running = 0;
 }
-#define tp_join(...) (t_line = __LINE__, tp_join_(__VA_ARGS__))
+#define tp_join(...) (TC_AT(), tp_join_(__VA_ARGS__))
 
 /* Join and assert that every step succeeded. */
 static void
@@ -1447,7 +886,7 @@ tp_expect_ok_(struct tp *p)
     if (p->failed)
         FAIL("in-process peer failed at step %d: %s", p->fail_step, p->err);
 }
-#define tp_expect_ok(...) (t_line = __LINE__, tp_expect_ok_(__VA_ARGS__))
+#define tp_expect_ok(...) (TC_AT(), tp_expect_ok_(__VA_ARGS__))
 
 static void
 tp_free(struct tp *p)
@@ -1517,16 +956,7 @@ static int
 t_cleanup(void **state)
 {
     (void)state;
-    for (int i = 0; i < n_tc; i++) {
-        sockd_client_close(trk_tc[i]->c);
-        json_decref(trk_tc[i]->inbox);
-        free(trk_tc[i]);
-    }
-    n_tc = 0;
-    for (int i = 0; i < n_fd; i++)
-        if (trk_fd[i] >= 0)
-            close(trk_fd[i]);
-    n_fd = 0;
+    tc_cleanup();
     for (int i = 0; i < n_proc; i++) {
         proc_stop(trk_proc[i]);
         free(trk_proc[i]);
@@ -1562,7 +992,7 @@ ctx_new_(struct tc *t, const char *fmt, ...)
     json_decref(r);
     return c;
 }
-#define ctx_new(...) (t_line = __LINE__, ctx_new_(__VA_ARGS__))
+#define ctx_new(...) (TC_AT(), ctx_new_(__VA_ARGS__))
 
 /* context.set_server_certificate with certificate NAME; checks the fingerprint it answers. */
 static void
@@ -1574,7 +1004,7 @@ ctx_server_cert_(struct tc *t, long long c, const char *name)
     EXPECT_STR(jstr_(r, "fingerprint"), ce->fp, "set_server_certificate(%s) fingerprint", name);
     json_decref(r);
 }
-#define ctx_server_cert(...) (t_line = __LINE__, ctx_server_cert_(__VA_ARGS__))
+#define ctx_server_cert(...) (TC_AT(), ctx_server_cert_(__VA_ARGS__))
 
 static long long
 open_tls_(struct tc *t, long long c)
@@ -1586,7 +1016,7 @@ open_tls_(struct tc *t, long long c)
     json_decref(r);
     return s;
 }
-#define open_tls(...) (t_line = __LINE__, open_tls_(__VA_ARGS__))
+#define open_tls(...) (TC_AT(), open_tls_(__VA_ARGS__))
 
 /* open a tls socket with context c and connect it to 127.0.0.1:port (server_name if not NULL);
  * returns the socket, *id the connect's request id. */
@@ -1605,7 +1035,7 @@ tls_connect_(struct tc *t, long long c, int port, const char *sni, long long *id
     json_decref(r);
     return s;
 }
-#define tls_connect(...) (t_line = __LINE__, tls_connect_(__VA_ARGS__))
+#define tls_connect(...) (TC_AT(), tls_connect_(__VA_ARGS__))
 
 /* socket.connected of s for request id (the first notification of s); returns its tls object. */
 static json_t *
@@ -1623,7 +1053,7 @@ expect_connected_(struct tc *t, long long s, long long id, int port)
     json_decref(ev);
     return tls;
 }
-#define expect_connected(...) (t_line = __LINE__, expect_connected_(__VA_ARGS__))
+#define expect_connected(...) (TC_AT(), expect_connected_(__VA_ARGS__))
 
 /* socket.closed of s with reason (the next notification of s); request must be id (> 0), absent
  * (0) or anything (-1). Returns the params. */
@@ -1639,7 +1069,7 @@ expect_closed_(struct tc *t, long long s, const char *reason, long long id)
                     jd(ev));
     return ev;
 }
-#define expect_closed(...) (t_line = __LINE__, expect_closed_(__VA_ARGS__))
+#define expect_closed(...) (TC_AT(), expect_closed_(__VA_ARGS__))
 
 /* socket.closed tls_handshake_failed with a non-empty detail; the handle is gone after it. The
  * detail must contain one of the words in any_of ("|"-separated, case-insensitive; NULL: any). */
@@ -1663,7 +1093,7 @@ expect_hs_failed_(struct tc *t, long long s, long long id, const char *any_of)
                SOCKD_E_UNKNOWN_HANDLE, "socket.info after tls_handshake_failed");
     json_decref(err);
 }
-#define expect_hs_failed(...) (t_line = __LINE__, expect_hs_failed_(__VA_ARGS__))
+#define expect_hs_failed(...) (TC_AT(), expect_hs_failed_(__VA_ARGS__))
 
 #define ANY "*"
 /*
@@ -1698,72 +1128,27 @@ check_tls_(const json_t *tls, const char *version, bool verified, const char *fp
             EXPECT_STR(jstr_(tls, opt[i].key), opt[i].want, "tls.%s in %s", opt[i].key, jd(tls));
     }
 }
-#define check_tls(...) (t_line = __LINE__, check_tls_(__VA_ARGS__))
+#define check_tls(...) (TC_AT(), check_tls_(__VA_ARGS__))
 
-static json_t *
-info_(struct tc *t, long long s)
-{
-    json_t *i = tc_ok_(t, NULL, "socket.info", "{s:I}", "socket", (json_int_t)s);
-    EXPECT_INT(jint_(i, "socket"), s, "socket.info socket: %s", jd(i));
-    return i;
-}
-#define info(...) (t_line = __LINE__, info_(__VA_ARGS__))
+/* socket.send of the bytes of text ("data", notify); returns the request id. */
+#define send_str(t, s, text) send_bytes(t, s, text, strlen(text), 1)
 
+/* An exact recv of strlen(text) bytes (params socket and length only): one socket.received with
+ * exactly that text, no timeout flag. */
 static void
-expect_state_(struct tc *t, long long s, const char *state)
-{
-    json_t *i = info_(t, s);
-    EXPECT_STR(jstr_(i, "state"), state, "socket.info state of %lld: %s", s, jd(i));
-    json_decref(i);
-}
-#define expect_state(...) (t_line = __LINE__, expect_state_(__VA_ARGS__))
-
-/* socket.send of bytes; returns the request id. */
-static long long
-send_bytes_(struct tc *t, long long s, const void *data, size_t len, int notify)
-{
-    long long id;
-    char *enc = b64(data, len);
-    json_t *r = tc_ok_(t, &id, "socket.send", "{s:I, s:s, s:b}", "socket", (json_int_t)s, "data",
-                       enc, "notify", notify);
-    EXPECT_INT(jint_(r, "queued"), len, "socket.send queued: %s", jd(r));
-    free(enc);
-    json_decref(r);
-    return id;
-}
-#define send_bytes(...) (t_line = __LINE__, send_bytes_(__VA_ARGS__))
-#define send_text(t, s, text) send_bytes(t, s, text, strlen(text), 1)
-
-static void
-expect_sent_(struct tc *t, long long s, long long req, size_t bytes)
-{
-    json_t *ev = tc_event_(t, "socket.sent", s, H_TIMEOUT_MS);
-    EXPECT_INT(jint_(ev, "bytes"), bytes, "socket.sent bytes: %s", jd(ev));
-    EXPECT_INT(jint_(ev, "request"), req, "socket.sent request: %s", jd(ev));
-    json_decref(ev);
-}
-#define expect_sent(...) (t_line = __LINE__, expect_sent_(__VA_ARGS__))
-
-/* An exact recv of strlen(text) bytes: one socket.received with exactly that text. */
-static void
-recv_expect_(struct tc *t, long long s, const char *text)
+recv_text_(struct tc *t, long long s, const char *text)
 {
     long long id;
     json_t *r = tc_ok_(t, &id, "socket.recv", "{s:I, s:I}", "socket", (json_int_t)s, "length",
                        (json_int_t)strlen(text));
     json_decref(r);
     json_t *ev = tc_event_(t, "socket.received", s, H_TIMEOUT_MS);
-    size_t n;
-    unsigned char *d = unb64_(jstr_(ev, "data"), &n);
     EXPECT_INT(jint_(ev, "request"), id, "socket.received request: %s", jd(ev));
-    if (n != strlen(text) || memcmp(d, text, n) != 0)
-        FAIL("socket.received data is \"%.*s\" (%zu bytes), expected \"%s\"; event %s", (int)n,
-             (const char *)d, n, text, jd(ev));
+    expect_data_(ev, text);
     EXPECT_TRUE(!jflag_(ev, "timeout"), "socket.received timeout flag: %s", jd(ev));
-    free(d);
     json_decref(ev);
 }
-#define recv_expect(...) (t_line = __LINE__, recv_expect_(__VA_ARGS__))
+#define recv_text(...) (TC_AT(), recv_text_(__VA_ARGS__))
 
 /* socket.shutdown; then socket.closed reason normal for that request. */
 static void
@@ -1776,7 +1161,7 @@ shutdown_normal_(struct tc *t, long long s)
     EXPECT_INT(jint_(ev, "request"), id, "socket.closed request: %s", jd(ev));
     json_decref(ev);
 }
-#define shutdown_normal(...) (t_line = __LINE__, shutdown_normal_(__VA_ARGS__))
+#define shutdown_normal(...) (TC_AT(), shutdown_normal_(__VA_ARGS__))
 
 /* A tls listener on 127.0.0.1 (any port) with context c; *port gets its port. */
 static long long
@@ -1791,7 +1176,7 @@ tls_listener_(struct tc *t, long long c, bool auto_accept, int *port)
                        "auto_accept", auto_accept));
     return l;
 }
-#define tls_listener(...) (t_line = __LINE__, tls_listener_(__VA_ARGS__))
+#define tls_listener(...) (TC_AT(), tls_listener_(__VA_ARGS__))
 
 /* socket.incoming on listener l; returns the pending number. */
 static long long
@@ -1803,7 +1188,7 @@ expect_incoming_(struct tc *t, long long l)
     json_decref(ev);
     return p;
 }
-#define expect_incoming(...) (t_line = __LINE__, expect_incoming_(__VA_ARGS__))
+#define expect_incoming(...) (TC_AT(), expect_incoming_(__VA_ARGS__))
 
 /* socket.accept of pending p; returns the new handle, *id the request id. */
 static long long
@@ -1815,7 +1200,7 @@ accept_(struct tc *t, long long l, long long p, long long *id)
     json_decref(r);
     return s;
 }
-#define accept_pending(...) (t_line = __LINE__, accept_(__VA_ARGS__))
+#define accept_pending(...) (TC_AT(), accept_(__VA_ARGS__))
 
 /* socket.accepted for s (its first notification): checks listener/request; returns tls. */
 static json_t *
@@ -1834,7 +1219,7 @@ expect_accepted_(struct tc *t, long long s, long long l, long long id)
     json_decref(ev);
     return tls;
 }
-#define expect_accepted(...) (t_line = __LINE__, expect_accepted_(__VA_ARGS__))
+#define expect_accepted(...) (TC_AT(), expect_accepted_(__VA_ARGS__))
 
 static json_t *
 stats_(struct tc *t)
@@ -1898,7 +1283,7 @@ settle_(struct tc *t)
                 socks);
     return steady_fds(g_d.pid);
 }
-#define settle(...) (t_line = __LINE__, settle_(__VA_ARGS__))
+#define settle(...) (TC_AT(), settle_(__VA_ARGS__))
 
 /* A port on 127.0.0.1 with a listener that never accepts (tracked fd); the kernel completes TCP
  * connects, and whatever is sent waits unread. */
@@ -1918,9 +1303,10 @@ silent_listener(int *port)
     return fd;
 }
 
-/* Wait up to ms for the connection to end: 0 EOF, an errno for a reset, -1 timeout, -2 data. */
+/* Wait up to ms for the connection to end, reading past what arrives first (TLS alerts or records):
+ * 0 EOF, an errno for a reset, -1 timeout, -2 still data when the loop bound ran out. */
 static int
-raw_wait_closed(int fd, int ms)
+raw_drain_closed(int fd, int ms)
 {
     long long deadline = now_ms() + ms;
     char buf[4096];
@@ -1976,7 +1362,7 @@ check_deferred_(void)
         FAIL("%s", msg);
     }
 }
-#define check_deferred() (t_line = __LINE__, check_deferred_())
+#define check_deferred() (TC_AT(), check_deferred_())
 
 /*
  * socket.accept of pending p whose TLS handshake must fail: the accept answers the new handle and
@@ -1990,7 +1376,7 @@ accept_hs_fail_(struct tc *t, long long l, long long p)
     long long id =
         tc_send(t, "socket.accept",
                 json_pack("{s:I, s:I}", "socket", (json_int_t)l, "pending", (json_int_t)p));
-    json_t *resp = tc_response(t, id, "socket.accept");
+    json_t *resp = tc_response(t, id, "socket.accept", H_TIMEOUT_MS);
     json_t *res = json_object_get(resp, "result");
 
     if (res != NULL) {
@@ -2009,7 +1395,7 @@ accept_hs_fail_(struct tc *t, long long l, long long p)
     json_decref(stray);
     json_decref(resp);
 }
-#define accept_hs_fail(...) (t_line = __LINE__, accept_hs_fail_(__VA_ARGS__))
+#define accept_hs_fail(...) (TC_AT(), accept_hs_fail_(__VA_ARGS__))
 
 /* ------------------------------------------------------------------------ */
 /* sockd as TLS client against openssl s_server                               */
@@ -2028,7 +1414,7 @@ test_connect_verified_sni(void **state)
     check_tls(tls, "TLSv1.3", true, cert("server")->fp, "test.local", NULL);
     json_decref(tls);
 
-    i = info(t, s);
+    i = tc_info(t, s);
     EXPECT_STR(jstr(i, "type"), "tls", "socket.info type: %s", jd(i));
     EXPECT_STR(jstr(i, "state"), "connected", "socket.info state: %s", jd(i));
     tls = jget(i, "tls");
@@ -2036,7 +1422,7 @@ test_connect_verified_sni(void **state)
     json_decref(i);
 
     /* s_server shows the SNI it got and prints what it receives */
-    long long sid = send_text(t, s, "ping from sockd 1234\n");
+    long long sid = send_str(t, s, "ping from sockd 1234\n");
     expect_sent(t, s, sid, strlen("ping from sockd 1234\n"));
     if (!proc_wait_for(sv, "ping from sockd 1234", H_TIMEOUT_MS)) {
         char *out = proc_output(sv);
@@ -2044,7 +1430,7 @@ test_connect_verified_sni(void **state)
     }
     /* what we type into s_server's stdin goes to sockd */
     proc_write(sv, "pong from s_server 5678\n");
-    recv_expect(t, s, "pong from s_server 5678\n");
+    recv_text(t, s, "pong from s_server 5678\n");
 
     shutdown_normal(t, s);
     /* s_server saw the close_notify: it reports the connection closed */
@@ -2071,7 +1457,7 @@ test_connect_ip_san(void **state)
     check_tls(tls, NULL, true, cert("server")->fp, NULL, NULL);
     json_decref(tls);
     proc_write(sv, "over ip\n");
-    recv_expect(t, s, "over ip\n");
+    recv_text(t, s, "over ip\n");
     shutdown_normal(t, s);
 
     /* same CA, DNS:test.local only: the IP check fails */
@@ -2183,7 +1569,7 @@ test_verify_false(void **state)
     check_tls(tls, NULL, false, cert("othersrv")->fp, "test.local", NULL);
     json_decref(tls);
     proc_write(sv, "unverified but fine\n");
-    recv_expect(t, s, "unverified but fine\n");
+    recv_text(t, s, "unverified but fine\n");
     shutdown_normal(t, s);
 
     /* the same server with verification on (trusting our CA) is refused */
@@ -2281,7 +1667,7 @@ test_alpn_server_mismatch(void **state)
     json_t *tls = expect_accepted(t, s, l, id);
     check_tls(tls, NULL, false, NULL, "test.local", "h2");
     json_decref(tls);
-    long long sid = send_text(t, s, "h2 chosen\n");
+    long long sid = send_str(t, s, "h2 chosen\n");
     expect_sent(t, s, sid, strlen("h2 chosen\n"));
     shutdown_normal(t, s);
     tp_expect_ok(good);
@@ -2314,7 +1700,7 @@ test_alpn_server_mismatch(void **state)
     s = jint(ev, "socket");
     check_tls(jget(ev, "tls"), NULL, false, NULL, "test.local", "h2");
     json_decref(ev);
-    recv_expect(t, s, "after a failure\n");
+    recv_text(t, s, "after a failure\n");
     shutdown_normal(t, s);
     tp_expect_ok(good);
     check_deferred();
@@ -2351,16 +1737,16 @@ test_server_s_client(void **state)
         FAIL("s_client did not verify sockd's certificate: %.2000s", out);
     }
 
-    long long sid = send_text(t, s, "hello from sockd 4321\n");
+    long long sid = send_str(t, s, "hello from sockd 4321\n");
     expect_sent(t, s, sid, strlen("hello from sockd 4321\n"));
     if (!proc_wait_for(cl, "hello from sockd 4321", H_TIMEOUT_MS)) {
         char *out = proc_output(cl);
         FAIL("s_client never printed what sockd sent: %.2000s", out);
     }
     proc_write(cl, "hello from s_client 8765\n");
-    recv_expect(t, s, "hello from s_client 8765\n");
+    recv_text(t, s, "hello from s_client 8765\n");
 
-    json_t *i = info(t, s);
+    json_t *i = tc_info(t, s);
     EXPECT_STR(jstr(i, "type"), "tls", "accepted socket type: %s", jd(i));
     EXPECT_INT(jint(i, "listener"), l, "accepted socket listener: %s", jd(i));
     check_tls(jget(i, "tls"), "TLSv1.3", false, NULL, "test.local", NULL);
@@ -2414,8 +1800,8 @@ test_verify_client_require(void **state)
     json_t *tls = expect_accepted(t, s, l, id);
     check_tls(tls, NULL, true, cert("client")->fp, "test.local", NULL);
     json_decref(tls);
-    recv_expect(t, s, "client with a certificate\n");
-    send_text(t, s, "welcome, certified client\n");
+    recv_text(t, s, "client with a certificate\n");
+    send_str(t, s, "welcome, certified client\n");
     shutdown_normal(t, s);
     tp_expect_ok(ok);
     EXPECT_TRUE(ok->verified, "the client verified sockd's certificate");
@@ -2455,7 +1841,7 @@ test_verify_client_optional(void **state)
         json_t *tls = expect_accepted(t, s, l, id);
         check_tls(tls, NULL, k == 1, k == 1 ? cert("client")->fp : NULL, "test.local", NULL);
         json_decref(tls);
-        send_text(t, s, "hi\n");
+        send_str(t, s, "hi\n");
         shutdown_normal(t, s);
         tp_expect_ok(cl);
     }
@@ -2491,7 +1877,7 @@ test_starttls_client(void **state)
     json_t *ev = tc_next_is(t, s, "socket.connected", H_TIMEOUT_MS);
     EXPECT_TRUE(json_object_get(ev, "tls") == NULL, "plain socket.connected has tls: %s", jd(ev));
     json_decref(ev);
-    recv_expect(t, s, "OK\r\n");
+    recv_text(t, s, "OK\r\n");
 
     EXPECT_INT(tc_err(t, &err, "socket.starttls", "{s:I, s:I, s:s}", "socket", (json_int_t)s,
                       "context", (json_int_t)c, "server_name", ""),
@@ -2512,14 +1898,14 @@ test_starttls_client(void **state)
     check_tls(jget(ev, "tls"), "TLSv1.3", true, cert("server")->fp, "test.local", NULL);
     json_decref(ev);
 
-    json_t *i = info(t, s);
+    json_t *i = tc_info(t, s);
     EXPECT_STR(jstr(i, "state"), "connected", "state after upgrade: %s", jd(i));
     check_tls(jget(i, "tls"), "TLSv1.3", true, cert("server")->fp, "test.local", NULL);
     json_decref(i);
 
     /* the server reads these through SSL_read: they were encrypted */
-    send_text(t, s, "hello over tls\n");
-    recv_expect(t, s, "reply over tls\n");
+    send_str(t, s, "hello over tls\n");
+    recv_text(t, s, "reply over tls\n");
     err = NULL;
     EXPECT_INT(tc_err(t, &err, "socket.starttls", "{s:I, s:I, s:s}", "socket", (json_int_t)s,
                       "context", (json_int_t)c, "server_name", "test.local"),
@@ -2557,7 +1943,7 @@ test_starttls_send_during_upgrade(void **state)
     json_decref(tc_ok(t, NULL, "socket.connect", "{s:I, s:s, s:i}", "socket", (json_int_t)s,
                       "address", "127.0.0.1", "port", sv->port));
     json_decref(tc_next_is(t, s, "socket.connected", H_TIMEOUT_MS));
-    recv_expect(t, s, "OK\r\n");
+    recv_text(t, s, "OK\r\n");
 
     const char *methods[2] = {"socket.starttls", "socket.send"};
     json_t *params[2] = {
@@ -2642,8 +2028,8 @@ test_starttls_server_side(void **state)
     check_tls(jget(ev, "tls"), "TLSv1.3", false, NULL, "test.local", NULL);
     json_decref(ev);
 
-    recv_expect(t, s, "client over tls\n");
-    send_text(t, s, "server over tls\n");
+    recv_text(t, s, "client over tls\n");
+    send_str(t, s, "server over tls\n");
     shutdown_normal(t, s);
     tp_expect_ok(cl);
     EXPECT_TRUE(cl->verified, "the client verified sockd's certificate after STARTTLS");
@@ -2713,7 +2099,7 @@ test_bulk_4mib(void **state)
     json_t *r = tc_ok(t, NULL, "socket.recv_cancel", "{s:I}", "socket", (json_int_t)s);
     EXPECT_TRUE(json_is_true(jget(r, "canceled")), "recv_cancel of the stream: %s", jd(r));
     json_decref(r);
-    json_t *i = info(t, s);
+    json_t *i = tc_info(t, s);
     EXPECT_INT(jint(i, "bytes_sent"), total, "bytes_sent: %s", jd(i));
     EXPECT_INT(jint(i, "bytes_received"), total, "bytes_received: %s", jd(i));
     json_decref(i);
@@ -2850,8 +2236,8 @@ test_generated_certificate(void **state)
         json_t *tls = expect_accepted(t, s, l, id);
         check_tls(tls, NULL, false, NULL, NULL, NULL);
         json_decref(tls);
-        recv_expect(t, s, "to a generated cert\n");
-        send_text(t, s, "from a generated cert\n");
+        recv_text(t, s, "to a generated cert\n");
+        send_str(t, s, "from a generated cert\n");
         shutdown_normal(t, s);
         tp_expect_ok(cl);
         EXPECT_STR(cl->peer_fp, want, "the certificate the client saw (round %d)", round);
@@ -2909,10 +2295,10 @@ test_context_destroy_in_use(void **state)
     check_tls(tls, NULL, true, cert("server")->fp, "test.local", NULL);
     json_decref(tls);
 
-    send_text(t, s1, "still alive after destroy\n");
-    recv_expect(t, s1, "still alive after destroy\n");
-    send_text(t, s2, "handshake after destroy\n");
-    recv_expect(t, s2, "handshake after destroy\n");
+    send_str(t, s1, "still alive after destroy\n");
+    recv_text(t, s1, "still alive after destroy\n");
+    send_str(t, s2, "handshake after destroy\n");
+    recv_text(t, s2, "handshake after destroy\n");
 
     EXPECT_INT(
         tc_err(t, &err, "socket.open", "{s:s, s:I}", "type", "tls", "context", (json_int_t)c),
@@ -2946,7 +2332,7 @@ test_context_destroy_in_use(void **state)
     long long p = expect_incoming(t, l);
     long long s = accept_pending(t, l, p, &id);
     json_decref(expect_accepted(t, s, l, id));
-    send_text(t, s, "listener outlived its context\n");
+    send_str(t, s, "listener outlived its context\n");
     shutdown_normal(t, s);
     tp_expect_ok(cl);
 }
@@ -2981,7 +2367,7 @@ test_shutdown_close_notify(void **state)
     json_t *r = tc_ok(t, &shid, "socket.shutdown", "{s:I}", "socket", (json_int_t)s);
     EXPECT_TRUE(json_object_size(r) == 0, "socket.shutdown result %s", jd(r));
     json_decref(r);
-    r = info(t, s);
+    r = tc_info(t, s);
     EXPECT_STR(jstr(r, "state"), "closing", "state after shutdown with queued data: %s", jd(r));
     EXPECT_TRUE(jint(r, "send_buffered") > 0, "nothing queued at shutdown: %s", jd(r));
     json_decref(r);
@@ -3237,7 +2623,7 @@ test_half_client_hello(void **state)
     p = expect_incoming(t, l);
     s = accept_pending(t, l, p, &id);
     json_decref(expect_accepted(t, s, l, id));
-    send_text(t, s, "still listening\n");
+    send_str(t, s, "still listening\n");
     shutdown_normal(t, s);
     tp_expect_ok(a1);
     struct tp *a2 = tp_new(0, aport, cctx, "test.local");
@@ -3248,7 +2634,7 @@ test_half_client_hello(void **state)
     ev = tc_event(t, "socket.accepted", 0, H_TIMEOUT_MS);
     s = jint(ev, "socket");
     json_decref(ev);
-    send_text(t, s, "still listening\n");
+    send_str(t, s, "still listening\n");
     shutdown_normal(t, s);
     tp_expect_ok(a2);
     EXPECT_INT(h_wait_fds(pid, base, H_TIMEOUT_MS), base, "daemon fds at the end");
@@ -3277,7 +2663,7 @@ test_connect_timeout_in_handshake(void **state)
     long long el = now_ms() - t0;
     json_decref(ev);
     EXPECT_TRUE(el >= 450 && el < 3000, "timeout after %lld ms (timeout_ms 600)", el);
-    int rc = raw_wait_closed(acc, H_TIMEOUT_MS);
+    int rc = raw_drain_closed(acc, H_TIMEOUT_MS);
     EXPECT_TRUE(rc == 0 || rc == ECONNRESET, "the server's connection did not end (%d)", rc);
 }
 
@@ -3383,7 +2769,7 @@ test_killed_client_mid_handshake(void **state)
                "daemon fds while the child runs (its control connection and "
                "its socket)");
 
-    int rc = raw_wait_closed(acc, H_TIMEOUT_MS);
+    int rc = raw_drain_closed(acc, H_TIMEOUT_MS);
     EXPECT_TRUE(rc == 0 || rc == ECONNRESET,
                 "the silent server's connection did not end after the client died (%d)", rc);
     EXPECT_INT(h_wait_fds(pid, base, H_TIMEOUT_MS), base, "daemon fds after the client died");
@@ -3501,6 +2887,7 @@ main(void)
         T(test_killed_client_mid_handshake),
     };
 
+    tc_first_id = 9000;
     signal(SIGPIPE, SIG_IGN);
     if (getenv("SOCKD_TLSIT_FILTER") != NULL) /* e.g. "test_starttls*" */
         cmocka_set_test_filter(getenv("SOCKD_TLSIT_FILTER"));

@@ -3,11 +3,11 @@
  * binds through a real sockd, against the test's own loopback UDP sockets and AF_UNIX
  * sockets in a temporary directory (127.0.0.1, ::1 and /tmp only).
  *
- * As in test_tcp.c, requests are written on the control connection with ids chosen
- * here, so that the "request" member of notifications can be checked; every message
- * read meanwhile is kept, in arrival order, in a per-client inbox. Every wait is
- * bounded, every loop has a fixed bound, and resources made by a test are tracked and
- * released by the per-test teardown.
+ * As in test_tcp.c (the test client is tc.h), requests are written on the control
+ * connection with ids chosen here, so that the "request" member of notifications can be
+ * checked; every message read meanwhile is kept, in arrival order, in a per-client inbox.
+ * Every wait is bounded, every loop has a fixed bound, and resources made by a test are
+ * tracked and released by the per-test teardown.
  *
  * Where the kernel lets us (pidfd_getfd on our own child, the daemon), options set with
  * socket.setopt are checked on the daemon's very fd with getsockopt; the UDP TTL and the
@@ -27,7 +27,6 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -38,210 +37,11 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-
-#include "harness.h"
-
-#define KIB 1024
-#define MIB (1024 * 1024)
+#include "tc.h"
 
 static struct h_daemon g_d; /* the group's daemon */
-static int t_line;          /* the test line that called the failing helper */
-
-#define FAIL(...)                                                                                  \
-    do {                                                                                           \
-        print_error("(test_udp_unix.c:%d) ", t_line);                                              \
-        fail_msg(__VA_ARGS__);                                                                     \
-    } while (0)
-
-/* ------------------------------------------------------------------------ */
-/* small utilities                                                           */
-
-static long long
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void
-sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-        ;
-}
-
-/* A compact dump of a JSON value for failure messages (rotating buffers, truncated). */
-static const char *
-jd(const json_t *v)
-{
-    static char bufs[4][700];
-    static int next;
-    char *b = bufs[next++ % 4];
-    char *s = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-
-    if (!s) {
-        snprintf(b, sizeof bufs[0], "%s", v ? "(undumpable)" : "(null)");
-        return b;
-    }
-    if (strlen(s) > sizeof bufs[0] - 1)
-        snprintf(b, sizeof bufs[0], "%.600s...(%zu chars)", s, strlen(s));
-    else
-        snprintf(b, sizeof bufs[0], "%s", s);
-    free(s);
-    return b;
-}
-
-/* printf into a static buffer: the context of a failed expectation. */
-static const char *ctx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static const char *
-ctx(const char *fmt, ...)
-{
-    static char buf[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    return buf;
-}
-
-#define EXPECT_INT(actual, expected, ...)                                                          \
-    do {                                                                                           \
-        long long a_ = (long long)(actual), e_ = (long long)(expected);                            \
-        if (a_ != e_)                                                                              \
-            FAIL("%s: got %lld, expected %lld", ctx(__VA_ARGS__), a_, e_);                         \
-    } while (0)
-
-#define EXPECT_STR(actual, expected, ...)                                                          \
-    do {                                                                                           \
-        const char *a_ = (actual), *e_ = (expected);                                               \
-        if (!a_ || strcmp(a_, e_) != 0)                                                            \
-            FAIL("%s: got \"%s\", expected \"%s\"", ctx(__VA_ARGS__), a_ ? a_ : "(null)", e_);     \
-    } while (0)
-
-#define EXPECT_TRUE(cond, ...)                                                                     \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            FAIL("%s (expected %s)", ctx(__VA_ARGS__), #cond);                                     \
-    } while (0)
-
-static json_t *
-jget_(const json_t *o, const char *k)
-{
-    json_t *v = json_is_object(o) ? json_object_get(o, k) : NULL;
-    if (!v)
-        FAIL("missing member \"%s\" in %s", k, jd(o));
-    return v;
-}
-
-static long long
-jint_(const json_t *o, const char *k)
-{
-    json_t *v = jget_(o, k);
-    if (!json_is_integer(v))
-        FAIL("member \"%s\" is not an integer in %s", k, jd(o));
-    return json_integer_value(v);
-}
-
-static const char *
-jstr_(const json_t *o, const char *k)
-{
-    json_t *v = jget_(o, k);
-    if (!json_is_string(v))
-        FAIL("member \"%s\" is not a string in %s", k, jd(o));
-    return json_string_value(v);
-}
-
-/* An optional boolean: absent (or null) is false; anything else but a boolean fails. */
-static bool
-jflag_(const json_t *o, const char *k)
-{
-    json_t *v = json_object_get(o, k);
-    if (!v || json_is_null(v))
-        return false;
-    if (!json_is_boolean(v))
-        FAIL("member \"%s\" is not a boolean in %s", k, jd(o));
-    return json_is_true(v);
-}
-
-/* An address object {address, port}: address must equal addr; port must equal port (or any valid
- * one when port < 0). */
-static int
-check_addr_(const json_t *o, const char *k, const char *addr, int port)
-{
-    json_t *a = jget_(o, k);
-    long long p;
-
-    if (!json_is_object(a))
-        FAIL("\"%s\" is not an address object in %s", k, jd(o));
-    EXPECT_STR(jstr_(a, "address"), addr, "%s.address in %s", k, jd(o));
-    p = jint_(a, "port");
-    if (port >= 0)
-        EXPECT_INT(p, port, "%s.port in %s", k, jd(o));
-    else
-        EXPECT_TRUE(p > 0 && p < 65536, "%s.port in %s", k, jd(o));
-    return (int)p;
-}
-
-static char *
-b64_(const void *data, size_t len)
-{
-    char *out = malloc(4 * ((len + 2) / 3) + 1);
-    assert_non_null(out);
-    out[0] = 0;
-    if (len)
-        EVP_EncodeBlock((unsigned char *)out, data, (int)len);
-    return out;
-}
-
-/* Decode base64 text; fails the test on malformed input. */
-static unsigned char *
-unb64(const char *text, size_t *len)
-{
-    size_t n = strlen(text), pad = 0;
-    unsigned char *out = malloc(n / 4 * 3 + 1);
-    int r;
-
-    assert_non_null(out);
-    *len = 0;
-    if (n == 0)
-        return out;
-    if (n % 4)
-        FAIL("daemon sent base64 of length %zu (not a multiple of 4)", n);
-    r = EVP_DecodeBlock(out, (const unsigned char *)text, (int)n);
-    if (r < 0)
-        FAIL("daemon sent invalid base64: %.80s", text);
-    if (text[n - 1] == '=')
-        pad++;
-    if (text[n - 2] == '=')
-        pad++;
-    *len = (size_t)r - pad;
-    return out;
-}
-
-/* The bytes of a socket.received event's data member. */
-static unsigned char *
-ev_data_(const json_t *ev, size_t *len)
-{
-    return unb64(jstr_(ev, "data"), len);
-}
-
-/* Assert that the data of a socket.received event equals the text. */
-static void
-expect_data_(const json_t *ev, const char *text)
-{
-    size_t n;
-    unsigned char *d = ev_data_(ev, &n);
-    if (n != strlen(text) || memcmp(d, text, n) != 0)
-        FAIL("socket.received data is \"%.*s\" (%zu bytes), expected \"%s\"; event %s", (int)n,
-             (const char *)d, n, text, jd(ev));
-    free(d);
-}
 
 /* Checks that report and let the test go on (so one wrong field does not hide the rest of the
  * behaviour); soft_done() fails the test at its end if any failed. */
@@ -280,37 +80,8 @@ is_path_obj(const json_t *o, const char *k, const char *path)
 /* ------------------------------------------------------------------------ */
 /* resources of the running test, released by t_cleanup                      */
 
-struct tc {
-    struct sockd_client *c;
-    json_t *inbox;     /* messages read but not consumed yet, in arrival order */
-    long long next_id; /* our request ids */
-};
-
-#define TRK_MAX 64
-static struct tc *trk_tc[TRK_MAX];
-static int n_tc;
-static int trk_fd[TRK_MAX * 2];
-static int n_fd;
 static char trk_dir[8][64]; /* temp directories (flat), removed by t_cleanup */
 static int n_dir;
-
-static int
-track_fd(int fd)
-{
-    assert_true(fd >= 0);
-    assert_true(n_fd < TRK_MAX * 2);
-    trk_fd[n_fd++] = fd;
-    return fd;
-}
-
-static void
-close_fd_(int fd)
-{
-    for (int i = 0; i < n_fd; i++)
-        if (trk_fd[i] == fd)
-            trk_fd[i] = -1;
-    close(fd);
-}
 
 /* Remove the entries of a flat directory and the directory itself. */
 static void
@@ -343,598 +114,16 @@ tmpdir_(void)
     return trk_dir[n_dir++];
 }
 
-static struct tc *
-tc_new_(struct h_daemon *d)
-{
-    struct tc *t = calloc(1, sizeof *t);
-    assert_non_null(t);
-    assert_true(n_tc < TRK_MAX);
-    t->c = h_client(d);
-    t->inbox = json_array();
-    t->next_id = 7000;
-    trk_tc[n_tc++] = t;
-    return t;
-}
-
 static int
 t_cleanup(void **state)
 {
     (void)state;
     n_soft = 0;
-    for (int i = 0; i < n_tc; i++) {
-        sockd_client_close(trk_tc[i]->c);
-        json_decref(trk_tc[i]->inbox);
-        free(trk_tc[i]);
-    }
-    n_tc = 0;
-    for (int i = 0; i < n_fd; i++)
-        if (trk_fd[i] >= 0)
-            close(trk_fd[i]);
-    n_fd = 0;
+    tc_cleanup();
     for (int i = 0; i < n_dir; i++)
         rm_dir_(trk_dir[i]);
     n_dir = 0;
     return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* the control connection, with our own ids                                  */
-
-static bool
-is_response(const json_t *m)
-{
-    return json_is_object(m) && !json_object_get(m, "method") &&
-           (json_object_get(m, "result") || json_object_get(m, "error"));
-}
-
-/* Read one message (waiting up to ms) into the inbox. 1 if one came, 0 on timeout; fails on EOF. */
-static int
-tc_pump(struct tc *t, int ms)
-{
-    long long t0 = now_ms();
-    json_t *m = sockd_client_read_message(t->c, ms);
-
-    if (!m) {
-        if (errno != ETIMEDOUT)
-            FAIL("control connection failed (read_message: NULL after %lld of %d ms: %s)",
-                 now_ms() - t0, ms, strerror(errno));
-        return 0;
-    }
-    json_array_append_new(t->inbox, m);
-    return 1;
-}
-
-/* Write a whole request line, reading what the daemon sends meanwhile (it may stop reading us while
- * its output to us is full). */
-static void
-tc_write(struct tc *t, const char *buf, size_t len)
-{
-    int fd = sockd_client_fd(t->c);
-    long long deadline = now_ms() + H_TIMEOUT_MS;
-    size_t off = 0;
-
-    for (int guard = 0; off < len && guard < 10000000; guard++) {
-        long long left = deadline - now_ms();
-        struct pollfd p = {fd, POLLIN | POLLOUT, 0};
-        int r;
-
-        if (left <= 0)
-            FAIL("writing a %zu-byte request: no progress for %d ms (at byte %zu)", len,
-                 H_TIMEOUT_MS, off);
-        r = poll(&p, 1, (int)left);
-        if (r < 0 && errno == EINTR)
-            continue;
-        assert_true(r >= 0);
-        if (r == 0)
-            continue;
-        if (p.revents & POLLIN)
-            while (tc_pump(t, 0))
-                ;
-        if (p.revents & (POLLOUT | POLLERR | POLLHUP)) {
-            ssize_t n = send(fd, buf + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-                    continue;
-                FAIL("writing to the daemon: %s", strerror(errno));
-            }
-            off += (size_t)n;
-            deadline = now_ms() + H_TIMEOUT_MS;
-        }
-    }
-    assert_int_equal(off, len);
-}
-
-/* Send METHOD with PARAMS (stolen; NULL = {}); returns the id used. */
-static long long
-tc_send(struct tc *t, const char *method, json_t *params)
-{
-    long long id = t->next_id++;
-    json_t *req = json_pack("{s:s, s:I, s:s, s:o}", "jsonrpc", "2.0", "id", (json_int_t)id,
-                            "method", method, "params", params ? params : json_object());
-    char *line;
-
-    assert_non_null(req);
-    line = json_dumps(req, JSON_COMPACT);
-    assert_non_null(line);
-    tc_write(t, line, strlen(line));
-    tc_write(t, "\n", 1);
-    free(line);
-    json_decref(req);
-    return id;
-}
-
-/* The response to id (whole message), waiting up to H_TIMEOUT_MS. */
-static json_t *
-tc_response(struct tc *t, long long id, const char *method)
-{
-    long long deadline = now_ms() + H_TIMEOUT_MS;
-
-    for (int guard = 0; guard < 1000000; guard++) {
-        size_t i;
-        json_t *m;
-
-        json_array_foreach(t->inbox, i, m)
-        {
-            if (!is_response(m))
-                continue;
-            json_t *mid = json_object_get(m, "id");
-            if (!json_is_integer(mid) || json_integer_value(mid) != id)
-                FAIL("%s (id %lld): unexpected response %s", method, id, jd(m));
-            json_incref(m);
-            json_array_remove(t->inbox, i);
-            return m;
-        }
-        long long left = deadline - now_ms();
-        if (left <= 0)
-            break;
-        tc_pump(t, (int)left);
-    }
-    FAIL("%s (id %lld): no response within %d ms", method, id, H_TIMEOUT_MS);
-    return NULL;
-}
-
-static json_t *
-vparams(const char *fmt, va_list ap)
-{
-    json_error_t e;
-    json_t *p;
-
-    if (!fmt)
-        return json_object();
-    p = json_vpack_ex(&e, 0, fmt, ap);
-    if (!p)
-        FAIL("json_pack(\"%s\"): %s", fmt, e.text);
-    return p;
-}
-
-/* Call; assert a result; return it (caller decrefs). *id_out gets the request id. */
-static json_t *
-tc_ok_(struct tc *t, long long *id_out, const char *method, const char *fmt, ...)
-{
-    va_list ap;
-    json_t *params, *resp, *res;
-    char pdump[700];
-    long long id;
-
-    va_start(ap, fmt);
-    params = vparams(fmt, ap);
-    va_end(ap);
-    snprintf(pdump, sizeof pdump, "%s", jd(params));
-    id = tc_send(t, method, params);
-    if (id_out)
-        *id_out = id;
-    resp = tc_response(t, id, method);
-    res = json_object_get(resp, "result");
-    if (!res)
-        FAIL("%s %s: expected a result, got %s", method, pdump, jd(resp));
-    json_incref(res);
-    json_decref(resp);
-    return res;
-}
-
-/* Call expecting error CODE; returns the error object (caller decrefs). */
-static json_t *
-tc_expect_err_(struct tc *t, int code, const char *method, const char *fmt, ...)
-{
-    va_list ap;
-    json_t *params, *resp, *err;
-    char pdump[700];
-
-    va_start(ap, fmt);
-    params = vparams(fmt, ap);
-    va_end(ap);
-    snprintf(pdump, sizeof pdump, "%s", jd(params));
-    resp = tc_response(t, tc_send(t, method, params), method);
-    err = json_object_get(resp, "error");
-    if (!json_is_object(err))
-        FAIL("%s %s: expected error %d, got %s", method, pdump, code, jd(resp));
-    EXPECT_INT(jint_(err, "code"), code, "%s %s: error code in %s", method, pdump, jd(err));
-    json_incref(err);
-    json_decref(resp);
-    return err;
-}
-
-/* The data member of an error object (must be an object). */
-static json_t *
-err_data_(const json_t *err)
-{
-    json_t *d = jget_(err, "data");
-    if (!json_is_object(d))
-        FAIL("error data is not an object: %s", jd(err));
-    return d;
-}
-
-static bool
-note_matches(const json_t *m, const char *method, long long sock)
-{
-    const json_t *p;
-    if (!json_is_object(m) || !json_is_string(json_object_get(m, "method")))
-        return false;
-    if (method && strcmp(json_string_value(json_object_get(m, "method")), method) != 0)
-        return false;
-    p = json_object_get(m, "params");
-    if (!sock)
-        return true;
-    return json_is_integer(json_object_get(p, "socket")) &&
-           json_integer_value(json_object_get(p, "socket")) == sock;
-}
-
-/* The first notification (whole message) METHOD (NULL any) of SOCK (0 any), waiting up to ms; NULL
- * on timeout. */
-static json_t *
-tc_wait_msg(struct tc *t, const char *method, long long sock, int ms)
-{
-    long long deadline = now_ms() + ms;
-
-    for (int guard = 0; guard < 1000000; guard++) {
-        size_t i;
-        json_t *m;
-
-        json_array_foreach(t->inbox, i, m)
-        {
-            if (note_matches(m, method, sock)) {
-                json_incref(m);
-                json_array_remove(t->inbox, i);
-                return m;
-            }
-        }
-        long long left = deadline - now_ms();
-        if (left <= 0)
-            return NULL;
-        tc_pump(t, (int)left);
-    }
-    return NULL;
-}
-
-/* Wait for notification METHOD of SOCK; assert it came; return its params (caller decrefs). */
-static json_t *
-tc_event_(struct tc *t, const char *method, long long sock, int ms)
-{
-    json_t *m = tc_wait_msg(t, method, sock, ms), *p;
-
-    if (!m)
-        FAIL("no %s for socket %lld within %d ms; unread messages: %s", method, sock, ms,
-             jd(t->inbox));
-    p = json_object_get(m, "params");
-    if (!json_is_object(p))
-        FAIL("notification without params object: %s", jd(m));
-    json_incref(p);
-    json_decref(m);
-    return p;
-}
-
-/* The next notification of SOCK, whatever it is: must be METHOD. Returns params. */
-static json_t *
-tc_next_is_(struct tc *t, long long sock, const char *method, int ms)
-{
-    json_t *m = tc_wait_msg(t, NULL, sock, ms), *p;
-
-    if (!m)
-        FAIL("no notification for socket %lld within %d ms (expected %s)", sock, ms, method);
-    EXPECT_STR(jstr_(m, "method"), method, "next notification of socket %lld: %s", sock, jd(m));
-    p = json_object_get(m, "params");
-    json_incref(p);
-    json_decref(m);
-    return p;
-}
-
-/* Assert that no notification for SOCK (0: any) arrives within ms (nor is waiting unread). */
-static void
-tc_no_event_(struct tc *t, long long sock, int ms)
-{
-    long long deadline = now_ms() + ms;
-    size_t i;
-    json_t *m;
-
-    for (int guard = 0; guard < 1000000; guard++) {
-        long long left = deadline - now_ms();
-        if (left <= 0)
-            break;
-        tc_pump(t, (int)left);
-    }
-    json_array_foreach(t->inbox, i, m)
-    {
-        if (note_matches(m, NULL, sock))
-            FAIL("unexpected notification (socket %lld, within %d ms): %s", sock, ms, jd(m));
-    }
-}
-
-/* ------------------------------------------------------------------------ */
-/* socket-level shorthands                                                   */
-
-static json_t *
-tc_info_(struct tc *t, long long s)
-{
-    json_t *i = tc_ok_(t, NULL, "socket.info", "{s:I}", "socket", (json_int_t)s);
-    EXPECT_INT(jint_(i, "socket"), s, "socket.info socket member: %s", jd(i));
-    return i;
-}
-
-static void
-expect_state_(struct tc *t, long long s, const char *state)
-{
-    json_t *i = tc_info_(t, s);
-    EXPECT_STR(jstr_(i, "state"), state, "socket.info state of %lld: %s", s, jd(i));
-    json_decref(i);
-}
-
-static long long
-info_int_(struct tc *t, long long s, const char *k)
-{
-    json_t *i = tc_info_(t, s);
-    long long v = jint_(i, k);
-    json_decref(i);
-    return v;
-}
-
-/* The handle must be dead: socket.info answers -32001. */
-static void
-expect_gone_(struct tc *t, long long s)
-{
-    json_decref(
-        tc_expect_err_(t, SOCKD_E_UNKNOWN_HANDLE, "socket.info", "{s:I}", "socket", (json_int_t)s));
-}
-
-static void
-expect_result_empty_(const json_t *r, const char *what)
-{
-    EXPECT_TRUE(json_is_object(r) && json_object_size(r) == 0, "%s result %s", what, jd(r));
-}
-
-/* socket.send of text; returns the send's request id (queued checked). */
-static long long
-send_text_(struct tc *t, long long s, const char *text, int notify)
-{
-    long long id;
-    json_t *r = tc_ok_(t, &id, "socket.send", "{s:I, s:s, s:b}", "socket", (json_int_t)s, "text",
-                       text, "notify", notify);
-    EXPECT_INT(jint_(r, "queued"), strlen(text), "socket.send text queued: %s", jd(r));
-    json_decref(r);
-    return id;
-}
-
-/* Wait for socket.sent of the send with request id and byte count. */
-static void
-expect_sent_(struct tc *t, long long s, long long req, size_t bytes)
-{
-    json_t *ev = tc_event_(t, "socket.sent", s, H_TIMEOUT_MS);
-    EXPECT_INT(jint_(ev, "bytes"), bytes, "socket.sent bytes: %s", jd(ev));
-    EXPECT_INT(jint_(ev, "request"), req, "socket.sent request: %s", jd(ev));
-    json_decref(ev);
-}
-
-/* Start a recv with params built from fmt (socket is added); returns the request id. */
-static long long
-start_recv_(struct tc *t, long long s, json_int_t length, int partial, int stream, int timeout_ms)
-{
-    long long id;
-    json_t *r;
-
-    if (timeout_ms > 0)
-        r = tc_ok_(t, &id, "socket.recv", "{s:I, s:I, s:b, s:b, s:i}", "socket", (json_int_t)s,
-                   "length", length, "partial", partial, "stream", stream, "timeout_ms",
-                   timeout_ms);
-    else
-        r = tc_ok_(t, &id, "socket.recv", "{s:I, s:I, s:b, s:b}", "socket", (json_int_t)s, "length",
-                   length, "partial", partial, "stream", stream);
-    expect_result_empty_(r, "socket.recv");
-    json_decref(r);
-    return id;
-}
-
-/* Exact recv of len bytes; asserts one socket.received with exactly that text, no eof/timeout. */
-static void
-recv_expect_(struct tc *t, long long s, const char *text)
-{
-    long long id = start_recv_(t, s, (json_int_t)strlen(text), 0, 0, 0);
-    json_t *ev = tc_event_(t, "socket.received", s, H_TIMEOUT_MS);
-    EXPECT_INT(jint_(ev, "request"), id, "socket.received request: %s", jd(ev));
-    expect_data_(ev, text);
-    EXPECT_TRUE(!jflag_(ev, "eof") && !jflag_(ev, "timeout"), "socket.received flags: %s", jd(ev));
-    json_decref(ev);
-}
-
-static bool
-recv_canceled_(struct tc *t, long long s)
-{
-    json_t *r = tc_ok_(t, NULL, "socket.recv_cancel", "{s:I}", "socket", (json_int_t)s);
-    json_t *c = jget_(r, "canceled");
-    bool v;
-    if (!json_is_boolean(c))
-        FAIL("socket.recv_cancel canceled is not a boolean: %s", jd(r));
-    v = json_is_true(c);
-    json_decref(r);
-    return v;
-}
-
-/* ------------------------------------------------------------------------ */
-/* raw loopback sockets of the test process                                 */
-
-static void
-fill_sa(struct sockaddr_storage *ss, socklen_t *sl, int v6, int port)
-{
-    memset(ss, 0, sizeof *ss);
-    if (v6) {
-        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-        s6->sin6_family = AF_INET6;
-        s6->sin6_addr = in6addr_loopback;
-        s6->sin6_port = htons((uint16_t)port);
-        *sl = sizeof *s6;
-    } else {
-        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-        s4->sin_family = AF_INET;
-        s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        s4->sin_port = htons((uint16_t)port);
-        *sl = sizeof *s4;
-    }
-}
-
-static int
-sa_port(const struct sockaddr_storage *ss)
-{
-    if (ss->ss_family == AF_INET6)
-        return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
-    return ntohs(((const struct sockaddr_in *)ss)->sin_port);
-}
-
-static int
-local_port_(int fd)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&ss, &sl), 0);
-    return sa_port(&ss);
-}
-
-/* A tracked socket bound to the loopback address (port 0: any). listen if backlog >= 0. */
-static int
-raw_bound_(int v6, int port, int backlog, int *port_out)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl;
-    int fd = track_fd(socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-
-    fill_sa(&ss, &sl, v6, port);
-    if (bind(fd, (struct sockaddr *)&ss, sl) != 0)
-        FAIL("bind to loopback port %d: %s", port, strerror(errno));
-    if (backlog >= 0)
-        assert_int_equal(listen(fd, backlog), 0);
-    if (port_out)
-        *port_out = local_port_(fd);
-    return fd;
-}
-
-static void
-raw_write_(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    long long deadline = now_ms() + H_TIMEOUT_MS;
-
-    for (int guard = 0; len > 0 && guard < 1000000; guard++) {
-        struct pollfd pf = {fd, POLLOUT, 0};
-        long long left = deadline - now_ms();
-        ssize_t n;
-
-        if (left <= 0)
-            FAIL("peer write: no progress for %d ms (%zu bytes left)", H_TIMEOUT_MS, len);
-        if (poll(&pf, 1, (int)left) <= 0)
-            continue;
-        n = send(fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR)
-                continue;
-            FAIL("peer write: %s", strerror(errno));
-        }
-        p += n;
-        len -= (size_t)n;
-        deadline = now_ms() + H_TIMEOUT_MS;
-    }
-    assert_int_equal(len, 0);
-}
-
-static void
-raw_write_str_(int fd, const char *s)
-{
-    raw_write_(fd, s, strlen(s));
-}
-
-/* Read up to len bytes (stops early at EOF or after H_TIMEOUT_MS without progress); returns the
- * count. */
-static size_t
-raw_read_(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-    size_t got = 0;
-    long long deadline = now_ms() + H_TIMEOUT_MS;
-
-    for (int guard = 0; got < len && guard < 10000000; guard++) {
-        struct pollfd pf = {fd, POLLIN, 0};
-        long long left = deadline - now_ms();
-        ssize_t n;
-
-        if (left <= 0)
-            break;
-        if (poll(&pf, 1, (int)left) <= 0)
-            continue;
-        n = recv(fd, p + got, len - got, MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR)
-                continue;
-            FAIL("peer read: %s (after %zu of %zu bytes)", strerror(errno), got, len);
-        }
-        if (n == 0)
-            break;
-        got += (size_t)n;
-        deadline = now_ms() + H_TIMEOUT_MS;
-    }
-    return got;
-}
-
-/* The peer reads exactly the text. */
-static void
-raw_expect_(int fd, const char *text)
-{
-    size_t n = strlen(text);
-    char *buf = calloc(1, n + 1);
-    size_t got;
-
-    assert_non_null(buf);
-    got = raw_read_(fd, buf, n);
-    if (got != n || memcmp(buf, text, n) != 0)
-        FAIL("peer read \"%.*s\" (%zu bytes), expected \"%s\"", (int)got, buf, got, text);
-    free(buf);
-}
-
-/* Is there something to read (data or EOF) within ms? */
-static bool
-raw_readable_(int fd, int ms)
-{
-    struct pollfd pf = {fd, POLLIN, 0};
-    int r;
-    do
-        r = poll(&pf, 1, ms);
-    while (r < 0 && errno == EINTR);
-    return r > 0;
-}
-
-/*
- * Wait up to ms for the connection to end. Returns 0 on EOF, the errno of a
- * reset (ECONNRESET), -1 on timeout, -2 if data arrived instead.
- */
-static int
-raw_wait_closed_(int fd, int ms)
-{
-    char c;
-    ssize_t n;
-
-    if (!raw_readable_(fd, ms))
-        return -1;
-    n = recv(fd, &c, 1, MSG_DONTWAIT);
-    if (n == 0)
-        return 0;
-    if (n < 0)
-        return errno;
-    return -2;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1126,17 +315,12 @@ raw_unix_connect_(const char *path)
 
 /* Accept one connection within H_TIMEOUT_MS (tracked). */
 static int
-raw_accept_(int lfd)
+raw_accept_one_(int lfd)
 {
-    struct pollfd p = {lfd, POLLIN, 0};
-    int r;
-
-    do
-        r = poll(&p, 1, H_TIMEOUT_MS);
-    while (r < 0 && errno == EINTR);
-    if (r <= 0)
+    int fd = raw_accept(lfd, H_TIMEOUT_MS);
+    if (fd < 0)
         FAIL("no connection reached our listener within %d ms", H_TIMEOUT_MS);
-    return track_fd(accept4(lfd, NULL, NULL, SOCK_CLOEXEC));
+    return fd;
 }
 
 /* lstat: the file type and permission bits of path, or 0 when it does not exist (ENOENT). */
@@ -1273,16 +457,6 @@ sockopt_int_(int fd, int level, int name)
 /* ------------------------------------------------------------------------ */
 /* sockd-side shorthands                                                     */
 
-static long long
-open_type_(struct tc *t, const char *type, int v6)
-{
-    json_t *r = tc_ok_(t, NULL, "socket.open", "{s:s, s:b}", "type", type, "ipv6", v6);
-    long long s = jint_(r, "socket");
-    EXPECT_TRUE(s > 0, "socket.open %s handle %lld", type, s);
-    json_decref(r);
-    return s;
-}
-
 /* socket.bind to an IP address text; checks the local address; returns its port. */
 static int
 bind_ip_(struct tc *t, long long s, const char *address, const char *expect_ip)
@@ -1416,59 +590,29 @@ expect_param_(const json_t *err, const char *param)
     EXPECT_STR(jstr_(err_data_(err), "param"), param, "error data.param: %s", jd(err));
 }
 
-static void
-set_line(int line)
-{
-    t_line = line;
-}
-
-#define tc_new(...) (set_line(__LINE__), tc_new_(__VA_ARGS__))
-#define tc_ok(...) (set_line(__LINE__), tc_ok_(__VA_ARGS__))
-#define tc_expect_err(...) (set_line(__LINE__), tc_expect_err_(__VA_ARGS__))
-#define err_data(...) (set_line(__LINE__), err_data_(__VA_ARGS__))
-#define tc_event(...) (set_line(__LINE__), tc_event_(__VA_ARGS__))
-#define tc_next_is(...) (set_line(__LINE__), tc_next_is_(__VA_ARGS__))
-#define tc_no_event(...) (set_line(__LINE__), tc_no_event_(__VA_ARGS__))
-#define tc_info(...) (set_line(__LINE__), tc_info_(__VA_ARGS__))
-#define expect_state(...) (set_line(__LINE__), expect_state_(__VA_ARGS__))
-#define info_int(...) (set_line(__LINE__), info_int_(__VA_ARGS__))
-#define expect_gone(...) (set_line(__LINE__), expect_gone_(__VA_ARGS__))
-#define expect_result_empty(...) (set_line(__LINE__), expect_result_empty_(__VA_ARGS__))
-#define send_text(...) (set_line(__LINE__), send_text_(__VA_ARGS__))
-#define expect_sent(...) (set_line(__LINE__), expect_sent_(__VA_ARGS__))
-#define start_recv(...) (set_line(__LINE__), start_recv_(__VA_ARGS__))
-#define recv_expect(...) (set_line(__LINE__), recv_expect_(__VA_ARGS__))
-#define recv_canceled(...) (set_line(__LINE__), recv_canceled_(__VA_ARGS__))
-#define raw_bound(...) (set_line(__LINE__), raw_bound_(__VA_ARGS__))
-#define raw_write_str(...) (set_line(__LINE__), raw_write_str_(__VA_ARGS__))
-#define raw_expect(...) (set_line(__LINE__), raw_expect_(__VA_ARGS__))
-#define raw_wait_closed(...) (set_line(__LINE__), raw_wait_closed_(__VA_ARGS__))
-#define expect_data(...) (set_line(__LINE__), expect_data_(__VA_ARGS__))
-#define ev_data(...) (set_line(__LINE__), ev_data_(__VA_ARGS__))
-#define check_addr(...) (set_line(__LINE__), check_addr_(__VA_ARGS__))
-#define tmpdir(...) (set_line(__LINE__), tmpdir_(__VA_ARGS__))
-#define raw_udp(...) (set_line(__LINE__), raw_udp_(__VA_ARGS__))
-#define free_udp_port(...) (set_line(__LINE__), free_udp_port_(__VA_ARGS__))
-#define raw_udp_send(...) (set_line(__LINE__), raw_udp_send_(__VA_ARGS__))
-#define raw_udp_expect(...) (set_line(__LINE__), raw_udp_expect_(__VA_ARGS__))
-#define raw_udp_none(...) (set_line(__LINE__), raw_udp_none_(__VA_ARGS__))
-#define raw_unix_bound(...) (set_line(__LINE__), raw_unix_bound_(__VA_ARGS__))
-#define raw_unix_connect(...) (set_line(__LINE__), raw_unix_connect_(__VA_ARGS__))
-#define raw_accept(...) (set_line(__LINE__), raw_accept_(__VA_ARGS__))
-#define file_mode(...) (set_line(__LINE__), file_mode_(__VA_ARGS__))
-#define wait_gone(...) (set_line(__LINE__), wait_gone_(__VA_ARGS__))
-#define daemon_fd(...) (set_line(__LINE__), daemon_fd_(__VA_ARGS__))
-#define sockopt_int(...) (set_line(__LINE__), sockopt_int_(__VA_ARGS__))
-#define open_type(...) (set_line(__LINE__), open_type_(__VA_ARGS__))
-#define bind_ip(...) (set_line(__LINE__), bind_ip_(__VA_ARGS__))
-#define bind_unix(...) (set_line(__LINE__), bind_unix_(__VA_ARGS__))
-#define unix_listener(...) (set_line(__LINE__), unix_listener_(__VA_ARGS__))
-#define expect_unix_incoming(...) (set_line(__LINE__), expect_unix_incoming_(__VA_ARGS__))
-#define accept_unix(...) (set_line(__LINE__), accept_unix_(__VA_ARGS__))
-#define sendto_text(...) (set_line(__LINE__), sendto_text_(__VA_ARGS__))
-#define expect_dgram(...) (set_line(__LINE__), expect_dgram_(__VA_ARGS__))
-#define expect_reason_errno(...) (set_line(__LINE__), expect_reason_errno_(__VA_ARGS__))
-#define expect_param(...) (set_line(__LINE__), expect_param_(__VA_ARGS__))
+/* Helpers called from a test record its line, shown when they fail. */
+#define tmpdir(...) (TC_AT(), tmpdir_(__VA_ARGS__))
+#define raw_udp(...) (TC_AT(), raw_udp_(__VA_ARGS__))
+#define free_udp_port(...) (TC_AT(), free_udp_port_(__VA_ARGS__))
+#define raw_udp_send(...) (TC_AT(), raw_udp_send_(__VA_ARGS__))
+#define raw_udp_expect(...) (TC_AT(), raw_udp_expect_(__VA_ARGS__))
+#define raw_udp_none(...) (TC_AT(), raw_udp_none_(__VA_ARGS__))
+#define raw_unix_bound(...) (TC_AT(), raw_unix_bound_(__VA_ARGS__))
+#define raw_unix_connect(...) (TC_AT(), raw_unix_connect_(__VA_ARGS__))
+#define raw_accept_one(...) (TC_AT(), raw_accept_one_(__VA_ARGS__))
+#define file_mode(...) (TC_AT(), file_mode_(__VA_ARGS__))
+#define wait_gone(...) (TC_AT(), wait_gone_(__VA_ARGS__))
+#define daemon_fd(...) (TC_AT(), daemon_fd_(__VA_ARGS__))
+#define sockopt_int(...) (TC_AT(), sockopt_int_(__VA_ARGS__))
+#define bind_ip(...) (TC_AT(), bind_ip_(__VA_ARGS__))
+#define bind_unix(...) (TC_AT(), bind_unix_(__VA_ARGS__))
+#define unix_listener(...) (TC_AT(), unix_listener_(__VA_ARGS__))
+#define expect_unix_incoming(...) (TC_AT(), expect_unix_incoming_(__VA_ARGS__))
+#define accept_unix(...) (TC_AT(), accept_unix_(__VA_ARGS__))
+#define sendto_text(...) (TC_AT(), sendto_text_(__VA_ARGS__))
+#define expect_dgram(...) (TC_AT(), expect_dgram_(__VA_ARGS__))
+#define expect_reason_errno(...) (TC_AT(), expect_reason_errno_(__VA_ARGS__))
+#define expect_param(...) (TC_AT(), expect_param_(__VA_ARGS__))
 
 #define SOCK(s) "socket", (json_int_t)(s)
 
@@ -2214,7 +1358,7 @@ test_unix_client(void **state)
     EXPECT_STR(jstr_(jget_(i, "remote"), "path"), p, "socket.info remote: %s", jd(i));
     json_decref(i);
 
-    fd = raw_accept(lfd);
+    fd = raw_accept_one(lfd);
     id = send_text(t, s, "hello server", 1);
     expect_sent(t, s, id, 12);
     raw_expect(fd, "hello server");
@@ -2278,7 +1422,7 @@ test_unix_abstract(void **state)
         EXPECT_STR(jstr_(jget_(i, "remote"), "path"), n2, "socket.info remote: %s", jd(i));
         json_decref(i);
     }
-    fd = raw_accept(lfd);
+    fd = raw_accept_one(lfd);
     id = send_text(t, c, "to-abstract", 1);
     expect_sent(t, c, id, 11);
     raw_expect(fd, "to-abstract");
@@ -2358,7 +1502,7 @@ test_unix_path_in_use(void **state)
     expect_state(t, s, "open");
     EXPECT_TRUE(S_ISSOCK(file_mode(p)), "the outside listener's file %s is still there", p);
     fd = raw_unix_connect(p);
-    raw_accept(lfd);
+    raw_accept_one(lfd);
     (void)fd;
 
     /* the daemon's own listener, from the same and from another client */
@@ -2459,9 +1603,9 @@ test_unix_close_keeps_taken_over_file(void **state)
     a = open_type(t, "unix", 0);
     bind_unix(t, a, p, NULL);
     b = open_type(t, "unix", 0);
-    set_line(__LINE__);
+    TC_AT();
     id = tc_send(t, "socket.bind", json_pack("{s:I, s:s}", SOCK(b), "address", p));
-    resp = tc_response(t, id, "socket.bind");
+    resp = tc_response(t, id, "socket.bind", H_TIMEOUT_MS);
     if (json_object_get(resp, "error")) {
         /* the daemon knows the path is held: also correct */
         json_t *e = json_object_get(resp, "error");
@@ -2639,10 +1783,10 @@ tcp_pair_(struct tc *t, int v6, int *lport, int *rport, int *afd)
     ev = tc_event_(t, "socket.connected", s, H_TIMEOUT_MS);
     *lport = check_addr_(ev, "local", v6 ? "::1" : "127.0.0.1", -1);
     json_decref(ev);
-    *afd = raw_accept_(lfd);
+    *afd = raw_accept_one_(lfd);
     return s;
 }
-#define tcp_pair(...) (set_line(__LINE__), tcp_pair_(__VA_ARGS__))
+#define tcp_pair(...) (TC_AT(), tcp_pair_(__VA_ARGS__))
 
 /* setopt {…} answers {} (params from fmt, socket first). */
 #define SETOPT_OK(t, fmt, ...)                                                                     \
@@ -2939,7 +2083,7 @@ test_setopt_before_fd(void **state)
     lport = check_addr(ev, "local", "127.0.0.1", -1);
     check_addr(ev, "remote", "127.0.0.1", rport);
     json_decref(ev);
-    afd = raw_accept(lfd);
+    afd = raw_accept_one(lfd);
     i = tc_info(t, s);
     EXPECT_STR(jstr_(i, "state"), "connected", "socket.info: %s", jd(i));
     check_addr(i, "remote", "127.0.0.1", rport);
