@@ -12,6 +12,13 @@
  *   -m tls     as sockd, but the echo server speaks TLS (certificate -C, key -K, PEM
  *              files) and the client makes a context.create {verify: false} and a tls
  *              socket in it: the same JSON path with sockd doing the TLS.
+ *   -m rtt     round-trip latency, one CHUNK-byte message (use -c 64) at a time for -d
+ *              SECONDS (after 200 unmeasured warm-up round trips): socket.send {data,
+ *              notify: false} through sockd, wait for its {queued} and for the CHUNK bytes
+ *              to come back as socket.received (the socket has TCP_NODELAY via
+ *              socket.setopt, and one socket.recv {stream: true} armed), then the next.
+ *   -m rttdirect  the same round trips over a plain loopback TCP socket (TCP_NODELAY).
+ *              The echo server sets TCP_NODELAY in both rtt modes.
  *
  * In both modes at most WINDOW payload bytes are "in flight" (handed over but not
  * yet read back), chunks are CHUNK bytes and TOTAL bytes make the run.  Every byte
@@ -22,7 +29,8 @@
  *
  * Output, one line on stdout:
  *   mibps=.. bytes=.. seconds=.. chunks=.. client_cpu_s=.. server_cpu_s=.. warnings=..
- * (server_cpu_s: the echo server child's CPU time.)
+ * (server_cpu_s: the echo server child's CPU time.)  The rtt modes print instead:
+ *   rate=.. rtts=.. seconds=.. p50_us=.. p99_us=.. client_cpu_s=.. warnings=..
  * Built by tests/bench/run with: cc -O2 echo_bench.c -ljansson -lssl -lcrypto
  */
 #define _GNU_SOURCE
@@ -57,6 +65,10 @@ static pid_t echo_pid = -1;
 static unsigned long long warnings;
 static double t_begin; /* set when the payload starts to move */
 static const char *tls_cert, *tls_key; /* -m tls: the echo server's certificate and key */
+static int rtt_mode;                   /* -m rtt / rttdirect: one message at a time */
+static double rtt_seconds = 2.0;       /* -d */
+#define HIST_US 100000                 /* 1 us buckets up to 100 ms; the last holds the rest */
+static unsigned long long hist[HIST_US + 1];
 
 /* Progress, for the messages of a failed run. */
 static unsigned long long sent_bytes, recv_bytes;
@@ -166,6 +178,10 @@ echo_server_start(void)
         if (fd < 0)
             _exit(1);
         close(lfd);
+        if (rtt_mode) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
         static char buf[65536];
         if (tls_cert != NULL)
             tls_echo(fd, buf, sizeof buf); /* does not return */
@@ -395,8 +411,8 @@ send_chunk(void)
     char *p = out_reserve(b64 + 160);
     int h = snprintf(p, 160,
                      "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"socket.send\",\"params\":"
-                     "{\"socket\":%lld,\"data\":\"",
-                     id, sock_id);
+                     "{\"socket\":%lld,%s\"data\":\"",
+                     id, sock_id, rtt_mode ? "\"notify\":false," : "");
     int e = EVP_EncodeBlock((unsigned char *)p + h, pat + sent_bytes % PERIOD, (int)n);
     memcpy(p + h + e, "\"}}\n", 4);
     ctl.out_len += (size_t)h + (size_t)e + 4;
@@ -529,6 +545,8 @@ handle_message(json_t *j, const char *line, size_t len, const unsigned char *dat
         json_t *b = json_object_get(params, "bytes"), *rq = json_object_get(params, "request");
         if (!json_is_integer(b))
             die("socket.sent without bytes: %.*s", trunc, line);
+        if (rtt_mode)
+            die("socket.sent although the socket.send said notify:false: %.*s", trunc, line);
         if (!json_is_integer(rq) || json_integer_value(rq) != (json_int_t)(100 + sends_notified))
             die("socket.sent out of order or without request (expected %llu): %.*s",
                 100 + sends_notified, trunc, line);
@@ -608,7 +626,133 @@ static int got_open(void) { return setup_result[1] != NULL; }
 static int got_context(void) { return setup_result[5] != NULL; }
 static int got_connected(void) { return setup_result[0] != NULL && setup_result[2] != NULL; }
 static int got_recv(void) { return setup_result[3] != NULL; }
-static int got_acks(void) { return sends_notified == sends_issued && sends_answered == sends_issued; }
+static int got_acks(void)
+{
+    return (rtt_mode || sends_notified == sends_issued) && sends_answered == sends_issued;
+}
+static int got_echo(void) { return recv_bytes == sent_bytes && sends_answered == sends_issued; }
+static int got_setopt(void) { return setup_result[5] != NULL; }
+
+static double
+hist_pct(unsigned long long count, double pct)
+{
+    unsigned long long want = (unsigned long long)((double)count * pct / 100.0), seen = 0;
+    if (count == 0)
+        return 0;
+    for (size_t i = 0; i <= HIST_US; i++) {
+        seen += hist[i];
+        if (seen > want)
+            return (double)i;
+    }
+    return HIST_US;
+}
+
+/* -m rtt / rttdirect: round trips of one chunk at a time; prints the result line. */
+static void
+run_rtt(const char *path, int port)
+{
+    double t_kill = now() + timeout;
+    int fd = -1;
+    unsigned char *buf = NULL;
+    if (path != NULL) {
+        ctl_connect(path);
+        ctl_sendf("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"socket.open\",\"params\":{"
+                  "\"type\":\"tcp\"}}\n");
+        ctl_wait(got_open, t_kill, "the socket.open response");
+        json_t *s = json_object_get(setup_result[1], "socket");
+        if (!json_is_integer(s) || json_integer_value(s) <= 0)
+            die("socket.open result has no positive socket handle");
+        sock_id = json_integer_value(s);
+        ctl_sendf("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"socket.connect\",\"params\":{"
+                  "\"socket\":%lld,\"address\":\"127.0.0.1:%d\"}}\n",
+                  sock_id, port);
+        ctl_wait(got_connected, t_kill, "socket.connect response and socket.connected");
+        ctl_sendf("{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"socket.setopt\",\"params\":{"
+                  "\"socket\":%lld,\"nodelay\":true}}\n",
+                  sock_id);
+        ctl_wait(got_setopt, t_kill, "the socket.setopt response");
+        recv_req_id = 3;
+        ctl_sendf("{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"socket.recv\",\"params\":{"
+                  "\"socket\":%lld,\"length\":%zu,\"stream\":true}}\n",
+                  sock_id, chunk);
+        ctl_wait(got_recv, t_kill, "the socket.recv response");
+    } else {
+        struct sockaddr_in sin;
+        int one = 1;
+        memset(&sin, 0, sizeof sin);
+        sin.sin_family = AF_INET;
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        sin.sin_port = htons((unsigned short)port);
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof sin) < 0)
+            die("connect to echo server: %s", strerror(errno));
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        struct timeval tv = {(time_t)timeout, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        buf = malloc(chunk);
+        if (buf == NULL)
+            die("out of memory");
+    }
+    unsigned long long n = 0, measured = 0;
+    double cpu0 = 0, t_meas = 0, t_end = 0;
+    for (;;) {
+        if (n == 200) { /* warm-up done */
+            struct rusage ru;
+            getrusage(RUSAGE_SELF, &ru);
+            cpu0 = tv(ru.ru_utime) + tv(ru.ru_stime);
+            t_meas = now();
+            t_end = t_meas + rtt_seconds;
+        }
+        double t0 = now();
+        if (n >= 200 && t0 >= t_end)
+            break;
+        if (t0 > t_kill)
+            die("rtt: timeout after %.0f s (%llu round trips)", timeout, n);
+        if (path != NULL) {
+            send_chunk();
+            ctl_wait(got_echo, t_kill, "the echo of one message");
+        } else {
+            if (write(fd, pat + sent_bytes % PERIOD, chunk) != (ssize_t)chunk)
+                die("write: %s", strerror(errno));
+            sent_bytes += chunk;
+            size_t got = 0;
+            while (got < chunk) {
+                ssize_t r = read(fd, buf + got, chunk - got);
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r <= 0)
+                    die("read from the echo server: %s", r < 0 ? strerror(errno) : "EOF");
+                got += (size_t)r;
+            }
+            verify(buf, chunk);
+        }
+        double lat = (now() - t0) * 1e6;
+        if (n >= 200) {
+            hist[lat >= HIST_US ? HIST_US : (size_t)lat]++;
+            measured++;
+        }
+        n++;
+    }
+    double secs = now() - t_meas;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu1 = tv(ru.ru_utime) + tv(ru.ru_stime);
+    if (path != NULL) {
+        ctl_sendf("{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"socket.close\",\"params\":{"
+                  "\"socket\":%lld}}\n",
+                  sock_id);
+        close(ctl.fd);
+    } else {
+        shutdown(fd, SHUT_WR);
+        close(fd);
+        free(buf);
+    }
+    echo_server_stop();
+    printf("rate=%.1f rtts=%llu seconds=%.3f p50_us=%.0f p99_us=%.0f client_cpu_s=%.3f "
+           "warnings=%llu\n",
+           (double)measured / secs, measured, secs, hist_pct(measured, 50), hist_pct(measured, 99),
+           cpu1 - cpu0, warnings);
+}
 
 static void
 run_sockd(const char *path, int port)
@@ -672,7 +816,9 @@ static void
 usage(void)
 {
     fprintf(stderr, "usage: echo_bench -m sockd|tls|direct [-s SOCKET] [-t TOTAL_MIB] [-c CHUNK] "
-                    "[-w WINDOW] [-T TIMEOUT_SECONDS] [-C CERT.pem -K KEY.pem]\n");
+                    "[-w WINDOW] [-T TIMEOUT_SECONDS] [-C CERT.pem -K KEY.pem]\n"
+                    "       echo_bench -m rtt|rttdirect [-s SOCKET] [-c CHUNK] [-d SECONDS] "
+                    "[-T TIMEOUT_SECONDS]\n");
     exit(2);
 }
 
@@ -681,7 +827,7 @@ main(int argc, char **argv)
 {
     const char *mode = NULL, *path = NULL;
     int ch;
-    while ((ch = getopt(argc, argv, "m:s:t:c:w:T:C:K:")) != -1) {
+    while ((ch = getopt(argc, argv, "m:s:t:c:w:T:C:K:d:")) != -1) {
         switch (ch) {
         case 'm': mode = optarg; break;
         case 's': path = optarg; break;
@@ -691,8 +837,26 @@ main(int argc, char **argv)
         case 'T': timeout = atof(optarg); break;
         case 'C': tls_cert = optarg; break;
         case 'K': tls_key = optarg; break;
+        case 'd': rtt_seconds = atof(optarg); break;
         default: usage();
         }
+    }
+    if (mode != NULL && (strcmp(mode, "rtt") == 0 || strcmp(mode, "rttdirect") == 0)) {
+        rtt_mode = 1;
+        if ((mode[3] == '\0' && path == NULL) || chunk < 1 || chunk > 65536 || rtt_seconds <= 0 ||
+            timeout <= 0)
+            usage();
+        total = ~0ull >> 1; /* the duration ends the run */
+        window = chunk;
+        signal(SIGPIPE, SIG_IGN);
+        pat = malloc(PERIOD + 65536);
+        if (pat == NULL)
+            die("out of memory");
+        for (size_t i = 0; i < PERIOD + 65536; i++)
+            pat[i] = (unsigned char)((i % PERIOD) * 97 + 13);
+        int port = echo_server_start();
+        run_rtt(mode[3] == '\0' ? path : NULL, port);
+        return 0;
     }
     if (mode != NULL && strcmp(mode, "tls") == 0) {
         if (tls_cert == NULL || tls_key == NULL)

@@ -7,13 +7,18 @@
  *       Sink protocol: the client sends an 8-byte length L (host order), then L bytes of the
  *       pattern; once all L arrived (each byte compared with the pattern) the sink answers
  *       8 bytes: L, or ~0 on a mismatch.  No half-close is needed (SOCKS5 relays drop it).
- *   net_bench udp -m sockd|direct -p PORT [-s SOCK] [-w WINDOW] [-d SECONDS] [-l LEN]
+ *   net_bench udp -m sockd|direct|connected|detach -p PORT [-s SOCK] [-w WINDOW] [-d SECONDS]
+ *                 [-l LEN]
  *       Round trips of LEN-byte datagrams (default 64) to the UDP echo (or a relay of it) at
  *       127.0.0.1:PORT, WINDOW (default 1) in flight.  direct: a plain UDP socket, sendto /
  *       recvfrom.  sockd: a sockd udp socket bound to 127.0.0.1, one socket.recv {stream},
- *       socket.sendto {notify:false} per datagram, replies as socket.received.  Every reply
- *       is checked (sequence number, pattern, and for sockd "from").  Datagrams unanswered
- *       for 500 ms count as lost and the window is refilled.
+ *       socket.sendto {notify:false} per datagram, replies as socket.received.  connected:
+ *       a UDP socket the client connect()s itself, send / recv.  detach: sockd opens a udp
+ *       socket and socket.connects it to the echo, socket.detach hands the fd over
+ *       (SCM_RIGHTS), and the round trips go through that fd with send / recv exactly as
+ *       in connected mode (the control connection is closed first: sockd is out of the
+ *       path).  Every reply is checked (sequence number, pattern, and for sockd "from").
+ *       Datagrams unanswered for 500 ms count as lost and the window is refilled.
  *       Prints: rate= replies= all= seconds= lost= late= client_cpu_s= (all: with warm-up/drain)
  *   net_bench stream -m direct|detach|pipe|socks5 -p PORT [-P SINKPORT] [-s SOCK] [-b MIB]
  *       Streams MIB (default 256) MiB to the sink, timed from the first byte to the sink's
@@ -516,12 +521,13 @@ setup_msg(json_t *j, const char *line, size_t len)
         die("unexpected notification: %.*s", trunc, line);
 }
 
-/* Open a tcp socket through sockd and connect it to 127.0.0.1:port; returns the handle. */
+/* Open a socket of this type ("tcp", "udp") through sockd and connect it to 127.0.0.1:port;
+ * returns the handle once socket.connected came. */
 static long long
-sockd_tcp_connect(int port)
+sockd_connect(const char *type, int port)
 {
     on_msg = setup_msg;
-    setup_sock = result_int(ctl_call("socket.open", "{\"type\":\"tcp\"}"), "socket");
+    setup_sock = result_int(ctl_call("socket.open", "{\"type\":\"%s\"}", type), "socket");
     json_decref(ctl_call("socket.connect", "{\"socket\":%lld,\"address\":\"127.0.0.1:%d\"}",
                          setup_sock, port));
     double deadline = now() + timeout;
@@ -633,6 +639,7 @@ udp_msg(json_t *j, const char *line, size_t len)
 }
 
 static int udp_fd = -1;
+static int udp_conn; /* udp_fd is connected to the echo: send(), not sendto() */
 static struct sockaddr_in udp_dst;
 
 static void
@@ -643,7 +650,8 @@ udp_send(unsigned long long seq, int sockd)
     slot_seq[seq % SLOTS] = (long long)seq;
     outstanding++;
     if (!sockd) {
-        ssize_t w = sendto(udp_fd, d, dlen, 0, (struct sockaddr *)&udp_dst, sizeof udp_dst);
+        ssize_t w = udp_conn ? send(udp_fd, d, dlen, 0)
+                             : sendto(udp_fd, d, dlen, 0, (struct sockaddr *)&udp_dst, sizeof udp_dst);
         if (w < 0 && errno != EAGAIN && errno != ENOBUFS && errno != ECONNREFUSED)
             die("sendto: %s", strerror(errno));
         return;
@@ -689,8 +697,9 @@ static int
 run_udp(const char *mode, const char *path, int port, unsigned window, double secs)
 {
     int sockd = strcmp(mode, "sockd") == 0;
-    if (!sockd && strcmp(mode, "direct") != 0)
-        die("udp -m sockd|direct");
+    udp_conn = strcmp(mode, "connected") == 0 || strcmp(mode, "detach") == 0;
+    if (!sockd && !udp_conn && strcmp(mode, "direct") != 0)
+        die("udp -m sockd|direct|connected|detach");
     if (window < 1 || window > SLOTS / 4 || dlen < 16 || dlen > 65507)
         die("window 1..%d, length 16..65507", SLOTS / 4);
     for (int i = 0; i < SLOTS; i++)
@@ -706,11 +715,38 @@ run_udp(const char *mode, const char *path, int port, unsigned window, double se
         udp_recv_req = (unsigned long long)next_id;
         json_decref(ctl_call("socket.recv", "{\"socket\":%lld,\"length\":65536,\"stream\":true}",
                              udp_sock));
+    } else if (strcmp(mode, "detach") == 0) {
+        ctl_connect(path);
+        long long s = sockd_connect("udp", port);
+        json_t *r = ctl_call("socket.detach", "{\"socket\":%lld}", s);
+        if (json_object_get(r, "datagrams") != NULL)
+            die("socket.detach returned datagrams; none were sent yet");
+        json_decref(r);
+        if (ctl_rx_fd < 0)
+            die("no fd came with the socket.detach response");
+        udp_fd = ctl_rx_fd;
+        ctl_rx_fd = -1;
+        int fl = fcntl(udp_fd, F_GETFL), so_type = 0;
+        socklen_t ol = sizeof so_type;
+        struct sockaddr_in peer;
+        socklen_t pl = sizeof peer;
+        if (fl & O_NONBLOCK)
+            die("the fd from socket.detach is non-blocking");
+        if (getsockopt(udp_fd, SOL_SOCKET, SO_TYPE, &so_type, &ol) < 0 || so_type != SOCK_DGRAM)
+            die("the fd from socket.detach is not a datagram socket");
+        if (getpeername(udp_fd, (struct sockaddr *)&peer, &pl) < 0 ||
+            peer.sin_port != htons((unsigned short)port))
+            die("the fd from socket.detach is not connected to 127.0.0.1:%d", port);
+        fcntl(udp_fd, F_SETFL, fl | O_NONBLOCK); /* the client's choice, as for its own socket */
+        close(ctl_fd);                           /* sockd is out of the path from here */
+        ctl_fd = -1;
     } else {
         udp_fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         struct sockaddr_in b = loopback(0);
         if (udp_fd < 0 || bind(udp_fd, (struct sockaddr *)&b, sizeof b) < 0)
             die("udp socket: %s", strerror(errno));
+        if (udp_conn && connect(udp_fd, (struct sockaddr *)&udp_dst, sizeof udp_dst) < 0)
+            die("udp connect: %s", strerror(errno));
     }
     unsigned long long seq = 0;
     /* warm-up: one round trip must work (a relay may drop the very first datagrams) */
@@ -802,7 +838,7 @@ run_stream(const char *mode, const char *path, int port, int sink_port, unsigned
             socks5_connect(fd, sink_port);
     } else if (strcmp(mode, "detach") == 0 || strcmp(mode, "pipe") == 0) {
         ctl_connect(path);
-        long long s = sockd_tcp_connect(port);
+        long long s = sockd_connect("tcp", port);
         json_t *r = ctl_call(mode[0] == 'd' ? "socket.detach" : "socket.pipe", "{\"socket\":%lld}",
                              s);
         if (json_object_get(r, "data") != NULL || json_object_get(r, "datagrams") != NULL)
@@ -1024,8 +1060,8 @@ usage(void)
 {
     fprintf(stderr,
             "usage: net_bench serve [-T LIFETIME]\n"
-            "       net_bench udp -m sockd|direct -p PORT [-s SOCK] [-w WINDOW] [-d SECONDS] "
-            "[-l LEN]\n"
+            "       net_bench udp -m sockd|direct|connected|detach -p PORT [-s SOCK] [-w WINDOW] "
+            "[-d SECONDS] [-l LEN]\n"
             "       net_bench stream -m direct|detach|pipe|socks5 -p PORT [-P SINKPORT] "
             "[-s SOCK] [-b MIB]\n"
             "       net_bench tlshs -s SOCK -p PORT [-n INFLIGHT] [-d SECONDS]\n"

@@ -1,8 +1,11 @@
 /* ping_bench: daemon.ping RPC rate against sockd over N concurrent Unix connections.
  *
- * Each connection keeps exactly one request in flight (no pipelining): it sends
- * {"jsonrpc":"2.0","id":K,"method":"daemon.ping"} and sends the next one only after
- * the response to K arrived.  One thread, poll() over all connections.
+ * By default each connection keeps exactly one request in flight (no pipelining): it
+ * sends {"jsonrpc":"2.0","id":K,"method":"daemon.ping"} and sends the next one only
+ * after the response to K arrived.  With -p DEPTH it pipelines the way
+ * redis-benchmark -P DEPTH does: DEPTH requests (consecutive ids) in one write, then
+ * the next DEPTH only once all DEPTH responses arrived.  One thread, poll() over all
+ * connections.  Latency is counted per response, from the write of its batch.
  *
  * Every response is checked: the fast path compares it with the exact line sockd
  * writes today; anything else is parsed with jansson and must be a JSON-RPC 2.0
@@ -12,7 +15,7 @@
  * the duration no new requests are sent; the in-flight ones are drained (bounded).
  *
  * Output, one line on stdout:
- *   rate=R measured=M total=T seconds=S p50_us=.. p99_us=.. conn_min=.. conn_max=.. client_cpu_s=..
+ *   rate=R measured=M total=T seconds=S p50_us=.. p99_us=.. conn_min=.. conn_max=.. client_cpu_s=.. depth=..
  * (conn_min/conn_max: fewest/most responses one connection got in the measured window)
  * Built by tests/bench/run with: cc -O2 ping_bench.c -ljansson
  */
@@ -37,9 +40,10 @@
 
 struct conn {
     int fd;
-    unsigned long long id;  /* id of the request in flight (0: none) */
-    double sent_at;
-    char out[128];
+    unsigned long long id;  /* id of the next response expected (0: none in flight) */
+    unsigned left;          /* responses of the current batch still to come */
+    double sent_at;         /* when the current batch was written */
+    char *out;              /* the batch (depth lines) */
     size_t out_len, out_off;
     char in[INBUF];
     size_t in_len;
@@ -47,6 +51,8 @@ struct conn {
 };
 
 static unsigned long long hist[HIST_US + 1];
+static unsigned depth = 1; /* requests per batch (-p) */
+#define LINE_MAX_LEN 96    /* one request line, at most */
 
 static double
 now(void)
@@ -74,8 +80,8 @@ die(const char *fmt, ...)
 static void
 usage(void)
 {
-    fprintf(stderr, "usage: ping_bench -s SOCKET [-c CONNS] [-d SECONDS] [-w WARMUP_SECONDS] "
-                    "[-T TIMEOUT_SECONDS]\n");
+    fprintf(stderr, "usage: ping_bench -s SOCKET [-c CONNS] [-p DEPTH] [-d SECONDS] "
+                    "[-w WARMUP_SECONDS] [-T TIMEOUT_SECONDS]\n");
     exit(2);
 }
 
@@ -115,12 +121,17 @@ conn_flush(struct conn *c)
     return 0;
 }
 
+/* Write one batch: depth requests with ids from *next_id on. */
 static void
-conn_request(struct conn *c, unsigned long long id)
+conn_request(struct conn *c, unsigned long long *next_id)
 {
-    c->id = id;
-    c->out_len = (size_t)snprintf(c->out, sizeof c->out,
-                                  "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"daemon.ping\"}\n", id);
+    c->id = *next_id;
+    c->left = depth;
+    c->out_len = 0;
+    for (unsigned k = 0; k < depth; k++)
+        c->out_len += (size_t)snprintf(c->out + c->out_len, LINE_MAX_LEN,
+                                       "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"daemon.ping\"}\n",
+                                       (*next_id)++);
     c->out_off = 0;
     c->sent_at = now();
     conn_flush(c);
@@ -170,17 +181,19 @@ main(int argc, char **argv)
     int nconn = 1, ch;
     double duration = 2.0, warmup = 0.2, timeout = 30.0;
 
-    while ((ch = getopt(argc, argv, "s:c:d:w:T:")) != -1) {
+    while ((ch = getopt(argc, argv, "s:c:p:d:w:T:")) != -1) {
         switch (ch) {
         case 's': path = optarg; break;
         case 'c': nconn = atoi(optarg); break;
+        case 'p': depth = (unsigned)atoi(optarg); break;
         case 'd': duration = atof(optarg); break;
         case 'w': warmup = atof(optarg); break;
         case 'T': timeout = atof(optarg); break;
         default: usage();
         }
     }
-    if (path == NULL || nconn < 1 || nconn > 1000 || duration <= 0 || warmup < 0 || timeout <= 0)
+    if (path == NULL || nconn < 1 || nconn > 1000 || depth < 1 || depth > 512 || duration <= 0 ||
+        warmup < 0 || timeout <= 0)
         usage();
     signal(SIGPIPE, SIG_IGN);
 
@@ -188,15 +201,19 @@ main(int argc, char **argv)
     struct pollfd *pfd = calloc((size_t)nconn, sizeof *pfd);
     if (cs == NULL || pfd == NULL)
         die("out of memory");
-    for (int i = 0; i < nconn; i++)
+    for (int i = 0; i < nconn; i++) {
         cs[i].fd = connect_unix(path);
+        cs[i].out = malloc((size_t)depth * LINE_MAX_LEN);
+        if (cs[i].out == NULL)
+            die("out of memory");
+    }
 
     unsigned long long next_id = 1, total = 0, measured = 0;
     double t_start = now();
     double t_meas = t_start + warmup, t_end = t_meas + duration;
     double t_kill = t_start + timeout;
     for (int i = 0; i < nconn; i++)
-        conn_request(&cs[i], next_id++);
+        conn_request(&cs[i], &next_id);
 
     int inflight = nconn, rot = 0;
     while (inflight > 0) {
@@ -210,8 +227,8 @@ main(int argc, char **argv)
                     if (t - cs[i].sent_at > oldest)
                         oldest = t - cs[i].sent_at;
                 }
-            die("timeout after %.1f s: %d of %d connections still wait for a daemon.ping "
-                "response (oldest waited %.3f s); %llu responses so far",
+            die("timeout after %.1f s: %d of %d connections still wait for daemon.ping "
+                "responses (oldest batch waited %.3f s); %llu responses so far",
                 timeout, stuck, nconn, oldest, total);
         }
         for (int i = 0; i < nconn; i++) {
@@ -264,8 +281,11 @@ main(int argc, char **argv)
                     hist[lat >= HIST_US ? HIST_US : (size_t)lat]++;
                 }
                 p = nl + 1;
+                c->id++;
+                if (--c->left > 0)
+                    continue;
                 if (tr < t_end) {
-                    conn_request(c, next_id++);
+                    conn_request(c, &next_id);
                 } else {
                     c->id = 0;
                     inflight--;
@@ -277,8 +297,10 @@ main(int argc, char **argv)
             memmove(c->in, p, c->in_len);
         }
     }
-    for (int i = 0; i < nconn; i++)
+    for (int i = 0; i < nconn; i++) {
         close(cs[i].fd);
+        free(cs[i].out);
+    }
 
     unsigned long long cmin = ~0ull, cmax = 0;
     for (int i = 0; i < nconn; i++) {
@@ -292,9 +314,9 @@ main(int argc, char **argv)
     double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
                  (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
     printf("rate=%.0f measured=%llu total=%llu seconds=%.3f p50_us=%.0f p99_us=%.0f "
-           "conn_min=%llu conn_max=%llu client_cpu_s=%.3f\n",
+           "conn_min=%llu conn_max=%llu client_cpu_s=%.3f depth=%u\n",
            (double)measured / duration, measured, total, duration, hist_pct(measured, 50),
-           hist_pct(measured, 99), cmin, cmax, cpu);
+           hist_pct(measured, 99), cmin, cmax, cpu, depth);
     free(cs);
     free(pfd);
     return 0;
