@@ -107,6 +107,29 @@ sock_new(struct client *c, enum sock_type type, int ipv6)
     return s;
 }
 
+int
+sock_timer_start(struct sock *s, enum sock_timer which, void (*cb)(EV_P_ ev_timer *, int),
+                 double after)
+{
+    if (s->timers == NULL && (s->timers = calloc(1, sizeof *s->timers)) == NULL) {
+        log_error("socket %llu: no memory for a timer", (unsigned long long)s->id);
+        return -1;
+    }
+    ev_timer *t = &s->timers->t[which];
+    ev_timer_stop(sockd.loop, t);
+    ev_timer_init(t, cb, after, 0.0);
+    t->data = s;
+    ev_timer_start(sockd.loop, t);
+    return 0;
+}
+
+void
+sock_timer_stop(struct sock *s, enum sock_timer which)
+{
+    if (s->timers != NULL)
+        ev_timer_stop(sockd.loop, &s->timers->t[which]);
+}
+
 struct sock *
 sock_get(struct client *c, uint64_t id)
 {
@@ -178,6 +201,8 @@ sock_release(struct sock *s)
     free(s->server_name);
     free(s->asked);
     s->asked = NULL;
+    free(s->timers); /* stopped by sock_close before this */
+    s->timers = NULL;
     tls_free(s);
     s->un_local = s->un_remote = s->server_name = NULL;
     s->opts = NULL;
@@ -223,8 +248,8 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
         close(s->fd);
         s->fd = -1;
     }
-    ev_timer_stop(sockd.loop, &s->ctimer);
-    ev_timer_stop(sockd.loop, &s->rtimer);
+    sock_timer_stop(s, SOCK_TIMER_CONNECT);
+    sock_timer_stop(s, SOCK_TIMER_RECV);
     if (s->relay != NULL) {
         ev_io_stop(sockd.loop, &s->relay->io);
         close(s->relay->fd);
@@ -311,7 +336,7 @@ sock_give(struct sock *s, double timeout)
     sock_gifts = g;
     if (s->recv_pending) {
         s->recv_pending = 0;
-        ev_timer_stop(sockd.loop, &s->rtimer);
+        sock_timer_stop(s, SOCK_TIMER_RECV);
         json_decref(s->recv_req);
         s->recv_req = NULL;
     }

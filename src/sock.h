@@ -103,6 +103,15 @@ struct sock_gift {
     ev_timer timer;
 };
 
+/* The two timers a socket may run; most sockets never need either. */
+enum sock_timer {
+    SOCK_TIMER_CONNECT, /* connect timeout, TLS accept handshake, listener resume */
+    SOCK_TIMER_RECV,    /* socket.recv timeout_ms */
+};
+struct sock_timers {
+    ev_timer t[2];
+};
+
 /* What differs between transports; plain sockets use read(2)/write(2). */
 struct sock_transport {
     const char *name;
@@ -124,8 +133,7 @@ struct sock {
     const struct sock_transport *tp;
     int fd;
     ev_io io;
-    ev_timer ctimer; /* connect timeout */
-    ev_timer rtimer; /* recv timeout */
+    struct sock_timers *timers; /* allocated the first time a timer runs (idle sockets have none) */
 
     unsigned ipv6 : 1;   /* family when no address says */
     unsigned dead : 1;   /* closed; memory freed at the next loop turn */
@@ -236,6 +244,11 @@ json_t *sock_addr_json(const struct sock *s, int remote);
 /* socket.starttls: upgrade a connected TCP socket (after queued plaintext is flushed). */
 void sock_starttls(struct sock *s, struct tlsctx *t, int server, const char *server_name,
                    json_t *req);
+/* Start timer which of s (allocating the timers on first use); -1 on ENOMEM. */
+int sock_timer_start(struct sock *s, enum sock_timer which, void (*cb)(EV_P_ ev_timer *, int),
+                     double after);
+/* Stop timer which of s, if it has timers at all. */
+void sock_timer_stop(struct sock *s, enum sock_timer which);
 /* Re-evaluate a socket that changed hands: EOF handling and watcher interest. */
 void sock_resume(struct sock *s);
 /* socket.pipe: start relaying between s and fd (the daemon's end). */

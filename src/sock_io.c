@@ -239,7 +239,7 @@ sock_ready(struct sock *s)
     json_t *req = s->connect_req;
     s->connect_req = NULL;
     s->state = SS_CONNECTED;
-    ev_timer_stop(sockd.loop, &s->ctimer);
+    sock_timer_stop(s, SOCK_TIMER_CONNECT);
     sock_fill_local(s);
     json_t *p =
         json_pack("{s:o,s:o}", "local", sock_addr_json(s, 0), "remote", sock_addr_json(s, 1));
@@ -293,7 +293,7 @@ sock_tls_step(struct sock *s)
         json_t *req = s->connect_req;
         s->connect_req = NULL;
         s->state = SS_CONNECTED;
-        ev_timer_stop(sockd.loop, &s->ctimer);
+        sock_timer_stop(s, SOCK_TIMER_CONNECT);
         json_t *p =
             json_pack("{s:I,s:o,s:o,s:o}", "listener", (json_int_t)s->listener, "local",
                       sock_addr_json(s, 0), "remote", sock_addr_json(s, 1), "tls", tls_info(s));
@@ -471,9 +471,7 @@ int
 sock_connect(struct sock *s, const struct addr *a, double timeout)
 {
     if (timeout > 0) {
-        ev_timer_init(&s->ctimer, sock_connect_timeout_cb, timeout, 0.0);
-        s->ctimer.data = s;
-        ev_timer_start(sockd.loop, &s->ctimer);
+        sock_timer_start(s, SOCK_TIMER_CONNECT, sock_connect_timeout_cb, timeout);
     }
     if (a->kind == ADDR_NAME) {
         /* the connect timeout covers the lookup too: the lookup gets what is left of it */
@@ -482,7 +480,7 @@ sock_connect(struct sock *s, const struct addr *a, double timeout)
         s->rreq = resolve_start(a->host, a->port, family, timeout > 0 ? timeout + 0.1 : 0,
                                 sock_resolved_cb, s);
         if (s->rreq == NULL) {
-            ev_timer_stop(sockd.loop, &s->ctimer);
+            sock_timer_stop(s, SOCK_TIMER_CONNECT);
             errno = ENOMEM;
             return -1;
         }
@@ -495,7 +493,7 @@ sock_connect(struct sock *s, const struct addr *a, double timeout)
     }
     if (s->fd < 0 && errno != 0 && s->state == SS_OPEN && !s->has_local) {
         /* socket() itself failed: an error response, the socket stays as it was */
-        ev_timer_stop(sockd.loop, &s->ctimer);
+        sock_timer_stop(s, SOCK_TIMER_CONNECT);
         s->has_remote = 0;
         return -1;
     }
@@ -723,7 +721,7 @@ static void
 sock_recv_done(struct sock *s)
 {
     s->recv_pending = 0;
-    ev_timer_stop(sockd.loop, &s->rtimer);
+    sock_timer_stop(s, SOCK_TIMER_RECV);
     json_decref(s->recv_req);
     s->recv_req = NULL;
 }
@@ -962,9 +960,7 @@ sock_recv(struct sock *s, size_t len, int partial, int stream, double timeout, j
     s->recv_stream = stream ? 1 : 0;
     s->recv_req = req ? json_incref(req) : NULL;
     if (timeout > 0) {
-        ev_timer_init(&s->rtimer, sock_recv_timeout_cb, timeout, 0.0);
-        s->rtimer.data = s;
-        ev_timer_start(sockd.loop, &s->rtimer);
+        sock_timer_start(s, SOCK_TIMER_RECV, sock_recv_timeout_cb, timeout);
     }
     sock_deliver(s);
     sock_eof_check(s);
@@ -1081,10 +1077,8 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
         s->accept_auto = req == l->listen_req && l->auto_accept;
         s->connect_req = req ? json_incref(req) : NULL;
         /* a peer that stalls its handshake holds the slot no longer than accept-timeout */
-        ev_timer_init(&s->ctimer, sock_connect_timeout_cb, sockd.conf.accept_timeout_ms / 1000.0,
-                      0.0);
-        s->ctimer.data = s;
-        ev_timer_start(sockd.loop, &s->ctimer);
+        sock_timer_start(s, SOCK_TIMER_CONNECT, sock_connect_timeout_cb,
+                         sockd.conf.accept_timeout_ms / 1000.0);
         if (ssl != NULL) { /* dtls: the SSL that passed the cookie exchange goes on */
             s->tls_server = 1;
             dtls_adopt(s, ssl);
@@ -1149,9 +1143,7 @@ sock_accept_ready(struct sock *l)
                 log_warn("socket %llu: accepting paused for 1 s: %s", (unsigned long long)l->id,
                          strerror(errno));
                 l->accept_paused = 1;
-                ev_timer_init(&l->ctimer, sock_accept_resume_cb, 1.0, 0.0);
-                l->ctimer.data = l;
-                ev_timer_start(sockd.loop, &l->ctimer);
+                sock_timer_start(l, SOCK_TIMER_CONNECT, sock_accept_resume_cb, 1.0);
             } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
                 log_warn("socket %llu: accept: %s", (unsigned long long)l->id, strerror(errno));
             }
