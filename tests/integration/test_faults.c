@@ -73,7 +73,8 @@ static struct h_daemon D;
 /* ------------------------------------------------------------------------------------------ */
 /* small helpers usable in forked children (no cmocka in them)                                 */
 
-static int unix_connect(const char *path)
+static int
+unix_connect(const char *path)
 {
     struct sockaddr_un sa;
     int fd;
@@ -97,7 +98,8 @@ static int unix_connect(const char *path)
     return fd;
 }
 
-static int tcp_connect_raw(int port)
+static int
+tcp_connect_raw(int port)
 {
     struct sockaddr_in sa;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -118,7 +120,8 @@ static int tcp_connect_raw(int port)
 }
 
 /* A listening TCP socket on 127.0.0.1 with a random port. */
-static int tcp_listen_any(int *port, int backlog, int rcvbuf)
+static int
+tcp_listen_any(int *port, int backlog, int rcvbuf)
 {
     struct sockaddr_in sa;
     socklen_t sl = sizeof sa;
@@ -141,7 +144,8 @@ static int tcp_listen_any(int *port, int backlog, int rcvbuf)
     return fd;
 }
 
-static int write_all(int fd, const void *p, size_t n)
+static int
+write_all(int fd, const void *p, size_t n)
 {
     const char *c = p;
     while (n > 0) {
@@ -150,7 +154,7 @@ static int write_all(int fd, const void *p, size_t n)
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN) {
-                struct pollfd pfd = { fd, POLLOUT, 0 };
+                struct pollfd pfd = {fd, POLLOUT, 0};
                 poll(&pfd, 1, 100);
                 continue;
             }
@@ -162,9 +166,10 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
-static int readable(int fd, int ms)
+static int
+readable(int fd, int ms)
 {
-    struct pollfd pfd = { fd, POLLIN, 0 };
+    struct pollfd pfd = {fd, POLLIN, 0};
     int r;
     do
         r = poll(&pfd, 1, ms);
@@ -173,7 +178,8 @@ static int readable(int fd, int ms)
 }
 
 /* Non-blocking drain: 1 when fd has ended (EOF or reset), 0 while it is open. */
-static int drained_ended(int fd)
+static int
+drained_ended(int fd)
 {
     char sink[16384];
     for (;;) {
@@ -186,7 +192,8 @@ static int drained_ended(int fd)
 }
 
 /* CPU time (user + system) a process has used, in ms. */
-static long long proc_cpu_ms(pid_t pid)
+static long long
+proc_cpu_ms(pid_t pid)
 {
     char path[64], buf[1024], *p;
     unsigned long long ut = 0, st = 0;
@@ -209,7 +216,8 @@ static long long proc_cpu_ms(pid_t pid)
 /* A daemon built with AddressSanitizer (its shadow memory makes VmSize terabytes): freed memory
    sits in ASan's quarantine (256 MiB by default) instead of being reused, so absolute RSS bounds
    do not apply to it; ASan's own leak check does that job there. */
-static int asan_daemon(pid_t pid)
+static int
+asan_daemon(pid_t pid)
 {
     char path[64], line[256];
     long long kib = 0;
@@ -227,7 +235,8 @@ static int asan_daemon(pid_t pid)
 }
 
 /* Raise the soft fd limit to the hard one (the daemon, forked from us, inherits it). */
-static void raise_nofile(long need)
+static void
+raise_nofile(long need)
 {
     struct rlimit rl;
     assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
@@ -245,7 +254,8 @@ static void raise_nofile(long need)
 static int *tracked_fds;
 static int n_tracked, cap_tracked;
 
-static int track_fd(int fd)
+static int
+track_fd(int fd)
 {
     if (n_tracked == cap_tracked) {
         int nc = cap_tracked ? 2 * cap_tracked : 1024;
@@ -259,7 +269,8 @@ static int track_fd(int fd)
 }
 
 /* Close a tracked fd now (so teardown does not close its number again). */
-static void close_fd(int fd)
+static void
+close_fd(int fd)
 {
     for (int i = 0; i < n_tracked; i++)
         if (tracked_fds[i] == fd)
@@ -267,7 +278,8 @@ static void close_fd(int fd)
     close(fd);
 }
 
-static void close_tracked(void)
+static void
+close_tracked(void)
 {
     for (int i = 0; i < n_tracked; i++)
         if (tracked_fds[i] >= 0)
@@ -279,7 +291,8 @@ static void close_tracked(void)
 #define PAT_SPAN (1024 * 1024)
 static unsigned char *pat;
 
-static void pat_init(void)
+static void
+pat_init(void)
 {
     if (pat)
         return;
@@ -289,14 +302,16 @@ static void pat_init(void)
         pat[i] = (unsigned char)(i % 251);
 }
 
-static const unsigned char *pat_at(size_t k)
+static const unsigned char *
+pat_at(size_t k)
 {
     return pat + k % 251;
 }
 
 /* A self-signed CA certificate (PEM, malloc'ed): TLS contexts that name it as their "ca" do not
    load the system store (about 0.9 MiB and 25 ms each; test_expensive_requests covers that). */
-static char *make_ca_pem(void)
+static char *
+make_ca_pem(void)
 {
     EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
     X509 *x = X509_new();
@@ -328,7 +343,8 @@ static char *make_ca_pem(void)
     return out;
 }
 
-static const char *jstr(const json_t *o, const char *k)
+static const char *
+jstr(const json_t *o, const char *k)
 {
     const char *s = json_string_value(json_object_get(o, k));
     return s ? s : "";
@@ -345,14 +361,16 @@ struct rawc {
     json_t *held; /* notifications read while waiting for a response, for rawc_wait */
 };
 
-static void rawc_init(struct rawc *r, int fd)
+static void
+rawc_init(struct rawc *r, int fd)
 {
     memset(r, 0, sizeof *r);
     r->fd = fd;
     r->next_id = 1;
 }
 
-static void rawc_free(struct rawc *r)
+static void
+rawc_free(struct rawc *r)
 {
     if (r->fd >= 0)
         close(r->fd);
@@ -364,7 +382,8 @@ static void rawc_free(struct rawc *r)
 }
 
 /* One read of at most max bytes, waiting up to ms: >0 bytes, 0 at EOF, -1 timeout or error. */
-static ssize_t rawc_fill(struct rawc *r, size_t max, int ms)
+static ssize_t
+rawc_fill(struct rawc *r, size_t max, int ms)
 {
     ssize_t n;
     if (r->start > 0 && (r->start > r->cap / 2 || r->cap - r->start - r->len < max)) {
@@ -395,7 +414,8 @@ static ssize_t rawc_fill(struct rawc *r, size_t max, int ms)
 }
 
 /* The next complete line buffered (NUL-terminated in place, valid until the next fill). */
-static char *rawc_take(struct rawc *r, size_t *n)
+static char *
+rawc_take(struct rawc *r, size_t *n)
 {
     char *p, *nl;
     if (r->len == 0)
@@ -415,7 +435,8 @@ static char *rawc_take(struct rawc *r, size_t *n)
 }
 
 /* The next message as JSON, reading as needed: NULL on timeout or EOF. */
-static json_t *rawc_msg(struct rawc *r, int ms)
+static json_t *
+rawc_msg(struct rawc *r, int ms)
 {
     long long deadline = h_now_ms() + ms;
     for (;;) {
@@ -434,7 +455,8 @@ static json_t *rawc_msg(struct rawc *r, int ms)
 }
 
 /* Send a request; return the response with its id (notifications before it are held). */
-static json_t *rawc_call(struct rawc *r, const char *method, json_t *params, int ms)
+static json_t *
+rawc_call(struct rawc *r, const char *method, json_t *params, int ms)
 {
     long long id = r->next_id++;
     json_t *req = json_pack("{s:s, s:I, s:s, s:o}", "jsonrpc", "2.0", "id", (json_int_t)id,
@@ -467,7 +489,8 @@ static json_t *rawc_call(struct rawc *r, const char *method, json_t *params, int
 }
 
 /* Result of a raw call that must succeed (cmocka: test process only). */
-static json_t *rawc_ok(struct rawc *r, const char *method, json_t *params)
+static json_t *
+rawc_ok(struct rawc *r, const char *method, json_t *params)
 {
     json_t *m = rawc_call(r, method, params, H_TIMEOUT_MS), *res;
     if (!m)
@@ -481,7 +504,8 @@ static json_t *rawc_ok(struct rawc *r, const char *method, json_t *params)
 }
 
 /* The next notification named method (held ones first; others dropped): its params, or NULL. */
-static json_t *rawc_wait(struct rawc *r, const char *method, int ms)
+static json_t *
+rawc_wait(struct rawc *r, const char *method, int ms)
 {
     long long deadline = h_now_ms() + ms;
     while (r->held && json_array_size(r->held) > 0) {
@@ -509,7 +533,8 @@ static json_t *rawc_wait(struct rawc *r, const char *method, int ms)
 }
 
 /* Write one request line without waiting for its response. */
-static int rawc_send(struct rawc *r, const char *method, json_t *params)
+static int
+rawc_send(struct rawc *r, const char *method, json_t *params)
 {
     long long id = r->next_id++;
     json_t *req = json_pack("{s:s, s:I, s:s, s:o}", "jsonrpc", "2.0", "id", (json_int_t)id,
@@ -525,7 +550,8 @@ static int rawc_send(struct rawc *r, const char *method, json_t *params)
 }
 
 /* "socket":N of a notification line, looked up near its end (params put it after "data"). */
-static long long line_socket(const char *line, size_t n)
+static long long
+line_socket(const char *line, size_t n)
 {
     size_t from = n > 96 ? n - 96 : 0;
     const char *best = NULL;
@@ -542,7 +568,8 @@ static long long line_socket(const char *line, size_t n)
 
 /* The base64 "data" of a socket.received line decoded into out (room for the line's length):
    bytes decoded, or -1. */
-static long decode_received(const char *line, size_t n, unsigned char *out)
+static long
+decode_received(const char *line, size_t n, unsigned char *out)
 {
     const char *d = strstr(line, "\"data\":\""), *e;
     size_t len, pad = 0;
@@ -576,14 +603,15 @@ struct mute {
     int lfd, port;
     pthread_t th;
     pthread_mutex_t mu;
-    int stop;   /* atomic */
-    int *fds;   /* under mu */
+    int stop; /* atomic */
+    int *fds; /* under mu */
     char *ended;
     int n, cap;
 };
 static struct mute *g_mutes[4];
 
-static void *mute_main(void *arg)
+static void *
+mute_main(void *arg)
 {
     struct mute *m = arg;
     while (!__atomic_load_n(&m->stop, __ATOMIC_SEQ_CST)) {
@@ -616,7 +644,8 @@ static void *mute_main(void *arg)
     return NULL;
 }
 
-static struct mute *mute_start(void)
+static struct mute *
+mute_start(void)
 {
     struct mute *m = calloc(1, sizeof *m);
     assert_non_null(m);
@@ -632,7 +661,8 @@ static struct mute *mute_start(void)
     return m;
 }
 
-static int mute_accepted(struct mute *m)
+static int
+mute_accepted(struct mute *m)
 {
     int n;
     pthread_mutex_lock(&m->mu);
@@ -642,7 +672,8 @@ static int mute_accepted(struct mute *m)
 }
 
 /* Connections with bytes waiting that nobody answered (e.g. a TLS ClientHello). */
-static int mute_with_data(struct mute *m)
+static int
+mute_with_data(struct mute *m)
 {
     int k = 0;
     char b;
@@ -655,7 +686,8 @@ static int mute_with_data(struct mute *m)
 }
 
 /* Connections that have ended (EOF or reset), draining whatever came before. */
-static int mute_ended(struct mute *m)
+static int
+mute_ended(struct mute *m)
 {
     int k = 0;
     pthread_mutex_lock(&m->mu);
@@ -668,7 +700,8 @@ static int mute_ended(struct mute *m)
     return k;
 }
 
-static int mute_wait(struct mute *m, int (*count)(struct mute *), int n, int ms)
+static int
+mute_wait(struct mute *m, int (*count)(struct mute *), int n, int ms)
 {
     long long deadline = h_now_ms() + ms;
     int got;
@@ -680,7 +713,8 @@ static int mute_wait(struct mute *m, int (*count)(struct mute *), int n, int ms)
     }
 }
 
-static void mute_close_all(struct mute *m)
+static void
+mute_close_all(struct mute *m)
 {
     pthread_mutex_lock(&m->mu);
     for (int i = 0; i < m->n; i++)
@@ -689,7 +723,8 @@ static void mute_close_all(struct mute *m)
     pthread_mutex_unlock(&m->mu);
 }
 
-static void mute_stop(struct mute *m)
+static void
+mute_stop(struct mute *m)
 {
     if (!m)
         return;
@@ -712,7 +747,8 @@ static void mute_stop(struct mute *m)
 static pid_t kids[16];
 static int nkids;
 
-static void kill_kids(void)
+static void
+kill_kids(void)
 {
     int status;
     for (int i = 0; i < nkids; i++)
@@ -727,7 +763,8 @@ static void kill_kids(void)
 static const char partial_line[] = "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"daemon.pi";
 
 /* A call from a child: 0 when it succeeded, the result in *res (if res). */
-static int kid_call(struct sockd_client *c, const char *method, json_t *params, json_t **res)
+static int
+kid_call(struct sockd_client *c, const char *method, json_t *params, json_t **res)
 {
     int rc = sockd_client_call(c, method, params, res, NULL, 10000);
     json_decref(params);
@@ -741,8 +778,9 @@ static int kid_call(struct sockd_client *c, const char *method, json_t *params, 
  * until the daemon stops reading them (their output queue is over the high-water mark).
  * Writes 'R' on wfd when all is in place, then waits to be killed. No cmocka in here.
  */
-static void kid_main(const char *sock, const char *ca, int tls_port, int sink_port, int midline,
-                     int tls, int outpend, int wfd)
+static void
+kid_main(const char *sock, const char *ca, int tls_port, int sink_port, int midline, int tls,
+         int outpend, int wfd)
 {
     static char big[61 * 1024];
     static const char hello[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.hello\"}\n";
@@ -754,8 +792,9 @@ static void kid_main(const char *sock, const char *ca, int tls_port, int sink_po
 
     if (!chunk || !ofd || !off || !last)
         _exit(20);
-    snprintf(big, sizeof big, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\","
-                              "\"params\":{\"x\":\"");
+    snprintf(big, sizeof big,
+             "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\","
+             "\"params\":{\"x\":\"");
     memset(big + strlen(big), 'x', sizeof big - strlen(big) - 1);
     while (chunk_len + sizeof hello - 1 <= 64 * 1024) {
         memcpy(chunk + chunk_len, hello, sizeof hello - 1);
@@ -766,8 +805,8 @@ static void kid_main(const char *sock, const char *ca, int tls_port, int sink_po
         int fd = unix_connect(sock);
         if (fd < 0)
             _exit(21);
-        if (i % 10 == 9 ? write_all(fd, big, strlen(big)) : write_all(fd, partial_line,
-                                                                       strlen(partial_line)))
+        if (i % 10 == 9 ? write_all(fd, big, strlen(big))
+                        : write_all(fd, partial_line, strlen(partial_line)))
             _exit(22);
     }
     for (int i = 0; i < tls; i++) {
@@ -785,10 +824,10 @@ static void kid_main(const char *sock, const char *ca, int tls_port, int sink_po
             _exit(25);
         s = json_integer_value(json_object_get(r, "socket"));
         json_decref(r);
-        if (kid_call(c, "socket.connect",
-                     json_pack("{s:I, s:s, s:i}", "socket", s, "address", "127.0.0.1", "port",
-                               tls_port),
-                     NULL) != 0)
+        if (kid_call(
+                c, "socket.connect",
+                json_pack("{s:I, s:s, s:i}", "socket", s, "address", "127.0.0.1", "port", tls_port),
+                NULL) != 0)
             _exit(26);
         /* c stays open (and leaks here on purpose: the process is killed) */
     }
@@ -852,8 +891,9 @@ struct round_stats {
 
 /* One round: the children set everything up, the daemon is checked, the children are killed,
    and everything must be released again. */
-static void kill_round(struct sockd_client *w, const char *ca, struct mute *tlsm, struct mute *sink,
-                       int midline, int tls, int outpend, int baseline_fds, struct round_stats *rs)
+static void
+kill_round(struct sockd_client *w, const char *ca, struct mute *tlsm, struct mute *sink,
+           int midline, int tls, int outpend, int baseline_fds, struct round_stats *rs)
 {
     const int nk = 4;
     int rfd[4], total = midline + tls + outpend;
@@ -884,7 +924,8 @@ static void kill_round(struct sockd_client *w, const char *ca, struct mute *tlsm
         int status;
         if (!readable(rfd[k], 60000) || read(rfd[k], &go, 1) != 1 || go != 'R') {
             pid_t r = waitpid(kids[k], &status, WNOHANG);
-            fprintf(stderr, "child %d not ready (%s, exit %d)\n", k, r == kids[k] ? "ended" : "hung",
+            fprintf(stderr, "child %d not ready (%s, exit %d)\n", k,
+                    r == kids[k] ? "ended" : "hung",
                     r == kids[k] && WIFEXITED(status) ? WEXITSTATUS(status) : -1);
             for (int j = 0; j < nk; j++)
                 close(rfd[j]);
@@ -922,8 +963,9 @@ static void kill_round(struct sockd_client *w, const char *ca, struct mute *tlsm
 }
 
 /* One cycle: the three kinds of death one after another, each a round of its own. */
-static void kill_cycle(struct sockd_client *w, const char *ca, struct mute *tlsm, struct mute *sink,
-                       const int n[3], int fds0, struct round_stats *rs)
+static void
+kill_cycle(struct sockd_client *w, const char *ca, struct mute *tlsm, struct mute *sink,
+           const int n[3], int fds0, struct round_stats *rs)
 {
     struct round_stats one;
     rs->rss_peak = 0;
@@ -938,13 +980,14 @@ static void kill_cycle(struct sockd_client *w, const char *ca, struct mute *tlsm
     }
 }
 
-static void test_killed_clients(void **state)
+static void
+test_killed_clients(void **state)
 {
     /* FAULT_KILL="midline tls outpend" overrides the mix (diagnostics). */
-    int n[3] = { 1000, 300, 100 }, fds0, fds_warm, warm_cycles = 0;
+    int n[3] = {1000, 300, 100}, fds0, fds_warm, warm_cycles = 0;
     struct sockd_client *w;
     struct mute *tlsm, *sink;
-    struct round_stats warm = { 0, 0 }, meas, all;
+    struct round_stats warm = {0, 0}, meas, all;
     char *ca = make_ca_pem();
     long rss_start, rss_base = 0, rss_after, rss_all, prev = 0;
 
@@ -1017,7 +1060,13 @@ static void test_killed_clients(void **state)
        few hundred KiB of allocator noise must not fail the test. Detection limit: a leak of
        about 1.5 KiB per killed client and cycle (1 400 clients, ~2 MiB + 5 % of ~40 MB);
        smaller leaks are valgrind-suite.sh's job. */
-    assert_true(rss_after <= rss_base + rss_base / 20 + 2048);
+    /* Under AddressSanitizer RSS is the allocator's quarantine (hundreds of MiB of freed
+       memory held back on purpose), not what the daemon keeps: there the fd checks above and
+       LeakSanitizer at the daemon's exit stand in for this bound. */
+    if (asan_daemon(D.pid))
+        fprintf(stderr, "  (AddressSanitizer daemon: the RSS bound is not checked)\n");
+    else
+        assert_true(rss_after <= rss_base + rss_base / 20 + 2048);
     json_decref(h_ok(w, "daemon.ping", NULL));
     mute_stop(tlsm);
     mute_stop(sink);
@@ -1039,7 +1088,8 @@ struct pusher {
 };
 static struct pusher *g_pusher;
 
-static void *pusher_main(void *arg)
+static void *
+pusher_main(void *arg)
 {
     struct pusher *p = arg;
     const size_t chunk = 256 * 1024;
@@ -1051,7 +1101,7 @@ static void *pusher_main(void *arg)
     while (p->fd >= 0 && !__atomic_load_n(&p->stop, __ATOMIC_SEQ_CST)) {
         size_t done = __atomic_load_n(&p->pushed, __ATOMIC_SEQ_CST);
         size_t n = p->target - done < chunk ? p->target - done : chunk;
-        struct pollfd pfd = { p->fd, POLLOUT, 0 };
+        struct pollfd pfd = {p->fd, POLLOUT, 0};
         ssize_t w;
         if (n == 0)
             break;
@@ -1068,7 +1118,8 @@ out:
     return NULL;
 }
 
-static void pusher_stop(struct pusher *p)
+static void
+pusher_stop(struct pusher *p)
 {
     __atomic_store_n(&p->stop, 1, __ATOMIC_SEQ_CST);
     pthread_join(p->th, NULL);
@@ -1082,16 +1133,17 @@ struct slow {
     struct rawc rc;
     long long sock;
     size_t target;
-    size_t chunk;       /* bytes read per step */
-    int gap_us;         /* sleep between steps */
-    size_t got;         /* atomic */
-    int done;           /* atomic: 1 ok, -1 failed */
+    size_t chunk; /* bytes read per step */
+    int gap_us;   /* sleep between steps */
+    size_t got;   /* atomic */
+    int done;     /* atomic: 1 ok, -1 failed */
     long long events;
     char why[200];
     pthread_t th;
 };
 
-static void *slow_main(void *arg)
+static void *
+slow_main(void *arg)
 {
     struct slow *s = arg;
     unsigned char *dec = malloc(2 * MIB);
@@ -1155,7 +1207,8 @@ out:
 
 static struct slow *g_slow;
 
-static size_t env_size(const char *name, size_t dflt)
+static size_t
+env_size(const char *name, size_t dflt)
 {
     const char *v = getenv(name);
     char *end;
@@ -1164,16 +1217,27 @@ static size_t env_size(const char *name, size_t dflt)
         return dflt;
     x = strtod(v, &end);
     switch (*end) {
-    case 'G': case 'g': x *= 1024.0 * 1024 * 1024; break;
-    case 'M': case 'm': x *= 1024.0 * 1024; break;
-    case 'K': case 'k': x *= 1024.0; break;
-    default: break;
+    case 'G':
+    case 'g':
+        x *= 1024.0 * 1024 * 1024;
+        break;
+    case 'M':
+    case 'm':
+        x *= 1024.0 * 1024;
+        break;
+    case 'K':
+    case 'k':
+        x *= 1024.0;
+        break;
+    default:
+        break;
     }
     return x >= 0 ? (size_t)x : dflt;
 }
 
 /* Count occurrences of needle in the daemon's log (debug level: the harness passes -v). */
-static int log_count(const char *needle)
+static int
+log_count(const char *needle)
 {
     FILE *f = fopen(D.log, "r");
     char line[4096];
@@ -1187,7 +1251,8 @@ static int log_count(const char *needle)
     return n;
 }
 
-static void test_slow_reader_bulk(void **state)
+static void
+test_slow_reader_bulk(void **state)
 {
     /* The full GiB by default: about 28 s on a 2-core machine, where the daemon alone could
        deliver it in ~11 s (a reader at full speed: 256 MiB in 2.7 s, 2 output pauses). The
@@ -1285,13 +1350,14 @@ static void test_slow_reader_bulk(void **state)
     pthread_join(sl->th, NULL);
     g_slow = NULL;
     pauses = log_count("pausing its sockets");
-    fprintf(stderr,
-            "  %zu MiB to a slow reader (%zu B per %d us) in %.1f s: %lld events; daemon RSS KiB %ld"
-            " -> max %ld (+%ld); most bytes in flight %.1f MiB; output pauses %d\n"
-            "  others: %d pings, max %lld ms; %d echoes, max %lld ms\n",
-            target / MIB, sl->chunk, sl->gap_us, (double)(h_now_ms() - t0) / 1000.0, sl->events,
-            rss0, rss_max, rss_max - rss0, (double)inflight_max / (double)MIB, pauses, pings,
-            ping_max, echoes, echo_max);
+    fprintf(
+        stderr,
+        "  %zu MiB to a slow reader (%zu B per %d us) in %.1f s: %lld events; daemon RSS KiB %ld"
+        " -> max %ld (+%ld); most bytes in flight %.1f MiB; output pauses %d\n"
+        "  others: %d pings, max %lld ms; %d echoes, max %lld ms\n",
+        target / MIB, sl->chunk, sl->gap_us, (double)(h_now_ms() - t0) / 1000.0, sl->events, rss0,
+        rss_max, rss_max - rss0, (double)inflight_max / (double)MIB, pauses, pings, ping_max,
+        echoes, echo_max);
     if (sl->done != 1)
         fprintf(stderr, "  slow reader: %s\n", sl->why);
     assert_int_equal(sl->done, 1);
@@ -1327,7 +1393,8 @@ static void test_slow_reader_bulk(void **state)
  * writing into a full socket buffer. It must not be dropped as "stalled in the middle of a
  * line" (the output hard cap is the documented limit for a client that does not read).
  */
-static void test_paused_client_keeps_its_line(void **state)
+static void
+test_paused_client_keeps_its_line(void **state)
 {
     const size_t line_len = 12 * MIB;
     char *line = malloc(line_len + 128), *l;
@@ -1353,19 +1420,20 @@ static void test_paused_client_keeps_its_line(void **state)
     r = rawc_ok(&rc, "socket.open", json_pack("{s:s}", "type", "tcp"));
     s = json_integer_value(json_object_get(r, "socket"));
     json_decref(r);
-    json_decref(rawc_ok(&rc, "socket.connect", json_pack("{s:I, s:s, s:i}", "socket",
-                                                          (json_int_t)s, "address", "127.0.0.1",
-                                                          "port", p->port)));
+    json_decref(rawc_ok(&rc, "socket.connect",
+                        json_pack("{s:I, s:s, s:i}", "socket", (json_int_t)s, "address",
+                                  "127.0.0.1", "port", p->port)));
     ev = rawc_wait(&rc, "socket.connected", H_TIMEOUT_MS);
     assert_non_null(ev);
     json_decref(ev);
-    assert_int_equal(rawc_send(&rc, "socket.recv", json_pack("{s:I, s:i, s:b}", "socket",
-                                                               (json_int_t)s, "length", 65536,
-                                                               "stream", 1)),
+    assert_int_equal(rawc_send(&rc, "socket.recv",
+                               json_pack("{s:I, s:i, s:b}", "socket", (json_int_t)s, "length",
+                                         65536, "stream", 1)),
                      0);
     /* one 12 MB request: daemon.hello with a long client name */
-    n = (size_t)snprintf(line, 128, "{\"jsonrpc\":\"2.0\",\"id\":99,\"method\":\"daemon.hello\","
-                                    "\"params\":{\"client\":\"");
+    n = (size_t)snprintf(line, 128,
+                         "{\"jsonrpc\":\"2.0\",\"id\":99,\"method\":\"daemon.hello\","
+                         "\"params\":{\"client\":\"");
     memset(line + n, 'y', line_len - n - 4);
     memcpy(line + line_len - 4, "\"}}\n", 4);
     fcntl(rc.fd, F_SETFL, fcntl(rc.fd, F_GETFL) | O_NONBLOCK);
@@ -1387,11 +1455,11 @@ static void test_paused_client_keeps_its_line(void **state)
     written2 = written;
     t0 = h_now_ms();
     while (h_now_ms() - t0 < 2500) {
-        struct pollfd pfd = { rc.fd, POLLOUT, 0 };
+        struct pollfd pfd = {rc.fd, POLLOUT, 0};
         ssize_t w;
         long long a = h_now_ms();
-        if (poll(&pfd, 1, 10) == 1 && (w = send(rc.fd, line + written, line_len - written,
-                                                 MSG_NOSIGNAL | MSG_DONTWAIT)) > 0)
+        if (poll(&pfd, 1, 10) == 1 &&
+            (w = send(rc.fd, line + written, line_len - written, MSG_NOSIGNAL | MSG_DONTWAIT)) > 0)
             written += (size_t)w;
         else
             blocked_ms += h_now_ms() - a;
@@ -1402,8 +1470,8 @@ static void test_paused_client_keeps_its_line(void **state)
     while (!got_response && !eof && h_now_ms() - t0 < 30000) {
         ssize_t k;
         if (written < line_len) {
-            ssize_t w = send(rc.fd, line + written, line_len - written,
-                             MSG_NOSIGNAL | MSG_DONTWAIT);
+            ssize_t w =
+                send(rc.fd, line + written, line_len - written, MSG_NOSIGNAL | MSG_DONTWAIT);
             if (w > 0)
                 written += (size_t)w;
         }
@@ -1420,7 +1488,10 @@ static void test_paused_client_keeps_its_line(void **state)
             "rest: %zu bytes taken meanwhile, blocked %lld ms; then %s; daemon log 'stalled in "
             "the middle of a line': %d\n",
             written2, blocked_ms,
-            got_response ? "answered" : eof ? "EOF (dropped)" : "no answer within 30 s", stalls);
+            got_response ? "answered"
+            : eof        ? "EOF (dropped)"
+                         : "no answer within 30 s",
+            stalls);
     assert_false(eof);
     assert_true(got_response);
     assert_int_equal(stalls, 0);
@@ -1434,7 +1505,8 @@ static void test_paused_client_keeps_its_line(void **state)
 /* ------------------------------------------------------------------------------------------ */
 /* 2c. an expensive request pipelined by one client does not starve the others                */
 
-static void test_expensive_requests(void **state)
+static void
+test_expensive_requests(void **state)
 {
     /* context.create without ca loads the system certificate store: measured ~25 ms of the
        daemon's single thread and ~0.9 MiB each, even with verify:false. */
@@ -1457,8 +1529,9 @@ static void test_expensive_requests(void **state)
     reqs = malloc(N * 128);
     assert_non_null(reqs);
     for (int i = 0; i < N; i++)
-        len += (size_t)sprintf(reqs + len, "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":"
-                                           "\"context.create\",\"params\":{\"verify\":false}}\n",
+        len += (size_t)sprintf(reqs + len,
+                               "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":"
+                               "\"context.create\",\"params\":{\"verify\":false}}\n",
                                i + 1);
     rss0 = h_rss_kib(D.pid);
     cpu0 = proc_cpu_ms(D.pid);
@@ -1506,14 +1579,15 @@ static void test_expensive_requests(void **state)
 struct trickler {
     const char *sock;
     int gap_ms;
-    int ok;            /* 1: answered, -1: dropped or wrong */
+    int ok; /* 1: answered, -1: dropped or wrong */
     long long took_ms;
     pthread_t th;
 };
 
 /* A slow but progressing client: one request, one byte every gap_ms for longer than
    client-line-timeout in all. It makes progress, so it must be answered, not dropped. */
-static void *trickler_main(void *arg)
+static void *
+trickler_main(void *arg)
 {
     struct trickler *t = arg;
     char line[512];
@@ -1525,8 +1599,8 @@ static void *trickler_main(void *arg)
     t->ok = -1;
     if (fd < 0)
         return NULL;
-    n = snprintf(line, sizeof line, "{\"jsonrpc\":\"2.0\",\"id\":4711,%250s\"method\":\"daemon.ping\"}\n",
-                 "");
+    n = snprintf(line, sizeof line,
+                 "{\"jsonrpc\":\"2.0\",\"id\":4711,%250s\"method\":\"daemon.ping\"}\n", "");
     for (int i = 0; i < n; i++) {
         if (write_all(fd, line + i, 1) < 0) {
             close(fd);
@@ -1546,7 +1620,8 @@ static void *trickler_main(void *arg)
 
 static struct trickler *g_trickler;
 
-static void test_stalled_connections(void **state)
+static void
+test_stalled_connections(void **state)
 {
     const int nctl = 2000, ntls = 300, npend = 100;
     const int total = nctl + ntls + npend;
@@ -1611,7 +1686,7 @@ static void test_stalled_connections(void **state)
             fd[i] = tcp_connect_raw(i < nctl + ntls ? tls_port : pend_port);
             assert_true(fd[i] >= 0);
             track_fd(fd[i]);
-            /* half of the TLS ones start a record and stop: 5-byte header of a ClientHello, 
+            /* half of the TLS ones start a record and stop: 5-byte header of a ClientHello,
                then 2 bytes of the promised 512 */
             if (i < nctl + ntls && (i & 1))
                 assert_int_equal(write_all(fd[i], "\x16\x03\x01\x02\x00\x01\x00", 7), 0);
@@ -1687,12 +1762,11 @@ static void test_stalled_connections(void **state)
             "(timeouts 1 s)\n"
             "  daemon fds %d -> %d -> %d; B: %d pings, max %lld ms; a new client's hello %lld ms; "
             "trickling client (%d ms/byte) %s after %lld ms; incoming %d\n",
-            nctl, ntls, npend, ended, h_now_ms() - t_last_open, min_ctl, max_ctl, min_tls,
-            max_tls, max_pend, fds0, fds_peak, h_wait_fds(D.pid, fds0, H_TIMEOUT_MS), pings,
-            ping_max, fresh_ms, tr.gap_ms, tr.ok == 1 ? "answered" : "NOT answered", tr.took_ms,
-            incoming);
+            nctl, ntls, npend, ended, h_now_ms() - t_last_open, min_ctl, max_ctl, min_tls, max_tls,
+            max_pend, fds0, fds_peak, h_wait_fds(D.pid, fds0, H_TIMEOUT_MS), pings, ping_max,
+            fresh_ms, tr.gap_ms, tr.ok == 1 ? "answered" : "NOT answered", tr.took_ms, incoming);
     assert_int_equal(ended, total);
-    assert_true(min_ctl >= 700);  /* not before the line timeout (libev's cached clock: -300) */
+    assert_true(min_ctl >= 700); /* not before the line timeout (libev's cached clock: -300) */
     assert_true(min_tls >= 700);
     assert_true(ping_max < 500);
     assert_true(fresh_ms < 500);
@@ -1719,7 +1793,8 @@ static void test_stalled_connections(void **state)
 /* 4. peers that reset, half-close or trickle                                                 */
 
 /* Connect socket s of c to our listener lfd; return the accepted fd. */
-static int accept_one(int lfd)
+static int
+accept_one(int lfd)
 {
     int fd;
     assert_true(readable(lfd, H_TIMEOUT_MS));
@@ -1728,12 +1803,13 @@ static int accept_one(int lfd)
     return track_fd(fd);
 }
 
-static void test_peer_faults(void **state)
+static void
+test_peer_faults(void **state)
 {
     enum { NRESET = 20, NTRICKLE = 10, TRICKLE_LEN = 200 };
     struct sockd_client *a;
     long long rs[NRESET + 1], hs, ts[NTRICKLE];
-    int pfd[NRESET + 1], hfd, tfd[NTRICKLE], port, lfd, one = 1, seen[NRESET + 1] = { 0 };
+    int pfd[NRESET + 1], hfd, tfd[NTRICKLE], port, lfd, one = 1, seen[NRESET + 1] = {0};
     unsigned char *big, *got;
     char *b64;
     json_t *ev, *err = NULL;
@@ -1751,16 +1827,16 @@ static void test_peer_faults(void **state)
         rs[i] = h_connect_tcp(a, port);
         pfd[i] = accept_one(lfd);
         if (i < NRESET / 2)
-            json_decref(h_ok(a, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)rs[i],
-                             "length", 100));
+            json_decref(
+                h_ok(a, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)rs[i], "length", 100));
     }
     big = malloc(256 * KIB);
     assert_non_null(big);
     memcpy(big, pat, 256 * KIB);
     b64 = h_b64(big, 256 * KIB);
     for (int i = 0; i < 64 && !capped; i++) { /* the peer does not read: fill until -32003 */
-        json_t *params = json_pack("{s:I, s:s, s:b}", "socket", (json_int_t)rs[NRESET], "data",
-                                   b64, "notify", 0);
+        json_t *params = json_pack("{s:I, s:s, s:b}", "socket", (json_int_t)rs[NRESET], "data", b64,
+                                   "notify", 0);
         int rc = sockd_client_call(a, "socket.send", params, NULL, &err, H_TIMEOUT_MS);
         json_decref(params);
         assert_true(rc == 0 || rc == 1);
@@ -1774,7 +1850,7 @@ static void test_peer_faults(void **state)
     }
     assert_true(capped);
     for (int i = 0; i <= NRESET; i++) {
-        struct linger lg = { 1, 0 };
+        struct linger lg = {1, 0};
         assert_int_equal(setsockopt(pfd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
         close_fd(pfd[i]);
         pfd[i] = -1;
@@ -1820,13 +1896,14 @@ static void test_peer_faults(void **state)
         hs = h_connect_tcp(a, port2);
         hfd = accept_one(lfd2);
         /* small kernel buffers both ways: most of the MiB has to wait in the daemon's queue */
-        json_decref(h_ok(a, "socket.setopt", "{s:I, s:i}", "socket", (json_int_t)hs, "sndbuf",
-                         4096));
+        json_decref(
+            h_ok(a, "socket.setopt", "{s:I, s:i}", "socket", (json_int_t)hs, "sndbuf", 4096));
         json_decref(h_ok(a, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)hs, "length", 100));
         json_decref(h_ok(a, "socket.send", "{s:I, s:s}", "socket", (json_int_t)hs, "text", marker));
         b64 = h_b64(pat, 256 * KIB);
         for (int i = 0; i < 4; i++)
-            json_decref(h_ok(a, "socket.send", "{s:I, s:s}", "socket", (json_int_t)hs, "data", b64));
+            json_decref(
+                h_ok(a, "socket.send", "{s:I, s:s}", "socket", (json_int_t)hs, "data", b64));
         free(b64);
         h_sleep_ms(100); /* the peer has not read: much of the MiB waits in the daemon */
         json_t *info = h_ok(a, "socket.info", "{s:I}", "socket", (json_int_t)hs);
@@ -1867,9 +1944,9 @@ static void test_peer_faults(void **state)
                 " delivered, then FIN; socket.closed by_peer\n",
                 (long long)buffered / KIB, total);
         /* the handle is dead: a plain socket does not stay half-open after the peer's EOF */
-        assert_int_equal(h_err(a, NULL, "socket.send", "{s:I, s:s}", "socket", (json_int_t)hs,
-                               "text", "late"),
-                         -32001);
+        assert_int_equal(
+            h_err(a, NULL, "socket.send", "{s:I, s:s}", "socket", (json_int_t)hs, "text", "late"),
+            -32001);
         free(in);
     }
 
@@ -1904,7 +1981,8 @@ static void test_peer_faults(void **state)
         json_decref(ev);
     }
     h_no_event(a, 100); /* no stray pieces */
-    fprintf(stderr, "  trickle: %d sockets x %d bytes at 1 byte/ms (%lld ms): one exact event each\n",
+    fprintf(stderr,
+            "  trickle: %d sockets x %d bytes at 1 byte/ms (%lld ms): one exact event each\n",
             NTRICKLE, TRICKLE_LEN, tt);
     for (int i = 0; i < NTRICKLE; i++)
         json_decref(h_ok(a, "socket.close", "{s:I}", "socket", (json_int_t)ts[i]));
@@ -1918,7 +1996,8 @@ static void test_peer_faults(void **state)
 /* 5. a burst past max-clients                                                                */
 
 /* Read until EOF (bounded): the bytes read, NUL-terminated (malloc'ed), or NULL on timeout. */
-static char *read_to_eof(int fd, int ms, size_t *len)
+static char *
+read_to_eof(int fd, int ms, size_t *len)
 {
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
@@ -1944,7 +2023,8 @@ static char *read_to_eof(int fd, int ms, size_t *len)
     return buf;
 }
 
-static void test_max_clients_burst(void **state)
+static void
+test_max_clients_burst(void **state)
 {
     enum { NMAX = 5, BURST = 200 };
     struct sockd_client *c[NMAX], *extra;
@@ -2002,7 +2082,8 @@ static void test_max_clients_burst(void **state)
     fds1 = h_wait_fds(D.pid, fds0, H_TIMEOUT_MS);
     for (int i = 0; i < NMAX; i++)
         json_decref(h_ok(c[i], "daemon.ping", NULL));
-    fprintf(stderr, "  %d refused past max-clients %d; pings meanwhile max %lld ms; daemon fds %d -> %d\n",
+    fprintf(stderr,
+            "  %d refused past max-clients %d; pings meanwhile max %lld ms; daemon fds %d -> %d\n",
             refused, NMAX, ping_max, fds0, fds1);
     assert_int_equal(fds1, fds0);
     assert_true(ping_max < 500);
@@ -2030,10 +2111,11 @@ static void test_max_clients_burst(void **state)
 /* ------------------------------------------------------------------------------------------ */
 /* 6. file descriptor exhaustion                                                              */
 
-static void test_fd_exhaustion(void **state)
+static void
+test_fd_exhaustion(void **state)
 {
     const int limit = 64;
-    struct rlimit rl = { (rlim_t)limit, (rlim_t)limit };
+    struct rlimit rl = {(rlim_t)limit, (rlim_t)limit};
     struct sockd_client *a;
     struct mute *sink;
     json_t *r, *err = NULL, *ev;
@@ -2061,8 +2143,8 @@ static void test_fd_exhaustion(void **state)
     r = h_ok(a, "socket.bind", "{s:I, s:s}", "socket", (json_int_t)lsock, "address", "127.0.0.1");
     lport = (int)json_integer_value(json_object_get(json_object_get(r, "local"), "port"));
     json_decref(r);
-    json_decref(h_ok(a, "socket.listen", "{s:I, s:b}", "socket", (json_int_t)lsock, "auto_accept",
-                     1));
+    json_decref(
+        h_ok(a, "socket.listen", "{s:I, s:b}", "socket", (json_int_t)lsock, "auto_accept", 1));
 
     /* Open sockets until the daemon runs out of fds: a clean error, nothing half-made. */
     for (int i = 0; i < 200; i++) {
@@ -2074,7 +2156,8 @@ static void test_fd_exhaustion(void **state)
         assert_true(rc == 0 || rc == 1);
         if (rc == 1) {
             json_t *d = json_object_get(err, "data");
-            H_CHECK(sockd_client_error_code(err) == -32603 && !strcmp(jstr(d, "reason"), "open_failed") &&
+            H_CHECK(sockd_client_error_code(err) == -32603 &&
+                        !strcmp(jstr(d, "reason"), "open_failed") &&
                         json_integer_value(json_object_get(d, "errno")) == EMFILE,
                     err);
             errno_seen = EMFILE;
@@ -2143,8 +2226,9 @@ static void test_fd_exhaustion(void **state)
         long long s = h_connect_tcp(a, sink->port);
         hs[nh++] = s;
     }
-    fprintf(stderr, "  after freeing 10 fds: waiting client answered in %lld ms, waiting "
-                    "connection accepted in %lld ms\n",
+    fprintf(stderr,
+            "  after freeing 10 fds: waiting client answered in %lld ms, waiting "
+            "connection accepted in %lld ms\n",
             t_ans, t_acc);
 
     /* Close everything: the daemon is back to where it started. */
@@ -2177,13 +2261,14 @@ static void test_fd_exhaustion(void **state)
 struct flood {
     int lfd, port;
     pthread_t th;
-    int stop;          /* atomic */
-    int nconn, ended;  /* atomic */
-    size_t sent;       /* atomic */
+    int stop;         /* atomic */
+    int nconn, ended; /* atomic */
+    size_t sent;      /* atomic */
 };
 static struct flood *g_flood;
 
-static void *flood_main(void *arg)
+static void *
+flood_main(void *arg)
 {
     struct flood *f = arg;
     struct pollfd pf[520];
@@ -2230,7 +2315,8 @@ static void *flood_main(void *arg)
     return NULL;
 }
 
-static void flood_stop(struct flood *f)
+static void
+flood_stop(struct flood *f)
 {
     __atomic_store_n(&f->stop, 1, __ATOMIC_SEQ_CST);
     pthread_join(f->th, NULL);
@@ -2243,12 +2329,12 @@ enum { SIG_CLIENTS = 50, SIG_SOCKS = 3, SIG_FROZEN = 5 };
 struct sig_client {
     struct rawc rc;
     long long socks[SIG_SOCKS];
-    int closed[SIG_SOCKS];   /* socket.closed daemon_shutdown seen */
-    int bad;                 /* anything wrong, described in why */
+    int closed[SIG_SOCKS]; /* socket.closed daemon_shutdown seen */
+    int bad;               /* anything wrong, described in why */
     char why[200];
     int eof;
-    int frozen;              /* stops reading before SIGTERM (until thawed) */
-    int half_line;           /* the connection ended inside a line */
+    int frozen;    /* stops reading before SIGTERM (until thawed) */
+    int half_line; /* the connection ended inside a line */
     size_t bytes;
 };
 
@@ -2262,7 +2348,8 @@ struct sig_reader {
     pthread_t th;
 };
 
-static void sig_line(struct sig_client *c, char *line, size_t n)
+static void
+sig_line(struct sig_client *c, char *line, size_t n)
 {
     int k;
     if (strncmp(line, "{\"jsonrpc\":\"2.0\",\"method\":\"socket.received\"", 43) == 0) {
@@ -2305,7 +2392,8 @@ static void sig_line(struct sig_client *c, char *line, size_t n)
     json_decref(m);
 }
 
-static void *sig_reader_main(void *arg)
+static void *
+sig_reader_main(void *arg)
 {
     struct sig_reader *r = arg;
     struct pollfd *pf = calloc((size_t)r->n, sizeof *pf);
@@ -2351,7 +2439,8 @@ static void *sig_reader_main(void *arg)
 
 static struct sig_reader *g_sig_reader;
 
-static void test_sigterm_under_load(void **state)
+static void
+test_sigterm_under_load(void **state)
 {
     struct sig_client *cl;
     struct sig_reader *rd;
@@ -2418,11 +2507,11 @@ static void test_sigterm_under_load(void **state)
     free(b64);
     for (int i = 0; i < SIG_CLIENTS; i++)
         for (int k = 0; k < SIG_SOCKS; k++)
-            assert_int_equal(rawc_send(&cl[i].rc, "socket.recv",
-                                       json_pack("{s:I, s:i, s:b}", "socket",
-                                                 (json_int_t)cl[i].socks[k], "length", 65536,
-                                                 "stream", 1)),
-                             0);
+            assert_int_equal(
+                rawc_send(&cl[i].rc, "socket.recv",
+                          json_pack("{s:I, s:i, s:b}", "socket", (json_int_t)cl[i].socks[k],
+                                    "length", 65536, "stream", 1)),
+                0);
     h_sleep_ms(500);
     /* Five clients stop reading: their output sits over the high-water mark at SIGTERM. */
     __atomic_store_n(&rd->freeze, 1, __ATOMIC_SEQ_CST);
@@ -2520,7 +2609,8 @@ static void test_sigterm_under_load(void **state)
 
 /* ------------------------------------------------------------------------------------------ */
 
-static int teardown(void **state)
+static int
+teardown(void **state)
 {
     /* The daemon first: threads still talking to it then see EOF and end. SIGTERM before
        SIGKILL, so a daemon under valgrind still writes its leak summary after a failed test. */
@@ -2563,7 +2653,8 @@ static int teardown(void **state)
     return 0;
 }
 
-int main(void)
+int
+main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_killed_clients, teardown),
