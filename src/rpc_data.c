@@ -29,33 +29,20 @@ rpc_payload(struct rpc_call *call, unsigned char **owned, const void **bytes, si
     *owned = NULL;
     if ((data == NULL) == (text == NULL))
         return rpc_fail_param(call, data ? "text" : "data", "give exactly one of data and text");
-    const char *span;
-    size_t spanlen;
-    if (data != NULL && rpc_blob(data, &span, &spanlen)) {
-        /* a large value the JSON parser never saw: decode it straight from the line */
-        if (spanlen / 4 * 3 > sockd.conf.max_send_buffer + 3)
-            return rpc_fail_limit(call, "max-send-buffer");
-        unsigned char *buf = malloc(spanlen / 4 * 3 + 1);
-        if (buf == NULL)
-            return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
-        long dl = b64_decode(span, spanlen, buf);
-        if (dl < 0) {
-            free(buf);
-            return rpc_fail_param(call, "data", "data is not valid base64");
-        }
-        *owned = buf;
-        *bytes = buf;
-        *len = (size_t)dl;
-        return 0;
-    }
     if (data != NULL) {
-        size_t tl = json_string_length(data);
+        /* a large value the JSON parser never saw is decoded straight from the line */
+        const char *src;
+        size_t tl;
+        if (!rpc_blob(data, &src, &tl)) {
+            src = json_string_value(data);
+            tl = json_string_length(data);
+        }
         if (tl / 4 * 3 > sockd.conf.max_send_buffer + 3)
             return rpc_fail_limit(call, "max-send-buffer");
         unsigned char *buf = malloc(tl / 4 * 3 + 1);
         if (buf == NULL)
             return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
-        long dl = b64_decode(json_string_value(data), tl, buf);
+        long dl = b64_decode(src, tl, buf);
         if (dl < 0) {
             free(buf);
             return rpc_fail_param(call, "data", "data is not valid base64");

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -36,18 +37,8 @@ handoff_buffered(struct sock *s, json_t *result)
         return;
     }
     json_t *list = json_array();
-    while (buf_len(&s->in) >= sizeof(struct sock_dgram)) {
-        struct sock_dgram h;
-        memcpy(&h, buf_head(&s->in), sizeof h);
-        char *text = malloc(b64_encoded_len(h.len) + 1);
-        size_t tl = text ? b64_encode(buf_head(&s->in) + sizeof h, h.len, text) : 0;
-        json_t *d = json_pack("{s:s%}", "data", text ? text : "", tl);
-        free(text);
-        if (h.has_addr)
-            json_object_set_new(d, "from", addr_to_json(&h.addr.sa, sizeof h.addr));
-        json_array_append_new(list, d);
-        buf_consume(&s->in, sizeof h + h.len);
-    }
+    while (buf_len(&s->in) >= sizeof(struct sock_dgram))
+        json_array_append_new(list, sock_dgram_pop(s, SIZE_MAX));
     json_object_set_new(result, "datagrams", list);
 }
 

@@ -249,6 +249,11 @@ int sock_timer_start(struct sock *s, enum sock_timer which, void (*cb)(EV_P_ ev_
                      double after);
 /* Stop timer which of s, if it has timers at all. */
 void sock_timer_stop(struct sock *s, enum sock_timer which);
+/*
+ * Take the oldest buffered datagram as {data (at most maxlen bytes, base64), from?, truncated?,
+ * size?} (new reference); the in-buffer must hold one.
+ */
+json_t *sock_dgram_pop(struct sock *s, size_t maxlen);
 /* Re-evaluate a socket that changed hands: EOF handling and watcher interest. */
 void sock_resume(struct sock *s);
 /* socket.pipe: start relaying between s and fd (the daemon's end). */

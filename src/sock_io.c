@@ -761,26 +761,33 @@ sock_emit_received(struct sock *s, size_t n, int eof, int timeout)
     buf_consume(&s->in, n);
 }
 
+json_t *
+sock_dgram_pop(struct sock *s, size_t maxlen)
+{
+    struct sock_dgram h;
+    memcpy(&h, buf_head(&s->in), sizeof h);
+    size_t n = h.len < maxlen ? h.len : maxlen;
+    char *text = malloc(b64_encoded_len(n) + 1);
+    size_t tl = text ? b64_encode(buf_head(&s->in) + sizeof h, n, text) : 0;
+    json_t *p = json_object();
+    json_object_set_new(p, "data", json_stringn_nocheck(text ? text : "", tl));
+    free(text);
+    if (h.has_addr)
+        json_object_set_new(p, "from", addr_to_json(&h.addr.sa, sizeof h.addr));
+    if (h.size > n) {
+        json_object_set_new(p, "truncated", json_true());
+        json_object_set_new(p, "size", json_integer(h.size));
+    }
+    buf_consume(&s->in, sizeof h + h.len);
+    return p;
+}
+
 /* Deliver queued datagrams: one per socket.received, with from and truncation. */
 static void
 sock_deliver_dgram(struct sock *s)
 {
     while (s->recv_pending && !s->dead && buf_len(&s->in) >= sizeof(struct sock_dgram)) {
-        struct sock_dgram h;
-        memcpy(&h, buf_head(&s->in), sizeof h);
-        size_t n = h.len < s->recv_len ? h.len : s->recv_len;
-        char *text = malloc(b64_encoded_len(n) + 1);
-        size_t tl = text ? b64_encode(buf_head(&s->in) + sizeof h, n, text) : 0;
-        json_t *p = json_object();
-        json_object_set_new(p, "data", json_stringn_nocheck(text ? text : "", tl));
-        free(text);
-        if (h.has_addr)
-            json_object_set_new(p, "from", addr_to_json(&h.addr.sa, sizeof h.addr));
-        if (h.size > n) {
-            json_object_set_new(p, "truncated", json_true());
-            json_object_set_new(p, "size", json_integer(h.size));
-        }
-        buf_consume(&s->in, sizeof h + h.len);
+        json_t *p = sock_dgram_pop(s, s->recv_len);
         sock_emit(s, "socket.received", p, s->recv_req);
         if (!s->recv_stream)
             sock_recv_done(s);
