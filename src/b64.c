@@ -57,8 +57,9 @@ b64_char_ok(unsigned char c)
     return b64_alphabet[c];
 }
 
-long
-b64_decode(const char *in, size_t n, unsigned char *out)
+/* Decode; screened: b64_is_text already accepted in, so the alphabet is not checked again. */
+static long
+b64_decode_checked(const char *in, size_t n, unsigned char *out, int screened)
 {
     size_t pad = 0;
 
@@ -69,9 +70,10 @@ b64_decode(const char *in, size_t n, unsigned char *out)
     if (in[n - 1] == '=')
         pad = in[n - 2] == '=' ? 2 : 1;
     /* EVP_DecodeBlock skips whitespace and accepts '=' mid-text; be strict first. */
-    for (size_t i = 0; i < n - pad; i++)
+    for (size_t i = 0; !screened && i < n - pad; i++)
         if (!b64_char_ok((unsigned char)in[i]))
             return -1;
+    /* Screened text is alphabet then '=' only: a third '=' is caught just below. */
     /* Canonical form: the bits the padding leaves over must be zero. */
     if (pad > 0) {
         static const char alphabet[] =
@@ -90,4 +92,16 @@ b64_decode(const char *in, size_t n, unsigned char *out)
         done += chunk;
     }
     return (long)(w - pad);
+}
+
+long
+b64_decode(const char *in, size_t n, unsigned char *out)
+{
+    return b64_decode_checked(in, n, out, 0);
+}
+
+long
+b64_decode_screened(const char *in, size_t n, unsigned char *out)
+{
+    return b64_decode_checked(in, n, out, 1);
 }

@@ -16,4 +16,7 @@ int b64_is_text(const char *in, size_t n);
  */
 long b64_decode(const char *in, size_t n, unsigned char *out);
 
+/* b64_decode for text b64_is_text has already accepted (the alphabet is not scanned twice). */
+long b64_decode_screened(const char *in, size_t n, unsigned char *out);
+
 #endif

@@ -33,7 +33,8 @@ rpc_payload(struct rpc_call *call, unsigned char **owned, const void **bytes, si
         /* a large value the JSON parser never saw is decoded straight from the line */
         const char *src;
         size_t tl;
-        if (!rpc_blob(data, &src, &tl)) {
+        int screened = rpc_blob(data, &src, &tl); /* the line scan checked its characters */
+        if (!screened) {
             src = json_string_value(data);
             tl = json_string_length(data);
         }
@@ -42,7 +43,7 @@ rpc_payload(struct rpc_call *call, unsigned char **owned, const void **bytes, si
         unsigned char *buf = malloc(tl / 4 * 3 + 1);
         if (buf == NULL)
             return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
-        long dl = b64_decode(src, tl, buf);
+        long dl = screened ? b64_decode_screened(src, tl, buf) : b64_decode(src, tl, buf);
         if (dl < 0) {
             free(buf);
             return rpc_fail_param(call, "data", "data is not valid base64");
