@@ -123,11 +123,38 @@ ctl_write_json(struct client *c, json_t *msg)
     ctl_write_json_fds(c, msg, NULL, 0);
 }
 
+/* Serialise `prefix` + result ({} when NULL) + "}" as one line onto b. */
+static int
+ctl_append_result(struct buf *b, const char *prefix, size_t plen, json_t *result)
+{
+    size_t before = buf_len(b);
+    int rc = buf_append(b, prefix, plen);
+    if (rc == 0 && result == NULL)
+        rc = buf_append(b, "{}}\n", 4);
+    else if (rc == 0 && (json_dump_callback(result, ctl_dump_cb, b, JSON_COMPACT) < 0 ||
+                         buf_append(b, "}\n", 2) < 0))
+        rc = -1;
+    if (rc < 0)
+        buf_truncate_tail(b, buf_len(b) - before);
+    return rc;
+}
+
 void
 ctl_write_json_fds(struct client *c, json_t *msg, const int *fds, int nfds)
 {
+    ctl_write_result_fds(c, NULL, 0, msg, fds, nfds);
+}
+
+void
+ctl_write_result_fds(struct client *c, const char *prefix, size_t plen, json_t *result,
+                     const int *fds, int nfds)
+{
     uint64_t pos = c->out_pos + buf_len(&c->out);
-    if (c->dead || ctl_append(&c->out, msg) < 0) {
+    int rc = -1;
+    if (!c->dead)
+        rc = prefix != NULL ? ctl_append_result(&c->out, prefix, plen, result)
+                            : ctl_append(&c->out, result);
+    if (rc < 0) {
         for (int i = 0; i < nfds; i++)
             close(fds[i]);
         if (!c->dead)

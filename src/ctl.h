@@ -77,6 +77,12 @@ void ctl_unlisten(void);
 void ctl_write_json(struct client *c, json_t *msg);
 /* Queue a response line with fds riding on its first byte (fds are owned and closed once sent). */
 void ctl_write_json_fds(struct client *c, json_t *msg, const int *fds, int nfds);
+/*
+ * Queue a response line written as prefix (the envelope up to and including `"result":`), then
+ * result serialised ({} when NULL), then the closing brace; fds as for ctl_write_json_fds.
+ */
+void ctl_write_result_fds(struct client *c, const char *prefix, size_t plen, json_t *result,
+                          const int *fds, int nfds);
 /* Take the next fd that rode with the current request line (-1 if none). */
 int ctl_take_fd(struct client *c);
 /*

@@ -377,6 +377,43 @@ rpc_id_ok(json_t *id)
     return json_is_string(id) || json_is_number(id) || json_is_null(id);
 }
 
+/*
+ * Run one request whose envelope is valid: look the method up, check params (NULL: none) and
+ * exec. The fd an exec hands out joins fds when there is a response to carry it.
+ */
+static void
+rpc_exec(struct rpc_call *call, struct client *c, json_t *id, const char *method, json_t *params,
+         int *fds, int *nfds)
+{
+    const struct rpc_method *m;
+
+    sockd.requests++;
+    memset(call, 0, sizeof *call);
+    call->client = c;
+    call->id = id;
+    call->fd_out = -1;
+    m = rpc_lookup(method);
+    if (m == NULL) {
+        rpc_fail(call, SOCKD_E_NO_METHOD, NULL, "method not found: %.100s", method);
+    } else if (params != NULL && !json_is_object(params)) {
+        rpc_fail(call, SOCKD_E_INVALID_PARAMS, NULL, "params must be an object");
+    } else {
+        call->params = params ? json_incref(params) : json_object();
+        if (rpc_check_params(call, m) == 0 && m->exec(call) == 0)
+            call->err_code = 0;
+        json_decref(call->params);
+    }
+    if (call->fd_out >= 0) {
+        if (id != NULL && call->err_code == 0 && *nfds < CTL_LINE_FDS)
+            fds[(*nfds)++] = call->fd_out;
+        else
+            close(call->fd_out);
+    }
+    if (id == NULL && call->err_code != 0)
+        log_debug("client %llu: notification %s failed: %s", (unsigned long long)c->id, method,
+                  call->err_msg);
+}
+
 /* Run one request object; returns its response, or NULL for a notification. fds gathers fds to
  * send. */
 static json_t *
@@ -384,7 +421,6 @@ rpc_handle_one(struct client *c, json_t *req, int *fds, int *nfds)
 {
     struct rpc_call call;
     json_t *id, *resp, *params, *jv, *mv;
-    const struct rpc_method *m;
 
     if (!json_is_object(req))
         return rpc_invalid(NULL, "request must be an object");
@@ -406,33 +442,9 @@ rpc_handle_one(struct client *c, json_t *req, int *fds, int *nfds)
             keep = json_object_get(pp, "data");
         rpc_blob_restore(req, keep);
     }
-    sockd.requests++;
-    memset(&call, 0, sizeof call);
-    call.client = c;
-    call.id = id;
-    call.fd_out = -1;
     params = json_object_get(req, "params");
-    m = rpc_lookup(json_string_value(mv));
-    if (m == NULL) {
-        rpc_fail(&call, SOCKD_E_NO_METHOD, NULL, "method not found: %.100s", json_string_value(mv));
-    } else if (params != NULL && !json_is_object(params)) {
-        rpc_fail(&call, SOCKD_E_INVALID_PARAMS, NULL, "params must be an object");
-    } else {
-        call.params = params ? json_incref(params) : json_object();
-        if (rpc_check_params(&call, m) == 0 && m->exec(&call) == 0)
-            call.err_code = 0;
-        json_decref(call.params);
-    }
-    if (call.fd_out >= 0) {
-        if (id != NULL && call.err_code == 0 && *nfds < 8)
-            fds[(*nfds)++] = call.fd_out;
-        else
-            close(call.fd_out);
-    }
+    rpc_exec(&call, c, id, json_string_value(mv), params, fds, nfds);
     if (id == NULL) {
-        if (call.err_code != 0)
-            log_debug("client %llu: notification %s failed: %s", (unsigned long long)c->id,
-                      json_string_value(mv), call.err_msg);
         json_decref(call.result);
         json_decref(call.err_data);
         return NULL;
@@ -446,6 +458,218 @@ rpc_handle_one(struct client *c, json_t *req, int *fds, int *nfds)
     }
     json_decref(call.err_data);
     return resp;
+}
+
+/*
+ * The fast path for the common shape of a line: one request object whose members are only
+ * "jsonrpc": "2.0", an "id" that is an integer or a plain string, a plain "method" string and an
+ * optional "params" object, each at most once, in any order. The envelope is read by a scan, only
+ * params goes to jansson, and the response envelope is written around the result with the id's
+ * text as the client wrote it. A plain string has no escapes and only printable ASCII, and an
+ * integer id is in its one canonical spelling, so that text is what jansson would print. Any
+ * other line (batches, notifications, other id types, extra members, anything malformed) is
+ * declined and takes the general path, which owns every error; so this path changes speed only,
+ * which test_rpc checks byte for byte.
+ */
+#define RPC_FAST_METHOD_MAX 100
+#define RPC_FAST_ID_MAX 128
+#define RPC_FAST_DEPTH_MAX 64
+static int rpc_fast_on = 1;
+static unsigned long rpc_fast_hits;
+
+void
+rpc_fastpath_enable(int on)
+{
+    rpc_fast_on = on;
+}
+
+unsigned long
+rpc_fastpath_hits(void)
+{
+    return rpc_fast_hits;
+}
+
+static size_t
+rpc_ws(const char *p, size_t i, size_t n)
+{
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* A plain string at p[i] of at most max chars: the index past its closing quote, or 0. */
+static size_t
+rpc_plain_str(const char *p, size_t i, size_t n, size_t max)
+{
+    size_t j = i + 1;
+    if (i >= n || p[i] != '"')
+        return 0;
+    while (j < n && p[j] != '"') {
+        if (p[j] < 0x20 || p[j] > 0x7e || p[j] == '\\' || j - i > max)
+            return 0;
+        j++;
+    }
+    return j < n ? j + 1 : 0;
+}
+
+/* A canonical integer at p[i] that fits json_int_t: the index past it, or 0. */
+static size_t
+rpc_plain_int(const char *p, size_t i, size_t n)
+{
+    size_t j = i + (i < n && p[i] == '-');
+    size_t d = j;
+    while (j < n && p[j] >= '0' && p[j] <= '9')
+        j++;
+    if (j == d || j - d > 18 || (p[d] == '0' && (j - d > 1 || d > i)))
+        return 0; /* none, too long, a leading zero or -0 */
+    if (j < n && (p[j] == '.' || p[j] == 'e' || p[j] == 'E'))
+        return 0;
+    return j;
+}
+
+/* The end of the object at p[i] (brackets matched outside strings), or 0; not validated. */
+static size_t
+rpc_skip_object(const char *p, size_t i, size_t n)
+{
+    int depth = 0;
+    for (size_t j = i; j < n; j++) {
+        switch (p[j]) {
+        case '"':
+            for (j++; j < n && p[j] != '"'; j++)
+                if (p[j] == '\\')
+                    j++;
+            if (j >= n)
+                return 0;
+            break;
+        case '{':
+        case '[':
+            if (++depth > RPC_FAST_DEPTH_MAX)
+                return 0;
+            break;
+        case '}':
+        case ']':
+            if (--depth == 0)
+                return j + 1;
+            break;
+        }
+    }
+    return 0;
+}
+
+struct rpc_envelope {
+    const char *id, *method, *params;
+    size_t id_len, method_len, params_len;
+    int id_str;
+};
+
+/* Read the envelope of a fast-path line; 0 when it is one, -1 to decline. */
+static int
+rpc_fast_scan(const char *p, size_t n, struct rpc_envelope *env)
+{
+    int seen_rpc = 0;
+    size_t i = rpc_ws(p, 0, n), e;
+
+    memset(env, 0, sizeof *env);
+    if (i >= n || p[i] != '{')
+        return -1;
+    i = rpc_ws(p, i + 1, n);
+    for (;;) {
+        size_t k = i;
+        if ((i = rpc_plain_str(p, k, n, 8)) == 0)
+            return -1;
+        const char *key = p + k + 1;
+        size_t klen = i - k - 2;
+        i = rpc_ws(p, i, n);
+        if (i >= n || p[i] != ':')
+            return -1;
+        i = rpc_ws(p, i + 1, n);
+        if (klen == 7 && memcmp(key, "jsonrpc", 7) == 0 && !seen_rpc) {
+            if (n - i < 5 || memcmp(p + i, "\"2.0\"", 5) != 0)
+                return -1;
+            seen_rpc = 1;
+            e = i + 5;
+        } else if (klen == 2 && memcmp(key, "id", 2) == 0 && env->id == NULL) {
+            env->id_str = p[i] == '"';
+            e = env->id_str ? rpc_plain_str(p, i, n, RPC_FAST_ID_MAX) : rpc_plain_int(p, i, n);
+            env->id = p + i;
+            env->id_len = e - i;
+        } else if (klen == 6 && memcmp(key, "method", 6) == 0 && env->method == NULL) {
+            e = rpc_plain_str(p, i, n, RPC_FAST_METHOD_MAX);
+            env->method = p + i + 1;
+            env->method_len = e - i - 2;
+        } else if (klen == 6 && memcmp(key, "params", 6) == 0 && env->params == NULL) {
+            e = p[i] == '{' ? rpc_skip_object(p, i, n) : 0;
+            env->params = p + i;
+            env->params_len = e - i;
+        } else {
+            return -1;
+        }
+        if (e == 0)
+            return -1;
+        i = rpc_ws(p, e, n);
+        if (i < n && p[i] == ',') {
+            i = rpc_ws(p, i + 1, n);
+            continue;
+        }
+        if (i >= n || p[i] != '}')
+            return -1;
+        break;
+    }
+    if (rpc_ws(p, i + 1, n) != n || !seen_rpc || env->id == NULL || env->method == NULL)
+        return -1;
+    return 0;
+}
+
+/* Handle the line on the fast path; 0 when done, -1 when declined (nothing happened yet). */
+static int
+rpc_fast(struct client *c, const char *line, size_t len)
+{
+    struct rpc_envelope env;
+    struct rpc_call call;
+    char method[RPC_FAST_METHOD_MAX + 1];
+    char head[sizeof "{\"jsonrpc\":\"2.0\",\"id\":,\"result\":" + RPC_FAST_ID_MAX + 2];
+    json_t *params = NULL, *id;
+    int fds[CTL_LINE_FDS], nfds = 0;
+
+    if (!rpc_fast_on || rpc_fast_scan(line, len, &env) < 0)
+        return -1;
+    if (env.params != NULL) {
+        params = json_loadb(env.params, env.params_len, JSON_REJECT_DUPLICATES, NULL);
+        if (params == NULL)
+            return -1; /* the general path reports what is wrong, and where in the line */
+    }
+    id = env.id_str ? json_stringn(env.id + 1, env.id_len - 2)
+                    : json_integer(strtoll(env.id, NULL, 10));
+    if (id == NULL) {
+        json_decref(params);
+        return -1;
+    }
+    memcpy(method, env.method, env.method_len);
+    method[env.method_len] = '\0';
+    if (rpc_blobs.n > 0 && params != NULL) {
+        const json_t *keep = NULL;
+        if (strcmp(method, "socket.send") == 0 || strcmp(method, "socket.sendto") == 0)
+            keep = json_object_get(params, "data");
+        rpc_blob_restore(params, keep);
+    }
+    rpc_fast_hits++;
+    ctl_hold(c);
+    rpc_exec(&call, c, id, method, params, fds, &nfds);
+    if (call.err_code == 0) {
+        int hl = snprintf(head, sizeof head,
+                          "{\"jsonrpc\":\"2.0\",\"id\":%.*s,\"result\":", (int)env.id_len, env.id);
+        ctl_write_result_fds(c, head, (size_t)hl, call.result, fds, nfds);
+    } else {
+        json_t *resp = rpc_error_msg(id, call.err_code, call.err_msg, call.err_data);
+        ctl_write_json_fds(c, resp, fds, nfds);
+        json_decref(resp);
+    }
+    ctl_release(c);
+    json_decref(call.result);
+    json_decref(call.err_data);
+    json_decref(params);
+    json_decref(id);
+    return 0;
 }
 
 int
@@ -467,6 +691,11 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
     if (len >= RPC_BLOB_MIN) {
         rpc_blob_init();
         plain = rpc_blob_scan(line, len, &plen);
+    }
+    if (rpc_fast(c, plain ? plain : line, plen) == 0) {
+        free(plain);
+        rpc_blobs.n = 0;
+        return 1;
     }
     msg = json_loadb(plain ? plain : line, plen, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     free(plain);

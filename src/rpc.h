@@ -46,6 +46,10 @@ struct rpc_method {
 
 /* Handle one complete line from a client (without its newline); returns the requests it held. */
 int rpc_handle_line(struct client *c, const char *line, size_t len);
+/* Turn the fast path for plain single requests on or off (tests compare the two); on by default. */
+void rpc_fastpath_enable(int on);
+/* Lines the fast path has handled so far. */
+unsigned long rpc_fastpath_hits(void);
 /* The error response for an over-long line. */
 void rpc_line_too_long(struct client *c);
 /* Method names, sorted (new reference). */

@@ -1361,6 +1361,138 @@ test_socket_states(void **state)
     assert_int_equal(f->c->nsocks, 1);
 }
 
+/* ---- the fast path: same bytes as the general path --------------------------------------- */
+
+/* What one line makes the daemon write, with the fast path on or off (malloc'ed). */
+static char *
+bytes_for(struct fx *f, const char *line, size_t len, int fast, size_t *outlen)
+{
+    rpc_fastpath_enable(fast);
+    rpc_handle_line(f->c, line, len);
+    rpc_fastpath_enable(1);
+    return drain(f, outlen);
+}
+
+/*
+ * Compare the two paths on one line; returns 1 if the fast path took it. A line whose output
+ * differs between two runs of the general path (new handles, counters) is only run, not compared.
+ */
+static int
+same_bytes(struct fx *f, const char *line, size_t len)
+{
+    size_t n1, n2, n3;
+    char *a = bytes_for(f, line, len, 0, &n1);
+    char *b = bytes_for(f, line, len, 0, &n2);
+    unsigned long hits = rpc_fastpath_hits();
+    char *c = bytes_for(f, line, len, 1, &n3);
+    int took = rpc_fastpath_hits() != hits;
+    if (n1 == n2 && memcmp(a, b, n1) == 0 && (n3 != n1 || memcmp(a, c, n1) != 0))
+        fail_msg("fast path differs on %.*s:\n general: %s fast:    %s", (int)len, line, a, c);
+    free(a);
+    free(b);
+    free(c);
+    return took;
+}
+
+static void
+test_fastpath_same_bytes(void **state)
+{
+    struct fx *f = *state;
+    /* Lines the fast path must take: every answer the same as the general path's. */
+    static const struct {
+        const char *line;
+        size_t len;
+    } fast[] = {
+        {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\"}")},
+        {T("{\"method\":\"daemon.ping\",\"id\":-42,\"jsonrpc\":\"2.0\"}")},
+        {T(" {  \"id\" : 0 ,\t\"jsonrpc\" :\"2.0\", \"method\": \"daemon.ping\" , \"params\" : { } "
+           "} ")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":999999999999999999,\"method\":\"daemon.ping\"}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":-999999999999999999,\"method\":\"daemon.ping\"}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":\"\",\"method\":\"daemon.ping\"}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":\"a b/c{}[],:\",\"method\":\"daemon.ping\"}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"no.such.method\"}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":\"x\",\"method\":\"\"}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"daemon.ping\",\"params\":{\"x\":1}}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"daemon.ping\",\"params\":{\"x\":[1,{\"}\":"
+           "\"]\"}]}}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"daemon.hello\",\"params\":{\"client\":"
+           "\"t\\u00e9\\\"}\"}}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"daemon.hello\",\"params\":{\"client\":5}}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"socket.info\",\"params\":{\"socket\":424242}"
+           "}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"socket.info\",\"params\":{\"socket\":0}}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"socket.send\",\"params\":{\"socket\":1,"
+           "\"data\":\"AAAA\",\"text\":\"x\"}}")},
+    };
+    for (size_t i = 0; i < NELEM(fast); i++)
+        if (!same_bytes(f, fast[i].line, fast[i].len))
+            fail_msg("fast path declined %s", fast[i].line);
+    /* Lines it must decline (the general path owns them), and every envelope case. */
+    static const struct {
+        const char *line;
+        size_t len;
+    } slow[] = {
+        {T("{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\"}")},            /* notification */
+        {T("[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\"}]")}, /* batch */
+        {T("{\"jsonrpc\":\"2.0\",\"id\":1.5,\"method\":\"daemon.ping\"}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":1e3,\"method\":\"daemon.ping\"}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":-0,\"method\":\"daemon.ping\"}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":9223372036854775807,\"method\":\"daemon.ping\"}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":null,\"method\":\"daemon.ping\"}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":\"\\u0041\",\"method\":\"daemon.ping\"}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":\"\xc3\xa9\",\"method\":\"daemon.ping\"}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":[]}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":null}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"extra\":1}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":{\"a\":1,\"a\":2}"
+           "}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":{\"a\":tru}}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":{\"a\":1]}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":{}} x")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":{},}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\"")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\"}\0")},
+        {T("{\"jsonrpc\":\"2.1\",\"id\":1,\"method\":\"daemon.ping\"}")},
+        {T("{\"jsonrpc\":2.0,\"id\":1,\"method\":\"daemon.ping\"}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":5}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"id\":2,\"method\":\"daemon.ping\"}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"method\":\"x\"}")},
+    };
+    for (size_t i = 0; i < NELEM(slow); i++)
+        if (same_bytes(f, slow[i].line, slow[i].len))
+            fail_msg("fast path took %s", slow[i].line);
+    for (size_t i = 0; i < NELEM(env_cases); i++)
+        same_bytes(f, env_cases[i].line, env_cases[i].len);
+}
+
+/*
+ * Nesting deeper than the fast path follows goes to the general path, which keeps its limit: around
+ * the fast path's own bound and around jansson's depth limit, the answers are the general path's.
+ */
+static void
+test_fastpath_deep_params(void **state)
+{
+    struct fx *f = *state;
+    static const int depths[] = {60, 61, 62, 63, 64, 65, 66, 2044, 2045, 2046, 2047, 2048, 2049};
+    char *line = malloc(8192);
+    assert_non_null(line);
+    for (size_t d = 0; d < NELEM(depths); d++) {
+        int n =
+            snprintf(line, 8192,
+                     "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":{\"a\":");
+        for (int k = 0; k < depths[d]; k++)
+            line[n++] = '[';
+        for (int k = 0; k < depths[d]; k++)
+            line[n++] = ']';
+        memcpy(line + n, "}}", 2);
+        n += 2;
+        int took = same_bytes(f, line, (size_t)n);
+        assert_int_equal(took, depths[d] + 1 <= 64);
+    }
+    free(line);
+}
+
 int
 main(void)
 {
@@ -1384,6 +1516,8 @@ main(void)
         TF(test_socket_open_unsupported),
         TF(test_socket_limit),
         TF(test_socket_states),
+        TF(test_fastpath_same_bytes),
+        TF(test_fastpath_deep_params),
     };
 #undef TF
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
