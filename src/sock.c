@@ -253,6 +253,10 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
     if (s->relay != NULL) {
         ev_io_stop(sockd.loop, &s->relay->io);
         close(s->relay->fd);
+        if (s->relay->pipe[0] >= 0) {
+            close(s->relay->pipe[0]);
+            close(s->relay->pipe[1]);
+        }
         free(s->relay);
         s->relay = NULL;
     }
@@ -391,11 +395,12 @@ sock_reap(void)
 json_t *
 sock_info(struct sock *s)
 {
-    json_t *o = json_pack(
-        "{s:I,s:s,s:s,s:I,s:I,s:I,s:I}", "socket", (json_int_t)s->id, "type",
-        sock_type_name(s->type), "state", sock_state_name(s->state), "bytes_sent",
-        (json_int_t)s->bytes_sent, "bytes_received", (json_int_t)s->bytes_received, "send_buffered",
-        (json_int_t)buf_len(&s->out), "recv_buffered", (json_int_t)buf_len(&s->in));
+    json_t *o =
+        json_pack("{s:I,s:s,s:s,s:I,s:I,s:I,s:I}", "socket", (json_int_t)s->id, "type",
+                  sock_type_name(s->type), "state", sock_state_name(s->state), "bytes_sent",
+                  (json_int_t)s->bytes_sent, "bytes_received", (json_int_t)s->bytes_received,
+                  "send_buffered", (json_int_t)buf_len(&s->out), "recv_buffered",
+                  (json_int_t)(buf_len(&s->in) + (s->relay ? s->relay->piped : 0)));
     if (s->has_local)
         json_object_set_new(o, "local", sock_addr_json(s, 0));
     if (s->has_remote)

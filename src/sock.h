@@ -84,9 +84,16 @@ struct sock_dgram {
     union sock_sa addr;
 };
 
-/* socket.pipe: bytes relayed between the socket and the daemon's end of a socketpair. */
+/*
+ * socket.pipe: bytes relayed between the socket and the daemon's end of a socketpair. From a
+ * plain TCP peer the bytes are spliced through a kernel pipe instead of read into the socket's
+ * input buffer and written out again (measured in tests/bench/README.md).
+ */
 struct sock_relay {
     int fd;
+    int pipe[2];     /* the kernel pipe of the splice path; -1 when not splicing */
+    size_t piped;    /* bytes in it */
+    size_t pipe_cap; /* its capacity */
     ev_io io;
     unsigned eof : 1;       /* the client's end stopped sending */
     unsigned wr_shut : 1;   /* we shut down writing to the client's end */

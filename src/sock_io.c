@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -126,6 +127,13 @@ sock_rewrite(struct sock *s, const struct sockaddr *sa, socklen_t len, struct so
 /* Largest datagram payload kept per socket.recv event or queued by sendto. */
 #define SOCK_DGRAM_MAX 65535
 
+/* True when the peer's bytes go to the client's end of a socket.pipe by splice. */
+static int
+sock_splicing(const struct sock *s)
+{
+    return s->relay != NULL && s->relay->pipe[0] >= 0;
+}
+
 void
 sock_update_io(struct sock *s)
 {
@@ -155,6 +163,8 @@ sock_update_io(struct sock *s)
         size_t cap = SOCK_READAHEAD;
         if (s->recv_pending && s->recv_len > cap)
             cap = s->recv_len;
+        if (sock_splicing(s) && (buf_len(&s->in) > 0 || s->relay->piped >= s->relay->pipe_cap))
+            cap = 0; /* the splice path reads once earlier bytes are out and the pipe has room */
         if (!s->rd_eof && !paused && buf_len(&s->in) < cap && !s->tls_upgrade)
             ev |= EV_READ;
     }
@@ -890,11 +900,39 @@ sock_dgram_read_ready(struct sock *s)
     }
 }
 
+/* The splice path of a relay: the peer's bytes into the kernel pipe, once s->in is empty. */
+static void
+sock_relay_splice_in(struct sock *s)
+{
+    struct sock_relay *r = s->relay;
+    if (buf_len(&s->in) > 0 || r->piped >= r->pipe_cap)
+        return;
+    ssize_t n = splice(s->fd, NULL, r->pipe[1], NULL, r->pipe_cap - r->piped,
+                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            sock_io_failed(s, errno);
+        return;
+    }
+    if (n == 0) {
+        s->rd_eof = 1;
+        log_debug("socket %llu: EOF from peer", (unsigned long long)s->id);
+        return;
+    }
+    r->piped += (size_t)n;
+    s->bytes_received += (uint64_t)n;
+    sockd.bytes_in += (uint64_t)n;
+}
+
 static void
 sock_read_ready(struct sock *s)
 {
     if (sock_is_dgram(s)) {
         sock_dgram_read_ready(s);
+        return;
+    }
+    if (sock_splicing(s)) {
+        sock_relay_splice_in(s);
         return;
     }
     size_t cap = SOCK_READAHEAD;
@@ -1228,7 +1266,7 @@ sock_relay_update(struct sock *s)
         return;
     if (!r->eof && buf_len(&s->out) < SOCK_READAHEAD)
         ev |= EV_READ;
-    if (buf_len(&s->in) > 0)
+    if (buf_len(&s->in) > 0 || r->piped > 0)
         ev |= EV_WRITE;
     if (ev == (r->io.events & (EV_READ | EV_WRITE)) && (ev == 0 || ev_is_active(&r->io)))
         return;
@@ -1278,7 +1316,20 @@ sock_relay_pump(struct sock *s)
         }
         buf_consume(&s->in, (size_t)n);
     }
-    if (s->rd_eof && buf_len(&s->in) == 0 && !r->wr_shut) {
+    while (buf_len(&s->in) == 0 && r->piped > 0) {
+        ssize_t n =
+            splice(r->pipe[0], NULL, r->fd, NULL, r->piped, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                break;
+            sock_close_graceful(s, SOCKD_REASON_NORMAL, NULL); /* as a failed send above */
+            return;
+        }
+        r->piped -= (size_t)n;
+    }
+    if (s->rd_eof && buf_len(&s->in) == 0 && r->piped == 0 && !r->wr_shut) {
         shutdown(r->fd, SHUT_WR);
         r->wr_shut = 1;
         if (!r->eof)
@@ -1319,6 +1370,15 @@ sock_relay_start(struct sock *s, int fd)
         return;
     }
     r->fd = fd;
+    r->pipe[0] = r->pipe[1] = -1;
+    if (s->type == SOCK_TCP && s->ssl == NULL && pipe2(r->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
+        /* as much in the pipe as the read-ahead would hold; the default size if refused */
+        (void)fcntl(r->pipe[1], F_SETPIPE_SZ, (int)SOCK_READAHEAD);
+        int cap = fcntl(r->pipe[1], F_GETPIPE_SZ);
+        r->pipe_cap = cap > 0 ? (size_t)cap : 65536;
+    } else {
+        r->pipe[0] = r->pipe[1] = -1; /* no pipe to spare: read and write, as over TLS */
+    }
     ev_io_init(&r->io, sock_relay_cb, fd, 0);
     r->io.data = s;
     s->relay = r;

@@ -7,6 +7,8 @@
  *       Sink protocol: the client sends an 8-byte length L (host order), then L bytes of the
  *       pattern; once all L arrived (each byte compared with the pattern) the sink answers
  *       8 bytes: L, or ~0 on a mismatch.  No half-close is needed (SOCKS5 relays drop it).
+ *       With the top bit of L set, the sink is a source instead: it sends the L & ~(1 << 63)
+ *       bytes of the pattern, then waits for the client to close.
  *   net_bench udp -m sockd|direct|connected|detach -p PORT [-s SOCK] [-w WINDOW] [-d SECONDS]
  *                 [-l LEN]
  *       Round trips of LEN-byte datagrams (default 64) to the UDP echo (or a relay of it) at
@@ -20,9 +22,10 @@
  *       path).  Every reply is checked (sequence number, pattern, and for sockd "from").
  *       Datagrams unanswered for 500 ms count as lost and the window is refilled.
  *       Prints: rate= replies= all= seconds= lost= late= client_cpu_s= (all: with warm-up/drain)
- *   net_bench stream -m direct|detach|pipe|socks5 -p PORT [-P SINKPORT] [-s SOCK] [-b MIB]
+ *   net_bench stream -m direct|detach|pipe|socks5 -p PORT [-P SINKPORT] [-s SOCK] [-b MIB] [-D]
  *       Streams MIB (default 256) MiB to the sink, timed from the first byte to the sink's
- *       answer.  direct: connect to 127.0.0.1:PORT (the sink itself, or a TCP relay of it).
+ *       answer; with -D (download) from the sink acting as a source, timed from the request
+ *       to the last byte, every byte compared with the pattern.  direct: connect to 127.0.0.1:PORT (the sink itself, or a TCP relay of it).
  *       detach: sockd opens and connects a tcp socket to 127.0.0.1:PORT, socket.detach, the
  *       stream goes through the received fd.  pipe: same, but socket.pipe; the stream goes
  *       through the socketpair end and sockd relays it.  socks5: connect to the SOCKS5
@@ -181,6 +184,21 @@ sink_conn(void *arg)
     set_timeouts(fd, 60);
     if (buf == NULL || read_full(fd, &want, sizeof want) < 0)
         goto out;
+    if (want >> 63) { /* a download: send the pattern, then wait for the client to close */
+        want &= ~((uint64_t)1 << 63);
+        while (got < want) {
+            size_t n = want - got < IOBUF ? (size_t)(want - got) : IOBUF;
+            ssize_t w = send(fd, pat + got % PERIOD, n, MSG_NOSIGNAL);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                goto out;
+            got += (uint64_t)w;
+        }
+        while (read(fd, buf, IOBUF) > 0)
+            ;
+        goto out;
+    }
     while (got < want) {
         size_t room = want - got < IOBUF ? (size_t)(want - got) : IOBUF;
         ssize_t n = read(fd, buf, room);
@@ -823,8 +841,25 @@ socks5_connect(int fd, int port)
         die("SOCKS5 reply address");
 }
 
+/* Close the stream; pipe: the relay ends once both sides closed (socket.closed); wait for it
+ * (bounded) so its last CPU lands in this run, then let go of the control connection. */
+static void
+stream_done(int fd, const char *mode)
+{
+    close(fd);
+    if (ctl_fd >= 0) {
+        double d = now() + 3;
+        while (mode[0] == 'p' && !setup_closed && now() < d)
+            ctl_poll(50);
+        if (mode[0] == 'p' && !setup_closed)
+            warn("no socket.closed within 3 s of closing the pipe end");
+        close(ctl_fd);
+    }
+}
+
 static int
-run_stream(const char *mode, const char *path, int port, int sink_port, unsigned long long mib)
+run_stream(const char *mode, const char *path, int port, int sink_port, unsigned long long mib,
+           int down)
 {
     int fd = -1;
     uint64_t total = (uint64_t)mib << 20;
@@ -858,8 +893,31 @@ run_stream(const char *mode, const char *path, int port, int sink_port, unsigned
     }
     double cpu0 = client_cpu();
     double t0 = now();
-    if (write_full(fd, &total, sizeof total) < 0)
+    uint64_t hdr = down ? total | (uint64_t)1 << 63 : total;
+    if (write_full(fd, &hdr, sizeof hdr) < 0)
         die("write: %s", strerror(errno));
+    if (down) {
+        static unsigned char in[IOBUF];
+        uint64_t got = 0;
+        while (got < total) {
+            ssize_t n = recv(fd, in, sizeof in, 0);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                die("read after %llu of %llu bytes: %s", (unsigned long long)got,
+                    (unsigned long long)total, n < 0 ? strerror(errno) : "EOF");
+            if (memcmp(in, pat + got % PERIOD, (size_t)n) != 0)
+                die("the bytes from the source differ from the pattern after %llu bytes",
+                    (unsigned long long)got);
+            got += (uint64_t)n;
+        }
+        double t1 = now(), cpu1 = client_cpu();
+        stream_done(fd, mode);
+        printf("mibps=%.1f bytes=%llu seconds=%.3f client_cpu_s=%.3f warnings=%llu\n",
+               (double)total / (t1 - t0) / 1048576.0, (unsigned long long)total, t1 - t0,
+               cpu1 - cpu0, warnings);
+        return 0;
+    }
     uint64_t sent = 0;
     while (sent < total) {
         size_t n = total - sent < IOBUF ? (size_t)(total - sent) : IOBUF;
@@ -881,17 +939,7 @@ run_stream(const char *mode, const char *path, int port, int sink_port, unsigned
         die(ack == ~(uint64_t)0 ? "the sink saw bytes that differ from what was sent"
                                 : "the sink counted %llu bytes, sent %llu",
             (unsigned long long)ack, (unsigned long long)total);
-    close(fd);
-    if (ctl_fd >= 0) {
-        /* pipe: the relay ends once both sides closed (socket.closed); wait for it (bounded)
-         * so its last CPU lands in this run, then let go */
-        double d = now() + 3;
-        while (mode[0] == 'p' && !setup_closed && now() < d)
-            ctl_poll(50);
-        if (mode[0] == 'p' && !setup_closed)
-            warn("no socket.closed within 3 s of closing the pipe end");
-        close(ctl_fd);
-    }
+    stream_done(fd, mode);
     printf("mibps=%.1f bytes=%llu seconds=%.3f client_cpu_s=%.3f warnings=%llu\n",
            (double)total / (t1 - t0) / 1048576.0, (unsigned long long)total, t1 - t0, cpu1 - cpu0,
            warnings);
@@ -1063,7 +1111,7 @@ usage(void)
             "       net_bench udp -m sockd|direct|connected|detach -p PORT [-s SOCK] [-w WINDOW] "
             "[-d SECONDS] [-l LEN]\n"
             "       net_bench stream -m direct|detach|pipe|socks5 -p PORT [-P SINKPORT] "
-            "[-s SOCK] [-b MIB]\n"
+            "[-s SOCK] [-b MIB] [-D]\n"
             "       net_bench tlshs -s SOCK -p PORT [-n INFLIGHT] [-d SECONDS]\n"
             "       (all: [-T TIMEOUT])\n");
     exit(2);
@@ -1076,12 +1124,12 @@ main(int argc, char **argv)
         usage();
     what = argv[1];
     const char *mode = "", *path = NULL;
-    int port = 0, sink_port = 0, inflight = 8, ch;
+    int port = 0, sink_port = 0, inflight = 8, down = 0, ch;
     unsigned window = 1;
     double secs = 2;
     unsigned long long mib = 256;
     optind = 2;
-    while ((ch = getopt(argc, argv, "m:s:p:P:w:d:l:b:n:T:")) != -1) {
+    while ((ch = getopt(argc, argv, "m:s:p:P:w:d:l:b:n:T:D")) != -1) {
         switch (ch) {
         case 'm': mode = optarg; break;
         case 's': path = optarg; break;
@@ -1093,6 +1141,7 @@ main(int argc, char **argv)
         case 'b': mib = strtoull(optarg, NULL, 10); break;
         case 'n': inflight = atoi(optarg); break;
         case 'T': timeout = atof(optarg); break;
+        case 'D': down = 1; break;
         default: usage();
         }
     }
@@ -1115,7 +1164,7 @@ main(int argc, char **argv)
             usage();
         if (mib == 0 || mib > (1u << 20))
             usage();
-        return run_stream(mode, path, port, sink_port, mib);
+        return run_stream(mode, path, port, sink_port, mib, down);
     }
     if (strcmp(what, "tlshs") == 0)
         return run_tlshs(path, port, inflight, secs);

@@ -2369,6 +2369,94 @@ test_pipe_readahead_peer_first(void **state)
     daemon_end(d);
 }
 
+/* Pattern byte i of a stream (so a lost, doubled or reordered chunk shows). */
+static unsigned char
+pat(size_t i)
+{
+    return (unsigned char)((i * 131 + (i >> 13)) & 0xff);
+}
+
+/*
+ * From a plain TCP peer the relay splices through a kernel pipe: the daemon holds two more fds
+ * for it, reads no more than the pipe holds while the client is not reading, passes every byte in
+ * order, ends with the peer's EOF, and leaves no fd behind.
+ */
+static void
+test_pipe_splice_backpressure(void **state)
+{
+    (void)state;
+    int lfd = raw_listen("127.0.0.1", 0, 0), pfd, fd, rc, base;
+    struct h_daemon *d = daemon_new(NULL);
+    struct sockd_client *c = h_client_auto(d);
+    static unsigned char chunk[65536], got[65536];
+    size_t wrote = 0, read_total = 0;
+    json_t *res, *err, *r, *ev;
+    long long s, deadline, quiet_since;
+
+    s = connect_ok(c, "127.0.0.1", local_port(lfd));
+    pfd = raw_accept(lfd);
+    base = h_count_fds(d->pid);
+    rc =
+        CALL_FD(c, "socket.pipe", json_pack("{s:I}", "socket", (json_int_t)s), -1, &res, &err, &fd);
+    CHECK(rc == 0 && fd >= 0, "socket.pipe: rc %d fd %d %s", rc, fd, jd(err));
+    json_decref(res);
+    CHECK(h_wait_fds(d->pid, base + 3, 2000) == base + 3,
+          "a plain TCP pipe holds its socketpair end and a kernel pipe (%d fds, expected %d)",
+          h_count_fds(d->pid), base + 3);
+
+    /* the peer writes until nothing more is taken for 300 ms; the client reads nothing yet */
+    fcntl(pfd, F_SETFL, fcntl(pfd, F_GETFL) | O_NONBLOCK);
+    deadline = now_ms() + 10000;
+    quiet_since = now_ms();
+    while (now_ms() - quiet_since < 300 && now_ms() < deadline) {
+        for (size_t i = 0; i < sizeof chunk; i++)
+            chunk[i] = pat(wrote + i);
+        ssize_t w = send(pfd, chunk, sizeof chunk, MSG_NOSIGNAL);
+        if (w > 0) {
+            wrote += (size_t)w;
+            quiet_since = now_ms();
+        } else {
+            CHECK(errno == EAGAIN, "peer write: %s", strerror(errno));
+            h_sleep_ms(10);
+        }
+    }
+    CHECK(now_ms() < deadline, "the peer could write without end: %zu bytes, no backpressure",
+          wrote);
+    r = info(c, s);
+    CHECK(jint(r, "recv_buffered") > 0 && jint(r, "recv_buffered") <= 1024 * 1024,
+          "recv_buffered %lld with a client that does not read (the pipe holds at most 1 MiB)",
+          jint(r, "recv_buffered"));
+    json_decref(r);
+
+    /* now the client reads it all, in order, then the peer's EOF */
+    assert_int_equal(shutdown(pfd, SHUT_WR), 0);
+    deadline = now_ms() + 20000;
+    while (read_total < wrote && now_ms() < deadline) {
+        ssize_t n = recv(fd, got, sizeof got, 0);
+        CHECK(n > 0, "read from the pipe end: %zd (%s) after %zu of %zu bytes", n,
+              n < 0 ? strerror(errno) : "EOF", read_total, wrote);
+        for (ssize_t i = 0; i < n; i++)
+            if (got[i] != pat(read_total + (size_t)i))
+                fail_msg("byte %zu differs", read_total + (size_t)i);
+        read_total += (size_t)n;
+    }
+    CHECK(read_total == wrote, "read %zu of %zu bytes", read_total, wrote);
+    CHECK(wait_eof(fd, H_TIMEOUT_MS) == 0, "the peer's EOF did not reach the pipe end");
+    r = info(c, s);
+    CHECK(jint(r, "bytes_received") == (long long)wrote, "bytes_received %lld, peer wrote %zu",
+          jint(r, "bytes_received"), wrote);
+    json_decref(r);
+    close(fd);
+    ev = EV(c, "socket.closed", s);
+    CHECK(strcmp(jstr(ev, "reason"), "by_peer") == 0, "the peer ended first: %s", jd(ev));
+    json_decref(ev);
+    CHECK(h_wait_fds(d->pid, base - 1, 2000) == base - 1,
+          "fds after the piped socket closed: %d, expected %d", h_count_fds(d->pid), base - 1);
+    close(pfd);
+    close(lfd);
+    daemon_end(d);
+}
+
 static void
 test_stray_fds(void **state)
 {
@@ -2719,6 +2807,7 @@ main(void)
         T(test_attach_wrong),
         T(test_pipe),
         T(test_pipe_readahead_peer_first),
+        T(test_pipe_splice_backpressure),
         T(test_stray_fds),
         T(test_give_take),
         T(test_take_other_uid),
