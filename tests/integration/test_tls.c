@@ -1578,6 +1578,58 @@ test_verify_false(void **state)
     expect_hs_failed(t, s, id, NULL);
 }
 
+/*
+ * Contexts without a ca use the system store: the default CA file and hashed CA directory, with
+ * SSL_CERT_FILE and SSL_CERT_DIR honoured. Each daemon here trusts our test CA only through one
+ * of the two; with neither, the same server is refused.
+ */
+static void
+test_system_store(void **state)
+{
+    (void)state;
+    char cmd[256], hash[32] = "", dir[200], link[260], file[200];
+    FILE *p;
+    snprintf(cmd, sizeof cmd, "openssl x509 -noout -hash -in %s/ca.pem", tdir);
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    if (fgets(hash, sizeof hash, p) == NULL)
+        hash[0] = '\0';
+    pclose(p);
+    hash[strcspn(hash, "\n")] = '\0';
+    assert_true(strlen(hash) == 8);
+    snprintf(dir, sizeof dir, "%s/sysdir", tdir);
+    snprintf(link, sizeof link, "%s/%s.0", dir, hash);
+    snprintf(file, sizeof file, "%s/ca.pem", tdir);
+    if (mkdir(dir, 0700) < 0)
+        assert_int_equal(errno, EEXIST);
+    (void)unlink(link);
+    assert_int_equal(symlink(file, link), 0);
+
+    static const struct {
+        int use_dir, use_file, trusted;
+    } cases[] = {{1, 0, 1}, {0, 1, 1}, {0, 0, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        setenv("SSL_CERT_DIR", cases[i].use_dir ? dir : "/nonexistent-sockd-test", 1);
+        setenv("SSL_CERT_FILE", cases[i].use_file ? file : "/nonexistent-sockd-test", 1);
+        struct h_daemon *d = daemon_new(NULL);
+        unsetenv("SSL_CERT_DIR");
+        unsetenv("SSL_CERT_FILE");
+        struct tc *t = tc_new(d);
+        struct proc *sv = s_server("server", NULL, false);
+        long long c = ctx_new(t, NULL), id;
+        long long s = tls_connect(t, c, sv->port, "test.local", &id);
+        if (cases[i].trusted) {
+            json_t *tls = expect_connected(t, s, id, sv->port);
+            check_tls(tls, NULL, true, cert("server")->fp, "test.local", NULL);
+            json_decref(tls);
+        } else {
+            expect_hs_failed(t, s, id, "issuer|certificate verify|unable to get");
+        }
+    }
+    unlink(link);
+    rmdir(dir);
+}
+
 /* An empty server_name is refused (-32602 naming it) and leaves the socket usable. */
 static void
 test_empty_server_name(void **state)
@@ -2865,6 +2917,7 @@ main(void)
         T(test_reject_expired),
         T(test_reject_old_protocol),
         T(test_verify_false),
+        T(test_system_store),
         T(test_empty_server_name),
         T(test_alpn_client),
         T(test_alpn_server_mismatch),
