@@ -589,7 +589,7 @@ rpc_fast_scan(const char *p, size_t n, struct rpc_envelope *env)
             seen_rpc = 1;
             e = i + 5;
         } else if (klen == 2 && memcmp(key, "id", 2) == 0 && env->id == NULL) {
-            env->id_str = p[i] == '"';
+            env->id_str = i < n && p[i] == '"';
             e = env->id_str ? rpc_plain_str(p, i, n, RPC_FAST_ID_MAX) : rpc_plain_int(p, i, n);
             env->id = p + i;
             env->id_len = e - i;
@@ -598,7 +598,7 @@ rpc_fast_scan(const char *p, size_t n, struct rpc_envelope *env)
             env->method = p + i + 1;
             env->method_len = e - i - 2;
         } else if (klen == 6 && memcmp(key, "params", 6) == 0 && env->params == NULL) {
-            e = p[i] == '{' ? rpc_skip_object(p, i, n) : 0;
+            e = i < n && p[i] == '{' ? rpc_skip_object(p, i, n) : 0;
             env->params = p + i;
             env->params_len = e - i;
         } else {
@@ -618,6 +618,37 @@ rpc_fast_scan(const char *p, size_t n, struct rpc_envelope *env)
     if (rpc_ws(p, i + 1, n) != n || !seen_rpc || env->id == NULL || env->method == NULL)
         return -1;
     return 0;
+}
+
+int
+rpc_fastpath_check(const char *line, size_t len)
+{
+    struct rpc_envelope env;
+    json_t *msg, *params = NULL, *v;
+    char *idtext;
+    int ok;
+
+    if (rpc_fast_scan(line, len, &env) < 0)
+        return 0;
+    if (env.params != NULL &&
+        (params = json_loadb(env.params, env.params_len, JSON_REJECT_DUPLICATES, NULL)) == NULL)
+        return 0; /* declined there too */
+    msg = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
+    ok = json_is_object(msg) && json_object_size(msg) == 3u + (params != NULL);
+    v = json_object_get(msg, "jsonrpc");
+    ok = ok && json_is_string(v) && strcmp(json_string_value(v), "2.0") == 0;
+    v = json_object_get(msg, "method");
+    ok = ok && json_is_string(v) && json_string_length(v) == env.method_len &&
+         memcmp(json_string_value(v), env.method, env.method_len) == 0;
+    ok = ok && (params == NULL || json_equal(params, json_object_get(msg, "params")));
+    v = json_object_get(msg, "id");
+    idtext = v != NULL ? json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    ok = ok && idtext != NULL && strlen(idtext) == env.id_len &&
+         memcmp(idtext, env.id, env.id_len) == 0 && (json_is_integer(v) || json_is_string(v));
+    free(idtext);
+    json_decref(msg);
+    json_decref(params);
+    return ok ? 1 : -1;
 }
 
 /* Handle the line on the fast path; 0 when done, -1 when declined (nothing happened yet). */

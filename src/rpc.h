@@ -48,6 +48,12 @@ struct rpc_method {
 int rpc_handle_line(struct client *c, const char *line, size_t len);
 /* Turn the fast path for plain single requests on or off (tests compare the two); on by default. */
 void rpc_fastpath_enable(int on);
+/*
+ * For fuzzing and tests: 1 when the fast path would take the line and jansson reads it the same
+ * way (members, method, params, the id's text), 0 when the fast path declines it, -1 when it
+ * would take a line that jansson reads differently or rejects.
+ */
+int rpc_fastpath_check(const char *line, size_t len);
 /* Lines the fast path has handled so far. */
 unsigned long rpc_fastpath_hits(void);
 /* The error response for an over-long line. */
