@@ -117,7 +117,9 @@ socket_attach(struct rpc_call *call)
     int connected = handoff_name(fd, 1, &peer, &plen) == 0;
     handoff_name(fd, 0, &local, &llen);
     struct sock *s = sock_new(call->client, (enum sock_type)t, domain == AF_INET6);
-    if (s == NULL) {
+    if (s == NULL || (acc && sock_listen_alloc(s) < 0)) {
+        if (s != NULL)
+            sock_close(s, NULL, 0, NULL, NULL);
         close(fd);
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     }
@@ -156,8 +158,7 @@ socket_attach(struct rpc_call *call)
     s->has_local = 1;
     s->has_remote = connected != 0;
     if (acc) {
-        s->listen_req = call->id ? json_incref(call->id) : NULL;
-        sock_listen_start(s);
+        sock_listen_start(s, call->id);
     } else {
         s->state = connected ? SS_CONNECTED : SS_BOUND;
         sock_update_io(s);

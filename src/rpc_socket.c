@@ -365,6 +365,8 @@ socket_listen(struct rpc_call *call)
                         "listen: the context has no server certificate");
     if (rpc_int_range(call, "backlog", 1, 65535, 128, &backlog) < 0)
         return -1;
+    if (sock_listen_alloc(s) < 0)
+        return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     int was_open = s->state == SS_OPEN;
     if (was_open) {
         struct addr a;
@@ -388,8 +390,7 @@ socket_listen(struct rpc_call *call)
         return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_LISTEN_FAILED, err, "listen");
     }
     s->auto_accept = rpc_bool(call, "auto_accept", 0);
-    s->listen_req = call->id ? json_incref(call->id) : NULL;
-    sock_listen_start(s);
+    sock_listen_start(s, call->id);
     return 0;
 }
 

@@ -180,16 +180,20 @@ sock_release(struct sock *s)
         free(r);
     }
     s->sq_tail = NULL;
-    while (s->pend_head != NULL)
-        sock_pending_drop(s, s->pend_head);
+    if (s->lst != NULL) {
+        while (s->lst->pend_head != NULL)
+            sock_pending_drop(s, s->lst->pend_head);
+        json_decref(s->lst->req);
+        free(s->lst);
+        s->lst = NULL;
+    }
     buf_free(&s->out);
     buf_free(&s->in);
     json_decref(s->recv_req);
     json_decref(s->connect_req);
-    json_decref(s->listen_req);
     json_decref(s->shutdown_req);
     json_decref(s->tag);
-    s->recv_req = s->connect_req = s->listen_req = s->shutdown_req = s->tag = NULL;
+    s->recv_req = s->connect_req = s->shutdown_req = s->tag = NULL;
     struct stat st;
     if (s->unlink_local && s->un_local != NULL && s->un_local[0] == '/' &&
         lstat(s->un_local, &st) == 0 && st.st_dev == s->un_dev && st.st_ino == s->un_ino)
@@ -306,9 +310,12 @@ static void
 sock_forget_requests(struct sock *s)
 {
     json_decref(s->connect_req);
-    json_decref(s->listen_req);
     json_decref(s->shutdown_req);
-    s->connect_req = s->listen_req = s->shutdown_req = NULL;
+    s->connect_req = s->shutdown_req = NULL;
+    if (s->lst != NULL) {
+        json_decref(s->lst->req);
+        s->lst->req = NULL;
+    }
     for (struct sock_sendrec *r = s->sq_head; r != NULL; r = r->next) {
         json_decref(r->req);
         r->req = NULL;
@@ -405,7 +412,7 @@ sock_info(struct sock *s)
     if (s->listener)
         json_object_set_new(o, "listener", json_integer((json_int_t)s->listener));
     if (s->state == SS_LISTENING)
-        json_object_set_new(o, "pending", json_integer(s->npending));
+        json_object_set_new(o, "pending", json_integer(s->lst->npending));
     if (s->tag != NULL)
         json_object_set(o, "tag", s->tag);
     if (s->ssl != NULL && !s->tls_handshaking)

@@ -62,6 +62,14 @@ struct sock_pending {
     struct ssl_st *ssl; /* dtls: the peer's SSL, past the cookie exchange (sock_dtls.c) */
 };
 
+/* A listener's state: made by socket.listen (or attach of a listening fd), kept until close. */
+struct sock_listen {
+    struct sock_pending *pend_head, *pend_tail;
+    uint64_t next_pending; /* number of the last pending connection */
+    unsigned npending;
+    json_t *req; /* the listen request, named by socket.incoming and auto-accepted sockets */
+};
+
 /* Options of socket.setopt, kept so they also apply to an fd made later. */
 enum sock_opt_bit {
     SOPT_NODELAY = 1 << 0,   /* TCP_NODELAY */
@@ -158,15 +166,12 @@ struct sock {
     struct sock_sendrec *sq_head, *sq_tail;
     struct buf in; /* bytes read, not yet delivered */
     size_t recv_len;
-    json_t *recv_req, *connect_req, *listen_req, *shutdown_req;
+    json_t *recv_req, *connect_req, *shutdown_req;
     json_t *tag;
     uint64_t bytes_sent, bytes_received;
     union sock_sa local, remote;
 
-    /* listener */
-    struct sock_pending *pend_head, *pend_tail;
-    unsigned npending;
-    uint64_t next_pending;
+    struct sock_listen *lst; /* listeners only: allocated by sock_listen_alloc */
     /* accepted */
     uint64_t listener;
 
@@ -281,8 +286,10 @@ void sock_recv(struct sock *s, size_t len, int partial, int stream, double timeo
 int sock_recv_cancel(struct sock *s);
 /* Begin socket.shutdown: flush, then close with reason normal. */
 void sock_shutdown(struct sock *s, json_t *req);
-/* Start accepting on a listening socket. */
-void sock_listen_start(struct sock *s);
+/* Make the listener state of s if it has none yet (before listening); -1 on ENOMEM. */
+int sock_listen_alloc(struct sock *s);
+/* Start accepting on a socket with listener state; socket.incoming names req (referenced). */
+void sock_listen_start(struct sock *s, json_t *req);
 /* Find a pending connection by number (NULL if unknown). */
 struct sock_pending *sock_pending_find(struct sock *l, uint64_t num);
 /* Turn a pending connection into a socket owned by the listener's client; NULL on error. */

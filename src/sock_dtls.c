@@ -411,7 +411,7 @@ fail:
 static int
 dtls_peer_taken(struct sock *l, const union sock_sa *peer)
 {
-    for (struct sock_pending *p = l->pend_head; p != NULL; p = p->next)
+    for (struct sock_pending *p = l->lst->pend_head; p != NULL; p = p->next)
         if (dtls_sa_equal(&p->remote, peer))
             return 1;
     if (l->owner != NULL)

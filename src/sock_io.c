@@ -1017,7 +1017,8 @@ sock_pending_timeout_cb(EV_P_ ev_timer *w, int revents)
 static void
 sock_pending_unlink(struct sock *l, struct sock_pending *p)
 {
-    struct sock_pending **pp = &l->pend_head, *prev = NULL;
+    struct sock_listen *ls = l->lst;
+    struct sock_pending **pp = &ls->pend_head, *prev = NULL;
     while (*pp != NULL && *pp != p) {
         prev = *pp;
         pp = &(*pp)->next;
@@ -1025,11 +1026,11 @@ sock_pending_unlink(struct sock *l, struct sock_pending *p)
     if (*pp == NULL)
         return;
     *pp = p->next;
-    if (l->pend_tail == p)
-        l->pend_tail = prev;
-    l->npending--;
+    if (ls->pend_tail == p)
+        ls->pend_tail = prev;
+    ls->npending--;
     ev_timer_stop(sockd.loop, &p->timer);
-    if (l->accept_paused && l->npending < sockd.conf.max_pending_accepts) {
+    if (l->accept_paused && ls->npending < sockd.conf.max_pending_accepts) {
         l->accept_paused = 0;
         sock_update_io(l);
     }
@@ -1047,7 +1048,7 @@ sock_pending_drop(struct sock *l, struct sock_pending *p)
 struct sock_pending *
 sock_pending_find(struct sock *l, uint64_t num)
 {
-    for (struct sock_pending *p = l->pend_head; p != NULL; p = p->next)
+    for (struct sock_pending *p = l->lst->pend_head; p != NULL; p = p->next)
         if (p->num == num)
             return p;
     return NULL;
@@ -1081,7 +1082,7 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
         tlsctx_ref(s->tlsctx);
         s->state = SS_CONNECTING;
         s->tls_announce = 1;
-        s->accept_auto = req == l->listen_req && l->auto_accept;
+        s->accept_auto = req == l->lst->req && l->auto_accept;
         s->connect_req = req ? json_incref(req) : NULL;
         /* a peer that stalls its handshake holds the slot no longer than accept-timeout */
         sock_timer_start(s, SOCK_TIMER_CONNECT, sock_connect_timeout_cb,
@@ -1123,15 +1124,16 @@ sock_accept_resume_cb(EV_P_ ev_timer *w, int revents)
 {
     struct sock *l = w->data;
     (void)revents;
-    l->accept_paused = l->npending >= sockd.conf.max_pending_accepts;
+    l->accept_paused = l->lst->npending >= sockd.conf.max_pending_accepts;
     sock_update_io(l);
 }
 
 static void
 sock_accept_ready(struct sock *l)
 {
+    struct sock_listen *ls = l->lst;
     for (int i = 0; i < 16 && !l->dead; i++) {
-        if (l->npending >= sockd.conf.max_pending_accepts) {
+        if (ls->npending >= sockd.conf.max_pending_accepts) {
             l->accept_paused = 1;
             break;
         }
@@ -1167,7 +1169,7 @@ sock_accept_ready(struct sock *l)
                 SSL_free(ssl); /* dtls */
                 continue;
             }
-            sock_adopt_accepted(l, fd, &remote, &local, l->listen_req, NULL, ssl);
+            sock_adopt_accepted(l, fd, &remote, &local, ls->req, NULL, ssl);
             continue;
         }
         struct sock_pending *p = calloc(1, sizeof *p);
@@ -1177,7 +1179,7 @@ sock_accept_ready(struct sock *l)
             break;
         }
         p->listener = l;
-        p->num = ++l->next_pending;
+        p->num = ++ls->next_pending;
         p->fd = fd;
         p->ssl = ssl;
         p->remote = remote;
@@ -1186,12 +1188,12 @@ sock_accept_ready(struct sock *l)
                       0.0);
         p->timer.data = p;
         ev_timer_start(sockd.loop, &p->timer);
-        if (l->pend_tail)
-            l->pend_tail->next = p;
+        if (ls->pend_tail)
+            ls->pend_tail->next = p;
         else
-            l->pend_head = p;
-        l->pend_tail = p;
-        l->npending++;
+            ls->pend_head = p;
+        ls->pend_tail = p;
+        ls->npending++;
         json_t *jr, *jl;
         if (l->type == SOCK_UNIX) {
             jr = json_pack("{s:s}", "path", "");
@@ -1203,13 +1205,23 @@ sock_accept_ready(struct sock *l)
         sock_emit(
             l, "socket.incoming",
             json_pack("{s:I,s:o,s:o}", "pending", (json_int_t)p->num, "remote", jr, "local", jl),
-            l->listen_req);
+            ls->req);
     }
 }
 
-void
-sock_listen_start(struct sock *l)
+int
+sock_listen_alloc(struct sock *s)
 {
+    if (s->lst == NULL && (s->lst = calloc(1, sizeof *s->lst)) == NULL)
+        return -1;
+    return 0;
+}
+
+void
+sock_listen_start(struct sock *l, json_t *req)
+{
+    json_decref(l->lst->req);
+    l->lst->req = req ? json_incref(req) : NULL;
     l->state = SS_LISTENING;
     sock_update_io(l);
 }
