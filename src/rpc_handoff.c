@@ -66,7 +66,8 @@ socket_detach(struct rpc_call *call)
     fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) & ~O_NONBLOCK);
     call->fd_out = s->fd;
     s->fd = -1;
-    s->unlink_local = 0; /* a detached unix listener keeps its file */
+    if (s->un != NULL)
+        s->un->unlink_local = 0; /* a detached unix listener keeps its file */
     sock_close(s, NULL, 0, NULL, NULL);
     return 0;
 }
@@ -143,11 +144,11 @@ socket_attach(struct rpc_call *call)
         s->tag = json_incref(tag);
     if (domain == AF_UNIX) {
         json_t *jl = addr_to_json((struct sockaddr *)&local, llen);
-        s->un_local = strdup(json_string_value(json_object_get(jl, "path")));
+        s->un->local = strdup(json_string_value(json_object_get(jl, "path")));
         json_decref(jl);
         if (connected) {
             json_t *jp = addr_to_json((struct sockaddr *)&peer, plen);
-            s->un_remote = strdup(json_string_value(json_object_get(jp, "path")));
+            s->un->remote = strdup(json_string_value(json_object_get(jp, "path")));
             json_decref(jp);
         }
     } else {

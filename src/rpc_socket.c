@@ -216,11 +216,11 @@ rpc_do_bind(struct rpc_call *call, struct sock *s, struct addr *a, int reuse)
     }
     if (a->kind == ADDR_UNIX) {
         struct stat st;
-        s->un_local = strdup(a->host);
+        s->un->local = strdup(a->host);
         if (a->host[0] == '/' && lstat(a->host, &st) == 0) {
-            s->unlink_local = 1;
-            s->un_dev = st.st_dev;
-            s->un_ino = st.st_ino;
+            s->un->unlink_local = 1;
+            s->un->dev = st.st_dev;
+            s->un->ino = st.st_ino;
         }
     } else {
         socklen_t len = sizeof s->local;
@@ -297,7 +297,7 @@ rpc_bind_unix(struct rpc_call *call, struct sock *s, const char *text)
     if (text[0] == '/' && chmod(text, (mode_t)mode) < 0) {
         int err = errno;
         unlink(text);
-        s->unlink_local = 0;
+        s->un->unlink_local = 0;
         ev_io_stop(sockd.loop, &s->io);
         close(s->fd);
         s->fd = -1;

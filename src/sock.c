@@ -92,8 +92,13 @@ sock_new(struct client *c, enum sock_type type, int ipv6)
     struct sock *s = calloc(1, sizeof *s);
     if (s == NULL)
         return NULL;
+    if (type == SOCK_UNIX && (s->un = calloc(1, sizeof *s->un)) == NULL) {
+        free(s);
+        return NULL;
+    }
     s->id = daemon_handle();
     if (idmap_put(&sockd.socks, s->id, s) < 0) {
+        free(s->un);
         free(s);
         return NULL;
     }
@@ -194,12 +199,17 @@ sock_release(struct sock *s)
     json_decref(s->shutdown_req);
     json_decref(s->tag);
     s->recv_req = s->connect_req = s->shutdown_req = s->tag = NULL;
-    struct stat st;
-    if (s->unlink_local && s->un_local != NULL && s->un_local[0] == '/' &&
-        lstat(s->un_local, &st) == 0 && st.st_dev == s->un_dev && st.st_ino == s->un_ino)
-        unlink(s->un_local); /* only our own file: another socket may have replaced it */
-    free(s->un_local);
-    free(s->un_remote);
+    struct sock_unix *u = s->un;
+    if (u != NULL) {
+        struct stat st;
+        if (u->unlink_local && u->local != NULL && u->local[0] == '/' &&
+            lstat(u->local, &st) == 0 && st.st_dev == u->dev && st.st_ino == u->ino)
+            unlink(u->local); /* only our own file: another socket may have replaced it */
+        free(u->local);
+        free(u->remote);
+        free(u);
+        s->un = NULL;
+    }
     free(s->opts);
     free(s->raddrs);
     free(s->server_name);
@@ -208,7 +218,7 @@ sock_release(struct sock *s)
     free(s->timers); /* stopped by sock_close before this */
     s->timers = NULL;
     tls_free(s);
-    s->un_local = s->un_remote = s->server_name = NULL;
+    s->server_name = NULL;
     s->opts = NULL;
     s->raddrs = NULL;
 }
@@ -217,7 +227,7 @@ json_t *
 sock_addr_json(const struct sock *s, int remote)
 {
     if (s->type == SOCK_UNIX) {
-        const char *p = remote ? s->un_remote : s->un_local;
+        const char *p = remote ? s->un->remote : s->un->local;
         return json_pack("{s:s}", "path", p ? p : "");
     }
     const union sock_sa *a = remote ? (s->asked ? s->asked : &s->remote) : &s->local;

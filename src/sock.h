@@ -70,6 +70,14 @@ struct sock_listen {
     json_t *req; /* the listen request, named by socket.incoming and auto-accepted sockets */
 };
 
+/* A unix socket's addresses, made with the socket (other types have none). */
+struct sock_unix {
+    char *local, *remote;      /* reported paths ("/p", "@abstract", "" unnamed), malloc'ed */
+    dev_t dev;                 /* dev and ino of the bound file, so close never removes a */
+    ino_t ino;                 /* file another socket took over */
+    unsigned unlink_local : 1; /* remove the bound file when the socket closes */
+};
+
 /* Options of socket.setopt, kept so they also apply to an fd made later. */
 enum sock_opt_bit {
     SOPT_NODELAY = 1 << 0,   /* TCP_NODELAY */
@@ -175,11 +183,7 @@ struct sock {
     /* accepted */
     uint64_t listener;
 
-    /* unix: reported paths ("/p", "@abstract", "" unnamed), malloc'ed */
-    char *un_local, *un_remote;
-    unsigned unlink_local : 1; /* remove the bound file when the socket closes */
-    dev_t un_dev;              /* the bound file, so close never removes a file taken over */
-    ino_t un_ino;
+    struct sock_unix *un;   /* unix sockets only, from sock_new on */
     struct sock_opts *opts; /* NULL until socket.setopt */
     /* host name connects (resolve.c): lookup in flight, then the addresses to try */
     struct resolve_req *rreq;

@@ -406,8 +406,8 @@ sock_connect_attempt(struct sock *s, const struct sockaddr *sa, socklen_t len)
     s->attempted = 1;
     if (sa->sa_family == AF_UNIX) {
         json_t *j = addr_to_json(sa, len);
-        free(s->un_remote);
-        s->un_remote = strdup(json_string_value(json_object_get(j, "path")));
+        free(s->un->remote);
+        s->un->remote = strdup(json_string_value(json_object_get(j, "path")));
         json_decref(j);
     } else {
         memcpy(&s->remote, sa, len < sizeof s->remote ? len : sizeof s->remote);
@@ -1071,8 +1071,8 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
     s->local = *local;
     s->has_remote = s->has_local = 1;
     if (l->type == SOCK_UNIX) {
-        s->un_local = strdup(l->un_local ? l->un_local : "");
-        s->un_remote = strdup("");
+        s->un->local = strdup(l->un->local ? l->un->local : "");
+        s->un->remote = strdup("");
     }
     s->listener = l->id;
     s->tag = tag ? json_incref(tag) : NULL;
