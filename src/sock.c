@@ -12,7 +12,6 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
-#include "resolve.h"
 #include "sock.h"
 #include "tls.h"
 
@@ -211,7 +210,6 @@ sock_release(struct sock *s)
         s->un = NULL;
     }
     free(s->opts);
-    free(s->raddrs);
     free(s->server_name);
     free(s->asked);
     s->asked = NULL;
@@ -220,7 +218,6 @@ sock_release(struct sock *s)
     tls_free(s);
     s->server_name = NULL;
     s->opts = NULL;
-    s->raddrs = NULL;
 }
 
 json_t *
@@ -272,10 +269,7 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
     }
     if (s->gift != NULL)
         sock_gift_drop(s->gift);
-    if (s->rreq != NULL) {
-        resolve_cancel(s->rreq);
-        s->rreq = NULL;
-    }
+    sock_resolve_free(s);
     if (reason != NULL && c != NULL) {
         json_t *p = json_pack("{s:s}", "reason", reason);
         if (err != 0) {

@@ -183,12 +183,9 @@ struct sock {
     /* accepted */
     uint64_t listener;
 
-    struct sock_unix *un;   /* unix sockets only, from sock_new on */
-    struct sock_opts *opts; /* NULL until socket.setopt */
-    /* host name connects (resolve.c): lookup in flight, then the addresses to try */
-    struct resolve_req *rreq;
-    struct resolve_result *raddrs;
-    int rnext;
+    struct sock_unix *un;     /* unix sockets only, from sock_new on */
+    struct sock_opts *opts;   /* NULL until socket.setopt */
+    struct sock_resolve *rs;  /* host name connects: until connected (sock_io.c) */
     char *server_name;        /* tls: name to verify and send as SNI */
     union sock_sa *asked;     /* connect destination as asked, when a rewrite changed it */
     struct sock_relay *relay; /* socket.pipe: the daemon's end of the socketpair */
@@ -245,6 +242,8 @@ int sock_apply_opts(struct sock *s, const char **which);
 int sock_is_dgram(const struct sock *s);
 /* Start connecting to an address (literal, Unix, or host name to resolve); 0, or -1 errno. */
 int sock_connect(struct sock *s, const struct addr *a, double timeout);
+/* Cancel a host-name lookup still in flight and free the resolver state, if any. */
+void sock_resolve_free(struct sock *s);
 /* Queue one datagram (to NULL: the connected peer); -1 ENOBUFS over the cap. */
 int sock_sendto(struct sock *s, const void *p, size_t n, const struct sockaddr *to, socklen_t tolen,
                 json_t *req, int notify);

@@ -240,6 +240,7 @@ sock_ready(struct sock *s)
     s->connect_req = NULL;
     s->state = SS_CONNECTED;
     sock_timer_stop(s, SOCK_TIMER_CONNECT);
+    sock_resolve_free(s); /* the addresses not tried are of no more use */
     sock_fill_local(s);
     json_t *p =
         json_pack("{s:o,s:o}", "local", sock_addr_json(s, 0), "remote", sock_addr_json(s, 1));
@@ -428,14 +429,33 @@ sock_connect_attempt(struct sock *s, const struct sockaddr *sa, socklen_t len)
     return 0;
 }
 
+/* A host name's lookup and then its addresses, tried in order until one connects. */
+struct sock_resolve {
+    struct resolve_req *req; /* lookup in flight, or NULL */
+    int next;                /* next address to try */
+    struct resolve_result addrs;
+};
+
+void
+sock_resolve_free(struct sock *s)
+{
+    if (s->rs == NULL)
+        return;
+    if (s->rs->req != NULL)
+        resolve_cancel(s->rs->req);
+    free(s->rs);
+    s->rs = NULL;
+}
+
 /* Try the next resolved address; closes the socket when none is left. */
 static void
 sock_connect_next(struct sock *s, int last_err)
 {
-    while (s->raddrs != NULL && s->rnext < s->raddrs->count) {
-        int i = s->rnext++;
-        const struct sockaddr *sa = (const struct sockaddr *)&s->raddrs->addrs[i];
-        if (sock_connect_attempt(s, sa, s->raddrs->lens[i])) {
+    struct sock_resolve *rs = s->rs;
+    while (rs != NULL && rs->next < rs->addrs.count) {
+        int i = rs->next++;
+        const struct sockaddr *sa = (const struct sockaddr *)&rs->addrs.addrs[i];
+        if (sock_connect_attempt(s, sa, rs->addrs.lens[i])) {
             sock_update_io(s);
             return;
         }
@@ -453,17 +473,13 @@ static void
 sock_resolved_cb(void *arg, int status, const struct resolve_result *res, const char *why)
 {
     struct sock *s = arg;
-    s->rreq = NULL;
+    s->rs->req = NULL;
     if (status < 0) {
         sock_close(s, SOCKD_REASON_CONNECT_FAILED, 0, why, s->connect_req);
         return;
     }
-    if ((s->raddrs = malloc(sizeof *s->raddrs)) == NULL) {
-        sock_close(s, SOCKD_REASON_CONNECT_FAILED, ENOMEM, NULL, s->connect_req);
-        return;
-    }
-    *s->raddrs = *res;
-    s->rnext = 0;
+    s->rs->addrs = *res;
+    s->rs->next = 0;
     sock_connect_next(s, ECONNREFUSED);
 }
 
@@ -477,9 +493,13 @@ sock_connect(struct sock *s, const struct addr *a, double timeout)
         /* the connect timeout covers the lookup too: the lookup gets what is left of it */
         int family = s->fd >= 0 ? s->local.sa.sa_family : AF_UNSPEC;
         /* a little longer than the connect timer, so timeout_ms always ends as "timeout" */
-        s->rreq = resolve_start(a->host, a->port, family, timeout > 0 ? timeout + 0.1 : 0,
-                                sock_resolved_cb, s);
-        if (s->rreq == NULL) {
+        if (s->rs == NULL)
+            s->rs = calloc(1, sizeof *s->rs);
+        if (s->rs != NULL)
+            s->rs->req = resolve_start(a->host, a->port, family, timeout > 0 ? timeout + 0.1 : 0,
+                                       sock_resolved_cb, s);
+        if (s->rs == NULL || s->rs->req == NULL) {
+            sock_resolve_free(s);
             sock_timer_stop(s, SOCK_TIMER_CONNECT);
             errno = ENOMEM;
             return -1;
