@@ -49,7 +49,7 @@ socket_detach(struct rpc_call *call)
     struct sock *s = rpc_sock(call);
     if (s == NULL)
         return -1;
-    if (s->type == SOCK_TLS || s->type == SOCK_DTLS || s->ssl != NULL)
+    if (s->type == SOCK_TLS || s->type == SOCK_DTLS || sock_ssl(s) != NULL)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
                         "detach: a TLS socket's state lives in the daemon; use socket.pipe");
     if (s->fd < 0 || s->relay != NULL || s->shut_wanted ||

@@ -91,13 +91,16 @@ sock_new(struct client *c, enum sock_type type, int ipv6)
     struct sock *s = calloc(1, sizeof *s);
     if (s == NULL)
         return NULL;
-    if (type == SOCK_UNIX && (s->un = calloc(1, sizeof *s->un)) == NULL) {
+    if ((type == SOCK_UNIX && (s->un = calloc(1, sizeof *s->un)) == NULL) ||
+        ((type == SOCK_TLS || type == SOCK_DTLS) && tls_alloc(s) < 0)) {
+        free(s->un);
         free(s);
         return NULL;
     }
     s->id = daemon_handle();
     if (idmap_put(&sockd.socks, s->id, s) < 0) {
         free(s->un);
+        free(s->tls);
         free(s);
         return NULL;
     }
@@ -210,13 +213,11 @@ sock_release(struct sock *s)
         s->un = NULL;
     }
     free(s->opts);
-    free(s->server_name);
     free(s->asked);
     s->asked = NULL;
     free(s->timers); /* stopped by sock_close before this */
     s->timers = NULL;
     tls_free(s);
-    s->server_name = NULL;
     s->opts = NULL;
 }
 
@@ -419,7 +420,7 @@ sock_info(struct sock *s)
         json_object_set_new(o, "pending", json_integer(s->lst->npending));
     if (s->tag != NULL)
         json_object_set(o, "tag", s->tag);
-    if (s->ssl != NULL && !s->tls_handshaking)
+    if (sock_ssl(s) != NULL && !s->tls->handshaking)
         json_object_set_new(o, "tls", tls_info(s));
     return o;
 }

@@ -78,6 +78,18 @@ struct sock_unix {
     unsigned unlink_local : 1; /* remove the bound file when the socket closes */
 };
 
+/* TLS or DTLS on a socket: made with a tls/dtls socket, or by socket.starttls (transport_tls.c). */
+struct sock_tls {
+    struct ssl_st *ssl;
+    struct tlsctx *ctx;
+    char *server_name;      /* client: name to verify and send as SNI */
+    struct sock_dtls *dtls; /* dtls: retransmission timer, listener state (sock_dtls.c) */
+    uint64_t upgrade_at;    /* starttls: stream offset where plaintext ends and TLS begins */
+    int want;               /* EV_READ/EV_WRITE the TLS engine waits for, 0 none */
+    unsigned clean_eof : 1; /* the peer sent close_notify */
+    unsigned handshaking : 1;
+};
+
 /* Options of socket.setopt, kept so they also apply to an fd made later. */
 enum sock_opt_bit {
     SOPT_NODELAY = 1 << 0,   /* TCP_NODELAY */
@@ -186,20 +198,18 @@ struct sock {
     struct sock_unix *un;     /* unix sockets only, from sock_new on */
     struct sock_opts *opts;   /* NULL until socket.setopt */
     struct sock_resolve *rs;  /* host name connects: until connected (sock_io.c) */
-    char *server_name;        /* tls: name to verify and send as SNI */
     union sock_sa *asked;     /* connect destination as asked, when a rewrite changed it */
     struct sock_relay *relay; /* socket.pipe: the daemon's end of the socketpair */
-    uint64_t tls_upgrade_at;  /* starttls: stream offset where plaintext ends and TLS begins */
     struct sock_gift *gift;   /* socket.give: waiting unowned for socket.take */
-
-    /* tls (transport_tls.c) */
-    struct ssl_st *ssl;
-    struct tlsctx *tlsctx;
-    int tls_want;               /* EV_READ/EV_WRITE the TLS engine waits for, 0 none */
-    unsigned tls_clean_eof : 1; /* the peer sent close_notify */
-    unsigned tls_handshaking : 1;
-    struct sock_dtls *dtls; /* dtls: retransmission timer, listener state (sock_dtls.c) */
+    struct sock_tls *tls;     /* NULL on sockets that never ran TLS */
 };
+
+/* The SSL of s, NULL when TLS is not running. */
+static inline struct ssl_st *
+sock_ssl(const struct sock *s)
+{
+    return s->tls != NULL ? s->tls->ssl : NULL;
+}
 
 /* Receive read-ahead per socket while no recv is pending. */
 #define SOCK_READAHEAD (256u << 10)
@@ -249,7 +259,8 @@ int sock_sendto(struct sock *s, const void *p, size_t n, const struct sockaddr *
                 json_t *req, int notify);
 /* The reported local/remote address object of a socket (new reference). */
 json_t *sock_addr_json(const struct sock *s, int remote);
-/* socket.starttls: upgrade a connected TCP socket (after queued plaintext is flushed). */
+/* socket.starttls: upgrade a connected TCP socket (after queued plaintext is flushed); s->tls
+ * must exist (tls_alloc). */
 void sock_starttls(struct sock *s, struct tlsctx *t, int server, const char *server_name,
                    json_t *req);
 /* Start timer which of s (allocating the timers on first use); -1 on ENOMEM. */

@@ -134,8 +134,8 @@ sock_update_io(struct sock *s)
     if (s->dead || s->fd < 0)
         return;
     int paused = s->owner != NULL && ctl_paused(s->owner);
-    if (s->ssl != NULL && s->tls_handshaking) {
-        ev = s->tls_want ? s->tls_want : EV_READ;
+    if (sock_ssl(s) != NULL && s->tls->handshaking) {
+        ev = s->tls->want ? s->tls->want : EV_READ;
         goto set;
     }
     switch (s->state) {
@@ -166,8 +166,8 @@ sock_update_io(struct sock *s)
     default:
         break;
     }
-    if (s->ssl != NULL && s->tls_want != 0 && s->state != SS_LISTENING)
-        ev |= s->tls_want; /* the TLS engine needs the other direction to make progress */
+    if (sock_ssl(s) != NULL && s->tls->want != 0 && s->state != SS_LISTENING)
+        ev |= s->tls->want; /* the TLS engine needs the other direction to make progress */
 set:
     if (ev == (s->io.events & (EV_READ | EV_WRITE)) && (ev == 0 || ev_is_active(&s->io)))
         return;
@@ -197,7 +197,7 @@ static void
 sock_close_graceful(struct sock *s, const char *reason, json_t *req)
 {
     char sink[4096];
-    if (s->ssl != NULL && !s->tls_handshaking)
+    if (sock_ssl(s) != NULL && !s->tls->handshaking)
         tls_close_notify(s);
     if (s->fd >= 0) {
         shutdown(s->fd, SHUT_WR);
@@ -222,7 +222,7 @@ static void sock_write_ready(struct sock *s);
 static void
 sock_became_connected(struct sock *s)
 {
-    if ((s->type == SOCK_TLS || s->type == SOCK_DTLS) && s->ssl == NULL) {
+    if ((s->type == SOCK_TLS || s->type == SOCK_DTLS) && sock_ssl(s) == NULL) {
         s->state = SS_CONNECTING;
         s->tls_announce = 0;
         sock_fill_local(s);
@@ -246,7 +246,7 @@ sock_ready(struct sock *s)
         json_pack("{s:o,s:o}", "local", sock_addr_json(s, 0), "remote", sock_addr_json(s, 1));
     if (s->asked != NULL)
         json_object_set_new(p, "rewritten_to", addr_to_json(&s->remote.sa, sizeof s->remote));
-    if (s->ssl != NULL)
+    if (sock_ssl(s) != NULL)
         json_object_set_new(p, "tls", tls_info(s));
     if (sock_log_wanted(s)) {
         char *r = json_dumps(json_object_get(p, "remote"), JSON_COMPACT);
@@ -329,7 +329,7 @@ sock_tls_begin(struct sock *s, int server)
 {
     char detail[512];
     s->tls_server = server ? 1 : 0;
-    if (tls_start(s, s->tlsctx, server, s->server_name, detail, sizeof detail) < 0) {
+    if (tls_start(s, s->tls->ctx, server, s->tls->server_name, detail, sizeof detail) < 0) {
         sock_close(s, SOCKD_REASON_TLS_HANDSHAKE_FAILED, 0, detail, sock_tls_req(s));
         return;
     }
@@ -340,17 +340,17 @@ void
 sock_starttls(struct sock *s, struct tlsctx *t, int server, const char *server_name, json_t *req)
 {
     tlsctx_ref(t);
-    if (s->tlsctx != NULL)
-        tlsctx_unref(s->tlsctx);
-    s->tlsctx = t;
-    free(s->server_name);
-    s->server_name = server_name ? strdup(server_name) : NULL;
+    if (s->tls->ctx != NULL)
+        tlsctx_unref(s->tls->ctx);
+    s->tls->ctx = t;
+    free(s->tls->server_name);
+    s->tls->server_name = server_name ? strdup(server_name) : NULL;
     s->shutdown_req = req ? json_incref(req) : NULL; /* carried to socket.tls_upgraded */
     s->tls_announce = 2;
     s->tls_server = server ? 1 : 0;
     s->tls_upgrade = 1;
-    s->tls_upgrade_at = s->out_queued; /* sends after this one wait for TLS */
-    if (s->bytes_sent >= s->tls_upgrade_at) {
+    s->tls->upgrade_at = s->out_queued; /* sends after this one wait for TLS */
+    if (s->bytes_sent >= s->tls->upgrade_at) {
         s->tls_upgrade = 0;
         sock_tls_begin(s, server);
         return;
@@ -619,10 +619,10 @@ sock_write_ready(struct sock *s)
     while (buf_len(&s->out) > 0) {
         size_t len = buf_len(&s->out);
         if (s->tls_upgrade) { /* plaintext only up to the starttls boundary */
-            if (s->bytes_sent >= s->tls_upgrade_at)
+            if (s->bytes_sent >= s->tls->upgrade_at)
                 break;
-            if (len > s->tls_upgrade_at - s->bytes_sent)
-                len = (size_t)(s->tls_upgrade_at - s->bytes_sent);
+            if (len > s->tls->upgrade_at - s->bytes_sent)
+                len = (size_t)(s->tls->upgrade_at - s->bytes_sent);
         }
         ssize_t n = s->tp->write(s, buf_head(&s->out), len);
         if (n < 0) {
@@ -636,14 +636,14 @@ sock_write_ready(struct sock *s)
         sockd.bytes_out += (uint64_t)n;
     }
     sock_complete_sends(s);
-    if (s->tls_upgrade && s->bytes_sent >= s->tls_upgrade_at) {
+    if (s->tls_upgrade && s->bytes_sent >= s->tls->upgrade_at) {
         s->tls_upgrade = 0;
         sock_tls_begin(s, s->tls_server);
         return;
     }
     if (buf_len(&s->out) == 0) {
         if (s->state == SS_CLOSING) {
-            if (s->ssl != NULL && tls_close_notify(s) == 0)
+            if (sock_ssl(s) != NULL && tls_close_notify(s) == 0)
                 return; /* close_notify waits for the socket to take it */
             sock_close_graceful(s, SOCKD_REASON_NORMAL, s->shutdown_req);
             return;
@@ -682,7 +682,7 @@ sock_send(struct sock *s, const void *p, size_t n, json_t *req, int notify)
     /* Fast path: nothing queued and connected, so write straight from the caller's bytes. */
     size_t done = 0;
     if (s->state == SS_CONNECTED && buf_len(&s->out) == 0 && n > 0 && !s->tls_upgrade &&
-        !s->tls_handshaking) {
+        (s->tls == NULL || !s->tls->handshaking)) {
         ssize_t w = s->tp->write(s, p, n);
         if (w > 0) {
             done = (size_t)w;
@@ -1098,8 +1098,8 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
     s->tag = tag ? json_incref(tag) : NULL;
     if (l->type == SOCK_TLS || l->type == SOCK_DTLS) {
         /* socket.accepted waits for the handshake; a failure never touches the listener */
-        s->tlsctx = l->tlsctx;
-        tlsctx_ref(s->tlsctx);
+        s->tls->ctx = l->tls->ctx;
+        tlsctx_ref(s->tls->ctx);
         s->state = SS_CONNECTING;
         s->tls_announce = 1;
         s->accept_auto = req == l->lst->req && l->auto_accept;
@@ -1318,7 +1318,7 @@ sock_relay_pump(struct sock *s)
     }
     if (r->eof && buf_len(&s->out) == 0 && !r->net_shut) {
         /* pass the client's EOF on to the peer: over TLS that is close_notify first */
-        if (s->ssl != NULL && tls_close_notify(s) == 0) {
+        if (sock_ssl(s) != NULL && tls_close_notify(s) == 0) {
             sock_update_io(s); /* close_notify waits for room; the pump runs again */
             sock_relay_update(s);
             return;
@@ -1360,15 +1360,15 @@ sock_relay_start(struct sock *s, int fd)
 void
 sock_io_event(struct sock *s, int revents)
 {
-    if (s->ssl != NULL && s->tls_handshaking) {
+    if (sock_ssl(s) != NULL && s->tls->handshaking) {
         sock_tls_step(s);
         return;
     }
-    if (s->ssl != NULL && s->state == SS_CLOSING && buf_len(&s->out) == 0) {
+    if (sock_ssl(s) != NULL && s->state == SS_CLOSING && buf_len(&s->out) == 0) {
         sock_write_ready(s); /* retry a queued close_notify */
         return;
     }
-    if (s->ssl != NULL && s->state != SS_LISTENING)
+    if (sock_ssl(s) != NULL && s->state != SS_LISTENING)
         revents |= EV_READ | EV_WRITE; /* TLS may need either direction to progress */
     switch (s->state) {
     case SS_LISTENING:
