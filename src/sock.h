@@ -159,9 +159,9 @@ struct sock {
     struct sock *cnext, *cprev; /* owner's list */
     struct sock *grave_next;    /* reap list once dead */
     const struct sock_transport *tp;
-    int fd;
     ev_io io;
     struct sock_timers *timers; /* allocated the first time a timer runs (idle sockets have none) */
+    int fd;                     /* next to the flags: the two fill one 8-byte word */
 
     unsigned ipv6 : 1;   /* family when no address says */
     unsigned dead : 1;   /* closed; memory freed at the next loop turn */
