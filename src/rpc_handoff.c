@@ -49,7 +49,7 @@ socket_detach(struct rpc_call *call)
     struct sock *s = rpc_sock(call);
     if (s == NULL)
         return -1;
-    if (s->type == SOCK_TLS || s->type == SOCK_DTLS || s->ssl != NULL)
+    if (s->type == SOCK_TLS || s->type == SOCK_DTLS || sock_ssl(s) != NULL)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
                         "detach: a TLS socket's state lives in the daemon; use socket.pipe");
     if (s->fd < 0 || s->relay != NULL || s->shut_wanted ||
@@ -66,7 +66,8 @@ socket_detach(struct rpc_call *call)
     fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) & ~O_NONBLOCK);
     call->fd_out = s->fd;
     s->fd = -1;
-    s->unlink_local = 0; /* a detached unix listener keeps its file */
+    if (s->un != NULL)
+        s->un->unlink_local = 0; /* a detached unix listener keeps its file */
     sock_close(s, NULL, 0, NULL, NULL);
     return 0;
 }
@@ -117,7 +118,9 @@ socket_attach(struct rpc_call *call)
     int connected = handoff_name(fd, 1, &peer, &plen) == 0;
     handoff_name(fd, 0, &local, &llen);
     struct sock *s = sock_new(call->client, (enum sock_type)t, domain == AF_INET6);
-    if (s == NULL) {
+    if (s == NULL || (acc && sock_listen_alloc(s) < 0)) {
+        if (s != NULL)
+            sock_close(s, NULL, 0, NULL, NULL);
         close(fd);
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     }
@@ -141,11 +144,11 @@ socket_attach(struct rpc_call *call)
         s->tag = json_incref(tag);
     if (domain == AF_UNIX) {
         json_t *jl = addr_to_json((struct sockaddr *)&local, llen);
-        s->un_local = strdup(json_string_value(json_object_get(jl, "path")));
+        s->un->local = strdup(json_string_value(json_object_get(jl, "path")));
         json_decref(jl);
         if (connected) {
             json_t *jp = addr_to_json((struct sockaddr *)&peer, plen);
-            s->un_remote = strdup(json_string_value(json_object_get(jp, "path")));
+            s->un->remote = strdup(json_string_value(json_object_get(jp, "path")));
             json_decref(jp);
         }
     } else {
@@ -156,8 +159,7 @@ socket_attach(struct rpc_call *call)
     s->has_local = 1;
     s->has_remote = connected != 0;
     if (acc) {
-        s->listen_req = call->id ? json_incref(call->id) : NULL;
-        sock_listen_start(s);
+        sock_listen_start(s, call->id);
     } else {
         s->state = connected ? SS_CONNECTED : SS_BOUND;
         sock_update_io(s);

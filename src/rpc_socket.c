@@ -132,7 +132,7 @@ socket_open(struct rpc_call *call)
     if (tag != NULL)
         s->tag = json_incref(tag);
     if (ctx != NULL) {
-        s->tlsctx = ctx; /* held by the socket: context.destroy does not stop it */
+        s->tls->ctx = ctx; /* held by the socket: context.destroy does not stop it */
         tlsctx_ref(ctx);
     }
     call->result = json_pack("{s:I}", "socket", (json_int_t)s->id);
@@ -172,8 +172,8 @@ socket_connect(struct rpc_call *call)
         return rpc_fail_param(call, "server_name",
                               "server_name is empty: give a name or leave it out");
     if (s->type == SOCK_TLS || s->type == SOCK_DTLS) {
-        free(s->server_name);
-        s->server_name = strdup(sn ? sn : a.host); /* verified and sent as SNI */
+        free(s->tls->server_name);
+        s->tls->server_name = strdup(sn ? sn : a.host); /* verified and sent as SNI */
     }
     s->connect_req = call->id ? json_incref(call->id) : NULL;
     if (sock_connect(s, &a, (double)tmo / 1000.0) < 0) {
@@ -216,11 +216,11 @@ rpc_do_bind(struct rpc_call *call, struct sock *s, struct addr *a, int reuse)
     }
     if (a->kind == ADDR_UNIX) {
         struct stat st;
-        s->un_local = strdup(a->host);
+        s->un->local = strdup(a->host);
         if (a->host[0] == '/' && lstat(a->host, &st) == 0) {
-            s->unlink_local = 1;
-            s->un_dev = st.st_dev;
-            s->un_ino = st.st_ino;
+            s->un->unlink_local = 1;
+            s->un->dev = st.st_dev;
+            s->un->ino = st.st_ino;
         }
     } else {
         socklen_t len = sizeof s->local;
@@ -297,7 +297,7 @@ rpc_bind_unix(struct rpc_call *call, struct sock *s, const char *text)
     if (text[0] == '/' && chmod(text, (mode_t)mode) < 0) {
         int err = errno;
         unlink(text);
-        s->unlink_local = 0;
+        s->un->unlink_local = 0;
         ev_io_stop(sockd.loop, &s->io);
         close(s->fd);
         s->fd = -1;
@@ -360,11 +360,13 @@ socket_listen(struct rpc_call *call)
                         sock_type_name(s->type));
     if (s->type == SOCK_UNIX && s->state == SS_OPEN)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "listen: bind the unix socket first");
-    if ((s->type == SOCK_TLS || s->type == SOCK_DTLS) && !tlsctx_has_server_cert(s->tlsctx))
+    if ((s->type == SOCK_TLS || s->type == SOCK_DTLS) && !tlsctx_has_server_cert(s->tls->ctx))
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
                         "listen: the context has no server certificate");
     if (rpc_int_range(call, "backlog", 1, 65535, 128, &backlog) < 0)
         return -1;
+    if (sock_listen_alloc(s) < 0)
+        return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     int was_open = s->state == SS_OPEN;
     if (was_open) {
         struct addr a;
@@ -388,8 +390,7 @@ socket_listen(struct rpc_call *call)
         return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_LISTEN_FAILED, err, "listen");
     }
     s->auto_accept = rpc_bool(call, "auto_accept", 0);
-    s->listen_req = call->id ? json_incref(call->id) : NULL;
-    sock_listen_start(s);
+    sock_listen_start(s, call->id);
     return 0;
 }
 
@@ -483,7 +484,7 @@ socket_starttls(struct rpc_call *call)
         return rpc_fail_handle(call, "context");
     const char *sn = rpc_str(call, "server_name");
     int server = rpc_bool(call, "server_side", 0);
-    if (s->type != SOCK_TCP || s->state != SS_CONNECTED || s->ssl != NULL || s->tls_upgrade ||
+    if (s->type != SOCK_TCP || s->state != SS_CONNECTED || sock_ssl(s) != NULL || s->tls_upgrade ||
         s->relay != NULL || s->shut_wanted)
         return rpc_fail_state(call, s, "starttls");
     if (t->dtls)
@@ -498,6 +499,8 @@ socket_starttls(struct rpc_call *call)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
                         "starttls: %zu received bytes not yet read; recv them first",
                         buf_len(&s->in));
+    if (tls_alloc(s) < 0)
+        return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     if (s->recv_pending)
         sock_recv_cancel(s);
     char host[INET6_ADDRSTRLEN];

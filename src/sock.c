@@ -12,7 +12,6 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
-#include "resolve.h"
 #include "sock.h"
 #include "tls.h"
 
@@ -92,8 +91,16 @@ sock_new(struct client *c, enum sock_type type, int ipv6)
     struct sock *s = calloc(1, sizeof *s);
     if (s == NULL)
         return NULL;
+    if ((type == SOCK_UNIX && (s->un = calloc(1, sizeof *s->un)) == NULL) ||
+        ((type == SOCK_TLS || type == SOCK_DTLS) && tls_alloc(s) < 0)) {
+        free(s->un);
+        free(s);
+        return NULL;
+    }
     s->id = daemon_handle();
     if (idmap_put(&sockd.socks, s->id, s) < 0) {
+        free(s->un);
+        free(s->tls);
         free(s);
         return NULL;
     }
@@ -180,40 +187,45 @@ sock_release(struct sock *s)
         free(r);
     }
     s->sq_tail = NULL;
-    while (s->pend_head != NULL)
-        sock_pending_drop(s, s->pend_head);
+    if (s->lst != NULL) {
+        while (s->lst->pend_head != NULL)
+            sock_pending_drop(s, s->lst->pend_head);
+        json_decref(s->lst->req);
+        free(s->lst);
+        s->lst = NULL;
+    }
     buf_free(&s->out);
     buf_free(&s->in);
     json_decref(s->recv_req);
     json_decref(s->connect_req);
-    json_decref(s->listen_req);
     json_decref(s->shutdown_req);
     json_decref(s->tag);
-    s->recv_req = s->connect_req = s->listen_req = s->shutdown_req = s->tag = NULL;
-    struct stat st;
-    if (s->unlink_local && s->un_local != NULL && s->un_local[0] == '/' &&
-        lstat(s->un_local, &st) == 0 && st.st_dev == s->un_dev && st.st_ino == s->un_ino)
-        unlink(s->un_local); /* only our own file: another socket may have replaced it */
-    free(s->un_local);
-    free(s->un_remote);
+    s->recv_req = s->connect_req = s->shutdown_req = s->tag = NULL;
+    struct sock_unix *u = s->un;
+    if (u != NULL) {
+        struct stat st;
+        if (u->unlink_local && u->local != NULL && u->local[0] == '/' &&
+            lstat(u->local, &st) == 0 && st.st_dev == u->dev && st.st_ino == u->ino)
+            unlink(u->local); /* only our own file: another socket may have replaced it */
+        free(u->local);
+        free(u->remote);
+        free(u);
+        s->un = NULL;
+    }
     free(s->opts);
-    free(s->raddrs);
-    free(s->server_name);
     free(s->asked);
     s->asked = NULL;
     free(s->timers); /* stopped by sock_close before this */
     s->timers = NULL;
     tls_free(s);
-    s->un_local = s->un_remote = s->server_name = NULL;
     s->opts = NULL;
-    s->raddrs = NULL;
 }
 
 json_t *
 sock_addr_json(const struct sock *s, int remote)
 {
     if (s->type == SOCK_UNIX) {
-        const char *p = remote ? s->un_remote : s->un_local;
+        const char *p = remote ? s->un->remote : s->un->local;
         return json_pack("{s:s}", "path", p ? p : "");
     }
     const union sock_sa *a = remote ? (s->asked ? s->asked : &s->remote) : &s->local;
@@ -262,10 +274,7 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
     }
     if (s->gift != NULL)
         sock_gift_drop(s->gift);
-    if (s->rreq != NULL) {
-        resolve_cancel(s->rreq);
-        s->rreq = NULL;
-    }
+    sock_resolve_free(s);
     if (reason != NULL && c != NULL) {
         json_t *p = json_pack("{s:s}", "reason", reason);
         if (err != 0) {
@@ -310,9 +319,12 @@ static void
 sock_forget_requests(struct sock *s)
 {
     json_decref(s->connect_req);
-    json_decref(s->listen_req);
     json_decref(s->shutdown_req);
-    s->connect_req = s->listen_req = s->shutdown_req = NULL;
+    s->connect_req = s->shutdown_req = NULL;
+    if (s->lst != NULL) {
+        json_decref(s->lst->req);
+        s->lst->req = NULL;
+    }
     for (struct sock_sendrec *r = s->sq_head; r != NULL; r = r->next) {
         json_decref(r->req);
         r->req = NULL;
@@ -410,10 +422,10 @@ sock_info(struct sock *s)
     if (s->listener)
         json_object_set_new(o, "listener", json_integer((json_int_t)s->listener));
     if (s->state == SS_LISTENING)
-        json_object_set_new(o, "pending", json_integer(s->npending));
+        json_object_set_new(o, "pending", json_integer(s->lst->npending));
     if (s->tag != NULL)
         json_object_set(o, "tag", s->tag);
-    if (s->ssl != NULL && !s->tls_handshaking)
+    if (sock_ssl(s) != NULL && !s->tls->handshaking)
         json_object_set_new(o, "tls", tls_info(s));
     return o;
 }

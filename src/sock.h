@@ -62,6 +62,34 @@ struct sock_pending {
     struct ssl_st *ssl; /* dtls: the peer's SSL, past the cookie exchange (sock_dtls.c) */
 };
 
+/* A listener's state: made by socket.listen (or attach of a listening fd), kept until close. */
+struct sock_listen {
+    struct sock_pending *pend_head, *pend_tail;
+    uint64_t next_pending; /* number of the last pending connection */
+    unsigned npending;
+    json_t *req; /* the listen request, named by socket.incoming and auto-accepted sockets */
+};
+
+/* A unix socket's addresses, made with the socket (other types have none). */
+struct sock_unix {
+    char *local, *remote;      /* reported paths ("/p", "@abstract", "" unnamed), malloc'ed */
+    dev_t dev;                 /* dev and ino of the bound file, so close never removes a */
+    ino_t ino;                 /* file another socket took over */
+    unsigned unlink_local : 1; /* remove the bound file when the socket closes */
+};
+
+/* TLS or DTLS on a socket: made with a tls/dtls socket, or by socket.starttls (transport_tls.c). */
+struct sock_tls {
+    struct ssl_st *ssl;
+    struct tlsctx *ctx;
+    char *server_name;      /* client: name to verify and send as SNI */
+    struct sock_dtls *dtls; /* dtls: retransmission timer, listener state (sock_dtls.c) */
+    uint64_t upgrade_at;    /* starttls: stream offset where plaintext ends and TLS begins */
+    int want;               /* EV_READ/EV_WRITE the TLS engine waits for, 0 none */
+    unsigned clean_eof : 1; /* the peer sent close_notify */
+    unsigned handshaking : 1;
+};
+
 /* Options of socket.setopt, kept so they also apply to an fd made later. */
 enum sock_opt_bit {
     SOPT_NODELAY = 1 << 0,   /* TCP_NODELAY */
@@ -138,9 +166,9 @@ struct sock {
     struct sock *cnext, *cprev; /* owner's list */
     struct sock *grave_next;    /* reap list once dead */
     const struct sock_transport *tp;
-    int fd;
     ev_io io;
     struct sock_timers *timers; /* allocated the first time a timer runs (idle sockets have none) */
+    int fd;                     /* next to the flags: the two fill one 8-byte word */
 
     unsigned ipv6 : 1;   /* family when no address says */
     unsigned dead : 1;   /* closed; memory freed at the next loop turn */
@@ -165,42 +193,30 @@ struct sock {
     struct sock_sendrec *sq_head, *sq_tail;
     struct buf in; /* bytes read, not yet delivered */
     size_t recv_len;
-    json_t *recv_req, *connect_req, *listen_req, *shutdown_req;
+    json_t *recv_req, *connect_req, *shutdown_req;
     json_t *tag;
     uint64_t bytes_sent, bytes_received;
     union sock_sa local, remote;
 
-    /* listener */
-    struct sock_pending *pend_head, *pend_tail;
-    unsigned npending;
-    uint64_t next_pending;
+    struct sock_listen *lst; /* listeners only: allocated by sock_listen_alloc */
     /* accepted */
     uint64_t listener;
 
-    /* unix: reported paths ("/p", "@abstract", "" unnamed), malloc'ed */
-    char *un_local, *un_remote;
-    unsigned unlink_local : 1; /* remove the bound file when the socket closes */
-    dev_t un_dev;              /* the bound file, so close never removes a file taken over */
-    ino_t un_ino;
-    struct sock_opts *opts; /* NULL until socket.setopt */
-    /* host name connects (resolve.c): lookup in flight, then the addresses to try */
-    struct resolve_req *rreq;
-    struct resolve_result *raddrs;
-    int rnext;
-    char *server_name;        /* tls: name to verify and send as SNI */
+    struct sock_unix *un;     /* unix sockets only, from sock_new on */
+    struct sock_opts *opts;   /* NULL until socket.setopt */
+    struct sock_resolve *rs;  /* host name connects: until connected (sock_io.c) */
     union sock_sa *asked;     /* connect destination as asked, when a rewrite changed it */
     struct sock_relay *relay; /* socket.pipe: the daemon's end of the socketpair */
-    uint64_t tls_upgrade_at;  /* starttls: stream offset where plaintext ends and TLS begins */
     struct sock_gift *gift;   /* socket.give: waiting unowned for socket.take */
-
-    /* tls (transport_tls.c) */
-    struct ssl_st *ssl;
-    struct tlsctx *tlsctx;
-    int tls_want;               /* EV_READ/EV_WRITE the TLS engine waits for, 0 none */
-    unsigned tls_clean_eof : 1; /* the peer sent close_notify */
-    unsigned tls_handshaking : 1;
-    struct sock_dtls *dtls; /* dtls: retransmission timer, listener state (sock_dtls.c) */
+    struct sock_tls *tls;     /* NULL on sockets that never ran TLS */
 };
+
+/* The SSL of s, NULL when TLS is not running. */
+static inline struct ssl_st *
+sock_ssl(const struct sock *s)
+{
+    return s->tls != NULL ? s->tls->ssl : NULL;
+}
 
 /* Receive read-ahead per socket while no recv is pending. */
 #define SOCK_READAHEAD (256u << 10)
@@ -243,12 +259,15 @@ int sock_apply_opts(struct sock *s, const char **which);
 int sock_is_dgram(const struct sock *s);
 /* Start connecting to an address (literal, Unix, or host name to resolve); 0, or -1 errno. */
 int sock_connect(struct sock *s, const struct addr *a, double timeout);
+/* Cancel a host-name lookup still in flight and free the resolver state, if any. */
+void sock_resolve_free(struct sock *s);
 /* Queue one datagram (to NULL: the connected peer); -1 ENOBUFS over the cap. */
 int sock_sendto(struct sock *s, const void *p, size_t n, const struct sockaddr *to, socklen_t tolen,
                 json_t *req, int notify);
 /* The reported local/remote address object of a socket (new reference). */
 json_t *sock_addr_json(const struct sock *s, int remote);
-/* socket.starttls: upgrade a connected TCP socket (after queued plaintext is flushed). */
+/* socket.starttls: upgrade a connected TCP socket (after queued plaintext is flushed); s->tls
+ * must exist (tls_alloc). */
 void sock_starttls(struct sock *s, struct tlsctx *t, int server, const char *server_name,
                    json_t *req);
 /* Start timer which of s (allocating the timers on first use); -1 on ENOMEM. */
@@ -288,8 +307,10 @@ void sock_recv(struct sock *s, size_t len, int partial, int stream, double timeo
 int sock_recv_cancel(struct sock *s);
 /* Begin socket.shutdown: flush, then close with reason normal. */
 void sock_shutdown(struct sock *s, json_t *req);
-/* Start accepting on a listening socket. */
-void sock_listen_start(struct sock *s);
+/* Make the listener state of s if it has none yet (before listening); -1 on ENOMEM. */
+int sock_listen_alloc(struct sock *s);
+/* Start accepting on a socket with listener state; socket.incoming names req (referenced). */
+void sock_listen_start(struct sock *s, json_t *req);
 /* Find a pending connection by number (NULL if unknown). */
 struct sock_pending *sock_pending_find(struct sock *l, uint64_t num);
 /* Turn a pending connection into a socket owned by the listener's client; NULL on error. */

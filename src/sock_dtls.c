@@ -35,7 +35,7 @@
  * socket.received (dtls_recv), close_notify ends it as for TLS.
  */
 
-/* Per-socket DTLS state (s->dtls), made on first use. */
+/* Per-socket DTLS state (s->tls->dtls), made on first use. */
 struct sock_dtls {
     struct sock *s;
     ev_timer timer; /* retransmission */
@@ -54,11 +54,11 @@ static void dtls_timer_cb(EV_P_ ev_timer *w, int revents);
 /* sock_io.c: drive a socket as if its fd had become ready. */
 void sock_io_event(struct sock *s, int revents);
 
-/* s->dtls, made if missing; NULL on ENOMEM. */
+/* s->tls->dtls, made if missing; NULL on ENOMEM. */
 static struct sock_dtls *
 dtls_state(struct sock *s)
 {
-    struct sock_dtls *d = s->dtls;
+    struct sock_dtls *d = s->tls->dtls;
     if (d != NULL)
         return d;
     d = calloc(1, sizeof *d);
@@ -67,21 +67,21 @@ dtls_state(struct sock *s)
     d->s = s;
     ev_timer_init(&d->timer, dtls_timer_cb, 1.0, 0.0);
     d->timer.data = d;
-    s->dtls = d;
+    s->tls->dtls = d;
     return d;
 }
 
 void
 dtls_free(struct sock *s)
 {
-    struct sock_dtls *d = s->dtls;
+    struct sock_dtls *d = s->tls->dtls;
     if (d == NULL)
         return;
     ev_timer_stop(sockd.loop, &d->timer);
     SSL_free(d->lssl);
     BIO_ADDR_free(d->peer);
     free(d);
-    s->dtls = NULL;
+    s->tls->dtls = NULL;
 }
 
 /* Errors of a connected UDP socket that do not end a DTLS association: ICMP reports (the
@@ -112,16 +112,16 @@ dtls_timer_arm(struct sock *s, int kick)
     struct timeval tv;
     struct sock_dtls *d;
 
-    if (s->dead || s->ssl == NULL)
+    if (s->dead || s->tls->ssl == NULL)
         return;
-    if (DTLSv1_get_timeout(s->ssl, &tv) != 1) {
-        if (kick && SSL_is_init_finished(s->ssl) && SSL_has_pending(s->ssl)) {
+    if (DTLSv1_get_timeout(s->tls->ssl, &tv) != 1) {
+        if (kick && SSL_is_init_finished(s->tls->ssl) && SSL_has_pending(s->tls->ssl)) {
             /* records left in a datagram already read: the fd will not wake for them */
             tv.tv_sec = 0;
             tv.tv_usec = 0;
         } else {
-            if (s->dtls != NULL)
-                ev_timer_stop(sockd.loop, &s->dtls->timer);
+            if (s->tls->dtls != NULL)
+                ev_timer_stop(sockd.loop, &s->tls->dtls->timer);
             return;
         }
     }
@@ -154,20 +154,20 @@ dtls_timer_cb(EV_P_ ev_timer *w, int revents)
     (void)loop;
     (void)revents;
 
-    if (s->dead || s->ssl == NULL)
+    if (s->dead || s->tls->ssl == NULL)
         return;
-    if (!s->tls_handshaking && SSL_is_init_finished(s->ssl) && SSL_has_pending(s->ssl) &&
-        DTLSv1_get_timeout(s->ssl, &tv) != 1) {
+    if (!s->tls->handshaking && SSL_is_init_finished(s->tls->ssl) && SSL_has_pending(s->tls->ssl) &&
+        DTLSv1_get_timeout(s->tls->ssl, &tv) != 1) {
         sock_io_event(s, EV_READ); /* read the records still buffered (dtls_timer_update) */
         return;
     }
     dtls_pre(s);
     ERR_clear_error();
-    int r = DTLSv1_handle_timeout(s->ssl);
+    int r = DTLSv1_handle_timeout(s->tls->ssl);
     if (r < 0 && ERR_peek_error() != 0) {
         tlsctx_errors(detail, sizeof detail, "DTLS retransmission failed");
         log_debug("socket %llu: DTLS timeout: %s", (unsigned long long)s->id, detail);
-        if (!s->tls_handshaking) {
+        if (!s->tls->handshaking) {
             sock_close(s, SOCKD_REASON_LOST, 0, detail, NULL);
         } else if (s->tls_announce == 1 && s->accept_auto) {
             sock_close(s, NULL, 0, NULL, NULL); /* never announced: nobody to tell */
@@ -279,10 +279,10 @@ dtls_attach(struct sock *s, SSL *ssl)
 void
 dtls_adopt(struct sock *s, SSL *ssl)
 {
-    s->ssl = ssl;
-    s->tls_want = 0;
-    s->tls_clean_eof = 0;
-    s->tls_handshaking = 1;
+    s->tls->ssl = ssl;
+    s->tls->want = 0;
+    s->tls->clean_eof = 0;
+    s->tls->handshaking = 1;
 }
 
 ssize_t
@@ -307,7 +307,7 @@ dtls_send(struct sock *s, const void *p, size_t n)
     ssize_t r;
     int err;
 
-    if (s->ssl == NULL || s->tls_handshaking ||
+    if (s->tls->ssl == NULL || s->tls->handshaking ||
         (s->state != SS_CONNECTED && s->state != SS_CLOSING)) {
         errno = EAGAIN; /* queued until the handshake is done */
         return -1;
@@ -381,7 +381,7 @@ dtls_cookie_verify(SSL *ssl, const unsigned char *cookie, unsigned int len)
 static int
 dtls_listen_ssl(struct sock *l, struct sock_dtls *d)
 {
-    SSL_CTX *ctx = l->tlsctx != NULL ? l->tlsctx->server_ctx : NULL;
+    SSL_CTX *ctx = l->tls->ctx != NULL ? l->tls->ctx->server_ctx : NULL;
     BIO *b;
     if (ctx == NULL) {
         errno = EINVAL;
@@ -411,7 +411,7 @@ fail:
 static int
 dtls_peer_taken(struct sock *l, const union sock_sa *peer)
 {
-    for (struct sock_pending *p = l->pend_head; p != NULL; p = p->next)
+    for (struct sock_pending *p = l->lst->pend_head; p != NULL; p = p->next)
         if (dtls_sa_equal(&p->remote, peer))
             return 1;
     if (l->owner != NULL)

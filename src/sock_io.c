@@ -142,8 +142,8 @@ sock_update_io(struct sock *s)
     if (s->dead || s->fd < 0)
         return;
     int paused = s->owner != NULL && ctl_paused(s->owner);
-    if (s->ssl != NULL && s->tls_handshaking) {
-        ev = s->tls_want ? s->tls_want : EV_READ;
+    if (sock_ssl(s) != NULL && s->tls->handshaking) {
+        ev = s->tls->want ? s->tls->want : EV_READ;
         goto set;
     }
     switch (s->state) {
@@ -176,8 +176,8 @@ sock_update_io(struct sock *s)
     default:
         break;
     }
-    if (s->ssl != NULL && s->tls_want != 0 && s->state != SS_LISTENING)
-        ev |= s->tls_want; /* the TLS engine needs the other direction to make progress */
+    if (sock_ssl(s) != NULL && s->tls->want != 0 && s->state != SS_LISTENING)
+        ev |= s->tls->want; /* the TLS engine needs the other direction to make progress */
 set:
     if (ev == (s->io.events & (EV_READ | EV_WRITE)) && (ev == 0 || ev_is_active(&s->io)))
         return;
@@ -207,7 +207,7 @@ static void
 sock_close_graceful(struct sock *s, const char *reason, json_t *req)
 {
     char sink[4096];
-    if (s->ssl != NULL && !s->tls_handshaking)
+    if (sock_ssl(s) != NULL && !s->tls->handshaking)
         tls_close_notify(s);
     if (s->fd >= 0) {
         shutdown(s->fd, SHUT_WR);
@@ -232,7 +232,7 @@ static void sock_write_ready(struct sock *s);
 static void
 sock_became_connected(struct sock *s)
 {
-    if ((s->type == SOCK_TLS || s->type == SOCK_DTLS) && s->ssl == NULL) {
+    if ((s->type == SOCK_TLS || s->type == SOCK_DTLS) && sock_ssl(s) == NULL) {
         s->state = SS_CONNECTING;
         s->tls_announce = 0;
         sock_fill_local(s);
@@ -250,12 +250,13 @@ sock_ready(struct sock *s)
     s->connect_req = NULL;
     s->state = SS_CONNECTED;
     sock_timer_stop(s, SOCK_TIMER_CONNECT);
+    sock_resolve_free(s); /* the addresses not tried are of no more use */
     sock_fill_local(s);
     json_t *p =
         json_pack("{s:o,s:o}", "local", sock_addr_json(s, 0), "remote", sock_addr_json(s, 1));
     if (s->asked != NULL)
         json_object_set_new(p, "rewritten_to", addr_to_json(&s->remote.sa, sizeof s->remote));
-    if (s->ssl != NULL)
+    if (sock_ssl(s) != NULL)
         json_object_set_new(p, "tls", tls_info(s));
     if (sock_log_wanted(s)) {
         char *r = json_dumps(json_object_get(p, "remote"), JSON_COMPACT);
@@ -338,7 +339,7 @@ sock_tls_begin(struct sock *s, int server)
 {
     char detail[512];
     s->tls_server = server ? 1 : 0;
-    if (tls_start(s, s->tlsctx, server, s->server_name, detail, sizeof detail) < 0) {
+    if (tls_start(s, s->tls->ctx, server, s->tls->server_name, detail, sizeof detail) < 0) {
         sock_close(s, SOCKD_REASON_TLS_HANDSHAKE_FAILED, 0, detail, sock_tls_req(s));
         return;
     }
@@ -349,17 +350,17 @@ void
 sock_starttls(struct sock *s, struct tlsctx *t, int server, const char *server_name, json_t *req)
 {
     tlsctx_ref(t);
-    if (s->tlsctx != NULL)
-        tlsctx_unref(s->tlsctx);
-    s->tlsctx = t;
-    free(s->server_name);
-    s->server_name = server_name ? strdup(server_name) : NULL;
+    if (s->tls->ctx != NULL)
+        tlsctx_unref(s->tls->ctx);
+    s->tls->ctx = t;
+    free(s->tls->server_name);
+    s->tls->server_name = server_name ? strdup(server_name) : NULL;
     s->shutdown_req = req ? json_incref(req) : NULL; /* carried to socket.tls_upgraded */
     s->tls_announce = 2;
     s->tls_server = server ? 1 : 0;
     s->tls_upgrade = 1;
-    s->tls_upgrade_at = s->out_queued; /* sends after this one wait for TLS */
-    if (s->bytes_sent >= s->tls_upgrade_at) {
+    s->tls->upgrade_at = s->out_queued; /* sends after this one wait for TLS */
+    if (s->bytes_sent >= s->tls->upgrade_at) {
         s->tls_upgrade = 0;
         sock_tls_begin(s, server);
         return;
@@ -416,8 +417,8 @@ sock_connect_attempt(struct sock *s, const struct sockaddr *sa, socklen_t len)
     s->attempted = 1;
     if (sa->sa_family == AF_UNIX) {
         json_t *j = addr_to_json(sa, len);
-        free(s->un_remote);
-        s->un_remote = strdup(json_string_value(json_object_get(j, "path")));
+        free(s->un->remote);
+        s->un->remote = strdup(json_string_value(json_object_get(j, "path")));
         json_decref(j);
     } else {
         memcpy(&s->remote, sa, len < sizeof s->remote ? len : sizeof s->remote);
@@ -438,14 +439,33 @@ sock_connect_attempt(struct sock *s, const struct sockaddr *sa, socklen_t len)
     return 0;
 }
 
+/* A host name's lookup and then its addresses, tried in order until one connects. */
+struct sock_resolve {
+    struct resolve_req *req; /* lookup in flight, or NULL */
+    int next;                /* next address to try */
+    struct resolve_result addrs;
+};
+
+void
+sock_resolve_free(struct sock *s)
+{
+    if (s->rs == NULL)
+        return;
+    if (s->rs->req != NULL)
+        resolve_cancel(s->rs->req);
+    free(s->rs);
+    s->rs = NULL;
+}
+
 /* Try the next resolved address; closes the socket when none is left. */
 static void
 sock_connect_next(struct sock *s, int last_err)
 {
-    while (s->raddrs != NULL && s->rnext < s->raddrs->count) {
-        int i = s->rnext++;
-        const struct sockaddr *sa = (const struct sockaddr *)&s->raddrs->addrs[i];
-        if (sock_connect_attempt(s, sa, s->raddrs->lens[i])) {
+    struct sock_resolve *rs = s->rs;
+    while (rs != NULL && rs->next < rs->addrs.count) {
+        int i = rs->next++;
+        const struct sockaddr *sa = (const struct sockaddr *)&rs->addrs.addrs[i];
+        if (sock_connect_attempt(s, sa, rs->addrs.lens[i])) {
             sock_update_io(s);
             return;
         }
@@ -463,17 +483,13 @@ static void
 sock_resolved_cb(void *arg, int status, const struct resolve_result *res, const char *why)
 {
     struct sock *s = arg;
-    s->rreq = NULL;
+    s->rs->req = NULL;
     if (status < 0) {
         sock_close(s, SOCKD_REASON_CONNECT_FAILED, 0, why, s->connect_req);
         return;
     }
-    if ((s->raddrs = malloc(sizeof *s->raddrs)) == NULL) {
-        sock_close(s, SOCKD_REASON_CONNECT_FAILED, ENOMEM, NULL, s->connect_req);
-        return;
-    }
-    *s->raddrs = *res;
-    s->rnext = 0;
+    s->rs->addrs = *res;
+    s->rs->next = 0;
     sock_connect_next(s, ECONNREFUSED);
 }
 
@@ -487,9 +503,13 @@ sock_connect(struct sock *s, const struct addr *a, double timeout)
         /* the connect timeout covers the lookup too: the lookup gets what is left of it */
         int family = s->fd >= 0 ? s->local.sa.sa_family : AF_UNSPEC;
         /* a little longer than the connect timer, so timeout_ms always ends as "timeout" */
-        s->rreq = resolve_start(a->host, a->port, family, timeout > 0 ? timeout + 0.1 : 0,
-                                sock_resolved_cb, s);
-        if (s->rreq == NULL) {
+        if (s->rs == NULL)
+            s->rs = calloc(1, sizeof *s->rs);
+        if (s->rs != NULL)
+            s->rs->req = resolve_start(a->host, a->port, family, timeout > 0 ? timeout + 0.1 : 0,
+                                       sock_resolved_cb, s);
+        if (s->rs == NULL || s->rs->req == NULL) {
+            sock_resolve_free(s);
             sock_timer_stop(s, SOCK_TIMER_CONNECT);
             errno = ENOMEM;
             return -1;
@@ -609,10 +629,10 @@ sock_write_ready(struct sock *s)
     while (buf_len(&s->out) > 0) {
         size_t len = buf_len(&s->out);
         if (s->tls_upgrade) { /* plaintext only up to the starttls boundary */
-            if (s->bytes_sent >= s->tls_upgrade_at)
+            if (s->bytes_sent >= s->tls->upgrade_at)
                 break;
-            if (len > s->tls_upgrade_at - s->bytes_sent)
-                len = (size_t)(s->tls_upgrade_at - s->bytes_sent);
+            if (len > s->tls->upgrade_at - s->bytes_sent)
+                len = (size_t)(s->tls->upgrade_at - s->bytes_sent);
         }
         ssize_t n = s->tp->write(s, buf_head(&s->out), len);
         if (n < 0) {
@@ -626,14 +646,14 @@ sock_write_ready(struct sock *s)
         sockd.bytes_out += (uint64_t)n;
     }
     sock_complete_sends(s);
-    if (s->tls_upgrade && s->bytes_sent >= s->tls_upgrade_at) {
+    if (s->tls_upgrade && s->bytes_sent >= s->tls->upgrade_at) {
         s->tls_upgrade = 0;
         sock_tls_begin(s, s->tls_server);
         return;
     }
     if (buf_len(&s->out) == 0) {
         if (s->state == SS_CLOSING) {
-            if (s->ssl != NULL && tls_close_notify(s) == 0)
+            if (sock_ssl(s) != NULL && tls_close_notify(s) == 0)
                 return; /* close_notify waits for the socket to take it */
             sock_close_graceful(s, SOCKD_REASON_NORMAL, s->shutdown_req);
             return;
@@ -672,7 +692,7 @@ sock_send(struct sock *s, const void *p, size_t n, json_t *req, int notify)
     /* Fast path: nothing queued and connected, so write straight from the caller's bytes. */
     size_t done = 0;
     if (s->state == SS_CONNECTED && buf_len(&s->out) == 0 && n > 0 && !s->tls_upgrade &&
-        !s->tls_handshaking) {
+        (s->tls == NULL || !s->tls->handshaking)) {
         ssize_t w = s->tp->write(s, p, n);
         if (w > 0) {
             done = (size_t)w;
@@ -1055,7 +1075,8 @@ sock_pending_timeout_cb(EV_P_ ev_timer *w, int revents)
 static void
 sock_pending_unlink(struct sock *l, struct sock_pending *p)
 {
-    struct sock_pending **pp = &l->pend_head, *prev = NULL;
+    struct sock_listen *ls = l->lst;
+    struct sock_pending **pp = &ls->pend_head, *prev = NULL;
     while (*pp != NULL && *pp != p) {
         prev = *pp;
         pp = &(*pp)->next;
@@ -1063,11 +1084,11 @@ sock_pending_unlink(struct sock *l, struct sock_pending *p)
     if (*pp == NULL)
         return;
     *pp = p->next;
-    if (l->pend_tail == p)
-        l->pend_tail = prev;
-    l->npending--;
+    if (ls->pend_tail == p)
+        ls->pend_tail = prev;
+    ls->npending--;
     ev_timer_stop(sockd.loop, &p->timer);
-    if (l->accept_paused && l->npending < sockd.conf.max_pending_accepts) {
+    if (l->accept_paused && ls->npending < sockd.conf.max_pending_accepts) {
         l->accept_paused = 0;
         sock_update_io(l);
     }
@@ -1085,7 +1106,7 @@ sock_pending_drop(struct sock *l, struct sock_pending *p)
 struct sock_pending *
 sock_pending_find(struct sock *l, uint64_t num)
 {
-    for (struct sock_pending *p = l->pend_head; p != NULL; p = p->next)
+    for (struct sock_pending *p = l->lst->pend_head; p != NULL; p = p->next)
         if (p->num == num)
             return p;
     return NULL;
@@ -1108,18 +1129,18 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
     s->local = *local;
     s->has_remote = s->has_local = 1;
     if (l->type == SOCK_UNIX) {
-        s->un_local = strdup(l->un_local ? l->un_local : "");
-        s->un_remote = strdup("");
+        s->un->local = strdup(l->un->local ? l->un->local : "");
+        s->un->remote = strdup("");
     }
     s->listener = l->id;
     s->tag = tag ? json_incref(tag) : NULL;
     if (l->type == SOCK_TLS || l->type == SOCK_DTLS) {
         /* socket.accepted waits for the handshake; a failure never touches the listener */
-        s->tlsctx = l->tlsctx;
-        tlsctx_ref(s->tlsctx);
+        s->tls->ctx = l->tls->ctx;
+        tlsctx_ref(s->tls->ctx);
         s->state = SS_CONNECTING;
         s->tls_announce = 1;
-        s->accept_auto = req == l->listen_req && l->auto_accept;
+        s->accept_auto = req == l->lst->req && l->auto_accept;
         s->connect_req = req ? json_incref(req) : NULL;
         /* a peer that stalls its handshake holds the slot no longer than accept-timeout */
         sock_timer_start(s, SOCK_TIMER_CONNECT, sock_connect_timeout_cb,
@@ -1161,15 +1182,16 @@ sock_accept_resume_cb(EV_P_ ev_timer *w, int revents)
 {
     struct sock *l = w->data;
     (void)revents;
-    l->accept_paused = l->npending >= sockd.conf.max_pending_accepts;
+    l->accept_paused = l->lst->npending >= sockd.conf.max_pending_accepts;
     sock_update_io(l);
 }
 
 static void
 sock_accept_ready(struct sock *l)
 {
+    struct sock_listen *ls = l->lst;
     for (int i = 0; i < 16 && !l->dead; i++) {
-        if (l->npending >= sockd.conf.max_pending_accepts) {
+        if (ls->npending >= sockd.conf.max_pending_accepts) {
             l->accept_paused = 1;
             break;
         }
@@ -1205,7 +1227,7 @@ sock_accept_ready(struct sock *l)
                 SSL_free(ssl); /* dtls */
                 continue;
             }
-            sock_adopt_accepted(l, fd, &remote, &local, l->listen_req, NULL, ssl);
+            sock_adopt_accepted(l, fd, &remote, &local, ls->req, NULL, ssl);
             continue;
         }
         struct sock_pending *p = calloc(1, sizeof *p);
@@ -1215,7 +1237,7 @@ sock_accept_ready(struct sock *l)
             break;
         }
         p->listener = l;
-        p->num = ++l->next_pending;
+        p->num = ++ls->next_pending;
         p->fd = fd;
         p->ssl = ssl;
         p->remote = remote;
@@ -1224,12 +1246,12 @@ sock_accept_ready(struct sock *l)
                       0.0);
         p->timer.data = p;
         ev_timer_start(sockd.loop, &p->timer);
-        if (l->pend_tail)
-            l->pend_tail->next = p;
+        if (ls->pend_tail)
+            ls->pend_tail->next = p;
         else
-            l->pend_head = p;
-        l->pend_tail = p;
-        l->npending++;
+            ls->pend_head = p;
+        ls->pend_tail = p;
+        ls->npending++;
         json_t *jr, *jl;
         if (l->type == SOCK_UNIX) {
             jr = json_pack("{s:s}", "path", "");
@@ -1241,13 +1263,23 @@ sock_accept_ready(struct sock *l)
         sock_emit(
             l, "socket.incoming",
             json_pack("{s:I,s:o,s:o}", "pending", (json_int_t)p->num, "remote", jr, "local", jl),
-            l->listen_req);
+            ls->req);
     }
 }
 
-void
-sock_listen_start(struct sock *l)
+int
+sock_listen_alloc(struct sock *s)
 {
+    if (s->lst == NULL && (s->lst = calloc(1, sizeof *s->lst)) == NULL)
+        return -1;
+    return 0;
+}
+
+void
+sock_listen_start(struct sock *l, json_t *req)
+{
+    json_decref(l->lst->req);
+    l->lst->req = req ? json_incref(req) : NULL;
     l->state = SS_LISTENING;
     sock_update_io(l);
 }
@@ -1337,7 +1369,7 @@ sock_relay_pump(struct sock *s)
     }
     if (r->eof && buf_len(&s->out) == 0 && !r->net_shut) {
         /* pass the client's EOF on to the peer: over TLS that is close_notify first */
-        if (s->ssl != NULL && tls_close_notify(s) == 0) {
+        if (sock_ssl(s) != NULL && tls_close_notify(s) == 0) {
             sock_update_io(s); /* close_notify waits for room; the pump runs again */
             sock_relay_update(s);
             return;
@@ -1371,7 +1403,7 @@ sock_relay_start(struct sock *s, int fd)
     }
     r->fd = fd;
     r->pipe[0] = r->pipe[1] = -1;
-    if (s->type == SOCK_TCP && s->ssl == NULL && pipe2(r->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
+    if (s->type == SOCK_TCP && sock_ssl(s) == NULL && pipe2(r->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
         /* as much in the pipe as the read-ahead would hold; the default size if refused */
         (void)fcntl(r->pipe[1], F_SETPIPE_SZ, (int)SOCK_READAHEAD);
         int cap = fcntl(r->pipe[1], F_GETPIPE_SZ);
@@ -1388,15 +1420,15 @@ sock_relay_start(struct sock *s, int fd)
 void
 sock_io_event(struct sock *s, int revents)
 {
-    if (s->ssl != NULL && s->tls_handshaking) {
+    if (sock_ssl(s) != NULL && s->tls->handshaking) {
         sock_tls_step(s);
         return;
     }
-    if (s->ssl != NULL && s->state == SS_CLOSING && buf_len(&s->out) == 0) {
+    if (sock_ssl(s) != NULL && s->state == SS_CLOSING && buf_len(&s->out) == 0) {
         sock_write_ready(s); /* retry a queued close_notify */
         return;
     }
-    if (s->ssl != NULL && s->state != SS_LISTENING)
+    if (sock_ssl(s) != NULL && s->state != SS_LISTENING)
         revents |= EV_READ | EV_WRITE; /* TLS may need either direction to progress */
     switch (s->state) {
     case SS_LISTENING:

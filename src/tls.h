@@ -101,18 +101,20 @@ int tlsctx_fingerprint(X509 *x, const char *md_name, char *out, size_t n);
 void tlsctx_errors(char *detail, size_t dlen, const char *fallback);
 
 /* TLS on a socket (transport_tls.c). The socket's fd is connected (TCP) when called. */
+/* Make the TLS state of s (s->tls) if it has none; -1 on ENOMEM. */
+int tls_alloc(struct sock *s);
 /* Begin TLS as client (server=0, server_name for SNI and verification) or server; -1 with detail.
- * On success s->ssl is set and s holds one reference to t in s->tlsctx (taken here unless
- * s->tlsctx already is t); on failure s is unchanged. */
+ * On success s->tls->ssl is set and s holds one reference to t in s->tls->ctx (taken here unless
+ * it already is t); on failure s is unchanged but for s->tls, which may have been made. */
 int tls_start(struct sock *s, struct tlsctx *t, int server, const char *server_name, char *detail,
               size_t dlen);
-/* Drive the handshake: 1 done, 0 in progress (s->tls_want set), -1 failed (detail set). */
+/* Drive the handshake: 1 done, 0 in progress (s->tls->want set), -1 failed (detail set). */
 int tls_handshake(struct sock *s, char *detail, size_t dlen);
-/* Queue close_notify: 1 sent (or nothing to do), 0 must wait (s->tls_want set). */
+/* Queue close_notify: 1 sent (or nothing to do), 0 must wait (s->tls->want set). */
 int tls_close_notify(struct sock *s);
 /* The `tls` object of PROTOCOL.md section 7 (new reference). */
 json_t *tls_info(struct sock *s);
-/* Free the SSL and drop the context reference. */
+/* Free the SSL, drop the context reference and free the TLS state (s->tls becomes NULL). */
 void tls_free(struct sock *s);
 /* Text of the last failure of a transport_tls read or write (EPROTO and the like); valid until
  * the next TLS call. */

@@ -66,7 +66,7 @@ tls_start(struct sock *s, struct tlsctx *t, int server, const char *server_name,
     char host[256];
     SSL *ssl;
 
-    if (s->ssl != NULL) {
+    if (sock_ssl(s) != NULL) {
         snprintf(detail, dlen, "TLS is already running on this socket");
         return -1;
     }
@@ -117,16 +117,21 @@ tls_start(struct sock *s, struct tlsctx *t, int server, const char *server_name,
             }
         }
     }
-    if (s->tlsctx != t) {
-        tlsctx_ref(t);
-        if (s->tlsctx != NULL)
-            tlsctx_unref(s->tlsctx);
-        s->tlsctx = t;
+    if (tls_alloc(s) < 0) {
+        snprintf(detail, dlen, "out of memory");
+        SSL_free(ssl);
+        return -1;
     }
-    s->ssl = ssl;
-    s->tls_want = 0;
-    s->tls_clean_eof = 0;
-    s->tls_handshaking = 1;
+    if (s->tls->ctx != t) {
+        tlsctx_ref(t);
+        if (s->tls->ctx != NULL)
+            tlsctx_unref(s->tls->ctx);
+        s->tls->ctx = t;
+    }
+    s->tls->ssl = ssl;
+    s->tls->want = 0;
+    s->tls->clean_eof = 0;
+    s->tls->handshaking = 1;
     return 0;
 fail:
     tlsctx_errors(detail, dlen, "cannot start TLS");
@@ -146,7 +151,7 @@ static void
 tls_describe(struct sock *s, int sslerr, int err, char *detail, size_t dlen)
 {
     char q[200];
-    long vr = SSL_get_verify_result(s->ssl);
+    long vr = SSL_get_verify_result(s->tls->ssl);
 
     if (ERR_peek_error() != 0)
         tlsctx_errors(q, sizeof q, "TLS error");
@@ -158,7 +163,7 @@ tls_describe(struct sock *s, int sslerr, int err, char *detail, size_t dlen)
         snprintf(q, sizeof q, "connection closed by the peer without close_notify");
     else
         snprintf(q, sizeof q, "TLS error %d", sslerr);
-    if (vr != X509_V_OK && tls_verifies(s->ssl))
+    if (vr != X509_V_OK && tls_verifies(s->tls->ssl))
         snprintf(detail, dlen, "%s (%s)", q, X509_verify_cert_error_string(vr));
     else
         snprintf(detail, dlen, "%s", q);
@@ -173,18 +178,18 @@ tls_handshake(struct sock *s, char *detail, size_t dlen)
         dtls_pre(s); /* DTLS: a stale ICMP error must not fail the step (sock_dtls.c) */
     ERR_clear_error();
     errno = 0;
-    r = SSL_do_handshake(s->ssl);
+    r = SSL_do_handshake(s->tls->ssl);
     err = errno;
     if (s->type == SOCK_DTLS)
         dtls_timer_update(s); /* DTLS: retransmission timer (sock_dtls.c) */
     if (r == 1) {
-        s->tls_handshaking = 0;
-        s->tls_want = 0;
+        s->tls->handshaking = 0;
+        s->tls->want = 0;
         return 1;
     }
-    e = SSL_get_error(s->ssl, r);
+    e = SSL_get_error(s->tls->ssl, r);
     if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        s->tls_want = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
+        s->tls->want = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
         return 0;
     }
     if (s->type == SOCK_DTLS && e == SSL_ERROR_SYSCALL &&
@@ -192,10 +197,10 @@ tls_handshake(struct sock *s, char *detail, size_t dlen)
         /* DTLS: an ICMP error (the peer's port not open yet) or an empty datagram; the
          * retransmission timer sends the flight again */
         ERR_clear_error();
-        s->tls_want = EV_READ;
+        s->tls->want = EV_READ;
         return 0;
     }
-    s->tls_want = 0;
+    s->tls->want = 0;
     tls_describe(s, e, err, detail, dlen);
     return -1;
 }
@@ -204,21 +209,21 @@ tls_handshake(struct sock *s, char *detail, size_t dlen)
 static ssize_t
 tls_io_fail(struct sock *s, int r, int err, int reading)
 {
-    int e = SSL_get_error(s->ssl, r);
+    int e = SSL_get_error(s->tls->ssl, r);
     unsigned long last = ERR_peek_last_error();
 
-    s->tls_want = 0;
+    s->tls->want = 0;
     switch (e) {
     case SSL_ERROR_WANT_READ:
     case SSL_ERROR_WANT_WRITE:
-        s->tls_want = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
+        s->tls->want = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
         ERR_clear_error();
         errno = EAGAIN;
         return -1;
     case SSL_ERROR_ZERO_RETURN:
         ERR_clear_error();
         if (reading) {
-            s->tls_clean_eof = 1;
+            s->tls->clean_eof = 1;
             return 0;
         }
         snprintf(tls_errbuf, sizeof tls_errbuf, "the peer sent close_notify");
@@ -259,10 +264,10 @@ tls_read(struct sock *s, void *p, size_t n)
     }
     ERR_clear_error();
     errno = 0;
-    r = SSL_read(s->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+    r = SSL_read(s->tls->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
     err = errno;
     if (r > 0) {
-        s->tls_want = 0;
+        s->tls->want = 0;
         return r;
     }
     return tls_io_fail(s, r, err, 1);
@@ -276,10 +281,10 @@ tls_write(struct sock *s, const void *p, size_t n)
         return 0;
     ERR_clear_error();
     errno = 0;
-    r = SSL_write(s->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+    r = SSL_write(s->tls->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
     err = errno;
     if (r > 0) {
-        s->tls_want = 0;
+        s->tls->want = 0;
         return r;
     }
     return tls_io_fail(s, r, err, 0);
@@ -288,7 +293,7 @@ tls_write(struct sock *s, const void *p, size_t n)
 static size_t
 tls_pending(struct sock *s)
 {
-    int n = s->ssl != NULL ? SSL_pending(s->ssl) : 0;
+    int n = sock_ssl(s) != NULL ? SSL_pending(s->tls->ssl) : 0;
     return n > 0 ? (size_t)n : 0;
 }
 
@@ -297,10 +302,10 @@ const struct sock_transport transport_tls = {"tls", tls_read, tls_write, tls_pen
 int
 tls_close_notify(struct sock *s)
 {
-    SSL *ssl = s->ssl;
+    SSL *ssl = s->tls->ssl;
     int r, again;
 
-    s->tls_want = 0;
+    s->tls->want = 0;
     if (ssl == NULL || SSL_in_init(ssl))
         return 1;
     /* A second SSL_shutdown after ours went out would wait for the peer's: only retry a
@@ -312,7 +317,7 @@ tls_close_notify(struct sock *s)
     r = SSL_shutdown(ssl);
     if (r < 0 && SSL_get_error(ssl, r) == SSL_ERROR_WANT_WRITE) {
         SSL_set_app_data(ssl, &tls_close_queued);
-        s->tls_want = EV_WRITE;
+        s->tls->want = EV_WRITE;
         return 0;
     }
     ERR_clear_error();
@@ -360,7 +365,7 @@ tls_info_srtp(SSL *ssl, json_t *o)
 json_t *
 tls_info(struct sock *s)
 {
-    SSL *ssl = s->ssl;
+    SSL *ssl = s->tls->ssl;
     json_t *o = json_object();
     const SSL_CIPHER *c;
     const unsigned char *alpn = NULL;
@@ -398,18 +403,24 @@ tls_info(struct sock *s)
     return o;
 }
 
+int
+tls_alloc(struct sock *s)
+{
+    if (s->tls == NULL && (s->tls = calloc(1, sizeof *s->tls)) == NULL)
+        return -1;
+    return 0;
+}
+
 void
 tls_free(struct sock *s)
 {
+    if (s->tls == NULL)
+        return;
     dtls_free(s); /* DTLS: retransmission timer, listener state (sock_dtls.c) */
-    if (s->ssl != NULL) {
-        SSL_free(s->ssl);
-        s->ssl = NULL;
-    }
-    if (s->tlsctx != NULL) {
-        tlsctx_unref(s->tlsctx);
-        s->tlsctx = NULL;
-    }
-    s->tls_want = 0;
-    s->tls_handshaking = 0;
+    SSL_free(s->tls->ssl);
+    if (s->tls->ctx != NULL)
+        tlsctx_unref(s->tls->ctx);
+    free(s->tls->server_name);
+    free(s->tls);
+    s->tls = NULL;
 }

@@ -801,11 +801,11 @@ test_dtls_flags(void **state)
     tpair(&cs, &ss);
     assert_int_equal(tls_start(cs, t, 0, "test.local", d, sizeof d), -1);
     assert_string_equal(d, "the context is for DTLS, the socket is not");
-    assert_null(cs->ssl);
+    assert_null(sock_ssl(cs));
     ss->type = SOCK_DTLS;
     struct tlsctx *plain = mkctx(f, NULL, pem.server, pem.server_key, NULL, NULL);
     assert_int_equal(tls_start(ss, plain, 1, NULL, d, sizeof d), -1);
-    assert_null(ss->ssl);
+    assert_null(sock_ssl(ss));
     tsock_free(cs);
     tsock_free(ss);
 
@@ -885,8 +885,7 @@ tsock_free(struct sock *s)
     if (s == NULL)
         return;
     tls_free(s);
-    assert_null(s->ssl);
-    assert_null(s->tlsctx);
+    assert_null(s->tls);
     if (s->fd >= 0)
         close(s->fd);
     free(s);
@@ -905,8 +904,8 @@ tpair(struct sock **cl, struct sock **sv)
 static short
 want_events(const struct sock *s)
 {
-    assert_true(s->tls_want == EV_READ || s->tls_want == EV_WRITE);
-    return s->tls_want == EV_READ ? POLLIN : POLLOUT;
+    assert_true(s->tls->want == EV_READ || s->tls->want == EV_WRITE);
+    return s->tls->want == EV_READ ? POLLIN : POLLOUT;
 }
 
 struct side {
@@ -916,7 +915,7 @@ struct side {
 };
 
 /* Drive the handshakes of both sides (b->s may be NULL) until each is done or failed, polling
- * on s->tls_want in between; a failed side's fd is shut down as closing it would. Bounded. */
+ * on s->tls->want in between; a failed side's fd is shut down as closing it would. Bounded. */
 static void
 pump(struct side *a, struct side *b)
 {
@@ -934,7 +933,7 @@ pump(struct side *a, struct side *b)
             x->detail[0] = '\0';
             x->r = tls_handshake(x->s, x->detail, sizeof x->detail);
             if (x->r == 1)
-                assert_int_equal(x->s->tls_handshaking, 0);
+                assert_int_equal(x->s->tls->handshaking, 0);
             if (x->r == -1) {
                 assert_true(x->detail[0] != '\0');
                 shutdown(x->s->fd, SHUT_RDWR);
@@ -967,7 +966,7 @@ handshake(struct side *c, struct tlsctx *ct, const char *server_name, struct sid
         fail_msg("tls_start (client): %s", d);
     if (s->s != NULL && tls_start(s->s, st, 1, NULL, d, sizeof d) != 0)
         fail_msg("tls_start (server): %s", d);
-    assert_int_equal(c->s->tls_handshaking, 1);
+    assert_int_equal(c->s->tls->handshaking, 1);
     pump(c, s);
 }
 
@@ -1318,19 +1317,19 @@ test_no_host_name(void **state)
         d[0] = '\0';
         assert_int_equal(tls_start(c.s, verifying, 0, empty[i], d, sizeof d), -1);
         assert_string_equal(d, "no host name to verify");
-        assert_null(c.s->ssl);
-        assert_null(c.s->tlsctx);
+        assert_null(sock_ssl(c.s));
+        assert_true(c.s->tls == NULL || c.s->tls->ctx == NULL);
         assert_int_equal(verifying->refs, refs);
     }
     char huge[400];
     memset(huge, 'a', sizeof huge - 1);
     huge[sizeof huge - 1] = '\0';
     assert_int_equal(tls_start(c.s, verifying, 0, huge, d, sizeof d), -1);
-    assert_null(c.s->ssl);
+    assert_null(sock_ssl(c.s));
     /* A server needs a certificate. */
     assert_int_equal(tls_start(s.s, nocert, 1, NULL, d, sizeof d), -1);
     assert_string_equal(d, "the context has no server certificate");
-    assert_null(s.s->ssl);
+    assert_null(sock_ssl(s.s));
 
     /* verify:false: no name needed, no SNI sent, verified:false, the peer still fingerprinted. */
     handshake(&c, lax, NULL, &s, server);
@@ -1520,10 +1519,10 @@ test_close_notify_and_truncation(void **state)
     assert_int_equal(tls_close_notify(c.s), 1);
     assert_int_equal(tls_close_notify(c.s), 1); /* a second call does nothing */
     assert_int_equal(read_until(s.s, buf, sizeof buf, &err), 0);
-    assert_int_equal(s.s->tls_clean_eof, 1);
+    assert_int_equal(s.s->tls->clean_eof, 1);
     assert_int_equal(tls_close_notify(s.s), 1);
     assert_int_equal(read_until(c.s, buf, sizeof buf, &err), 0);
-    assert_int_equal(c.s->tls_clean_eof, 1);
+    assert_int_equal(c.s->tls->clean_eof, 1);
     tsock_free(c.s);
     tsock_free(s.s);
 
@@ -1536,7 +1535,7 @@ test_close_notify_and_truncation(void **state)
     assert_int_equal(read_until(c.s, buf, sizeof buf, &err), 4);
     assert_memory_equal(buf, "tail", 4);
     assert_int_equal(read_until(c.s, buf, sizeof buf, &err), 0);
-    assert_int_equal(c.s->tls_clean_eof, 1);
+    assert_int_equal(c.s->tls->clean_eof, 1);
     tsock_free(c.s);
     tsock_free(s.s);
 
@@ -1553,7 +1552,7 @@ test_close_notify_and_truncation(void **state)
         gone->fd = -1;
         assert_int_equal(read_until(left, buf, sizeof buf, &err), -1);
         assert_int_equal(err, ECONNRESET);
-        assert_int_equal(left->tls_clean_eof, 0);
+        assert_int_equal(left->tls->clean_eof, 0);
         if (strstr(tls_last_error(), "close_notify") == NULL)
             fail_msg("read error: %s", tls_last_error());
         tsock_free(c.s);
@@ -1565,7 +1564,7 @@ test_close_notify_and_truncation(void **state)
     char d[DETAIL];
     assert_int_equal(tls_start(c.s, cl, 0, "test.local", d, sizeof d), 0);
     assert_int_equal(tls_handshake(c.s, d, sizeof d), 0);
-    assert_int_equal(c.s->tls_want, EV_READ);
+    assert_int_equal(c.s->tls->want, EV_READ);
     assert_int_equal(tls_close_notify(c.s), 1);
     tsock_free(c.s);
     tsock_free(s.s);
