@@ -7,17 +7,13 @@
 
 #include "buf.h"
 
-size_t
-buf_room(const struct buf *b)
-{
-    if (b->limit == 0)
-        return SIZE_MAX / 2 - b->len;
-    return b->len >= b->limit ? 0 : b->limit - b->len;
-}
-
 char *
 buf_reserve(struct buf *b, size_t n)
 {
+    if (n > SIZE_MAX / 2 - b->len) {
+        errno = ENOMEM;
+        return NULL;
+    }
     if (b->off + b->len + n <= b->alloc)
         return b->data + b->off + b->len;
     /* Slide to the front when that makes room and at most half is live. */
@@ -57,10 +53,6 @@ buf_append(struct buf *b, const void *p, size_t n)
 {
     if (n == 0)
         return 0;
-    if (n > buf_room(b)) {
-        errno = ENOBUFS;
-        return -1;
-    }
     char *dst = buf_reserve(b, n);
     if (dst == NULL)
         return -1;

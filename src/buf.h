@@ -1,4 +1,4 @@
-/* A byte queue: append at the tail, consume from the head, with an optional hard cap. */
+/* A byte queue: append at the tail, consume from the head. Callers enforce their own caps. */
 #ifndef SOCKD_BUF_H
 #define SOCKD_BUF_H
 
@@ -9,10 +9,9 @@ struct buf {
     size_t off;   /* first unread byte */
     size_t len;   /* bytes queued from off */
     size_t alloc; /* size of data */
-    size_t limit; /* hard cap on len; 0 = none */
 };
 
-/* Append n bytes; -1 (errno ENOBUFS) if that would pass the cap, ENOMEM on allocation failure. */
+/* Append n bytes; -1 with errno ENOMEM on allocation failure. */
 int buf_append(struct buf *b, const void *p, size_t n);
 /* Make room for n more bytes at the tail and return where to write them (NULL on ENOMEM). */
 char *buf_reserve(struct buf *b, size_t n);
@@ -22,9 +21,7 @@ void buf_commit(struct buf *b, size_t n);
 void buf_consume(struct buf *b, size_t n);
 /* Drop n bytes from the tail (undo a partial append). */
 void buf_truncate_tail(struct buf *b, size_t n);
-/* Bytes that may still be appended before the cap (SIZE_MAX-ish without a cap). */
-size_t buf_room(const struct buf *b);
-/* Release everything; the limit is kept. */
+/* Release everything. */
 void buf_free(struct buf *b);
 
 static inline size_t

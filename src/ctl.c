@@ -598,7 +598,6 @@ ctl_client_new(int fd)
     c->ngroups = ng > 0 ? ng : 0;
     c->id = ++sockd.next_client;
     c->fd = fd;
-    c->in.limit = 0;
     ev_io_init(&c->rio, ctl_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, ctl_write_cb, fd, EV_WRITE);
     ev_idle_init(&c->more, ctl_more_cb);

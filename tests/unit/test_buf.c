@@ -49,8 +49,6 @@ check_invariants(const struct buf *b)
     } else {
         assert_non_null(b->data);
     }
-    if (b->limit != 0)
-        assert_true(b->len <= b->limit);
 }
 
 /* The queue holds exactly these bytes. */
@@ -70,7 +68,6 @@ test_empty(void **state)
     struct buf b = {0};
     assert_int_equal(buf_len(&b), 0);
     assert_null(b.data);
-    assert_true(buf_room(&b) >= SIZE_MAX / 4);
     /* Appending nothing neither fails nor allocates. */
     assert_int_equal(buf_append(&b, "x", 0), 0);
     assert_null(b.data);
@@ -212,79 +209,21 @@ test_growth_many_appends(void **state)
     free(want);
 }
 
+/* A size whose total would pass half the address space is refused without touching the queue. */
 static void
-test_cap(void **state)
-{
-    (void)state;
-    struct buf b = {.limit = 100};
-    char fill[200];
-    for (size_t i = 0; i < sizeof fill; i++)
-        fill[i] = (char)('a' + i % 26);
-
-    assert_int_equal(buf_room(&b), 100);
-    assert_int_equal(buf_append(&b, fill, 60), 0);
-    assert_int_equal(buf_room(&b), 40);
-
-    /* One byte too many: refused with ENOBUFS, nothing changes. */
-    errno = 0;
-    assert_int_equal(buf_append(&b, fill + 60, 41), -1);
-    assert_int_equal(errno, ENOBUFS);
-    check_contents(&b, fill, 60);
-    assert_int_equal(buf_room(&b), 40);
-
-    /* Exactly up to the cap is fine. */
-    assert_int_equal(buf_append(&b, fill + 60, 40), 0);
-    check_contents(&b, fill, 100);
-    assert_int_equal(buf_room(&b), 0);
-
-    errno = 0;
-    assert_int_equal(buf_append(&b, "x", 1), -1);
-    assert_int_equal(errno, ENOBUFS);
-    check_contents(&b, fill, 100);
-
-    /* An empty append at the cap is still fine. */
-    assert_int_equal(buf_append(&b, "x", 0), 0);
-    check_contents(&b, fill, 100);
-
-    /* Consuming gives the room back. */
-    buf_consume(&b, 30);
-    assert_int_equal(buf_room(&b), 30);
-    assert_int_equal(buf_append(&b, fill + 100, 30), 0);
-    check_contents(&b, fill + 30, 100);
-    errno = 0;
-    assert_int_equal(buf_append(&b, fill, 1), -1);
-    assert_int_equal(errno, ENOBUFS);
-
-    /* Truncating gives it back too. */
-    buf_truncate_tail(&b, 10);
-    assert_int_equal(buf_room(&b), 10);
-
-    /* buf_free keeps the limit; a single over-cap append into an empty queue fails. */
-    buf_free(&b);
-    assert_int_equal(b.limit, 100);
-    assert_int_equal(buf_room(&b), 100);
-    errno = 0;
-    assert_int_equal(buf_append(&b, fill, 101), -1);
-    assert_int_equal(errno, ENOBUFS);
-    check_contents(&b, "", 0);
-    assert_null(b.data);
-    buf_free(&b);
-}
-
-static void
-test_room_no_cap(void **state)
+test_huge_append(void **state)
 {
     (void)state;
     struct buf b = {0};
-    size_t r0 = buf_room(&b);
-    assert_true(r0 >= SIZE_MAX / 4);
     assert_int_equal(buf_append(&b, "abcdefgh", 8), 0);
-    /* Without a cap the room still shrinks by what is queued. */
-    assert_int_equal(buf_room(&b), r0 - 8);
-    buf_consume(&b, 3);
-    assert_int_equal(buf_room(&b), r0 - 5);
+    errno = 0;
+    assert_null(buf_reserve(&b, SIZE_MAX / 2));
+    assert_int_equal(errno, ENOMEM);
+    errno = 0;
+    assert_int_equal(buf_append(&b, "x", SIZE_MAX - 4), -1);
+    assert_int_equal(errno, ENOMEM);
+    check_contents(&b, "abcdefgh", 8);
     buf_free(&b);
-    assert_int_equal(buf_room(&b), r0);
 }
 
 static void
@@ -296,7 +235,7 @@ test_release_when_empty(void **state)
         {64, 0, 0}, {10, 54, 0}, {1, 1, 62}, {63, 1000, 0}, {SIZE_MAX, 0, 0},
     };
     for (size_t i = 0; i < sizeof drains / sizeof drains[0]; i++) {
-        struct buf b = {.limit = 1000};
+        struct buf b = {0};
         char fill[64];
         memset(fill, 'q', sizeof fill);
         assert_int_equal(buf_append(&b, fill, sizeof fill), 0);
@@ -308,7 +247,6 @@ test_release_when_empty(void **state)
         assert_null(b.data);
         assert_int_equal(b.alloc, 0);
         assert_int_equal(b.off, 0);
-        assert_int_equal(b.limit, 1000);
         /* The queue is usable again afterwards. */
         assert_int_equal(buf_append(&b, "again", 5), 0);
         check_contents(&b, "again", 5);
@@ -374,9 +312,7 @@ test_random_model(void **state)
     rng_seed(0x5eed5eedULL);
 
     for (int round = 0; round < ROUNDS; round++) {
-        /* Half the rounds run under a cap, the rest without one. */
-        size_t limit = round % 2 ? 1000 + rng_below(40000) : 0;
-        struct buf b = {.limit = limit};
+        struct buf b = {0};
         size_t mlen = 0;
 
         for (int op = 0; op < OPS; op++) {
@@ -387,21 +323,15 @@ test_random_model(void **state)
                 n = rng_below(sizeof scratch);
                 for (size_t i = 0; i < n; i++)
                     scratch[i] = (unsigned char)rng_next();
-                if (mlen + n > MODEL_MAX || (limit && mlen + n > limit)) {
-                    if (limit && mlen + n > limit) {
-                        errno = 0;
-                        assert_int_equal(buf_append(&b, scratch, n), -1);
-                        assert_int_equal(errno, ENOBUFS);
-                    }
+                if (mlen + n > MODEL_MAX)
                     break;
-                }
                 assert_int_equal(buf_append(&b, scratch, n), 0);
                 memcpy(model + mlen, scratch, n);
                 mlen += n;
                 break;
             case 2: /* reserve, then commit part of it */
                 n = 1 + rng_below(sizeof scratch - 1);
-                if (mlen + n > MODEL_MAX || (limit && mlen + n > limit))
+                if (mlen + n > MODEL_MAX)
                     break;
                 {
                     char *p = buf_reserve(&b, n);
@@ -436,11 +366,8 @@ test_random_model(void **state)
                 break;
             }
             check_contents(&b, model, mlen);
-            if (limit)
-                assert_int_equal(buf_room(&b), limit - mlen);
         }
         buf_free(&b);
-        assert_int_equal(b.limit, limit);
     }
     free(model);
 }
@@ -454,8 +381,7 @@ main(void)
         cmocka_unit_test(test_reserve_commit),
         cmocka_unit_test(test_truncate_tail),
         cmocka_unit_test(test_growth_many_appends),
-        cmocka_unit_test(test_cap),
-        cmocka_unit_test(test_room_no_cap),
+        cmocka_unit_test(test_huge_append),
         cmocka_unit_test(test_release_when_empty),
         cmocka_unit_test(test_slide_to_front),
         cmocka_unit_test(test_random_model),
