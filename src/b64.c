@@ -172,21 +172,3 @@ b64_decode(const char *in, size_t n, unsigned char *out)
     memcpy(o, tail, keep);
     return (long)((size_t)(o - out) + keep);
 }
-
-int
-b64_is_text(const char *in, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)in;
-    size_t i = 0;
-    while (i < n && !(b64_d0[p[i]] & B64_BAD))
-        i++;
-    while (i < n && p[i] == '=')
-        i++;
-    return i == n;
-}
-
-long
-b64_decode_screened(const char *in, size_t n, unsigned char *out)
-{
-    return b64_decode(in, n, out); /* the decoder's own check costs nothing more */
-}

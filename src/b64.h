@@ -16,9 +16,4 @@ size_t b64_encode(const void *in, size_t n, char *out);
  */
 long b64_decode(const char *in, size_t n, unsigned char *out);
 
-/* Whether text is alphabet characters followed only by '=' (cheap screening, not full validity). */
-int b64_is_text(const char *in, size_t n);
-/* b64_decode for text b64_is_text has already accepted. */
-long b64_decode_screened(const char *in, size_t n, unsigned char *out);
-
 #endif

@@ -223,31 +223,6 @@ test_rejects_noncanonical(void **state)
         fail_msg("%d non-canonical texts accepted", wrong);
 }
 
-/* Text b64_is_text accepts decodes the same through b64_decode_screened as through b64_decode. */
-static void
-test_screened_same(void **state)
-{
-    (void)state;
-    static const char *const texts[] = {
-        "",     "Zg==", "Zm8=", "Zm9v", "Zm9vYmFy", "Zh==", "Zm9=", "A===", "====",     "AAAA====",
-        "AB=C", "Z===", "YQ==", "YWI=", "////",     "++++", "A=",   "AAA",  "QUJDRA==",
-    };
-    unsigned char a[64], b[64];
-    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
-        size_t n = strlen(texts[i]);
-        if (!b64_is_text(texts[i], n))
-            continue; /* not for the screened entry point */
-        long ra = b64_decode(texts[i], n, a), rb = b64_decode_screened(texts[i], n, b);
-        if (ra != rb || (ra > 0 && memcmp(a, b, (size_t)ra) != 0))
-            fail_msg("\"%s\": b64_decode %ld, b64_decode_screened %ld", texts[i], ra, rb);
-    }
-    /* and the screen itself: alphabet, then '=' only */
-    assert_true(b64_is_text("Zm9v", 4));
-    assert_true(b64_is_text("Zg==", 4));
-    assert_false(b64_is_text("Z=g=", 4));
-    assert_false(b64_is_text("Zm 9", 4));
-}
-
 /*
  * The table-driven codec against the reference (EVP with the strict checks, b64_ref.h).
  * One case: decode text with both, into buffers of exactly n / 4 * 3 bytes, and compare
@@ -377,7 +352,6 @@ main(void)
         cmocka_unit_test(test_all_bytes),
         cmocka_unit_test(test_rejects),
         cmocka_unit_test(test_rejects_noncanonical),
-        cmocka_unit_test(test_screened_same),
         cmocka_unit_test(test_encode_matches_evp),
         cmocka_unit_test(test_decode_every_position),
         cmocka_unit_test(test_decode_last_group),
