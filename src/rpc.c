@@ -16,6 +16,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "rpc.h"
+#include "sock.h"
 
 static const struct rpc_method *rpc_table[64];
 static size_t rpc_count;
@@ -447,6 +448,10 @@ rpc_handle_one(struct client *c, json_t *req, int *fds, int *nfds)
             keep = json_object_get(pp, "data");
         rpc_blob_restore(req, keep);
     }
+    /* Sends coalesced so far reach the kernel before any other request sees a socket (sock_io.c).
+     */
+    if (strcmp(json_string_value(mv), "socket.send") != 0)
+        sock_flush_all();
     sockd.requests++;
     memset(&call, 0, sizeof call);
     call.client = c;

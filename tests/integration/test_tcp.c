@@ -829,6 +829,132 @@ test_send_long_data_forms(void **state)
     free(bin);
 }
 
+/* Append one socket.send line (base64 data) to out; returns its length. */
+static size_t
+burst_send_line(char *out, size_t cap, long long id, long long s, const void *p, size_t n)
+{
+    char *text = b64(p, n);
+    int w = snprintf(out, cap,
+                     "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"socket.send\","
+                     "\"params\":{\"socket\":%lld,\"data\":\"%s\"}}\n",
+                     id, s, text);
+    free(text);
+    assert_true(w > 0 && (size_t)w < cap);
+    return (size_t)w;
+}
+
+/* Pump until the inbox holds want messages (or fail). */
+static void
+pump_until(struct tc *t, size_t want)
+{
+    long long deadline = now_ms() + H_TIMEOUT_MS;
+    while (json_array_size(t->inbox) < want && now_ms() < deadline)
+        tc_pump(t, (int)(deadline - now_ms()));
+    EXPECT_INT(json_array_size(t->inbox), want, "messages after a burst: %s", jd(t->inbox));
+}
+
+/*
+ * Lines read in one go: sends queued by consecutive socket.send requests reach the kernel together
+ * (sock_io.c coalescing), which no client can tell from one write per send: responses in order,
+ * each socket.sent after its response and in order, every byte at the peer in order, and a
+ * request that looks at the socket (socket.info, socket.close) sees every earlier send handed to
+ * the kernel. With a small max-send-buffer, a burst larger than the cap (each send within it) is
+ * taken as it would be without coalescing: the cap is on what the kernel did not take.
+ */
+static void
+test_send_burst(void **state)
+{
+    (void)state;
+    enum { K = 40, SMALL = 1000, CAPPED = 12 };
+    struct tc *t = tc_new(&g_d);
+    long long s, id0 = 991000;
+    int fd = make_pair(t, 0, &s);
+    unsigned char *bin = random_bytes(CAPPED * 4096); /* more than K * SMALL */
+    unsigned char *got = malloc(CAPPED * 4096 + 1);
+    size_t cap = K * (SMALL * 2 + 200) + 400, len = 0;
+    char *burst = malloc(cap);
+    assert_non_null(got);
+    assert_non_null(burst);
+
+    /* K sends of SMALL bytes and a socket.info, one write */
+    for (int k = 0; k < K; k++)
+        len += burst_send_line(burst + len, cap - len, id0 + k, s, bin + k * SMALL, SMALL);
+    len += (size_t)snprintf(burst + len, cap - len,
+                            "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"socket.info\","
+                            "\"params\":{\"socket\":%lld}}\n",
+                            id0 + K, s);
+    tc_write(t, burst, len);
+    pump_until(t, 2 * K + 1);
+    long long next_resp = id0, next_sent = id0;
+    size_t i;
+    json_t *m;
+    json_array_foreach(t->inbox, i, m)
+    {
+        if (is_response(m)) {
+            EXPECT_INT(jint(m, "id"), next_resp, "responses in order: %s", jd(m));
+            json_t *res = jget(m, "result");
+            if (next_resp < id0 + K) {
+                EXPECT_INT(jint(res, "queued"), SMALL, "send result: %s", jd(m));
+            } else {
+                EXPECT_INT(jint(res, "send_buffered"), 0, "socket.info after the burst: %s", jd(m));
+                EXPECT_INT(jint(res, "bytes_sent"), K * SMALL, "socket.info after the burst: %s",
+                           jd(m));
+            }
+            next_resp++;
+        } else {
+            json_t *p = jget(m, "params");
+            EXPECT_STR(jstr(m, "method"), "socket.sent", "only socket.sent: %s", jd(m));
+            EXPECT_INT(jint(p, "request"), next_sent, "socket.sent in order: %s", jd(m));
+            EXPECT_TRUE(next_sent < next_resp, "socket.sent of %lld before its response",
+                        next_sent);
+            EXPECT_INT(jint(p, "bytes"), SMALL, "socket.sent bytes: %s", jd(m));
+            next_sent++;
+        }
+    }
+    EXPECT_INT(next_sent, id0 + K, "socket.sent count");
+    json_array_clear(t->inbox);
+    EXPECT_INT(raw_read(fd, got, K * SMALL), K * SMALL, "bytes of the burst at the peer");
+    EXPECT_TRUE(memcmp(got, bin, K * SMALL) == 0, "the peer got other bytes than sent");
+
+    /* three sends and a socket.close, one write: nothing is left to discard */
+    len = 0;
+    for (int k = 0; k < 3; k++)
+        len += burst_send_line(burst + len, cap - len, id0 + 100 + k, s, bin + k * SMALL, SMALL);
+    len += (size_t)snprintf(burst + len, cap - len,
+                            "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"socket.close\","
+                            "\"params\":{\"socket\":%lld}}\n",
+                            id0 + 103, s);
+    tc_write(t, burst, len);
+    for (int k = 0; k < 3; k++)
+        json_decref(tc_response(t, id0 + 100 + k, "socket.send", H_TIMEOUT_MS));
+    json_t *r = tc_response(t, id0 + 103, "socket.close", H_TIMEOUT_MS);
+    EXPECT_INT(jint(jget(r, "result"), "discarded"), 0, "socket.close after a burst: %s", jd(r));
+    json_decref(r);
+    EXPECT_INT(raw_read(fd, got, 3 * SMALL + 1), 3 * SMALL, "bytes before EOF at the peer");
+    EXPECT_TRUE(memcmp(got, bin, 3 * SMALL) == 0, "the peer got other bytes than sent");
+    json_array_clear(t->inbox);
+
+    /* max-send-buffer 16K: CAPPED sends of 4 KiB in one write all go */
+    struct h_daemon *d = daemon_new("max-send-buffer 16K\n");
+    struct tc *t2 = tc_new(d);
+    int fd2 = make_pair(t2, 0, &s);
+    len = 0;
+    for (int k = 0; k < CAPPED; k++)
+        len += burst_send_line(burst + len, cap - len, id0 + 200 + k, s, bin + k * 4096, 4096);
+    tc_write(t2, burst, len);
+    for (int k = 0; k < CAPPED; k++) {
+        r = tc_response(t2, id0 + 200 + k, "socket.send", H_TIMEOUT_MS);
+        EXPECT_INT(jint(jget(r, "result"), "queued"), 4096, "send %d of a burst past the cap: %s",
+                   k, jd(r));
+        json_decref(r);
+    }
+    EXPECT_INT(raw_read(fd2, got, CAPPED * 4096), CAPPED * 4096, "bytes of the capped burst");
+    EXPECT_TRUE(memcmp(got, bin, CAPPED * 4096) == 0, "the peer got other bytes than sent");
+    free(burst);
+    free(got);
+    free(bin);
+}
+
 static void
 test_send_cap(void **state)
 {
@@ -1864,6 +1990,7 @@ main(void)
         T(test_send_before_connect),
         T(test_send_variants),
         T(test_send_long_data_forms),
+        T(test_send_burst),
         T(test_send_cap),
         T(test_recv_exact),
         T(test_recv_partial),
