@@ -525,6 +525,10 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
         rpc_blob_reset();
         return 1;
     }
+    /* a request other than socket.send: its socket.sent go out before its response, not after */
+    if (!json_is_object(msg) || !json_is_string(json_object_get(msg, "method")) ||
+        strcmp(json_string_value(json_object_get(msg, "method")), "socket.send") != 0)
+        sock_flush_all();
     ctl_hold(c);
     if (json_is_array(msg)) {
         size_t i;
