@@ -517,6 +517,54 @@ sock_connect_ready(struct sock *s)
     sock_became_connected(s);
 }
 
+/*
+ * socket.sent, written straight into the client's queue: one per send, so the JSON tree and
+ * encoder of sock_emit are skipped. The line is the one sock_emit writes:
+ * {"jsonrpc":"2.0","method":"socket.sent","params":{"bytes":N,"socket":S,"request":ID}}.
+ */
+static void
+sock_emit_sent(struct sock *s, size_t bytes, json_t *req)
+{
+    char head[128], idnum[32];
+    char *idtext = NULL;
+    const char *id = NULL;
+    size_t idlen = 0;
+
+    if (s->owner == NULL)
+        return;
+    if (json_is_integer(req)) {
+        idlen =
+            (size_t)snprintf(idnum, sizeof idnum, "%" JSON_INTEGER_FORMAT, json_integer_value(req));
+        id = idnum;
+    } else if (req != NULL) {
+        idtext = json_dumps(req, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (idtext == NULL) {
+            sock_emit(s, "socket.sent", json_pack("{s:I}", "bytes", (json_int_t)bytes), req);
+            return;
+        }
+        id = idtext;
+        idlen = strlen(idtext);
+    }
+    int hl = snprintf(head, sizeof head,
+                      "{\"jsonrpc\":\"2.0\",\"method\":\"socket.sent\",\"params\":{\"bytes\":%zu,"
+                      "\"socket\":%llu",
+                      bytes, (unsigned long long)s->id);
+    size_t total = (size_t)hl + (id ? 11 + idlen : 0) + 3;
+    char *p = ctl_reserve_line(s->owner, total);
+    if (p != NULL) {
+        size_t w = (size_t)hl;
+        memcpy(p, head, w);
+        if (id) {
+            memcpy(p + w, ",\"request\":", 11);
+            memcpy(p + w + 11, id, idlen);
+            w += 11 + idlen;
+        }
+        memcpy(p + w, "}}\n", 3);
+        ctl_commit_line(s->owner, w + 3);
+    }
+    free(idtext);
+}
+
 /* Emit socket.sent for every send whose last byte reached the kernel. */
 static void
 sock_complete_sends(struct sock *s)
@@ -527,7 +575,7 @@ sock_complete_sends(struct sock *s)
         if (s->sq_head == NULL)
             s->sq_tail = NULL;
         if (r->notify)
-            sock_emit(s, "socket.sent", json_pack("{s:I}", "bytes", (json_int_t)r->bytes), r->req);
+            sock_emit_sent(s, r->bytes, r->req);
         json_decref(r->req);
         free(r);
     }
@@ -656,9 +704,10 @@ sock_sendrec_add(struct sock *s, struct sock_sendrec *r, size_t n, json_t *req, 
  * one syscall, with no wait for the loop; to any other request the socket looks as if each send
  * had been written at once.
  */
-#define SOCK_FLUSHQ 64                /* sockets noted at once; the 65th flushes them all */
-#define SOCK_COALESCE_MAX (16u << 10) /* larger sends are written at once from the caller's bytes  \
-                                       */
+#define SOCK_FLUSHQ 64 /* sockets noted at once; the 65th flushes them all */
+#define SOCK_COALESCE_MAX                                                                          \
+    (16u << 10) /* larger sends are written at once from the caller's bytes                        \
+                 */
 static struct sock *sock_flushq[SOCK_FLUSHQ];
 static int sock_nflushq;
 
