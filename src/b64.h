@@ -1,4 +1,4 @@
-/* Base64 (RFC 4648, with padding) through OpenSSL's EVP block coder. */
+/* Base64 (RFC 4648, with padding), strict: the one canonical text for each byte string. */
 #ifndef SOCKD_B64_H
 #define SOCKD_B64_H
 
@@ -8,15 +8,12 @@
 size_t b64_encoded_len(size_t n);
 /* Encode n bytes into out (room for b64_encoded_len(n) + 1); returns the length written. */
 size_t b64_encode(const void *in, size_t n, char *out);
-/* Whether text is alphabet characters followed only by '=' (cheap screening, not full validity). */
-int b64_is_text(const char *in, size_t n);
 /*
- * Decode text of length n into out (room for n / 4 * 3). Returns the decoded length,
- * or -1 if the text is not canonical padded base64.
+ * Decode text of length n into out (room for n / 4 * 3). Returns the decoded length, or -1
+ * if the text is not canonical padded base64: a length that is not a multiple of 4, a byte
+ * outside the alphabet (whitespace included), '=' anywhere but the last one or two places,
+ * or padding that leaves nonzero bits over. One pass: validation and decoding are the same walk.
  */
 long b64_decode(const char *in, size_t n, unsigned char *out);
-
-/* b64_decode for text b64_is_text has already accepted (the alphabet is not scanned twice). */
-long b64_decode_screened(const char *in, size_t n, unsigned char *out);
 
 #endif

@@ -349,6 +349,7 @@ ctl_client_close(struct client *c, const char *why)
     c->dead = 1;
     log_info("client %llu (pid %d uid %d) gone: %s", (unsigned long long)c->id, (int)c->pid,
              (int)c->uid, why);
+    sock_flush_all(); /* its sends of this turn reach the kernel, as if written at once */
     while (c->socks != NULL)
         sock_close(c->socks, NULL, 0, NULL, NULL);
     tlsctx_client_gone(c);
@@ -510,9 +511,19 @@ ctl_line_fds_done(struct client *c)
     c->n_line_fds = 0;
 }
 
-/* Handle complete lines, at most CTL_REQS_PER_TURN requests; continue later if more remain. */
+static void ctl_process_lines(struct client *c);
+
+/* Handle the client's complete lines, then write what their sends queued (one write a socket). */
 static void
 ctl_process(struct client *c)
+{
+    ctl_process_lines(c);
+    sock_flush_all();
+}
+
+/* Handle complete lines, at most CTL_REQS_PER_TURN requests; continue later if more remain. */
+static void
+ctl_process_lines(struct client *c)
 {
     int handled = 0;
     size_t max = sockd.conf.max_message;

@@ -14,6 +14,7 @@ daemon_prepare_cb(EV_P_ ev_prepare *w, int revents)
 {
     (void)w;
     (void)revents;
+    sock_flush_all(); /* sends of this turn first: their socket.sent go out with the rest */
     ctl_flush_all();
     sock_reap();
     ctl_reap();

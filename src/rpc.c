@@ -16,6 +16,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "rpc.h"
+#include "sock.h"
 
 static const struct rpc_method *rpc_table[64];
 static size_t rpc_count;
@@ -205,16 +206,21 @@ rpc_check_params(struct rpc_call *call, const struct rpc_method *m)
 }
 
 /*
- * Large payloads bypass the JSON lexer. A "data" member whose value is a long string of pure
- * base64 is swapped, before parsing, for a short placeholder naming its span in the line; the
- * send methods decode the span directly (rpc_blob), and a placeholder found anywhere else is put
- * back to the original text before the method runs, so what a method sees never changes.
+ * Large payloads bypass the JSON lexer. A "data" member whose value is a long string of valid
+ * base64 is decoded while the line is scanned (the strict decoder is the validation: one walk
+ * over the text) and swapped, before parsing, for a short placeholder naming its span; the send
+ * methods take the decoded bytes (rpc_blob), and a placeholder found anywhere else is put back
+ * to the original text before the method runs, so what a method sees never changes. A value
+ * that does not decode is left in the line for the parser and the method's own checks.
  */
 #define RPC_BLOB_MIN 1024
 #define RPC_BLOB_MAX 64
 static struct {
     const char *line;
     size_t off[RPC_BLOB_MAX], len[RPC_BLOB_MAX];
+    size_t boff[RPC_BLOB_MAX], blen[RPC_BLOB_MAX]; /* decoded, in bytes */
+    unsigned char *bytes; /* every value of the line decoded, one allocation */
+    size_t used;
     int n;
 } rpc_blobs;
 static char rpc_blob_nonce[24]; /* "sockd-blob-" + 8 random hex; a prefix no client can guess */
@@ -231,6 +237,36 @@ rpc_blob_init(void)
              r[2], r[3]);
 }
 
+/* Forget the values lifted from the line just handled. */
+static void
+rpc_blob_reset(void)
+{
+    free(rpc_blobs.bytes);
+    rpc_blobs.bytes = NULL;
+    rpc_blobs.used = 0;
+    rpc_blobs.n = 0;
+}
+
+/* Decode the value [s, s+n) of the line as blob rpc_blobs.n; 0, or -1 if it is not base64. */
+static int
+rpc_blob_decode(const char *line, size_t len, size_t s, size_t n)
+{
+    if (rpc_blobs.bytes == NULL) {
+        /* room for every value of the line: the sum of their n / 4 * 3 is at most this */
+        rpc_blobs.bytes = malloc(len / 4 * 3 + 3);
+        if (rpc_blobs.bytes == NULL)
+            return -1; /* the parser takes the line as it is */
+        rpc_blobs.used = 0;
+    }
+    long dl = b64_decode(line + s, n, rpc_blobs.bytes + rpc_blobs.used);
+    if (dl < 0)
+        return -1;
+    rpc_blobs.boff[rpc_blobs.n] = rpc_blobs.used;
+    rpc_blobs.blen[rpc_blobs.n] = (size_t)dl;
+    rpc_blobs.used += (size_t)dl;
+    return 0;
+}
+
 /*
  * Scan a line outside strings for `"data" : "<long base64>"`; return a malloc'ed copy with each
  * such value replaced by a placeholder (NULL when there is none). Strings are skipped exactly as
@@ -243,7 +279,7 @@ rpc_blob_scan(const char *line, size_t len, size_t *outlen)
     size_t i = 0, copied = 0;
     int key_data = 0, after_colon = 0;
 
-    rpc_blobs.n = 0;
+    rpc_blob_reset();
     rpc_blobs.line = line;
     while (i < len) {
         char ch = line[i];
@@ -268,13 +304,13 @@ rpc_blob_scan(const char *line, size_t len, size_t *outlen)
             }
             size_t n = e - s;
             if (after_colon && !escaped && n >= RPC_BLOB_MIN && rpc_blobs.n < RPC_BLOB_MAX) {
-                if (b64_is_text(line + s, n)) {
+                if (rpc_blob_decode(line, len, s, n) == 0) {
                     char ph[48];
                     int pl = snprintf(ph, sizeof ph, "%s%d", rpc_blob_nonce, rpc_blobs.n);
                     if (buf_append(&out, line + copied, s - copied) < 0 ||
                         buf_append(&out, ph, (size_t)pl) < 0) {
                         buf_free(&out);
-                        rpc_blobs.n = 0;
+                        rpc_blob_reset();
                         return NULL;
                     }
                     rpc_blobs.off[rpc_blobs.n] = s;
@@ -297,11 +333,12 @@ rpc_blob_scan(const char *line, size_t len, size_t *outlen)
     }
     if (rpc_blobs.n == 0) {
         buf_free(&out);
+        rpc_blob_reset();
         return NULL;
     }
     if (buf_append(&out, line + copied, len - copied) < 0) {
         buf_free(&out);
-        rpc_blobs.n = 0;
+        rpc_blob_reset();
         return NULL;
     }
     *outlen = buf_len(&out);
@@ -310,12 +347,13 @@ rpc_blob_scan(const char *line, size_t len, size_t *outlen)
         memcpy(copy, buf_head(&out), buf_len(&out));
     buf_free(&out);
     if (copy == NULL)
-        rpc_blobs.n = 0;
+        rpc_blob_reset();
     return copy;
 }
 
 int
-rpc_blob(const json_t *value, const char **text, size_t *len)
+rpc_blob(const json_t *value, const char **text, size_t *len, const unsigned char **bytes,
+         size_t *nbytes)
 {
     size_t nl = strlen(rpc_blob_nonce);
     const char *v = json_string_value(value);
@@ -326,6 +364,10 @@ rpc_blob(const json_t *value, const char **text, size_t *len)
         return 0;
     *text = rpc_blobs.line + rpc_blobs.off[k];
     *len = rpc_blobs.len[k];
+    if (bytes != NULL) {
+        *bytes = rpc_blobs.bytes + rpc_blobs.boff[k];
+        *nbytes = rpc_blobs.blen[k];
+    }
     return 1;
 }
 
@@ -340,7 +382,7 @@ rpc_blob_restore(json_t *v, const json_t *keep)
     if (json_is_object(v)) {
         json_object_foreach(v, key, m)
         {
-            if (m != keep && rpc_blob(m, &t, &n))
+            if (m != keep && rpc_blob(m, &t, &n, NULL, NULL))
                 json_object_set_new(v, key, json_stringn(t, n));
             else
                 rpc_blob_restore(m, keep);
@@ -348,7 +390,7 @@ rpc_blob_restore(json_t *v, const json_t *keep)
     } else if (json_is_array(v)) {
         json_array_foreach(v, i, m)
         {
-            if (rpc_blob(m, &t, &n))
+            if (rpc_blob(m, &t, &n, NULL, NULL))
                 json_array_set_new(v, i, json_stringn(t, n));
             else
                 rpc_blob_restore(m, keep);
@@ -387,6 +429,10 @@ rpc_exec(struct rpc_call *call, struct client *c, json_t *id, const char *method
 {
     const struct rpc_method *m;
 
+    /* Sends coalesced so far reach the kernel before any other request sees a socket (sock_io.c).
+     */
+    if (strcmp(method, "socket.send") != 0)
+        sock_flush_all();
     sockd.requests++;
     memset(call, 0, sizeof *call);
     call->client = c;
@@ -684,6 +730,8 @@ rpc_fast(struct client *c, const char *line, size_t len)
         rpc_blob_restore(params, keep);
     }
     rpc_fast_hits++;
+    if (strcmp(method, "socket.send") != 0)
+        sock_flush_all(); /* earlier sends' socket.sent go out before this response */
     ctl_hold(c);
     rpc_exec(&call, c, id, method, params, fds, &nfds);
     if (call.err_code == 0) {
@@ -708,7 +756,7 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
 {
     json_error_t jerr;
     json_t *msg, *resp = NULL;
-    int fds[8], nfds = 0;
+    int fds[CTL_LINE_FDS], nfds = 0;
 
     while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
         len--;
@@ -725,7 +773,7 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
     }
     if (rpc_fast(c, plain ? plain : line, plen) == 0) {
         free(plain);
-        rpc_blobs.n = 0;
+        rpc_blob_reset();
         return 1;
     }
     msg = json_loadb(plain ? plain : line, plen, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
@@ -736,9 +784,13 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
         json_decref(data);
         ctl_write_json(c, resp);
         json_decref(resp);
-        rpc_blobs.n = 0;
+        rpc_blob_reset();
         return 1;
     }
+    /* a request other than socket.send: its socket.sent go out before its response, not after */
+    if (!json_is_object(msg) || !json_is_string(json_object_get(msg, "method")) ||
+        strcmp(json_string_value(json_object_get(msg, "method")), "socket.send") != 0)
+        sock_flush_all();
     ctl_hold(c);
     if (json_is_array(msg)) {
         size_t i;
@@ -770,7 +822,7 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
     json_decref(resp);
     int n = json_is_array(msg) && json_array_size(msg) > 0 ? (int)json_array_size(msg) : 1;
     json_decref(msg);
-    rpc_blobs.n = 0; /* spans point into this line only */
+    rpc_blob_reset(); /* spans point into this line only */
     return n;
 }
 

@@ -71,10 +71,12 @@ int rpc_fail_limit(struct rpc_call *call, const char *limit);
 int rpc_fail_handle(struct rpc_call *call, const char *what);
 
 /*
- * A large base64 "data" value of the current line, kept out of the JSON parser: when the param
- * is such a placeholder, returns 1 with the original text span; else 0.
+ * A large base64 "data" value of the current line, kept out of the JSON parser and already
+ * decoded: when the param is such a placeholder, returns 1 with the original text span and
+ * (when bytes is not NULL) the decoded bytes, valid until the line is handled; else 0.
  */
-int rpc_blob(const json_t *value, const char **text, size_t *len);
+int rpc_blob(const json_t *value, const char **text, size_t *len, const unsigned char **bytes,
+             size_t *nbytes);
 
 /* Typed param getters (the types were already checked). */
 long long rpc_int(const struct rpc_call *call, const char *name, long long dflt);

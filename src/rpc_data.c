@@ -17,8 +17,9 @@
 #include "tls.h" /* DTLS_MAX_PAYLOAD */
 
 /*
- * The payload of a send/sendto: base64 "data" or "text". *bytes is malloc'ed for data (caller
- * frees) or points into the text param; returns 0 or -1 with the error set.
+ * The payload of a send/sendto: base64 "data" or "text". *bytes is *owned when the data was
+ * decoded here (caller frees), else it points into the text param or the line's decoded blob
+ * (valid while the request runs); returns 0 or -1 with the error set.
  */
 static int
 rpc_payload(struct rpc_call *call, unsigned char **owned, const void **bytes, size_t *len)
@@ -30,20 +31,26 @@ rpc_payload(struct rpc_call *call, unsigned char **owned, const void **bytes, si
     if ((data == NULL) == (text == NULL))
         return rpc_fail_param(call, data ? "text" : "data", "give exactly one of data and text");
     if (data != NULL) {
-        /* a large value the JSON parser never saw is decoded straight from the line */
+        /* a large value the JSON parser never saw was decoded (and so checked) by the line scan */
         const char *src;
+        const unsigned char *dec;
         size_t tl;
-        int screened = rpc_blob(data, &src, &tl); /* the line scan checked its characters */
-        if (!screened) {
+        int blob = rpc_blob(data, &src, &tl, &dec, &n);
+        if (!blob) {
             src = json_string_value(data);
             tl = json_string_length(data);
         }
         if (tl / 4 * 3 > sockd.conf.max_send_buffer + 3)
             return rpc_fail_limit(call, "max-send-buffer");
+        if (blob) {
+            *bytes = dec;
+            *len = n;
+            return 0;
+        }
         unsigned char *buf = malloc(tl / 4 * 3 + 1);
         if (buf == NULL)
             return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
-        long dl = screened ? b64_decode_screened(src, tl, buf) : b64_decode(src, tl, buf);
+        long dl = b64_decode(src, tl, buf);
         if (dl < 0) {
             free(buf);
             return rpc_fail_param(call, "data", "data is not valid base64");

@@ -254,6 +254,7 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
     if (s->dead)
         return;
     s->dead = 1;
+    sock_flush(s); /* dead: it only leaves the coalescing queue; its bytes are unsent */
     size_t unsent = buf_len(&s->out);
     if (s->fd >= 0) {
         ev_io_stop(sockd.loop, &s->io);

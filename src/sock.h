@@ -187,6 +187,7 @@ struct sock {
     unsigned tls_upgrade : 1;   /* socket.starttls: TLS starts once queued plaintext is out */
     unsigned tls_announce : 2;  /* after the handshake: 0 connected, 1 accepted, 2 tls_upgraded */
     unsigned accept_auto : 1;   /* accepted by auto_accept (never announced before the handshake) */
+    unsigned flush_queued : 1;  /* sends queued for one write before the loop blocks (sock_io.c) */
 
     struct buf out;      /* queued bytes to send */
     uint64_t out_queued; /* stream offset of the end of out */
@@ -301,6 +302,9 @@ int sock_rewrite(struct sock *s, const struct sockaddr *sa, socklen_t len,
                  struct sockaddr_storage *out, socklen_t *outlen);
 /* Queue bytes for sending with a record for socket.sent. -1 ENOBUFS if over the cap. */
 int sock_send(struct sock *s, const void *p, size_t n, json_t *req, int notify);
+/* Write what consecutive sends of this turn queued: one socket, or every socket. */
+void sock_flush(struct sock *s);
+void sock_flush_all(void);
 /* Arm a recv; delivers at once if enough is buffered. */
 void sock_recv(struct sock *s, size_t len, int partial, int stream, double timeout, json_t *req);
 /* Cancel the pending recv; 1 if there was one. */

@@ -674,6 +674,287 @@ test_send_variants(void **state)
     tc_no_event(t, s, 100);
 }
 
+/* A socket.send line written as is, with data given as raw JSON string text; its response. */
+static json_t *
+send_raw_data(struct tc *t, long long s, long long id, const char *data_json)
+{
+    size_t cap = strlen(data_json) + 200;
+    char *line = malloc(cap);
+    assert_non_null(line);
+    int n = snprintf(line, cap,
+                     "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"socket.send\","
+                     "\"params\":{\"socket\":%lld,\"notify\":false,\"data\":\"%s\"}}\n",
+                     id, s, data_json);
+    assert_true(n > 0 && (size_t)n < cap);
+    tc_write(t, line, (size_t)n);
+    free(line);
+    return tc_response(t, id, "socket.send", H_TIMEOUT_MS);
+}
+
+/* The first response with id null (the answer to a line that did not parse), or NULL. */
+static json_t *
+null_id_response(struct tc *t)
+{
+    long long deadline = now_ms() + H_TIMEOUT_MS;
+    for (int guard = 0; guard < 100000 && now_ms() < deadline; guard++) {
+        size_t i;
+        json_t *m;
+        json_array_foreach(t->inbox, i, m)
+        {
+            if (json_is_null(json_object_get(m, "id")) && json_object_get(m, "method") == NULL) {
+                json_incref(m);
+                json_array_remove(t->inbox, i);
+                return m;
+            }
+        }
+        tc_pump(t, (int)(deadline - now_ms()));
+    }
+    return NULL;
+}
+
+/* The error of a response: code, message and data.param as the slow path gives them. */
+static void
+expect_send_error(json_t *resp, int code, const char *message, const char *what)
+{
+    json_t *err = json_object_get(resp, "error");
+    EXPECT_TRUE(json_is_object(err), "%s: an error, got %s", what, jd(resp));
+    EXPECT_INT(jint(err, "code"), code, "%s: code in %s", what, jd(err));
+    EXPECT_STR(jstr(err, "message"), message, "%s: message in %s", what, jd(err));
+    if (code == SOCKD_E_INVALID_PARAMS)
+        EXPECT_STR(jstr(err_data(err), "param"), "data", "%s: data.param in %s", what, jd(err));
+}
+
+/*
+ * Long data values (taken out of the line and decoded while it is scanned) in every form: plain
+ * base64 goes out; JSON escapes of valid base64 still do (the parser unescapes them); a byte
+ * outside the alphabet anywhere, a non-canonical ending or an escaped newline answer -32602
+ * "data is not valid base64"; a raw control byte or invalid UTF-8 answer -32700, as for short
+ * values. Only the valid sends reach the peer.
+ */
+static void
+test_send_long_data_forms(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long s, id = 990000;
+    int fd = make_pair(t, 0, &s);
+    enum { N = 3000 }; /* 4000 characters of base64, no padding */
+    unsigned char *bin = random_bytes(N + 1), *got = malloc(3 * N + 1);
+    char *text = b64(bin, N), *pad2 = b64(bin, N + 1); /* 4004 characters, "==" */
+    size_t tl = strlen(text);
+    char *buf = malloc(6 * tl + 16);
+    json_t *r;
+    assert_non_null(got);
+    assert_non_null(buf);
+
+    /* plain */
+    r = send_raw_data(t, s, ++id, text);
+    EXPECT_INT(jint(jget(r, "result"), "queued"), N, "plain long data: %s", jd(r));
+    json_decref(r);
+
+    /* every '/' escaped as "\/", and the first character as a \u escape */
+    size_t w = 0, slashes = 0;
+    for (size_t i = 0; i < tl; i++) {
+        if (i == 0)
+            w += (size_t)sprintf(buf + w, "\\u%04x", (unsigned)text[i]);
+        else if (text[i] == '/')
+            slashes++, buf[w++] = '\\', buf[w++] = '/';
+        else
+            buf[w++] = text[i];
+    }
+    buf[w] = '\0';
+    EXPECT_TRUE(slashes > 0, "the random text has a '/' to escape");
+    r = send_raw_data(t, s, ++id, buf);
+    EXPECT_INT(jint(jget(r, "result"), "queued"), N, "escaped long data: %s", jd(r));
+    json_decref(r);
+
+    /* a byte outside the alphabet at the start, the middle, the end ('=' ends a group there) */
+    const size_t at[] = {0, tl / 2, tl - 1};
+    for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+        for (const char *bad = k < 2 ? "!-_=" : "!-_"; *bad; bad++) {
+            char what[64];
+            snprintf(what, sizeof what, "'%c' at %zu of long data", *bad, at[k]);
+            memcpy(buf, text, tl + 1);
+            buf[at[k]] = *bad;
+            r = send_raw_data(t, s, ++id, buf);
+            expect_send_error(r, SOCKD_E_INVALID_PARAMS, "data is not valid base64", what);
+            json_decref(r);
+        }
+    }
+    /* non-canonical: nonzero bits under "==" */
+    size_t pl = strlen(pad2);
+    memcpy(buf, pad2, pl + 1);
+    EXPECT_TRUE(buf[pl - 1] == '=' && buf[pl - 2] == '=', "4004 characters end in ==");
+    buf[pl - 3] = buf[pl - 3] == 'B' ? 'C' : 'B'; /* value 1 or 2: low four bits nonzero */
+    r = send_raw_data(t, s, ++id, buf);
+    expect_send_error(r, SOCKD_E_INVALID_PARAMS, "data is not valid base64",
+                      "long data with nonzero pad bits");
+    json_decref(r);
+    /* an escaped newline in the middle (whitespace is not base64) */
+    snprintf(buf, 6 * tl + 16, "%.*s\\n%s", (int)(tl / 2), text, text + tl / 2 + 2);
+    r = send_raw_data(t, s, ++id, buf);
+    expect_send_error(r, SOCKD_E_INVALID_PARAMS, "data is not valid base64",
+                      "long data with an escaped newline");
+    json_decref(r);
+    /* not JSON at all: a raw tab, a byte that is not UTF-8 */
+    for (const char *bad = "\t\xff"; *bad; bad++) {
+        memcpy(buf, text, tl + 1);
+        buf[tl / 2] = *bad;
+        size_t cap = tl + 200;
+        char *line = malloc(cap);
+        assert_non_null(line);
+        int n = snprintf(line, cap,
+                         "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"socket.send\","
+                         "\"params\":{\"socket\":%lld,\"data\":\"%s\"}}\n",
+                         ++id, s, buf);
+        tc_write(t, line, (size_t)n);
+        free(line);
+        char what[64];
+        snprintf(what, sizeof what, "byte 0x%02x in long data", (unsigned char)*bad);
+        json_t *m = null_id_response(t);
+        EXPECT_TRUE(m != NULL, "no answer to a line that is not JSON: %s", jd(t->inbox));
+        expect_send_error(m, SOCKD_E_PARSE, "parse error", what);
+        json_decref(m);
+    }
+
+    /* the peer has exactly the two valid sends */
+    EXPECT_INT(raw_read(fd, got, 2 * N), 2 * N, "bytes of the valid long sends at the peer");
+    EXPECT_TRUE(memcmp(got, bin, N) == 0 && memcmp(got + N, bin, N) == 0,
+                "the peer got other bytes than sent");
+    EXPECT_TRUE(!raw_readable(fd, 200), "the peer received bytes from a failed send");
+    free(buf);
+    free(text);
+    free(pad2);
+    free(got);
+    free(bin);
+}
+
+/* Append one socket.send line (base64 data) to out; returns its length. */
+static size_t
+burst_send_line(char *out, size_t cap, long long id, long long s, const void *p, size_t n)
+{
+    char *text = b64(p, n);
+    int w = snprintf(out, cap,
+                     "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"socket.send\","
+                     "\"params\":{\"socket\":%lld,\"data\":\"%s\"}}\n",
+                     id, s, text);
+    free(text);
+    assert_true(w > 0 && (size_t)w < cap);
+    return (size_t)w;
+}
+
+/* Pump until the inbox holds want messages (or fail). */
+static void
+pump_until(struct tc *t, size_t want)
+{
+    long long deadline = now_ms() + H_TIMEOUT_MS;
+    while (json_array_size(t->inbox) < want && now_ms() < deadline)
+        tc_pump(t, (int)(deadline - now_ms()));
+    EXPECT_INT(json_array_size(t->inbox), want, "messages after a burst: %s", jd(t->inbox));
+}
+
+/*
+ * Lines read in one go: sends queued by consecutive socket.send requests reach the kernel together
+ * (sock_io.c coalescing), which no client can tell from one write per send: responses in order,
+ * each socket.sent after its response and in order, every byte at the peer in order, and a
+ * request that looks at the socket (socket.info, socket.close) sees every earlier send handed to
+ * the kernel. With a small max-send-buffer, a burst larger than the cap (each send within it) is
+ * taken as it would be without coalescing: the cap is on what the kernel did not take.
+ */
+static void
+test_send_burst(void **state)
+{
+    (void)state;
+    enum { K = 40, SMALL = 1000, CAPPED = 12 };
+    struct tc *t = tc_new(&g_d);
+    long long s, id0 = 991000;
+    int fd = make_pair(t, 0, &s);
+    unsigned char *bin = random_bytes(CAPPED * 4096); /* more than K * SMALL */
+    unsigned char *got = malloc(CAPPED * 4096 + 1);
+    size_t cap = K * (SMALL * 2 + 200) + 400, len = 0;
+    char *burst = malloc(cap);
+    assert_non_null(got);
+    assert_non_null(burst);
+
+    /* K sends of SMALL bytes and a socket.info, one write */
+    for (int k = 0; k < K; k++)
+        len += burst_send_line(burst + len, cap - len, id0 + k, s, bin + k * SMALL, SMALL);
+    len += (size_t)snprintf(burst + len, cap - len,
+                            "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"socket.info\","
+                            "\"params\":{\"socket\":%lld}}\n",
+                            id0 + K, s);
+    tc_write(t, burst, len);
+    pump_until(t, 2 * K + 1);
+    long long next_resp = id0, next_sent = id0;
+    size_t i;
+    json_t *m;
+    json_array_foreach(t->inbox, i, m)
+    {
+        if (is_response(m)) {
+            EXPECT_INT(jint(m, "id"), next_resp, "responses in order: %s", jd(m));
+            json_t *res = jget(m, "result");
+            if (next_resp < id0 + K) {
+                EXPECT_INT(jint(res, "queued"), SMALL, "send result: %s", jd(m));
+            } else {
+                EXPECT_INT(jint(res, "send_buffered"), 0, "socket.info after the burst: %s", jd(m));
+                EXPECT_INT(jint(res, "bytes_sent"), K * SMALL, "socket.info after the burst: %s",
+                           jd(m));
+            }
+            next_resp++;
+        } else {
+            json_t *p = jget(m, "params");
+            EXPECT_STR(jstr(m, "method"), "socket.sent", "only socket.sent: %s", jd(m));
+            EXPECT_INT(jint(p, "request"), next_sent, "socket.sent in order: %s", jd(m));
+            EXPECT_TRUE(next_sent < next_resp, "socket.sent of %lld before its response",
+                        next_sent);
+            EXPECT_INT(jint(p, "bytes"), SMALL, "socket.sent bytes: %s", jd(m));
+            next_sent++;
+        }
+    }
+    EXPECT_INT(next_sent, id0 + K, "socket.sent count");
+    json_array_clear(t->inbox);
+    EXPECT_INT(raw_read(fd, got, K * SMALL), K * SMALL, "bytes of the burst at the peer");
+    EXPECT_TRUE(memcmp(got, bin, K * SMALL) == 0, "the peer got other bytes than sent");
+
+    /* three sends and a socket.close, one write: nothing is left to discard */
+    len = 0;
+    for (int k = 0; k < 3; k++)
+        len += burst_send_line(burst + len, cap - len, id0 + 100 + k, s, bin + k * SMALL, SMALL);
+    len += (size_t)snprintf(burst + len, cap - len,
+                            "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"socket.close\","
+                            "\"params\":{\"socket\":%lld}}\n",
+                            id0 + 103, s);
+    tc_write(t, burst, len);
+    for (int k = 0; k < 3; k++)
+        json_decref(tc_response(t, id0 + 100 + k, "socket.send", H_TIMEOUT_MS));
+    json_t *r = tc_response(t, id0 + 103, "socket.close", H_TIMEOUT_MS);
+    EXPECT_INT(jint(jget(r, "result"), "discarded"), 0, "socket.close after a burst: %s", jd(r));
+    json_decref(r);
+    EXPECT_INT(raw_read(fd, got, 3 * SMALL + 1), 3 * SMALL, "bytes before EOF at the peer");
+    EXPECT_TRUE(memcmp(got, bin, 3 * SMALL) == 0, "the peer got other bytes than sent");
+    json_array_clear(t->inbox);
+
+    /* max-send-buffer 16K: CAPPED sends of 4 KiB in one write all go */
+    struct h_daemon *d = daemon_new("max-send-buffer 16K\n");
+    struct tc *t2 = tc_new(d);
+    int fd2 = make_pair(t2, 0, &s);
+    len = 0;
+    for (int k = 0; k < CAPPED; k++)
+        len += burst_send_line(burst + len, cap - len, id0 + 200 + k, s, bin + k * 4096, 4096);
+    tc_write(t2, burst, len);
+    for (int k = 0; k < CAPPED; k++) {
+        r = tc_response(t2, id0 + 200 + k, "socket.send", H_TIMEOUT_MS);
+        EXPECT_INT(jint(jget(r, "result"), "queued"), 4096, "send %d of a burst past the cap: %s",
+                   k, jd(r));
+        json_decref(r);
+    }
+    EXPECT_INT(raw_read(fd2, got, CAPPED * 4096), CAPPED * 4096, "bytes of the capped burst");
+    EXPECT_TRUE(memcmp(got, bin, CAPPED * 4096) == 0, "the peer got other bytes than sent");
+    free(burst);
+    free(got);
+    free(bin);
+}
+
 static void
 test_send_cap(void **state)
 {
@@ -1708,6 +1989,8 @@ main(void)
         T(test_wrong_state_calls),
         T(test_send_before_connect),
         T(test_send_variants),
+        T(test_send_long_data_forms),
+        T(test_send_burst),
         T(test_send_cap),
         T(test_recv_exact),
         T(test_recv_partial),

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "b64.h"
+#include "b64_ref.h"
 
 /* RFC 4648 section 10, plus a few binary ones. */
 static const struct {
@@ -222,29 +223,122 @@ test_rejects_noncanonical(void **state)
         fail_msg("%d non-canonical texts accepted", wrong);
 }
 
-/* Text b64_is_text accepts decodes the same through b64_decode_screened as through b64_decode. */
+/*
+ * The table-driven codec against the reference (EVP with the strict checks, b64_ref.h).
+ * One case: decode text with both, into buffers of exactly n / 4 * 3 bytes, and compare
+ * the verdicts and the bytes. Returns 1 if they differ (and says how).
+ */
+static int
+decode_differs(const char *text, size_t n)
+{
+    size_t room = n / 4 * 3;
+    unsigned char *a = malloc(room + 1), *b = malloc(room + 3); /* EVP writes pad bytes too */
+    assert_non_null(a);
+    assert_non_null(b);
+    long ra = b64_decode(text, n, a), rb = b64_ref_decode(text, n, b);
+    int differs = ra != rb || (ra > 0 && memcmp(a, b, (size_t)ra) != 0);
+    if (differs)
+        print_error("decode of %zu chars \"%.40s%s\": %ld, reference %ld\n", n, text,
+                    n > 40 ? "..." : "", ra, rb);
+    free(a);
+    free(b);
+    return differs;
+}
+
+/* Every length 0..1500 of random, all-zero and all-0xff bytes encodes exactly as EVP does. */
 static void
-test_screened_same(void **state)
+test_encode_matches_evp(void **state)
 {
     (void)state;
-    static const char *const texts[] = {
-        "",     "Zg==", "Zm8=", "Zm9v", "Zm9vYmFy", "Zh==", "Zm9=", "A===", "====",     "AAAA====",
-        "AB=C", "Z===", "YQ==", "YWI=", "////",     "++++", "A=",   "AAA",  "QUJDRA==",
-    };
-    unsigned char a[64], b[64];
-    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
-        size_t n = strlen(texts[i]);
-        if (!b64_is_text(texts[i], n))
-            continue; /* not for the screened entry point */
-        long ra = b64_decode(texts[i], n, a), rb = b64_decode_screened(texts[i], n, b);
-        if (ra != rb || (ra > 0 && memcmp(a, b, (size_t)ra) != 0))
-            fail_msg("\"%s\": b64_decode %ld, b64_decode_screened %ld", texts[i], ra, rb);
+    enum { MAX = 1500 };
+    unsigned char *plain = malloc(MAX);
+    char *ref = malloc(b64_encoded_len(MAX) + 1);
+    assert_non_null(plain);
+    assert_non_null(ref);
+    for (int kind = 0; kind < 3; kind++) {
+        for (size_t size = 0; size <= MAX; size++) {
+            for (size_t i = 0; i < size; i++)
+                plain[i] = kind == 0 ? (unsigned char)rng_next() : kind == 1 ? 0 : 0xff;
+            size_t tl, rl = b64_ref_encode(plain, size, ref);
+            char *text = encode(plain, size, &tl);
+            if (tl != rl || memcmp(text, ref, rl) != 0)
+                fail_msg("encoding %zu bytes (kind %d) differs from EVP_EncodeBlock", size, kind);
+            if (decode_differs(text, tl))
+                fail_msg("decoding the encoding of %zu bytes differs", size);
+            free(text);
+        }
     }
-    /* and the screen itself: alphabet, then '=' only */
-    assert_true(b64_is_text("Zm9v", 4));
-    assert_true(b64_is_text("Zg==", 4));
-    assert_false(b64_is_text("Z=g=", 4));
-    assert_false(b64_is_text("Zm 9", 4));
+    free(ref);
+    free(plain);
+}
+
+/*
+ * Every byte value at every position of valid texts of 4..96 characters, and a set of bytes
+ * (whitespace, JSON escapes, url-safe characters, '=', high bytes) at every position of a
+ * 1000-character one: the verdict and the bytes are the reference's.
+ */
+static void
+test_decode_every_position(void **state)
+{
+    (void)state;
+    static const unsigned char some[] = {0,   '\t', '\n', '\r', ' ',  '"',  '\\', '-',
+                                         '_', '=',  '.',  0x7f, 0x80, 0xff, 'A',  '/'};
+    unsigned char plain[750];
+    char text[1001];
+    int wrong = 0;
+    for (size_t len = 4; len <= 1000; len += len < 96 ? 4 : 1000 - 96) {
+        for (size_t i = 0; i < len / 4 * 3; i++)
+            plain[i] = (unsigned char)rng_next();
+        /* valid texts with each padding: drop 0, 1 or 2 bytes of the last group */
+        for (size_t drop = 0; drop < 3; drop++) {
+            size_t pl = len / 4 * 3 - drop;
+            size_t tl = b64_encode(plain, pl, text);
+            assert_int_equal(tl, len);
+            wrong += decode_differs(text, tl);
+            for (size_t pos = 0; pos < tl; pos++) {
+                char keep = text[pos];
+                size_t nvals = len <= 96 ? 256 : sizeof some;
+                for (size_t v = 0; v < nvals; v++) {
+                    text[pos] = (char)(len <= 96 ? v : some[v]);
+                    wrong += decode_differs(text, tl);
+                }
+                text[pos] = keep;
+            }
+        }
+    }
+    if (wrong > 0)
+        fail_msg("%d texts decoded differently from the reference", wrong);
+}
+
+/* The last group exhaustively: every character or '=' (and a few others) in its last three
+ * places, after no prefix and after a valid 8-character one, with a few first characters. */
+static void
+test_decode_last_group(void **state)
+{
+    (void)state;
+    static const char extra[] = "=\n !-";
+    char set[65 + sizeof extra];
+    memcpy(set, b64_ref_alphabet, 64);
+    memcpy(set + 64, extra, sizeof extra); /* with its NUL: the set is 70 characters */
+    size_t nset = 64 + sizeof extra - 1;
+    static const char firsts[] = "AQg/=";
+    int wrong = 0;
+    for (size_t pre = 0; pre <= 8; pre += 8) {
+        char text[13] = "Zm9vYmFy";
+        char *g = text + pre;
+        for (const char *a = firsts; *a; a++)
+            for (size_t b = 0; b < nset; b++)
+                for (size_t c = 0; c < nset; c++)
+                    for (size_t d = 0; d < nset; d++) {
+                        g[0] = *a;
+                        g[1] = set[b];
+                        g[2] = set[c];
+                        g[3] = set[d];
+                        wrong += decode_differs(text, pre + 4);
+                    }
+    }
+    if (wrong > 0)
+        fail_msg("%d last groups decoded differently from the reference", wrong);
 }
 
 int
@@ -258,7 +352,9 @@ main(void)
         cmocka_unit_test(test_all_bytes),
         cmocka_unit_test(test_rejects),
         cmocka_unit_test(test_rejects_noncanonical),
-        cmocka_unit_test(test_screened_same),
+        cmocka_unit_test(test_encode_matches_evp),
+        cmocka_unit_test(test_decode_every_position),
+        cmocka_unit_test(test_decode_last_group),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
