@@ -31,7 +31,10 @@
  *   mibps=.. bytes=.. seconds=.. chunks=.. client_cpu_s=.. server_cpu_s=.. warnings=..
  * (server_cpu_s: the echo server child's CPU time.)  The rtt modes print instead:
  *   rate=.. rtts=.. seconds=.. p50_us=.. p99_us=.. client_cpu_s=.. warnings=..
- * Built by tests/bench/run with: cc -O2 echo_bench.c -ljansson -lssl -lcrypto
+ * The base64 of the payloads is sockd's own codec (src/b64.c), so that the load generator,
+ * which shares a CPU with the echo server, costs as little per byte as the daemon does.
+ * Built by tests/bench/run with:
+ *   cc -O2 -I DIR_WITH_AN_EMPTY_config.h -I src echo_bench.c src/b64.c -ljansson -lssl -lcrypto
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -39,7 +42,6 @@
 #include <jansson.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <signal.h>
@@ -55,6 +57,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "b64.h"
+
 #define PERIOD 251
 
 static size_t chunk = 65536, window = 4u << 20;
@@ -63,7 +67,7 @@ static double timeout = 60.0;
 static unsigned char *pat; /* PERIOD + max(chunk, read size) bytes of the pattern */
 static pid_t echo_pid = -1;
 static unsigned long long warnings;
-static double t_begin; /* set when the payload starts to move */
+static double t_begin;                 /* set when the payload starts to move */
 static const char *tls_cert, *tls_key; /* -m tls: the echo server's certificate and key */
 static int rtt_mode;                   /* -m rtt / rttdirect: one message at a time */
 static double rtt_seconds = 2.0;       /* -d */
@@ -81,8 +85,7 @@ now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void
-die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 static void
 die(const char *fmt, ...)
@@ -99,8 +102,7 @@ die(const char *fmt, ...)
     exit(3);
 }
 
-static void
-warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static void
 warn(const char *fmt, ...)
@@ -384,8 +386,7 @@ ctl_flush(void)
     }
 }
 
-static void
-ctl_sendf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void ctl_sendf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static void
 ctl_sendf(const char *fmt, ...)
@@ -413,9 +414,9 @@ send_chunk(void)
                      "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"socket.send\",\"params\":"
                      "{\"socket\":%lld,%s\"data\":\"",
                      id, sock_id, rtt_mode ? "\"notify\":false," : "");
-    int e = EVP_EncodeBlock((unsigned char *)p + h, pat + sent_bytes % PERIOD, (int)n);
+    size_t e = b64_encode(pat + sent_bytes % PERIOD, n, p + h);
     memcpy(p + h + e, "\"}}\n", 4);
-    ctl.out_len += (size_t)h + (size_t)e + 4;
+    ctl.out_len += (size_t)h + e + 4;
     sent_bytes += n;
     sends_issued++;
     ctl_flush();
@@ -423,7 +424,7 @@ send_chunk(void)
 
 /* Decode base64 text of length n into dec; returns the byte count. */
 static size_t
-b64_decode(const char *s, size_t n)
+data_decode(const char *s, size_t n)
 {
     if (n % 4 != 0)
         die("socket.received data is not valid base64 (length %zu)", n);
@@ -435,19 +436,91 @@ b64_decode(const char *s, size_t n)
     }
     if (n == 0)
         return 0;
-    int r = EVP_DecodeBlock(dec, (const unsigned char *)s, (int)n);
+    long r = b64_decode(s, n, dec); /* strict: canonical padded base64 only */
     if (r < 0)
         die("socket.received data is not valid base64");
-    size_t len = (size_t)r;
-    if (s[n - 1] == '=')
-        len--;
-    if (s[n - 2] == '=')
-        len--;
-    return len;
+    return (size_t)r;
 }
 
 static void handle_message(json_t *j, const char *line, size_t len, const unsigned char *data,
                            size_t dlen, int have_data);
+
+/* The checks of the three messages of each chunk, whichever way the line was read. */
+static void
+on_send_response(long long id, long long queued, const char *line, size_t len)
+{
+    int trunc = (int)(len > 300 ? 300 : len);
+    if (id < 100 || (unsigned long long)(id - 100) != sends_answered)
+        die("response id %lld out of order (expected %llu): %.*s", id, 100 + sends_answered, trunc,
+            line);
+    if (queued <= 0)
+        die("socket.send result without queued: %.*s", trunc, line);
+    sends_answered++;
+}
+
+static void
+on_sent(long long request, const char *line, size_t len)
+{
+    int trunc = (int)(len > 300 ? 300 : len);
+    if (rtt_mode)
+        die("socket.sent although the socket.send said notify:false: %.*s", trunc, line);
+    if (request != (long long)(100 + sends_notified))
+        die("socket.sent out of order or without request (expected %llu): %.*s",
+            100 + sends_notified, trunc, line);
+    if (sends_notified >= sends_answered)
+        die("socket.sent before the socket.send response: %.*s", trunc, line);
+    sends_notified++;
+}
+
+static void
+on_received(long long request, const unsigned char *data, size_t dlen, const char *line, size_t len)
+{
+    int trunc = (int)(len > 300 ? 300 : len);
+    if (recv_req_id < 0)
+        die("socket.received before socket.recv: %.*s", trunc, line);
+    if (request != recv_req_id)
+        warn("socket.received without \"request\": %lld: %.*s", recv_req_id, trunc, line);
+    if (dlen == 0)
+        warn("empty socket.received on a stream recv");
+    if (dlen > chunk)
+        die("socket.received of %zu bytes, recv length was %zu", dlen, chunk);
+    verify(data, dlen);
+}
+
+/*
+ * The line is exactly tmpl, where each '%' stands for a decimal integer (stored in v): the
+ * three messages of every chunk, as sockd writes them, are read this way without building a
+ * JSON tree; anything else (another order, another member) goes to jansson and the same checks.
+ */
+static int
+match_line(const char *line, size_t len, const char *tmpl, long long *v)
+{
+    size_t i = 0;
+    for (const char *t = tmpl; *t != '\0'; t++) {
+        if (*t != '%') {
+            if (i >= len || line[i++] != *t)
+                return 0;
+            continue;
+        }
+        int neg = i < len && line[i] == '-';
+        size_t d = i += (size_t)neg;
+        long long x = 0;
+        while (i < len && line[i] >= '0' && line[i] <= '9' && i - d < 18)
+            x = x * 10 + (line[i++] - '0');
+        if (i == d || (i < len && line[i] >= '0' && line[i] <= '9'))
+            return 0;
+        *v++ = neg ? -x : x;
+    }
+    return i == len;
+}
+
+#define TMPL_RESPONSE "{\"jsonrpc\":\"2.0\",\"id\":%,\"result\":{\"queued\":%}}"
+#define TMPL_SENT                                                                                  \
+    "{\"jsonrpc\":\"2.0\",\"method\":\"socket.sent\",\"params\":{\"bytes\":%,\"socket\":%,"        \
+    "\"request\":%}}"
+#define TMPL_RECEIVED                                                                              \
+    "{\"jsonrpc\":\"2.0\",\"method\":\"socket.received\",\"params\":{\"data\":\"\",\"socket\":%,"  \
+    "\"request\":%}}"
 
 /* One line from sockd.  Large socket.received lines take a fast path: the base64 text is
  * decoded in place of the line and cut out of it, and only the rest is parsed with jansson. */
@@ -463,11 +536,24 @@ handle_line(char *line, size_t len)
         char *s = d + sizeof key - 1;
         char *q = memchr(s, '"', len - (size_t)(s - line));
         if (q != NULL && memchr(s, '\\', (size_t)(q - s)) == NULL) {
-            dlen = b64_decode(s, (size_t)(q - s));
+            dlen = data_decode(s, (size_t)(q - s));
             have_data = 1;
             memmove(s, q, len - (size_t)(q - line));
             len -= (size_t)(q - s);
         }
+    }
+    long long v[3];
+    if (match_line(line, len, TMPL_RESPONSE, v) && v[0] >= 100) {
+        on_send_response(v[0], v[1], line, len);
+        return;
+    }
+    if (match_line(line, len, TMPL_SENT, v) && v[1] == sock_id) {
+        on_sent(v[2], line, len);
+        return;
+    }
+    if (have_data && match_line(line, len, TMPL_RECEIVED, v) && v[0] == sock_id) {
+        on_received(v[1], dec, dlen, line, len);
+        return;
     }
     json_t *j = json_loadb(line, len, 0, &jerr);
     if (j == NULL)
@@ -510,13 +596,10 @@ handle_message(json_t *j, const char *line, size_t len, const unsigned char *dat
             setup_result[i] = json_incref(res);
             return;
         }
-        if (i < 100 || (unsigned long long)(i - 100) != sends_answered)
-            die("response id %lld out of order (expected %llu): %.*s", i, 100 + sends_answered,
-                trunc, line);
         json_t *q = json_object_get(res, "queued");
         if (!json_is_integer(q) || json_integer_value(q) <= 0)
             die("socket.send result without queued: %.*s", trunc, line);
-        sends_answered++;
+        on_send_response(i, json_integer_value(q), line, len);
         return;
     }
     json_t *params = json_object_get(j, "params");
@@ -524,35 +607,20 @@ handle_message(json_t *j, const char *line, size_t len, const unsigned char *dat
     if (!json_is_object(params) || !json_is_integer(sock))
         die("notification without params.socket: %.*s", trunc, line);
     if (json_integer_value(sock) != sock_id)
-        die("notification for socket %lld, ours is %lld: %.*s",
-            (long long)json_integer_value(sock), sock_id, trunc, line);
+        die("notification for socket %lld, ours is %lld: %.*s", (long long)json_integer_value(sock),
+            sock_id, trunc, line);
     if (strcmp(method, "socket.received") == 0) {
         if (!have_data)
             die("socket.received without a plain base64 data string: %.*s", trunc, line);
-        if (recv_req_id < 0)
-            die("socket.received before socket.recv: %.*s", trunc, line);
         json_t *rq = json_object_get(params, "request");
-        if (!json_is_integer(rq) || json_integer_value(rq) != recv_req_id)
-            warn("socket.received without \"request\": %lld: %.*s", recv_req_id, trunc, line);
         if (json_object_get(params, "eof") != NULL || json_object_get(params, "timeout") != NULL)
             die("socket.received with eof/timeout during the run: %.*s", trunc, line);
-        if (dlen == 0)
-            warn("empty socket.received on a stream recv");
-        if (dlen > chunk)
-            die("socket.received of %zu bytes, recv length was %zu", dlen, chunk);
-        verify(data, dlen);
+        on_received(json_is_integer(rq) ? json_integer_value(rq) : -1, data, dlen, line, len);
     } else if (strcmp(method, "socket.sent") == 0) {
         json_t *b = json_object_get(params, "bytes"), *rq = json_object_get(params, "request");
         if (!json_is_integer(b))
             die("socket.sent without bytes: %.*s", trunc, line);
-        if (rtt_mode)
-            die("socket.sent although the socket.send said notify:false: %.*s", trunc, line);
-        if (!json_is_integer(rq) || json_integer_value(rq) != (json_int_t)(100 + sends_notified))
-            die("socket.sent out of order or without request (expected %llu): %.*s",
-                100 + sends_notified, trunc, line);
-        if (sends_notified >= sends_answered)
-            die("socket.sent before the socket.send response: %.*s", trunc, line);
-        sends_notified++;
+        on_sent(json_is_integer(rq) ? json_integer_value(rq) : -1, line, len);
     } else if (strcmp(method, "socket.connected") == 0) {
         if (setup_result[0] != NULL)
             die("second socket.connected");
@@ -608,8 +676,7 @@ ctl_wait(int (*cond)(void), double deadline, const char *what)
         double t = now();
         if (t > deadline)
             die("sockd: timeout waiting for %s", what);
-        struct pollfd p = {ctl.fd, (short)(POLLIN | (ctl.out_off < ctl.out_len ? POLLOUT : 0)),
-                           0};
+        struct pollfd p = {ctl.fd, (short)(POLLIN | (ctl.out_off < ctl.out_len ? POLLOUT : 0)), 0};
         int r = poll(&p, 1, 200);
         if (r < 0 && errno != EINTR)
             die("poll: %s", strerror(errno));
@@ -622,16 +689,41 @@ ctl_wait(int (*cond)(void), double deadline, const char *what)
     }
 }
 
-static int got_open(void) { return setup_result[1] != NULL; }
-static int got_context(void) { return setup_result[5] != NULL; }
-static int got_connected(void) { return setup_result[0] != NULL && setup_result[2] != NULL; }
-static int got_recv(void) { return setup_result[3] != NULL; }
-static int got_acks(void)
+static int
+got_open(void)
+{
+    return setup_result[1] != NULL;
+}
+static int
+got_context(void)
+{
+    return setup_result[5] != NULL;
+}
+static int
+got_connected(void)
+{
+    return setup_result[0] != NULL && setup_result[2] != NULL;
+}
+static int
+got_recv(void)
+{
+    return setup_result[3] != NULL;
+}
+static int
+got_acks(void)
 {
     return (rtt_mode || sends_notified == sends_issued) && sends_answered == sends_issued;
 }
-static int got_echo(void) { return recv_bytes == sent_bytes && sends_answered == sends_issued; }
-static int got_setopt(void) { return setup_result[5] != NULL; }
+static int
+got_echo(void)
+{
+    return recv_bytes == sent_bytes && sends_answered == sends_issued;
+}
+static int
+got_setopt(void)
+{
+    return setup_result[5] != NULL;
+}
 
 static double
 hist_pct(unsigned long long count, double pct)
@@ -798,8 +890,7 @@ run_sockd(const char *path, int port)
         while (sent_bytes < total && sent_bytes - recv_bytes + chunk <= window &&
                ctl.out_len - ctl.out_off < 2 * chunk)
             send_chunk();
-        struct pollfd p = {ctl.fd, (short)(POLLIN | (ctl.out_off < ctl.out_len ? POLLOUT : 0)),
-                           0};
+        struct pollfd p = {ctl.fd, (short)(POLLIN | (ctl.out_off < ctl.out_len ? POLLOUT : 0)), 0};
         int r = poll(&p, 1, 1000);
         if (r < 0 && errno != EINTR)
             die("poll: %s", strerror(errno));
@@ -829,16 +920,35 @@ main(int argc, char **argv)
     int ch;
     while ((ch = getopt(argc, argv, "m:s:t:c:w:T:C:K:d:")) != -1) {
         switch (ch) {
-        case 'm': mode = optarg; break;
-        case 's': path = optarg; break;
-        case 't': total = strtoull(optarg, NULL, 10) << 20; break;
-        case 'c': chunk = strtoul(optarg, NULL, 10); break;
-        case 'w': window = strtoul(optarg, NULL, 10); break;
-        case 'T': timeout = atof(optarg); break;
-        case 'C': tls_cert = optarg; break;
-        case 'K': tls_key = optarg; break;
-        case 'd': rtt_seconds = atof(optarg); break;
-        default: usage();
+        case 'm':
+            mode = optarg;
+            break;
+        case 's':
+            path = optarg;
+            break;
+        case 't':
+            total = strtoull(optarg, NULL, 10) << 20;
+            break;
+        case 'c':
+            chunk = strtoul(optarg, NULL, 10);
+            break;
+        case 'w':
+            window = strtoul(optarg, NULL, 10);
+            break;
+        case 'T':
+            timeout = atof(optarg);
+            break;
+        case 'C':
+            tls_cert = optarg;
+            break;
+        case 'K':
+            tls_key = optarg;
+            break;
+        case 'd':
+            rtt_seconds = atof(optarg);
+            break;
+        default:
+            usage();
         }
     }
     if (mode != NULL && (strcmp(mode, "rtt") == 0 || strcmp(mode, "rttdirect") == 0)) {
