@@ -573,6 +573,17 @@ rpc_plain_int(const char *p, size_t i, size_t n)
     return j;
 }
 
+/* The value of the integer rpc_plain_int found at p[i..e). */
+static json_int_t
+rpc_int_value(const char *p, size_t i, size_t e)
+{
+    int neg = p[i] == '-';
+    json_int_t v = 0;
+    for (i += (size_t)neg; i < e; i++)
+        v = v * 10 + (p[i] - '0');
+    return neg ? -v : v;
+}
+
 /* The end of the object at p[i] (brackets matched outside strings), or 0; not validated. */
 static size_t
 rpc_skip_object(const char *p, size_t i, size_t n)
@@ -716,7 +727,7 @@ rpc_fast(struct client *c, const char *line, size_t len)
             return -1; /* the general path reports what is wrong, and where in the line */
     }
     id = env.id_str ? json_stringn(env.id + 1, env.id_len - 2)
-                    : json_integer(strtoll(env.id, NULL, 10));
+                    : json_integer(rpc_int_value(env.id, 0, env.id_len));
     if (id == NULL) {
         json_decref(params);
         return -1;
@@ -735,9 +746,12 @@ rpc_fast(struct client *c, const char *line, size_t len)
     ctl_hold(c);
     rpc_exec(&call, c, id, method, params, fds, &nfds);
     if (call.err_code == 0) {
-        int hl = snprintf(head, sizeof head,
-                          "{\"jsonrpc\":\"2.0\",\"id\":%.*s,\"result\":", (int)env.id_len, env.id);
-        ctl_write_result_fds(c, head, (size_t)hl, call.result, fds, nfds);
+        static const char h1[] = "{\"jsonrpc\":\"2.0\",\"id\":", h2[] = ",\"result\":";
+        memcpy(head, h1, sizeof h1 - 1);
+        memcpy(head + sizeof h1 - 1, env.id, env.id_len);
+        memcpy(head + sizeof h1 - 1 + env.id_len, h2, sizeof h2 - 1);
+        ctl_write_result_fds(c, head, sizeof h1 - 1 + env.id_len + sizeof h2 - 1, call.result, fds,
+                             nfds);
     } else {
         json_t *resp = rpc_error_msg(id, call.err_code, call.err_msg, call.err_data);
         ctl_write_json_fds(c, resp, fds, nfds);

@@ -1431,6 +1431,19 @@ test_fastpath_same_bytes(void **state)
         {T("{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"socket.info\",\"params\":{\"socket\":0}}")},
         {T("{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"socket.send\",\"params\":{\"socket\":1,"
            "\"data\":\"AAAA\",\"text\":\"x\"}}")},
+        /* params read by the flat reader, and by jansson when they are not flat */
+        {T("{\"jsonrpc\":\"2.0\",\"id\":10,\"method\":\"socket.recv\",\"params\":{\"socket\":77,"
+           "\"length\":65536,\"stream\":true}}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":10,\"method\":\"daemon.ping\",\"params\":{\"a\":null,"
+           "\"b\":false,\"c\":-5,\"d\":\"\",\"\":0}}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":10,\"method\":\"daemon.hello\",\"params\" : { \"client\" "
+           ": \"a b\" } }")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":10,\"method\":\"daemon.hello\",\"params\":{\"client\":"
+           "\"x\\u0041\"}}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":10,\"method\":\"socket.recv\",\"params\":{\"socket\":1.5}"
+           "}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":10,\"method\":\"socket.recv\",\"params\":{\"socket\":-0}"
+           "}")},
     };
     for (size_t i = 0; i < NELEM(fast); i++)
         if (!same_bytes(f, fast[i].line, fast[i].len))
@@ -1455,6 +1468,11 @@ test_fastpath_same_bytes(void **state)
         {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":{\"a\":1,\"a\":2}"
            "}")},
         {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":{\"a\":tru}}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":10,\"method\":\"socket.recv\",\"params\":{\"socket\":"
+           "99999999999999999999}}")},
+        {T("{\"jsonrpc\":\"2.0\",\"id\":10,\"method\":\"socket.recv\",\"params\":{\"socket\":"
+           "true,\"length\":nul}}")},
+
         {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":{\"a\":1]}")},
         {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":{}} x")},
         {T("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":{},}")},
