@@ -16,4 +16,12 @@ size_t b64_encode(const void *in, size_t n, char *out);
  */
 long b64_decode(const char *in, size_t n, unsigned char *out);
 
+/*
+ * For tests and benchmarks: with on, every call takes the scalar code even where a vector
+ * path exists; with 0, the choice made from the CPU again. b64_path() names the code the
+ * next call takes: "avx2" or "scalar".
+ */
+void b64_force_scalar(int on);
+const char *b64_path(void);
+
 #endif

@@ -1,4 +1,9 @@
-/* Unit tests of base64 (src/b64.c): RFC 4648 vectors, round trips and strictness. */
+/*
+ * Unit tests of base64 (src/b64.c): RFC 4648 vectors, round trips and strictness. The whole
+ * list runs twice, with the vector path where the CPU has one and with the scalar code
+ * forced (b64_force_scalar); the test_paths_* cases also hold the two paths equal to each
+ * other and to the reference on every call.
+ */
 #include "config.h"
 
 #include <setjmp.h>
@@ -38,6 +43,9 @@ static const struct {
 
 static uint64_t rng_state = 0x243f6a8885a308d3ULL;
 
+/* The path the group runs with: 1 if the scalar code is forced. */
+static int group_scalar;
+
 static uint64_t
 rng_next(void)
 {
@@ -45,6 +53,87 @@ rng_next(void)
     rng_state ^= rng_state << 25;
     rng_state ^= rng_state >> 27;
     return rng_state * 2685821657736338717ULL;
+}
+
+/* Each path on its own, then back to the group's. */
+static size_t
+encode_path(int scalar, const void *in, size_t n, char *out)
+{
+    b64_force_scalar(scalar);
+    size_t r = b64_encode(in, n, out);
+    b64_force_scalar(group_scalar);
+    return r;
+}
+
+static long
+decode_path(int scalar, const char *in, size_t n, unsigned char *out)
+{
+    b64_force_scalar(scalar);
+    long r = b64_decode(in, n, out);
+    b64_force_scalar(group_scalar);
+    return r;
+}
+
+/*
+ * Decode text with the vector path, the scalar code and (if ref) the reference, into
+ * buffers of exactly n / 4 * 3 bytes: returns 1 if any verdict or byte differs.
+ */
+static int
+paths_differ(const char *text, size_t n, int ref)
+{
+    size_t room = n / 4 * 3;
+    unsigned char *v = malloc(room + 1), *s = malloc(room + 1), *r = malloc(room + 3);
+    assert_non_null(v);
+    assert_non_null(s);
+    assert_non_null(r);
+    long rv = decode_path(0, text, n, v), rs = decode_path(1, text, n, s);
+    long rr = ref ? b64_ref_decode(text, n, r) : rs;
+    int differs = rv != rs || rs != rr || (rs > 0 && memcmp(v, s, (size_t)rs) != 0) ||
+                  (ref && rs > 0 && memcmp(s, r, (size_t)rs) != 0);
+    if (differs)
+        print_error("decode of %zu chars \"%.40s%s\": vector %ld, scalar %ld, reference %ld\n", n,
+                    text, n > 40 ? "..." : "", rv, rs, ref ? rr : rs);
+    free(v);
+    free(s);
+    free(r);
+    return differs;
+}
+
+/* The group runs with the path the CPU allows (and says which), or with the scalar code. */
+static int
+setup_vector(void **state)
+{
+    (void)state;
+    group_scalar = 0;
+    b64_force_scalar(0);
+    print_message("base64 path: %s\n", b64_path());
+#if defined(__x86_64__) && defined(__GNUC__) && (defined(__clang__) || __GNUC__ >= 5)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && strcmp(b64_path(), "avx2") != 0) {
+        print_error("the CPU has AVX2 but the codec takes %s\n", b64_path());
+        return -1;
+    }
+#endif
+    return 0;
+}
+
+static int
+setup_scalar(void **state)
+{
+    (void)state;
+    group_scalar = 1;
+    b64_force_scalar(1);
+    print_message("base64 path: %s (forced)\n", b64_path());
+    return strcmp(b64_path(), "scalar") == 0 ? 0 : -1;
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    group_scalar = 0;
+    b64_force_scalar(0);
+    return 0;
 }
 
 /* Encode into an allocation of exactly the documented size (so ASan sees any overrun). */
@@ -341,6 +430,143 @@ test_decode_last_group(void **state)
         fail_msg("%d last groups decoded differently from the reference", wrong);
 }
 
+/*
+ * Every length 0..400 (and some long ones) of random, all-zero and all-0xff bytes: both paths
+ * write the reference's text, and both decode it back.
+ */
+static void
+test_paths_encode(void **state)
+{
+    (void)state;
+    static const size_t longs[] = {4095, 4096, 4097, 65535, 65536, 65537, 1 << 20};
+    enum { MAX = 400 };
+    size_t biggest = (size_t)1 << 20;
+    unsigned char *plain = malloc(biggest);
+    char *v = malloc(b64_encoded_len(biggest) + 1), *s = malloc(b64_encoded_len(biggest) + 1);
+    char *r = malloc(b64_encoded_len(biggest) + 1);
+    assert_non_null(plain);
+    assert_non_null(v);
+    assert_non_null(s);
+    assert_non_null(r);
+    int wrong = 0;
+    for (size_t k = 0; k < 3 * (MAX + 1) + sizeof longs / sizeof longs[0]; k++) {
+        size_t size = k < 3 * (MAX + 1) ? k % (MAX + 1) : longs[k - 3 * (MAX + 1)];
+        int kind = k < 3 * (MAX + 1) ? (int)(k / (MAX + 1)) : 0;
+        for (size_t i = 0; i < size; i++)
+            plain[i] = kind == 0 ? (unsigned char)rng_next() : kind == 1 ? 0 : 0xff;
+        /* from an allocation of exactly size bytes, so ASan sees any read past the end */
+        unsigned char *exact = malloc(size ? size : 1);
+        assert_non_null(exact);
+        memcpy(exact, plain, size);
+        size_t vl = encode_path(0, exact, size, v), sl = encode_path(1, exact, size, s);
+        free(exact);
+        size_t rl = b64_ref_encode(plain, size, r);
+        if (vl != rl || sl != rl || memcmp(v, r, rl + 1) != 0 || memcmp(s, r, rl + 1) != 0) {
+            print_error("encoding %zu bytes (kind %d): vector %zu, scalar %zu, reference %zu\n",
+                        size, kind, vl, sl, rl);
+            wrong++;
+            continue;
+        }
+        wrong += paths_differ(v, vl, size <= 65537);
+    }
+    free(r);
+    free(s);
+    free(v);
+    free(plain);
+    if (wrong > 0)
+        fail_msg("%d inputs encoded or decoded differently by the two paths", wrong);
+}
+
+/*
+ * Texts of every length 0..400, valid ones (each padding) with a byte from a set (outside
+ * the alphabet, '=', the neighbours of each range, a few valid ones) at every position, and
+ * '==' at every position: each vector block sees it in each of its places and across the
+ * boundaries between blocks and with the scalar tail.
+ */
+static void
+test_paths_decode_positions(void **state)
+{
+    (void)state;
+    static const unsigned char some[] = {0,   '\t', '\n', ' ', '"', '\\', '-',  '_',  '=',  '.',
+                                         ',', ':',  '@',  '[', '`', '{',  0x7f, 0x80, 0xaf, 0xff,
+                                         '*', 'A',  'Z',  'a', 'z', '0',  '9',  '+',  '/'};
+    enum { MAX = 400 };
+    unsigned char plain[MAX];
+    char text[MAX + 1];
+    int wrong = 0;
+    for (size_t len = 0; len <= MAX; len++) {
+        if (len % 4 != 0) { /* the wrong length: no path decodes it */
+            memset(text, 'A', len);
+            wrong += paths_differ(text, len, 1);
+            continue;
+        }
+        for (size_t drop = 0; drop < (len ? 3u : 1u); drop++) {
+            size_t pl = len / 4 * 3 - drop;
+            for (size_t i = 0; i < pl; i++)
+                plain[i] = (unsigned char)rng_next();
+            assert_int_equal(encode_path(1, plain, pl, text), len);
+            wrong += paths_differ(text, len, 1);
+            for (size_t pos = 0; pos < len; pos++) {
+                char keep = text[pos];
+                for (size_t b = 0; b < sizeof some; b++) {
+                    text[pos] = (char)some[b];
+                    wrong += paths_differ(text, len, 1);
+                }
+                text[pos] = keep;
+                if (pos + 1 < len) {
+                    char keep2 = text[pos + 1];
+                    text[pos] = text[pos + 1] = '=';
+                    wrong += paths_differ(text, len, 1);
+                    text[pos] = keep;
+                    text[pos + 1] = keep2;
+                }
+            }
+        }
+    }
+    if (wrong > 0)
+        fail_msg("%d texts decoded differently by the two paths or the reference", wrong);
+}
+
+/*
+ * A 1 MiB text: valid, then with a bad byte at random places and at the places around the
+ * vector blocks' edges at the start, the middle and the end; the two paths agree (and with
+ * the reference on a sample).
+ */
+static void
+test_paths_decode_big(void **state)
+{
+    (void)state;
+    static const unsigned char bad[] = {'=', 0, '\n', '-', 0x80, 0xff, '.', '@'};
+    size_t pl = ((size_t)1 << 20) - 1;
+    unsigned char *plain = malloc(pl);
+    char *text = malloc(b64_encoded_len(pl) + 1);
+    assert_non_null(plain);
+    assert_non_null(text);
+    for (size_t i = 0; i < pl; i++)
+        plain[i] = (unsigned char)rng_next();
+    size_t tl = encode_path(1, plain, pl, text);
+    int wrong = paths_differ(text, tl, 1);
+    size_t places[600];
+    size_t np = 0;
+    for (size_t i = 0; i < 70; i++) {
+        places[np++] = i;
+        places[np++] = tl / 2 - 35 + i;
+        places[np++] = tl - 70 + i;
+    }
+    while (np < sizeof places / sizeof places[0])
+        places[np++] = (size_t)(rng_next() % tl);
+    for (size_t k = 0; k < np; k++) {
+        char keep = text[places[k]];
+        text[places[k]] = (char)bad[k % sizeof bad];
+        wrong += paths_differ(text, tl, k % 50 == 0);
+        text[places[k]] = keep;
+    }
+    free(text);
+    free(plain);
+    if (wrong > 0)
+        fail_msg("%d big texts decoded differently", wrong);
+}
+
 int
 main(void)
 {
@@ -355,6 +581,11 @@ main(void)
         cmocka_unit_test(test_encode_matches_evp),
         cmocka_unit_test(test_decode_every_position),
         cmocka_unit_test(test_decode_last_group),
+        cmocka_unit_test(test_paths_encode),
+        cmocka_unit_test(test_paths_decode_positions),
+        cmocka_unit_test(test_paths_decode_big),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests_name("vector", tests, setup_vector, teardown);
+    failed += cmocka_run_group_tests_name("scalar", tests, setup_scalar, teardown);
+    return failed;
 }
