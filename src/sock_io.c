@@ -547,6 +547,20 @@ sock_connect_ready(struct sock *s)
     sock_became_connected(s);
 }
 
+/* End a notification line written up to p + w: `,"request":ID` when there is an id, then the
+ * closing braces and the newline. Returns the line's length. */
+static size_t
+sock_line_end(char *p, size_t w, const char *id, size_t idlen)
+{
+    if (id != NULL) {
+        memcpy(p + w, ",\"request\":", 11);
+        memcpy(p + w + 11, id, idlen);
+        w += 11 + idlen;
+    }
+    memcpy(p + w, "}}\n", 3);
+    return w + 3;
+}
+
 /*
  * socket.sent, written straight into the client's queue: one per send, so the JSON tree and
  * encoder of sock_emit are skipped. The line is the one sock_emit writes:
@@ -582,15 +596,8 @@ sock_emit_sent(struct sock *s, size_t bytes, json_t *req)
     size_t total = (size_t)hl + (id ? 11 + idlen : 0) + 3;
     char *p = ctl_reserve_line(s->owner, total);
     if (p != NULL) {
-        size_t w = (size_t)hl;
-        memcpy(p, head, w);
-        if (id) {
-            memcpy(p + w, ",\"request\":", 11);
-            memcpy(p + w + 11, id, idlen);
-            w += 11 + idlen;
-        }
-        memcpy(p + w, "}}\n", 3);
-        ctl_commit_line(s->owner, w + 3);
+        memcpy(p, head, (size_t)hl);
+        ctl_commit_line(s->owner, sock_line_end(p, (size_t)hl, id, idlen));
     }
     free(idtext);
 }
@@ -905,13 +912,7 @@ sock_emit_received(struct sock *s, size_t n, int eof, int timeout)
         w += b64_encode(buf_head(&s->in), n, p + w);
         memcpy(p + w, tail, (size_t)tl);
         w += (size_t)tl;
-        if (req) {
-            memcpy(p + w, ",\"request\":", 11);
-            memcpy(p + w + 11, req, reqlen);
-            w += 11 + reqlen;
-        }
-        memcpy(p + w, "}}\n", 3);
-        ctl_commit_line(s->owner, w + 3);
+        ctl_commit_line(s->owner, sock_line_end(p, w, req, reqlen));
     }
     free(req);
     buf_consume(&s->in, n);
