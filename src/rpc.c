@@ -398,6 +398,30 @@ rpc_blob_restore(json_t *v, const json_t *keep)
     }
 }
 
+/*
+ * Before a request of method runs: put the lifted values of v back, but for the "data" of a
+ * send (in params), which the send methods take as decoded bytes.
+ */
+static void
+rpc_blob_put_back(json_t *v, const char *method, json_t *params)
+{
+    const json_t *keep = NULL;
+    if (rpc_blobs.n == 0)
+        return;
+    if (strcmp(method, "socket.send") == 0 || strcmp(method, "socket.sendto") == 0)
+        keep = json_object_get(params, "data");
+    rpc_blob_restore(v, keep);
+}
+
+/* Sends coalesced so far reach the kernel before a request of another method sees a socket
+ * (sock_io.c), and their socket.sent before its response when called before ctl_hold. */
+static void
+rpc_flush_sends(const char *method)
+{
+    if (method == NULL || strcmp(method, "socket.send") != 0)
+        sock_flush_all();
+}
+
 static json_t *
 rpc_error_msg(json_t *id, int code, const char *msg, json_t *data)
 {
@@ -429,10 +453,7 @@ rpc_exec(struct rpc_call *call, struct client *c, json_t *id, const char *method
 {
     const struct rpc_method *m;
 
-    /* Sends coalesced so far reach the kernel before any other request sees a socket (sock_io.c).
-     */
-    if (strcmp(method, "socket.send") != 0)
-        sock_flush_all();
+    rpc_flush_sends(method); /* batch members run under the batch's hold */
     sockd.requests++;
     memset(call, 0, sizeof *call);
     call->client = c;
@@ -480,15 +501,8 @@ rpc_handle_one(struct client *c, json_t *req, int *fds, int *nfds)
     if (!json_is_string(mv))
         return rpc_invalid(id, "method must be a string");
 
-    if (rpc_blobs.n > 0) {
-        const char *mn = json_string_value(mv);
-        json_t *pp = json_object_get(req, "params");
-        const json_t *keep = NULL;
-        if (strcmp(mn, "socket.send") == 0 || strcmp(mn, "socket.sendto") == 0)
-            keep = json_object_get(pp, "data");
-        rpc_blob_restore(req, keep);
-    }
     params = json_object_get(req, "params");
+    rpc_blob_put_back(req, json_string_value(mv), params);
     rpc_exec(&call, c, id, json_string_value(mv), params, fds, nfds);
     if (id == NULL) {
         json_decref(call.result);
@@ -734,15 +748,10 @@ rpc_fast(struct client *c, const char *line, size_t len)
     }
     memcpy(method, env.method, env.method_len);
     method[env.method_len] = '\0';
-    if (rpc_blobs.n > 0 && params != NULL) {
-        const json_t *keep = NULL;
-        if (strcmp(method, "socket.send") == 0 || strcmp(method, "socket.sendto") == 0)
-            keep = json_object_get(params, "data");
-        rpc_blob_restore(params, keep);
-    }
+    if (params != NULL)
+        rpc_blob_put_back(params, method, params);
     rpc_fast_hits++;
-    if (strcmp(method, "socket.send") != 0)
-        sock_flush_all(); /* earlier sends' socket.sent go out before this response */
+    rpc_flush_sends(method);
     ctl_hold(c);
     rpc_exec(&call, c, id, method, params, fds, &nfds);
     if (call.err_code == 0) {
@@ -801,10 +810,7 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
         rpc_blob_reset();
         return 1;
     }
-    /* a request other than socket.send: its socket.sent go out before its response, not after */
-    if (!json_is_object(msg) || !json_is_string(json_object_get(msg, "method")) ||
-        strcmp(json_string_value(json_object_get(msg, "method")), "socket.send") != 0)
-        sock_flush_all();
+    rpc_flush_sends(json_string_value(json_object_get(msg, "method"))); /* NULL for a batch */
     ctl_hold(c);
     if (json_is_array(msg)) {
         size_t i;
