@@ -562,6 +562,31 @@ sock_line_end(char *p, size_t w, const char *id, size_t idlen)
 }
 
 /*
+ * The text of a request id for a notification line written in place: an integer (the common
+ * case) into num, anything else from jansson into *heap (the caller frees it). 0, or -1 when
+ * the text could not be made (out of memory); *text NULL when there is no id.
+ */
+static int
+sock_req_text(json_t *req, char num[32], char **heap, const char **text, size_t *len)
+{
+    *heap = NULL;
+    *text = NULL;
+    *len = 0;
+    if (req == NULL)
+        return 0;
+    if (json_is_integer(req)) {
+        *len = (size_t)snprintf(num, 32, "%" JSON_INTEGER_FORMAT, json_integer_value(req));
+        *text = num;
+        return 0;
+    }
+    if ((*heap = json_dumps(req, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL)
+        return -1;
+    *text = *heap;
+    *len = strlen(*heap);
+    return 0;
+}
+
+/*
  * socket.sent, written straight into the client's queue: one per send, so the JSON tree and
  * encoder of sock_emit are skipped. The line is the one sock_emit writes:
  * {"jsonrpc":"2.0","method":"socket.sent","params":{"bytes":N,"socket":S,"request":ID}}.
@@ -570,24 +595,15 @@ static void
 sock_emit_sent(struct sock *s, size_t bytes, json_t *req)
 {
     char head[128], idnum[32];
-    char *idtext = NULL;
-    const char *id = NULL;
-    size_t idlen = 0;
+    char *idtext;
+    const char *id;
+    size_t idlen;
 
     if (s->owner == NULL)
         return;
-    if (json_is_integer(req)) {
-        idlen =
-            (size_t)snprintf(idnum, sizeof idnum, "%" JSON_INTEGER_FORMAT, json_integer_value(req));
-        id = idnum;
-    } else if (req != NULL) {
-        idtext = json_dumps(req, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (idtext == NULL) {
-            sock_emit(s, "socket.sent", json_pack("{s:I}", "bytes", (json_int_t)bytes), req);
-            return;
-        }
-        id = idtext;
-        idlen = strlen(idtext);
+    if (sock_req_text(req, idnum, &idtext, &id, &idlen) < 0) {
+        sock_emit(s, "socket.sent", json_pack("{s:I}", "bytes", (json_int_t)bytes), req);
+        return;
     }
     int hl = snprintf(head, sizeof head,
                       "{\"jsonrpc\":\"2.0\",\"method\":\"socket.sent\",\"params\":{\"bytes\":%zu,"
@@ -747,7 +763,14 @@ sock_sendrec_add(struct sock *s, struct sock_sendrec *r, size_t n, json_t *req, 
 static struct sock *sock_flushq[SOCK_FLUSHQ];
 static int sock_nflushq;
 
-/* Write what consecutive sends queued, as the direct write would have (one write, rest waits). */
+/* Connected, with no starttls boundary or handshake in the way: bytes may go out now. */
+static int
+sock_can_write(const struct sock *s)
+{
+    return s->state == SS_CONNECTED && !s->tls_upgrade && (s->tls == NULL || !s->tls->handshaking);
+}
+
+/* Write what consecutive sends queued, as the socket's write path does when it can write. */
 void
 sock_flush(struct sock *s)
 {
@@ -759,19 +782,8 @@ sock_flush(struct sock *s)
             sock_flushq[i] = NULL;
     if (s->dead)
         return;
-    if (s->state == SS_CONNECTED && buf_len(&s->out) > 0 && !s->tls_upgrade &&
-        (s->tls == NULL || !s->tls->handshaking)) {
-        ssize_t w = s->tp->write(s, buf_head(&s->out), buf_len(&s->out));
-        if (w > 0) {
-            buf_consume(&s->out, (size_t)w);
-            s->bytes_sent += (uint64_t)w;
-            sockd.bytes_out += (uint64_t)w;
-        } else if (w < 0 && errno != EAGAIN) {
-            sock_io_failed(s, errno); /* the queue is reported as unsent by socket.closed */
-            return;
-        }
-        sock_complete_sends(s);
-    }
+    if (buf_len(&s->out) > 0 && sock_can_write(s))
+        sock_write_ready(s); /* a failed write: socket.closed reports the queue as unsent */
     if (!s->dead)
         sock_update_io(s);
 }
@@ -812,8 +824,7 @@ sock_send(struct sock *s, const void *p, size_t n, json_t *req, int notify)
     struct sock_sendrec *r = calloc(1, sizeof *r);
     if (r == NULL)
         return -1;
-    int direct = s->state == SS_CONNECTED && buf_len(&s->out) == 0 && n > 0 && !s->tls_upgrade &&
-                 (s->tls == NULL || !s->tls->handshaking);
+    int direct = buf_len(&s->out) == 0 && n > 0 && sock_can_write(s);
     if (s->flush_queued || (direct && n < SOCK_COALESCE_MAX)) {
         if (buf_append(&s->out, p, n) < 0) {
             free(r);
@@ -897,12 +908,14 @@ sock_emit_received(struct sock *s, size_t n, int eof, int timeout)
      * The hot path: the line is written straight into the client's output queue, base64
      * encoded in place, so a large payload is neither copied nor escaped by the JSON encoder.
      */
-    char *req = s->recv_req ? json_dumps(s->recv_req, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char idnum[32], *idtext;
+    const char *req;
+    size_t reqlen;
+    sock_req_text(s->recv_req, idnum, &idtext, &req, &reqlen); /* out of memory: no "request" */
     char head[] = "{\"jsonrpc\":\"2.0\",\"method\":\"socket.received\",\"params\":{\"data\":\"";
     char tail[160];
     int tl = snprintf(tail, sizeof tail, "\"%s%s,\"socket\":%llu", eof ? ",\"eof\":true" : "",
                       timeout ? ",\"timeout\":true" : "", (unsigned long long)s->id);
-    size_t reqlen = req ? strlen(req) : 0;
     size_t total = sizeof head - 1 + b64_encoded_len(n) + (size_t)tl + (req ? 11 + reqlen : 0) + 3;
     char *p = s->owner ? ctl_reserve_line(s->owner, total) : NULL;
     if (p != NULL) {
@@ -914,7 +927,7 @@ sock_emit_received(struct sock *s, size_t n, int eof, int timeout)
         w += (size_t)tl;
         ctl_commit_line(s->owner, sock_line_end(p, w, req, reqlen));
     }
-    free(req);
+    free(idtext);
     buf_consume(&s->in, n);
 }
 
