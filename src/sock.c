@@ -351,12 +351,7 @@ sock_give(struct sock *s, double timeout)
     ev_timer_start(sockd.loop, &g->timer);
     g->next = sock_gifts;
     sock_gifts = g;
-    if (s->recv_pending) {
-        s->recv_pending = 0;
-        sock_timer_stop(s, SOCK_TIMER_RECV);
-        json_decref(s->recv_req);
-        s->recv_req = NULL;
-    }
+    sock_recv_cancel(s); /* silently: the giver's recv names nothing the taker asked for */
     sock_forget_requests(s);
     idmap_del(&sockd.socks, s->id); /* the handle dies here */
     sock_unlink_owner(s);
