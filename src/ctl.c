@@ -57,6 +57,13 @@ ctl_mark_dirty(struct client *c)
 }
 
 /* Enter or leave the paused state from the size of the output queue. */
+/* An unfinished line waits (or is being discarded): the stall clock runs while it does. */
+static int
+ctl_partial_line(const struct client *c)
+{
+    return (buf_len(&c->in) > 0 && c->scanned == buf_len(&c->in)) || c->discarding;
+}
+
 static void
 ctl_check_pause(struct client *c)
 {
@@ -79,7 +86,7 @@ ctl_check_pause(struct client *c)
     } else {
         ev_io_start(sockd.loop, &c->rio);
         ev_idle_start(sockd.loop, &c->more); /* lines may be waiting in the input buffer */
-        if ((buf_len(&c->in) > 0 && c->scanned == buf_len(&c->in)) || c->discarding)
+        if (ctl_partial_line(c))
             ev_timer_again(sockd.loop, &c->stall);
     }
     for (struct sock *s = c->socks; s != NULL; s = s->cnext)
@@ -444,7 +451,7 @@ ctl_read_cb(EV_P_ ev_io *w, int revents)
     ctl_process(c);
     if (!c->dead) {
         /* only an unfinished line counts: complete lines may wait while output is paused */
-        if ((buf_len(&c->in) > 0 && c->scanned == buf_len(&c->in)) || c->discarding)
+        if (ctl_partial_line(c))
             ev_timer_again(sockd.loop, &c->stall); /* progress: the clock starts again */
         else
             ev_timer_stop(sockd.loop, &c->stall);
