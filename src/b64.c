@@ -291,18 +291,12 @@ b64_decode(const char *in, size_t n, unsigned char *out)
         uint64_t w = (uint64_t)x | (uint64_t)y << 24;
         memcpy(o, &w, 8);
     }
-    for (; p < last; p += 4, o += 3) {
-        x = b64_d0[p[0]] | b64_d1[p[1]] | b64_d2[p[2]] | b64_d3[p[3]];
-        err |= x;
-        memcpy(o, &x, 4);
-    }
-#else
+#endif
     for (; p < last; p += 4, o += 3) {
         x = b64_d0[p[0]] | b64_d1[p[1]] | b64_d2[p[2]] | b64_d3[p[3]];
         err |= x;
         b64_put3(o, x);
     }
-#endif
     /* Canonical form: the bits the padding leaves over (the bytes it drops) must be zero. */
     size_t keep = 3;
     if (p[3] != '=') {
