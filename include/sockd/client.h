@@ -30,6 +30,13 @@ const char *sockd_socket_path(const char *explicit_path, char *buf, size_t len);
 /* Connect to the daemon. path NULL resolves as above. Returns NULL and sets errno on failure. */
 struct sockd_client *sockd_client_connect(const char *path);
 
+/*
+ * Wrap an already connected control socket (inherited, or connected by another process and
+ * passed over SCM_RIGHTS); the client owns fd from here on, and it is made non-blocking.
+ * Returns NULL and sets errno on failure (fd is then left open).
+ */
+struct sockd_client *sockd_client_adopt(int fd);
+
 /* Close the connection and free everything, queued events included. */
 void sockd_client_close(struct sockd_client *c);
 
@@ -44,17 +51,16 @@ int sockd_client_fd(const struct sockd_client *c);
  * failure or timeout: returns -1 with errno set (ETIMEDOUT, EPIPE, ...).
  * Either out pointer may be NULL.
  */
-int sockd_client_call(struct sockd_client *c, const char *method, json_t *params,
-                      json_t **result, json_t **error, int timeout_ms);
+int sockd_client_call(struct sockd_client *c, const char *method, json_t *params, json_t **result,
+                      json_t **error, int timeout_ms);
 
 /*
  * As sockd_client_call, and also: send_fd >= 0 rides with the request
  * (SCM_RIGHTS); if recv_fd is not NULL it receives an fd that rode with
  * the response, or -1 when none did.
  */
-int sockd_client_call_fd(struct sockd_client *c, const char *method, json_t *params,
-                         int send_fd, json_t **result, json_t **error, int *recv_fd,
-                         int timeout_ms);
+int sockd_client_call_fd(struct sockd_client *c, const char *method, json_t *params, int send_fd,
+                         json_t **result, json_t **error, int *recv_fd, int timeout_ms);
 
 /*
  * The next notification (the whole message object, new reference), from

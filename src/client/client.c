@@ -500,6 +500,20 @@ sockd_client_connect(const char *path)
     return NULL;
 }
 
+struct sockd_client *
+sockd_client_adopt(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return NULL;
+    struct sockd_client *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->next_id = 1;
+    c->fd = fd;
+    return c;
+}
+
 void
 sockd_client_close(struct sockd_client *c)
 {

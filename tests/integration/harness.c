@@ -1,4 +1,5 @@
-/* Integration test harness: a real sockd on a temporary socket, real loopback peers (see harness.h). */
+/* Integration test harness: a real sockd on a temporary socket, real loopback peers (see
+ * harness.h). */
 #include "config.h"
 
 #include <stdarg.h>
@@ -22,6 +23,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <grp.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,21 +32,24 @@
 
 #include "harness.h"
 
-long long h_now_ms(void)
+long long
+h_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void h_sleep_ms(int ms)
+void
+h_sleep_ms(int ms)
 {
-    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
         ;
 }
 
-void h_dump(const char *label, const json_t *v)
+void
+h_dump(const char *label, const json_t *v)
 {
     char *s = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     fprintf(stderr, "  %s: %s\n", label, s ? s : "(null)");
@@ -52,7 +57,8 @@ void h_dump(const char *label, const json_t *v)
 }
 
 /* Copy the daemon's log to stderr (only on failure paths). */
-static void print_log(const struct h_daemon *d)
+static void
+print_log(const struct h_daemon *d)
 {
     FILE *f = fopen(d->log, "r");
     char line[4096];
@@ -71,7 +77,8 @@ static void print_log(const struct h_daemon *d)
 }
 
 /* Remove everything in d->dir (flat) and the directory itself. */
-static void remove_dir(const struct h_daemon *d)
+static void
+remove_dir(const struct h_daemon *d)
 {
     DIR *dir = opendir(d->dir);
     struct dirent *e;
@@ -90,7 +97,8 @@ static void remove_dir(const struct h_daemon *d)
 }
 
 /* One connect attempt to the control socket: 1 if it accepted. */
-static int probe_connect(const char *path)
+static int
+probe_connect(const char *path)
 {
     struct sockaddr_un sa;
     int fd, ok;
@@ -108,7 +116,8 @@ static int probe_connect(const char *path)
     return ok;
 }
 
-void h_daemon_start(struct h_daemon *d, const char *conf_text)
+void
+h_daemon_start(struct h_daemon *d, const char *conf_text)
 {
     const char *bin = getenv("SOCKD_BIN");
     long long deadline;
@@ -194,7 +203,8 @@ void h_daemon_start(struct h_daemon *d, const char *conf_text)
     fail();
 }
 
-void h_daemon_stop(struct h_daemon *d)
+void
+h_daemon_stop(struct h_daemon *d)
 {
     long long deadline;
     int status = 0, exited = 0, sock_gone, errno_sock;
@@ -243,7 +253,8 @@ void h_daemon_stop(struct h_daemon *d)
     assert_int_equal(errno_sock, ENOENT);
 }
 
-int h_count_fds(pid_t pid)
+int
+h_count_fds(pid_t pid)
 {
     char path[64];
     DIR *dir;
@@ -260,7 +271,8 @@ int h_count_fds(pid_t pid)
     return n;
 }
 
-int h_wait_fds(pid_t pid, int n, int timeout_ms)
+int
+h_wait_fds(pid_t pid, int n, int timeout_ms)
 {
     long long deadline = h_now_ms() + timeout_ms;
     int got;
@@ -273,7 +285,8 @@ int h_wait_fds(pid_t pid, int n, int timeout_ms)
     }
 }
 
-json_t *h_wait_clients(struct sockd_client *c, long long n)
+json_t *
+h_wait_clients(struct sockd_client *c, long long n)
 {
     long long deadline = h_now_ms() + H_TIMEOUT_MS;
     json_t *st;
@@ -295,7 +308,9 @@ json_t *h_wait_clients(struct sockd_client *c, long long n)
     return st;
 }
 
-long h_rss_kib(pid_t pid)
+/* The value of a "Key: N kB" line of /proc/PID/status. */
+static long
+status_kib(pid_t pid, const char *fmt)
 {
     char path[64], line[256];
     FILE *f;
@@ -305,14 +320,129 @@ long h_rss_kib(pid_t pid)
     f = fopen(path, "r");
     assert_non_null(f);
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+        if (sscanf(line, fmt, &kib) == 1)
             break;
     fclose(f);
     assert_true(kib >= 0);
     return kib;
 }
 
-struct sockd_client *h_client(struct h_daemon *d)
+long
+h_rss_kib(pid_t pid)
+{
+    return status_kib(pid, "VmRSS: %ld kB");
+}
+
+long
+h_hwm_kib(pid_t pid)
+{
+    return status_kib(pid, "VmHWM: %ld kB");
+}
+
+/* Receive one fd sent with SCM_RIGHTS on fd s; -1 if none came. */
+static int
+recv_one_fd(int s)
+{
+    char byte;
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } cm;
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof cm.buf};
+    int fd = -1;
+
+    if (recvmsg(s, &m, MSG_CMSG_CLOEXEC) <= 0)
+        return -1;
+    for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h != NULL; h = CMSG_NXTHDR(&m, h))
+        if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS)
+            memcpy(&fd, CMSG_DATA(h), sizeof fd);
+    return fd;
+}
+
+int
+h_connect_as(const char *path, uid_t uid, gid_t gid)
+{
+    int sp[2];
+    pid_t pid;
+    int fd, status;
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp), 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        char byte = 0;
+        union {
+            struct cmsghdr h;
+            char buf[CMSG_SPACE(sizeof(int))];
+        } cm;
+        struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+        struct msghdr m = {.msg_iov = &iov,
+                           .msg_iovlen = 1,
+                           .msg_control = cm.buf,
+                           .msg_controllen = sizeof cm.buf};
+        int c;
+
+        close(sp[0]);
+        if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+            _exit(120);
+        if (getuid() != uid || geteuid() != uid || (uid != 0 && setuid(0) == 0))
+            _exit(121); /* the drop must be real and final */
+        c = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (c < 0 || strlen(path) >= sizeof sa.sun_path)
+            _exit(122);
+        memcpy(sa.sun_path, path, strlen(path));
+        if (connect(c, (struct sockaddr *)&sa, sizeof sa) < 0)
+            _exit(123);
+        m.msg_controllen = CMSG_SPACE(sizeof(int));
+        struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+        h->cmsg_level = SOL_SOCKET;
+        h->cmsg_type = SCM_RIGHTS;
+        h->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(h), &c, sizeof c);
+        _exit(sendmsg(sp[1], &m, 0) == 1 ? 0 : 124);
+    }
+    close(sp[1]);
+    fd = recv_one_fd(sp[0]);
+    close(sp[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fprintf(stderr, "h_connect_as(%s, %d): child status %#x\n", path, (int)uid, status);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true(fd >= 0);
+    return fd;
+}
+
+void
+h_daemon_open_to_all(struct h_daemon *d)
+{
+    assert_int_equal(chmod(d->dir, 0755), 0);
+    assert_int_equal(chmod(d->sock, 0666), 0);
+}
+
+struct sockd_client *
+h_client_as(struct h_daemon *d, uid_t uid, gid_t gid)
+{
+    struct sockd_client *c;
+
+    h_daemon_open_to_all(d);
+    c = sockd_client_adopt(h_connect_as(d->sock, uid, gid));
+    assert_non_null(c);
+    return c;
+}
+
+struct sockd_client *
+h_client_nobody(struct h_daemon *d)
+{
+    return h_client_as(d, H_NOBODY, H_NOBODY);
+}
+
+struct sockd_client *
+h_client(struct h_daemon *d)
 {
     struct sockd_client *c = sockd_client_connect(d->sock);
     if (!c)
@@ -322,7 +452,8 @@ struct sockd_client *h_client(struct h_daemon *d)
 }
 
 /* Build params from fmt (NULL: no params) or fail the test. */
-static json_t *build_params(const char *fmt, va_list ap)
+static json_t *
+build_params(const char *fmt, va_list ap)
 {
     json_error_t jerr;
     json_t *p;
@@ -336,7 +467,8 @@ static json_t *build_params(const char *fmt, va_list ap)
     return p;
 }
 
-json_t *h_ok(struct sockd_client *c, const char *method, const char *fmt, ...)
+json_t *
+h_ok(struct sockd_client *c, const char *method, const char *fmt, ...)
 {
     json_t *params, *result = NULL, *error = NULL;
     va_list ap;
@@ -359,7 +491,8 @@ json_t *h_ok(struct sockd_client *c, const char *method, const char *fmt, ...)
     return result;
 }
 
-int h_err(struct sockd_client *c, json_t **error_out, const char *method, const char *fmt, ...)
+int
+h_err(struct sockd_client *c, json_t **error_out, const char *method, const char *fmt, ...)
 {
     json_t *params, *result = NULL, *error = NULL;
     va_list ap;
@@ -387,7 +520,8 @@ int h_err(struct sockd_client *c, json_t **error_out, const char *method, const 
     return code;
 }
 
-json_t *h_event(struct sockd_client *c, const char *method, long long socket, int timeout_ms)
+json_t *
+h_event(struct sockd_client *c, const char *method, long long socket, int timeout_ms)
 {
     json_t *msg = sockd_client_wait_event(c, method, socket, timeout_ms);
     json_t *params;
@@ -405,7 +539,8 @@ json_t *h_event(struct sockd_client *c, const char *method, long long socket, in
     return params;
 }
 
-void h_no_event(struct sockd_client *c, int ms)
+void
+h_no_event(struct sockd_client *c, int ms)
 {
     json_t *msg = sockd_client_next_event(c, ms);
     int e = errno;
@@ -419,7 +554,8 @@ void h_no_event(struct sockd_client *c, int ms)
     assert_int_equal(e, ETIMEDOUT);
 }
 
-long long h_open(struct sockd_client *c, const char *type)
+long long
+h_open(struct sockd_client *c, const char *type)
 {
     json_t *r = h_ok(c, "socket.open", "{s:s}", "type", type);
     json_t *s = json_object_get(r, "socket");
@@ -434,7 +570,8 @@ long long h_open(struct sockd_client *c, const char *type)
     return h;
 }
 
-long long h_connect_tcp(struct sockd_client *c, int port)
+long long
+h_connect_tcp(struct sockd_client *c, int port)
 {
     long long s = h_open(c, "tcp");
     json_t *ev;
@@ -446,7 +583,8 @@ long long h_connect_tcp(struct sockd_client *c, int port)
     return s;
 }
 
-char *h_b64(const void *data, size_t len)
+char *
+h_b64(const void *data, size_t len)
 {
     size_t cap = 4 * ((len + 2) / 3) + 1;
     char *out = malloc(cap);
@@ -460,7 +598,8 @@ char *h_b64(const void *data, size_t len)
     return out;
 }
 
-unsigned char *h_unb64(const char *text, size_t *len)
+unsigned char *
+h_unb64(const char *text, size_t *len)
 {
     size_t n = strlen(text), pad = 0;
     unsigned char *out;
@@ -488,7 +627,8 @@ unsigned char *h_unb64(const char *text, size_t *len)
     return out;
 }
 
-unsigned char *h_recv_exact(struct sockd_client *c, long long s, size_t len, int timeout_ms)
+unsigned char *
+h_recv_exact(struct sockd_client *c, long long s, size_t len, int timeout_ms)
 {
     const size_t max_chunk = 16777216; /* max_recv_length */
     unsigned char *buf = malloc(len ? len : 1);
@@ -533,7 +673,8 @@ unsigned char *h_recv_exact(struct sockd_client *c, long long s, size_t len, int
     return buf;
 }
 
-void h_send_raw(struct sockd_client *c, const char *text)
+void
+h_send_raw(struct sockd_client *c, const char *text)
 {
     int rc = sockd_client_send_raw(c, text, strlen(text));
     if (rc != 0)
@@ -541,7 +682,8 @@ void h_send_raw(struct sockd_client *c, const char *text)
     assert_int_equal(rc, 0);
 }
 
-json_t *h_read(struct sockd_client *c, int timeout_ms)
+json_t *
+h_read(struct sockd_client *c, int timeout_ms)
 {
     json_t *m = sockd_client_read_message(c, timeout_ms);
     if (!m)
@@ -557,10 +699,10 @@ json_t *h_read(struct sockd_client *c, int timeout_ms)
 struct peer_priv {
     pthread_t acceptor;
     pthread_mutex_t mu;
-    int stop;                      /* atomic */
-    int nconn;                     /* under mu */
+    int stop;                       /* atomic */
+    int nconn;                      /* under mu */
     pthread_t conns[PEER_MAX_CONN]; /* under mu */
-    int eofs;                      /* atomic */
+    int eofs;                       /* atomic */
 };
 
 struct peer_conn {
@@ -568,22 +710,25 @@ struct peer_conn {
     int fd;
 };
 
-static int peer_stopping(struct h_peer *p)
+static int
+peer_stopping(struct h_peer *p)
 {
     struct peer_priv *pv = p->priv;
     return __atomic_load_n(&pv->stop, __ATOMIC_SEQ_CST);
 }
 
-static enum h_peer_mode peer_mode(struct h_peer *p)
+static enum h_peer_mode
+peer_mode(struct h_peer *p)
 {
     return __atomic_load_n(&p->mode, __ATOMIC_SEQ_CST);
 }
 
 /* Write all of buf, waiting for room in short polls so a stop request is seen. 0 ok, -1 gone. */
-static int peer_write_all(struct h_peer *p, int fd, const char *buf, size_t len)
+static int
+peer_write_all(struct h_peer *p, int fd, const char *buf, size_t len)
 {
     while (len > 0) {
-        struct pollfd pfd = { fd, POLLOUT, 0 };
+        struct pollfd pfd = {fd, POLLOUT, 0};
         ssize_t n;
 
         if (peer_stopping(p))
@@ -602,7 +747,8 @@ static int peer_write_all(struct h_peer *p, int fd, const char *buf, size_t len)
     return 0;
 }
 
-static void *peer_conn_main(void *arg)
+static void *
+peer_conn_main(void *arg)
 {
     struct peer_conn *pc = arg;
     struct h_peer *p = pc->p;
@@ -615,13 +761,13 @@ static void *peer_conn_main(void *arg)
     free(pc);
     while (buf && !peer_stopping(p)) {
         enum h_peer_mode mode = peer_mode(p);
-        struct pollfd pfd = { fd, POLLIN, 0 };
+        struct pollfd pfd = {fd, POLLIN, 0};
         ssize_t n;
 
         if (mode == H_CLOSE)
             break;
         if (mode == H_RESET) {
-            struct linger lg = { 1, 0 };
+            struct linger lg = {1, 0};
             setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
             break;
         }
@@ -655,13 +801,14 @@ static void *peer_conn_main(void *arg)
     return NULL;
 }
 
-static void *peer_accept_main(void *arg)
+static void *
+peer_accept_main(void *arg)
 {
     struct h_peer *p = arg;
     struct peer_priv *pv = p->priv;
 
     while (!peer_stopping(p)) {
-        struct pollfd pfd = { p->lfd, POLLIN, 0 };
+        struct pollfd pfd = {p->lfd, POLLIN, 0};
         struct peer_conn *pc;
         int fd;
 
@@ -694,7 +841,8 @@ static void *peer_accept_main(void *arg)
     return NULL;
 }
 
-void h_peer_start(struct h_peer *p, enum h_peer_mode mode, int v6)
+void
+h_peer_start(struct h_peer *p, enum h_peer_mode mode, int v6)
 {
     const char *greeting = p->greeting; /* may be set by the caller before start */
     struct peer_priv *pv;
@@ -726,8 +874,8 @@ void h_peer_start(struct h_peer *p, enum h_peer_mode mode, int v6)
     assert_int_equal(listen(p->lfd, 512), 0);
     sl = sizeof ss;
     assert_int_equal(getsockname(p->lfd, (struct sockaddr *)&ss, &sl), 0);
-    p->port = ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                       : ((struct sockaddr_in *)&ss)->sin_port);
+    p->port =
+        ntohs(v6 ? ((struct sockaddr_in6 *)&ss)->sin6_port : ((struct sockaddr_in *)&ss)->sin_port);
     pv = calloc(1, sizeof *pv);
     assert_non_null(pv);
     pthread_mutex_init(&pv->mu, NULL);
@@ -735,7 +883,8 @@ void h_peer_start(struct h_peer *p, enum h_peer_mode mode, int v6)
     assert_int_equal(pthread_create(&pv->acceptor, NULL, peer_accept_main, p), 0);
 }
 
-void h_peer_stop(struct h_peer *p)
+void
+h_peer_stop(struct h_peer *p)
 {
     struct peer_priv *pv = p->priv;
 
@@ -753,18 +902,21 @@ void h_peer_stop(struct h_peer *p)
     p->priv = NULL;
 }
 
-void h_peer_set_mode(struct h_peer *p, enum h_peer_mode mode)
+void
+h_peer_set_mode(struct h_peer *p, enum h_peer_mode mode)
 {
     __atomic_store_n(&p->mode, mode, __ATOMIC_SEQ_CST);
 }
 
-int h_peer_eofs(struct h_peer *p)
+int
+h_peer_eofs(struct h_peer *p)
 {
     struct peer_priv *pv = p->priv;
     return __atomic_load_n(&pv->eofs, __ATOMIC_SEQ_CST);
 }
 
-int h_peer_wait_eofs(struct h_peer *p, int n, int timeout_ms)
+int
+h_peer_wait_eofs(struct h_peer *p, int n, int timeout_ms)
 {
     long long deadline = h_now_ms() + timeout_ms;
     int got;
@@ -777,7 +929,8 @@ int h_peer_wait_eofs(struct h_peer *p, int n, int timeout_ms)
     }
 }
 
-size_t h_peer_wait_bytes(struct h_peer *p, size_t n, int timeout_ms)
+size_t
+h_peer_wait_bytes(struct h_peer *p, size_t n, int timeout_ms)
 {
     long long deadline = h_now_ms() + timeout_ms;
     size_t got;
@@ -790,7 +943,8 @@ size_t h_peer_wait_bytes(struct h_peer *p, size_t n, int timeout_ms)
     }
 }
 
-int h_tcp_connect(int port)
+int
+h_tcp_connect(int port)
 {
     struct sockaddr_in sa;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -814,7 +968,8 @@ int h_tcp_connect(int port)
 static struct sockd_client *tracked_clients[TRACK_MAX];
 static struct h_peer *tracked_peers[TRACK_MAX];
 
-struct sockd_client *h_client_auto(struct h_daemon *d)
+struct sockd_client *
+h_client_auto(struct h_daemon *d)
 {
     struct sockd_client *c = h_client(d);
 
@@ -829,7 +984,8 @@ struct sockd_client *h_client_auto(struct h_daemon *d)
     return NULL;
 }
 
-void h_client_close(struct sockd_client *c)
+void
+h_client_close(struct sockd_client *c)
 {
     for (int i = 0; i < TRACK_MAX; i++)
         if (tracked_clients[i] == c)
@@ -837,7 +993,8 @@ void h_client_close(struct sockd_client *c)
     sockd_client_close(c);
 }
 
-struct h_peer *h_peer_auto(enum h_peer_mode mode, int v6)
+struct h_peer *
+h_peer_auto(enum h_peer_mode mode, int v6)
 {
     struct h_peer *p = calloc(1, sizeof *p);
 
@@ -853,7 +1010,8 @@ struct h_peer *h_peer_auto(enum h_peer_mode mode, int v6)
     return NULL;
 }
 
-void h_daemon_kill(struct h_daemon *d)
+void
+h_daemon_kill(struct h_daemon *d)
 {
     int status;
 
@@ -867,7 +1025,8 @@ void h_daemon_kill(struct h_daemon *d)
     d->dir[0] = 0;
 }
 
-void h_cleanup(void)
+void
+h_cleanup(void)
 {
     for (int i = 0; i < TRACK_MAX; i++)
         if (tracked_clients[i]) {
@@ -882,7 +1041,8 @@ void h_cleanup(void)
         }
 }
 
-int h_teardown(void **state)
+int
+h_teardown(void **state)
 {
     (void)state;
     h_cleanup();

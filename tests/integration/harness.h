@@ -18,13 +18,14 @@
 /* A running daemon: its own temp directory, socket path and optional config file. */
 struct h_daemon {
     pid_t pid;
-    char dir[256];   /* mkdtemp'ed directory, removed by h_daemon_stop */
-    char sock[320];  /* control socket path inside dir */
-    char conf[320];  /* config file path inside dir ("" if none) */
-    char log[320];   /* daemon stderr is written here */
+    char dir[256];  /* mkdtemp'ed directory, removed by h_daemon_stop */
+    char sock[320]; /* control socket path inside dir */
+    char conf[320]; /* config file path inside dir ("" if none) */
+    char log[320];  /* daemon stderr is written here */
 };
 
-/* Start $SOCKD_BIN (-s dir/sockd.sock [-c conf] -v) and wait until it accepts; conf_text may be NULL. */
+/* Start $SOCKD_BIN (-s dir/sockd.sock [-c conf] -v) and wait until it accepts; conf_text may be
+ * NULL. */
 void h_daemon_start(struct h_daemon *d, const char *conf_text);
 /* SIGTERM, wait for exit, assert exit status 0 and that the socket file is gone; remove dir. */
 void h_daemon_stop(struct h_daemon *d);
@@ -33,14 +34,35 @@ int h_count_fds(pid_t pid);
 /* Resident set size of a process in KiB (from /proc/PID/status). */
 long h_rss_kib(pid_t pid);
 
+/* Peak resident set size (VmHWM) of a process in KiB. */
+long h_hwm_kib(pid_t pid);
+
+/* The uid and gid hostile clients run as. */
+#define H_NOBODY 65534
+/*
+ * A control connection made by a forked child that dropped to uid/gid (no supplementary groups)
+ * before connecting, so the daemon's SO_PEERCRED sees that uid; the connected fd comes back to
+ * this process (which stays root), so the test drives the other-uid client from here.
+ */
+int h_connect_as(const char *path, uid_t uid, gid_t gid);
+/* Make d's directory and control socket reachable by every uid (0755 / 0666). */
+void h_daemon_open_to_all(struct h_daemon *d);
+/* h_connect_as wrapped in a client (the directory opened to all first); asserts success. */
+struct sockd_client *h_client_as(struct h_daemon *d, uid_t uid, gid_t gid);
+/* h_client_as(d, H_NOBODY, H_NOBODY). */
+struct sockd_client *h_client_nobody(struct h_daemon *d);
+
 /* A new control connection to d (asserts success). */
 struct sockd_client *h_client(struct h_daemon *d);
 
-/* Call with params built by json_pack(fmt, ...) (fmt NULL: {}); assert success; return result (caller decrefs). */
+/* Call with params built by json_pack(fmt, ...) (fmt NULL: {}); assert success; return result
+ * (caller decrefs). */
 json_t *h_ok(struct sockd_client *c, const char *method, const char *fmt, ...);
-/* Call; assert an error response; return its code; *error_out (if not NULL) gets the error object. */
+/* Call; assert an error response; return its code; *error_out (if not NULL) gets the error object.
+ */
 int h_err(struct sockd_client *c, json_t **error_out, const char *method, const char *fmt, ...);
-/* Wait for notification METHOD for SOCKET (0 any); assert it came; return its params (caller decrefs). */
+/* Wait for notification METHOD for SOCKET (0 any); assert it came; return its params (caller
+ * decrefs). */
 json_t *h_event(struct sockd_client *c, const char *method, long long socket, int timeout_ms);
 /* Assert that no notification arrives within ms. */
 void h_no_event(struct sockd_client *c, int ms);
@@ -49,7 +71,8 @@ void h_no_event(struct sockd_client *c, int ms);
 long long h_open(struct sockd_client *c, const char *type);
 /* open + connect to 127.0.0.1:port + wait socket.connected -> handle. */
 long long h_connect_tcp(struct sockd_client *c, int port);
-/* Base64 helpers (OpenSSL). h_b64 returns malloc'ed NUL-terminated text; h_unb64 malloc'ed bytes. */
+/* Base64 helpers (OpenSSL). h_b64 returns malloc'ed NUL-terminated text; h_unb64 malloc'ed bytes.
+ */
 char *h_b64(const void *data, size_t len);
 unsigned char *h_unb64(const char *text, size_t *len);
 /* Receive exactly len bytes via socket.recv on socket s (several events if needed); malloc'ed. */
@@ -57,15 +80,15 @@ unsigned char *h_recv_exact(struct sockd_client *c, long long s, size_t len, int
 
 /* Loopback peers run in a thread of the test process. */
 enum h_peer_mode {
-    H_ECHO,        /* echo every byte back until EOF, then close */
-    H_SINK,        /* accept and never read (fills the kernel buffers) */
-    H_DRAIN,       /* read and discard until EOF; bytes counted */
-    H_CLOSE,       /* accept and close at once (orderly EOF) */
-    H_RESET,       /* accept and reset (SO_LINGER 0) */
-    H_GREET,       /* write the greeting, then echo */
+    H_ECHO,  /* echo every byte back until EOF, then close */
+    H_SINK,  /* accept and never read (fills the kernel buffers) */
+    H_DRAIN, /* read and discard until EOF; bytes counted */
+    H_CLOSE, /* accept and close at once (orderly EOF) */
+    H_RESET, /* accept and reset (SO_LINGER 0) */
+    H_GREET, /* write the greeting, then echo */
 };
 struct h_peer {
-    int port;              /* bound port on 127.0.0.1 (or ::1 when v6) */
+    int port; /* bound port on 127.0.0.1 (or ::1 when v6) */
     int lfd;
     int v6;
     enum h_peer_mode mode;
@@ -99,13 +122,13 @@ json_t *h_read(struct sockd_client *c, int timeout_ms);
 /* Print a JSON value to stderr with a label (diagnostics). */
 void h_dump(const char *label, const json_t *v);
 /* Fail at the caller's line when cond is false, printing the expression and the JSON msg. */
-#define H_CHECK(cond, msg)                                                                     \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);           \
-            h_dump("message", (msg));                                                          \
-            fail();                                                                            \
-        }                                                                                      \
+#define H_CHECK(cond, msg)                                                                         \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
+            h_dump("message", (msg));                                                              \
+            fail();                                                                                \
+        }                                                                                          \
     } while (0)
 /* Monotonic clock in ms; sleep for ms. */
 long long h_now_ms(void);
