@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -282,6 +283,7 @@ race_syscall(pid_t pid, int dfd, const long *nrs, void (*trigger)(void *), void 
 }
 
 static const long nr_recv[] = {SYS_read, SYS_recvfrom, SYS_recvmsg, -1};
+static const long nr_relay[] = {SYS_read, SYS_recvfrom, SYS_recvmsg, SYS_splice, -1};
 static const long nr_accept[] = {SYS_accept, SYS_accept4, -1};
 static const long nr_connect[] = {SYS_connect, -1};
 
@@ -723,6 +725,48 @@ test_fd_unused_files(void **state)
     h_daemon_stop(&D);
 }
 
+/*
+ * Attack: attach a connected TCP socket, socket.pipe it (the daemon relays between it and a
+ * socketpair), clear O_NONBLOCK on the copy, and take the bytes the daemon was woken for from
+ * the copy just before it reads. splice honours the file's O_NONBLOCK even with
+ * SPLICE_F_NONBLOCK, so the relay must not splice from an attached socket. Must hold: another
+ * client's ping is answered, the relay still carries bytes.
+ */
+static void
+test_fd_pipe_cleared(void **state)
+{
+    struct race r;
+    int cli, srv, end = -1;
+    json_t *params, *res = NULL, *err = NULL;
+
+    (void)state;
+    h_daemon_start(&D, NULL);
+    struct sockd_client *atk = nobody(), *other = h_client_auto(&D);
+    tcp_pair(&cli, &srv, 0);
+    long long s = attach(atk, cli, "tcp");
+    params = json_pack("{s:I}", "socket", (json_int_t)s);
+    int rc = sockd_client_call_fd(atk, "socket.pipe", params, -1, &res, &err, &end, H_TIMEOUT_MS);
+    json_decref(params);
+    H_CHECK(rc == 0 && end >= 0, err);
+    json_decref(res);
+    track_fd(end);
+    clear_nonblock(cli);
+    memset(&r, 0, sizeof r);
+    r.copy = cli;
+    r.other = srv;
+    int dfd = daemon_fd_of(D.pid, cli);
+    assert_true(dfd >= 0);
+    assert_true(race_syscall(D.pid, dfd, nr_relay, peer_writes, copy_drains, &r));
+    assert_true(ping_ok(other));
+    /* the relay still carries bytes from the peer to the client's end */
+    assert_int_equal(send(srv, "after", 5, MSG_NOSIGNAL), 5);
+    struct pollfd pfd = {end, POLLIN, 0};
+    assert_int_equal(poll(&pfd, 1, H_TIMEOUT_MS), 1);
+    char buf[16];
+    assert_int_equal(read(end, buf, sizeof buf), 5);
+    h_daemon_stop(&D);
+}
+
 int
 main(void)
 {
@@ -734,6 +778,7 @@ main(void)
         cmocka_unit_test_teardown(test_fd_accept_stolen, teardown),
         cmocka_unit_test_teardown(test_fd_tls_cleared, teardown),
         cmocka_unit_test_teardown(test_fd_udp_cleared, teardown),
+        cmocka_unit_test_teardown(test_fd_pipe_cleared, teardown),
         cmocka_unit_test_teardown(test_fd_connect_cleared, teardown),
         cmocka_unit_test_teardown(test_fd_unused_linger, teardown),
         cmocka_unit_test_teardown(test_fd_unused_files, teardown),
