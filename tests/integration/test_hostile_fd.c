@@ -41,6 +41,8 @@
 #include "harness.h"
 
 static struct h_daemon D;
+/* The attacker (uid 65534) and another client whose pings must be answered. */
+static struct sockd_client *atk, *other;
 
 /* Raw fds and other-uid clients a test made, released by the teardown even after a failure. */
 #define FD_MAX 16
@@ -82,6 +84,7 @@ teardown(void **state)
     for (int i = 0; i < nnobodies; i++)
         sockd_client_close(nobodies[i]);
     nnobodies = 0;
+    atk = other = NULL;
     for (int i = 0; i < nfds; i++)
         close(fds[i]);
     nfds = 0;
@@ -116,6 +119,40 @@ attach(struct sockd_client *c, int fd, const char *type)
     json_decref(res);
     assert_true(s > 0);
     return s;
+}
+
+/* A daemon with the attacker and the other client connected (and accepted). */
+static void
+start(void)
+{
+    h_daemon_start(&D, NULL);
+    atk = nobody();
+    other = h_client_auto(&D);
+    assert_true(ping_ok(atk) && ping_ok(other));
+}
+
+/* method on c (params stolen) answered with a result within the bounded wait. */
+static void
+call_ok(struct sockd_client *c, const char *method, json_t *params)
+{
+    json_t *res = NULL, *err = NULL;
+    int rc = sockd_client_call(c, method, params, &res, &err, H_TIMEOUT_MS);
+    json_decref(params);
+    H_CHECK(rc == 0, err);
+    json_decref(res);
+}
+
+/* The attacker's socket.send of n bytes of text on s. */
+static void
+send_text(long long s, size_t n)
+{
+    char *text = malloc(n + 1);
+    assert_non_null(text);
+    memset(text, 'x', n);
+    text[n] = '\0';
+    json_t *params = json_pack("{s:I,s:s,s:b}", "socket", (json_int_t)s, "text", text, "notify", 0);
+    free(text);
+    call_ok(atk, "socket.send", params);
 }
 
 /* What the attacker does to its copy: blocking mode from now on. */
@@ -156,6 +193,14 @@ tcp_pair(int *cli, int *srv, int small)
         assert_int_equal(setsockopt(*cli, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf), 0);
     assert_int_equal(connect(*cli, (struct sockaddr *)&a, sizeof a), 0);
     *srv = track_fd(accept4(l, NULL, NULL, SOCK_CLOEXEC));
+}
+
+/* A connected TCP pair whose cli end the attacker attached: the handle. */
+static long long
+attached_pair(int *cli, int *srv, int small)
+{
+    tcp_pair(cli, srv, small);
+    return attach(atk, *cli, "tcp");
 }
 
 /* Read and drop whatever is queued on fd (its flags aside). */
@@ -361,10 +406,8 @@ test_fd_recv_cleared(void **state)
     int cli, srv;
 
     (void)state;
-    h_daemon_start(&D, NULL);
-    struct sockd_client *atk = nobody(), *other = h_client_auto(&D);
-    tcp_pair(&cli, &srv, 0);
-    long long s = attach(atk, cli, "tcp");
+    start();
+    long long s = attached_pair(&cli, &srv, 0);
     clear_nonblock(cli);
     r.copy = cli;
     r.other = srv;
@@ -392,23 +435,10 @@ test_fd_send_cleared(void **state)
     int cli, srv;
 
     (void)state;
-    h_daemon_start(&D, NULL);
-    struct sockd_client *atk = nobody(), *other = h_client_auto(&D);
-    tcp_pair(&cli, &srv, 1);
-    long long s = attach(atk, cli, "tcp");
+    start();
+    long long s = attached_pair(&cli, &srv, 1);
     clear_nonblock(cli);
-    char *text = malloc(N + 1);
-    assert_non_null(text);
-    memset(text, 'x', N);
-    text[N] = '\0';
-    json_t *params = json_pack("{s:I,s:s,s:b}", "socket", (json_int_t)s, "text", text, "notify", 0);
-    free(text);
-    json_t *res = NULL, *err = NULL;
-    /* on a blocking send the daemon never answers: the bounded wait fails */
-    int rc = sockd_client_call(atk, "socket.send", params, &res, &err, H_TIMEOUT_MS);
-    json_decref(params);
-    H_CHECK(rc == 0, err);
-    json_decref(res);
+    send_text(s, N); /* on a blocking send the daemon never answers: the bounded wait fails */
     assert_true(ping_ok(other));
     json_t *info = h_ok(atk, "socket.info", "{s:I}", "socket", (json_int_t)s);
     H_CHECK(strcmp(json_string_value(json_object_get(info, "state")), "connected") == 0, info);
@@ -429,26 +459,14 @@ test_fd_close_linger(void **state)
     int cli, srv;
 
     (void)state;
-    h_daemon_start(&D, NULL);
-    struct sockd_client *atk = nobody(), *other = h_client_auto(&D);
-    tcp_pair(&cli, &srv, 1);
-    long long s = attach(atk, cli, "tcp");
-    char *text = malloc(N + 1);
-    assert_non_null(text);
-    memset(text, 'x', N);
-    text[N] = '\0';
-    json_decref(h_ok(atk, "socket.send", "{s:I,s:s,s:b}", "socket", (json_int_t)s, "text", text,
-                     "notify", 0));
-    free(text);
+    start();
+    long long s = attached_pair(&cli, &srv, 1);
+    send_text(s, N);
     struct linger lg = {1, 30};
     assert_int_equal(setsockopt(cli, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
     untrack_close(cli); /* the daemon's copy is now the last reference */
-    json_t *params = json_pack("{s:I}", "socket", (json_int_t)s), *res = NULL, *err = NULL;
     /* a lingering close holds the loop for 30 s: the bounded wait fails */
-    int rc = sockd_client_call(atk, "socket.close", params, &res, &err, H_TIMEOUT_MS);
-    json_decref(params);
-    H_CHECK(rc == 0, err);
-    json_decref(res);
+    call_ok(atk, "socket.close", json_pack("{s:I}", "socket", (json_int_t)s));
     assert_true(ping_ok(other));
     h_daemon_stop(&D);
 }
@@ -486,8 +504,7 @@ test_fd_accept_stolen(void **state)
     int port;
 
     (void)state;
-    h_daemon_start(&D, NULL);
-    struct sockd_client *atk = nobody(), *other = h_client_auto(&D);
+    start();
     int l = tcp_listener(8, 0, &port);
     long long s = attach(atk, l, "tcp");
     clear_nonblock(l);
@@ -522,8 +539,8 @@ test_fd_tls_cleared(void **state)
     json_t *res;
 
     (void)state;
-    h_daemon_start(&D, NULL);
-    struct sockd_client *atk = nobody(), *other = h_client_auto(&D), *srvc = h_client_auto(&D);
+    start();
+    struct sockd_client *srvc = h_client_auto(&D);
     tcp_pair(&cli, &srv, 0);
     long long sc = attach(atk, cli, "tcp"), ss = attach(srvc, srv, "tcp");
     res = h_ok(srvc, "context.create", "{s:b}", "verify", 0);
@@ -581,8 +598,7 @@ test_fd_udp_cleared(void **state)
     socklen_t al = sizeof r.to;
 
     (void)state;
-    h_daemon_start(&D, NULL);
-    struct sockd_client *atk = nobody(), *other = h_client_auto(&D);
+    start();
     memset(&r, 0, sizeof r);
     r.to.sin_family = AF_INET;
     r.to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -622,8 +638,7 @@ test_fd_connect_cleared(void **state)
     int port;
 
     (void)state;
-    h_daemon_start(&D, NULL);
-    struct sockd_client *atk = nobody(), *other = h_client_auto(&D);
+    start();
     /* backlog 0: one connection fills the queue, and later SYNs are dropped */
     int l = tcp_listener(0, 0, &port);
     (void)l;
@@ -668,9 +683,7 @@ test_fd_unused_linger(void **state)
     char big[65536];
 
     (void)state;
-    h_daemon_start(&D, NULL);
-    struct sockd_client *atk = nobody(), *other = h_client_auto(&D);
-    assert_true(ping_ok(atk) && ping_ok(other)); /* both accepted: their fds counted */
+    start();
     int base = h_count_fds(D.pid);
     tcp_pair(&cli, &srv, 1);
     memset(big, 'x', sizeof big);
@@ -701,9 +714,7 @@ test_fd_unused_files(void **state)
     int p[2];
 
     (void)state;
-    h_daemon_start(&D, NULL);
-    struct sockd_client *atk = nobody(), *other = h_client_auto(&D);
-    assert_true(ping_ok(atk) && ping_ok(other)); /* both accepted: their fds counted */
+    start();
     int base = h_count_fds(D.pid);
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);
     track_fd(p[0]);
@@ -740,10 +751,8 @@ test_fd_pipe_cleared(void **state)
     json_t *params, *res = NULL, *err = NULL;
 
     (void)state;
-    h_daemon_start(&D, NULL);
-    struct sockd_client *atk = nobody(), *other = h_client_auto(&D);
-    tcp_pair(&cli, &srv, 0);
-    long long s = attach(atk, cli, "tcp");
+    start();
+    long long s = attached_pair(&cli, &srv, 0);
     params = json_pack("{s:I}", "socket", (json_int_t)s);
     int rc = sockd_client_call_fd(atk, "socket.pipe", params, -1, &res, &err, &end, H_TIMEOUT_MS);
     json_decref(params);
