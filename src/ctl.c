@@ -164,14 +164,14 @@ ctl_write_result_fds(struct client *c, const char *prefix, size_t plen, json_t *
                             : ctl_append(&c->out, result);
     if (rc < 0) {
         for (int i = 0; i < nfds; i++)
-            close(fds[i]);
+            nbguard_close(fds[i]);
         if (!c->dead)
             ctl_client_close(c, "out of memory");
         return;
     }
     for (int i = 0; i < nfds; i++) {
         if (c->n_out_fds == CTL_MAX_FDS) {
-            close(fds[i]);
+            nbguard_close(fds[i]);
             continue;
         }
         c->out_fds[c->n_out_fds].pos = pos;
@@ -243,8 +243,8 @@ ctl_send_out(struct client *c)
         memcpy(CMSG_DATA(ch) + i * sizeof(int), &c->out_fds[i].fd, sizeof(int));
     ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
     if (n > 0) {
-        for (int i = 0; i < k; i++)
-            close(c->out_fds[i].fd);
+        for (int i = 0; i < k; i++) /* the client may hold the last reference, SO_LINGER set */
+            nbguard_close(c->out_fds[i].fd);
         ctl_shift_fds(c->out_fds, &c->n_out_fds, k);
     }
     return n;
