@@ -14,6 +14,7 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
+#include "nbguard.h"
 #include "policy.h"
 #include "rpc.h"
 #include "sock.h"
@@ -163,14 +164,14 @@ ctl_write_result_fds(struct client *c, const char *prefix, size_t plen, json_t *
                             : ctl_append(&c->out, result);
     if (rc < 0) {
         for (int i = 0; i < nfds; i++)
-            close(fds[i]);
+            nbguard_close(fds[i]);
         if (!c->dead)
             ctl_client_close(c, "out of memory");
         return;
     }
     for (int i = 0; i < nfds; i++) {
         if (c->n_out_fds == CTL_MAX_FDS) {
-            close(fds[i]);
+            nbguard_close(fds[i]);
             continue;
         }
         c->out_fds[c->n_out_fds].pos = pos;
@@ -197,7 +198,7 @@ static void
 ctl_close_fds(struct ctl_fd *list, int *n)
 {
     for (int i = 0; i < *n; i++)
-        close(list[i].fd);
+        nbguard_close(list[i].fd); /* the client's fds, or sockets it shares */
     *n = 0;
 }
 
@@ -242,8 +243,8 @@ ctl_send_out(struct client *c)
         memcpy(CMSG_DATA(ch) + i * sizeof(int), &c->out_fds[i].fd, sizeof(int));
     ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
     if (n > 0) {
-        for (int i = 0; i < k; i++)
-            close(c->out_fds[i].fd);
+        for (int i = 0; i < k; i++) /* the client may hold the last reference, SO_LINGER set */
+            nbguard_close(c->out_fds[i].fd);
         ctl_shift_fds(c->out_fds, &c->n_out_fds, k);
     }
     return n;
@@ -430,7 +431,7 @@ ctl_read_cb(EV_P_ ev_io *w, int revents)
                 int fd;
                 memcpy(&fd, CMSG_DATA(ch) + (size_t)i * sizeof(int), sizeof fd);
                 if (c->n_in_fds == CTL_MAX_FDS) {
-                    close(fd);
+                    nbguard_close(fd);
                     continue;
                 }
                 c->in_fds[c->n_in_fds].pos = pos;
@@ -486,7 +487,7 @@ ctl_consume_in(struct client *c, size_t n)
     buf_consume(&c->in, n);
     c->in_pos += n;
     while (k < c->n_in_fds && c->in_fds[k].pos < c->in_pos)
-        close(c->in_fds[k++].fd);
+        nbguard_close(c->in_fds[k++].fd);
     if (k > 0)
         ctl_shift_fds(c->in_fds, &c->n_in_fds, k);
 }
@@ -501,7 +502,7 @@ ctl_line_fds(struct client *c, size_t len)
         if (c->n_line_fds < CTL_LINE_FDS)
             c->line_fds[c->n_line_fds++] = c->in_fds[k].fd;
         else
-            close(c->in_fds[k].fd);
+            nbguard_close(c->in_fds[k].fd);
         k++;
     }
     if (k > 0)
@@ -514,7 +515,7 @@ ctl_line_fds_done(struct client *c)
 {
     for (int i = 0; i < c->n_line_fds; i++)
         if (c->line_fds[i] >= 0)
-            close(c->line_fds[i]);
+            nbguard_close(c->line_fds[i]);
     c->n_line_fds = 0;
 }
 

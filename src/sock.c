@@ -12,6 +12,7 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
+#include "nbguard.h"
 #include "sock.h"
 #include "tls.h"
 
@@ -258,7 +259,10 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
     size_t unsent = buf_len(&s->out);
     if (s->fd >= 0) {
         ev_io_stop(sockd.loop, &s->io);
-        close(s->fd);
+        if (s->foreign) /* the client may have set SO_LINGER and closed its copy */
+            nbguard_close(s->fd);
+        else
+            close(s->fd);
         s->fd = -1;
     }
     sock_timer_stop(s, SOCK_TIMER_CONNECT);

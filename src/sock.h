@@ -188,6 +188,7 @@ struct sock {
     unsigned tls_announce : 2;  /* after the handshake: 0 connected, 1 accepted, 2 tls_upgraded */
     unsigned accept_auto : 1;   /* accepted by auto_accept (never announced before the handshake) */
     unsigned flush_queued : 1;  /* sends queued for one write before the loop blocks (sock_io.c) */
+    unsigned foreign : 1;       /* socket.attach: the client shares the fd's file and its flags */
 
     struct buf out;      /* queued bytes to send */
     uint64_t out_queued; /* stream offset of the end of out */

@@ -16,6 +16,7 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
+#include "nbguard.h"
 #include "policy.h"
 #include "resolve.h"
 #include "sock.h"
@@ -409,8 +410,12 @@ sock_connect_attempt(struct sock *s, const struct sockaddr *sa, socklen_t len)
     }
     if (s->fd >= 0 && s->attempted) { /* a failed TCP socket cannot connect again */
         ev_io_stop(sockd.loop, &s->io);
-        close(s->fd);
+        if (s->foreign)
+            nbguard_close(s->fd);
+        else
+            close(s->fd);
         s->fd = -1;
+        s->foreign = 0; /* the next fd is the daemon's own */
     }
     if (s->fd < 0 && sock_open_fd(s, sa->sa_family) < 0)
         return 0;
@@ -425,9 +430,12 @@ sock_connect_attempt(struct sock *s, const struct sockaddr *sa, socklen_t len)
     }
     s->has_remote = 1;
     int r;
-    do
-        r = connect(s->fd, sa, len);
-    while (r < 0 && errno == EINTR);
+    if (s->foreign) /* the client may have cleared O_NONBLOCK */
+        r = nbguard_connect(s->fd, sa, len);
+    else
+        do
+            r = connect(s->fd, sa, len);
+        while (r < 0 && errno == EINTR);
     if (r == 0) {
         sock_became_connected(s);
         return 1;
@@ -652,7 +660,8 @@ sock_dgram_write_ready(struct sock *s)
             }
         } else
             do
-                n = sendto(s->fd, payload, h.len, MSG_NOSIGNAL, h.has_addr ? &h.addr.sa : NULL,
+                n = sendto(s->fd, payload, h.len, MSG_NOSIGNAL | MSG_DONTWAIT,
+                           h.has_addr ? &h.addr.sa : NULL,
                            h.has_addr ? (socklen_t)sizeof h.addr : 0);
             /* A pending ICMP error is reported instead of sending once: try again. */
             while (n < 0 && (errno == EINTR || (errno == ECONNREFUSED && ++tries < 2)));
@@ -1039,7 +1048,7 @@ sock_dgram_read_ready(struct sock *s)
                 return;
             }
         } else
-            n = recvmsg(s->fd, &mh, MSG_TRUNC);
+            n = recvmsg(s->fd, &mh, MSG_TRUNC | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -1339,9 +1348,13 @@ sock_accept_ready(struct sock *l)
         struct sockaddr_storage rss;
         socklen_t rl = sizeof rss, ll = sizeof local;
         SSL *ssl = NULL; /* dtls: a peer past the cookie exchange, on a fd of its own */
-        int fd = l->type == SOCK_DTLS
-                     ? dtls_accept(l, &rss, &rl, &ssl)
-                     : accept4(l->fd, (struct sockaddr *)&rss, &rl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd, fl = SOCK_NONBLOCK | SOCK_CLOEXEC;
+        if (l->type == SOCK_DTLS)
+            fd = dtls_accept(l, &rss, &rl, &ssl);
+        else if (l->foreign) /* accept has no per-call flag: the guard bounds it */
+            fd = nbguard_accept(l->fd, (struct sockaddr *)&rss, &rl, fl);
+        else
+            fd = accept4(l->fd, (struct sockaddr *)&rss, &rl, fl);
         memcpy(&remote, &rss, sizeof remote);
         if (rl > sizeof remote)
             rl = sizeof remote;
@@ -1543,7 +1556,9 @@ sock_relay_start(struct sock *s, int fd)
     }
     r->fd = fd;
     r->pipe[0] = r->pipe[1] = -1;
-    if (s->type == SOCK_TCP && sock_ssl(s) == NULL && pipe2(r->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
+    /* not from an attached socket: splice honours the file's O_NONBLOCK, which is the client's */
+    if (s->type == SOCK_TCP && sock_ssl(s) == NULL && !s->foreign &&
+        pipe2(r->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
         /* as much in the pipe as the read-ahead would hold; the default size if refused */
         (void)fcntl(r->pipe[1], F_SETPIPE_SZ, (int)SOCK_READAHEAD);
         int cap = fcntl(r->pipe[1], F_GETPIPE_SZ);

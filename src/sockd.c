@@ -14,6 +14,7 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
+#include "nbguard.h"
 #include "resolve.h"
 #include "sdnotify.h"
 #include "sock.h"
@@ -173,6 +174,12 @@ main(int argc, char **argv)
             fprintf(stderr, "sockd: control socket path too long\n");
             return 1;
         }
+    }
+    const char *gcause;
+    if (nbguard_init(&gcause) < 0) {
+        log_error("cannot set up the guard of client-provided descriptors: %s: %s", gcause,
+                  strerror(errno));
+        return 1;
     }
     if (resolve_init(loop, &sockd.conf, &cause) < 0) {
         log_error("resolver: %s", cause);

@@ -99,6 +99,10 @@ const EVP_MD *tlsctx_md(const char *name);
 int tlsctx_fingerprint(X509 *x, const char *md_name, char *out, size_t n);
 /* Drain OpenSSL's error queue into detail ("; "-joined reasons), or fallback if empty. */
 void tlsctx_errors(char *detail, size_t dlen, const char *fallback);
+/* A BIO over a stream socket whose every recv and send is MSG_DONTWAIT, whatever the file's
+ * O_NONBLOCK (an attached socket's is the client's); never closes fd. Caller owns it; NULL on
+ * ENOMEM. */
+BIO *tlsctx_sock_bio(int fd);
 
 /* TLS on a socket (transport_tls.c). The socket's fd is connected (TCP) when called. */
 /* Make the TLS state of s (s->tls) if it has none; -1 on ENOMEM. */
