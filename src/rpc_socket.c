@@ -123,9 +123,11 @@ socket_open(struct rpc_call *call)
     } else if (rpc_get(call, "context") != NULL) {
         return rpc_fail_param(call, "context", "a context applies to tls and dtls sockets only");
     }
-    if (call->client->nsocks >= sockd.conf.max_sockets_per_client)
-        return rpc_fail_limit(call, "max-sockets-per-client");
-    struct sock *s = sock_new(call->client, (enum sock_type)t, rpc_bool(call, "ipv6", 0));
+    const char *full = sock_budget_full(call->client, call->client->ident);
+    if (full != NULL)
+        return rpc_fail_limit(call, full);
+    struct sock *s =
+        sock_new(call->client, call->client->ident, (enum sock_type)t, rpc_bool(call, "ipv6", 0));
     if (s == NULL)
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     json_t *tag = rpc_get(call, "tag");
@@ -420,8 +422,9 @@ socket_accept(struct rpc_call *call)
     struct sock_pending *p = rpc_pending(call, &l);
     if (p == NULL)
         return -1;
-    if (call->client->nsocks >= sockd.conf.max_sockets_per_client)
-        return rpc_fail_limit(call, "max-sockets-per-client");
+    const char *full = sock_budget_full(call->client, l->ident);
+    if (full != NULL)
+        return rpc_fail_limit(call, full);
     struct sock *s = sock_pending_accept(l, p, call->id, rpc_get(call, "tag"));
     if (s == NULL)
         return rpc_fail(call, SOCKD_E_INTERNAL, SOCKD_REASON_ACCEPT_FAILED, "out of memory");

@@ -11,6 +11,7 @@
 #include "addr.h"
 #include "ctl.h"
 #include "daemon.h"
+#include "ident.h"
 #include "log.h"
 #include "sock.h"
 #include "tls.h"
@@ -85,8 +86,18 @@ sock_link_owner(struct sock *s, struct client *c)
     c->nsocks++;
 }
 
+const char *
+sock_budget_full(const struct client *c, const struct ident *id)
+{
+    if (c->nsocks >= sockd.conf.max_sockets_per_client)
+        return "max-sockets-per-client";
+    if (id != NULL && id->acct->sockets >= sockd.conf.max_sockets_per_uid)
+        return "max-sockets-per-uid";
+    return NULL;
+}
+
 struct sock *
-sock_new(struct client *c, enum sock_type type, int ipv6)
+sock_new(struct client *c, struct ident *id, enum sock_type type, int ipv6)
 {
     struct sock *s = calloc(1, sizeof *s);
     if (s == NULL)
@@ -109,6 +120,9 @@ sock_new(struct client *c, enum sock_type type, int ipv6)
     s->ipv6 = ipv6 ? 1 : 0;
     s->fd = -1;
     s->tp = &transport_plain;
+    s->ident = ident_ref(id);
+    id->acct->sockets++;
+    s->in.meter = s->out.meter = &id->acct->queued; /* max-buffer-per-uid */
     sock_link_owner(s, c);
     sockd.nsockets[type]++;
     return s;
@@ -299,6 +313,9 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
         log_debug("socket %llu closed: %s", (unsigned long long)s->id,
                   reason ? reason : "silently");
     sock_release(s);
+    s->ident->acct->sockets--;
+    sock_budget_leave(s);
+    sock_budget_wake(s->ident->acct); /* its bytes are gone: others may read again */
     idmap_del(&sockd.socks, s->id);
     sockd.nsockets[s->type]--;
     sock_unlink_owner(s);
@@ -345,7 +362,7 @@ sock_give(struct sock *s, double timeout)
     for (int i = 0; i < 16; i++)
         snprintf(g->token + 2 * i, 3, "%02x", rnd[i]);
     g->sock = s;
-    g->uid = s->owner->uid;
+    g->uid = s->ident->uid;
     ev_timer_init(&g->timer, sock_gift_timeout_cb, timeout, 0.0);
     g->timer.data = g;
     ev_timer_start(sockd.loop, &g->timer);
@@ -396,6 +413,7 @@ sock_reap(void)
     while (sock_grave != NULL) {
         struct sock *s = sock_grave;
         sock_grave = s->grave_next;
+        ident_unref(s->ident);
         free(s);
     }
 }

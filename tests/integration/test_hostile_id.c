@@ -14,25 +14,138 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <sockd/protocol.h>
 
+#include "dnsd.h"
 #include "harness.h"
 
 static struct h_daemon D;
+static struct dnsd g_dns; /* large: static, never on the stack */
+
+/* Names dnsd answers (every one 127.0.0.1); the slow one after SLOW_MS. */
+#define N_FAST "fast.id.test"
+#define N_SLOW "slow.id.test"
+#define SLOW_MS 1500
+
+/* Clients of other uids made by a test, closed by the teardown even when it fails half-way. */
+#define NOBODY_MAX 64
+static struct sockd_client *g_nobody[NOBODY_MAX];
+
+/* A client of uid/gid 65534, tracked for the teardown. */
+static struct sockd_client *
+nobody(void)
+{
+    for (int i = 0; i < NOBODY_MAX; i++)
+        if (g_nobody[i] == NULL)
+            return g_nobody[i] = h_client_nobody(&D);
+    fail_msg("more than %d nobody clients", NOBODY_MAX);
+    return NULL;
+}
+
+/* Close a tracked nobody client now. */
+static void
+nobody_close(struct sockd_client *c)
+{
+    for (int i = 0; i < NOBODY_MAX; i++)
+        if (g_nobody[i] == c)
+            g_nobody[i] = NULL;
+    sockd_client_close(c);
+}
 
 static int
 teardown(void **state)
 {
     (void)state;
+    for (int i = 0; i < NOBODY_MAX; i++)
+        if (g_nobody[i] != NULL)
+            nobody_close(g_nobody[i]);
     h_cleanup();
     h_daemon_kill(&D);
     return 0;
+}
+
+/* Start the daemon with conf_text after a "resolver" line naming dnsd. */
+static void
+start(const char *conf_text)
+{
+    char conf[2048];
+    snprintf(conf, sizeof conf, "resolver 127.0.0.1:%u\n%s", g_dns.port, conf_text);
+    h_daemon_start(&D, conf);
+}
+
+/* Whether the daemon's log holds needle (the first 64 KiB of it). */
+static int
+log_has(const char *needle)
+{
+    char buf[65536];
+    FILE *f = fopen(D.log, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, needle) != NULL;
+}
+
+/* An integer member of an object (0 when missing). */
+static long long
+jint(const json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
+/* The string data.limit of an error object ("" when missing). */
+static __attribute__((unused)) const char *
+err_limit(const json_t *err)
+{
+    const char *v = json_string_value(json_object_get(json_object_get(err, "data"), "limit"));
+    return v ? v : "";
+}
+
+/* Open a socket of type on c; its handle. */
+static long long
+open_type(struct sockd_client *c, const char *type)
+{
+    json_t *r = h_ok(c, "socket.open", "{s:s}", "type", type);
+    long long s = jint(r, "socket");
+    json_decref(r);
+    return s;
+}
+
+/*
+ * One batch line: socket.connect of s to name:port, then socket.give of s. Returns the token
+ * (malloc'ed); asserts the connect was accepted and the give answered a token.
+ */
+static char *
+connect_give(struct sockd_client *c, long long s, const char *name, int port)
+{
+    char line[512];
+    snprintf(line, sizeof line,
+             "[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"socket.connect\",\"params\":"
+             "{\"socket\":%lld,\"address\":\"%s\",\"port\":%d}},"
+             "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"socket.give\",\"params\":"
+             "{\"socket\":%lld,\"timeout_ms\":60000}}]\n",
+             s, name, port, s);
+    h_send_raw(c, line);
+    json_t *r = h_read(c, H_TIMEOUT_MS);
+    H_CHECK(json_is_array(r) && json_array_size(r) == 2, r);
+    H_CHECK(json_object_get(json_array_get(r, 0), "result") != NULL, r);
+    const char *tok = json_string_value(
+        json_object_get(json_object_get(json_array_get(r, 1), "result"), "token"));
+    H_CHECK(tok != NULL, r);
+    char *t = strdup(tok);
+    json_decref(r);
+    return t;
 }
 
 /*
@@ -42,7 +155,7 @@ teardown(void **state)
 static void
 test_id_nobody_is_nobody(void **state)
 {
-    struct sockd_client *root, *nobody;
+    struct sockd_client *root, *nb;
     struct h_peer *peer = h_peer_auto(H_ECHO, 0);
     char conf[256];
     long long s;
@@ -51,16 +164,197 @@ test_id_nobody_is_nobody(void **state)
     snprintf(conf, sizeof conf, "deny connect 127.0.0.0/8 uid %d\n", H_NOBODY);
     h_daemon_start(&D, conf);
     root = h_client_auto(&D);
-    nobody = h_client_nobody(&D);
+    nb = nobody();
     assert_true(h_connect_tcp(root, peer->port) > 0); /* root may */
-    s = h_open(nobody, "tcp");
+    s = h_open(nb, "tcp");
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", peer->port);
-    assert_int_equal(h_err(nobody, NULL, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)s,
-                           "address", addr),
-                     -32004);
-    sockd_client_close(nobody);
+    assert_int_equal(
+        h_err(nb, NULL, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)s, "address", addr),
+        -32004);
+    nobody_close(nb);
     h_daemon_stop(&D);
+}
+
+/*
+ * Attack (item 2): connect to a host name and give the socket away in the same batch. The
+ * lookup completes while the socket waits unowned; the old daemon then had nobody to judge and
+ * skipped the uid rule. The socket keeps its maker's identity: the connection is denied, the
+ * peer never sees it, the daemon logs the denial with uid 65534.
+ */
+static void
+test_id_give_parked_denied(void **state)
+{
+    struct h_peer *peer = h_peer_auto(H_ECHO, 0);
+    char conf[256];
+    (void)state;
+    snprintf(conf, sizeof conf, "deny connect 127.0.0.0/8 uid %d\n", H_NOBODY);
+    start(conf);
+    struct sockd_client *nb = nobody();
+    long long s = open_type(nb, "tcp");
+    char *tok = connect_give(nb, s, N_FAST, peer->port);
+    long long end = h_now_ms() + H_TIMEOUT_MS;
+    while (!log_has("policy: connect") && peer->accepted == 0 && h_now_ms() < end)
+        h_sleep_ms(10);
+    assert_int_equal(peer->accepted, 0);
+    assert_true(log_has("denied for a given-away socket (uid 65534 pid "));
+    /* the denial closed the parked socket: its token is gone */
+    assert_int_equal(h_err(nb, NULL, "socket.take", "{s:s}", "token", tok), -32001);
+    free(tok);
+    h_daemon_stop(&D);
+}
+
+/*
+ * Attack (item 2): nobody gives a connecting socket to root (root may take any socket), hoping
+ * the lookup finishes under root's name. The socket is still nobody's: it ends policy_denied
+ * at root's client and the peer never sees a connection.
+ */
+static void
+test_id_take_by_root_keeps_identity(void **state)
+{
+    struct h_peer *peer = h_peer_auto(H_ECHO, 0);
+    char conf[256];
+    (void)state;
+    snprintf(conf, sizeof conf, "deny connect 127.0.0.0/8 uid %d\n", H_NOBODY);
+    start(conf);
+    struct sockd_client *nb = nobody(), *root = h_client_auto(&D);
+    long long s = open_type(nb, "tcp");
+    char *tok = connect_give(nb, s, N_SLOW, peer->port);
+    json_t *r = h_ok(root, "socket.take", "{s:s}", "token", tok);
+    free(tok);
+    long long t = jint(r, "socket");
+    H_CHECK(t > 0 && strcmp(json_string_value(json_object_get(r, "state")), "connecting") == 0, r);
+    json_decref(r);
+    json_t *ev = h_event(root, "socket.closed", t, H_TIMEOUT_MS);
+    H_CHECK(strcmp(json_string_value(json_object_get(ev, "reason")), "policy_denied") == 0, ev);
+    json_decref(ev);
+    assert_int_equal(peer->accepted, 0);
+    /* root's own connection to the same peer is allowed */
+    assert_true(h_connect_tcp(root, peer->port) > 0);
+    h_daemon_stop(&D);
+}
+
+/*
+ * Attack (item 2): a rewrite meant for nobody's connections is skipped when the lookup
+ * completes while the socket is parked. The rewrite applies: the connection reaches peer B,
+ * never the A it asked for.
+ */
+static void
+test_id_give_parked_rewritten(void **state)
+{
+    struct h_peer *a = h_peer_auto(H_ECHO, 0), *b = h_peer_auto(H_ECHO, 0);
+    char conf[256];
+    (void)state;
+    snprintf(conf, sizeof conf, "rewrite connect 127.0.0.1:%d to 127.0.0.1:%d uid %d\n", a->port,
+             b->port, H_NOBODY);
+    start(conf);
+    struct sockd_client *nb = nobody();
+    long long s = open_type(nb, "tcp");
+    char *tok = connect_give(nb, s, N_FAST, a->port);
+    long long end = h_now_ms() + H_TIMEOUT_MS;
+    while (a->accepted + b->accepted == 0 && h_now_ms() < end)
+        h_sleep_ms(10);
+    assert_int_equal(a->accepted, 0);
+    assert_int_equal(b->accepted, 1);
+    json_t *r = h_ok(nb, "socket.take", "{s:s}", "token", tok);
+    free(tok);
+    H_CHECK(json_object_get(r, "rewritten_to") != NULL, r);
+    json_decref(r);
+    h_daemon_stop(&D);
+}
+
+/* A UDP socket of the test on 127.0.0.1 (non-blocking); its port in *port. */
+static int
+udp_peer(int *port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sin;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+/* Datagrams waiting on fd now (read and dropped). */
+static int
+udp_drain(int fd)
+{
+    char buf[2048];
+    int n = 0;
+    while (recv(fd, buf, sizeof buf, MSG_DONTWAIT) >= 0)
+        n++;
+    return n;
+}
+
+/*
+ * Attack (item 8): `deny sendto` is dodged by connecting the UDP socket and using send. A
+ * datagram socket's connect is checked as connect and as sendto: nobody's connect is denied
+ * (-32004 for an address, socket.closed policy_denied after a host-name lookup) and no
+ * datagram reaches the peer; root, whom the rule does not name, still connects and sends.
+ */
+static void
+test_id_udp_connect_is_sendto(void **state)
+{
+    char conf[256], addr[64];
+    int port, fd = udp_peer(&port);
+    (void)state;
+    snprintf(conf, sizeof conf, "deny sendto 127.0.0.0/8 port %d uid %d\n", port, H_NOBODY);
+    start(conf);
+    struct sockd_client *nb = nobody(), *root = h_client_auto(&D);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    long long s = open_type(nb, "udp");
+    assert_int_equal(
+        h_err(nb, NULL, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)s, "address", addr),
+        -32004);
+    assert_int_equal(
+        h_err(nb, NULL, "socket.send", "{s:I,s:s}", "socket", (json_int_t)s, "text", "leak"),
+        -32002);
+    long long s2 = open_type(nb, "udp");
+    json_decref(h_ok(nb, "socket.connect", "{s:I,s:s,s:i}", "socket", (json_int_t)s2, "address",
+                     N_FAST, "port", port));
+    json_t *ev = h_event(nb, "socket.closed", s2, H_TIMEOUT_MS);
+    H_CHECK(strcmp(json_string_value(json_object_get(ev, "reason")), "policy_denied") == 0, ev);
+    json_decref(ev);
+    /* root: connected, one datagram; once it is there, nobody's never came */
+    long long r = open_type(root, "udp");
+    json_decref(
+        h_ok(root, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)r, "address", addr));
+    json_decref(h_event(root, "socket.connected", r, H_TIMEOUT_MS));
+    json_decref(h_ok(root, "socket.send", "{s:I,s:s}", "socket", (json_int_t)r, "text", "ok"));
+    json_decref(h_event(root, "socket.sent", r, H_TIMEOUT_MS));
+    char buf[64];
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    assert_int_equal(poll(&pfd, 1, H_TIMEOUT_MS), 1);
+    assert_int_equal(recv(fd, buf, sizeof buf, 0), 2);
+    assert_int_equal(udp_drain(fd), 0);
+    close(fd);
+    h_daemon_stop(&D);
+}
+
+static int
+group_setup(void **state)
+{
+    (void)state;
+    signal(SIGPIPE, SIG_IGN);
+    if (dnsd_start(&g_dns) != 0) {
+        fprintf(stderr, "dnsd_start: %s\n", strerror(errno));
+        return -1;
+    }
+    if (dnsd_add_a(&g_dns, N_FAST, "127.0.0.1") != 0 ||
+        dnsd_add_a(&g_dns, N_SLOW, "127.0.0.1") != 0 ||
+        dnsd_set_delay(&g_dns, N_SLOW, SLOW_MS) != 0)
+        return -1;
+    return 0;
+}
+
+static int
+group_teardown(void **state)
+{
+    (void)state;
+    dnsd_stop(&g_dns);
+    return 0;
 }
 
 int
@@ -68,6 +362,10 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_id_nobody_is_nobody, teardown),
+        cmocka_unit_test_teardown(test_id_give_parked_denied, teardown),
+        cmocka_unit_test_teardown(test_id_take_by_root_keeps_identity, teardown),
+        cmocka_unit_test_teardown(test_id_give_parked_rewritten, teardown),
+        cmocka_unit_test_teardown(test_id_udp_connect_is_sendto, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
