@@ -24,7 +24,7 @@ conf_defaults(struct conf *c)
     c->max_sockets_per_client = 4096;
     c->max_clients_per_uid = 128;
     c->max_sockets_per_uid = 16384;
-    c->max_buffer_per_uid = 64u << 20;
+    c->max_buffer_per_uid = 256u << 20;
     c->max_send_buffer = 4u << 20;
     c->max_message = 16u << 20;
     c->max_pending_accepts = 128;

@@ -290,6 +290,7 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
     if (s->gift != NULL)
         sock_gift_drop(s->gift);
     sock_resolve_free(s);
+    dtls_port_release(s);
     if (reason != NULL && c != NULL) {
         json_t *p = json_pack("{s:s}", "reason", reason);
         if (err != 0) {

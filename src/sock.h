@@ -194,6 +194,7 @@ struct sock {
     unsigned accept_auto : 1;   /* accepted by auto_accept (never announced before the handshake) */
     unsigned flush_queued : 1;  /* sends queued for one write before the loop blocks (sock_io.c) */
     unsigned budget_wait : 1;   /* stopped reading at max-buffer-per-uid, on the waiting list */
+    unsigned port_held : 1;     /* in the registry of ports held with SO_REUSEPORT (sock_dtls.c) */
 
     struct buf out;      /* queued bytes to send */
     uint64_t out_queued; /* stream offset of the end of out */

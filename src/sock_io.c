@@ -1379,7 +1379,9 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
         /* a peer that stalls its handshake holds the slot no longer than accept-timeout */
         sock_timer_start(s, SOCK_TIMER_CONNECT, sock_connect_timeout_cb,
                          sockd.conf.accept_timeout_ms / 1000.0);
-        if (ssl != NULL) { /* dtls: the SSL that passed the cookie exchange goes on */
+        if (ssl != NULL) {             /* dtls: the SSL that passed the cookie exchange goes on */
+            if (dtls_port_hold(s) < 0) /* the listener holds the port while it lives */
+                log_warn("socket %llu: port registry out of memory", (unsigned long long)s->id);
             s->tls_server = 1;
             dtls_adopt(s, ssl);
             sock_tls_step(s);

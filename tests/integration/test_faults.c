@@ -1004,7 +1004,7 @@ test_killed_clients(void **state)
     if (tunables)
         setenv("GLIBC_TUNABLES",
                "glibc.malloc.mmap_threshold=32768:glibc.malloc.trim_threshold=65536", 1);
-    h_daemon_start(&D, "max-clients 4096\n");
+    h_daemon_start(&D, "max-clients 4096\nmax-clients-per-uid 4096\n");
     if (tunables)
         unsetenv("GLIBC_TUNABLES");
     w = h_client_auto(&D);
@@ -1634,7 +1634,8 @@ test_stalled_connections(void **state)
     long long min_ctl = 1 << 30, max_ctl = 0, min_tls = 1 << 30, max_tls = 0, max_pend = 0;
 
     raise_nofile(total + 1000);
-    h_daemon_start(&D, "max-clients 4096\nclient-line-timeout 1s\naccept-timeout 1s\n"
+    h_daemon_start(&D, "max-clients 4096\nmax-clients-per-uid 4096\nclient-line-timeout 1s\n"
+                       "accept-timeout 1s\n"
                        "max-pending-accepts 1024\n");
     b = h_client_auto(&D);
 

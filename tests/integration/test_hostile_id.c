@@ -333,6 +333,164 @@ test_id_udp_connect_is_sendto(void **state)
     h_daemon_stop(&D);
 }
 
+/* socket.bind of s to 127.0.0.1:port (port 0: any); the bound port. */
+static int
+bind_local(struct sockd_client *c, long long s, int port)
+{
+    json_t *r = h_ok(c, "socket.bind", "{s:I,s:s,s:i}", "socket", (json_int_t)s, "address",
+                     "127.0.0.1", "port", port);
+    int got = (int)jint(json_object_get(r, "local"), "port");
+    json_decref(r);
+    return got;
+}
+
+/* A socket.bind that must fail as a port in use: -32603, bind_failed, EADDRINUSE. */
+static void
+bind_refused(struct sockd_client *c, long long s, const char *address, int port)
+{
+    json_t *err = NULL;
+    int code = h_err(c, &err, "socket.bind", "{s:I,s:s,s:i}", "socket", (json_int_t)s, "address",
+                     address, "port", port);
+    json_t *data = json_object_get(err, "data");
+    H_CHECK(code == -32603 && jint(data, "errno") == EADDRINUSE &&
+                strcmp(json_string_value(json_object_get(data, "reason")), "bind_failed") == 0,
+            err);
+    json_decref(err);
+}
+
+/* Send n datagrams "d<i>" from the test to 127.0.0.1:port. */
+static void
+udp_send_n(int port, int n)
+{
+    struct sockaddr_in to = {.sin_family = AF_INET,
+                             .sin_port = htons((unsigned short)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    for (int i = 0; i < n; i++) {
+        char b[16];
+        int len = snprintf(b, sizeof b, "d%d", i);
+        assert_int_equal(sendto(fd, b, (size_t)len, 0, (struct sockaddr *)&to, sizeof to), len);
+    }
+    close(fd);
+}
+
+/* Receive n datagrams on s (one recv each): "d0".."d<n-1>", in order. */
+static void
+recv_n(struct sockd_client *c, long long s, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char want[16];
+        size_t len;
+        snprintf(want, sizeof want, "d%d", i);
+        json_decref(h_ok(c, "socket.recv", "{s:I,s:i}", "socket", (json_int_t)s, "length", 100));
+        json_t *ev = h_event(c, "socket.received", s, H_TIMEOUT_MS);
+        unsigned char *got = h_unb64(json_string_value(json_object_get(ev, "data")), &len);
+        H_CHECK(len == strlen(want) && memcmp(got, want, len) == 0, ev);
+        free(got);
+        json_decref(ev);
+    }
+}
+
+/*
+ * Attack (item 7): another client binds the UDP port a client uses and reads its datagrams
+ * (the old daemon set SO_REUSEADDR on every UDP bind). Nobody's bind of root's address, and
+ * of the wildcard on that port, is EADDRINUSE; root gets every datagram sent there.
+ */
+static void
+test_id_udp_port_not_shared(void **state)
+{
+    (void)state;
+    start("");
+    struct sockd_client *root = h_client_auto(&D), *nb = nobody();
+    long long a = open_type(root, "udp");
+    int port = bind_local(root, a, 0);
+    long long b = open_type(nb, "udp");
+    bind_refused(nb, b, "127.0.0.1", port);
+    bind_refused(nb, b, "0.0.0.0", port);
+    udp_send_n(port, 10);
+    recv_n(root, a, 10);
+    h_daemon_stop(&D);
+}
+
+/* share-udp-ports yes: the administrator allows sharing, and the second bind succeeds. */
+static void
+test_id_udp_port_shared_when_allowed(void **state)
+{
+    (void)state;
+    start("share-udp-ports yes\n");
+    struct sockd_client *root = h_client_auto(&D), *nb = nobody();
+    long long a = open_type(root, "udp");
+    int port = bind_local(root, a, 0);
+    long long b = open_type(nb, "udp");
+    assert_int_equal(bind_local(nb, b, port), port);
+    h_daemon_stop(&D);
+}
+
+/* A dtls context of c (verify off), with a server certificate when server. */
+static long long
+dtls_ctx(struct sockd_client *c, int server)
+{
+    json_t *r = h_ok(c, "context.create", "{s:b,s:b}", "dtls", 1, "verify", 0);
+    long long ctx = jint(r, "context");
+    json_decref(r);
+    if (server)
+        json_decref(h_ok(c, "context.generate_certificate", "{s:I,s:s}", "context", (json_int_t)ctx,
+                         "role", "server"));
+    return ctx;
+}
+
+/* Open a dtls socket of c on ctx. */
+static long long
+open_dtls(struct sockd_client *c, long long ctx)
+{
+    json_t *r = h_ok(c, "socket.open", "{s:s,s:I}", "type", "dtls", "context", (json_int_t)ctx);
+    long long s = jint(r, "socket");
+    json_decref(r);
+    return s;
+}
+
+/*
+ * Attack (item 7): a DTLS listener's socket carries SO_REUSEPORT (its per-peer sockets bind
+ * the same port), and the kernel lets every socket of the daemon's uid with that flag join
+ * it: nobody's DTLS bind onto root's listener port would take a share of its peers'
+ * datagrams. Refused (EADDRINUSE); root's peer completes its handshake and every datagram
+ * reaches root.
+ */
+static void
+test_id_dtls_port_not_shared(void **state)
+{
+    (void)state;
+    start("");
+    struct sockd_client *root = h_client_auto(&D), *nb = nobody();
+    long long sctx = dtls_ctx(root, 1);
+    long long l = open_dtls(root, sctx);
+    int port = bind_local(root, l, 0);
+    json_decref(
+        h_ok(root, "socket.listen", "{s:I,s:b}", "socket", (json_int_t)l, "auto_accept", 1));
+    long long nctx = dtls_ctx(nb, 1);
+    long long b = open_dtls(nb, nctx);
+    bind_refused(nb, b, "127.0.0.1", port);
+    bind_refused(nb, b, "0.0.0.0", port);
+    /* root's own peer: handshake, then ten datagrams, all at root's accepted socket */
+    long long cctx = dtls_ctx(root, 0), c = open_dtls(root, cctx);
+    json_decref(h_ok(root, "socket.connect", "{s:I,s:s,s:i}", "socket", (json_int_t)c, "address",
+                     "127.0.0.1", "port", port));
+    json_t *ev = h_event(root, "socket.accepted", 0, H_TIMEOUT_MS);
+    H_CHECK(jint(ev, "listener") == l, ev);
+    long long acc = jint(ev, "socket");
+    json_decref(ev);
+    json_decref(h_event(root, "socket.connected", c, H_TIMEOUT_MS));
+    for (int i = 0; i < 10; i++) {
+        char t[16];
+        snprintf(t, sizeof t, "d%d", i);
+        json_decref(h_ok(root, "socket.send", "{s:I,s:s,s:b}", "socket", (json_int_t)c, "text", t,
+                         "notify", 0));
+    }
+    recv_n(root, acc, 10);
+    h_daemon_stop(&D);
+}
+
 static int
 group_setup(void **state)
 {
@@ -366,6 +524,9 @@ main(void)
         cmocka_unit_test_teardown(test_id_take_by_root_keeps_identity, teardown),
         cmocka_unit_test_teardown(test_id_give_parked_rewritten, teardown),
         cmocka_unit_test_teardown(test_id_udp_connect_is_sendto, teardown),
+        cmocka_unit_test_teardown(test_id_udp_port_not_shared, teardown),
+        cmocka_unit_test_teardown(test_id_udp_port_shared_when_allowed, teardown),
+        cmocka_unit_test_teardown(test_id_dtls_port_not_shared, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

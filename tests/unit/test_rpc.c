@@ -901,7 +901,7 @@ test_hello(void **state)
         {"client_line_timeout_ms", 30000},
         {"max_clients_per_uid", 128},
         {"max_sockets_per_uid", 16384},
-        {"max_buffer_per_uid", 64 << 20},
+        {"max_buffer_per_uid", 256 << 20},
     };
     assert_int_equal(json_object_size(limits), NELEM(lim));
     for (size_t k = 0; k < NELEM(lim); k++) {
