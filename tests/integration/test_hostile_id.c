@@ -105,7 +105,7 @@ jint(const json_t *o, const char *k)
 }
 
 /* The string data.limit of an error object ("" when missing). */
-static __attribute__((unused)) const char *
+static const char *
 err_limit(const json_t *err)
 {
     const char *v = json_string_value(json_object_get(json_object_get(err, "data"), "limit"));
@@ -491,6 +491,240 @@ test_id_dtls_port_not_shared(void **state)
     h_daemon_stop(&D);
 }
 
+/* A call whose outcome the test inspects: 0 result (*res), 1 error (*err), else failure. */
+static int
+call(struct sockd_client *c, const char *method, json_t *params, json_t **res, json_t **err)
+{
+    *res = *err = NULL;
+    int rc = sockd_client_call(c, method, params, res, err, H_TIMEOUT_MS);
+    json_decref(params);
+    assert_true(rc == 0 || rc == 1);
+    return rc;
+}
+
+/* socket.open {type:"tcp"} that must fail with -32003 and data.limit `limit`. */
+static void
+open_refused(struct sockd_client *c, const char *limit)
+{
+    json_t *err = NULL;
+    assert_int_equal(h_err(c, &err, "socket.open", "{s:s}", "type", "tcp"), -32003);
+    H_CHECK(strcmp(err_limit(err), limit) == 0, err);
+    json_decref(err);
+}
+
+/*
+ * Attack (item 6c): one uid opens control connection after control connection, each with its
+ * own per-client budgets. max-clients-per-uid refuses the one past the cap with -32003
+ * naming the limit; root (another uid) still connects; a closed connection frees its place.
+ */
+static void
+test_id_clients_per_uid(void **state)
+{
+    struct sockd_client *nb[4];
+    (void)state;
+    start("max-clients-per-uid 4\n");
+    struct sockd_client *root = h_client_auto(&D);
+    for (int i = 0; i < 4; i++) {
+        nb[i] = nobody();
+        json_decref(h_ok(nb[i], "daemon.ping", NULL));
+    }
+    struct sockd_client *extra = nobody();
+    json_t *m = h_read(extra, H_TIMEOUT_MS);
+    json_t *err = json_object_get(m, "error");
+    H_CHECK(jint(err, "code") == -32003 && strcmp(err_limit(err), "max-clients-per-uid") == 0, m);
+    json_decref(m);
+    nobody_close(extra);
+    struct sockd_client *root2 = h_client_auto(&D);
+    json_decref(h_ok(root2, "daemon.ping", NULL));
+    nobody_close(nb[0]);
+    json_decref(h_wait_clients(root, 5)); /* root, root2, three of nobody's */
+    json_decref(h_ok(nobody(), "daemon.ping", NULL));
+    h_daemon_stop(&D);
+}
+
+/*
+ * Attack (item 6c): socket.give parks a socket outside every client's count, so one client
+ * with max-sockets-per-client 4 parked any number of sockets, which outlived it. Parked
+ * sockets count for the giver's uid: past max-sockets-per-uid no connection of that uid
+ * opens another, also after the giver left; root is not affected; a parked socket that
+ * times out gives its place back.
+ */
+static void
+test_id_give_parking_per_uid(void **state)
+{
+    char *tok[10];
+    json_t *res, *err;
+    int parked = 0;
+    (void)state;
+    start("max-sockets-per-client 4\nmax-sockets-per-uid 10\n");
+    struct sockd_client *root = h_client_auto(&D), *giver = nobody();
+    for (int i = 0; i < 50; i++) {
+        if (call(giver, "socket.open", json_pack("{s:s}", "type", "tcp"), &res, &err) == 1) {
+            H_CHECK(jint(err, "code") == -32003 && !strcmp(err_limit(err), "max-sockets-per-uid"),
+                    err);
+            json_decref(err);
+            break;
+        }
+        long long s = jint(res, "socket");
+        json_decref(res);
+        json_t *r =
+            h_ok(giver, "socket.give", "{s:I,s:i}", "socket", (json_int_t)s, "timeout_ms", 60000);
+        assert_true(parked < 10);
+        tok[parked++] = strdup(json_string_value(json_object_get(r, "token")));
+        json_decref(r);
+    }
+    assert_int_equal(parked, 10);
+    struct sockd_client *other = nobody();
+    open_refused(other, "max-sockets-per-uid");
+    json_decref(h_ok(root, "socket.open", "{s:s}", "type", "tcp")); /* another uid's budget */
+    nobody_close(giver);
+    json_decref(h_wait_clients(root, 2));
+    open_refused(other, "max-sockets-per-uid"); /* the parked ones outlive their giver */
+    /* one taken back and closed: a place is free; parked again with a short timeout */
+    json_t *r = h_ok(other, "socket.take", "{s:s}", "token", tok[0]);
+    json_decref(h_ok(other, "socket.close", "{s:I}", "socket", (json_int_t)jint(r, "socket")));
+    json_decref(r);
+    r = h_ok(other, "socket.open", "{s:s}", "type", "tcp");
+    json_decref(h_ok(other, "socket.give", "{s:I,s:i}", "socket", (json_int_t)jint(r, "socket"),
+                     "timeout_ms", 200));
+    json_decref(r);
+    open_refused(other, "max-sockets-per-uid");
+    /* once that one timed out, its place is free again (bounded wait) */
+    long long end = h_now_ms() + H_TIMEOUT_MS;
+    int rc;
+    while ((rc = call(other, "socket.open", json_pack("{s:s}", "type", "tcp"), &res, &err)) == 1 &&
+           h_now_ms() < end) {
+        json_decref(err);
+        h_sleep_ms(20);
+    }
+    assert_int_equal(rc, 0);
+    json_decref(res);
+    for (int i = 0; i < parked; i++)
+        free(tok[i]);
+    h_daemon_stop(&D);
+}
+
+/* Sum of a socket.info field over the sockets of c. */
+static long long
+sum_info(struct sockd_client *c, const long long *s, int n, const char *field)
+{
+    long long sum = 0;
+    for (int i = 0; i < n; i++) {
+        json_t *r = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)s[i]);
+        sum += jint(r, field);
+        json_decref(r);
+    }
+    return sum;
+}
+
+#define MIB (1024LL * 1024)
+
+/*
+ * Attack (item 6c): two connections of one uid each fill send queues towards a peer that
+ * never reads; per-socket and per-client caps multiply with every socket and connection.
+ * max-buffer-per-uid 8M holds all of them together: sends past it answer -32003 naming
+ * max-buffer-per-uid, the queues sum to at most 8M, the daemon's peak memory grows by less
+ * than the 32M the per-socket caps alone allow; root's client still queues.
+ */
+static void
+test_id_buffer_per_uid_send(void **state)
+{
+    enum { NS = 4 };
+    struct h_peer *sink = h_peer_auto(H_SINK, 0);
+    struct sockd_client *x[2];
+    long long s[2][NS];
+    int full[2][NS] = {{0}}, nfull = 0, budget_hit = 0;
+    (void)state;
+    start("max-buffer-per-uid 8M\nmax-send-buffer 4M\n");
+    struct sockd_client *root = h_client_auto(&D);
+    for (int k = 0; k < 2; k++) {
+        x[k] = nobody();
+        for (int i = 0; i < NS; i++) {
+            s[k][i] = h_connect_tcp(x[k], sink->port);
+            json_decref(h_ok(x[k], "socket.setopt", "{s:I,s:i}", "socket", (json_int_t)s[k][i],
+                             "sndbuf", 4096)); /* the kernel holds little: the daemon queues */
+        }
+    }
+    long hwm0 = h_hwm_kib(D.pid);
+    unsigned char *zeros = calloc(1, 256 * 1024);
+    char *chunk = h_b64(zeros, 256 * 1024);
+    free(zeros);
+    for (int round = 0; round < 40 && nfull < 2 * NS; round++)
+        for (int k = 0; k < 2; k++)
+            for (int i = 0; i < NS; i++) {
+                json_t *res, *err;
+                if (full[k][i])
+                    continue;
+                if (call(x[k], "socket.send",
+                         json_pack("{s:I,s:s,s:b}", "socket", (json_int_t)s[k][i], "data", chunk,
+                                   "notify", 0),
+                         &res, &err) == 0) {
+                    json_decref(res);
+                    continue;
+                }
+                H_CHECK(jint(err, "code") == -32003, err);
+                budget_hit += strcmp(err_limit(err), "max-buffer-per-uid") == 0;
+                json_decref(err);
+                full[k][i] = 1;
+                nfull++;
+            }
+    assert_int_equal(nfull, 2 * NS);
+    assert_true(budget_hit > 0);
+    long long queued =
+        sum_info(x[0], s[0], NS, "send_buffered") + sum_info(x[1], s[1], NS, "send_buffered");
+    assert_true(queued <= 8 * MIB);
+    long grown = h_hwm_kib(D.pid) - hwm0;
+    fprintf(stderr,
+            "  8 sockets of two uid-65534 clients: %lld bytes queued, daemon VmHWM +%ld KiB\n",
+            queued, grown);
+    assert_true(grown < 20 * 1024);
+    /* root's budget is its own */
+    long long r = h_connect_tcp(root, sink->port);
+    json_decref(h_ok(root, "socket.send", "{s:I,s:s,s:b}", "socket", (json_int_t)r, "data", chunk,
+                     "notify", 0));
+    free(chunk);
+    h_daemon_stop(&D);
+}
+
+/*
+ * Attack (item 6c): many sockets of one uid receive from peers while the client never reads;
+ * each socket's read-ahead multiplies with the number of sockets. At max-buffer-per-uid the
+ * daemon stops reading that uid's sockets instead of growing, and every byte still arrives
+ * once the client reads (the paused sockets are woken as the budget drains).
+ */
+static void
+test_id_buffer_per_uid_read(void **state)
+{
+    enum { NS = 8, EACH = 192 * 1024 };
+    static char greeting[EACH + 1]; /* each peer connection writes it, then echoes */
+    struct h_peer *peer = h_peer_auto(H_GREET, 0);
+    long long s[NS];
+    (void)state;
+    for (int i = 0; i < EACH; i++)
+        greeting[i] = (char)('a' + i % 26);
+    peer->greeting = greeting;
+    start("max-buffer-per-uid 1M\n");
+    struct sockd_client *nb = nobody();
+    for (int i = 0; i < NS; i++)
+        s[i] = h_connect_tcp(nb, peer->port);
+    /* 1.5M arrive unread: wait (bounded) until the budget's worth is buffered */
+    long long end = h_now_ms() + H_TIMEOUT_MS, held;
+    while ((held = sum_info(nb, s, NS, "recv_buffered")) < MIB && h_now_ms() < end)
+        h_sleep_ms(20);
+    json_decref(h_ok(nb, "daemon.ping", NULL));
+    held = sum_info(nb, s, NS, "recv_buffered");
+    if (held != MIB)
+        fprintf(stderr, "%lld bytes buffered for a 1M budget\n", held);
+    assert_true(held == MIB);
+    /* the client reads: every socket's bytes arrive whole */
+    for (int i = 0; i < NS; i++) {
+        unsigned char *got = h_recv_exact(nb, s[i], EACH, H_TIMEOUT_MS);
+        assert_memory_equal(got, greeting, EACH);
+        free(got);
+    }
+    h_daemon_stop(&D);
+}
+
 static int
 group_setup(void **state)
 {
@@ -527,6 +761,10 @@ main(void)
         cmocka_unit_test_teardown(test_id_udp_port_not_shared, teardown),
         cmocka_unit_test_teardown(test_id_udp_port_shared_when_allowed, teardown),
         cmocka_unit_test_teardown(test_id_dtls_port_not_shared, teardown),
+        cmocka_unit_test_teardown(test_id_clients_per_uid, teardown),
+        cmocka_unit_test_teardown(test_id_give_parking_per_uid, teardown),
+        cmocka_unit_test_teardown(test_id_buffer_per_uid_send, teardown),
+        cmocka_unit_test_teardown(test_id_buffer_per_uid_read, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
