@@ -256,6 +256,8 @@ sock_update_io(struct sock *s)
     }
     if (sock_ssl(s) != NULL && s->tls->want != 0 && s->state != SS_LISTENING)
         ev |= s->tls->want; /* the TLS engine needs the other direction to make progress */
+    if (s->budget_wait)
+        ev &= ~EV_READ; /* a TLS want-read must not spin on bytes the budget will not take */
 set:
     if (ev == (s->io.events & (EV_READ | EV_WRITE)) && (ev == 0 || ev_is_active(&s->io)))
         return;
