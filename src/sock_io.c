@@ -1195,10 +1195,13 @@ sock_read_ready(struct sock *s)
         return;
     if (want > 65536)
         want = 65536;
-    if (want > sock_budget_room(s) && (want = sock_budget_room(s)) == 0) {
+    size_t room = sock_budget_room(s);
+    if (room == 0) {
         sock_budget_wait(s); /* max-buffer-per-uid: woken when the uid's bytes drain */
         return;
     }
+    if (want > room)
+        want = room;
     char *p = buf_reserve(&s->in, want);
     if (p == NULL) {
         sock_io_failed(s, ENOMEM);
@@ -1381,9 +1384,10 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
         /* a peer that stalls its handshake holds the slot no longer than accept-timeout */
         sock_timer_start(s, SOCK_TIMER_CONNECT, sock_connect_timeout_cb,
                          sockd.conf.accept_timeout_ms / 1000.0);
-        if (ssl != NULL) {             /* dtls: the SSL that passed the cookie exchange goes on */
-            if (dtls_port_hold(s) < 0) /* the listener holds the port while it lives */
-                log_warn("socket %llu: port registry out of memory", (unsigned long long)s->id);
+        /* dtls: the peer's socket shares the listener's port (which is held while it lives) */
+        if (ssl != NULL && dtls_port_hold(s) < 0)
+            log_warn("socket %llu: port registry out of memory", (unsigned long long)s->id);
+        if (ssl != NULL) { /* dtls: the SSL that passed the cookie exchange goes on */
             s->tls_server = 1;
             dtls_adopt(s, ssl);
             sock_tls_step(s);
@@ -1558,9 +1562,9 @@ sock_relay_cb(EV_P_ ev_io *w, int revents)
     struct sock_relay *r = s->relay;
     (void)loop;
     size_t want = sock_budget_room(s) < 65536 ? sock_budget_room(s) : 65536;
-    if ((revents & EV_READ) && want == 0)
+    if ((revents & EV_READ) && want == 0) {
         sock_budget_wait(s); /* max-buffer-per-uid: woken when the uid's bytes drain */
-    else if (revents & EV_READ) {
+    } else if (revents & EV_READ) {
         char *p = buf_reserve(&s->out, want);
         ssize_t n = p ? read(r->fd, p, want) : -1;
         if (n > 0) {
