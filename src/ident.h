@@ -24,7 +24,10 @@ struct ident_acct {
     struct sock *waiting; /* sockets that stopped reading at the byte budget (sock_io.c) */
 };
 
-/* A client's credentials, shared by the client and every socket made for it. */
+/*
+ * A client's credentials, shared by the client and every socket made for it. What else judges
+ * a socket for its whole life (a restriction the client placed on itself) belongs here too.
+ */
 struct ident {
     unsigned refs;
     uid_t uid;
