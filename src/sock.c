@@ -363,7 +363,7 @@ sock_give(struct sock *s, double timeout)
     for (int i = 0; i < 16; i++)
         snprintf(g->token + 2 * i, 3, "%02x", rnd[i]);
     g->sock = s;
-    g->uid = s->ident->uid;
+    g->uid = s->owner->uid;
     ev_timer_init(&g->timer, sock_gift_timeout_cb, timeout, 0.0);
     g->timer.data = g;
     ev_timer_start(sockd.loop, &g->timer);
