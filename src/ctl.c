@@ -13,9 +13,9 @@
 
 #include "ctl.h"
 #include "daemon.h"
+#include "ident.h"
 #include "log.h"
 #include "nbguard.h"
-#include "policy.h"
 #include "rpc.h"
 #include "sock.h"
 #include "tls.h"
@@ -376,6 +376,7 @@ ctl_client_close(struct client *c, const char *why)
     if (c->next)
         c->next->prev = c->prev;
     sockd.nclients--;
+    c->ident->acct->clients--;
     c->grave_next = ctl_grave;
     ctl_grave = c;
     if (!ev_is_active(&ctl_accept_io) && ctl_fd >= 0 && !ev_is_active(&ctl_resume_timer) &&
@@ -392,7 +393,7 @@ ctl_reap(void)
         buf_free(&c->in);
         buf_free(&c->out);
         buf_free(&c->held);
-        free(c->groups);
+        ident_unref(c->ident);
         free(c);
     }
 }
@@ -576,16 +577,17 @@ ctl_process_lines(struct client *c)
     }
 }
 
-/* Refuse a client past max-clients with one error line. */
+/* Refuse a client past max-clients (or max-clients-per-uid: limit) with one error line. */
 static void
-ctl_refuse(int fd)
+ctl_refuse(int fd, const char *limit)
 {
-    static const char msg[] = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32003,"
-                              "\"message\":\"too many clients\",\"data\":{\"limit\":"
-                              "\"max-clients\"}}}\n";
-    if (send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+    char msg[192];
+    int n = snprintf(msg, sizeof msg,
+                     "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32003,"
+                     "\"message\":\"too many clients\",\"data\":{\"limit\":\"%s\"}}}\n",
+                     limit);
+    if (send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
         log_debug("refusing client: %s", strerror(errno));
-    close(fd);
 }
 
 static void
@@ -601,20 +603,14 @@ struct client *
 ctl_client_new(int fd)
 {
     struct client *c = calloc(1, sizeof *c);
-    if (c == NULL)
+    if (c == NULL || (c->ident = ident_of_peer(fd)) == NULL) {
+        free(c);
         return NULL;
-    struct ucred cred;
-    socklen_t cl = sizeof cred;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0) {
-        c->pid = cred.pid;
-        c->uid = cred.uid;
-        c->gid = cred.gid;
-    } else {
-        c->uid = (uid_t)-1;
-        c->gid = (gid_t)-1;
     }
-    int ng = policy_peer_groups(fd, c->pid, &c->groups); /* any number of groups */
-    c->ngroups = ng > 0 ? ng : 0;
+    c->pid = c->ident->pid;
+    c->uid = c->ident->uid;
+    c->gid = c->ident->gid;
+    c->ident->acct->clients++;
     c->id = ++sockd.next_client;
     c->fd = fd;
     ev_io_init(&c->rio, ctl_read_cb, fd, EV_READ);
@@ -658,13 +654,21 @@ ctl_accept_cb(EV_P_ ev_io *w, int revents)
         }
         if (sockd.nclients >= sockd.conf.max_clients) {
             log_warn("client refused: max-clients %u reached", sockd.conf.max_clients);
-            ctl_refuse(fd);
+            ctl_refuse(fd, "max-clients");
+            close(fd);
             continue;
         }
         struct client *c = ctl_client_new(fd);
         if (c == NULL) {
             close(fd);
             return;
+        }
+        if (c->ident->acct->clients > sockd.conf.max_clients_per_uid) {
+            log_warn("client refused: uid %d has max-clients-per-uid %u (pid %d)", (int)c->uid,
+                     sockd.conf.max_clients_per_uid, (int)c->pid);
+            ctl_refuse(fd, "max-clients-per-uid");
+            ctl_client_close(c, "refused: max-clients-per-uid");
+            continue;
         }
         log_info("client %llu connected (pid %d uid %d gid %d)", (unsigned long long)c->id,
                  (int)c->pid, (int)c->uid, (int)c->gid);

@@ -111,14 +111,16 @@ socket_attach(struct rpc_call *call)
         nbguard_close(fd);
         return rpc_fail_param(call, "type", "the fd is not a %s socket", tname);
     }
-    if (call->client->nsocks >= sockd.conf.max_sockets_per_client) {
+    const char *full = sock_budget_full(call->client, call->client->ident);
+    if (full != NULL) {
         nbguard_close(fd);
-        return rpc_fail_limit(call, "max-sockets-per-client");
+        return rpc_fail_limit(call, full);
     }
     getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &(socklen_t){sizeof acc});
     int connected = handoff_name(fd, 1, &peer, &plen) == 0;
     handoff_name(fd, 0, &local, &llen);
-    struct sock *s = sock_new(call->client, (enum sock_type)t, domain == AF_INET6);
+    struct sock *s =
+        sock_new(call->client, call->client->ident, (enum sock_type)t, domain == AF_INET6);
     if (s == NULL || (acc && sock_listen_alloc(s) < 0)) {
         if (s != NULL)
             sock_close(s, NULL, 0, NULL, NULL);
@@ -217,8 +219,10 @@ socket_take(struct rpc_call *call)
     if (call->client->uid != g->uid && call->client->uid != 0)
         return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
                         "only the giver's user (or root) may take this socket");
-    if (call->client->nsocks >= sockd.conf.max_sockets_per_client)
-        return rpc_fail_limit(call, "max-sockets-per-client");
+    /* the socket keeps the giver's identity: it already counts for the giver's uid */
+    const char *full = sock_budget_full(call->client, NULL);
+    if (full != NULL)
+        return rpc_fail_limit(call, full);
     struct sock *s = sock_take(g, call->client);
     if (s == NULL)
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");

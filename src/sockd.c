@@ -213,6 +213,7 @@ main(int argc, char **argv)
     resolve_shutdown();
     conf_free(&sockd.conf);
     idmap_free(&sockd.socks);
+    idmap_free(&sockd.accts);
     ev_loop_destroy(loop);
     return 0;
 }

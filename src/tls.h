@@ -146,5 +146,11 @@ int dtls_accept(struct sock *l, struct sockaddr_storage *peer, socklen_t *plen, 
 void dtls_adopt(struct sock *s, SSL *ssl);
 /* Stop the timer and free the DTLS state (listener SSL included); tls_free calls it. */
 void dtls_free(struct sock *s);
+/* Record that bound s holds its local port with SO_REUSEPORT; -1 on ENOMEM. */
+int dtls_port_hold(struct sock *s);
+/* Forget s in the port registry (closing); nothing if it held none. */
+void dtls_port_release(struct sock *s);
+/* Whether a socket of another client holds local (IP) with SO_REUSEPORT: then s must not bind. */
+int dtls_port_taken(const struct sock *s, const struct sockaddr *local);
 
 #endif
