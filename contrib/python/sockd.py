@@ -85,6 +85,7 @@ EVENT_WRITE = selectors.EVENT_WRITE
 
 _READ_SIZE = 256 * 1024
 _MAX_FDS = 16
+_IOV = 1024  # buffers gathered by one sendmsg (the kernel takes up to IOV_MAX, 1024)
 _FLUSH_AT = 256 * 1024  # queued request bytes that are written without waiting to block
 _STREAM_CHUNK = 256 * 1024  # length of the stream recv: the most bytes per socket.received
 _RECV_HIGH = 1024 * 1024  # a socket's buffered bytes that stop its stream
@@ -271,32 +272,40 @@ class Client:
     def _flush(self, deadline):
         """Write the queued requests with as few writes as the kernel allows, reading
         the daemon's output meanwhile when full (so neither side blocks the other)."""
-        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        bufs = self._out
         self._out = []
         self._out_bytes = 0
-        self._write(data, None, deadline)
+        self._write(bufs, None, deadline)
 
-    def _write(self, data, fd, deadline):
-        """Write all of data; fd (if any) rides with the first byte."""
-        view = memoryview(data)
-        first = fd is not None
+    def _write(self, bufs, fd, deadline):
+        """Write the byte strings BUFS in order (gathered: one sendmsg takes up to
+        _IOV of them); fd (if any) rides with the first byte."""
         self._writing = True
         try:
-            self._write_view(view, first, fd, deadline)
+            i = 0
+            while i < len(bufs):
+                batch = bufs[i : i + _IOV]
+                n = self._send(batch, fd, deadline)
+                fd = None
+                i += len(batch)
+                for k, b in enumerate(batch):  # a partial write: the rest of the batch first
+                    if n >= len(b):
+                        n -= len(b)
+                        continue
+                    bufs = [memoryview(b)[n:]] + batch[k + 1 :] + bufs[i:]
+                    i = 0
+                    break
         finally:
             self._writing = False
 
-    def _write_view(self, view, first, fd, deadline):
-        while view:
+    def _send(self, batch, fd, deadline):
+        """One sendmsg of BATCH once the kernel takes something; returns the bytes taken."""
+        while True:
             try:
-                if first:
+                if fd is not None:
                     anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
-                    n = self._sock.sendmsg([view], anc)
-                    first = False
-                else:
-                    n = self._sock.send(view)
-                view = view[n:]
-                continue
+                    return self._sock.sendmsg(batch, anc)
+                return self._sock.sendmsg(batch)
             except (BlockingIOError, InterruptedError):
                 pass
             except OSError as e:
@@ -316,7 +325,7 @@ class Client:
             raise ConnectionError(self._dead)
         if self._out:
             self._flush(None)
-        self._write(data if isinstance(data, bytes) else data.encode(), None, None)
+        self._write([data if isinstance(data, bytes) else data.encode()], None, None)
 
     def _pump(self, deadline):
         """Flush, wait for input until deadline and handle what came. False on timeout."""
@@ -362,9 +371,9 @@ class Client:
                         os.close(fd)
         if not data:
             self._die("sockd closed the connection")
-        if tail:
-            data = tail + data
         lines = data.split(b"\n")
+        if tail:
+            lines[0] = tail + lines[0]
         self._tail = lines.pop()
         self._dispatch(lines)
 
@@ -383,7 +392,7 @@ class Client:
                 if m is not None:
                     sock = streams.get(int(m.group(3)))
                     if sock is not None:
-                        sock._data(_b64decode(line[_RECV_DATA:e]), m.group(1) is not None)
+                        sock._data(_b64decode(memoryview(line)[_RECV_DATA:e]), m.group(1) is not None)
                         continue
             elif line.startswith(_RESP_HEAD) and not self._fds:
                 c = line.find(b",", _RESP_ID)
@@ -519,7 +528,7 @@ class Client:
         else:
             if self._out:
                 self._flush(_deadline(timeout))
-            self._write(line, fd, _deadline(timeout))
+            self._write([line], fd, _deadline(timeout))
         return self._answer(rid, method, timeout)
 
     def call(self, method, _timeout=None, **params):
@@ -1156,14 +1165,18 @@ class Socket:
         rid = c._next_id
         c._next_id = rid + 1
         c._pending[rid] = (self, "socket.send")
-        c._queue_line(
-            b'{"jsonrpc":"2.0","id":%d,"method":"socket.send","params":{"socket":%d,"data":"%s"%s}}\n'
-            % (rid, self.id, _b64encode(data, newline=False), b"" if mark else b',"notify":false')
-        )
+        out = c._out
+        out.append(b'{"jsonrpc":"2.0","id":%d,"method":"socket.send","params":{"socket":%d,"data":"'
+                   % (rid, self.id))
+        out.append(_b64encode(data, newline=False))
+        out.append(b'"}}\n' if mark else b'","notify":false}}\n')
         self._pos = pos
         if mark:
             self._marks.append((rid, pos))
             c._marks[rid] = self
+        c._out_bytes += n + 100
+        if c._out_bytes >= _FLUSH_AT and not c._writing:
+            c._flush(None)
         if wait:
             self._wait_acked(pos, timeout)
         return n
@@ -1197,7 +1210,7 @@ class Socket:
             self.client._marks[rid] = self
         self._until(lambda: self._acked >= pos or self.closed is not None,
                     _deadline(timeout), "send", timeout)
-        if self._acked < pos:
+        if self._acked < pos or self._err is not None:
             self._raise()
 
     def wait_sent(self, timeout=None):
