@@ -278,23 +278,26 @@ class Client:
         self._write(bufs, None, deadline)
 
     def _write(self, bufs, fd, deadline):
-        """Write the byte strings BUFS in order (gathered: one sendmsg takes up to
-        _IOV of them); fd (if any) rides with the first byte."""
+        """Write the byte strings BUFS in order; fd (if any) rides with the first byte.
+        One sendmsg gathers up to _IOV of them; after a partial write the rest is joined
+        once and written from a view."""
         self._writing = True
         try:
-            i = 0
-            while i < len(bufs):
-                batch = bufs[i : i + _IOV]
+            while bufs:
+                batch = bufs[:_IOV] if len(bufs) > _IOV else bufs
                 n = self._send(batch, fd, deadline)
                 fd = None
-                i += len(batch)
-                for k, b in enumerate(batch):  # a partial write: the rest of the batch first
-                    if n >= len(b):
-                        n -= len(b)
-                        continue
-                    bufs = [memoryview(b)[n:]] + batch[k + 1 :] + bufs[i:]
-                    i = 0
-                    break
+                for k, b in enumerate(batch):
+                    if n < len(b):
+                        break
+                    n -= len(b)
+                else:
+                    bufs = bufs[len(batch):]
+                    continue
+                rest = memoryview(b"".join(bufs[k:]))[n:]
+                while rest:
+                    rest = rest[self._send([rest], None, deadline):]
+                return
         finally:
             self._writing = False
 
@@ -1074,7 +1077,9 @@ class Socket:
         Waits for socket.connected (returns its params) unless wait=False;
         raises SocketClosed if the connect failed (reason on the exception).
         With wait=False the request is only queued: an error answer (a bad
-        address, a policy denial) is raised by the next call on the socket.
+        address, a policy denial) is raised by the next call on the socket;
+        and receiving is set up at once (the stream receive, queued with it),
+        so bytes the peer sends are here by the time recv asks for them.
         """
         self._check()
         if timeout is not None:
@@ -1086,6 +1091,7 @@ class Socket:
         self._connecting = True
         if wait:
             return self.wait_connected(None if timeout is None else timeout + 5)
+        self._arm()  # fan-out style: bytes are pushed here as they arrive, recv costs no round trip
         return None
 
     def wait_connected(self, timeout=None):
