@@ -646,6 +646,8 @@ class Client:
 
     def _select(self, items, timeout):
         """(Socket, events wanted) pairs -> [(Socket, events ready)], waiting until timeout."""
+        if self._dead is not None:
+            raise ConnectionError(self._dead)
         for s, ev in items:
             if ev & EVENT_READ:
                 s._arm_if_possible()
@@ -655,7 +657,7 @@ class Client:
         if timeout is not None and timeout <= 0:
             if self._out:
                 self._flush(None)
-            while self._poll.poll(0):
+            if self._poll.poll(0):
                 self._read()
             return [(s, r) for s, r in ((s, s._ready(ev)) for s, ev in items) if r]
         wanted = dict(items)
@@ -939,7 +941,7 @@ class Socket:
         c._streams[rid] = self
 
     def _arm_if_possible(self):
-        if not self._stream and not self._listening and (
+        if not self._stream and not self._listening and len(self._buf) < _RECV_HIGH and (
             self.connected is not None or self._connecting
         ):
             self._arm()
@@ -1057,12 +1059,11 @@ class Socket:
     def call(self, method, **params):
         """Call a socket.* METHOD on this socket (waits for its response)."""
         self._check()
-        try:
-            return self.client.call(method, socket=self.id, **params)
-        finally:
-            if method in _ENDS_RECV:
-                self._stream_gone(self._stream)
-                self._stream_gone(self._canceling)
+        result = self.client.call(method, socket=self.id, **params)
+        if method in _ENDS_RECV:  # the daemon ended the stream (a failed call changes nothing)
+            self._stream_gone(self._stream)
+            self._stream_gone(self._canceling)
+        return result
 
     def _start(self, method, params):
         """Queue a request about this socket; its error is raised by a later call."""

@@ -28,9 +28,9 @@
 
 /* A connection's bytes read but not yet written back. */
 struct conn {
-    char *pend;   /* heap buffer, or NULL */
-    size_t off;   /* first unwritten byte */
-    size_t len;   /* end of the unwritten bytes */
+    char *pend; /* heap buffer, or NULL */
+    size_t off; /* first unwritten byte */
+    size_t len; /* end of the unwritten bytes */
 };
 
 static struct conn *conns;
