@@ -45,7 +45,6 @@ import binascii
 import collections
 import json
 import os
-import re
 import select
 import selectors
 import socket
@@ -99,7 +98,6 @@ _DROP = object()  # a pending request whose caller gave up (timeout): drop the r
 # The lines the daemon writes most, recognised without the JSON parser (others take the
 # general path, so a daemon that writes them differently is still understood).
 _RECV_HEAD = b'{"jsonrpc":"2.0","method":"socket.received","params":{"data":"'
-_RECV_TAIL = re.compile(rb'"(,"eof":true)?,"socket":(\d+),"request":(\d+)\}\}\r?$')
 _RECV_DATA = len(_RECV_HEAD)
 _RESP_HEAD = b'{"jsonrpc":"2.0","id":'
 _RESP_ID = len(_RESP_HEAD)
@@ -388,25 +386,43 @@ class Client:
         for line in lines:
             start = off
             off += len(line) + 1
-            # the hot paths first: stream data, and answers to pipelined requests
-            if line.startswith(_RECV_HEAD):
-                e = line.find(b'"', _RECV_DATA)
-                m = _RECV_TAIL.match(line, e)
-                if m is not None:
-                    sock = streams.get(int(m.group(3)))
-                    if sock is not None:
-                        sock._data(_b64decode(memoryview(line)[_RECV_DATA:e]), m.group(1) is not None)
-                        continue
-            elif line.startswith(_RESP_HEAD) and not self._fds:
+            # the hot paths first: stream data, and answers to pipelined sends
+            kind = line[18:19]  # {"jsonrpc":"2.0","m... or {"jsonrpc":"2.0","i...
+            if kind == b"m":
+                if line.startswith(_RECV_HEAD):
+                    e = line.find(b'"', _RECV_DATA)
+                    r = line.find(b',"request":', e)
+                    if r > 0 and line.endswith(b"}}"):
+                        try:
+                            sock = streams.get(int(line[r + 11 : -2]))
+                        except ValueError:
+                            sock = None
+                        if sock is not None:
+                            buf = sock._buf
+                            buf += _b64decode(line[_RECV_DATA:e])
+                            eof = line.startswith(b',"eof":true', e + 1)
+                            if eof or len(buf) > _RECV_HIGH or self._touched is not None:
+                                sock._data(eof)
+                            continue
+            elif kind == b"i":
                 c = line.find(b",", _RESP_ID)
                 try:
                     rid = int(line[_RESP_ID:c])
                 except ValueError:
                     rid = None
                 h = pending.get(rid)
-                if h is not None and h is not _SYNC and line.startswith(_RESULT, c + 1):
+                if h.__class__ is Socket:  # a pipelined send: its answer only matters if an error
                     del pending[rid]
-                    if h is not _DROP and h[1] != "socket.send":
+                    if line.startswith(_RESULT, c + 1):
+                        continue
+                    try:
+                        h._answered("socket.send", rid, _error(_loads(line)))
+                    except ValueError:
+                        pass
+                    continue
+                if h is not None and h is not _SYNC and line.startswith(_RESULT, c + 1) and not self._fds:
+                    del pending[rid]
+                    if h is not _DROP:
                         h[0]._answered(h[1], rid, None)
                     continue
             line = line.strip()
@@ -450,7 +466,10 @@ class Client:
             os.close(fd)
         if h is None or h is _DROP:
             return
-        h[0]._answered(h[1], rid, _error(msg) if "error" in msg else None)
+        if h.__class__ is Socket:
+            h._answered("socket.send", rid, _error(msg) if "error" in msg else None)
+        else:
+            h[0]._answered(h[1], rid, _error(msg) if "error" in msg else None)
 
     def _notification(self, method, params):
         sid = params.get("socket")
@@ -904,7 +923,8 @@ class Socket:
                     elif len(self._dgrams) > _DGRAM_HIGH:
                         self._cancel()
                 else:
-                    self._data(data, bool(params.get("eof")))
+                    self._buf += data
+                    self._data(bool(params.get("eof")))
                 return True
             return False
         if method == "socket.sent":
@@ -916,10 +936,9 @@ class Socket:
         self._state(method, params)
         return False
 
-    def _data(self, data, eof):
-        """Bytes of this socket's stream arrived."""
+    def _data(self, eof):
+        """Bytes of this socket's stream arrived (already in _buf)."""
         buf = self._buf
-        buf += data
         if eof:
             self._eof = True
             self._stream_gone(self._stream)
@@ -1171,7 +1190,7 @@ class Socket:
         mark = wait or self._dgram or pos - (self._marks[-1][1] if self._marks else self._acked) >= _MARK_EVERY
         rid = c._next_id
         c._next_id = rid + 1
-        c._pending[rid] = (self, "socket.send")
+        c._pending[rid] = self  # a send: the Socket itself, no (Socket, method) pair
         out = c._out
         out.append(b'{"jsonrpc":"2.0","id":%d,"method":"socket.send","params":{"socket":%d,"data":"'
                    % (rid, self.id))
@@ -1241,7 +1260,12 @@ class Socket:
         Udp: one datagram (cut to N bytes).
         """
         buf = self._buf
-        if len(buf) >= n > 0 or (partial and buf):
+        have = len(buf)
+        if have == n:
+            out = bytes(buf)
+            buf.clear()
+            return out
+        if have > n > 0 or (partial and buf):
             out = bytes(buf[:n])
             del buf[:n]
             return out
