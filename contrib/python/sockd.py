@@ -397,7 +397,7 @@ class Client:
                             sock = streams.get(int(line[r + 11 : -2]))
                         except ValueError:
                             sock = None
-                        if sock is not None:
+                        if sock is not None and not sock._dgram:
                             buf = sock._buf
                             buf += _b64decode(line[_RECV_DATA:e])
                             eof = line.startswith(b',"eof":true', e + 1)
