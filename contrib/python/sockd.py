@@ -1075,6 +1075,22 @@ class Socket:
             if not c._pump(deadline):
                 raise TimeoutError("%s: not done within %ss" % (what, timeout))
 
+    def _next_own(self, methods, timeout, what):
+        """Take the next queued event of this socket named one of METHODS, waiting for it;
+        raises SocketClosed (or a pipelined call's error) if the socket ends first."""
+        got = []
+
+        def arrived():
+            ev = self._consume(*methods)
+            if ev is not None:
+                got.append(ev)
+            return bool(got) or self.closed is not None
+
+        self._until(arrived, _deadline(timeout), what, timeout)
+        if not got:
+            self._raise()
+        return got[0]
+
     def call(self, method, **params):
         """Call a socket.* METHOD on this socket (waits for its response)."""
         self._check()
@@ -1142,18 +1158,7 @@ class Socket:
         """Wait for an incoming connection and accept it; returns a new Socket
         (ready for data: after the TLS handshake for tls)."""
         self._check()
-        got = []
-
-        def arrived():
-            ev = self._consume("socket.incoming", "socket.accepted")
-            if ev is not None:
-                got.append(ev)
-            return bool(got) or self.closed is not None
-
-        self._until(arrived, _deadline(timeout), "accept", timeout)
-        if not got:
-            self._raise()
-        ev = got[0]
+        ev = self._next_own(("socket.incoming", "socket.accepted"), timeout, "accept")
         if ev.method == "socket.accepted":  # auto_accept
             s = Socket(self.client, self.type, handle=ev.params["socket"])
             s.connected = ev.params
@@ -1345,18 +1350,7 @@ class Socket:
         if server_name is not None:
             params["server_name"] = server_name
         self.call("socket.starttls", **params)
-        got = []
-
-        def upgraded():
-            ev = self._consume("socket.tls_upgraded")
-            if ev is not None:
-                got.append(ev)
-            return bool(got) or self.closed is not None
-
-        self._until(upgraded, _deadline(timeout), "starttls", timeout)
-        if not got:
-            self._raise()
-        self.tls = got[0].params.get("tls")
+        self.tls = self._next_own(("socket.tls_upgraded",), timeout, "starttls").params.get("tls")
         return self.tls
 
     # -- the end --------------------------------------------------------
