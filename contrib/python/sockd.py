@@ -420,7 +420,8 @@ class Client:
                     except ValueError:
                         pass
                     continue
-                if h is not None and h is not _SYNC and line.startswith(_RESULT, c + 1) and not self._fds:
+                if (h is not None and h is not _SYNC and not self._fds
+                        and line.startswith(_RESULT, c + 1)):
                     del pending[rid]
                     if h is not _DROP:
                         h[0]._answered(h[1], rid, None)
@@ -1127,7 +1128,7 @@ class Socket:
         self._connecting = True
         if wait:
             return self.wait_connected(None if timeout is None else timeout + 5)
-        self._arm()  # fan-out style: bytes are pushed here as they arrive, recv costs no round trip
+        self._arm()  # fan-out style: bytes are pushed here as they come; recv needs no round trip
         return None
 
     def wait_connected(self, timeout=None):
@@ -1192,13 +1193,14 @@ class Socket:
         if self._pos - self._acked + n > _SEND_WINDOW and self._pos > self._acked:
             self._wait_acked(min(self._pos, self._pos + n - _SEND_WINDOW), timeout)
         pos = self._pos + n
-        mark = wait or self._dgram or pos - (self._marks[-1][1] if self._marks else self._acked) >= _MARK_EVERY
+        last = self._marks[-1][1] if self._marks else self._acked
+        mark = wait or self._dgram or pos - last >= _MARK_EVERY
         rid = c._next_id
         c._next_id = rid + 1
         c._pending[rid] = self  # a send: the Socket itself, no (Socket, method) pair
         out = c._out
-        out.append(b'{"jsonrpc":"2.0","id":%d,"method":"socket.send","params":{"socket":%d,"data":"'
-                   % (rid, self.id))
+        out.append(b'{"jsonrpc":"2.0","id":%d,"method":"socket.send","params":'
+                   b'{"socket":%d,"data":"' % (rid, self.id))
         out.append(_b64encode(data, newline=False))
         out.append(b'"}}\n' if mark else b'","notify":false}}\n')
         self._pos = pos
@@ -1330,8 +1332,9 @@ class Socket:
         here (they would be lost to what comes next)."""
         if self._stream and not self._canceling:
             self._cancel()
-        self._until(lambda: not self._stream or self.closed is not None, _deadline(self.client.timeout),
-                    "recv_cancel", self.client.timeout)
+        timeout = self.client.timeout
+        self._until(lambda: not self._stream or self.closed is not None, _deadline(timeout),
+                    "recv_cancel", timeout)
 
     def _unread(self):
         if self._buf or self._dgrams:
