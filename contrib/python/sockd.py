@@ -1345,7 +1345,8 @@ class Socket:
 
     def starttls(self, context, server_name=None, server_side=False, timeout=None):
         """Upgrade to TLS on this socket; returns the tls object once done.
-        Raises SocketClosed (reason tls_handshake_failed) when it fails."""
+        Raises SocketClosed (reason tls_handshake_failed) when it fails, and
+        SockdError (-32002) if received bytes wait here unread (recv them first)."""
         self._check()
         self._quiet()
         self._unread()
