@@ -6,6 +6,12 @@ from one control connection and one thread, send a different line on each,
 read every line back and check it. Prints one summary line; exits 0 when
 every connection echoed its own line, 1 otherwise.
 
+The calls that need no answer (connect and send with wait=False, close) are
+only queued and written together; each socket's bytes are pushed to the
+client as they arrive, so each recv here is a slice of what came. For
+serving many sockets as they become ready, see sockd.wait() and
+sockd.Selector.
+
 The daemon is found as sockctl finds it ($SOCKD_SOCKET, ...). sockd.py is
 looked up next to this script (../python) and then on the usual path.
 
@@ -30,29 +36,22 @@ def main(argv):
     n = int(argv[2]) if len(argv) == 3 else 200
     start = time.monotonic()
     with sockd.Client(timeout=WAIT) as client:
-        # Issue every connect first, then wait for each: they proceed in parallel
-        # in the daemon; notifications of the others stay queued meanwhile.
-        socks = [sockd.Socket(client, "tcp") for _ in range(n)]
+        # One round trip opens them all; the connects (and their receive set-up) are only
+        # queued, and proceed in parallel in the daemon.
+        socks = sockd.Socket.many(client, n)
         for s in socks:
             s.connect(address, timeout=WAIT, wait=False)
+        lines = {s.id: ("line %d of fanout.py\n" % s.id).encode() for s in socks}
+        # Queued too: every send goes out in one write when the first recv has to wait.
+        for s in socks:
+            s.send(lines[s.id], wait=False)
         failed = 0
-        live = []
+        total = 0
         for s in socks:
             try:
-                s.wait_connected(WAIT + 5)
-                live.append(s)
-            except sockd.SocketClosed as e:
-                print("socket %d: connect failed: %s" % (s.id, e), file=sys.stderr)
-                failed += 1
-        lines = {s.id: ("line %d of fanout.py\n" % s.id).encode() for s in live}
-        for s in live:
-            s.send(lines[s.id], wait=False)
-        total = 0
-        for s in live:
-            try:
-                s.wait_sent(WAIT)
+                # an error of the queued connect or send is raised here, by the next call
                 got = s.recv(len(lines[s.id]), timeout=WAIT)
-            except (sockd.SocketClosed, TimeoutError) as e:
+            except (sockd.SockdError, sockd.SocketClosed, TimeoutError) as e:
                 print("socket %d: %s" % (s.id, e), file=sys.stderr)
                 failed += 1
                 continue

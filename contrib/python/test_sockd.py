@@ -8,6 +8,7 @@ daemon on a temporary socket, and loopback peers run in threads. Run:
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -80,8 +81,8 @@ class EchoServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
-        conn.settimeout(WAIT * 3)
         try:
+            conn.settimeout(WAIT * 3)
             if self.greeting is not None:
                 conn.sendall(self.greeting)
                 conn.shutdown(socket.SHUT_WR)
@@ -435,6 +436,279 @@ class TestFanout(DaemonTest):
         for s in socks:
             s.close()
         self.assertEqual(self.client.call("socket.list")["sockets"], [])
+
+
+class TestPipelining(DaemonTest):
+    """Calls that need no answer yet are queued and written together; answers are matched
+    by id later and errors surface at the next call on their socket."""
+
+    def test_error_of_a_pipelined_send_is_raised_by_the_next_call(self):
+        s = sockd.Socket(self.client)  # never connected: socket.send answers -32002
+        ids = self.client._next_id
+        self.assertEqual(s.send(b"too early", wait=False), 9)  # queued, not answered yet
+        self.assertEqual(self.client._next_id, ids + 1)
+        other = sockd.Socket(self.client)
+        other.connect(self.echo.address)
+        other.send(b"fine", wait=False)
+        self.assertEqual(other.recv(4, timeout=WAIT), b"fine")  # unaffected
+        with self.assertRaises(sockd.SockdError) as cm:
+            s.recv(1, timeout=WAIT)
+        self.assertEqual(cm.exception.code, sockd.WRONG_STATE)
+        # raised once; the socket is usable afterwards
+        s.connect(self.echo.address, timeout=WAIT)
+        s.send(b"later", wait=False)
+        self.assertEqual(s.recv(5, timeout=WAIT), b"later")
+
+    def test_error_of_a_pipelined_connect(self):
+        s = sockd.Socket(self.client)
+        s.connect("not an address", wait=False)
+        self.assertEqual(self.client.ping(), {})  # the error waits on its socket
+        with self.assertRaises(sockd.SockdError) as cm:
+            s.wait_connected(WAIT)
+        self.assertEqual(cm.exception.code, sockd.INVALID_PARAMS)
+
+    def test_send_errors_do_not_hang_wait_sent(self):
+        s = sockd.Socket(self.client)
+        s.send(b"x", wait=False)
+        with self.assertRaises(sockd.SockdError):
+            s.wait_sent(WAIT)
+
+    def test_order_of_pipelined_sends_and_calls(self):
+        socks = sockd.Socket.many(self.client, 20)
+        for s in socks:
+            s.connect(self.echo.address, wait=False)
+        chunks = {s.id: [("%d-%d;" % (s.id, k)).encode() * (k + 1) for k in range(30)]
+                  for s in socks}
+        for k in range(30):
+            for s in socks:
+                s.send(chunks[s.id][k], wait=False)
+            if k == 15:
+                # a call in the middle is answered in order, the queue written before it
+                self.assertEqual(self.client.ping(), {})
+        for s in reversed(socks):
+            want = b"".join(chunks[s.id])
+            self.assertEqual(s.recv(len(want), timeout=WAIT), want)
+        for s in socks:
+            s.wait_sent(WAIT)
+            s.close()
+        self.assertEqual(self.client.call("socket.list")["sockets"], [])
+
+    def test_many_requests_are_one_write(self):
+        s = sockd.Socket(self.client)
+        s.connect(self.echo.address)
+        writes = []
+        real = self.client._sock
+
+        class Counting:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def sendmsg(self, bufs, *anc):
+                writes.append(len(bufs))
+                return real.sendmsg(bufs, *anc)
+
+        self.client._sock = Counting()
+        try:
+            for i in range(100):
+                s.send(b"%03d" % i, wait=False)
+            self.assertEqual(writes, [])  # nothing written until the client must block
+            got = s.recv(300, timeout=WAIT)
+        finally:
+            self.client._sock = real
+        self.assertEqual(got, b"".join(b"%03d" % i for i in range(100)))
+        self.assertEqual(len(writes), 1)  # 100 sends (+ the stream's set-up), one sendmsg
+
+    def test_recv_of_arrived_bytes_costs_no_request(self):
+        s = sockd.Socket(self.client)
+        s.connect(self.echo.address)
+        s.send(b"abcdef" * 100, wait=False)
+        self.assertEqual(sockd.wait([s], WAIT), [s])
+        while len(s._buf) < 600:
+            self.assertTrue(sockd.wait([s], WAIT))
+            if len(s._buf) < 600:
+                self.client.wait_event(timeout=0.01, _raise=False)
+        ids = self.client._next_id
+        for _ in range(100):
+            self.assertEqual(s.recv(6), b"abcdef")
+        self.assertEqual(self.client._next_id, ids)
+
+    def test_timeouts(self):
+        s = sockd.Socket(self.client)
+        s.connect(self.echo.address)
+        t0 = time.monotonic()
+        with self.assertRaises(TimeoutError):
+            s.recv(1, timeout=0.2)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.19)
+        self.assertEqual(sockd.wait([s], 0.1), [])
+        self.assertEqual(sockd.wait([s], 0), [])
+        s.send(b"late")
+        self.assertEqual(s.recv(4, timeout=WAIT), b"late")
+
+
+class TestManySockets(DaemonTest):
+    def test_wait_reports_ready_sockets(self):
+        socks = sockd.Socket.many(self.client, 100)
+        for s in socks:
+            s.connect(self.echo.address, wait=False)
+        pending = set(socks)
+        while pending:
+            ready = sockd.wait(pending, WAIT)
+            self.assertTrue(ready)
+            for s in ready:
+                s.wait_connected(0)
+                pending.discard(s)
+        # nothing to read yet: a short wait times out
+        self.assertEqual(sockd.wait(socks, 0.05), [])
+        quiet = socks[::2]
+        for s in socks[1::2]:
+            s.send(b"ping %d" % s.id, wait=False)
+        got = {}
+        while len(got) < 50:
+            ready = sockd.wait(socks, WAIT)
+            self.assertTrue(ready)
+            for s in ready:
+                self.assertNotIn(s, quiet)
+                got[s.id] = got.get(s.id, b"") + s.recv(100, partial=True)
+                if got[s.id] == b"ping %d" % s.id:
+                    pass
+        for sid, data in got.items():
+            self.assertEqual(data, b"ping %d" % sid)
+        for s in socks:
+            s.close()
+
+    def test_selector(self):
+        sel = sockd.Selector()
+        socks = sockd.Socket.many(self.client, 10)
+        for i, s in enumerate(socks):
+            s.connect(self.echo.address, wait=False)
+            sel.register(s, sockd.EVENT_WRITE, i)
+        self.assertEqual(len(sel.get_map()), 10)
+        writable = set()
+        while len(writable) < 10:
+            for key, ev in sel.select(WAIT):
+                self.assertEqual(ev, sockd.EVENT_WRITE)
+                self.assertIs(socks[key.data], key.fileobj)
+                key.fileobj.send(b"x%d" % key.data, wait=False)
+                writable.add(key.fileobj)
+                sel.modify(key.fileobj, sockd.EVENT_READ, key.data)
+        echoed = {}
+        while len(echoed) < 10:
+            for key, ev in sel.select(WAIT):
+                self.assertEqual(ev, sockd.EVENT_READ)
+                echoed[key.data] = key.fileobj.recv(10, partial=True)
+                sel.unregister(key.fileobj)
+        self.assertEqual(echoed, {i: b"x%d" % i for i in range(10)})
+        self.assertEqual(sel.select(0), [])
+        sel.close()
+
+    def test_events_of_other_sockets_stay_queued_per_socket(self):
+        a, b = sockd.Socket(self.client), sockd.Socket(self.client)
+        a.connect(self.echo.address, wait=False)
+        b.connect(self.echo.address, wait=False)
+        self.client.call("socket.send", socket=b.id, text="raw")  # its socket.sent is queued
+        a.wait_connected(WAIT)
+        b.wait_connected(WAIT)
+        ev = self.client.wait_event("socket.sent", b.id, timeout=WAIT)
+        self.assertEqual(ev.params["bytes"], 3)
+        self.assertEqual(b.recv(3, timeout=WAIT), b"raw")
+
+
+class TestFlowControl(DaemonTest):
+    def test_receive_buffer_is_bounded_and_nothing_is_lost(self):
+        blob = os.urandom(8 * 1024 * 1024)
+        srv = EchoServer(greeting=blob)
+        try:
+            s = sockd.Socket(self.client)
+            s.connect(srv.address)
+            self.assertEqual(len(s.recv(1, timeout=WAIT)), 1)  # the stream is armed
+            high = 0
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:  # the daemon pushes while nobody reads
+                self.client.wait_event("no.such.event", timeout=0.05, _raise=False)
+                high = max(high, len(s._buf))
+            self.assertLess(high, 3 * 1024 * 1024)
+            rest = bytearray()
+            while len(rest) < len(blob) - 1:
+                part = s.recv(1 << 20, partial=True, timeout=WAIT)
+                self.assertTrue(part)
+                rest += part
+            self.assertEqual(bytes(rest), blob[1:])
+            self.assertEqual(s.recv(1, timeout=WAIT), b"")
+        finally:
+            srv.close()
+
+    def test_big_pipelined_sends_wait_for_room(self):
+        s = sockd.Socket(self.client)
+        s.connect(self.echo.address)
+        blob = os.urandom(6 * 1024 * 1024)
+        got = bytearray()
+        for i in range(0, len(blob), 512 * 1024):
+            s.send(blob[i : i + 512 * 1024], wait=False)  # never -32003 (max-send-buffer)
+            while len(got) < i - 2 * 1024 * 1024:
+                got += s.recv(1 << 20, partial=True, timeout=WAIT)
+        while len(got) < len(blob):
+            got += s.recv(1 << 20, partial=True, timeout=WAIT)
+        self.assertEqual(bytes(got), blob)
+        s.wait_sent(WAIT)
+
+
+class TestDaemonDies(unittest.TestCase):
+    """A daemon that goes away (or stalls) mid-pipeline: a clear error, never a hang."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="sockd-py-die-")
+        self.proc, self.path = start_daemon(self.tmp)
+        self.echo = EchoServer()
+
+    def tearDown(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.echo.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_killed_mid_pipeline(self):
+        c = sockd.Client(self.path, timeout=WAIT)
+        socks = sockd.Socket.many(c, 10)
+        for s in socks:
+            s.connect(self.echo.address, wait=False)
+            s.send(b"hello", wait=False)
+        self.assertEqual(socks[0].recv(5, timeout=WAIT), b"hello")
+        for s in socks:
+            s.send(b"more" * 1000, wait=False)  # queued, unanswered
+        self.proc.kill()
+        self.proc.wait()
+        t0 = time.monotonic()
+        with self.assertRaises(ConnectionError) as cm:
+            for s in socks[1:]:
+                s.recv(5 + 4000, timeout=WAIT)
+        self.assertIn("sockd", str(cm.exception))
+        self.assertLess(time.monotonic() - t0, WAIT)
+        # every later call says the same at once
+        with self.assertRaises(ConnectionError):
+            socks[3].send(b"x", wait=False)
+        with self.assertRaises(ConnectionError):
+            c.ping()
+        with self.assertRaises(ConnectionError):
+            sockd.wait(socks, WAIT)
+        c.close()
+
+    def test_stalled_daemon_times_out_and_late_answers_are_dropped(self):
+        c = sockd.Client(self.path, timeout=WAIT)
+        s = sockd.Socket(c)
+        s.connect(self.echo.address)
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        try:
+            with self.assertRaises(TimeoutError):
+                c.call("daemon.stats", _timeout=0.2)
+            s.send(b"abc", wait=False)
+            with self.assertRaises(TimeoutError):
+                s.recv(3, timeout=0.2)
+        finally:
+            os.kill(self.proc.pid, signal.SIGCONT)
+        self.assertEqual(c.ping(), {})  # the stats answer came late and was dropped
+        self.assertEqual(s.recv(3, timeout=WAIT), b"abc")
+        c.close()
 
 
 if __name__ == "__main__":
