@@ -57,7 +57,7 @@ struct client {
     int n_line_fds;
     struct rpc_batch *batch; /* a batch waiting for its next turn (rpc.c), or NULL */
     struct sock *socks;      /* owned sockets */
-    struct tlsctx *ctxs; /* owned TLS contexts */
+    struct tlsctx *ctxs;     /* owned TLS contexts */
     unsigned nsocks;
     char name[64];              /* from daemon.hello */
     struct client *next, *prev; /* all clients */

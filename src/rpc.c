@@ -282,8 +282,8 @@ rpc_type_ok(json_t *v, enum rpc_ptype t)
 }
 
 static const char *const rpc_type_words[] = {
-    "any value", "a boolean", "an integer", "a positive integer", "a string", "an array",
-    "an object", "a JSON value of at most 4096 bytes (compact)"};
+    "any value", "a boolean", "an integer", "a positive integer",
+    "a string",  "an array",  "an object",  "a JSON value of at most 4096 bytes (compact)"};
 
 /* Check params against the method's declaration: unknown names, types, required ones. */
 static int
@@ -841,7 +841,8 @@ static void
 rpc_too_large(struct client *c, json_t *id)
 {
     json_t *data = json_pack("{s:s}", "limit", "max-output");
-    json_t *resp = rpc_error_msg(id, SOCKD_E_LIMIT, "response too large for the output queue", data);
+    json_t *resp =
+        rpc_error_msg(id, SOCKD_E_LIMIT, "response too large for the output queue", data);
     if (ctl_write_json(c, resp) < 0 && !c->dead)
         ctl_over_cap(c);
     json_decref(resp);
@@ -893,8 +894,8 @@ rpc_fast(struct client *c, const char *line, size_t len)
         memcpy(head, h1, sizeof h1 - 1);
         memcpy(head + sizeof h1 - 1, env.id, env.id_len);
         memcpy(head + sizeof h1 - 1 + env.id_len, h2, sizeof h2 - 1);
-        if (ctl_write_result_fds(c, head, sizeof h1 - 1 + env.id_len + sizeof h2 - 1,
-                                 call.result, fds, nfds) < 0 &&
+        if (ctl_write_result_fds(c, head, sizeof h1 - 1 + env.id_len + sizeof h2 - 1, call.result,
+                                 fds, nfds) < 0 &&
             errno == EMSGSIZE && !c->dead)
             rpc_too_large(c, id);
     } else {
@@ -1050,8 +1051,7 @@ rpc_run_line(struct client *c, const char *line, size_t len, int budget)
     if (json_is_array(msg) && json_array_size(msg) > 0) {
         struct rpc_batch b = {.msg = msg};
         cost = rpc_batch_step(c, &b, budget);
-        if (b.next < json_array_size(msg) && !c->dead &&
-            (c->batch = malloc(sizeof b)) != NULL) {
+        if (b.next < json_array_size(msg) && !c->dead && (c->batch = malloc(sizeof b)) != NULL) {
             /* Out of turn: the rest runs at the next call, still under this hold. The lifted
              * values go back into the line's text, as rpc_blobs holds one line only. */
             *c->batch = b;

@@ -13,7 +13,8 @@
 /* context.* methods: TLS/DTLS settings shared by sockets (PROTOCOL.md section 6). */
 
 #define CONTEXT_DETAIL 400
-/* The largest private key a context takes (RSA, DSA): signing with more is too slow for the loop. */
+/* The largest private key a context takes (RSA, DSA): signing with more is too slow for the loop.
+ */
 #define CONTEXT_KEY_BITS_MAX 4096
 
 /* -32602 naming param, with OpenSSL's explanation in data.detail. */

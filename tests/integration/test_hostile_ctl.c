@@ -244,9 +244,8 @@ test_ctl_batch_split(void **state)
     h_daemon_start(&D, NULL);
     root = h_client_auto(&D);
     r = raw_nobody();
-    assert_int_equal(raw_call_code(r, "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"context.create\"}\n",
-                                   &m),
-                     0);
+    assert_int_equal(
+        raw_call_code(r, "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"context.create\"}\n", &m), 0);
     long long ctxh = json_integer_value(json_object_get(json_object_get(m, "result"), "context"));
     json_decref(m);
     assert_int_equal(raw_call_code(r,
@@ -365,8 +364,8 @@ test_ctl_rsa_cap(void **state)
                    "cert") == 0,
             err);
     json_decref(err);
-    json_decref(h_ok(nobody, "context.set_server_certificate", "{s:I,s:s}", "context", ctxh,
-                     "cert", ok));
+    json_decref(
+        h_ok(nobody, "context.set_server_certificate", "{s:I,s:s}", "context", ctxh, "cert", ok));
     free(big);
     free(ok);
     sockd_client_close(nobody);
@@ -445,17 +444,19 @@ test_ctl_tag_and_output_cap(void **state)
     /* 4096 bytes of JSON: the string's quotes count */
     memset(tag, 'x', 4094);
     tag[4094] = '\0';
-    snprintf(line, (1 << 20) + 256,
-             "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"socket.open\",\"params\":{\"type\":\"tcp\","
-             "\"tag\":\"%s\"}}\n",
-             tag);
+    snprintf(
+        line, (1 << 20) + 256,
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"socket.open\",\"params\":{\"type\":\"tcp\","
+        "\"tag\":\"%s\"}}\n",
+        tag);
     assert_int_equal(raw_call_code(r, line, NULL), 0);
     tag[4094] = 'x';
     tag[4095] = '\0';
-    snprintf(line, (1 << 20) + 256,
-             "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"socket.open\",\"params\":{\"type\":\"tcp\","
-             "\"tag\":\"%s\"}}\n",
-             tag);
+    snprintf(
+        line, (1 << 20) + 256,
+        "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"socket.open\",\"params\":{\"type\":\"tcp\","
+        "\"tag\":\"%s\"}}\n",
+        tag);
     assert_int_equal(raw_call_code(r, line, &m), SOCKD_E_INVALID_PARAMS);
     H_CHECK(strcmp(json_string_value(json_object_get(
                        json_object_get(json_object_get(m, "error"), "data"), "param")),
@@ -474,8 +475,9 @@ test_ctl_tag_and_output_cap(void **state)
     size_t n = 0;
     n += (size_t)snprintf(line + n, 64, "[");
     for (int i = 0; i < LISTS; i++)
-        n += (size_t)snprintf(line + n, 128, "%s{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":"
-                                             "\"socket.list\"}",
+        n += (size_t)snprintf(line + n, 128,
+                              "%s{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":"
+                              "\"socket.list\"}",
                               i ? "," : "", i);
     n += (size_t)snprintf(line + n, 8, "]\n");
     assert_true(n < 65536);
@@ -491,9 +493,8 @@ test_ctl_tag_and_output_cap(void **state)
     long grown = h_hwm_kib(D.pid) - hwm0;
     fprintf(stderr, "# a 200 MiB answer refused: daemon VmHWM grew %ld KiB\n", grown);
     assert_true(grown < 150 * 1024);
-    assert_int_equal(raw_call_code(r, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"daemon.ping\"}\n",
-                                   NULL),
-                     0);
+    assert_int_equal(
+        raw_call_code(r, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"daemon.ping\"}\n", NULL), 0);
     free(tag);
     free(line);
     raw_close(r);
@@ -595,9 +596,10 @@ test_ctl_utf8_names(void **state)
             strcat(name, "\xe2\x82\xac"); /* € */
         snprintf(line, sizeof line, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"%s\"}\n", name);
         expect_code(r, line, SOCKD_E_NO_METHOD);
-        snprintf(line, sizeof line,
-                 "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"daemon.ping\",\"params\":{\"%s\":1}}\n",
-                 name);
+        snprintf(
+            line, sizeof line,
+            "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"daemon.ping\",\"params\":{\"%s\":1}}\n",
+            name);
         assert_int_equal(raw_call_code(r, line, &m), SOCKD_E_INVALID_PARAMS);
         const char *p = json_string_value(
             json_object_get(json_object_get(json_object_get(m, "error"), "data"), "param"));
@@ -622,8 +624,9 @@ test_ctl_utf8_names(void **state)
     expect_code(r, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.\xff\"}\n", SOCKD_E_PARSE);
     expect_code(r, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xc3\"}\n", SOCKD_E_PARSE);
     expect_code(r, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\\ud800\"}\n", SOCKD_E_PARSE);
-    expect_code(r, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":"
-                   "{\"\\udc00x\":1}}\n",
+    expect_code(r,
+                "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":"
+                "{\"\\udc00x\":1}}\n",
                 SOCKD_E_PARSE);
     expect_code(r, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xed\xa0\x80\"}\n", SOCKD_E_PARSE);
     expect_code(r, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"a\\u0000b\"}\n", SOCKD_E_PARSE);
@@ -725,9 +728,8 @@ test_ctl_blocking_client(void **state)
         next++;
         json_decref(m);
     }
-    assert_int_equal(raw_call_code(r, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"daemon.ping\"}\n",
-                                   NULL),
-                     0);
+    assert_int_equal(
+        raw_call_code(r, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"daemon.ping\"}\n", NULL), 0);
     free(data);
     free(req);
     raw_close(r);
