@@ -545,7 +545,7 @@ ctl_read_cb(EV_P_ ev_io *w, int revents)
     buf_commit(&c->in, (size_t)n);
     ctl_process(c); /* stops reading at the input cap */
     if (!c->dead) {
-        /* only an unfinished line counts: complete lines may wait while output is paused */
+        /* only an unfinished line counts: complete lines may wait for their turn */
         if (ctl_partial_line(c))
             ev_timer_again(sockd.loop, &c->stall); /* progress: the clock starts again */
         else
