@@ -742,6 +742,10 @@ ctl_feed(struct client *c, const void *p, size_t n)
     if (c->dead || buf_append(&c->in, p, n) < 0)
         return;
     ctl_process(c);
+    while (!c->dead && ev_is_active(&c->more)) { /* the turns the loop would give it */
+        ev_idle_stop(sockd.loop, &c->more);
+        ctl_process(c);
+    }
 }
 
 static void

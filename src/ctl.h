@@ -67,7 +67,8 @@ struct client {
 
 /* A client for a connected control fd (credentials read from it); NULL on ENOMEM. */
 struct client *ctl_client_new(int fd);
-/* Bytes as if read from the client's connection (tests and fuzzers). */
+/* Bytes as if read from the client's connection, handled in as many turns as they take (tests,
+ * fuzzers). */
 void ctl_feed(struct client *c, const void *p, size_t n);
 /* Bind and listen on the control socket path; -1 with *cause (static or strerror text). */
 int ctl_listen(const char *path, int mode, gid_t gid, const char **cause);
