@@ -908,6 +908,14 @@ rpc_fast(struct client *c, const char *line, size_t len)
     return cost;
 }
 
+/* Close fds that no response carries. */
+static void
+rpc_close_fds(const int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+}
+
 /*
  * A batch while it runs: its members, and its answer so far as text (responses are serialised
  * as they come, so what a batch holds is bounded by the output cap, not by its length).
@@ -950,22 +958,16 @@ rpc_batch_step(struct client *c, struct rpc_batch *b, int budget)
 static void
 rpc_batch_end(struct client *c, struct rpc_batch *b)
 {
-    if (b->over || c->dead) {
-        for (int i = 0; i < b->nfds; i++)
-            close(b->fds[i]);
-        if (b->over && !c->dead)
-            rpc_too_large(c, NULL);
-    } else if (buf_len(&b->out) == 0) {
-        for (int i = 0; i < b->nfds; i++)
-            close(b->fds[i]); /* notifications only: no answer */
+    if (b->over || c->dead || buf_len(&b->out) == 0) { /* empty: notifications only */
+        rpc_close_fds(b->fds, b->nfds);
     } else if (buf_append(&b->out, "]\n", 2) < 0) {
-        for (int i = 0; i < b->nfds; i++)
-            close(b->fds[i]);
+        rpc_close_fds(b->fds, b->nfds);
         ctl_client_close(c, "out of memory");
-    } else if (ctl_write_text_fds(c, buf_head(&b->out), buf_len(&b->out), b->fds, b->nfds) < 0 &&
-               errno == EMSGSIZE && !c->dead) {
-        rpc_too_large(c, NULL);
+    } else if (ctl_write_text_fds(c, buf_head(&b->out), buf_len(&b->out), b->fds, b->nfds) < 0) {
+        b->over = errno == EMSGSIZE;
     }
+    if (b->over && !c->dead)
+        rpc_too_large(c, NULL);
     buf_free(&b->out);
     json_decref(b->msg);
     ctl_release(c);
@@ -976,8 +978,7 @@ rpc_batch_free(struct client *c)
 {
     if (c->batch == NULL)
         return;
-    for (int i = 0; i < c->batch->nfds; i++)
-        close(c->batch->fds[i]);
+    rpc_close_fds(c->batch->fds, c->batch->nfds);
     buf_free(&c->batch->out);
     json_decref(c->batch->msg);
     free(c->batch);
@@ -1069,8 +1070,7 @@ rpc_run_line(struct client *c, const char *line, size_t len, int budget)
     if (resp != NULL)
         rpc_respond(c, json_object_get(resp, "id"), resp, fds, nfds);
     else
-        for (int i = 0; i < nfds; i++)
-            close(fds[i]);
+        rpc_close_fds(fds, nfds);
     ctl_release(c);
     json_decref(resp);
     json_decref(msg);

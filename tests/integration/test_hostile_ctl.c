@@ -177,6 +177,20 @@ raw_call_code(struct raw *r, const char *line, json_t **resp_out)
     return code;
 }
 
+/* Send one request line that must succeed; the integer member key of its result. */
+static long long
+raw_result_int(struct raw *r, const char *line, const char *key)
+{
+    json_t *m;
+    assert_int_equal(raw_call_code(r, line, &m), 0);
+    long long v = json_integer_value(json_object_get(json_object_get(m, "result"), key));
+    json_decref(m);
+    return v;
+}
+
+static const char open_tcp[] =
+    "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"socket.open\",\"params\":{\"type\":\"tcp\"}}\n";
+
 /* daemon.stats "requests" so far, asked on c. */
 static long long
 stats_requests(struct sockd_client *c)
@@ -280,17 +294,9 @@ test_ctl_batch_split(void **state)
     h_daemon_start(&D, NULL);
     root = h_client_auto(&D);
     r = raw_nobody();
-    assert_int_equal(
-        raw_call_code(r, "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"context.create\"}\n", &m), 0);
-    long long ctxh = json_integer_value(json_object_get(json_object_get(m, "result"), "context"));
-    json_decref(m);
-    assert_int_equal(raw_call_code(r,
-                                   "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"socket.open\","
-                                   "\"params\":{\"type\":\"tcp\"}}\n",
-                                   &m),
-                     0);
-    long long s = json_integer_value(json_object_get(json_object_get(m, "result"), "socket"));
-    json_decref(m);
+    long long ctxh = raw_result_int(
+        r, "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"context.create\"}\n", "context");
+    long long s = raw_result_int(r, open_tcp, "socket");
 
     size_t cap = (size_t)N * 160 + 512, n = 0;
     char *batch = scratch_alloc(cap);
@@ -689,13 +695,7 @@ test_ctl_blocking_client(void **state)
     (void)state;
     h_daemon_start(&D, NULL);
     r = raw_nobody();
-    assert_int_equal(raw_call_code(r,
-                                   "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"socket.open\","
-                                   "\"params\":{\"type\":\"tcp\"}}\n",
-                                   &m),
-                     0);
-    long long s = json_integer_value(json_object_get(json_object_get(m, "result"), "socket"));
-    json_decref(m);
+    long long s = raw_result_int(r, open_tcp, "socket");
     snprintf(line, sizeof line,
              "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"socket.connect\",\"params\":{\"socket\":"
              "%lld,\"address\":\"127.0.0.1:%d\"}}\n",
