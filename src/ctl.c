@@ -47,20 +47,6 @@ ctl_in_cap(void)
     return 2 * (sockd.conf.max_message + 1);
 }
 
-/* Read the client's requests while its input is below the cap; at the cap, wait for lines to be
- * handled (a line longer than max-message is thrown away as it comes, so a line always ends
- * inside the cap and handling it makes room). */
-static void
-ctl_check_input(struct client *c)
-{
-    if (c->dead)
-        return;
-    if (buf_len(&c->in) < ctl_in_cap())
-        ev_io_start(sockd.loop, &c->rio);
-    else
-        ev_io_stop(sockd.loop, &c->rio);
-}
-
 int
 ctl_paused(const struct client *c)
 {
@@ -83,6 +69,23 @@ static int
 ctl_partial_line(const struct client *c)
 {
     return (buf_len(&c->in) > 0 && c->scanned == buf_len(&c->in)) || c->discarding;
+}
+
+/* Read the client's requests while its input is below the cap; at the cap, wait for lines to be
+ * handled (a line longer than max-message is thrown away as it comes, so a line always ends
+ * inside the cap and handling it makes room). */
+static void
+ctl_check_input(struct client *c)
+{
+    if (c->dead)
+        return;
+    if (buf_len(&c->in) >= ctl_in_cap()) {
+        ev_io_stop(sockd.loop, &c->rio);
+    } else if (!ev_is_active(&c->rio)) {
+        ev_io_start(sockd.loop, &c->rio);
+        if (ctl_partial_line(c)) /* what is left may be a line the client never ends */
+            ev_timer_again(sockd.loop, &c->stall);
+    }
 }
 
 /*
