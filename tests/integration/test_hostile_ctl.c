@@ -273,7 +273,7 @@ test_ctl_nobody_is_nobody(void **state)
 }
 
 /*
- * 5c. A batch of 1000 context.generate_certificate (each makes and signs a key and builds an
+ * 5c. A batch of 3000 context.generate_certificate (each makes and signs a key and builds an
  * OpenSSL context) once ran in one go: another client waited for all of it. Now the batch is
  * split across loop turns and a certificate is a whole turn's work: root's stats and ping are
  * answered while the batch's answer has not come, the daemon having run only part of it; the
@@ -284,7 +284,7 @@ static void
 test_ctl_batch_split(void **state)
 {
     struct h_peer *peer = h_peer_auto(H_ECHO, 0);
-    enum { N = 1000 };
+    enum { N = 3000 };
     struct sockd_client *root;
     struct raw *r;
     json_t *m;
