@@ -298,7 +298,7 @@ test_ctl_batch_split(void **state)
         r, "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"context.create\"}\n", "context");
     long long s = raw_result_int(r, open_tcp, "socket");
 
-    size_t cap = (size_t)N * 160 + 512, n = 0;
+    size_t cap = (size_t)N * 160 + 4096, n = 0;
     char *batch = scratch_alloc(cap);
     n += (size_t)snprintf(batch + n, cap - n,
                           "[{\"jsonrpc\":\"2.0\",\"id\":\"c\",\"method\":\"socket.connect\","
@@ -310,7 +310,15 @@ test_ctl_batch_split(void **state)
                               "\"context.generate_certificate\",\"params\":{\"context\":%lld,"
                               "\"role\":\"server\"}}",
                               i, ctxh);
-    n += (size_t)snprintf(batch + n, cap - n, "]\n");
+    /* a long base64 value, lifted out of the line before parsing, must survive the cut */
+    unsigned char bytes[1536];
+    memset(bytes, 's', sizeof bytes);
+    char *b64 = h_b64(bytes, sizeof bytes);
+    n += (size_t)snprintf(batch + n, cap - n,
+                          ",{\"jsonrpc\":\"2.0\",\"id\":\"s\",\"method\":\"socket.send\","
+                          "\"params\":{\"socket\":%lld,\"data\":\"%s\"}}]\n",
+                          s, b64);
+    free(b64);
     long long base = stats_requests(root);
     raw_write(r, batch, n);
 
@@ -327,13 +335,15 @@ test_ctl_batch_split(void **state)
     /* Then the answer, whole and in order, and only after it the connect's notification. */
     m = raw_line(r, 60000);
     assert_true(json_is_array(m));
-    assert_int_equal(json_array_size(m), N + 1);
+    assert_int_equal(json_array_size(m), N + 2);
     H_CHECK(json_is_string(json_object_get(json_array_get(m, 0), "id")), m);
     for (int i = 1; i <= N; i++) {
         json_t *e = json_array_get(m, (size_t)i);
         H_CHECK(json_integer_value(json_object_get(e, "id")) == i, e);
         H_CHECK(json_object_get(e, "result") != NULL, e);
     }
+    json_t *sent = json_object_get(json_array_get(m, N + 1), "result");
+    H_CHECK(json_integer_value(json_object_get(sent, "queued")) == (json_int_t)sizeof bytes, m);
     json_decref(m);
     m = raw_line(r, H_TIMEOUT_MS);
     H_CHECK(json_is_string(json_object_get(m, "method")) &&
