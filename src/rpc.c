@@ -17,6 +17,7 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
+#include "nbguard.h"
 #include "rpc.h"
 #include "sock.h"
 
@@ -908,12 +909,12 @@ rpc_fast(struct client *c, const char *line, size_t len)
     return cost;
 }
 
-/* Close fds that no response carries. */
+/* Close fds that no response carries (handed-out sockets: the client may hold them too). */
 static void
 rpc_close_fds(const int *fds, int n)
 {
     for (int i = 0; i < n; i++)
-        close(fds[i]);
+        nbguard_close(fds[i]);
 }
 
 /*
