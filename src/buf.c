@@ -30,12 +30,15 @@ buf_reserve(struct buf *b, size_t n)
         }
         alloc *= 2;
     }
-    char *p = malloc(alloc);
-    if (p == NULL)
+    /* realloc, not a copy: a large block is moved by remapping its pages, so growing a queue of
+     * n bytes never holds 2n (the output cap bounds a response by what it may hold) */
+    if (b->off > 0 && b->len > 0)
+        memmove(b->data, b->data + b->off, b->len);
+    char *p = realloc(b->data, alloc);
+    if (p == NULL) {
+        b->off = 0; /* the old block stands, its bytes now at its head */
         return NULL;
-    if (b->len)
-        memcpy(p, b->data + b->off, b->len);
-    free(b->data);
+    }
     b->data = p;
     b->alloc = alloc;
     b->off = 0;

@@ -33,11 +33,19 @@ static void ctl_read_cb(EV_P_ ev_io *w, int revents);
 static void ctl_write_cb(EV_P_ ev_io *w, int revents);
 static void ctl_more_cb(EV_P_ ev_idle *w, int revents);
 static void ctl_process(struct client *c);
+static void ctl_line_fds_done(struct client *c);
 
-static size_t
+size_t
 ctl_out_hard(void)
 {
     return (64u << 20) + sockd.conf.max_message;
+}
+
+/* Input held per client: the line being handled and at most one more whole line. */
+static size_t
+ctl_in_cap(void)
+{
+    return 2 * (sockd.conf.max_message + 1);
 }
 
 int
@@ -57,7 +65,6 @@ ctl_mark_dirty(struct client *c)
     ctl_dirty = c;
 }
 
-/* Enter or leave the paused state from the size of the output queue. */
 /* An unfinished line waits (or is being discarded): the stall clock runs while it does. */
 static int
 ctl_partial_line(const struct client *c)
@@ -65,109 +72,171 @@ ctl_partial_line(const struct client *c)
     return (buf_len(&c->in) > 0 && c->scanned == buf_len(&c->in)) || c->discarding;
 }
 
+/* Read the client's requests while its input is below the cap; at the cap, wait for lines to be
+ * handled (a line longer than max-message is thrown away as it comes, so a line always ends
+ * inside the cap and handling it makes room). */
+static void
+ctl_check_input(struct client *c)
+{
+    if (c->dead)
+        return;
+    if (buf_len(&c->in) >= ctl_in_cap()) {
+        ev_io_stop(sockd.loop, &c->rio);
+    } else if (!ev_is_active(&c->rio)) {
+        ev_io_start(sockd.loop, &c->rio);
+        if (ctl_partial_line(c)) /* what is left may be a line the client never ends */
+            ev_timer_again(sockd.loop, &c->stall);
+    }
+}
+
+/*
+ * Enter or leave the paused state from the size of the output queue (notifications held back
+ * by a running request count too). Pausing stops the client's network sockets only: its
+ * requests are still read and answered (a blocking client may be in the middle of writing a
+ * long line), up to the input cap.
+ */
 static void
 ctl_check_pause(struct client *c)
 {
     int want;
+    size_t queued = buf_len(&c->out) + buf_len(&c->held);
     if (c->dead)
         return;
     if (c->paused)
-        want = buf_len(&c->out) >= CTL_OUT_LOW;
+        want = queued >= CTL_OUT_LOW;
     else
-        want = buf_len(&c->out) > CTL_OUT_HIGH;
+        want = queued > CTL_OUT_HIGH;
     if (want == c->paused)
         return;
     c->paused = want;
-    log_debug("client %llu: output %zu bytes, %s", (unsigned long long)c->id, buf_len(&c->out),
+    log_debug("client %llu: output %zu bytes, %s", (unsigned long long)c->id, queued,
               want ? "pausing its sockets" : "resuming");
-    if (want) {
-        ev_io_stop(sockd.loop, &c->rio);
-        ev_idle_stop(sockd.loop, &c->more);
-        ev_timer_stop(sockd.loop, &c->stall); /* we stopped reading: the client is not stalled */
-    } else {
-        ev_io_start(sockd.loop, &c->rio);
-        ev_idle_start(sockd.loop, &c->more); /* lines may be waiting in the input buffer */
-        if (ctl_partial_line(c))
-            ev_timer_again(sockd.loop, &c->stall);
-    }
     for (struct sock *s = c->socks; s != NULL; s = s->cnext)
         sock_update_io(s);
 }
 
+struct ctl_dump_arg {
+    struct buf *b;
+    size_t limit;
+};
+
 static int
 ctl_dump_cb(const char *p, size_t n, void *arg)
 {
-    return buf_append(arg, p, n);
+    struct ctl_dump_arg *a = arg;
+    if (n > a->limit - buf_len(a->b) || buf_len(a->b) > a->limit) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    return buf_append(a->b, p, n);
 }
 
-/* Serialise msg as one line onto b. */
-static int
-ctl_append(struct buf *b, json_t *msg)
+int
+ctl_dump(struct buf *b, json_t *v, size_t limit)
 {
+    struct ctl_dump_arg a = {b, limit};
     size_t before = buf_len(b);
-    if (json_dump_callback(msg, ctl_dump_cb, b, JSON_COMPACT) < 0 || buf_append(b, "\n", 1) < 0) {
+    errno = ENOMEM;
+    if (json_dump_callback(v, ctl_dump_cb, &a, JSON_COMPACT) < 0) {
         buf_truncate_tail(b, buf_len(b) - before);
         return -1;
     }
     return 0;
 }
 
+/* Serialise msg as one line onto b, within limit bytes of b. */
+static int
+ctl_append(struct buf *b, json_t *msg, size_t limit)
+{
+    size_t before = buf_len(b);
+    if (ctl_dump(b, msg, limit) < 0)
+        return -1;
+    if (buf_append(b, "\n", 1) < 0) {
+        buf_truncate_tail(b, buf_len(b) - before);
+        return -1;
+    }
+    return 0;
+}
+
+void
+ctl_over_cap(struct client *c)
+{
+    log_warn("client %llu (pid %d): output queue over %zu bytes, disconnecting",
+             (unsigned long long)c->id, (int)c->pid, ctl_out_hard());
+    ctl_client_close(c, "output over hard cap");
+}
+
 static void
 ctl_queued(struct client *c)
 {
     if (buf_len(&c->out) > ctl_out_hard()) {
-        log_warn("client %llu (pid %d): output queue over %zu bytes, disconnecting",
-                 (unsigned long long)c->id, (int)c->pid, ctl_out_hard());
-        ctl_client_close(c, "output over hard cap");
+        ctl_over_cap(c);
         return;
     }
     ctl_mark_dirty(c);
     ctl_check_pause(c);
 }
 
-void
+int
 ctl_write_json(struct client *c, json_t *msg)
 {
-    ctl_write_json_fds(c, msg, NULL, 0);
+    return ctl_write_json_fds(c, msg, NULL, 0);
 }
 
-/* Serialise `prefix` + result ({} when NULL) + "}" as one line onto b. */
+/* Serialise `prefix` + result ({} when NULL) + "}" as one line onto b, within limit bytes. */
 static int
-ctl_append_result(struct buf *b, const char *prefix, size_t plen, json_t *result)
+ctl_append_result(struct buf *b, const char *prefix, size_t plen, json_t *result, size_t limit)
 {
     size_t before = buf_len(b);
     int rc = buf_append(b, prefix, plen);
     if (rc == 0 && result == NULL)
         rc = buf_append(b, "{}}\n", 4);
-    else if (rc == 0 && (json_dump_callback(result, ctl_dump_cb, b, JSON_COMPACT) < 0 ||
-                         buf_append(b, "}\n", 2) < 0))
+    else if (rc == 0 && (ctl_dump(b, result, limit) < 0 || buf_append(b, "}\n", 2) < 0))
         rc = -1;
     if (rc < 0)
         buf_truncate_tail(b, buf_len(b) - before);
     return rc;
 }
 
-void
-ctl_write_json_fds(struct client *c, json_t *msg, const int *fds, int nfds)
+/* Text as a line onto b, within limit bytes. */
+static int
+ctl_append_text(struct buf *b, const char *p, size_t n, size_t limit)
 {
-    ctl_write_result_fds(c, NULL, 0, msg, fds, nfds);
+    if (n > limit || buf_len(b) > limit - n) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    return buf_append(b, p, n);
 }
 
-void
-ctl_write_result_fds(struct client *c, const char *prefix, size_t plen, json_t *result,
-                     const int *fds, int nfds)
+/*
+ * The writers' core: queue prefix + result + "}" (prefix NULL: result as a line; text: prefix is
+ * the whole text), with fds on its first byte; see ctl.h for what it returns.
+ */
+static int
+ctl_write_line(struct client *c, const char *prefix, size_t plen, json_t *result, int text,
+               const int *fds, int nfds)
 {
     uint64_t pos = c->out_pos + buf_len(&c->out);
     int rc = -1;
-    if (!c->dead)
-        rc = prefix != NULL ? ctl_append_result(&c->out, prefix, plen, result)
-                            : ctl_append(&c->out, result);
+    errno = 0;
+    if (!c->dead) {
+        size_t cap = ctl_out_hard();
+        if (text)
+            rc = ctl_append_text(&c->out, prefix, plen, cap);
+        else if (prefix != NULL)
+            rc = ctl_append_result(&c->out, prefix, plen, result, cap);
+        else
+            rc = ctl_append(&c->out, result, cap);
+    }
     if (rc < 0) {
+        int err = errno;
         for (int i = 0; i < nfds; i++)
             nbguard_close(fds[i]);
-        if (!c->dead)
+        if (!c->dead && err != EMSGSIZE)
             ctl_client_close(c, "out of memory");
-        return;
+        errno = err;
+        return -1;
     }
     for (int i = 0; i < nfds; i++) {
         if (c->n_out_fds == CTL_MAX_FDS) {
@@ -178,6 +247,26 @@ ctl_write_result_fds(struct client *c, const char *prefix, size_t plen, json_t *
         c->out_fds[c->n_out_fds++].fd = fds[i];
     }
     ctl_queued(c);
+    return c->dead ? -1 : 0;
+}
+
+int
+ctl_write_json_fds(struct client *c, json_t *msg, const int *fds, int nfds)
+{
+    return ctl_write_line(c, NULL, 0, msg, 0, fds, nfds);
+}
+
+int
+ctl_write_result_fds(struct client *c, const char *prefix, size_t plen, json_t *result,
+                     const int *fds, int nfds)
+{
+    return ctl_write_line(c, prefix, plen, result, 0, fds, nfds);
+}
+
+int
+ctl_write_text_fds(struct client *c, const char *p, size_t n, const int *fds, int nfds)
+{
+    return ctl_write_line(c, p, n, NULL, 1, fds, nfds);
 }
 
 int
@@ -260,10 +349,11 @@ ctl_notify(struct client *c, const char *method, json_t *params)
     }
     msg = json_pack("{s:s,s:s,s:o}", "jsonrpc", "2.0", "method", method, "params", params);
     if (c->hold > 0) {
-        if (ctl_append(&c->held, msg) < 0)
+        if (ctl_append(&c->held, msg, SIZE_MAX) < 0)
             ctl_client_close(c, "out of memory");
-    } else {
-        ctl_write_json(c, msg);
+        ctl_check_pause(c);
+    } else if (ctl_write_json(c, msg) < 0 && !c->dead) {
+        ctl_over_cap(c);
     }
     json_decref(msg);
 }
@@ -285,6 +375,8 @@ ctl_commit_line(struct client *c, size_t n)
     buf_commit(c->hold > 0 ? &c->held : &c->out, n);
     if (c->hold == 0)
         ctl_queued(c);
+    else
+        ctl_check_pause(c);
 }
 
 void
@@ -393,6 +485,8 @@ ctl_reap(void)
         buf_free(&c->in);
         buf_free(&c->out);
         buf_free(&c->held);
+        rpc_batch_free(c);
+        ctl_line_fds_done(c);
         ident_unref(c->ident);
         free(c);
     }
@@ -422,8 +516,12 @@ ctl_read_cb(EV_P_ ev_io *w, int revents)
     mh.msg_controllen = sizeof cm.b;
     ssize_t n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC);
     if (n > 0) {
-        /* fds ride on the first byte of this read: remember where that byte sits */
-        uint64_t pos = c->in_pos + buf_len(&c->in);
+        /*
+         * The kernel ends a read with the sendmsg that carried fds (it glues earlier writes
+         * before it, never later ones), and that call carries the first byte of their line:
+         * so they belong to the line in which the read's last byte lies.
+         */
+        uint64_t pos = c->in_pos + buf_len(&c->in) + (uint64_t)n - 1;
         for (struct cmsghdr *ch = CMSG_FIRSTHDR(&mh); ch != NULL; ch = CMSG_NXTHDR(&mh, ch)) {
             if (ch->cmsg_level != SOL_SOCKET || ch->cmsg_type != SCM_RIGHTS)
                 continue;
@@ -450,9 +548,9 @@ ctl_read_cb(EV_P_ ev_io *w, int revents)
         return;
     }
     buf_commit(&c->in, (size_t)n);
-    ctl_process(c);
+    ctl_process(c); /* stops reading at the input cap */
     if (!c->dead) {
-        /* only an unfinished line counts: complete lines may wait while output is paused */
+        /* only an unfinished line counts: complete lines may wait for their turn */
         if (ctl_partial_line(c))
             ev_timer_again(sockd.loop, &c->stall); /* progress: the clock starts again */
         else
@@ -530,14 +628,17 @@ ctl_process(struct client *c)
     sock_flush_all();
 }
 
-/* Handle complete lines, at most CTL_REQS_PER_TURN requests; continue later if more remain. */
+/*
+ * Handle complete lines, at most CTL_REQS_PER_TURN request units; continue later if more
+ * remain. A batch that outruns the turn keeps its line at the head of the input until it ends.
+ */
 static void
 ctl_process_lines(struct client *c)
 {
     int handled = 0;
     size_t max = sockd.conf.max_message;
 
-    while (!c->dead && !c->paused) {
+    while (!c->dead) {
         size_t len = buf_len(&c->in);
         if (len == 0)
             break;
@@ -566,15 +667,23 @@ ctl_process_lines(struct client *c)
         } else {
             if (handled >= CTL_REQS_PER_TURN) {
                 ev_idle_start(sockd.loop, &c->more);
-                return;
+                break;
             }
-            ctl_line_fds(c, linelen);
-            handled += rpc_handle_line(c, head, linelen);
+            if (c->batch == NULL)
+                ctl_line_fds(c, linelen);
+            handled += rpc_run_line(c, head, linelen, CTL_REQS_PER_TURN - handled);
+            if (c->batch != NULL) {
+                c->scanned = linelen; /* its newline is known: no new search next turn */
+                if (!c->dead)
+                    ev_idle_start(sockd.loop, &c->more);
+                break;
+            }
             ctl_line_fds_done(c);
         }
         if (!c->dead)
             ctl_consume_in(c, linelen + 1);
     }
+    ctl_check_input(c);
 }
 
 /* Refuse a client past max-clients (or max-clients-per-uid: limit) with one error line. */
@@ -633,6 +742,10 @@ ctl_feed(struct client *c, const void *p, size_t n)
     if (c->dead || buf_append(&c->in, p, n) < 0)
         return;
     ctl_process(c);
+    while (!c->dead && ev_is_active(&c->more)) { /* the turns the loop would give it */
+        ev_idle_stop(sockd.loop, &c->more);
+        ctl_process(c);
+    }
 }
 
 static void

@@ -11,12 +11,13 @@
 
 struct ident;
 struct sock;
+struct rpc_batch;
 
-/* Above this much queued output the client's sockets and input stop being read. */
+/* Above this much queued output the client's sockets stop being read (its requests still are). */
 #define CTL_OUT_HIGH (1u << 20)
 /* ... until it drains below this. */
 #define CTL_OUT_LOW (256u << 10)
-/* Requests handled per client per loop turn. */
+/* Request units handled per client per loop turn (a heavy method counts for more than one). */
 #define CTL_REQS_PER_TURN 64
 /* File descriptors queued per client and direction; more are closed at once. */
 #define CTL_MAX_FDS 64
@@ -25,7 +26,7 @@ struct sock;
 
 /* An fd riding on the control stream at a byte position. */
 struct ctl_fd {
-    uint64_t pos; /* stream offset of the first byte of the line it belongs to */
+    uint64_t pos; /* stream offset of a byte of the line it belongs to */
     int fd;
 };
 
@@ -54,8 +55,9 @@ struct client {
     int n_in_fds, n_out_fds;
     int line_fds[CTL_LINE_FDS]; /* fds of the line being handled; -1 once taken */
     int n_line_fds;
-    struct sock *socks;  /* owned sockets */
-    struct tlsctx *ctxs; /* owned TLS contexts */
+    struct rpc_batch *batch; /* a batch waiting for its next turn (rpc.c), or NULL */
+    struct sock *socks;      /* owned sockets */
+    struct tlsctx *ctxs;     /* owned TLS contexts */
     unsigned nsocks;
     char name[64];              /* from daemon.hello */
     struct client *next, *prev; /* all clients */
@@ -65,7 +67,8 @@ struct client {
 
 /* A client for a connected control fd (credentials read from it); NULL on ENOMEM. */
 struct client *ctl_client_new(int fd);
-/* Bytes as if read from the client's connection (tests and fuzzers). */
+/* Bytes as if read from the client's connection, handled in as many turns as they take (tests,
+ * fuzzers). */
 void ctl_feed(struct client *c, const void *p, size_t n);
 /* Bind and listen on the control socket path; -1 with *cause (static or strerror text). */
 int ctl_listen(const char *path, int mode, gid_t gid, const char **cause);
@@ -73,16 +76,30 @@ int ctl_listen(const char *path, int mode, gid_t gid, const char **cause);
 void ctl_adopt(int fd);
 /* Stop listening and remove the socket file. */
 void ctl_unlisten(void);
+/*
+ * The writers below queue one line and return 0; -1 when the client is gone, or with errno
+ * EMSGSIZE when the line would take the output queue past ctl_out_hard() (then nothing is
+ * queued, serialising stopped at the cap, and the caller may queue a short error instead).
+ * fds ride on the line's first byte; they are owned and closed once sent, or at once on failure.
+ */
 /* Queue one message for the client (a response, or a notification when not held). */
-void ctl_write_json(struct client *c, json_t *msg);
-/* Queue a response line with fds riding on its first byte (fds are owned and closed once sent). */
-void ctl_write_json_fds(struct client *c, json_t *msg, const int *fds, int nfds);
+int ctl_write_json(struct client *c, json_t *msg);
+/* Queue a response line with fds riding on its first byte. */
+int ctl_write_json_fds(struct client *c, json_t *msg, const int *fds, int nfds);
 /*
  * Queue a response line written as prefix (the envelope up to and including `"result":`), then
- * result serialised ({} when NULL), then the closing brace; fds as for ctl_write_json_fds.
+ * result serialised ({} when NULL), then the closing brace.
  */
-void ctl_write_result_fds(struct client *c, const char *prefix, size_t plen, json_t *result,
-                          const int *fds, int nfds);
+int ctl_write_result_fds(struct client *c, const char *prefix, size_t plen, json_t *result,
+                         const int *fds, int nfds);
+/* Queue n bytes already serialised (one or more whole lines). */
+int ctl_write_text_fds(struct client *c, const char *p, size_t n, const int *fds, int nfds);
+/* Serialise v compactly onto b, failing (b unchanged, errno EMSGSIZE) past limit bytes of b. */
+int ctl_dump(struct buf *b, json_t *v, size_t limit);
+/* The output queue's hard cap: 64 MiB plus max-message. */
+size_t ctl_out_hard(void);
+/* Disconnect a client whose output queue is past its hard cap (it does not read). */
+void ctl_over_cap(struct client *c);
 /* Take the next fd that rode with the current request line (-1 if none). */
 int ctl_take_fd(struct client *c);
 /*

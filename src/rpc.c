@@ -1,5 +1,7 @@
 #include "config.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,11 +17,28 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
+#include "nbguard.h"
 #include "rpc.h"
 #include "sock.h"
 
 static const struct rpc_method *rpc_table[64];
+static unsigned char rpc_costs[64]; /* request units of rpc_table[i] in a turn */
 static size_t rpc_count;
+
+/*
+ * Methods that cost a whole turn (CTL_REQS_PER_TURN units) instead of one: each builds an
+ * OpenSSL context (and some parse or make and sign a key), measured at 1 to 3 ms, hundreds of
+ * pings' worth; so a client's turn holds at most one of them.
+ */
+static const char *const rpc_heavy[] = {
+    "context.create",
+    "context.set_server_certificate",
+    "context.set_client_certificate",
+    "context.generate_certificate",
+    "context.disable_client_certificate",
+    "context.set_alpn",
+    "context.enable_dtls",
+};
 
 static int
 rpc_cmp(const void *a, const void *b)
@@ -42,15 +61,23 @@ rpc_table_init(void)
             if (rpc_count < sizeof rpc_table / sizeof rpc_table[0])
                 rpc_table[rpc_count++] = m;
     qsort(rpc_table, rpc_count, sizeof rpc_table[0], rpc_cmp);
+    for (size_t i = 0; i < rpc_count; i++) {
+        rpc_costs[i] = 1;
+        for (size_t h = 0; h < sizeof rpc_heavy / sizeof rpc_heavy[0]; h++)
+            if (strcmp(rpc_table[i]->name, rpc_heavy[h]) == 0)
+                rpc_costs[i] = CTL_REQS_PER_TURN;
+    }
 }
 
+/* The method of that name (NULL if none); *cost gets its request units. */
 static const struct rpc_method *
-rpc_lookup(const char *name)
+rpc_lookup(const char *name, int *cost)
 {
     struct rpc_method key = {name, NULL, NULL};
     const struct rpc_method *kp = &key, *const * hit;
     rpc_table_init();
     hit = bsearch(&kp, rpc_table, rpc_count, sizeof rpc_table[0], rpc_cmp);
+    *cost = hit ? rpc_costs[hit - rpc_table] : 1;
     return hit ? *hit : NULL;
 }
 
@@ -64,11 +91,60 @@ rpc_method_names(void)
     return a;
 }
 
+/* Length of the valid UTF-8 sequence at p (n bytes left), 0 when none starts there. */
+static size_t
+rpc_utf8_seq(const unsigned char *p, size_t n)
+{
+    unsigned char c = p[0], lo = 0x80, hi = 0xbf;
+    size_t len;
+    if (c < 0x80)
+        return 1;
+    if (c < 0xc2 || c > 0xf4)
+        return 0;
+    len = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
+    if (c == 0xe0)
+        lo = 0xa0; /* overlong */
+    else if (c == 0xed)
+        hi = 0x9f; /* surrogates */
+    else if (c == 0xf0)
+        lo = 0x90; /* overlong */
+    else if (c == 0xf4)
+        hi = 0x8f; /* past U+10FFFF */
+    if (len > n || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    return len;
+}
+
+/* Drop, in place, the bytes of s that are not valid UTF-8 (names cut by a length limit). */
+static void
+rpc_utf8_fix(char *s)
+{
+    size_t n = strlen(s), r = 0, w = 0;
+    while (r < n) {
+        size_t k = rpc_utf8_seq((const unsigned char *)s + r, n - r);
+        if (k == 0) {
+            r++;
+            continue;
+        }
+        memmove(s + w, s + r, k);
+        w += k;
+        r += k;
+    }
+    s[w] = '\0';
+}
+
+/* Longest name that error data echoes, in bytes (cut back to a character boundary). */
+#define RPC_NAME_ECHO 128
+
 static void
 rpc_set_error(struct rpc_call *call, int code, const char *fmt, va_list ap)
 {
     call->err_code = code;
     vsnprintf(call->err_msg, sizeof call->err_msg, fmt, ap);
+    rpc_utf8_fix(call->err_msg); /* a %s cut by the size, or a %.Ns, may end inside a character */
     if (call->err_data == NULL)
         call->err_data = json_object();
 }
@@ -92,7 +168,11 @@ rpc_fail_param(struct rpc_call *call, const char *param, const char *fmt, ...)
     va_start(ap, fmt);
     rpc_set_error(call, SOCKD_E_INVALID_PARAMS, fmt, ap);
     va_end(ap);
-    json_object_set_new(call->err_data, "param", json_string(param));
+    size_t n = strlen(param);
+    if (n > RPC_NAME_ECHO) /* a client's unknown name, valid UTF-8: cut between characters */
+        for (n = RPC_NAME_ECHO; (param[n] & 0xc0) == 0x80; n--)
+            ;
+    json_object_set_new(call->err_data, "param", json_stringn(param, n));
     return -1;
 }
 
@@ -157,6 +237,25 @@ rpc_int_range(struct rpc_call *call, const char *name, long long lo, long long h
 }
 
 static int
+rpc_count_cb(const char *p, size_t n, void *arg)
+{
+    size_t *left = arg;
+    (void)p;
+    if (n > *left)
+        return -1;
+    *left -= n;
+    return 0;
+}
+
+/* Is v at most RPC_TAG_MAX bytes of compact JSON? Serialising stops as soon as it is not. */
+static int
+rpc_tag_ok(json_t *v)
+{
+    size_t left = RPC_TAG_MAX;
+    return json_dump_callback(v, rpc_count_cb, &left, JSON_COMPACT | JSON_ENCODE_ANY) == 0;
+}
+
+static int
 rpc_type_ok(json_t *v, enum rpc_ptype t)
 {
     switch (t) {
@@ -174,13 +273,15 @@ rpc_type_ok(json_t *v, enum rpc_ptype t)
         return json_is_array(v);
     case RPC_P_OBJECT:
         return json_is_object(v);
+    case RPC_P_TAG:
+        return rpc_tag_ok(v);
     }
     return 0;
 }
 
-static const char *const rpc_type_words[] = {"any value",          "a boolean", "an integer",
-                                             "a positive integer", "a string",  "an array",
-                                             "an object"};
+static const char *const rpc_type_words[] = {
+    "any value", "a boolean", "an integer", "a positive integer",
+    "a string",  "an array",  "an object",  "a JSON value of at most 4096 bytes (compact)"};
 
 /* Check params against the method's declaration: unknown names, types, required ones. */
 static int
@@ -426,6 +527,8 @@ static json_t *
 rpc_error_msg(json_t *id, int code, const char *msg, json_t *data)
 {
     json_t *err = json_pack("{s:i,s:s}", "code", code, "message", msg);
+    if (err == NULL) /* never a request without its answer */
+        err = json_pack("{s:i,s:s}", "code", code, "message", "error");
     if (data != NULL)
         json_object_set(err, "data", data);
     return json_pack("{s:s,s:O,s:o}", "jsonrpc", "2.0", "id", id ? id : json_null(), "error", err);
@@ -445,13 +548,15 @@ rpc_id_ok(json_t *id)
 
 /*
  * Run one request whose envelope is valid: look the method up, check params (NULL: none) and
- * exec. The fd an exec hands out joins fds when there is a response to carry it.
+ * exec. The fd an exec hands out joins fds when there is a response to carry it. Returns the
+ * request units it cost.
  */
-static void
+static int
 rpc_exec(struct rpc_call *call, struct client *c, json_t *id, const char *method, json_t *params,
          int *fds, int *nfds)
 {
     const struct rpc_method *m;
+    int cost;
 
     rpc_flush_sends(method); /* batch members run under the batch's hold */
     sockd.requests++;
@@ -459,7 +564,7 @@ rpc_exec(struct rpc_call *call, struct client *c, json_t *id, const char *method
     call->client = c;
     call->id = id;
     call->fd_out = -1;
-    m = rpc_lookup(method);
+    m = rpc_lookup(method, &cost);
     if (m == NULL) {
         rpc_fail(call, SOCKD_E_NO_METHOD, NULL, "method not found: %.100s", method);
     } else if (params != NULL && !json_is_object(params)) {
@@ -479,16 +584,20 @@ rpc_exec(struct rpc_call *call, struct client *c, json_t *id, const char *method
     if (id == NULL && call->err_code != 0)
         log_debug("client %llu: notification %s failed: %s", (unsigned long long)c->id, method,
                   call->err_msg);
+    return cost;
 }
 
-/* Run one request object; returns its response, or NULL for a notification. fds gathers fds to
- * send. */
+/*
+ * Run one request object; returns its response, or NULL for a notification. fds gathers fds to
+ * send; *cost gets the request units it took.
+ */
 static json_t *
-rpc_handle_one(struct client *c, json_t *req, int *fds, int *nfds)
+rpc_handle_one(struct client *c, json_t *req, int *fds, int *nfds, int *cost)
 {
     struct rpc_call call;
     json_t *id, *resp, *params, *jv, *mv;
 
+    *cost = 1;
     if (!json_is_object(req))
         return rpc_invalid(NULL, "request must be an object");
     id = json_object_get(req, "id");
@@ -503,7 +612,7 @@ rpc_handle_one(struct client *c, json_t *req, int *fds, int *nfds)
 
     params = json_object_get(req, "params");
     rpc_blob_put_back(req, json_string_value(mv), params);
-    rpc_exec(&call, c, id, json_string_value(mv), params, fds, nfds);
+    *cost = rpc_exec(&call, c, id, json_string_value(mv), params, fds, nfds);
     if (id == NULL) {
         json_decref(call.result);
         json_decref(call.err_data);
@@ -722,7 +831,31 @@ rpc_fastpath_check(const char *line, size_t len)
     return ok ? 1 : -1;
 }
 
-/* Handle the line on the fast path; 0 when done, -1 when declined (nothing happened yet). */
+/*
+ * In place of a response that would take the output queue past its cap: a -32003 error for id
+ * (null for a batch). A client whose queue cannot take even that does not read: it is cut off.
+ */
+static void
+rpc_too_large(struct client *c, json_t *id)
+{
+    json_t *data = json_pack("{s:s}", "limit", "max-output");
+    json_t *resp =
+        rpc_error_msg(id, SOCKD_E_LIMIT, "response too large for the output queue", data);
+    if (ctl_write_json(c, resp) < 0 && !c->dead)
+        ctl_over_cap(c);
+    json_decref(resp);
+    json_decref(data);
+}
+
+/* Queue a response (or, when it does not fit, rpc_too_large) for the request id. */
+static void
+rpc_respond(struct client *c, json_t *id, json_t *resp, const int *fds, int nfds)
+{
+    if (ctl_write_json_fds(c, resp, fds, nfds) < 0 && errno == EMSGSIZE && !c->dead)
+        rpc_too_large(c, id);
+}
+
+/* Handle the line on the fast path; its cost when done, -1 when declined (nothing happened). */
 static int
 rpc_fast(struct client *c, const char *line, size_t len)
 {
@@ -731,7 +864,7 @@ rpc_fast(struct client *c, const char *line, size_t len)
     char method[RPC_FAST_METHOD_MAX + 1];
     char head[sizeof "{\"jsonrpc\":\"2.0\",\"id\":,\"result\":" + RPC_FAST_ID_MAX + 2];
     json_t *params = NULL, *id;
-    int fds[CTL_LINE_FDS], nfds = 0;
+    int fds[CTL_LINE_FDS], nfds = 0, cost;
 
     if (!rpc_fast_on || rpc_fast_scan(line, len, &env) < 0)
         return -1;
@@ -753,17 +886,19 @@ rpc_fast(struct client *c, const char *line, size_t len)
     rpc_fast_hits++;
     rpc_flush_sends(method);
     ctl_hold(c);
-    rpc_exec(&call, c, id, method, params, fds, &nfds);
+    cost = rpc_exec(&call, c, id, method, params, fds, &nfds);
     if (call.err_code == 0) {
         static const char h1[] = "{\"jsonrpc\":\"2.0\",\"id\":", h2[] = ",\"result\":";
         memcpy(head, h1, sizeof h1 - 1);
         memcpy(head + sizeof h1 - 1, env.id, env.id_len);
         memcpy(head + sizeof h1 - 1 + env.id_len, h2, sizeof h2 - 1);
-        ctl_write_result_fds(c, head, sizeof h1 - 1 + env.id_len + sizeof h2 - 1, call.result, fds,
-                             nfds);
+        if (ctl_write_result_fds(c, head, sizeof h1 - 1 + env.id_len + sizeof h2 - 1, call.result,
+                                 fds, nfds) < 0 &&
+            errno == EMSGSIZE && !c->dead)
+            rpc_too_large(c, id);
     } else {
         json_t *resp = rpc_error_msg(id, call.err_code, call.err_msg, call.err_data);
-        ctl_write_json_fds(c, resp, fds, nfds);
+        rpc_respond(c, id, resp, fds, nfds);
         json_decref(resp);
     }
     ctl_release(c);
@@ -771,16 +906,115 @@ rpc_fast(struct client *c, const char *line, size_t len)
     json_decref(call.err_data);
     json_decref(params);
     json_decref(id);
-    return 0;
+    return cost;
+}
+
+/* Close fds that no response carries (handed-out sockets: the client may hold them too). */
+static void
+rpc_close_fds(const int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        nbguard_close(fds[i]);
+}
+
+/*
+ * A batch while it runs: its members, and its answer so far as text (responses are serialised
+ * as they come, so what a batch holds is bounded by the output cap, not by its length).
+ */
+struct rpc_batch {
+    json_t *msg;    /* the parsed array (owned) */
+    size_t next;    /* index of the next member to run */
+    struct buf out; /* "[" and the responses so far, comma separated */
+    int over;       /* the answer passed the output cap: rpc_too_large answers instead */
+    int fds[CTL_LINE_FDS], nfds;
+};
+
+/* Run members of b from b->next until budget units are used (one at least); returns the units. */
+static int
+rpc_batch_step(struct client *c, struct rpc_batch *b, int budget)
+{
+    int used = 0, cost;
+    size_t n = json_array_size(b->msg);
+    while (b->next < n && used < budget && !c->dead) {
+        json_t *r = rpc_handle_one(c, json_array_get(b->msg, b->next++), b->fds, &b->nfds, &cost);
+        used += cost;
+        if (r == NULL || b->over) {
+            json_decref(r);
+            continue;
+        }
+        size_t before = buf_len(&b->out);
+        if (buf_append(&b->out, before > 0 ? "," : "[", 1) < 0 ||
+            ctl_dump(&b->out, r, ctl_out_hard()) < 0) {
+            if (errno != EMSGSIZE)
+                ctl_client_close(c, "out of memory");
+            b->over = 1;
+            buf_free(&b->out);
+        }
+        json_decref(r);
+    }
+    return used;
+}
+
+/* Write the answer of a batch that has run every member, and release what it held. */
+static void
+rpc_batch_end(struct client *c, struct rpc_batch *b)
+{
+    if (b->over || c->dead || buf_len(&b->out) == 0) { /* empty: notifications only */
+        rpc_close_fds(b->fds, b->nfds);
+    } else if (buf_append(&b->out, "]\n", 2) < 0) {
+        rpc_close_fds(b->fds, b->nfds);
+        ctl_client_close(c, "out of memory");
+    } else if (ctl_write_text_fds(c, buf_head(&b->out), buf_len(&b->out), b->fds, b->nfds) < 0) {
+        b->over = errno == EMSGSIZE;
+    }
+    if (b->over && !c->dead)
+        rpc_too_large(c, NULL);
+    buf_free(&b->out);
+    json_decref(b->msg);
+    ctl_release(c);
+}
+
+void
+rpc_batch_free(struct client *c)
+{
+    if (c->batch == NULL)
+        return;
+    rpc_close_fds(c->batch->fds, c->batch->nfds);
+    buf_free(&c->batch->out);
+    json_decref(c->batch->msg);
+    free(c->batch);
+    c->batch = NULL;
+}
+
+/* Go on with the client's waiting batch within budget; the answer goes out when it ends. */
+static int
+rpc_batch_resume(struct client *c, int budget)
+{
+    struct rpc_batch *b = c->batch;
+    int used = rpc_batch_step(c, b, budget);
+    if (b->next == json_array_size(b->msg) || c->dead) {
+        c->batch = NULL;
+        rpc_batch_end(c, b);
+        free(b);
+    }
+    return used;
 }
 
 int
 rpc_handle_line(struct client *c, const char *line, size_t len)
 {
+    return rpc_run_line(c, line, len, INT_MAX);
+}
+
+int
+rpc_run_line(struct client *c, const char *line, size_t len, int budget)
+{
     json_error_t jerr;
     json_t *msg, *resp = NULL;
-    int fds[CTL_LINE_FDS], nfds = 0;
+    int fds[CTL_LINE_FDS], nfds = 0, cost;
 
+    if (c->batch != NULL)
+        return rpc_batch_resume(c, budget);
     while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t'))
         len--;
     size_t lead = 0;
@@ -794,14 +1028,15 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
         rpc_blob_init();
         plain = rpc_blob_scan(line, len, &plen);
     }
-    if (rpc_fast(c, plain ? plain : line, plen) == 0) {
+    if ((cost = rpc_fast(c, plain ? plain : line, plen)) >= 0) {
         free(plain);
         rpc_blob_reset();
-        return 1;
+        return cost;
     }
     msg = json_loadb(plain ? plain : line, plen, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     free(plain);
     if (msg == NULL) {
+        rpc_utf8_fix(jerr.text); /* it may quote a cut piece of the line */
         json_t *data = json_pack("{s:s,s:i}", "detail", jerr.text, "position", jerr.position);
         resp = rpc_error_msg(NULL, SOCKD_E_PARSE, "parse error", data);
         json_decref(data);
@@ -812,38 +1047,36 @@ rpc_handle_line(struct client *c, const char *line, size_t len)
     }
     rpc_flush_sends(json_string_value(json_object_get(msg, "method"))); /* NULL for a batch */
     ctl_hold(c);
-    if (json_is_array(msg)) {
-        size_t i;
-        json_t *member;
-        if (json_array_size(msg) == 0) {
-            resp = rpc_invalid(NULL, "empty batch");
-        } else {
-            resp = json_array();
-            json_array_foreach(msg, i, member)
-            {
-                json_t *r = rpc_handle_one(c, member, fds, &nfds);
-                if (r != NULL)
-                    json_array_append_new(resp, r);
-            }
-            if (json_array_size(resp) == 0) {
-                json_decref(resp);
-                resp = NULL;
-            }
+    if (json_is_array(msg) && json_array_size(msg) > 0) {
+        struct rpc_batch b = {.msg = msg};
+        cost = rpc_batch_step(c, &b, budget);
+        if (b.next < json_array_size(msg) && !c->dead && (c->batch = malloc(sizeof b)) != NULL) {
+            /* Out of turn: the rest runs at the next call, still under this hold. The lifted
+             * values go back into the line's text, as rpc_blobs holds one line only. */
+            *c->batch = b;
+            rpc_blob_restore(msg, NULL);
+            rpc_blob_reset();
+            return cost;
         }
-    } else {
-        resp = rpc_handle_one(c, msg, fds, &nfds);
+        cost += rpc_batch_step(c, &b, INT_MAX); /* no memory to wait with: finish now */
+        rpc_batch_end(c, &b);
+        rpc_blob_reset(); /* spans point into this line only */
+        return cost;
     }
-    if (resp != NULL)
-        ctl_write_json_fds(c, resp, fds, nfds);
+    cost = 1;
+    if (json_is_array(msg))
+        resp = rpc_invalid(NULL, "empty batch");
     else
-        for (int i = 0; i < nfds; i++)
-            close(fds[i]);
+        resp = rpc_handle_one(c, msg, fds, &nfds, &cost);
+    if (resp != NULL)
+        rpc_respond(c, json_object_get(resp, "id"), resp, fds, nfds);
+    else
+        rpc_close_fds(fds, nfds);
     ctl_release(c);
     json_decref(resp);
-    int n = json_is_array(msg) && json_array_size(msg) > 0 ? (int)json_array_size(msg) : 1;
     json_decref(msg);
     rpc_blob_reset(); /* spans point into this line only */
-    return n;
+    return cost;
 }
 
 void

@@ -16,7 +16,11 @@ enum rpc_ptype {
     RPC_P_STR,    /* string */
     RPC_P_ARRAY,  /* array */
     RPC_P_OBJECT, /* object */
+    RPC_P_TAG,    /* any JSON value of at most RPC_TAG_MAX bytes, compactly serialised */
 };
+
+/* The largest tag a socket may carry, in bytes of compact JSON (it is echoed in every info). */
+#define RPC_TAG_MAX 4096
 
 struct rpc_param {
     const char *name;
@@ -44,8 +48,17 @@ struct rpc_method {
     const struct rpc_param *params; /* terminated by a NULL name */
 };
 
-/* Handle one complete line from a client (without its newline); returns the requests it held. */
+/*
+ * Handle one complete line from a client (without its newline) within budget request units (a
+ * heavy method costs more than one); returns the units used. A batch that outruns its budget
+ * is kept in c->batch, holding the client's notifications, and goes on at the next call, which
+ * must pass the same line, left in place until c->batch is NULL again.
+ */
+int rpc_run_line(struct client *c, const char *line, size_t len, int budget);
+/* rpc_run_line without a budget: the whole line is handled at once. */
 int rpc_handle_line(struct client *c, const char *line, size_t len);
+/* Release what an unfinished batch of a closed client holds. */
+void rpc_batch_free(struct client *c);
 /* Turn the fast path for plain single requests on or off (tests compare the two); on by default. */
 void rpc_fastpath_enable(int on);
 /*

@@ -13,6 +13,9 @@
 /* context.* methods: TLS/DTLS settings shared by sockets (PROTOCOL.md section 6). */
 
 #define CONTEXT_DETAIL 400
+/* The largest private key a context takes (RSA, DSA): signing with more is too slow for the loop.
+ */
+#define CONTEXT_KEY_BITS_MAX 4096
 
 /* -32602 naming param, with OpenSSL's explanation in data.detail. */
 static int
@@ -196,6 +199,15 @@ context_set_cert(struct rpc_call *call, enum tlsctx_role role)
         sk_X509_pop_free(certs, X509_free);
         return context_fail_detail(call, "key", "no private key",
                                    "give key, or put the key in the cert PEM");
+    }
+    if (EVP_PKEY_get_bits(key) > CONTEXT_KEY_BITS_MAX) {
+        /* every handshake signs with it: a 16384-bit RSA key takes the loop for seconds */
+        int bits = EVP_PKEY_get_bits(key);
+        sk_X509_pop_free(certs, X509_free);
+        EVP_PKEY_free(key);
+        return rpc_fail_param(call, kp != NULL ? "key" : "cert",
+                              "private keys are limited to %d bits (this one has %d)",
+                              CONTEXT_KEY_BITS_MAX, bits);
     }
     if (cp != NULL) {
         extra = tlsctx_pem_certs(cp, NULL, detail, sizeof detail);

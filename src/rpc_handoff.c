@@ -233,7 +233,7 @@ socket_take(struct rpc_call *call)
 
 static const struct rpc_param p_socket[] = {{"socket", RPC_P_HANDLE, 1}, {NULL, 0, 0}};
 static const struct rpc_param p_attach[] = {
-    {"type", RPC_P_STR, 1}, {"tag", RPC_P_ANY, 0}, {NULL, 0, 0}};
+    {"type", RPC_P_STR, 1}, {"tag", RPC_P_TAG, 0}, {NULL, 0, 0}};
 static const struct rpc_param p_give[] = {
     {"socket", RPC_P_HANDLE, 1}, {"timeout_ms", RPC_P_INT, 0}, {NULL, 0, 0}};
 static const struct rpc_param p_take[] = {{"token", RPC_P_STR, 1}, {NULL, 0, 0}};

@@ -621,7 +621,7 @@ socket_list(struct rpc_call *call)
 static const struct rpc_param p_open[] = {{"type", RPC_P_STR, 1},
                                           {"ipv6", RPC_P_BOOL, 0},
                                           {"context", RPC_P_HANDLE, 0},
-                                          {"tag", RPC_P_ANY, 0},
+                                          {"tag", RPC_P_TAG, 0},
                                           {NULL, 0, 0}};
 static const struct rpc_param p_connect[] = {
     {"socket", RPC_P_HANDLE, 1},   {"address", RPC_P_STR, 1},    {"port", RPC_P_INT, 0},
@@ -634,7 +634,7 @@ static const struct rpc_param p_listen[] = {{"socket", RPC_P_HANDLE, 1},
                                             {"auto_accept", RPC_P_BOOL, 0},
                                             {NULL, 0, 0}};
 static const struct rpc_param p_accept[] = {
-    {"socket", RPC_P_HANDLE, 1}, {"pending", RPC_P_HANDLE, 1}, {"tag", RPC_P_ANY, 0}, {NULL, 0, 0}};
+    {"socket", RPC_P_HANDLE, 1}, {"pending", RPC_P_HANDLE, 1}, {"tag", RPC_P_TAG, 0}, {NULL, 0, 0}};
 static const struct rpc_param p_reject[] = {
     {"socket", RPC_P_HANDLE, 1}, {"pending", RPC_P_HANDLE, 1}, {NULL, 0, 0}};
 static const struct rpc_param p_socket[] = {{"socket", RPC_P_HANDLE, 1}, {NULL, 0, 0}};

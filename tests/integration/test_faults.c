@@ -753,8 +753,10 @@ kid_call(struct sockd_client *c, const char *method, json_t *params, json_t **re
 /*
  * A child: midline raw control connections each holding half a line (every 10th a 60 KB
  * half line); tls clients each with a TLS socket whose handshake waits on a server that never
- * answers; outpend clients with a tcp socket that pipeline daemon.hello requests and never read,
- * until the daemon stops reading them (their output queue is over the high-water mark).
+ * answers; outpend clients with a tcp socket that pipeline 64 KiB of daemon.hello requests and
+ * never read (their answers, over 1 MiB, hold their output queue over the high-water mark; the
+ * daemon goes on reading requests, so a client that writes without end would reach the output
+ * cap and be cut off).
  * Writes 'R' on wfd when all is in place, then waits to be killed. No cmocka in here.
  */
 static void
@@ -765,11 +767,12 @@ kid_main(const char *sock, const char *ca, int tls_port, int sink_port, int midl
     static const char hello[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.hello\"}\n";
     char *chunk = malloc(64 * 1024);
     int *ofd = calloc((size_t)outpend + 1, sizeof *ofd);
-    size_t *off = calloc((size_t)outpend + 1, sizeof *off);
+    size_t *off = calloc((size_t)outpend + 1, sizeof *off),
+           *sent = calloc((size_t)outpend + 1, sizeof *sent);
     long long *last = calloc((size_t)outpend + 1, sizeof *last);
     size_t chunk_len = 0;
 
-    if (!chunk || !ofd || !off || !last)
+    if (!chunk || !ofd || !off || !sent || !last)
         _exit(20);
     snprintf(big, sizeof big,
              "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\","
@@ -834,17 +837,18 @@ kid_main(const char *sock, const char *ca, int tls_port, int sink_port, int midl
         fcntl(ofd[i], F_SETFL, fcntl(ofd[i], F_GETFL) | O_NONBLOCK);
         last[i] = h_now_ms();
     }
-    /* Pipeline requests into all of them until none has taken a byte for 300 ms. */
+    /* Pipeline one chunk of requests into each (or until it takes no byte for 300 ms). */
     long long t0 = h_now_ms();
     for (;;) {
         int open = 0;
         for (int i = 0; i < outpend; i++) {
             ssize_t w;
-            if (h_now_ms() - last[i] > 300)
+            if (h_now_ms() - last[i] > 300 || sent[i] >= chunk_len)
                 continue;
             open++;
             w = send(ofd[i], chunk + off[i], chunk_len - off[i], MSG_NOSIGNAL | MSG_DONTWAIT);
             if (w > 0) {
+                sent[i] += (size_t)w;
                 off[i] = (off[i] + (size_t)w) % chunk_len;
                 last[i] = h_now_ms();
             } else if (w < 0 && errno != EAGAIN && errno != EINTR) {

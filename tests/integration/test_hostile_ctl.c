@@ -15,10 +15,18 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include <sockd/protocol.h>
 
@@ -33,6 +41,207 @@ teardown(void **state)
     h_cleanup();
     h_daemon_kill(&D);
     return 0;
+}
+
+/* ---- a raw control connection of uid 65534, read and written by hand ---- */
+
+struct raw {
+    int fd;
+    char *buf; /* bytes read and not yet returned as lines */
+    size_t len, cap;
+};
+
+static struct raw R; /* one attacker per test; closed by teardown */
+
+/* A raw control connection of uid 65534 (blocking fd). */
+static struct raw *
+raw_nobody(void)
+{
+    h_daemon_open_to_all(&D);
+    R.fd = h_connect_as(D.sock, H_NOBODY, H_NOBODY);
+    assert_true(R.fd >= 0);
+    R.len = 0;
+    return &R;
+}
+
+static void
+raw_close(struct raw *r)
+{
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+    free(r->buf);
+    r->buf = NULL;
+    r->len = r->cap = 0;
+}
+
+/* Write all n bytes, waiting (bounded) while the daemon does not read; fails on a stall. */
+static void
+raw_write(struct raw *r, const void *p, size_t n)
+{
+    const char *q = p;
+    while (n > 0) {
+        struct pollfd pf = {r->fd, POLLOUT, 0};
+        if (poll(&pf, 1, H_TIMEOUT_MS) != 1) {
+            fprintf(stderr, "the daemon stopped reading our requests (%zu bytes left)\n", n);
+            fail();
+        }
+        ssize_t k = send(r->fd, q, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        assert_true(k > 0);
+        q += k;
+        n -= (size_t)k;
+    }
+}
+
+/* Bytes ready to read right now (0: none). */
+static int
+raw_readable(struct raw *r)
+{
+    struct pollfd pf = {r->fd, POLLIN, 0};
+    return r->len > 0 || poll(&pf, 1, 0) == 1;
+}
+
+/* Read what is there (waiting up to ms for something); -1 on EOF. */
+static int
+raw_fill(struct raw *r, int ms)
+{
+    struct pollfd pf = {r->fd, POLLIN, 0};
+    if (poll(&pf, 1, ms) != 1)
+        return 0;
+    if (r->cap - r->len < 65536) {
+        r->cap = r->cap * 2 + 65536;
+        r->buf = realloc(r->buf, r->cap);
+        assert_non_null(r->buf);
+    }
+    ssize_t k = recv(r->fd, r->buf + r->len, r->cap - r->len, MSG_DONTWAIT);
+    if (k == 0)
+        return -1;
+    if (k > 0)
+        r->len += (size_t)k;
+    return 0;
+}
+
+/* The next line as JSON (asserts it comes within ms and parses). */
+static json_t *
+raw_line(struct raw *r, int ms)
+{
+    long long end = h_now_ms() + ms;
+    for (;;) {
+        char *nl = r->len > 0 ? memchr(r->buf, '\n', r->len) : NULL;
+        if (nl != NULL) {
+            json_error_t e;
+            size_t n = (size_t)(nl - r->buf);
+            json_t *m = json_loadb(r->buf, n, 0, &e);
+            if (m == NULL)
+                fprintf(stderr, "bad line from the daemon: %s: %.200s\n", e.text, r->buf);
+            assert_non_null(m);
+            memmove(r->buf, nl + 1, r->len - n - 1);
+            r->len -= n + 1;
+            return m;
+        }
+        long long left = end - h_now_ms();
+        if (left <= 0) {
+            fprintf(stderr, "no line within %d ms\n", ms);
+            fail();
+        }
+        assert_int_equal(raw_fill(r, (int)left), 0);
+    }
+}
+
+/* The next line that is a response (notifications before it are dropped). */
+static json_t *
+raw_response(struct raw *r, int ms)
+{
+    for (;;) {
+        json_t *m = raw_line(r, ms);
+        if (!json_is_object(m) || json_object_get(m, "method") == NULL)
+            return m;
+        json_decref(m);
+    }
+}
+
+/* Send one request line built from fmt and read its response's error code (0: a result). */
+static int
+raw_call_code(struct raw *r, const char *line, json_t **resp_out)
+{
+    raw_write(r, line, strlen(line));
+    json_t *m = raw_response(r, H_TIMEOUT_MS);
+    json_t *err = json_object_get(m, "error");
+    int code = err != NULL ? (int)json_integer_value(json_object_get(err, "code")) : 0;
+    if (resp_out != NULL)
+        *resp_out = m;
+    else
+        json_decref(m);
+    return code;
+}
+
+/* Send one request line that must succeed; the integer member key of its result. */
+static long long
+raw_result_int(struct raw *r, const char *line, const char *key)
+{
+    json_t *m;
+    assert_int_equal(raw_call_code(r, line, &m), 0);
+    long long v = json_integer_value(json_object_get(json_object_get(m, "result"), key));
+    json_decref(m);
+    return v;
+}
+
+static const char open_tcp[] =
+    "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"socket.open\",\"params\":{\"type\":\"tcp\"}}\n";
+
+/* daemon.stats "requests" so far, asked on c. */
+static long long
+stats_requests(struct sockd_client *c)
+{
+    json_t *st = h_ok(c, "daemon.stats", NULL);
+    long long n = json_integer_value(json_object_get(st, "requests"));
+    json_decref(st);
+    return n;
+}
+
+/* Test buffers, freed by the teardown even when a test fails half-way. */
+static void *scratch[4];
+static int nscratch;
+
+static void *
+scratch_alloc(size_t n)
+{
+    assert_true(nscratch < 4);
+    void *p = malloc(n);
+    assert_non_null(p);
+    return scratch[nscratch++] = p;
+}
+
+static int
+teardown_raw(void **state)
+{
+    raw_close(&R);
+    while (nscratch > 0)
+        free(scratch[--nscratch]);
+    return teardown(state);
+}
+
+/*
+ * Start the daemon for a test that bounds its peak memory. A daemon built with AddressSanitizer
+ * keeps freed memory in a quarantine of 256 MiB (its peak would be the quarantine): it gets
+ * none, so that freed memory is reused as it is in a plain build.
+ */
+static void
+start_for_memory(const char *conf)
+{
+    const char *old = getenv("ASAN_OPTIONS");
+    char *saved = old != NULL ? strdup(old) : NULL, opts[1024];
+    snprintf(opts, sizeof opts, "%s%squarantine_size_mb=0", old != NULL ? old : "",
+             old != NULL && old[0] != '\0' ? ":" : "");
+    setenv("ASAN_OPTIONS", opts, 1);
+    h_daemon_start(&D, conf);
+    if (saved != NULL)
+        setenv("ASAN_OPTIONS", saved, 1);
+    else
+        unsetenv("ASAN_OPTIONS");
+    free(saved);
 }
 
 /*
@@ -63,11 +272,543 @@ test_ctl_nobody_is_nobody(void **state)
     h_daemon_stop(&D);
 }
 
+/*
+ * 5c. A batch of 3000 context.generate_certificate (each makes and signs a key and builds an
+ * OpenSSL context) once ran in one go: another client waited for all of it. Now the batch is
+ * split across loop turns and a certificate is a whole turn's work: root's stats and ping are
+ * answered while the batch's answer has not come, the daemon having run only part of it; the
+ * answer then comes whole and in order, and the notification that a member caused (the
+ * connect at its head) comes after it.
+ */
+static void
+test_ctl_batch_split(void **state)
+{
+    struct h_peer *peer = h_peer_auto(H_ECHO, 0);
+    enum { N = 3000 };
+    struct sockd_client *root;
+    struct raw *r;
+    json_t *m;
+    char line[256];
+
+    (void)state;
+    h_daemon_start(&D, NULL);
+    root = h_client_auto(&D);
+    r = raw_nobody();
+    long long ctxh = raw_result_int(
+        r, "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"context.create\"}\n", "context");
+    long long s = raw_result_int(r, open_tcp, "socket");
+
+    size_t cap = (size_t)N * 160 + 4096, n = 0;
+    char *batch = scratch_alloc(cap);
+    n += (size_t)snprintf(batch + n, cap - n,
+                          "[{\"jsonrpc\":\"2.0\",\"id\":\"c\",\"method\":\"socket.connect\","
+                          "\"params\":{\"socket\":%lld,\"address\":\"127.0.0.1:%d\"}}",
+                          s, peer->port);
+    for (int i = 1; i <= N; i++)
+        n += (size_t)snprintf(batch + n, cap - n,
+                              ",{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":"
+                              "\"context.generate_certificate\",\"params\":{\"context\":%lld,"
+                              "\"role\":\"server\"}}",
+                              i, ctxh);
+    /* a long base64 value, lifted out of the line before parsing, must survive the cut */
+    unsigned char bytes[1536];
+    memset(bytes, 's', sizeof bytes);
+    char *b64 = h_b64(bytes, sizeof bytes);
+    n += (size_t)snprintf(batch + n, cap - n,
+                          ",{\"jsonrpc\":\"2.0\",\"id\":\"s\",\"method\":\"socket.send\","
+                          "\"params\":{\"socket\":%lld,\"data\":\"%s\"}}]\n",
+                          s, b64);
+    free(b64);
+    long long base = stats_requests(root);
+    raw_write(r, batch, n);
+
+    /* Wait until the batch runs, then ask: the answer must not wait for the whole batch. */
+    long long seen = base, end = h_now_ms() + H_TIMEOUT_MS;
+    while ((seen = stats_requests(root)) <= base + 2 && h_now_ms() < end)
+        h_sleep_ms(1);
+    assert_true(seen > base + 2);
+    json_decref(h_ok(root, "daemon.ping", NULL));
+    long long now = stats_requests(root);
+    assert_false(raw_readable(r)); /* the batch's answer has not come yet */
+    assert_true(now - base < N);   /* and most of the batch has not run */
+
+    /* Then the answer, whole and in order, and only after it the connect's notification. */
+    m = raw_line(r, 60000);
+    assert_true(json_is_array(m));
+    assert_int_equal(json_array_size(m), N + 2);
+    H_CHECK(json_is_string(json_object_get(json_array_get(m, 0), "id")), m);
+    for (int i = 1; i <= N; i++) {
+        json_t *e = json_array_get(m, (size_t)i);
+        H_CHECK(json_integer_value(json_object_get(e, "id")) == i, e);
+        H_CHECK(json_object_get(e, "result") != NULL, e);
+    }
+    json_t *sent = json_object_get(json_array_get(m, N + 1), "result");
+    H_CHECK(json_integer_value(json_object_get(sent, "queued")) == (json_int_t)sizeof bytes, m);
+    json_decref(m);
+    m = raw_line(r, H_TIMEOUT_MS);
+    H_CHECK(json_is_string(json_object_get(m, "method")) &&
+                strcmp(json_string_value(json_object_get(m, "method")), "socket.connected") == 0,
+            m);
+    json_decref(m);
+    snprintf(line, sizeof line, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"daemon.ping\"}\n");
+    assert_int_equal(raw_call_code(r, line, NULL), 0);
+    h_daemon_stop(&D);
+}
+
+/* A self-signed certificate and its key as one PEM text (malloc'ed); RSA of that many bits. */
+static char *
+rsa_cert_pem(int bits)
+{
+    EVP_PKEY *k = EVP_RSA_gen((unsigned)bits);
+    X509 *x = X509_new();
+    BIO *b = BIO_new(BIO_s_mem());
+    char *p, *out;
+    long n;
+
+    assert_non_null(k);
+    assert_non_null(x);
+    X509_set_version(x, X509_VERSION_3);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(x), 86400);
+    X509_set_pubkey(x, k);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
+                               (const unsigned char *)"big", -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(x));
+    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
+    assert_int_equal(PEM_write_bio_X509(b, x), 1);
+    assert_int_equal(PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL), 1);
+    n = BIO_get_mem_data(b, &p);
+    out = malloc((size_t)n + 1);
+    assert_non_null(out);
+    memcpy(out, p, (size_t)n);
+    out[n] = '\0';
+    BIO_free(b);
+    X509_free(x);
+    EVP_PKEY_free(k);
+    return out;
+}
+
+/*
+ * 5c. A key of more than 4096 bits makes every handshake of the context take the loop for a
+ * long time (an RSA signature grows with the cube of its size): it is refused with -32602
+ * naming the param; 4096 bits and less are taken.
+ */
+static void
+test_ctl_rsa_cap(void **state)
+{
+    struct sockd_client *nobody;
+    json_t *err = NULL, *res;
+    char *big = rsa_cert_pem(4608), *ok = rsa_cert_pem(2048);
+
+    (void)state;
+    h_daemon_start(&D, NULL);
+    nobody = h_client_nobody(&D);
+    res = h_ok(nobody, "context.create", NULL);
+    json_int_t ctxh = json_integer_value(json_object_get(res, "context"));
+    json_decref(res);
+    assert_int_equal(h_err(nobody, &err, "context.set_server_certificate", "{s:I,s:s}", "context",
+                           ctxh, "cert", big),
+                     SOCKD_E_INVALID_PARAMS);
+    H_CHECK(strcmp(json_string_value(json_object_get(json_object_get(err, "data"), "param")),
+                   "cert") == 0,
+            err);
+    json_decref(err);
+    json_decref(
+        h_ok(nobody, "context.set_server_certificate", "{s:I,s:s}", "context", ctxh, "cert", ok));
+    free(big);
+    free(ok);
+    sockd_client_close(nobody);
+    h_daemon_stop(&D);
+}
+
+/*
+ * 6a. A client that pipelines pings as fast as it can (reading its answers) once grew the
+ * daemon by a gigabyte in seconds: its input was read without bound. Now reading stops at one
+ * max-message line past the one being handled, so the daemon's peak memory hardly moves while
+ * 48 MiB of pings go through, and another client is answered.
+ */
+static void
+test_ctl_input_cap(void **state)
+{
+    static const char ping[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\"}\n";
+    enum { CHUNK = 64 * 1024, TOTAL = 48 << 20 };
+    struct sockd_client *root;
+    struct raw *r;
+    char *chunk = scratch_alloc(CHUNK);
+    size_t per = (CHUNK / (sizeof ping - 1)) * (sizeof ping - 1), sent = 0, off = 0;
+    char sink[65536];
+
+    (void)state;
+    assert_non_null(chunk);
+    for (size_t i = 0; i + sizeof ping - 1 <= CHUNK; i += sizeof ping - 1)
+        memcpy(chunk + i, ping, sizeof ping - 1);
+    start_for_memory("max-message 4096\n");
+    root = h_client_auto(&D);
+    r = raw_nobody();
+    json_decref(h_ok(root, "daemon.ping", NULL));
+    long hwm0 = h_hwm_kib(D.pid);
+    long long end = h_now_ms() + 60000; /* a guard against a hang only */
+    while (sent < TOTAL && h_now_ms() < end) {
+        struct pollfd pf = {r->fd, POLLIN | POLLOUT, 0};
+        assert_int_equal(poll(&pf, 1, H_TIMEOUT_MS), 1);
+        if (pf.revents & POLLIN)
+            assert_true(recv(r->fd, sink, sizeof sink, MSG_DONTWAIT) > 0);
+        if (pf.revents & POLLOUT) {
+            ssize_t k = send(r->fd, chunk + off, per - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (k > 0) {
+                sent += (size_t)k;
+                off = (off + (size_t)k) % per;
+            }
+        }
+    }
+    assert_true(sent >= TOTAL);
+    json_decref(h_ok(root, "daemon.ping", NULL));
+    long grown = h_hwm_kib(D.pid) - hwm0;
+    fprintf(stderr, "# 48 MiB of pipelined pings: daemon VmHWM grew %ld KiB\n", grown);
+    assert_true(grown < 16 * 1024);
+    raw_close(r);
+    h_daemon_stop(&D);
+}
+
+/* socket.open with a string tag of n bytes of JSON (n >= 2: its quotes count); the error code. */
+static int
+open_tagged(struct raw *r, char *line, size_t cap, size_t n)
+{
+    int k = snprintf(line, cap,
+                     "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"socket.open\",\"params\":{"
+                     "\"type\":\"tcp\",\"tag\":\"");
+    assert_true(k > 0 && (size_t)k + n + 8 < cap);
+    memset(line + k, 'x', n - 2);
+    memcpy(line + k + n - 2, "\"}}\n", 5);
+    return raw_call_code(r, line, NULL);
+}
+
+/*
+ * 6b. A tag is echoed in every socket.info: one of 1 MiB and a batch of socket.info once built
+ * hundreds of MiB. Tags are at most 4096 bytes of JSON: above, -32602 naming "tag".
+ */
+static void
+test_ctl_tag_cap(void **state)
+{
+    enum { CAP = (1 << 20) + 256 };
+    char *line = scratch_alloc(CAP);
+    struct raw *r;
+    json_t *m;
+
+    (void)state;
+    h_daemon_start(&D, NULL);
+    r = raw_nobody();
+    assert_int_equal(open_tagged(r, line, CAP, 4096), 0);
+    assert_int_equal(open_tagged(r, line, CAP, 4097), SOCKD_E_INVALID_PARAMS);
+    assert_int_equal(open_tagged(r, line, CAP, 1 << 20), SOCKD_E_INVALID_PARAMS);
+    int k = snprintf(line, CAP,
+                     "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"socket.open\",\"params\":{"
+                     "\"type\":\"tcp\",\"tag\":{\"a\":[");
+    for (int i = 0; i < 3000; i++) /* 6 KB, not a string */
+        k += snprintf(line + k, CAP - (size_t)k, "%s1", i ? "," : "");
+    snprintf(line + k, CAP - (size_t)k, "]}}}\n");
+    assert_int_equal(raw_call_code(r, line, &m), SOCKD_E_INVALID_PARAMS);
+    H_CHECK(strcmp(json_string_value(json_object_get(
+                       json_object_get(json_object_get(m, "error"), "data"), "param")),
+                   "tag") == 0,
+            m);
+    json_decref(m);
+    raw_close(r);
+    h_daemon_stop(&D);
+}
+
+/*
+ * 6b. An answer is serialised only up to the output cap: a batch of socket.list over 64
+ * sockets with 4 KiB tags, whose answer would be 200 MiB, gets one -32003 error with limit
+ * "max-output", and the daemon's peak memory stays well below the answer's size: it holds at
+ * most the cap (64 MiB; about twice that in an AddressSanitizer build, whose realloc copies).
+ */
+static void
+test_ctl_output_cap(void **state)
+{
+    enum { SOCKS = 64, LISTS = 800, CAP = 65536 };
+    char *line = scratch_alloc(CAP);
+    struct raw *r;
+    json_t *m;
+
+    (void)state;
+    start_for_memory("max-message 65536\n");
+    r = raw_nobody();
+    for (int i = 0; i < SOCKS; i++)
+        assert_int_equal(open_tagged(r, line, CAP, 4096), 0);
+    long hwm0 = h_hwm_kib(D.pid);
+    size_t n = 0;
+    n += (size_t)snprintf(line + n, 64, "[");
+    for (int i = 0; i < LISTS; i++)
+        n += (size_t)snprintf(line + n, 128,
+                              "%s{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":"
+                              "\"socket.list\"}",
+                              i ? "," : "", i);
+    n += (size_t)snprintf(line + n, 8, "]\n");
+    assert_true(n < 65536);
+    raw_write(r, line, n);
+    m = raw_line(r, 60000);
+    if (!json_is_object(m)) { /* not dumped: it is 200 MiB */
+        fprintf(stderr, "the answer was built whole (%zu members)\n", json_array_size(m));
+        json_decref(m);
+        fail();
+    }
+    H_CHECK(json_is_null(json_object_get(m, "id")), m);
+    json_t *err = json_object_get(m, "error");
+    H_CHECK(json_integer_value(json_object_get(err, "code")) == SOCKD_E_LIMIT, m);
+    H_CHECK(strcmp(json_string_value(json_object_get(json_object_get(err, "data"), "limit")),
+                   "max-output") == 0,
+            m);
+    json_decref(m);
+    long grown = h_hwm_kib(D.pid) - hwm0;
+    fprintf(stderr, "# a 200 MiB answer refused: daemon VmHWM grew %ld KiB\n", grown);
+    assert_true(grown < 160 * 1024);
+    assert_int_equal(
+        raw_call_code(r, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"daemon.ping\"}\n", NULL), 0);
+    raw_close(r);
+    h_daemon_stop(&D);
+}
+
+/*
+ * 9. A line without fds and, at once, a line whose sendmsg carries an fd: the kernel hands both
+ * over in one read, and the fd was given to the first line (where it was closed), so the attach
+ * failed. The daemon is stopped while both are written so that they arrive together.
+ */
+static void
+test_ctl_fd_attribution(void **state)
+{
+    static const char ping[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\"}\n";
+    static const char attach[] = "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"socket.attach\","
+                                 "\"params\":{\"type\":\"tcp\"}}\n";
+    struct h_peer *peer = h_peer_auto(H_ECHO, 0);
+    struct raw *r;
+    json_t *m;
+
+    (void)state;
+    h_daemon_start(&D, NULL);
+    r = raw_nobody();
+    int tcp = h_tcp_connect(peer->port);
+    assert_true(tcp >= 0);
+    assert_int_equal(kill(D.pid, SIGSTOP), 0);
+    assert_int_equal(send(r->fd, ping, sizeof ping - 1, MSG_NOSIGNAL), (ssize_t)(sizeof ping - 1));
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int))];
+    } cm;
+    struct iovec iov = {(void *)attach, sizeof attach - 1};
+    struct msghdr mh = {0};
+    memset(&cm, 0, sizeof cm);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = cm.b;
+    mh.msg_controllen = sizeof cm.b;
+    struct cmsghdr *ch = CMSG_FIRSTHDR(&mh);
+    ch->cmsg_level = SOL_SOCKET;
+    ch->cmsg_type = SCM_RIGHTS;
+    ch->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(ch), &tcp, sizeof tcp);
+    assert_int_equal(sendmsg(r->fd, &mh, MSG_NOSIGNAL), (ssize_t)(sizeof attach - 1));
+    close(tcp);
+    assert_int_equal(kill(D.pid, SIGCONT), 0);
+    m = raw_response(r, H_TIMEOUT_MS);
+    H_CHECK(json_integer_value(json_object_get(m, "id")) == 1 &&
+                json_object_get(m, "result") != NULL,
+            m);
+    json_decref(m);
+    m = raw_response(r, H_TIMEOUT_MS);
+    H_CHECK(json_integer_value(json_object_get(m, "id")) == 2 &&
+                json_object_get(json_object_get(m, "result"), "socket") != NULL,
+            m);
+    json_decref(m);
+    raw_close(r);
+    h_daemon_stop(&D);
+}
+
+/* Send a line and assert its answer is an error of that code (the connection stays usable). */
+static void
+expect_code(struct raw *r, const char *line, int code)
+{
+    json_t *m;
+    int got = raw_call_code(r, line, &m);
+    if (got != code)
+        fprintf(stderr, "line %.120s: wanted %d\n", line, code);
+    H_CHECK(got == code, m);
+    json_decref(m);
+}
+
+/*
+ * 10. A long method or param name of non-ASCII characters was cut inside a character for the
+ * error message: the error could not be built (no answer at all), or the client was dropped
+ * "out of memory". Every bad request now gets its error, valid UTF-8, and the param's name in
+ * data.param is cut between characters; invalid UTF-8 and lone surrogates are parse errors.
+ */
+static void
+test_ctl_utf8_names(void **state)
+{
+    struct raw *r;
+    json_t *m;
+    char name[1024], line[2048];
+
+    (void)state;
+    h_daemon_start(&D, NULL);
+    r = raw_nobody();
+    name[0] = '\0';
+    for (int i = 0; i < 200; i++)
+        strcat(name, "\xc3\xa9"); /* é */
+    snprintf(line, sizeof line, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"%s\"}\n", name);
+    expect_code(r, line, SOCKD_E_NO_METHOD);
+    /* a 3-byte character at every offset the cuts could land on */
+    for (int shift = 0; shift < 3; shift++) {
+        snprintf(name, sizeof name, "%.*s", shift, "ab");
+        for (int i = 0; i < 150; i++)
+            strcat(name, "\xe2\x82\xac"); /* € */
+        snprintf(line, sizeof line, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"%s\"}\n", name);
+        expect_code(r, line, SOCKD_E_NO_METHOD);
+        snprintf(
+            line, sizeof line,
+            "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"daemon.ping\",\"params\":{\"%s\":1}}\n",
+            name);
+        assert_int_equal(raw_call_code(r, line, &m), SOCKD_E_INVALID_PARAMS);
+        const char *p = json_string_value(
+            json_object_get(json_object_get(json_object_get(m, "error"), "data"), "param"));
+        H_CHECK(p != NULL && strncmp(p, name, strlen(p)) == 0 && strlen(p) > 100, m);
+        json_decref(m);
+        snprintf(line, sizeof line,
+                 "[{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"x%s\"},{\"jsonrpc\":\"2.0\","
+                 "\"id\":4,\"method\":\"daemon.ping\",\"params\":{\"%s\":1}}]\n",
+                 name, name);
+        raw_write(r, line, strlen(line));
+        m = raw_response(r, H_TIMEOUT_MS);
+        H_CHECK(json_is_array(m) && json_array_size(m) == 2, m);
+        json_decref(m);
+    }
+    /* 4-byte characters */
+    name[0] = '\0';
+    for (int i = 0; i < 100; i++)
+        strcat(name, "\xf0\x9f\x98\x80");
+    snprintf(line, sizeof line, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"%s\"}\n", name);
+    expect_code(r, line, SOCKD_E_NO_METHOD);
+    /* what is not UTF-8 never reaches a method */
+    expect_code(r, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.\xff\"}\n", SOCKD_E_PARSE);
+    expect_code(r, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xc3\"}\n", SOCKD_E_PARSE);
+    expect_code(r, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\\ud800\"}\n", SOCKD_E_PARSE);
+    expect_code(r,
+                "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\",\"params\":"
+                "{\"\\udc00x\":1}}\n",
+                SOCKD_E_PARSE);
+    expect_code(r, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\xed\xa0\x80\"}\n", SOCKD_E_PARSE);
+    expect_code(r, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"a\\u0000b\"}\n", SOCKD_E_PARSE);
+    expect_code(r, "\xc3\xa9\xc3\n", SOCKD_E_PARSE);
+    /* a valid escaped surrogate pair is a name like another */
+    expect_code(r, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"\\ud83d\\ude00\"}\n",
+                SOCKD_E_NO_METHOD);
+    expect_code(r, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\"}\n", 0);
+    raw_close(r);
+    h_daemon_stop(&D);
+}
+
+/*
+ * 11. A blocking client writes a socket.send line of several MiB while the echoes of its
+ * earlier sends come back: its output passed the high-water mark and the daemon stopped
+ * reading its requests, so its write never finished and nothing moved again. Now only its
+ * sockets pause: the write completes (each partial write within a bounded wait), then the
+ * client reads every answer and the echoes, and is answered again.
+ */
+static void
+test_ctl_blocking_client(void **state)
+{
+    enum { SMALL = 256 * 1024, NSMALL = 12, BIG = 3 << 20 };
+    struct h_peer *peer = h_peer_auto(H_ECHO, 0);
+    struct raw *r;
+    json_t *m;
+    char line[512];
+
+    (void)state;
+    h_daemon_start(&D, NULL);
+    r = raw_nobody();
+    long long s = raw_result_int(r, open_tcp, "socket");
+    snprintf(line, sizeof line,
+             "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"socket.connect\",\"params\":{\"socket\":"
+             "%lld,\"address\":\"127.0.0.1:%d\"}}\n",
+             s, peer->port);
+    assert_int_equal(raw_call_code(r, line, NULL), 0);
+    for (;;) { /* socket.connected */
+        m = raw_line(r, H_TIMEOUT_MS);
+        const char *meth = json_string_value(json_object_get(m, "method"));
+        int done = meth != NULL && strcmp(meth, "socket.connected") == 0;
+        json_decref(m);
+        if (done)
+            break;
+    }
+    snprintf(line, sizeof line,
+             "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"socket.recv\",\"params\":{\"socket\":"
+             "%lld,\"length\":65536,\"stream\":true}}\n",
+             s);
+    assert_int_equal(raw_call_code(r, line, NULL), 0);
+
+    /* From here on the client only writes until everything is written. */
+    unsigned char *data = scratch_alloc(BIG);
+    memset(data, 'e', BIG);
+    char *b64 = h_b64(data, SMALL);
+    size_t cap = 4 * (size_t)BIG / 3 + 512;
+    char *req = scratch_alloc(cap);
+    for (int i = 1; i <= NSMALL; i++) {
+        int n = snprintf(req, cap,
+                         "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"socket.send\",\"params\":"
+                         "{\"socket\":%lld,\"data\":\"%s\"}}\n",
+                         i, s, b64);
+        raw_write(r, req, (size_t)n);
+    }
+    free(b64);
+    b64 = h_b64(data, BIG);
+    int n = snprintf(req, cap,
+                     "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"socket.send\",\"params\":"
+                     "{\"socket\":%lld,\"data\":\"%s\"}}\n",
+                     NSMALL + 1, s, b64);
+    raw_write(r, req, (size_t)n);
+    n = snprintf(req, cap, "{\"jsonrpc\":\"2.0\",\"id\":\"end\",\"method\":\"daemon.ping\"}\n");
+    raw_write(r, req, (size_t)n);
+    free(b64);
+
+    /* Now read: every send is answered (a result, or -32003 when the send queue is full), in
+     * order, then the ping; echoes come in between. */
+    int next = 1;
+    for (;;) {
+        m = raw_response(r, H_TIMEOUT_MS);
+        json_t *id = json_object_get(m, "id");
+        if (json_is_string(id)) {
+            H_CHECK(next == NSMALL + 2 && json_object_get(m, "result") != NULL, m);
+            json_decref(m);
+            break;
+        }
+        H_CHECK(json_integer_value(id) == next, m);
+        json_t *err = json_object_get(m, "error");
+        H_CHECK(err == NULL || json_integer_value(json_object_get(err, "code")) == SOCKD_E_LIMIT,
+                m);
+        next++;
+        json_decref(m);
+    }
+    assert_int_equal(
+        raw_call_code(r, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"daemon.ping\"}\n", NULL), 0);
+    raw_close(r);
+    h_daemon_stop(&D);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_ctl_nobody_is_nobody, teardown),
+        cmocka_unit_test_teardown(test_ctl_batch_split, teardown_raw),
+        cmocka_unit_test_teardown(test_ctl_rsa_cap, teardown_raw),
+        cmocka_unit_test_teardown(test_ctl_input_cap, teardown_raw),
+        cmocka_unit_test_teardown(test_ctl_tag_cap, teardown_raw),
+        cmocka_unit_test_teardown(test_ctl_output_cap, teardown_raw),
+        cmocka_unit_test_teardown(test_ctl_fd_attribution, teardown_raw),
+        cmocka_unit_test_teardown(test_ctl_utf8_names, teardown_raw),
+        cmocka_unit_test_teardown(test_ctl_blocking_client, teardown_raw),
     };
+    R.fd = -1;
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

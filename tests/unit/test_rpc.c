@@ -783,6 +783,43 @@ test_batch(void **state)
     json_decref(resp);
 }
 
+/*
+ * A batch cut into turns (one request unit each, the least a turn may give) answers byte for
+ * byte as when it runs at once, and writes nothing before its last member has run.
+ */
+static void
+test_batch_in_turns(void **state)
+{
+    struct fx *f = *state;
+    const char *line = "[{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":1},"
+                       "{\"jsonrpc\":\"2.0\",\"method\":\"nope\",\"id\":2},"
+                       "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\"},"
+                       "5,"
+                       "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":\"x\"},"
+                       "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":4,"
+                       "\"params\":{\"bad\":0}}]";
+    size_t len = strlen(line), n1, n2;
+    int turns = 0;
+
+    rpc_handle_line(f->c, line, len);
+    char *whole = drain(f, &n1);
+    do {
+        assert_int_equal(rpc_run_line(f->c, line, len, 1), 1);
+        turns++;
+        if (f->c->batch != NULL) {
+            char *none = drain(f, &n2);
+            assert_int_equal(n2, 0);
+            free(none);
+        }
+    } while (f->c->batch != NULL);
+    assert_int_equal(turns, 6);
+    char *cut = drain(f, &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(whole, cut, n1);
+    free(whole);
+    free(cut);
+}
+
 /* Nesting: 2048 levels parse (and are not a request), deeper is a parse error. */
 static void
 test_nesting(void **state)
@@ -1544,6 +1581,7 @@ main(void)
         TF(test_ids_echoed),
         TF(test_response_order),
         TF(test_batch),
+        TF(test_batch_in_turns),
         TF(test_nesting),
         TF(test_line_too_long),
         TF(test_hello),
