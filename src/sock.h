@@ -13,6 +13,7 @@
 
 struct addr;
 struct client;
+struct policy_who;
 struct sock;
 
 /* Socket types of socket.open. */
@@ -75,6 +76,7 @@ struct sock_unix {
     char *local, *remote;      /* reported paths ("/p", "@abstract", "" unnamed), malloc'ed */
     dev_t dev;                 /* dev and ino of the bound file, so close never removes a */
     ino_t ino;                 /* file another socket took over */
+    int dirfd;                 /* O_PATH fd of the bound file's directory, -1 none (sock_unix.c) */
     unsigned unlink_local : 1; /* remove the bound file when the socket closes */
 };
 
@@ -294,6 +296,8 @@ struct sock *sock_take(struct sock_gift *g, struct client *c);
 /* Close every socket still waiting to be taken (shutdown). */
 void sock_gifts_close_all(void);
 
+/* Who the socket acts for (policy, file-system credentials): 1 and *who set, 0 when nobody. */
+int sock_who(const struct sock *s, struct policy_who *who);
 /* Policy: may the socket's owner connect/bind/send (enum policy_action) to sa? 1 yes; logs a
  * denial. */
 int sock_policy_ok(struct sock *s, int action, const struct sockaddr *sa, socklen_t len);
@@ -321,6 +325,17 @@ struct sock_pending *sock_pending_find(struct sock *l, uint64_t num);
 struct sock *sock_pending_accept(struct sock *l, struct sock_pending *p, json_t *req, json_t *tag);
 /* Close and forget a pending connection. */
 void sock_pending_drop(struct sock *l, struct sock_pending *p);
+
+/* sock_unix.c: pathname Unix sockets, with the client's credentials and the real path judged */
+/* Whether sa is a pathname Unix address (not abstract, not unnamed). */
+int sock_unix_is_path(const struct sockaddr *sa, socklen_t len);
+/* Connect s->fd to the pathname sa as s's client: 0, -1 with errno, -2 denied by policy. */
+int sock_unix_connect(struct sock *s, const struct sockaddr *sa, socklen_t len);
+/* Bind s->fd at an absolute path as s's client, the file made with mode: 0, -1 with errno, -2
+ * denied by policy. Keeps the directory's fd for sock_unix_release. */
+int sock_unix_bind(struct sock *s, const char *path, int mode);
+/* Remove the file s bound if it is still that file (as s's client); close the directory fd. */
+void sock_unix_release(struct sock *s);
 
 extern const struct sock_transport transport_plain;
 extern const struct sock_transport transport_tls;

@@ -81,7 +81,7 @@ sock_open_fd(struct sock *s, int af)
 }
 
 /* Who owns s, for the policy (NULL while a socket waits unowned after socket.give). */
-static int
+int
 sock_who(const struct sock *s, struct policy_who *who)
 {
     const struct client *c = s->owner;
@@ -402,7 +402,9 @@ sock_connect_attempt(struct sock *s, const struct sockaddr *sa, socklen_t len)
         len = rwlen;
     }
     s->policy_denied = 0;
-    if (!sock_policy_ok(s, POLICY_CONNECT, sa, len)) {
+    /* a pathname is judged by sock_unix_connect on the real path, as it connects */
+    int upath = sock_unix_is_path(sa, len);
+    if (!upath && !sock_policy_ok(s, POLICY_CONNECT, sa, len)) {
         errno = EACCES;
         s->policy_denied = 1;
         return 0;
@@ -425,9 +427,17 @@ sock_connect_attempt(struct sock *s, const struct sockaddr *sa, socklen_t len)
     }
     s->has_remote = 1;
     int r;
-    do
-        r = connect(s->fd, sa, len);
-    while (r < 0 && errno == EINTR);
+    if (upath)
+        r = sock_unix_connect(s, sa, len);
+    else
+        do
+            r = connect(s->fd, sa, len);
+        while (r < 0 && errno == EINTR);
+    if (r == -2) {
+        errno = EACCES;
+        s->policy_denied = 1;
+        return 0;
+    }
     if (r == 0) {
         sock_became_connected(s);
         return 1;

@@ -1,0 +1,276 @@
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "fsid.h"
+#include "policy.h"
+#include "sock.h"
+
+/*
+ * Pathname Unix sockets, done for a client: every lookup, bind, connect and unlink runs with
+ * the client's file-system credentials (fsid.h), and the policy judges the path the kernel
+ * will really use, not the text the client wrote. The directory (bind) or the socket file
+ * (connect) is opened O_PATH as the client, its real path read back from /proc/self/fd, and
+ * the bind or connect then goes through that same fd (bind: the relative name with that
+ * directory as the working directory for the moment; connect: "/proc/self/fd/N"), so no
+ * symlink, "..", bind mount or rename between the check and the use changes what was judged.
+ * Abstract names (@name) have no file and stay lexical.
+ */
+
+#define SOCK_UNIX_PATH_MAX sizeof(((struct sockaddr_un *)0)->sun_path)
+
+/* "/proc/self/fd/N" into sun: the path that reaches what the O_PATH fd N is. */
+static void
+sock_unix_via(int fd, struct sockaddr_un *sun, socklen_t *len)
+{
+    memset(sun, 0, sizeof *sun);
+    sun->sun_family = AF_UNIX;
+    int n = snprintf(sun->sun_path, sizeof sun->sun_path, "/proc/self/fd/%d", fd);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)n + 1);
+}
+
+/* The real path of an O_PATH fd (+ "/" + name) as a sockaddr, for the policy; -1 errno. */
+static int
+sock_unix_real(int fd, const char *name, struct sockaddr_un *sun, socklen_t *len)
+{
+    char link[32], real[SOCK_UNIX_PATH_MAX + 1];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, real, sizeof real);
+    if (n <= 0 || real[0] != '/') { /* not a path in our root (another mount namespace?) */
+        errno = n < 0 ? errno : EACCES;
+        return -1;
+    }
+    if ((size_t)n >= sizeof real) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    real[n] = '\0';
+    memset(sun, 0, sizeof *sun);
+    sun->sun_family = AF_UNIX;
+    int m = snprintf(sun->sun_path, sizeof sun->sun_path, "%s%s%s", real,
+                     name == NULL || strcmp(real, "/") == 0 ? "" : "/", name ? name : "");
+    if (m < 0 || (size_t)m >= sizeof sun->sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)m + 1);
+    return 0;
+}
+
+/* open(path, flags) with who's credentials; -1 errno. */
+static int
+sock_unix_open_as(const struct policy_who *who, const char *path, int flags)
+{
+    if (fsid_enter(who) < 0)
+        return -1;
+    int fd = open(path, flags | O_CLOEXEC);
+    int err = errno;
+    fsid_leave();
+    errno = err;
+    return fd;
+}
+
+/*
+ * The path could not be opened: judge the text as written (the lexical rules) so a denied
+ * destination still answers "denied", else pass the open's error on. -2 denied, -1 errno.
+ */
+static int
+sock_unix_unopened(struct sock *s, int action, const char *path)
+{
+    int err = errno;
+    struct addr a;
+    const char *cause;
+    if (addr_parse_unix(path, &a, &cause) == 0 &&
+        !sock_policy_ok(s, action, (struct sockaddr *)&a.sa, a.salen))
+        return -2;
+    errno = err;
+    return -1;
+}
+
+int
+sock_unix_is_path(const struct sockaddr *sa, socklen_t len)
+{
+    size_t off = offsetof(struct sockaddr_un, sun_path);
+    return sa->sa_family == AF_UNIX && len > (socklen_t)off && ((const char *)sa)[off] != '\0';
+}
+
+int
+sock_unix_connect(struct sock *s, const struct sockaddr *sa, socklen_t len)
+{
+    struct policy_who who;
+    struct sockaddr_un real, via;
+    socklen_t rlen, vlen;
+    char path[SOCK_UNIX_PATH_MAX + 1];
+    size_t off = offsetof(struct sockaddr_un, sun_path), n = (size_t)len - off;
+
+    if (!sock_who(s, &who)) { /* no identity to act as: fail closed */
+        errno = EACCES;
+        return -1;
+    }
+    memcpy(path, (const char *)sa + off, n < sizeof path ? n : sizeof path - 1);
+    path[n < sizeof path ? n : sizeof path - 1] = '\0';
+    /* the final name may be a symlink: O_PATH follows it to the socket that is judged */
+    int fd = sock_unix_open_as(&who, path, O_PATH);
+    if (fd < 0)
+        return sock_unix_unopened(s, POLICY_CONNECT, path);
+    int r = -1, err;
+    if (sock_unix_real(fd, NULL, &real, &rlen) < 0)
+        goto out;
+    sock_unix_via(fd, &via, &vlen);
+    if (!sock_policy_ok(s, POLICY_CONNECT, (struct sockaddr *)&real, rlen)) {
+        r = -2;
+        goto out;
+    }
+    if (fsid_enter(&who) < 0)
+        goto out;
+    do
+        r = connect(s->fd, (struct sockaddr *)&via, vlen);
+    while (r < 0 && errno == EINTR);
+    err = errno;
+    fsid_leave();
+    errno = err;
+out:
+    err = errno;
+    close(fd);
+    errno = err;
+    return r;
+}
+
+/*
+ * Is a socket file dead? Only a stream connect that is refused says so: a listener answers,
+ * and a datagram socket (EPROTOTYPE) or one the client may not write (EACCES) is alive or
+ * not the client's to remove. Runs in the file's directory with the client's credentials.
+ */
+static int
+sock_unix_stale(const struct sockaddr_un *sun, socklen_t len)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return 0;
+    int r;
+    do
+        r = connect(fd, (const struct sockaddr *)sun, len);
+    while (r < 0 && errno == EINTR);
+    int err = errno;
+    close(fd);
+    return r < 0 && err == ECONNREFUSED;
+}
+
+/*
+ * Bind s->fd at name inside the directory dirfd, working there as who: a stale socket file
+ * is replaced, anything else is EADDRINUSE; the file is made with mode. 0 or -1 errno.
+ */
+static int
+sock_unix_bind_in(struct sock *s, const struct policy_who *who, int dirfd, const char *name,
+                  int mode)
+{
+    struct sockaddr_un rel = {.sun_family = AF_UNIX};
+    struct stat st;
+    socklen_t rlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(name) + 1);
+    int r = -1, err;
+
+    memcpy(rel.sun_path, name, strlen(name)); /* shorter than the whole path, which fits */
+    int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (cwd < 0 || fsid_enter(who) < 0) {
+        err = errno;
+        if (cwd >= 0)
+            close(cwd);
+        errno = err;
+        return -1;
+    }
+    if (fchdir(dirfd) < 0)
+        goto out;
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (!S_ISSOCK(st.st_mode) || !sock_unix_stale(&rel, rlen)) {
+            errno = EADDRINUSE;
+            goto out;
+        }
+        unlinkat(dirfd, name, 0); /* stale: nothing listens on it */
+    }
+    /* the file is made with the mode (the socket inode is 0777, less the umask): no chmod */
+    mode_t old = umask((mode_t)~mode & 0777);
+    r = bind(s->fd, (struct sockaddr *)&rel, rlen);
+    umask(old);
+    if (r == 0 && fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        s->un->dev = st.st_dev;
+        s->un->ino = st.st_ino;
+        s->un->unlink_local = 1;
+    }
+out:
+    err = errno;
+    fsid_leave();
+    if (fchdir(cwd) < 0)
+        abort(); /* the daemon's own working directory, held open: cannot fail */
+    close(cwd);
+    errno = err;
+    return r;
+}
+
+int
+sock_unix_bind(struct sock *s, const char *path, int mode)
+{
+    struct policy_who who;
+    struct sockaddr_un real;
+    socklen_t rlen;
+    char dir[SOCK_UNIX_PATH_MAX + 1];
+    const char *slash = strrchr(path, '/'), *name = slash + 1;
+
+    if (!sock_who(s, &who)) {
+        errno = EACCES;
+        return -1;
+    }
+    if (*name == '\0' || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+        errno = EINVAL; /* names a directory, not a new file */
+        return -1;
+    }
+    snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    int fd = sock_unix_open_as(&who, dir, O_PATH | O_DIRECTORY);
+    if (fd < 0)
+        return sock_unix_unopened(s, POLICY_BIND, path);
+    int r = -1, err;
+    if (sock_unix_real(fd, name, &real, &rlen) < 0)
+        goto fail;
+    if (!sock_policy_ok(s, POLICY_BIND, (struct sockaddr *)&real, rlen)) {
+        r = -2;
+        goto fail;
+    }
+    if ((r = sock_unix_bind_in(s, &who, fd, name, mode)) < 0)
+        goto fail;
+    s->un->dirfd = fd;
+    return 0;
+fail:
+    err = errno;
+    close(fd);
+    errno = err;
+    return r;
+}
+
+void
+sock_unix_release(struct sock *s)
+{
+    struct sock_unix *u = s->un;
+    struct policy_who who;
+    struct stat st;
+    if (u->dirfd < 0)
+        return;
+    const char *name = strrchr(u->local, '/');
+    /* only our own file, and as the client: another socket may have replaced it */
+    if (u->unlink_local && name != NULL && sock_who(s, &who) && fsid_enter(&who) == 0) {
+        if (fstatat(u->dirfd, name + 1, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == u->dev &&
+            st.st_ino == u->ino)
+            unlinkat(u->dirfd, name + 1, 0);
+        fsid_leave();
+    }
+    close(u->dirfd);
+    u->dirfd = -1;
+}
