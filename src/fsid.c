@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -168,4 +169,10 @@ fail:
     close(fd);
     errno = err;
     return NULL;
+}
+
+const char *
+fsid_read_error(int err)
+{
+    return err == EINVAL ? "not a regular file" : err == EFBIG ? "too large" : strerror(err);
 }

@@ -32,5 +32,7 @@ void fsid_client_who(const struct client *c, struct policy_who *who);
  * a NUL after the *len bytes (caller frees), or NULL with errno.
  */
 char *fsid_read_file(const struct policy_who *who, const char *path, size_t cap, size_t *len);
+/* What a failed fsid_read_file's errno means, as text (static). */
+const char *fsid_read_error(int err);
 
 #endif
