@@ -537,7 +537,7 @@ sock_connect(struct sock *s, const struct addr *a, double timeout)
         s->has_remote = 0;
         return -1;
     }
-    sock_connect_next(s, errno);
+    sock_connect_next(s, s->policy_denied ? -1 : errno);
     return 0;
 }
 

@@ -104,42 +104,74 @@ sock_unix_is_path(const struct sockaddr *sa, socklen_t len)
     return sa->sa_family == AF_UNIX && len > (socklen_t)off && ((const char *)sa)[off] != '\0';
 }
 
+/*
+ * Open the socket file of the pathname sa O_PATH as s's client (a symlink as the final name is
+ * followed: the socket it names is what is judged and used) and judge its real path. The fd
+ * (caller closes), -1 with errno, -2 denied by policy.
+ */
+static int
+sock_unix_resolve(struct sock *s, const struct policy_who *who, const struct sockaddr *sa,
+                  socklen_t len)
+{
+    struct sockaddr_un real;
+    socklen_t rlen;
+    char path[SOCK_UNIX_PATH_MAX + 1];
+    size_t off = offsetof(struct sockaddr_un, sun_path), n = (size_t)len - off;
+
+    n = n < sizeof path ? n : sizeof path - 1;
+    memcpy(path, (const char *)sa + off, n);
+    path[n] = '\0';
+    int fd = sock_unix_open_as(who, path, O_PATH);
+    if (fd < 0)
+        return sock_unix_unopened(s, POLICY_CONNECT, path);
+    int r = sock_unix_real(fd, NULL, &real, &rlen);
+    if (r == 0 && !sock_policy_ok(s, POLICY_CONNECT, (struct sockaddr *)&real, rlen))
+        r = -2;
+    if (r < 0) {
+        int err = errno;
+        close(fd);
+        errno = err;
+        return r;
+    }
+    return fd;
+}
+
+int
+sock_unix_allowed(struct sock *s, const struct sockaddr *sa, socklen_t len)
+{
+    struct policy_who who;
+    if (!sock_who(s, &who))
+        return 0;
+    int fd = sock_unix_resolve(s, &who, sa, len);
+    if (fd >= 0)
+        close(fd);
+    return fd != -2;
+}
+
 int
 sock_unix_connect(struct sock *s, const struct sockaddr *sa, socklen_t len)
 {
     struct policy_who who;
-    struct sockaddr_un real, via;
-    socklen_t rlen, vlen;
-    char path[SOCK_UNIX_PATH_MAX + 1];
-    size_t off = offsetof(struct sockaddr_un, sun_path), n = (size_t)len - off;
+    struct sockaddr_un via;
+    socklen_t vlen;
 
     if (!sock_who(s, &who)) { /* no identity to act as: fail closed */
         errno = EACCES;
         return -1;
     }
-    memcpy(path, (const char *)sa + off, n < sizeof path ? n : sizeof path - 1);
-    path[n < sizeof path ? n : sizeof path - 1] = '\0';
-    /* the final name may be a symlink: O_PATH follows it to the socket that is judged */
-    int fd = sock_unix_open_as(&who, path, O_PATH);
+    int fd = sock_unix_resolve(s, &who, sa, len);
     if (fd < 0)
-        return sock_unix_unopened(s, POLICY_CONNECT, path);
-    int r = -1, err;
-    if (sock_unix_real(fd, NULL, &real, &rlen) < 0)
-        goto out;
+        return fd;
     sock_unix_via(fd, &via, &vlen);
-    if (!sock_policy_ok(s, POLICY_CONNECT, (struct sockaddr *)&real, rlen)) {
-        r = -2;
-        goto out;
+    int r = -1, err;
+    if (fsid_enter(&who) == 0) {
+        do
+            r = connect(s->fd, (struct sockaddr *)&via, vlen);
+        while (r < 0 && errno == EINTR);
+        err = errno;
+        fsid_leave();
+        errno = err;
     }
-    if (fsid_enter(&who) < 0)
-        goto out;
-    do
-        r = connect(s->fd, (struct sockaddr *)&via, vlen);
-    while (r < 0 && errno == EINTR);
-    err = errno;
-    fsid_leave();
-    errno = err;
-out:
     err = errno;
     close(fd);
     errno = err;
