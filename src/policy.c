@@ -599,7 +599,7 @@ policy_parse_cidr(const char *w, struct policy_rule *r, char *cb, size_t cl)
  * Returns malloc'ed text with room for one more byte (a trailing slash), NULL on ENOMEM.
  */
 static char *
-policy_real_path(const char *clean)
+policy_real_clean(const char *clean)
 {
     size_t n = strlen(clean), cut = n;
     char *head = malloc(n + 2), *out = NULL;
@@ -633,6 +633,19 @@ policy_real_path(const char *clean)
     return out;
 }
 
+char *
+policy_real_path(const char *path)
+{
+    size_t n = strlen(path);
+    char *clean = malloc(n + 2);
+    if (clean == NULL)
+        return NULL;
+    policy_clean_path(path, n, clean);
+    char *real = policy_real_clean(clean);
+    free(clean);
+    return real;
+}
+
 /* A Unix target prefix into r. */
 static int
 policy_parse_unix(const char *w, struct policy_rule *r, char *cb, size_t cl)
@@ -651,7 +664,7 @@ policy_parse_unix(const char *w, struct policy_rule *r, char *cb, size_t cl)
         r->subtree_only = n == 1 || w[n - 1] == '/'; /* "@" matches every abstract name */
     } else {
         r->prefixlen = policy_clean_path(w, n, r->prefix);
-        char *real = policy_real_path(r->prefix);
+        char *real = policy_real_clean(r->prefix);
         if (real == NULL)
             return policy_fail(cb, cl, "out of memory");
         free(r->prefix);

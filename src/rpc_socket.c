@@ -163,7 +163,7 @@ socket_connect(struct rpc_call *call)
         if (a.kind == ADDR_IP && sock_rewrite(s, dst, a.salen, &rw, &rwlen))
             dst = (const struct sockaddr *)&rw;
         int ok = a.kind == ADDR_UNIX && a.host[0] == '/' /* on its real path */
-                     ? sock_unix_allowed(s, dst, a.salen)
+                     ? sock_unix_allowed(s, POLICY_CONNECT, dst, a.salen)
                      : sock_policy_ok(s, POLICY_CONNECT, dst, a.kind == ADDR_IP ? rwlen : a.salen);
         if (!ok)
             return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,

@@ -329,9 +329,9 @@ void sock_pending_drop(struct sock *l, struct sock_pending *p);
 /* sock_unix.c: pathname Unix sockets, with the client's credentials and the real path judged */
 /* Whether sa is a pathname Unix address (not abstract, not unnamed). */
 int sock_unix_is_path(const struct sockaddr *sa, socklen_t len);
-/* May s connect to the pathname sa, judged on its real path as s's client sees it? 1 yes, 0 no
- * (logged); sock_unix_connect judges again as it connects. */
-int sock_unix_allowed(struct sock *s, const struct sockaddr *sa, socklen_t len);
+/* May s connect/bind (enum policy_action) to the pathname sa, judged on its real path as s's
+ * client reaches it? 1 yes, 0 no (logged). sock_unix_connect judges again as it connects. */
+int sock_unix_allowed(struct sock *s, int action, const struct sockaddr *sa, socklen_t len);
 /* Connect s->fd to the pathname sa as s's client: 0, -1 with errno, -2 denied by policy. */
 int sock_unix_connect(struct sock *s, const struct sockaddr *sa, socklen_t len);
 /* Bind s->fd at an absolute path as s's client, the file made with mode: 0, -1 with errno, -2

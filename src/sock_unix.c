@@ -29,23 +29,40 @@
 
 #define SOCK_UNIX_PATH_MAX sizeof(((struct sockaddr_un *)0)->sun_path)
 
+/* A pathname address for text; -1 ENAMETOOLONG when it does not fit. */
+static int
+sock_unix_sa(const char *text, struct sockaddr_un *sun, socklen_t *len)
+{
+    size_t n = strlen(text);
+    memset(sun, 0, sizeof *sun);
+    sun->sun_family = AF_UNIX;
+    if (n >= sizeof sun->sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(sun->sun_path, text, n);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    return 0;
+}
+
 /* "/proc/self/fd/N" into sun: the path that reaches what the O_PATH fd N is. */
 static void
 sock_unix_via(int fd, struct sockaddr_un *sun, socklen_t *len)
 {
-    memset(sun, 0, sizeof *sun);
-    sun->sun_family = AF_UNIX;
-    int n = snprintf(sun->sun_path, sizeof sun->sun_path, "/proc/self/fd/%d", fd);
-    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)n + 1);
+    char p[32];
+    snprintf(p, sizeof p, "/proc/self/fd/%d", fd);
+    sock_unix_sa(p, sun, len);
 }
 
 /* The real path of an O_PATH fd (+ "/" + name) as a sockaddr, for the policy; -1 errno. */
 static int
 sock_unix_real(int fd, const char *name, struct sockaddr_un *sun, socklen_t *len)
 {
-    char link[32], real[SOCK_UNIX_PATH_MAX + 1];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
-    ssize_t n = readlink(link, real, sizeof real);
+    char real[SOCK_UNIX_PATH_MAX + 1];
+    struct sockaddr_un via;
+    socklen_t vlen;
+    sock_unix_via(fd, &via, &vlen);
+    ssize_t n = readlink(via.sun_path, real, sizeof real);
     if (n <= 0 || real[0] != '/') { /* not a path in our root (another mount namespace?) */
         errno = n < 0 ? errno : EACCES;
         return -1;
@@ -55,16 +72,10 @@ sock_unix_real(int fd, const char *name, struct sockaddr_un *sun, socklen_t *len
         return -1;
     }
     real[n] = '\0';
-    memset(sun, 0, sizeof *sun);
-    sun->sun_family = AF_UNIX;
-    int m = snprintf(sun->sun_path, sizeof sun->sun_path, "%s%s%s", real,
-                     name == NULL || strcmp(real, "/") == 0 ? "" : "/", name ? name : "");
-    if (m < 0 || (size_t)m >= sizeof sun->sun_path) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)m + 1);
-    return 0;
+    char full[2 * SOCK_UNIX_PATH_MAX + 2];
+    snprintf(full, sizeof full, "%s%s%s", real, name == NULL || strcmp(real, "/") == 0 ? "" : "/",
+             name ? name : "");
+    return sock_unix_sa(full, sun, len);
 }
 
 /* open(path, flags) with who's credentials; -1 errno. */
@@ -81,17 +92,28 @@ sock_unix_open_as(const struct policy_who *who, const char *path, int flags)
 }
 
 /*
- * The path could not be opened: judge the text as written (the lexical rules) so a denied
- * destination still answers "denied", else pass the open's error on. -2 denied, -1 errno.
+ * The path could not be opened (missing, or not the client's to reach): judge it as a rule's
+ * path is read, its longest existing part resolved as the client (policy_real_path), so a
+ * denied destination still answers "denied" and no spelling of a denied path slips through a
+ * check that has nothing to open (socket.attach); else pass the open's error on. -2 denied,
+ * -1 errno.
  */
 static int
-sock_unix_unopened(struct sock *s, int action, const char *path)
+sock_unix_unopened(struct sock *s, const struct policy_who *who, int action, const char *path)
 {
     int err = errno;
-    struct addr a;
-    const char *cause;
-    if (addr_parse_unix(path, &a, &cause) == 0 &&
-        !sock_policy_ok(s, action, (struct sockaddr *)&a.sa, a.salen))
+    struct sockaddr_un sun;
+    socklen_t len = 0; /* nothing that fits: judged as malformed, denied */
+    char *real = NULL;
+    if (path[0] == '/' && fsid_enter(who) == 0) {
+        real = policy_real_path(path);
+        fsid_leave();
+    }
+    /* a real path too long for an address: the text (which fits, being one) */
+    if (real == NULL || sock_unix_sa(real, &sun, &len) < 0)
+        sock_unix_sa(path, &sun, &len);
+    free(real);
+    if (!sock_policy_ok(s, action, (struct sockaddr *)&sun, len))
         return -2;
     errno = err;
     return -1;
@@ -106,12 +128,12 @@ sock_unix_is_path(const struct sockaddr *sa, socklen_t len)
 
 /*
  * Open the socket file of the pathname sa O_PATH as s's client (a symlink as the final name is
- * followed: the socket it names is what is judged and used) and judge its real path. The fd
- * (caller closes), -1 with errno, -2 denied by policy.
+ * followed: the socket it names is what is judged and used) and judge its real path for action
+ * (enum policy_action). The fd (caller closes), -1 with errno, -2 denied by policy.
  */
 static int
-sock_unix_resolve(struct sock *s, const struct policy_who *who, const struct sockaddr *sa,
-                  socklen_t len)
+sock_unix_resolve(struct sock *s, const struct policy_who *who, int action,
+                  const struct sockaddr *sa, socklen_t len)
 {
     struct sockaddr_un real;
     socklen_t rlen;
@@ -123,9 +145,9 @@ sock_unix_resolve(struct sock *s, const struct policy_who *who, const struct soc
     path[n] = '\0';
     int fd = sock_unix_open_as(who, path, O_PATH);
     if (fd < 0)
-        return sock_unix_unopened(s, POLICY_CONNECT, path);
+        return sock_unix_unopened(s, who, action, path);
     int r = sock_unix_real(fd, NULL, &real, &rlen);
-    if (r == 0 && !sock_policy_ok(s, POLICY_CONNECT, (struct sockaddr *)&real, rlen))
+    if (r == 0 && !sock_policy_ok(s, action, (struct sockaddr *)&real, rlen))
         r = -2;
     if (r < 0) {
         int err = errno;
@@ -137,12 +159,12 @@ sock_unix_resolve(struct sock *s, const struct policy_who *who, const struct soc
 }
 
 int
-sock_unix_allowed(struct sock *s, const struct sockaddr *sa, socklen_t len)
+sock_unix_allowed(struct sock *s, int action, const struct sockaddr *sa, socklen_t len)
 {
     struct policy_who who;
     if (!sock_who(s, &who))
         return 0;
-    int fd = sock_unix_resolve(s, &who, sa, len);
+    int fd = sock_unix_resolve(s, &who, action, sa, len);
     if (fd >= 0)
         close(fd);
     return fd != -2;
@@ -159,7 +181,7 @@ sock_unix_connect(struct sock *s, const struct sockaddr *sa, socklen_t len)
         errno = EACCES;
         return -1;
     }
-    int fd = sock_unix_resolve(s, &who, sa, len);
+    int fd = sock_unix_resolve(s, &who, POLICY_CONNECT, sa, len);
     if (fd < 0)
         return fd;
     sock_unix_via(fd, &via, &vlen);
@@ -268,7 +290,7 @@ sock_unix_bind(struct sock *s, const char *path, int mode)
     snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
     int fd = sock_unix_open_as(&who, dir, O_PATH | O_DIRECTORY);
     if (fd < 0)
-        return sock_unix_unopened(s, POLICY_BIND, path);
+        return sock_unix_unopened(s, &who, POLICY_BIND, path);
     int r = -1, err;
     if (sock_unix_real(fd, name, &real, &rlen) < 0)
         goto fail;

@@ -473,7 +473,8 @@ tlink(const char *target, const char *rel)
  * Attack (item 4): "deny connect unix T/x/" compared the text, so any other spelling of the
  * same socket got through: a symlinked directory, /proc/self/root, "//", "/./", a symlink as
  * the final name, "dir-link/..", /var/run for /run. The rule must hold for the path the kernel
- * uses, and a rule written through a symlink (T/rl/ -> T/z) must hold for the real path.
+ * uses, and a rule written through a symlink (T/rl/ -> T/z) must hold for the real path. The
+ * same holds for binds, and for a connection handed over by socket.attach.
  */
 static void
 test_fs_policy_on_real_path(void **state)
@@ -529,6 +530,22 @@ test_fs_policy_on_real_path(void **state)
     EXPECT_BIND(nobody, p, -1, SOCKD_E_DENIED, "policy_denied", -1);
     assert_int_equal(ino_of(tp("x/new")), 0);
     EXPECT_BIND(nobody, tp("ok/new"), -1, 0, "", 0);
+    /* socket.attach of a connection whose peer bound the denied socket under a symlinked
+     * spelling: the peer name reads T/link/s2, the socket is T/x/s2 */
+    snprintf(p, sizeof p, "%s/link/s2", T);
+    raw_bound(p, SOCK_STREAM, 0777);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int cfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(strlen(p) < sizeof sun.sun_path);
+    memcpy(sun.sun_path, p, strlen(p));
+    assert_int_equal(connect(cfd, (struct sockaddr *)&sun, sizeof sun), 0);
+    json_t *r = NULL, *e = NULL;
+    json_t *params = json_pack("{s:s}", "type", "unix");
+    int rc = sockd_client_call_fd(nobody, "socket.attach", params, cfd, &r, &e, NULL, H_TIMEOUT_MS);
+    json_decref(params);
+    close(cfd);
+    H_CHECK(rc == 1 && sockd_client_error_code(e) == SOCKD_E_DENIED, r ? r : e);
+    json_decref(e);
     sockd_client_close(nobody);
     if (var_run) {
         snprintf(p, sizeof p, "rm -rf '%s'", run);
