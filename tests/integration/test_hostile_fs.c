@@ -266,6 +266,7 @@ test_fs_bind_needs_client_rights(void **state)
     assert_int_equal(st.st_gid, H_NOBODY);
     json_decref(h_ok(root, "daemon.ping", NULL));
     sockd_client_close(nobody);
+    h_daemon_stop(&D); /* a clean exit: nothing leaked or broken on the way */
 }
 
 /*
@@ -292,6 +293,7 @@ test_fs_connect_needs_client_rights(void **state)
     EXPECT_CONNECT(root, tp("priv/s"), "connected", 0);
     EXPECT_CONNECT(root, tp("pub/s"), "connected", 0);
     sockd_client_close(nobody);
+    h_daemon_stop(&D); /* a clean exit: nothing leaked or broken on the way */
 }
 
 /*
@@ -334,6 +336,7 @@ test_fs_bind_keeps_live_and_foreign_files(void **state)
     n_raw--;
     EXPECT_BIND(nobody, tp("pub/dead"), -1, 0, "", 0);
     sockd_client_close(nobody);
+    h_daemon_stop(&D); /* a clean exit: nothing leaked or broken on the way */
 }
 
 /* The swapper of test_fs_mode_not_through_symlink: a symlink to the target is renamed over
@@ -414,6 +417,7 @@ test_fs_mode_not_through_symlink(void **state)
     pthread_join(th, NULL);
     close(w.ino_fd);
     sockd_client_close(nobody);
+    h_daemon_stop(&D); /* a clean exit: nothing leaked or broken on the way */
 }
 
 /*
@@ -460,6 +464,7 @@ test_fs_unlink_only_own_file(void **state)
     assert_int_equal(ino_of(tp("d/c")), c_ino);     /* another directory's file: untouched */
     assert_int_equal(ino_of(tp("d.moved/c")), 0);   /* its own file, where it went: removed */
     sockd_client_close(nobody);
+    h_daemon_stop(&D); /* a clean exit: nothing leaked or broken on the way */
 }
 
 /* A symlink T/rel -> target. */
@@ -547,6 +552,7 @@ test_fs_policy_on_real_path(void **state)
     H_CHECK(rc == 1 && sockd_client_error_code(e) == SOCKD_E_DENIED, r ? r : e);
     json_decref(e);
     sockd_client_close(nobody);
+    h_daemon_stop(&D);
     if (var_run) {
         snprintf(p, sizeof p, "rm -rf '%s'", run);
         assert_int_equal(system(p), 0);
@@ -603,6 +609,7 @@ test_fs_ca_file_as_client(void **state)
     json_decref(e);
     json_decref(h_ok(root, "context.create", "{s:s}", "ca_file", tp("secret.pem")));
     sockd_client_close(nobody);
+    h_daemon_stop(&D); /* a clean exit: nothing leaked or broken on the way */
 }
 
 /*
@@ -637,6 +644,7 @@ test_fs_ca_file_fifo(void **state)
     H_CHECK(d != NULL && strstr(d, "not a regular file") != NULL, resp);
     json_decref(resp);
     sockd_client_close(nobody);
+    h_daemon_stop(&D); /* a clean exit: nothing leaked or broken on the way */
 }
 
 int
