@@ -401,7 +401,7 @@ test_fs_mode_not_through_symlink(void **state)
     assert_int_equal(pthread_create(&th, NULL, swapper_run, &w), 0);
     h_daemon_start(&D, NULL);
     nobody = h_client_nobody(&D);
-    for (int i = 0; i < 300; i++) {
+    for (int i = 0; i < 1500; i++) {
         const char *reason;
         int err;
         long long before = w.swaps;
