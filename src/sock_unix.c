@@ -317,7 +317,7 @@ sock_unix_release(struct sock *s)
     struct stat st;
     if (u->dirfd < 0)
         return;
-    const char *name = strrchr(u->local, '/');
+    const char *name = u->local != NULL ? strrchr(u->local, '/') : NULL;
     /* only our own file, and as the client: another socket may have replaced it */
     if (u->unlink_local && name != NULL && sock_who(s, &who) && fsid_enter(&who) == 0) {
         if (fstatat(u->dirfd, name + 1, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == u->dev &&
