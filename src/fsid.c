@@ -28,31 +28,37 @@
 #define FSID_SYS_SETGROUPS SYS_setgroups
 #endif
 
-/* The switch in progress: what fsid_leave restores (module-local, as calls never nest). */
+/*
+ * The daemon's own identity, read once (sockd never changes its ids or groups after it
+ * starts, so this module-local cache saves two syscalls per switch), and whether a switch is
+ * in force.
+ */
 static struct {
+    int loaded;    /* the fields below are filled */
     int active;    /* fsid_enter switched and fsid_leave has not run yet */
-    uid_t fsuid;   /* the daemon's own */
-    gid_t fsgid;   /* the daemon's own */
-    gid_t *groups; /* the daemon's own supplementary groups, malloc'ed */
+    uid_t uid;     /* effective uid, which is the fsuid outside a switch */
+    gid_t gid;     /* effective gid, likewise */
+    gid_t *groups; /* supplementary groups, malloc'ed (kept for the daemon's life) */
     int ngroups;
-} fsid_saved;
+} fsid_self;
 
-/* The daemon's supplementary groups into fsid_saved; -1 with errno. */
+/* Fill fsid_self; -1 with errno. */
 static int
-fsid_save_groups(void)
+fsid_load_self(void)
 {
+    if (fsid_self.loaded)
+        return 0;
     int n = getgroups(0, NULL);
-    if (n < 0)
-        return -1;
-    gid_t *g = malloc(((size_t)n + 1) * sizeof *g);
-    if (g == NULL)
-        return -1;
-    if ((n = getgroups(n, g)) < 0) {
+    gid_t *g = n < 0 ? NULL : malloc(((size_t)n + 1) * sizeof *g);
+    if (g == NULL || (n = getgroups(n, g)) < 0) {
         free(g);
         return -1;
     }
-    fsid_saved.groups = g;
-    fsid_saved.ngroups = n;
+    fsid_self.uid = geteuid();
+    fsid_self.gid = getegid();
+    fsid_self.groups = g;
+    fsid_self.ngroups = n;
+    fsid_self.loaded = 1;
     return 0;
 }
 
@@ -63,30 +69,40 @@ fsid_setgroups(int n, const gid_t *g)
     return (int)syscall(FSID_SYS_SETGROUPS, (size_t)n, g);
 }
 
+/* Does who have exactly the daemon's identity (nothing to switch)? */
+static int
+fsid_is_self(const struct policy_who *who)
+{
+    if (who->uid != fsid_self.uid || who->gid != fsid_self.gid || who->ngroups != fsid_self.ngroups)
+        return 0;
+    for (int i = 0; i < who->ngroups; i++)
+        if (who->groups[i] != fsid_self.groups[i])
+            return 0;
+    return 1;
+}
+
 int
 fsid_enter(const struct policy_who *who)
 {
-    if (fsid_saved.active) {
+    if (fsid_self.active) {
         errno = EBUSY;
         return -1;
     }
-    if (fsid_save_groups() < 0)
+    if (fsid_load_self() < 0)
         return -1;
+    if (fsid_is_self(who))
+        return 0;
     if (fsid_setgroups(who->ngroups, who->groups) < 0) {
-        int err = errno;
-        free(fsid_saved.groups);
-        fsid_saved.groups = NULL;
-        if (err == EPERM && geteuid() != 0)
+        if (errno == EPERM && fsid_self.uid != 0)
             return 0; /* not root: the daemon works as itself (sockd(8), SECURITY MODEL) */
-        errno = err;
         return -1;
     }
     /* setfsgid/setfsuid answer the previous value; asking again with -1 reads the new one */
-    fsid_saved.fsgid = (gid_t)setfsgid(who->gid);
+    setfsgid(who->gid);
     int gid_ok = (gid_t)setfsgid((gid_t)-1) == who->gid;
-    fsid_saved.fsuid = (uid_t)setfsuid(who->uid);
+    setfsuid(who->uid);
     int uid_ok = (uid_t)setfsuid((uid_t)-1) == who->uid;
-    fsid_saved.active = 1;
+    fsid_self.active = 1;
     if (!gid_ok || !uid_ok) {
         fsid_leave();
         errno = EPERM;
@@ -98,17 +114,13 @@ fsid_enter(const struct policy_who *who)
 void
 fsid_leave(void)
 {
-    if (!fsid_saved.active)
+    if (!fsid_self.active)
         return;
-    setfsuid(fsid_saved.fsuid);
-    setfsgid(fsid_saved.fsgid);
-    int bad = (uid_t)setfsuid((uid_t)-1) != fsid_saved.fsuid ||
-              (gid_t)setfsgid((gid_t)-1) != fsid_saved.fsgid ||
-              fsid_setgroups(fsid_saved.ngroups, fsid_saved.groups) < 0;
-    free(fsid_saved.groups);
-    fsid_saved.groups = NULL;
-    fsid_saved.active = 0;
-    if (bad)
+    fsid_self.active = 0;
+    setfsuid(fsid_self.uid);
+    setfsgid(fsid_self.gid);
+    if ((uid_t)setfsuid((uid_t)-1) != fsid_self.uid ||
+        fsid_setgroups(fsid_self.ngroups, fsid_self.groups) < 0)
         abort(); /* a daemon left with a client's credentials must not go on */
 }
 

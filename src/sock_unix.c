@@ -119,6 +119,16 @@ sock_unix_unopened(struct sock *s, const struct policy_who *who, int action, con
     return -1;
 }
 
+/* The path of a pathname address as text (up to its first NUL) into path. */
+static void
+sock_unix_text(const struct sockaddr *sa, socklen_t len, char path[SOCK_UNIX_PATH_MAX + 1])
+{
+    size_t off = offsetof(struct sockaddr_un, sun_path), n = (size_t)len - off;
+    n = n < SOCK_UNIX_PATH_MAX ? n : SOCK_UNIX_PATH_MAX;
+    memcpy(path, (const char *)sa + off, n);
+    path[n] = '\0';
+}
+
 int
 sock_unix_is_path(const struct sockaddr *sa, socklen_t len)
 {
@@ -138,11 +148,8 @@ sock_unix_resolve(struct sock *s, const struct policy_who *who, int action,
     struct sockaddr_un real;
     socklen_t rlen;
     char path[SOCK_UNIX_PATH_MAX + 1];
-    size_t off = offsetof(struct sockaddr_un, sun_path), n = (size_t)len - off;
 
-    n = n < sizeof path ? n : sizeof path - 1;
-    memcpy(path, (const char *)sa + off, n);
-    path[n] = '\0';
+    sock_unix_text(sa, len, path);
     int fd = sock_unix_open_as(who, path, O_PATH);
     if (fd < 0)
         return sock_unix_unopened(s, who, action, path);
@@ -174,27 +181,37 @@ int
 sock_unix_connect(struct sock *s, const struct sockaddr *sa, socklen_t len)
 {
     struct policy_who who;
-    struct sockaddr_un via;
-    socklen_t vlen;
+    struct sockaddr_un real, via;
+    socklen_t rlen, vlen;
+    char path[SOCK_UNIX_PATH_MAX + 1];
 
     if (!sock_who(s, &who)) { /* no identity to act as: fail closed */
         errno = EACCES;
         return -1;
     }
-    int fd = sock_unix_resolve(s, &who, POLICY_CONNECT, sa, len);
-    if (fd < 0)
-        return fd;
-    sock_unix_via(fd, &via, &vlen);
-    int r = -1, err;
-    if (fsid_enter(&who) == 0) {
-        do
-            r = connect(s->fd, (struct sockaddr *)&via, vlen);
-        while (r < 0 && errno == EINTR);
+    sock_unix_text(sa, len, path);
+    /* one switch for the whole step: open, judge (computation and a log line), connect */
+    if (fsid_enter(&who) < 0)
+        return -1;
+    int fd = open(path, O_PATH | O_CLOEXEC), r = -1, err;
+    if (fd < 0) {
         err = errno;
         fsid_leave();
         errno = err;
+        return sock_unix_unopened(s, &who, POLICY_CONNECT, path);
+    }
+    if (sock_unix_real(fd, NULL, &real, &rlen) == 0) {
+        if (!sock_policy_ok(s, POLICY_CONNECT, (struct sockaddr *)&real, rlen)) {
+            r = -2;
+        } else {
+            sock_unix_via(fd, &via, &vlen);
+            do
+                r = connect(s->fd, (struct sockaddr *)&via, vlen);
+            while (r < 0 && errno == EINTR);
+        }
     }
     err = errno;
+    fsid_leave();
     close(fd);
     errno = err;
     return r;
@@ -221,51 +238,36 @@ sock_unix_stale(const struct sockaddr_un *sun, socklen_t len)
 }
 
 /*
- * Bind s->fd at name inside the directory dirfd, working there as who: a stale socket file
- * is replaced, anything else is EADDRINUSE; the file is made with mode. 0 or -1 errno.
+ * Bind s->fd at name inside the directory dirfd, working there (the switch to the client is in
+ * force): a stale socket file is replaced, anything else is EADDRINUSE; the file is made with
+ * mode. 0 or -1 errno.
  */
 static int
-sock_unix_bind_in(struct sock *s, const struct policy_who *who, int dirfd, const char *name,
-                  int mode)
+sock_unix_bind_in(struct sock *s, int dirfd, const char *name, int mode)
 {
-    struct sockaddr_un rel = {.sun_family = AF_UNIX};
+    struct sockaddr_un rel;
+    socklen_t rlen = 0;
     struct stat st;
-    socklen_t rlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(name) + 1);
-    int r = -1, err;
 
-    memcpy(rel.sun_path, name, strlen(name)); /* shorter than the whole path, which fits */
-    int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (cwd < 0 || fsid_enter(who) < 0) {
-        err = errno;
-        if (cwd >= 0)
-            close(cwd);
-        errno = err;
-        return -1;
-    }
+    sock_unix_sa(name, &rel, &rlen); /* shorter than the whole path, which fits */
     if (fchdir(dirfd) < 0)
-        goto out;
+        return -1;
     if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
         if (!S_ISSOCK(st.st_mode) || !sock_unix_stale(&rel, rlen)) {
             errno = EADDRINUSE;
-            goto out;
+            return -1;
         }
         unlinkat(dirfd, name, 0); /* stale: nothing listens on it */
     }
     /* the file is made with the mode (the socket inode is 0777, less the umask): no chmod */
     mode_t old = umask((mode_t)~mode & 0777);
-    r = bind(s->fd, (struct sockaddr *)&rel, rlen);
+    int r = bind(s->fd, (struct sockaddr *)&rel, rlen), err = errno;
     umask(old);
     if (r == 0 && fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
         s->un->dev = st.st_dev;
         s->un->ino = st.st_ino;
         s->un->unlink_local = 1;
     }
-out:
-    err = errno;
-    fsid_leave();
-    if (fchdir(cwd) < 0)
-        abort(); /* the daemon's own working directory, held open: cannot fail */
-    close(cwd);
     errno = err;
     return r;
 }
@@ -278,6 +280,7 @@ sock_unix_bind(struct sock *s, const char *path, int mode)
     socklen_t rlen;
     char dir[SOCK_UNIX_PATH_MAX + 1];
     const char *slash = strrchr(path, '/'), *name = slash + 1;
+    int r = -1, err, fd = -1;
 
     if (!sock_who(s, &who)) {
         errno = EACCES;
@@ -288,23 +291,39 @@ sock_unix_bind(struct sock *s, const char *path, int mode)
         return -1;
     }
     snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
-    int fd = sock_unix_open_as(&who, dir, O_PATH | O_DIRECTORY);
-    if (fd < 0)
+    /* the daemon's working directory, to come back to after binding inside the client's */
+    int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (cwd < 0)
+        return -1;
+    /* one switch for the whole step: open, judge (computation and a log line), bind */
+    if (fsid_enter(&who) < 0)
+        goto out;
+    if ((fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        err = errno;
+        fsid_leave();
+        close(cwd);
+        errno = err;
         return sock_unix_unopened(s, &who, POLICY_BIND, path);
-    int r = -1, err;
-    if (sock_unix_real(fd, name, &real, &rlen) < 0)
-        goto fail;
-    if (!sock_policy_ok(s, POLICY_BIND, (struct sockaddr *)&real, rlen)) {
-        r = -2;
-        goto fail;
     }
-    if ((r = sock_unix_bind_in(s, &who, fd, name, mode)) < 0)
-        goto fail;
-    s->un->dirfd = fd;
-    return 0;
-fail:
+    if (sock_unix_real(fd, name, &real, &rlen) == 0) {
+        if (!sock_policy_ok(s, POLICY_BIND, (struct sockaddr *)&real, rlen))
+            r = -2;
+        else
+            r = sock_unix_bind_in(s, fd, name, mode);
+    }
     err = errno;
-    close(fd);
+    fsid_leave();
+    if (fchdir(cwd) < 0)
+        abort(); /* the daemon's own working directory, held open: cannot fail */
+    errno = err;
+out:
+    err = errno;
+    close(cwd);
+    if (r == 0) {
+        s->un->dirfd = fd;
+    } else if (fd >= 0) {
+        close(fd);
+    }
     errno = err;
     return r;
 }
