@@ -46,6 +46,8 @@ void
 buf_commit(struct buf *b, size_t n)
 {
     b->len += n;
+    if (b->meter != NULL)
+        *b->meter += n;
 }
 
 int
@@ -57,7 +59,7 @@ buf_append(struct buf *b, const void *p, size_t n)
     if (dst == NULL)
         return -1;
     memcpy(dst, p, n);
-    b->len += n;
+    buf_commit(b, n);
     return 0;
 }
 
@@ -70,17 +72,24 @@ buf_consume(struct buf *b, size_t n)
     }
     b->off += n;
     b->len -= n;
+    if (b->meter != NULL)
+        *b->meter -= n;
 }
 
 void
 buf_truncate_tail(struct buf *b, size_t n)
 {
-    b->len = n >= b->len ? 0 : b->len - n;
+    size_t drop = n >= b->len ? b->len : n;
+    b->len -= drop;
+    if (b->meter != NULL)
+        *b->meter -= drop;
 }
 
 void
 buf_free(struct buf *b)
 {
+    if (b->meter != NULL)
+        *b->meter -= b->len;
     free(b->data);
     b->data = NULL;
     b->off = b->len = b->alloc = 0;

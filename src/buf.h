@@ -1,14 +1,16 @@
-/* A byte queue: append at the tail, consume from the head. Callers enforce their own caps. */
+/* A byte queue: append at the tail, consume from the head. Callers enforce their own caps;
+ * a meter, when set, sums the length of every queue that shares it. */
 #ifndef SOCKD_BUF_H
 #define SOCKD_BUF_H
 
 #include <stddef.h>
 
 struct buf {
-    char *data;   /* allocation, NULL while empty */
-    size_t off;   /* first unread byte */
-    size_t len;   /* bytes queued from off */
-    size_t alloc; /* size of data */
+    char *data;    /* allocation, NULL while empty */
+    size_t off;    /* first unread byte */
+    size_t len;    /* bytes queued from off */
+    size_t alloc;  /* size of data */
+    size_t *meter; /* NULL, or a counter that follows len (a budget shared by many queues) */
 };
 
 /* Append n bytes; -1 with errno ENOMEM on allocation failure. */

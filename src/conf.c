@@ -23,6 +23,9 @@ conf_defaults(struct conf *c)
     c->socket_gid = (gid_t)-1;
     c->max_clients = 1024;
     c->max_sockets_per_client = 4096;
+    c->max_clients_per_uid = 128;
+    c->max_sockets_per_uid = 16384;
+    c->max_buffer_per_uid = 256u << 20;
     c->max_send_buffer = 4u << 20;
     c->max_message = 16u << 20;
     c->max_pending_accepts = 128;
@@ -161,6 +164,25 @@ conf_directive(struct conf *c, char **w, int n, int lineno, char **cause)
         NEED(1);
         if (conf_uint(w[1], conf_parse_size(w[1]), 1, 10000000, &c->max_sockets_per_client) < 0)
             return conf_fail(cause, lineno, "max-sockets-per-client is 1..10000000");
+    } else if (strcmp(d, "max-clients-per-uid") == 0) {
+        NEED(1);
+        if (conf_uint(w[1], conf_parse_size(w[1]), 1, 1000000, &c->max_clients_per_uid) < 0)
+            return conf_fail(cause, lineno, "max-clients-per-uid is 1..1000000");
+    } else if (strcmp(d, "max-sockets-per-uid") == 0) {
+        NEED(1);
+        if (conf_uint(w[1], conf_parse_size(w[1]), 1, 10000000, &c->max_sockets_per_uid) < 0)
+            return conf_fail(cause, lineno, "max-sockets-per-uid is 1..10000000");
+    } else if (strcmp(d, "max-buffer-per-uid") == 0) {
+        NEED(1);
+        v = conf_parse_size(w[1]);
+        if (v < (1LL << 20) || v > (1LL << 40))
+            return conf_fail(cause, lineno, "max-buffer-per-uid is a size from 1M to 1024G");
+        c->max_buffer_per_uid = (size_t)v;
+    } else if (strcmp(d, "share-udp-ports") == 0) {
+        NEED(1);
+        if (strcmp(w[1], "yes") != 0 && strcmp(w[1], "no") != 0)
+            return conf_fail(cause, lineno, "share-udp-ports is yes or no");
+        c->share_udp_ports = strcmp(w[1], "yes") == 0;
     } else if (strcmp(d, "max-send-buffer") == 0) {
         NEED(1);
         v = conf_parse_size(w[1]);

@@ -13,8 +13,9 @@
 
 #include "ctl.h"
 #include "daemon.h"
+#include "ident.h"
 #include "log.h"
-#include "policy.h"
+#include "nbguard.h"
 #include "rpc.h"
 #include "sock.h"
 #include "tls.h"
@@ -163,14 +164,14 @@ ctl_write_result_fds(struct client *c, const char *prefix, size_t plen, json_t *
                             : ctl_append(&c->out, result);
     if (rc < 0) {
         for (int i = 0; i < nfds; i++)
-            close(fds[i]);
+            nbguard_close(fds[i]);
         if (!c->dead)
             ctl_client_close(c, "out of memory");
         return;
     }
     for (int i = 0; i < nfds; i++) {
         if (c->n_out_fds == CTL_MAX_FDS) {
-            close(fds[i]);
+            nbguard_close(fds[i]);
             continue;
         }
         c->out_fds[c->n_out_fds].pos = pos;
@@ -197,7 +198,7 @@ static void
 ctl_close_fds(struct ctl_fd *list, int *n)
 {
     for (int i = 0; i < *n; i++)
-        close(list[i].fd);
+        nbguard_close(list[i].fd); /* the client's fds, or sockets it shares */
     *n = 0;
 }
 
@@ -242,8 +243,8 @@ ctl_send_out(struct client *c)
         memcpy(CMSG_DATA(ch) + i * sizeof(int), &c->out_fds[i].fd, sizeof(int));
     ssize_t n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
     if (n > 0) {
-        for (int i = 0; i < k; i++)
-            close(c->out_fds[i].fd);
+        for (int i = 0; i < k; i++) /* the client may hold the last reference, SO_LINGER set */
+            nbguard_close(c->out_fds[i].fd);
         ctl_shift_fds(c->out_fds, &c->n_out_fds, k);
     }
     return n;
@@ -375,6 +376,7 @@ ctl_client_close(struct client *c, const char *why)
     if (c->next)
         c->next->prev = c->prev;
     sockd.nclients--;
+    c->ident->acct->clients--;
     c->grave_next = ctl_grave;
     ctl_grave = c;
     if (!ev_is_active(&ctl_accept_io) && ctl_fd >= 0 && !ev_is_active(&ctl_resume_timer) &&
@@ -391,7 +393,7 @@ ctl_reap(void)
         buf_free(&c->in);
         buf_free(&c->out);
         buf_free(&c->held);
-        free(c->groups);
+        ident_unref(c->ident);
         free(c);
     }
 }
@@ -430,7 +432,7 @@ ctl_read_cb(EV_P_ ev_io *w, int revents)
                 int fd;
                 memcpy(&fd, CMSG_DATA(ch) + (size_t)i * sizeof(int), sizeof fd);
                 if (c->n_in_fds == CTL_MAX_FDS) {
-                    close(fd);
+                    nbguard_close(fd);
                     continue;
                 }
                 c->in_fds[c->n_in_fds].pos = pos;
@@ -486,7 +488,7 @@ ctl_consume_in(struct client *c, size_t n)
     buf_consume(&c->in, n);
     c->in_pos += n;
     while (k < c->n_in_fds && c->in_fds[k].pos < c->in_pos)
-        close(c->in_fds[k++].fd);
+        nbguard_close(c->in_fds[k++].fd);
     if (k > 0)
         ctl_shift_fds(c->in_fds, &c->n_in_fds, k);
 }
@@ -501,7 +503,7 @@ ctl_line_fds(struct client *c, size_t len)
         if (c->n_line_fds < CTL_LINE_FDS)
             c->line_fds[c->n_line_fds++] = c->in_fds[k].fd;
         else
-            close(c->in_fds[k].fd);
+            nbguard_close(c->in_fds[k].fd);
         k++;
     }
     if (k > 0)
@@ -514,7 +516,7 @@ ctl_line_fds_done(struct client *c)
 {
     for (int i = 0; i < c->n_line_fds; i++)
         if (c->line_fds[i] >= 0)
-            close(c->line_fds[i]);
+            nbguard_close(c->line_fds[i]);
     c->n_line_fds = 0;
 }
 
@@ -575,16 +577,17 @@ ctl_process_lines(struct client *c)
     }
 }
 
-/* Refuse a client past max-clients with one error line. */
+/* Refuse a client past max-clients (or max-clients-per-uid: limit) with one error line. */
 static void
-ctl_refuse(int fd)
+ctl_refuse(int fd, const char *limit)
 {
-    static const char msg[] = "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32003,"
-                              "\"message\":\"too many clients\",\"data\":{\"limit\":"
-                              "\"max-clients\"}}}\n";
-    if (send(fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+    char msg[192];
+    int n = snprintf(msg, sizeof msg,
+                     "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32003,"
+                     "\"message\":\"too many clients\",\"data\":{\"limit\":\"%s\"}}}\n",
+                     limit);
+    if (send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
         log_debug("refusing client: %s", strerror(errno));
-    close(fd);
 }
 
 static void
@@ -600,20 +603,14 @@ struct client *
 ctl_client_new(int fd)
 {
     struct client *c = calloc(1, sizeof *c);
-    if (c == NULL)
+    if (c == NULL || (c->ident = ident_of_peer(fd)) == NULL) {
+        free(c);
         return NULL;
-    struct ucred cred;
-    socklen_t cl = sizeof cred;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == 0) {
-        c->pid = cred.pid;
-        c->uid = cred.uid;
-        c->gid = cred.gid;
-    } else {
-        c->uid = (uid_t)-1;
-        c->gid = (gid_t)-1;
     }
-    int ng = policy_peer_groups(fd, c->pid, &c->groups); /* any number of groups */
-    c->ngroups = ng > 0 ? ng : 0;
+    c->pid = c->ident->pid;
+    c->uid = c->ident->uid;
+    c->gid = c->ident->gid;
+    c->ident->acct->clients++;
     c->id = ++sockd.next_client;
     c->fd = fd;
     ev_io_init(&c->rio, ctl_read_cb, fd, EV_READ);
@@ -657,13 +654,21 @@ ctl_accept_cb(EV_P_ ev_io *w, int revents)
         }
         if (sockd.nclients >= sockd.conf.max_clients) {
             log_warn("client refused: max-clients %u reached", sockd.conf.max_clients);
-            ctl_refuse(fd);
+            ctl_refuse(fd, "max-clients");
+            close(fd);
             continue;
         }
         struct client *c = ctl_client_new(fd);
         if (c == NULL) {
             close(fd);
             return;
+        }
+        if (c->ident->acct->clients > sockd.conf.max_clients_per_uid) {
+            log_warn("client refused: uid %d has max-clients-per-uid %u (pid %d)", (int)c->uid,
+                     sockd.conf.max_clients_per_uid, (int)c->pid);
+            ctl_refuse(fd, "max-clients-per-uid");
+            ctl_client_close(c, "refused: max-clients-per-uid");
+            continue;
         }
         log_info("client %llu connected (pid %d uid %d gid %d)", (unsigned long long)c->id,
                  (int)c->pid, (int)c->uid, (int)c->gid);

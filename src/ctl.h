@@ -9,6 +9,7 @@
 
 #include "buf.h"
 
+struct ident;
 struct sock;
 
 /* Above this much queued output the client's sockets and input stop being read. */
@@ -31,11 +32,10 @@ struct ctl_fd {
 struct client {
     uint64_t id;
     int fd;
-    pid_t pid;
+    pid_t pid; /* pid, uid, gid: copies of ident's, for log lines */
     uid_t uid;
     gid_t gid;
-    gid_t *groups; /* supplementary groups (SO_PEERGROUPS), malloc'ed */
-    int ngroups;
+    struct ident *ident; /* credentials; every socket the client makes holds them too */
     ev_io rio, wio;
     ev_idle more;   /* continues line handling after CTL_REQS_PER_TURN */
     ev_timer stall; /* running while a partial line waits for the rest */

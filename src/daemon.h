@@ -15,6 +15,7 @@ struct daemon {
     struct ev_loop *loop;
     struct conf conf;     /* the config in force */
     struct idmap socks;   /* handle -> struct sock, every live socket */
+    struct idmap accts;   /* uid + 1 -> struct ident_acct, every uid with a client or socket */
     uint64_t next_handle; /* last handle given out; never reused */
     uint64_t next_client; /* last client id given out */
     ev_tstamp started;    /* ev_now at start */

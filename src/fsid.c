@@ -11,6 +11,7 @@
 
 #include "ctl.h"
 #include "fsid.h"
+#include "ident.h"
 #include "policy.h"
 
 /*
@@ -127,11 +128,12 @@ fsid_leave(void)
 void
 fsid_client_who(const struct client *c, struct policy_who *who)
 {
-    who->uid = c->uid;
-    who->gid = c->gid;
-    who->pid = c->pid;
-    who->groups = c->groups;
-    who->ngroups = c->ngroups;
+    const struct ident *id = c->ident;
+    who->uid = id->uid;
+    who->gid = id->gid;
+    who->pid = id->pid;
+    who->groups = id->groups;
+    who->ngroups = id->ngroups;
 }
 
 char *

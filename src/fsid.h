@@ -23,7 +23,7 @@ struct policy_who;
 int fsid_enter(const struct policy_who *who);
 /* Back to the daemon's own file-system credentials (aborts if the kernel refuses). */
 void fsid_leave(void);
-/* The identity of a control client (its SO_PEERCRED), for fsid_enter; who borrows c's groups. */
+/* The identity of a control client (its SO_PEERCRED), for fsid_enter; who borrows its groups. */
 void fsid_client_who(const struct client *c, struct policy_who *who);
 /*
  * Read a whole regular file of at most cap bytes into memory without ever blocking on a FIFO

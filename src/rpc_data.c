@@ -108,8 +108,8 @@ socket_send(struct rpc_call *call)
     int err = errno;
     free(owned);
     if (r < 0) {
-        if (err == ENOBUFS)
-            return rpc_fail_limit(call, "max-send-buffer");
+        if (err == ENOBUFS || err == EDQUOT)
+            return rpc_fail_limit(call, err == EDQUOT ? "max-buffer-per-uid" : "max-send-buffer");
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     }
     call->result = json_pack("{s:I}", "queued", (json_int_t)n);
@@ -187,8 +187,9 @@ socket_sendto(struct rpc_call *call)
     int err = errno;
     free(owned);
     if (r < 0)
-        return err == ENOBUFS ? rpc_fail_limit(call, "max-send-buffer")
-                              : rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
+        return err == ENOBUFS  ? rpc_fail_limit(call, "max-send-buffer")
+               : err == EDQUOT ? rpc_fail_limit(call, "max-buffer-per-uid")
+                               : rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     call->result = json_pack("{s:I}", "queued", (json_int_t)n);
     return 0;
 }
@@ -213,6 +214,10 @@ socket_recv(struct rpc_call *call)
     if (s->recv_pending)
         return rpc_fail(call, SOCKD_E_BUSY, NULL, "a recv is already pending on socket %llu",
                         (unsigned long long)s->id);
+    /* an exact length the uid's byte budget cannot hold would never complete */
+    if ((size_t)len > sockd.conf.max_buffer_per_uid && !sock_is_dgram(s) &&
+        !rpc_bool(call, "partial", 0) && !rpc_bool(call, "stream", 0))
+        return rpc_fail_limit(call, "max-buffer-per-uid");
     sock_recv(s, (size_t)len, rpc_bool(call, "partial", 0), rpc_bool(call, "stream", 0),
               (double)tmo / 1000.0, call->id);
     return 0;

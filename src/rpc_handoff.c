@@ -17,6 +17,7 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
+#include "nbguard.h"
 #include "policy.h"
 #include "rpc.h"
 #include "sock.h"
@@ -106,32 +107,34 @@ socket_attach(struct rpc_call *call)
     if (fd < 0)
         return rpc_fail_param(call, "fd", "socket.attach needs a socket fd sent with the request");
     if (t < 0 || t == SOCK_TLS || t == SOCK_DTLS) {
-        close(fd);
+        nbguard_close(fd);
         return rpc_fail_param(call, "type", "attach takes tcp, udp or unix");
     }
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &so_type, &ol) < 0 ||
         getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &(socklen_t){sizeof domain}) < 0) {
-        close(fd);
+        nbguard_close(fd);
         return rpc_fail_param(call, "fd", "the fd is not a socket");
     }
     int want_type = t == SOCK_UDP ? SOCK_DGRAM : SOCK_STREAM;
     int dom_ok = t == SOCK_UNIX ? domain == AF_UNIX : (domain == AF_INET || domain == AF_INET6);
     if (so_type != want_type || !dom_ok) {
-        close(fd);
+        nbguard_close(fd);
         return rpc_fail_param(call, "type", "the fd is not a %s socket", tname);
     }
-    if (call->client->nsocks >= sockd.conf.max_sockets_per_client) {
-        close(fd);
-        return rpc_fail_limit(call, "max-sockets-per-client");
+    const char *full = sock_budget_full(call->client, call->client->ident);
+    if (full != NULL) {
+        nbguard_close(fd);
+        return rpc_fail_limit(call, full);
     }
     getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &(socklen_t){sizeof acc});
     int connected = handoff_name(fd, 1, &peer, &plen) == 0;
     handoff_name(fd, 0, &local, &llen);
-    struct sock *s = sock_new(call->client, (enum sock_type)t, domain == AF_INET6);
+    struct sock *s =
+        sock_new(call->client, call->client->ident, (enum sock_type)t, domain == AF_INET6);
     if (s == NULL || (acc && sock_listen_alloc(s) < 0)) {
         if (s != NULL)
             sock_close(s, NULL, 0, NULL, NULL);
-        close(fd);
+        nbguard_close(fd);
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     }
     /*
@@ -143,12 +146,13 @@ socket_attach(struct rpc_call *call)
     if ((connected == 1 && !handoff_policy_ok(s, POLICY_CONNECT, &peer, plen)) ||
         (!connected && llen > sizeof(sa_family_t) &&
          !handoff_policy_ok(s, POLICY_BIND, &local, llen))) {
-        close(fd);
+        nbguard_close(fd);
         sock_close(s, NULL, 0, NULL, NULL);
         return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
                         "the attached socket's address is denied by policy");
     }
     sock_set_fd(s, fd);
+    s->foreign = 1; /* every later call on it is non-blocking per call, or guarded */
     json_t *tag = rpc_get(call, "tag");
     if (tag != NULL)
         s->tag = json_incref(tag);
@@ -225,8 +229,10 @@ socket_take(struct rpc_call *call)
     if (call->client->uid != g->uid && call->client->uid != 0)
         return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
                         "only the giver's user (or root) may take this socket");
-    if (call->client->nsocks >= sockd.conf.max_sockets_per_client)
-        return rpc_fail_limit(call, "max-sockets-per-client");
+    /* the socket keeps the giver's identity: it already counts for the giver's uid */
+    const char *full = sock_budget_full(call->client, NULL);
+    if (full != NULL)
+        return rpc_fail_limit(call, full);
     struct sock *s = sock_take(g, call->client);
     if (s == NULL)
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");

@@ -122,9 +122,11 @@ socket_open(struct rpc_call *call)
     } else if (rpc_get(call, "context") != NULL) {
         return rpc_fail_param(call, "context", "a context applies to tls and dtls sockets only");
     }
-    if (call->client->nsocks >= sockd.conf.max_sockets_per_client)
-        return rpc_fail_limit(call, "max-sockets-per-client");
-    struct sock *s = sock_new(call->client, (enum sock_type)t, rpc_bool(call, "ipv6", 0));
+    const char *full = sock_budget_full(call->client, call->client->ident);
+    if (full != NULL)
+        return rpc_fail_limit(call, full);
+    struct sock *s =
+        sock_new(call->client, call->client->ident, (enum sock_type)t, rpc_bool(call, "ipv6", 0));
     if (s == NULL)
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     json_t *tag = rpc_get(call, "tag");
@@ -195,7 +197,8 @@ rpc_sock_fd(struct rpc_call *call, struct sock *s, int af, int reuse)
         return 0;
     if (sock_open_fd(s, af) < 0)
         return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_OPEN_FAILED, errno, "socket");
-    if (reuse && af != AF_UNIX)
+    /* udp: SO_REUSEADDR would let another socket bind the port and read its datagrams */
+    if (reuse && af != AF_UNIX && (!sock_is_dgram(s) || sockd.conf.share_udp_ports))
         setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     /* dtls: each peer a listener accepts gets a socket of its own on the same port */
     if (s->type == SOCK_DTLS)
@@ -203,33 +206,59 @@ rpc_sock_fd(struct rpc_call *call, struct sock *s, int af, int reuse)
     return 0;
 }
 
+/* Give up the fd of a failed bind: the socket goes back to having none. */
+static void
+rpc_drop_fd(struct sock *s)
+{
+    ev_io_stop(sockd.loop, &s->io);
+    close(s->fd);
+    s->fd = -1;
+}
+
 /*
  * Bind s to a (a pathname Unix one through sock_unix_bind, with the file mode); on failure the
- * socket goes back to having no fd.
+ * socket goes back to having no fd. Unless share-udp-ports, a datagram socket may not bind
+ * where another client's socket holds the port with SO_REUSEPORT (dtls): asked for, that is
+ * EADDRINUSE; picked by the kernel (port 0, which may pick such a port), another is tried.
  */
 static int
 rpc_do_bind(struct rpc_call *call, struct sock *s, struct addr *a, int reuse, int mode)
 {
-    if (rpc_sock_fd(call, s, a->sa.ss_family, reuse) < 0)
-        return -1;
+    int guard = sock_is_dgram(s) && !sockd.conf.share_udp_ports;
     int upath = a->kind == ADDR_UNIX && a->host[0] == '/';
-    int r =
-        upath ? sock_unix_bind(s, a->host, mode) : bind(s->fd, (struct sockaddr *)&a->sa, a->salen);
-    if (r < 0) {
-        int err = errno;
-        ev_io_stop(sockd.loop, &s->io);
-        close(s->fd);
-        s->fd = -1;
-        if (r == -2)
-            return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
-                            "bind denied by policy");
-        return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_BIND_FAILED, err, "bind");
+    if (guard && dtls_port_taken(s, (struct sockaddr *)&a->sa))
+        return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_BIND_FAILED, EADDRINUSE, "bind");
+    for (int tries = 0;; tries++) {
+        if (rpc_sock_fd(call, s, a->sa.ss_family, reuse) < 0)
+            return -1;
+        int r = upath ? sock_unix_bind(s, a->host, mode)
+                      : bind(s->fd, (struct sockaddr *)&a->sa, a->salen);
+        if (r < 0) {
+            int err = errno;
+            rpc_drop_fd(s);
+            if (r == -2)
+                return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
+                                "bind denied by policy");
+            return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_BIND_FAILED, err, "bind");
+        }
+        union sock_sa got;
+        socklen_t glen = sizeof got;
+        if (!guard || getsockname(s->fd, &got.sa, &glen) < 0 || !dtls_port_taken(s, &got.sa))
+            break;
+        rpc_drop_fd(s);
+        if (tries == 8)
+            return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_BIND_FAILED, EADDRINUSE,
+                                  "bind");
     }
     if (a->kind == ADDR_UNIX) {
         s->un->local = strdup(a->host);
     } else {
         socklen_t len = sizeof s->local;
         getsockname(s->fd, &s->local.sa, &len);
+    }
+    if (s->type == SOCK_DTLS && dtls_port_hold(s) < 0) {
+        rpc_drop_fd(s);
+        return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     }
     s->has_local = 1;
     s->state = SS_BOUND;
@@ -353,9 +382,7 @@ socket_listen(struct rpc_call *call)
     if (s->type != SOCK_DTLS && listen(s->fd, (int)backlog) < 0) {
         int err = errno;
         if (was_open) { /* a failed call leaves the socket as it was */
-            ev_io_stop(sockd.loop, &s->io);
-            close(s->fd);
-            s->fd = -1;
+            rpc_drop_fd(s);
             s->state = SS_OPEN;
             s->has_local = 0;
         }
@@ -392,8 +419,9 @@ socket_accept(struct rpc_call *call)
     struct sock_pending *p = rpc_pending(call, &l);
     if (p == NULL)
         return -1;
-    if (call->client->nsocks >= sockd.conf.max_sockets_per_client)
-        return rpc_fail_limit(call, "max-sockets-per-client");
+    const char *full = sock_budget_full(call->client, l->ident);
+    if (full != NULL)
+        return rpc_fail_limit(call, full);
     struct sock *s = sock_pending_accept(l, p, call->id, rpc_get(call, "tag"));
     if (s == NULL)
         return rpc_fail(call, SOCKD_E_INTERNAL, SOCKD_REASON_ACCEPT_FAILED, "out of memory");

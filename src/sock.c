@@ -10,7 +10,9 @@
 #include "addr.h"
 #include "ctl.h"
 #include "daemon.h"
+#include "ident.h"
 #include "log.h"
+#include "nbguard.h"
 #include "sock.h"
 #include "tls.h"
 
@@ -84,8 +86,18 @@ sock_link_owner(struct sock *s, struct client *c)
     c->nsocks++;
 }
 
+const char *
+sock_budget_full(const struct client *c, const struct ident *id)
+{
+    if (c->nsocks >= sockd.conf.max_sockets_per_client)
+        return "max-sockets-per-client";
+    if (id != NULL && id->acct->sockets >= sockd.conf.max_sockets_per_uid)
+        return "max-sockets-per-uid";
+    return NULL;
+}
+
 struct sock *
-sock_new(struct client *c, enum sock_type type, int ipv6)
+sock_new(struct client *c, struct ident *id, enum sock_type type, int ipv6)
 {
     struct sock *s = calloc(1, sizeof *s);
     if (s == NULL)
@@ -110,6 +122,9 @@ sock_new(struct client *c, enum sock_type type, int ipv6)
     if (s->un != NULL)
         s->un->dirfd = -1;
     s->tp = &transport_plain;
+    s->ident = ident_ref(id);
+    id->acct->sockets++;
+    s->in.meter = s->out.meter = &id->acct->queued; /* max-buffer-per-uid */
     sock_link_owner(s, c);
     sockd.nsockets[type]++;
     return s;
@@ -256,7 +271,10 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
     size_t unsent = buf_len(&s->out);
     if (s->fd >= 0) {
         ev_io_stop(sockd.loop, &s->io);
-        close(s->fd);
+        if (s->foreign) /* the client may have set SO_LINGER and closed its copy */
+            nbguard_close(s->fd);
+        else
+            close(s->fd);
         s->fd = -1;
     }
     sock_timer_stop(s, SOCK_TIMER_CONNECT);
@@ -274,6 +292,7 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
     if (s->gift != NULL)
         sock_gift_drop(s->gift);
     sock_resolve_free(s);
+    dtls_port_release(s);
     if (reason != NULL && c != NULL) {
         json_t *p = json_pack("{s:s}", "reason", reason);
         if (err != 0) {
@@ -297,6 +316,9 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
         log_debug("socket %llu closed: %s", (unsigned long long)s->id,
                   reason ? reason : "silently");
     sock_release(s);
+    s->ident->acct->sockets--;
+    sock_budget_leave(s);
+    sock_budget_wake(s->ident->acct); /* its bytes are gone: others may read again */
     idmap_del(&sockd.socks, s->id);
     sockd.nsockets[s->type]--;
     sock_unlink_owner(s);
@@ -394,6 +416,7 @@ sock_reap(void)
     while (sock_grave != NULL) {
         struct sock *s = sock_grave;
         sock_grave = s->grave_next;
+        ident_unref(s->ident);
         free(s);
     }
 }

@@ -13,6 +13,8 @@
 
 struct addr;
 struct client;
+struct ident;
+struct ident_acct;
 struct policy_who;
 struct sock;
 
@@ -165,7 +167,9 @@ struct sock {
     enum sock_type type;
     enum sock_state state;
     struct client *owner;
+    struct ident *ident;        /* whom the socket acts for: policy, budgets (ident.h) */
     struct sock *cnext, *cprev; /* owner's list */
+    struct sock *bnext, *bprev; /* ident->acct->waiting, while budget_wait */
     struct sock *grave_next;    /* reap list once dead */
     const struct sock_transport *tp;
     ev_io io;
@@ -190,6 +194,9 @@ struct sock {
     unsigned tls_announce : 2;  /* after the handshake: 0 connected, 1 accepted, 2 tls_upgraded */
     unsigned accept_auto : 1;   /* accepted by auto_accept (never announced before the handshake) */
     unsigned flush_queued : 1;  /* sends queued for one write before the loop blocks (sock_io.c) */
+    unsigned foreign : 1;       /* socket.attach: the client shares the fd's file and its flags */
+    unsigned budget_wait : 1;   /* stopped reading at max-buffer-per-uid, on the waiting list */
+    unsigned port_held : 1;     /* in the registry of ports held with SO_REUSEPORT (sock_dtls.c) */
 
     struct buf out;      /* queued bytes to send */
     uint64_t out_queued; /* stream offset of the end of out */
@@ -232,8 +239,13 @@ int sock_log_wanted(const struct sock *s);
 int sock_type_parse(const char *name);
 const char *sock_state_name(enum sock_state s);
 
-/* Create a socket object owned by c (no fd yet). NULL on ENOMEM. */
-struct sock *sock_new(struct client *c, enum sock_type type, int ipv6);
+/* Create a socket object owned by c, acting for id (referenced), no fd yet. NULL on ENOMEM. */
+struct sock *sock_new(struct client *c, struct ident *id, enum sock_type type, int ipv6);
+/*
+ * The budget a new socket for client c acting for id would pass (max-sockets-per-client,
+ * max-sockets-per-uid): NULL when there is room, else the name of the limit reached.
+ */
+const char *sock_budget_full(const struct client *c, const struct ident *id);
 /* The socket with this handle if c owns it, else NULL. */
 struct sock *sock_get(struct client *c, uint64_t id);
 /* Attach an fd (non-blocking, close-on-exec) to s and set up its watcher. */
@@ -296,8 +308,16 @@ struct sock *sock_take(struct sock_gift *g, struct client *c);
 /* Close every socket still waiting to be taken (shutdown). */
 void sock_gifts_close_all(void);
 
-/* Who the socket acts for (policy, file-system credentials): 1 and *who set, 0 when nobody. */
+/*
+ * Whom s acts for, as the policy judges it: the identity that made the socket (its client's,
+ * its listener's for an accepted one), kept through socket.give and socket.take. Fills *who
+ * (pointing into the identity, valid while s lives) and returns 1.
+ */
 int sock_who(const struct sock *s, struct policy_who *who);
+/* Wake the sockets of an account that stopped reading at its byte budget, once it has room. */
+void sock_budget_wake(struct ident_acct *a);
+/* Take s off its account's list of sockets waiting for budget (it is closing). */
+void sock_budget_leave(struct sock *s);
 /* Policy: may the socket's owner connect/bind/send (enum policy_action) to sa? 1 yes; logs a
  * denial. */
 int sock_policy_ok(struct sock *s, int action, const struct sockaddr *sa, socklen_t len);

@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,6 +254,105 @@ dtls_sa_equal(const union sock_sa *a, const union sock_sa *b)
     return 0;
 }
 
+/*
+ * Ports held with SO_REUSEPORT: every bound dtls socket, listeners and their per-peer sockets.
+ * The kernel lets any socket of the daemon's uid with that flag join such a port and take a
+ * share of its datagrams, whichever client asked for it; so the daemon keeps its own list and
+ * refuses another client's bind onto a port in it (sockd(8), Ports). A module-local registry:
+ * few sockets are in it, and a parked one (no handle) must be found too.
+ */
+static struct sock **dtls_ports;
+static size_t dtls_nports, dtls_ports_cap;
+
+/* The port of an IP socket address (0 for another family). */
+static unsigned
+dtls_port_of(const union sock_sa *a)
+{
+    if (a->sa.sa_family == AF_INET)
+        return ntohs(a->sin.sin_port);
+    return a->sa.sa_family == AF_INET6 ? ntohs(a->sin6.sin6_port) : 0;
+}
+
+/* An IP address as IPv6 (IPv4 in its mapped form), for comparing across families. */
+static void
+dtls_addr16(const union sock_sa *a, unsigned char out[16])
+{
+    memset(out, 0, 16);
+    if (a->sa.sa_family == AF_INET6) {
+        memcpy(out, &a->sin6.sin6_addr, 16);
+        return;
+    }
+    out[10] = out[11] = 0xff;
+    memcpy(out + 12, &a->sin.sin_addr, 4);
+}
+
+/* Could binds to a and b receive the same datagrams: same port, and the same address or a
+ * wildcard on either side (a dual-stack :: covers IPv4 too; erring towards a conflict). */
+static int
+dtls_port_overlap(const union sock_sa *a, const union sock_sa *b)
+{
+    static const unsigned char any6[16], any4[16] = {[10] = 0xff, [11] = 0xff};
+    unsigned char x[16], y[16];
+    if (dtls_port_of(a) == 0 || dtls_port_of(a) != dtls_port_of(b))
+        return 0;
+    dtls_addr16(a, x);
+    dtls_addr16(b, y);
+    return memcmp(x, y, 16) == 0 || !memcmp(x, any6, 16) || !memcmp(x, any4, 16) ||
+           !memcmp(y, any6, 16) || !memcmp(y, any4, 16);
+}
+
+int
+dtls_port_hold(struct sock *s)
+{
+    if (s->port_held)
+        return 0;
+    if (dtls_nports == dtls_ports_cap) {
+        size_t cap = dtls_ports_cap ? dtls_ports_cap * 2 : 16;
+        struct sock **p = realloc(dtls_ports, cap * sizeof *p);
+        if (p == NULL)
+            return -1;
+        dtls_ports = p;
+        dtls_ports_cap = cap;
+    }
+    dtls_ports[dtls_nports++] = s;
+    s->port_held = 1;
+    return 0;
+}
+
+void
+dtls_port_release(struct sock *s)
+{
+    if (!s->port_held)
+        return;
+    for (size_t i = 0; i < dtls_nports; i++)
+        if (dtls_ports[i] == s) {
+            dtls_ports[i] = dtls_ports[--dtls_nports];
+            break;
+        }
+    s->port_held = 0;
+    if (dtls_nports == 0) {
+        free(dtls_ports);
+        dtls_ports = NULL;
+        dtls_ports_cap = 0;
+    }
+}
+
+int
+dtls_port_taken(const struct sock *s, const struct sockaddr *local)
+{
+    union sock_sa a;
+    memset(&a, 0, sizeof a);
+    memcpy(&a, local, local->sa_family == AF_INET6 ? sizeof a.sin6 : sizeof a.sin);
+    for (size_t i = 0; i < dtls_nports; i++) {
+        const struct sock *h = dtls_ports[i];
+        /* a client may share a port among its own sockets: it only reads its own datagrams */
+        if (h != s && (h->owner == NULL || h->owner != s->owner) &&
+            dtls_port_overlap(&h->local, &a))
+            return 1;
+    }
+    return 0;
+}
+
 /* Put ssl on a datagram BIO over fd, connected to peer; 1 on success. */
 static int
 dtls_bio(SSL *ssl, int fd, const union sock_sa *peer)
@@ -432,8 +532,9 @@ dtls_peer_socket(struct sock *l, const union sock_sa *peer, socklen_t plen)
     int fd = socket(peer->sa.sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+    /* SO_REUSEPORT only: it needs the listener's uid (the daemon's), where SO_REUSEADDR would
+     * let a socket of any uid with that flag bind the port too */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
         bind(fd, &l->local.sa, llen) < 0 || connect(fd, &peer->sa, plen) < 0)
         goto fail;
     /* Datagrams that reached this socket before connect() may be another peer's: drop them

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -15,7 +16,9 @@
 #include "b64.h"
 #include "ctl.h"
 #include "daemon.h"
+#include "ident.h"
 #include "log.h"
+#include "nbguard.h"
 #include "policy.h"
 #include "resolve.h"
 #include "sock.h"
@@ -80,18 +83,15 @@ sock_open_fd(struct sock *s, int af)
     return 0;
 }
 
-/* Who owns s, for the policy (NULL while a socket waits unowned after socket.give). */
 int
 sock_who(const struct sock *s, struct policy_who *who)
 {
-    const struct client *c = s->owner;
-    if (c == NULL)
-        return 0;
-    who->uid = c->uid;
-    who->gid = c->gid;
-    who->pid = c->pid;
-    who->groups = c->groups;
-    who->ngroups = c->ngroups;
+    const struct ident *id = s->ident;
+    who->uid = id->uid;
+    who->gid = id->gid;
+    who->pid = id->pid;
+    who->groups = id->groups;
+    who->ngroups = id->ngroups;
     return 1;
 }
 
@@ -104,13 +104,21 @@ sock_policy_ok(struct sock *s, int action, const struct sockaddr *sa, socklen_t 
 
     if (sockd.conf.policy == NULL)
         return 1;
-    int have = sock_who(s, &who);
-    if (policy_allows(sockd.conf.policy, (enum policy_action)action, sa, len, have ? &who : NULL))
-        return 1;
-    log_warn("policy: %s to %s denied for client %llu (uid %d pid %d), socket %llu",
-             words[action & 7], addr_str(sa, len, text, sizeof text),
-             s->owner ? (unsigned long long)s->owner->id : 0ULL, have ? (int)who.uid : -1,
-             have ? (int)who.pid : -1, (unsigned long long)s->id);
+    sock_who(s, &who);
+    if (policy_allows(sockd.conf.policy, (enum policy_action)action, sa, len, &who)) {
+        /* a connected datagram socket sends to its peer: it needs the sendto rules' leave too */
+        if (action != POLICY_CONNECT || !sock_is_dgram(s))
+            return 1;
+        action = POLICY_SENDTO;
+        if (policy_allows(sockd.conf.policy, POLICY_SENDTO, sa, len, &who))
+            return 1;
+    }
+    char owner[48] = "a given-away socket"; /* parked after socket.give */
+    if (s->owner != NULL)
+        snprintf(owner, sizeof owner, "client %llu", (unsigned long long)s->owner->id);
+    log_warn("policy: %s to %s denied for %s (uid %d pid %d), socket %llu", words[action & 7],
+             addr_str(sa, len, text, sizeof text), owner, (int)who.uid, (int)who.pid,
+             (unsigned long long)s->id);
     return 0;
 }
 
@@ -124,8 +132,74 @@ sock_rewrite(struct sock *s, const struct sockaddr *sa, socklen_t len, struct so
     return policy_rewrite(sockd.conf.policy, sa, len, &who, out, outlen);
 }
 
+/* Bytes s may still take into its buffers under its uid's max-buffer-per-uid. */
+static size_t
+sock_budget_room(const struct sock *s)
+{
+    return ident_room(s->ident);
+}
+
+/* s stops reading for its uid's byte budget: it waits on the account's list to be woken. */
+static void
+sock_budget_wait(struct sock *s)
+{
+    struct ident_acct *a = s->ident->acct;
+    if (s->budget_wait)
+        return;
+    s->budget_wait = 1;
+    s->bprev = NULL;
+    s->bnext = a->waiting;
+    if (a->waiting != NULL)
+        a->waiting->bprev = s;
+    a->waiting = s;
+}
+
+void
+sock_budget_leave(struct sock *s)
+{
+    struct ident_acct *a = s->ident->acct;
+    if (!s->budget_wait)
+        return;
+    if (s->bprev != NULL)
+        s->bprev->bnext = s->bnext;
+    else
+        a->waiting = s->bnext;
+    if (s->bnext != NULL)
+        s->bnext->bprev = s->bprev;
+    s->bnext = s->bprev = NULL;
+    s->budget_wait = 0;
+}
+
+static void sock_relay_update(struct sock *s);
+
+void
+sock_budget_wake(struct ident_acct *a)
+{
+    static int waking; /* sock_update_io of a woken socket must not start another round */
+    size_t cap = sockd.conf.max_buffer_per_uid;
+    /* below three quarters of the budget: reading resumes in steps, not byte by byte */
+    if (waking || a->waiting == NULL || a->queued > cap - cap / 4)
+        return;
+    waking = 1;
+    while (a->waiting != NULL) {
+        struct sock *s = a->waiting;
+        sock_budget_leave(s);
+        sock_update_io(s);
+        if (s->relay != NULL)
+            sock_relay_update(s);
+    }
+    waking = 0;
+}
+
 /* Largest datagram payload kept per socket.recv event or queued by sendto. */
 #define SOCK_DGRAM_MAX 65535
+
+/* Budget room s needs to read at all: a datagram is read whole, a stream a byte at a time. */
+static size_t
+sock_read_min(const struct sock *s)
+{
+    return sock_is_dgram(s) ? sizeof(struct sock_dgram) + SOCK_DGRAM_MAX : 1;
+}
 
 /* True when the peer's bytes go to the client's end of a socket.pipe by splice. */
 static int
@@ -141,6 +215,7 @@ sock_update_io(struct sock *s)
 
     if (s->dead || s->fd < 0)
         return;
+    sock_budget_wake(s->ident->acct);
     int paused = s->owner != NULL && ctl_paused(s->owner);
     if (sock_ssl(s) != NULL && s->tls->handshaking) {
         ev = s->tls->want ? s->tls->want : EV_READ;
@@ -165,8 +240,12 @@ sock_update_io(struct sock *s)
             cap = s->recv_len;
         if (sock_splicing(s) && (buf_len(&s->in) > 0 || s->relay->piped >= s->relay->pipe_cap))
             cap = 0; /* the splice path reads once earlier bytes are out and the pipe has room */
-        if (!s->rd_eof && !paused && buf_len(&s->in) < cap && !s->tls_upgrade)
-            ev |= EV_READ;
+        if (!s->rd_eof && !paused && buf_len(&s->in) < cap && !s->tls_upgrade) {
+            if (sock_budget_room(s) >= sock_read_min(s))
+                ev |= EV_READ;
+            else
+                sock_budget_wait(s); /* max-buffer-per-uid: woken when the uid's bytes drain */
+        }
     }
         /* fall through */
     case SS_CLOSING:
@@ -178,6 +257,8 @@ sock_update_io(struct sock *s)
     }
     if (sock_ssl(s) != NULL && s->tls->want != 0 && s->state != SS_LISTENING)
         ev |= s->tls->want; /* the TLS engine needs the other direction to make progress */
+    if (s->budget_wait)
+        ev &= ~EV_READ; /* a TLS want-read must not spin on bytes the budget will not take */
 set:
     if (ev == (s->io.events & (EV_READ | EV_WRITE)) && (ev == 0 || ev_is_active(&s->io)))
         return;
@@ -411,8 +492,12 @@ sock_connect_attempt(struct sock *s, const struct sockaddr *sa, socklen_t len)
     }
     if (s->fd >= 0 && s->attempted) { /* a failed TCP socket cannot connect again */
         ev_io_stop(sockd.loop, &s->io);
-        close(s->fd);
+        if (s->foreign)
+            nbguard_close(s->fd);
+        else
+            close(s->fd);
         s->fd = -1;
+        s->foreign = 0; /* the next fd is the daemon's own */
     }
     if (s->fd < 0 && sock_open_fd(s, sa->sa_family) < 0)
         return 0;
@@ -429,6 +514,8 @@ sock_connect_attempt(struct sock *s, const struct sockaddr *sa, socklen_t len)
     int r;
     if (upath)
         r = sock_unix_connect(s, sa, len);
+    else if (s->foreign) /* the client may have cleared O_NONBLOCK */
+        r = nbguard_connect(s->fd, sa, len);
     else
         do
             r = connect(s->fd, sa, len);
@@ -662,7 +749,8 @@ sock_dgram_write_ready(struct sock *s)
             }
         } else
             do
-                n = sendto(s->fd, payload, h.len, MSG_NOSIGNAL, h.has_addr ? &h.addr.sa : NULL,
+                n = sendto(s->fd, payload, h.len, MSG_NOSIGNAL | MSG_DONTWAIT,
+                           h.has_addr ? &h.addr.sa : NULL,
                            h.has_addr ? (socklen_t)sizeof h.addr : 0);
             /* A pending ICMP error is reported instead of sending once: try again. */
             while (n < 0 && (errno == EINTR || (errno == ECONNREFUSED && ++tries < 2)));
@@ -831,6 +919,10 @@ sock_send(struct sock *s, const void *p, size_t n, json_t *req, int notify)
         errno = ENOBUFS;
         return -1;
     }
+    if (n > sock_budget_room(s)) {
+        errno = EDQUOT; /* max-buffer-per-uid */
+        return -1;
+    }
     struct sock_sendrec *r = calloc(1, sizeof *r);
     if (r == NULL)
         return -1;
@@ -878,6 +970,10 @@ sock_sendto(struct sock *s, const void *p, size_t n, const struct sockaddr *to, 
     size_t cap = sockd.conf.max_send_buffer;
     if (sizeof h + n > cap || buf_len(&s->out) > cap - sizeof h - n) {
         errno = ENOBUFS;
+        return -1;
+    }
+    if (sizeof h + n > sock_budget_room(s)) {
+        errno = EDQUOT; /* max-buffer-per-uid */
         return -1;
     }
     struct sock_sendrec *r = calloc(1, sizeof *r);
@@ -1028,6 +1124,10 @@ sock_dgram_read_ready(struct sock *s)
     for (int i = 0; i < 64 && !s->dead; i++) {
         if (buf_len(&s->in) >= SOCK_READAHEAD)
             break;
+        if (sock_budget_room(s) < sock_read_min(s)) {
+            sock_budget_wait(s);
+            break;
+        }
         memset(&h, 0, sizeof h);
         memset(&mh, 0, sizeof mh);
         mh.msg_name = &h.addr;
@@ -1049,7 +1149,7 @@ sock_dgram_read_ready(struct sock *s)
                 return;
             }
         } else
-            n = recvmsg(s->fd, &mh, MSG_TRUNC);
+            n = recvmsg(s->fd, &mh, MSG_TRUNC | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -1113,6 +1213,13 @@ sock_read_ready(struct sock *s)
         return;
     if (want > 65536)
         want = 65536;
+    size_t room = sock_budget_room(s);
+    if (room == 0) {
+        sock_budget_wait(s); /* max-buffer-per-uid: woken when the uid's bytes drain */
+        return;
+    }
+    if (want > room)
+        want = room;
     char *p = buf_reserve(&s->in, want);
     if (p == NULL) {
         sock_io_failed(s, ENOMEM);
@@ -1267,7 +1374,7 @@ static struct sock *
 sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const union sock_sa *local,
                     json_t *req, json_t *tag, SSL *ssl)
 {
-    struct sock *s = sock_new(l->owner, l->type, l->ipv6);
+    struct sock *s = sock_new(l->owner, l->ident, l->type, l->ipv6);
     if (s == NULL) {
         close(fd);
         SSL_free(ssl); /* dtls */
@@ -1295,6 +1402,9 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
         /* a peer that stalls its handshake holds the slot no longer than accept-timeout */
         sock_timer_start(s, SOCK_TIMER_CONNECT, sock_connect_timeout_cb,
                          sockd.conf.accept_timeout_ms / 1000.0);
+        /* dtls: the peer's socket shares the listener's port (which is held while it lives) */
+        if (ssl != NULL && dtls_port_hold(s) < 0)
+            log_warn("socket %llu: port registry out of memory", (unsigned long long)s->id);
         if (ssl != NULL) { /* dtls: the SSL that passed the cookie exchange goes on */
             s->tls_server = 1;
             dtls_adopt(s, ssl);
@@ -1349,9 +1459,13 @@ sock_accept_ready(struct sock *l)
         struct sockaddr_storage rss;
         socklen_t rl = sizeof rss, ll = sizeof local;
         SSL *ssl = NULL; /* dtls: a peer past the cookie exchange, on a fd of its own */
-        int fd = l->type == SOCK_DTLS
-                     ? dtls_accept(l, &rss, &rl, &ssl)
-                     : accept4(l->fd, (struct sockaddr *)&rss, &rl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd, fl = SOCK_NONBLOCK | SOCK_CLOEXEC;
+        if (l->type == SOCK_DTLS)
+            fd = dtls_accept(l, &rss, &rl, &ssl);
+        else if (l->foreign) /* accept has no per-call flag: the guard bounds it */
+            fd = nbguard_accept(l->fd, (struct sockaddr *)&rss, &rl, fl);
+        else
+            fd = accept4(l->fd, (struct sockaddr *)&rss, &rl, fl);
         memcpy(&remote, &rss, sizeof remote);
         if (rl > sizeof remote)
             rl = sizeof remote;
@@ -1369,10 +1483,11 @@ sock_accept_ready(struct sock *l)
         if (l->type == SOCK_UNIX || getsockname(fd, &local.sa, &ll) < 0)
             memset(&local, 0, sizeof local);
         if (l->auto_accept) {
-            if (l->owner->nsocks >= sockd.conf.max_sockets_per_client) {
-                log_warn("client %llu: max-sockets-per-client reached, connection on socket "
-                         "%llu closed",
-                         (unsigned long long)l->owner->id, (unsigned long long)l->id);
+            const char *full = sock_budget_full(l->owner, l->ident);
+            if (full != NULL) {
+                log_warn("client %llu (uid %d): %s reached, connection on socket %llu closed",
+                         (unsigned long long)l->owner->id, (int)l->ident->uid, full,
+                         (unsigned long long)l->id);
                 close(fd);
                 SSL_free(ssl); /* dtls */
                 continue;
@@ -1446,8 +1561,12 @@ sock_relay_update(struct sock *s)
     int ev = 0;
     if (r == NULL || s->dead)
         return;
-    if (!r->eof && buf_len(&s->out) < SOCK_READAHEAD)
-        ev |= EV_READ;
+    if (!r->eof && buf_len(&s->out) < SOCK_READAHEAD) {
+        if (sock_budget_room(s) > 0)
+            ev |= EV_READ;
+        else
+            sock_budget_wait(s);
+    }
     if (buf_len(&s->in) > 0 || r->piped > 0)
         ev |= EV_WRITE;
     if (ev == (r->io.events & (EV_READ | EV_WRITE)) && (ev == 0 || ev_is_active(&r->io)))
@@ -1464,9 +1583,12 @@ sock_relay_cb(EV_P_ ev_io *w, int revents)
     struct sock *s = w->data;
     struct sock_relay *r = s->relay;
     (void)loop;
-    if (revents & EV_READ) {
-        char *p = buf_reserve(&s->out, 65536);
-        ssize_t n = p ? read(r->fd, p, 65536) : -1;
+    size_t want = sock_budget_room(s) < 65536 ? sock_budget_room(s) : 65536;
+    if ((revents & EV_READ) && want == 0) {
+        sock_budget_wait(s); /* max-buffer-per-uid: woken when the uid's bytes drain */
+    } else if (revents & EV_READ) {
+        char *p = buf_reserve(&s->out, want);
+        ssize_t n = p ? read(r->fd, p, want) : -1;
         if (n > 0) {
             buf_commit(&s->out, (size_t)n);
             s->out_queued += (uint64_t)n;
@@ -1553,7 +1675,9 @@ sock_relay_start(struct sock *s, int fd)
     }
     r->fd = fd;
     r->pipe[0] = r->pipe[1] = -1;
-    if (s->type == SOCK_TCP && sock_ssl(s) == NULL && pipe2(r->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
+    /* not from an attached socket: splice honours the file's O_NONBLOCK, which is the client's */
+    if (s->type == SOCK_TCP && sock_ssl(s) == NULL && !s->foreign &&
+        pipe2(r->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
         /* as much in the pipe as the read-ahead would hold; the default size if refused */
         (void)fcntl(r->pipe[1], F_SETPIPE_SZ, (int)SOCK_READAHEAD);
         int cap = fcntl(r->pipe[1], F_GETPIPE_SZ);

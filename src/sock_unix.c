@@ -13,6 +13,7 @@
 
 #include "addr.h"
 #include "fsid.h"
+#include "nbguard.h"
 #include "policy.h"
 #include "sock.h"
 
@@ -205,9 +206,12 @@ sock_unix_connect(struct sock *s, const struct sockaddr *sa, socklen_t len)
             r = -2;
         } else {
             sock_unix_via(fd, &via, &vlen);
-            do
-                r = connect(s->fd, (struct sockaddr *)&via, vlen);
-            while (r < 0 && errno == EINTR);
+            if (s->foreign) /* the client may have cleared O_NONBLOCK */
+                r = nbguard_connect(s->fd, (struct sockaddr *)&via, vlen);
+            else
+                do
+                    r = connect(s->fd, (struct sockaddr *)&via, vlen);
+                while (r < 0 && errno == EINTR);
         }
     }
     err = errno;

@@ -14,6 +14,7 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
+#include "nbguard.h"
 #include "resolve.h"
 #include "sdnotify.h"
 #include "sock.h"
@@ -174,6 +175,12 @@ main(int argc, char **argv)
             return 1;
         }
     }
+    const char *gcause;
+    if (nbguard_init(&gcause) < 0) {
+        log_error("cannot set up the guard of client-provided descriptors: %s: %s", gcause,
+                  strerror(errno));
+        return 1;
+    }
     if (resolve_init(loop, &sockd.conf, &cause) < 0) {
         log_error("resolver: %s", cause);
         return 1;
@@ -206,6 +213,7 @@ main(int argc, char **argv)
     resolve_shutdown();
     conf_free(&sockd.conf);
     idmap_free(&sockd.socks);
+    idmap_free(&sockd.accts);
     ev_loop_destroy(loop);
     return 0;
 }

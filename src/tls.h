@@ -101,6 +101,10 @@ const EVP_MD *tlsctx_md(const char *name);
 int tlsctx_fingerprint(X509 *x, const char *md_name, char *out, size_t n);
 /* Drain OpenSSL's error queue into detail ("; "-joined reasons), or fallback if empty. */
 void tlsctx_errors(char *detail, size_t dlen, const char *fallback);
+/* A BIO over a stream socket whose every recv and send is MSG_DONTWAIT, whatever the file's
+ * O_NONBLOCK (an attached socket's is the client's); never closes fd. Caller owns it; NULL on
+ * ENOMEM. */
+BIO *tlsctx_sock_bio(int fd);
 
 /* TLS on a socket (transport_tls.c). The socket's fd is connected (TCP) when called. */
 /* Make the TLS state of s (s->tls) if it has none; -1 on ENOMEM. */
@@ -144,5 +148,11 @@ int dtls_accept(struct sock *l, struct sockaddr_storage *peer, socklen_t *plen, 
 void dtls_adopt(struct sock *s, SSL *ssl);
 /* Stop the timer and free the DTLS state (listener SSL included); tls_free calls it. */
 void dtls_free(struct sock *s);
+/* Record that bound s holds its local port with SO_REUSEPORT; -1 on ENOMEM. */
+int dtls_port_hold(struct sock *s);
+/* Forget s in the port registry (closing); nothing if it held none. */
+void dtls_port_release(struct sock *s);
+/* Whether a socket of another client holds local (IP) with SO_REUSEPORT: then s must not bind. */
+int dtls_port_taken(const struct sock *s, const struct sockaddr *local);
 
 #endif

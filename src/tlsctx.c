@@ -1,10 +1,13 @@
 #include "config.h"
 
+#include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <openssl/bn.h>
@@ -625,4 +628,88 @@ tlsctx_set_dtls(struct tlsctx *t, int srtp, char *detail, size_t dlen)
         return -1;
     }
     return 0;
+}
+
+/* The fd of a tlsctx_sock_bio. */
+static int
+tlsctx_bio_fd(BIO *b)
+{
+    return (int)(intptr_t)BIO_get_data(b);
+}
+
+/* Read as OpenSSL's socket BIO does, with MSG_DONTWAIT: retry flags on EAGAIN, EOF on 0. */
+static int
+tlsctx_bio_read(BIO *b, char *out, int outl)
+{
+    if (out == NULL || outl <= 0)
+        return 0;
+    errno = 0;
+    int r = (int)recv(tlsctx_bio_fd(b), out, (size_t)outl, MSG_DONTWAIT);
+    BIO_clear_retry_flags(b);
+    if (r <= 0) {
+        if (BIO_sock_should_retry(r))
+            BIO_set_retry_read(b);
+        else if (r == 0)
+            BIO_set_flags(b, BIO_FLAGS_IN_EOF);
+    }
+    return r;
+}
+
+/* Write as OpenSSL's socket BIO does, with MSG_DONTWAIT (and no SIGPIPE). */
+static int
+tlsctx_bio_write(BIO *b, const char *in, int inl)
+{
+    errno = 0;
+    int r = (int)send(tlsctx_bio_fd(b), in, (size_t)inl, MSG_DONTWAIT | MSG_NOSIGNAL);
+    BIO_clear_retry_flags(b);
+    if (r <= 0 && BIO_sock_should_retry(r))
+        BIO_set_retry_write(b);
+    return r;
+}
+
+/* The controls the SSL engine asks of a socket BIO; the rest are unsupported (0). */
+static long
+tlsctx_bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num;
+    switch (cmd) {
+    case BIO_C_GET_FD:
+        if (ptr != NULL)
+            *(int *)ptr = tlsctx_bio_fd(b);
+        return tlsctx_bio_fd(b);
+    case BIO_CTRL_EOF:
+        return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
+    case BIO_CTRL_GET_CLOSE:
+        return BIO_NOCLOSE;
+    case BIO_CTRL_SET_CLOSE:
+    case BIO_CTRL_DUP:
+    case BIO_CTRL_FLUSH:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+BIO *
+tlsctx_sock_bio(int fd)
+{
+    /* module-local: one method table for the daemon's lifetime, made on first use */
+    static BIO_METHOD *meth;
+    if (meth == NULL) {
+        BIO_METHOD *m = BIO_meth_new(
+            BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR, "sockd socket");
+        if (m == NULL || BIO_meth_set_read(m, tlsctx_bio_read) != 1 ||
+            BIO_meth_set_write(m, tlsctx_bio_write) != 1 ||
+            BIO_meth_set_ctrl(m, tlsctx_bio_ctrl) != 1) {
+            BIO_meth_free(m);
+            return NULL;
+        }
+        meth = m;
+    }
+    BIO *b = BIO_new(meth);
+    if (b == NULL)
+        return NULL;
+    BIO_set_data(b, (void *)(intptr_t)fd);
+    BIO_set_init(b, 1);
+    return b;
 }

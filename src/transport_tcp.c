@@ -2,18 +2,20 @@
 
 #include <errno.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "sock.h"
 
-/* Plain stream sockets (tcp, unix): the kernel does the work. */
+/*
+ * Plain stream sockets (tcp, unix): the kernel does the work. Each call is non-blocking by its
+ * own flag: an attached socket's O_NONBLOCK is the client's to clear.
+ */
 
 static ssize_t
 plain_read(struct sock *s, void *p, size_t n)
 {
     ssize_t r;
     do
-        r = read(s->fd, p, n);
+        r = recv(s->fd, p, n, MSG_DONTWAIT);
     while (r < 0 && errno == EINTR);
     return r;
 }
@@ -23,7 +25,7 @@ plain_write(struct sock *s, const void *p, size_t n)
 {
     ssize_t r;
     do
-        r = send(s->fd, p, n, MSG_NOSIGNAL);
+        r = send(s->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
     while (r < 0 && errno == EINTR);
     return r;
 }

@@ -58,6 +58,17 @@ tls_host(const char *server_name, char *host, size_t n)
     return 0;
 }
 
+/* Put ssl on a tlsctx_sock_bio over fd (ssl owns it); 1 on success. */
+static int
+tls_set_bio(SSL *ssl, int fd)
+{
+    BIO *b = tlsctx_sock_bio(fd);
+    if (b == NULL)
+        return 0;
+    SSL_set_bio(ssl, b, b); /* one reference, for both directions */
+    return 1;
+}
+
 int
 tls_start(struct sock *s, struct tlsctx *t, int server, const char *server_name, char *detail,
           size_t dlen)
@@ -96,8 +107,9 @@ tls_start(struct sock *s, struct tlsctx *t, int server, const char *server_name,
     }
     ERR_clear_error();
     ssl = SSL_new(ctx);
-    /* DTLS: a datagram BIO connected to the peer (sock_dtls.c); TLS: a socket BIO */
-    if (ssl == NULL || (s->type == SOCK_DTLS ? dtls_attach(s, ssl) : SSL_set_fd(ssl, s->fd)) != 1)
+    /* DTLS: a datagram BIO connected to the peer (sock_dtls.c); TLS: a socket BIO whose calls
+     * are non-blocking each (tlsctx_sock_bio) */
+    if (ssl == NULL || (s->type == SOCK_DTLS ? dtls_attach(s, ssl) : tls_set_bio(ssl, s->fd)) != 1)
         goto fail;
     if (server) {
         SSL_set_accept_state(ssl);

@@ -1048,3 +1048,21 @@ h_teardown(void **state)
     h_cleanup();
     return 0;
 }
+
+int
+h_asan_daemon(pid_t pid)
+{
+    char path[64], line[256];
+    long long kib = 0;
+    FILE *f;
+
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %lld kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib > (1LL << 30); /* > 1 TiB */
+}

@@ -153,4 +153,11 @@ void h_cleanup(void);
 /* h_cleanup as a cmocka teardown. */
 int h_teardown(void **state);
 
+/*
+ * A daemon built with AddressSanitizer (its shadow memory makes VmSize terabytes): freed memory
+ * sits in ASan's quarantine (256 MiB by default) instead of being reused, so RSS and VmHWM
+ * bounds do not apply to it; ASan's own leak check does that job there.
+ */
+int h_asan_daemon(pid_t pid);
+
 #endif

@@ -177,7 +177,8 @@ stat_sockets(const json_t *st, const char *type)
 static int
 group_setup(void **state)
 {
-    h_daemon_start(&D, NULL);
+    /* test_300_clients: more control connections of one uid than max-clients-per-uid */
+    h_daemon_start(&D, "max-clients-per-uid 1024\n");
     return 0;
 }
 

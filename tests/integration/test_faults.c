@@ -213,27 +213,6 @@ proc_cpu_ms(pid_t pid)
     return (long long)(ut + st) * 1000 / sysconf(_SC_CLK_TCK);
 }
 
-/* A daemon built with AddressSanitizer (its shadow memory makes VmSize terabytes): freed memory
-   sits in ASan's quarantine (256 MiB by default) instead of being reused, so absolute RSS bounds
-   do not apply to it; ASan's own leak check does that job there. */
-static int
-asan_daemon(pid_t pid)
-{
-    char path[64], line[256];
-    long long kib = 0;
-    FILE *f;
-
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    f = fopen(path, "r");
-    if (!f)
-        return 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmSize: %lld kB", &kib) == 1)
-            break;
-    fclose(f);
-    return kib > (1LL << 30); /* > 1 TiB */
-}
-
 /* Raise the soft fd limit to the hard one (the daemon, forked from us, inherits it). */
 static void
 raise_nofile(long need)
@@ -1004,7 +983,7 @@ test_killed_clients(void **state)
     if (tunables)
         setenv("GLIBC_TUNABLES",
                "glibc.malloc.mmap_threshold=32768:glibc.malloc.trim_threshold=65536", 1);
-    h_daemon_start(&D, "max-clients 4096\n");
+    h_daemon_start(&D, "max-clients 4096\nmax-clients-per-uid 4096\n");
     if (tunables)
         unsetenv("GLIBC_TUNABLES");
     w = h_client_auto(&D);
@@ -1063,7 +1042,7 @@ test_killed_clients(void **state)
     /* Under AddressSanitizer RSS is the allocator's quarantine (hundreds of MiB of freed
        memory held back on purpose), not what the daemon keeps: there the fd checks above and
        LeakSanitizer at the daemon's exit stand in for this bound. */
-    if (asan_daemon(D.pid))
+    if (h_asan_daemon(D.pid))
         fprintf(stderr, "  (AddressSanitizer daemon: the RSS bound is not checked)\n");
     else
         assert_true(rss_after <= rss_base + rss_base / 20 + 2048);
@@ -1363,7 +1342,7 @@ test_slow_reader_bulk(void **state)
     assert_int_equal(sl->done, 1);
     assert_int_equal(__atomic_load_n(&sl->got, __ATOMIC_SEQ_CST), target);
     assert_int_equal(__atomic_load_n(&p->pushed, __ATOMIC_SEQ_CST), target);
-    if (asan_daemon(D.pid))
+    if (h_asan_daemon(D.pid))
         fprintf(stderr, "  (AddressSanitizer daemon: the RSS bound is not checked)\n");
     else
         assert_true(rss_max < rss0 + 150 * 1024);
@@ -1634,7 +1613,8 @@ test_stalled_connections(void **state)
     long long min_ctl = 1 << 30, max_ctl = 0, min_tls = 1 << 30, max_tls = 0, max_pend = 0;
 
     raise_nofile(total + 1000);
-    h_daemon_start(&D, "max-clients 4096\nclient-line-timeout 1s\naccept-timeout 1s\n"
+    h_daemon_start(&D, "max-clients 4096\nmax-clients-per-uid 4096\nclient-line-timeout 1s\n"
+                       "accept-timeout 1s\n"
                        "max-pending-accepts 1024\n");
     b = h_client_auto(&D);
 

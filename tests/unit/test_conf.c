@@ -32,6 +32,10 @@ enum field {
     F_LOG_LEVEL,
     F_LOG_FLAGS,
     F_NRESOLVERS,
+    F_CLIENTS_UID,
+    F_SOCKETS_UID,
+    F_BUFFER_UID,
+    F_SHARE_UDP,
 };
 
 static long long
@@ -62,6 +66,14 @@ field_value(const struct conf *c, enum field f)
         return c->log_flags;
     case F_NRESOLVERS:
         return c->nresolvers;
+    case F_CLIENTS_UID:
+        return c->max_clients_per_uid;
+    case F_SOCKETS_UID:
+        return c->max_sockets_per_uid;
+    case F_BUFFER_UID:
+        return (long long)c->max_buffer_per_uid;
+    case F_SHARE_UDP:
+        return c->share_udp_ports;
     }
     return -12345;
 }
@@ -87,6 +99,10 @@ test_defaults(void **state)
     assert_true(c.socket_gid == (gid_t)-1);
     assert_int_equal(c.max_clients, 1024);
     assert_int_equal(c.max_sockets_per_client, 4096);
+    assert_int_equal(c.max_clients_per_uid, 128);
+    assert_int_equal(c.max_sockets_per_uid, 16384);
+    assert_int_equal(c.max_buffer_per_uid, 256 * 1024 * 1024);
+    assert_int_equal(c.share_udp_ports, 0);
     assert_int_equal(c.max_send_buffer, 4 * 1024 * 1024);
     assert_int_equal(c.max_message, 16 * 1024 * 1024);
     assert_int_equal(c.max_pending_accepts, 128);
@@ -130,6 +146,14 @@ static const struct good_case good[] = {
     {"max-sockets-per-client 1", F_MAX_SOCKETS, 1},
     {"max-sockets-per-client 10000000", F_MAX_SOCKETS, 10000000},
     {"max-sockets-per-client 8M", F_MAX_SOCKETS, 8 << 20},
+    {"max-clients-per-uid 1", F_CLIENTS_UID, 1},
+    {"max-clients-per-uid 1000000", F_CLIENTS_UID, 1000000},
+    {"max-sockets-per-uid 1", F_SOCKETS_UID, 1},
+    {"max-sockets-per-uid 10000000", F_SOCKETS_UID, 10000000},
+    {"max-buffer-per-uid 1M", F_BUFFER_UID, 1 << 20},
+    {"max-buffer-per-uid 2G", F_BUFFER_UID, 2LL << 30},
+    {"share-udp-ports yes", F_SHARE_UDP, 1},
+    {"share-udp-ports no", F_SHARE_UDP, 0},
     {"max-send-buffer 1K", F_MAX_SEND_BUFFER, 1024},
     {"max-send-buffer 1024", F_MAX_SEND_BUFFER, 1024},
     {"max-send-buffer 4M", F_MAX_SEND_BUFFER, 4 << 20},
@@ -319,6 +343,10 @@ static const struct bad_case bad[] = {
     {"max-clients 1.5", "line 1: max-clients is 1..1000000"},
     {"max-sockets-per-client 0", "line 1: max-sockets-per-client is 1..10000000"},
     {"max-sockets-per-client 10000001", "line 1: max-sockets-per-client is 1..10000000"},
+    {"max-clients-per-uid 0", "line 1: max-clients-per-uid is 1..1000000"},
+    {"max-sockets-per-uid 0", "line 1: max-sockets-per-uid is 1..10000000"},
+    {"max-buffer-per-uid 1023K", "line 1: max-buffer-per-uid is a size from 1M to 1024G"},
+    {"share-udp-ports maybe", "line 1: share-udp-ports is yes or no"},
     {"max-send-buffer 1023", "line 1: max-send-buffer is a size from 1K to 1G"},
     {"max-send-buffer 0", "line 1: max-send-buffer is a size from 1K to 1G"},
     {"max-send-buffer 2G", "line 1: max-send-buffer is a size from 1K to 1G"},

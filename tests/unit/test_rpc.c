@@ -24,6 +24,7 @@
 
 #include "ctl.h"
 #include "daemon.h"
+#include "ident.h"
 #include "log.h"
 #include "rpc.h"
 #include "sock.h"
@@ -68,6 +69,8 @@ fx_open(struct fx *f)
     c->pid = getpid();
     c->uid = getuid();
     c->gid = getgid();
+    c->ident = ident_new(c->uid, c->gid, c->pid, NULL, 0);
+    assert_non_null(c->ident);
     ev_io_init(&c->rio, never_io_cb, sv[0], EV_READ);
     ev_io_init(&c->wio, never_io_cb, sv[0], EV_WRITE);
     ev_idle_init(&c->more, never_idle_cb);
@@ -94,6 +97,7 @@ fx_close(struct fx *f)
     close(c->fd);
     close(f->peer);
     sockd.nclients--;
+    ident_unref(c->ident);
     free(c);
     f->c = NULL;
 }
@@ -887,10 +891,17 @@ test_hello(void **state)
         const char *name;
         long long want;
     } lim[] = {
-        {"max_clients", 1024},         {"max_sockets_per_client", 4096},
-        {"max_send_buffer", 4 << 20},  {"max_message", 16 << 20},
-        {"max_pending_accepts", 128},  {"accept_timeout_ms", 10000},
-        {"max_recv_length", 16 << 20}, {"client_line_timeout_ms", 30000},
+        {"max_clients", 1024},
+        {"max_sockets_per_client", 4096},
+        {"max_send_buffer", 4 << 20},
+        {"max_message", 16 << 20},
+        {"max_pending_accepts", 128},
+        {"accept_timeout_ms", 10000},
+        {"max_recv_length", 16 << 20},
+        {"client_line_timeout_ms", 30000},
+        {"max_clients_per_uid", 128},
+        {"max_sockets_per_uid", 16384},
+        {"max_buffer_per_uid", 256 << 20},
     };
     assert_int_equal(json_object_size(limits), NELEM(lim));
     for (size_t k = 0; k < NELEM(lim); k++) {

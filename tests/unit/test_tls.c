@@ -36,6 +36,7 @@
 #include "buf.h"
 #include "ctl.h"
 #include "daemon.h"
+#include "ident.h"
 #include "log.h"
 #include "rpc.h"
 #include "sock.h"
@@ -249,6 +250,8 @@ fx_open(struct fx *f)
     c->pid = getpid();
     c->uid = getuid();
     c->gid = getgid();
+    c->ident = ident_new(c->uid, c->gid, c->pid, NULL, 0);
+    assert_non_null(c->ident);
     ev_io_init(&c->rio, never_io_cb, sv[0], EV_READ);
     ev_io_init(&c->wio, never_io_cb, sv[0], EV_WRITE);
     ev_idle_init(&c->more, never_idle_cb);
@@ -277,6 +280,7 @@ fx_close(struct fx *f)
     close(c->fd);
     close(f->peer);
     sockd.nclients--;
+    ident_unref(c->ident);
     free(c);
     f->c = NULL;
 }

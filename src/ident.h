@@ -1,0 +1,56 @@
+/*
+ * Identities: who a socket acts for. A client's credentials (SO_PEERCRED, SO_PEERGROUPS) as a
+ * refcounted object that every socket of the client holds, that accepted sockets take from
+ * their listener and that a socket keeps through socket.give and socket.take: the policy
+ * always judges the identity that started the socket (sockd-protocol(7), socket.give).
+ * Each identity points at the account of its uid, where the per-uid budgets are counted.
+ */
+#ifndef SOCKD_IDENT_H
+#define SOCKD_IDENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct sock;
+
+/* What one uid holds in the daemon, summed over its clients and sockets (per-uid budgets). */
+struct ident_acct {
+    uid_t uid;
+    unsigned refs;        /* identities pointing here; freed with the last */
+    unsigned clients;     /* control connections of this uid */
+    unsigned sockets;     /* sockets judged as this uid, parked (given) ones included */
+    size_t queued;        /* bytes held in those sockets' buffers (struct buf meter) */
+    struct sock *waiting; /* sockets that stopped reading at the byte budget (sock_io.c) */
+};
+
+/*
+ * A client's credentials, shared by the client and every socket made for it. What else judges
+ * a socket for its whole life (a restriction the client placed on itself) belongs here too.
+ */
+struct ident {
+    unsigned refs;
+    uid_t uid;
+    gid_t gid;
+    pid_t pid;
+    gid_t *groups; /* supplementary groups, malloc'ed (NULL when none) */
+    int ngroups;
+    struct ident_acct *acct; /* the uid's account (referenced) */
+};
+
+/*
+ * A new identity (one reference) for these credentials; groups (malloc'ed, may be NULL) is
+ * owned by it from then on, even on failure. NULL on ENOMEM.
+ */
+struct ident *ident_new(uid_t uid, gid_t gid, pid_t pid, gid_t *groups, int ngroups);
+/* The identity of the peer of a connected Unix socket fd (uid -1 when unknown); NULL on ENOMEM. */
+struct ident *ident_of_peer(int fd);
+/* Take one more reference; returns id. */
+struct ident *ident_ref(struct ident *id);
+/* Drop a reference (NULL is fine); the last frees it and releases its account. */
+void ident_unref(struct ident *id);
+
+/* Bytes the uid may still queue under max-buffer-per-uid (0 when full). */
+size_t ident_room(const struct ident *id);
+
+#endif
