@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "conf.h"
+#include "fsid.h"
 #include "log.h"
 #include "resolve.h"
 #include "policy.h"
@@ -282,23 +283,16 @@ conf_parse(const char *text, size_t len, struct conf *c, char **cause)
 int
 conf_load(const char *path, struct conf *c, char **cause)
 {
-    FILE *f = fopen(path, "r");
-    char *text = NULL, *inner = NULL;
+    char *text, *inner = NULL;
     size_t len = 0;
 
     *cause = NULL;
-    if (f == NULL) {
-        if (asprintf(cause, "%s: %s", path, strerror(errno)) < 0)
+    /* a regular file only: a FIFO named as the config must not hang a reload on the loop */
+    if ((text = fsid_read_file(NULL, path, FSID_FILE_MAX, &len)) == NULL) {
+        if (asprintf(cause, "%s: %s", path, fsid_read_error(errno)) < 0)
             *cause = NULL;
         return -1;
     }
-    FILE *mem = open_memstream(&text, &len);
-    char chunk[8192];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        fwrite(chunk, 1, n, mem);
-    fclose(f);
-    fclose(mem);
     int r = conf_parse(text, len, c, &inner);
     free(text);
     if (r < 0) {

@@ -17,7 +17,10 @@
  *   CIDR inside ::ffff:0:0/96 is stored as the IPv4 CIDR it names, so it can still match.
  * - `*` matches every IP address, never a Unix one.
  * - `unix PREFIX` compares lexically canonical paths (`.`, `..` and repeated slashes resolved,
- *   `..` stops at /; symlinks are not followed). The prefix matches at a component boundary:
+ *   `..` stops at /; symlinks are not followed). The daemon judges a socket's real path (its
+ *   directory resolved through an fd, sock_unix.c), so a rule's own path is resolved when the
+ *   config loads: the longest part of it that exists goes through realpath(3), the rest stays
+ *   as written (a rule naming /var/run/x names /run/x). The prefix matches at a component boundary:
  *   "/run/app" matches "/run/app" and "/run/app/x" but not "/run/apple"; "/run/app/" matches
  *   what is under it. Abstract names "@x" are not paths: they are compared byte for byte with
  *   prefixes that start with "@", with the same boundary rule. A relative Unix path (which
@@ -589,6 +592,60 @@ policy_parse_cidr(const char *w, struct policy_rule *r, char *cb, size_t cl)
     return 0;
 }
 
+/*
+ * A clean rule path as the kernel reaches it: its longest existing leading part resolved by
+ * realpath(3) (/var/run -> /run, a symlinked socket -> its target), the rest kept as written.
+ * Sockets are judged on their real paths (sock_unix.c), so rules must name real paths too.
+ * Returns malloc'ed text with room for one more byte (a trailing slash), NULL on ENOMEM.
+ */
+static char *
+policy_real_clean(const char *clean)
+{
+    size_t n = strlen(clean), cut = n;
+    char *head = malloc(n + 2), *out = NULL;
+    if (head == NULL)
+        return NULL;
+    memcpy(head, clean, n + 1);
+    for (;;) {
+        char *real = realpath(cut > 0 ? head : "/", NULL);
+        if (real != NULL) {
+            const char *base = strcmp(real, "/") == 0 && clean[cut] != '\0' ? "" : real;
+            size_t bl = strlen(base), tl = n - cut;
+            if ((out = malloc(bl + tl + 2)) != NULL) {
+                memcpy(out, base, bl);
+                memcpy(out + bl, clean + cut, tl + 1);
+            }
+            free(real);
+            break;
+        }
+        if (errno == ENOMEM)
+            break;
+        if (cut == 0) { /* not even / resolves (no file system?): keep the text */
+            out = head;
+            head = NULL;
+            break;
+        }
+        while (cut > 0 && head[cut] != '/')
+            cut--;
+        head[cut] = '\0';
+    }
+    free(head);
+    return out;
+}
+
+char *
+policy_real_path(const char *path)
+{
+    size_t n = strlen(path);
+    char *clean = malloc(n + 2);
+    if (clean == NULL)
+        return NULL;
+    policy_clean_path(path, n, clean);
+    char *real = policy_real_clean(clean);
+    free(clean);
+    return real;
+}
+
 /* A Unix target prefix into r. */
 static int
 policy_parse_unix(const char *w, struct policy_rule *r, char *cb, size_t cl)
@@ -607,6 +664,12 @@ policy_parse_unix(const char *w, struct policy_rule *r, char *cb, size_t cl)
         r->subtree_only = n == 1 || w[n - 1] == '/'; /* "@" matches every abstract name */
     } else {
         r->prefixlen = policy_clean_path(w, n, r->prefix);
+        char *real = policy_real_clean(r->prefix);
+        if (real == NULL)
+            return policy_fail(cb, cl, "out of memory");
+        free(r->prefix);
+        r->prefix = real;
+        r->prefixlen = strlen(real);
         /* "/" matches every path; "/run/app/" only what is under /run/app. */
         r->subtree_only = r->prefixlen == 1 || w[n - 1] == '/';
         if (r->subtree_only && r->prefixlen > 1) {

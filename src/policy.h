@@ -50,6 +50,14 @@ void policy_canonical(const struct sockaddr *sa, socklen_t len, struct sockaddr_
                       socklen_t *outlen);
 
 /*
+ * An absolute path as the rules see one (lexically cleaned, then its longest existing leading
+ * part resolved by realpath(3) with the caller's credentials, the rest kept): how a rule's own
+ * path is read at load, and how a path that cannot be opened is judged. Malloc'ed, NULL on
+ * ENOMEM.
+ */
+char *policy_real_path(const char *path);
+
+/*
  * The supplementary groups of the peer of a connected Unix socket fd, for policy_who.groups:
  * SO_PEERGROUPS (the groups as they were at connect(), race-free); where the kernel lacks it
  * (before Linux 4.13) or when fd < 0, "Groups:" of /proc/PID/status (racy: PID reuse). Returns

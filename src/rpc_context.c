@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,6 +8,8 @@
 
 #include "ctl.h"
 #include "daemon.h"
+#include "fsid.h"
+#include "policy.h"
 #include "rpc.h"
 #include "tls.h"
 
@@ -111,6 +114,24 @@ context_fp_result(struct rpc_call *call, struct tlsctx *t, enum tlsctx_role role
     return 0;
 }
 
+/*
+ * The "ca_file" param's content (malloc'ed into *text, NULL when the param is absent), read
+ * with the client's credentials and never blocking: the file must be a regular file the client
+ * itself may read, of at most FSID_FILE_MAX bytes. -1 after -32602 naming ca_file.
+ */
+static int
+context_read_ca_file(struct rpc_call *call, char **text, size_t *len)
+{
+    const char *path = rpc_str(call, "ca_file");
+    struct policy_who who;
+    if (path == NULL)
+        return 0;
+    fsid_client_who(call->client, &who);
+    if ((*text = fsid_read_file(&who, path, FSID_FILE_MAX, len)) != NULL)
+        return 0;
+    return context_fail_detail(call, "ca_file", "cannot load the CA file", fsid_read_error(errno));
+}
+
 /* context.create: settings, trust anchors and both SSL_CTXs; the handle is the result. */
 static int
 context_create(struct rpc_call *call)
@@ -119,6 +140,8 @@ context_create(struct rpc_call *call)
     int minv = TLS1_2_VERSION, vcl = 0, dtls = rpc_bool(call, "dtls", 0);
     int srtp = rpc_bool(call, "srtp", 0), rc;
     unsigned char *wire = NULL;
+    char *file = NULL;
+    size_t flen = 0;
     unsigned wlen = 0;
     char detail[CONTEXT_DETAIL];
     struct tlsctx *t;
@@ -156,7 +179,12 @@ context_create(struct rpc_call *call)
     t->srtp = srtp;
     t->alpn = wire;
     t->alpn_len = wlen;
-    rc = tlsctx_set_ca(t, rpc_str(call, "ca"), rpc_str(call, "ca_file"), detail, sizeof detail);
+    if (context_read_ca_file(call, &file, &flen) < 0) {
+        tlsctx_unref(t);
+        return -1;
+    }
+    rc = tlsctx_set_ca(t, rpc_str(call, "ca"), file, flen, detail, sizeof detail);
+    free(file);
     if (rc < 0) {
         tlsctx_unref(t);
         return rc == -1 ? context_fail_detail(call, "ca", "bad CA PEM", detail)

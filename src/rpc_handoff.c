@@ -73,6 +73,16 @@ socket_detach(struct rpc_call *call)
     return 0;
 }
 
+/* The policy on an attached socket's address: a Unix pathname on the real path the client
+ * reaches (sock_unix.c), as a connect or bind by the daemon would be judged. */
+static int
+handoff_policy_ok(struct sock *s, int action, const struct sockaddr_storage *ss, socklen_t len)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)ss;
+    return sock_unix_is_path(sa, len) ? sock_unix_allowed(s, action, sa, len)
+                                      : sock_policy_ok(s, action, sa, len);
+}
+
 /* The sock_sa and JSON of an fd's local or peer address (IP or Unix). */
 static int
 handoff_name(int fd, int peer, struct sockaddr_storage *ss, socklen_t *len)
@@ -133,9 +143,9 @@ socket_attach(struct rpc_call *call)
      */
     if (domain == AF_UNIX && connected && plen <= sizeof(sa_family_t))
         connected = 2; /* connected, nothing to check */
-    if ((connected == 1 && !sock_policy_ok(s, POLICY_CONNECT, (struct sockaddr *)&peer, plen)) ||
+    if ((connected == 1 && !handoff_policy_ok(s, POLICY_CONNECT, &peer, plen)) ||
         (!connected && llen > sizeof(sa_family_t) &&
-         !sock_policy_ok(s, POLICY_BIND, (struct sockaddr *)&local, llen))) {
+         !handoff_policy_ok(s, POLICY_BIND, &local, llen))) {
         nbguard_close(fd);
         sock_close(s, NULL, 0, NULL, NULL);
         return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,

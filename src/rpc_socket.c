@@ -5,7 +5,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -165,7 +164,10 @@ socket_connect(struct rpc_call *call)
         const struct sockaddr *dst = (const struct sockaddr *)&a.sa;
         if (a.kind == ADDR_IP && sock_rewrite(s, dst, a.salen, &rw, &rwlen))
             dst = (const struct sockaddr *)&rw;
-        if (!sock_policy_ok(s, POLICY_CONNECT, dst, a.kind == ADDR_IP ? rwlen : a.salen))
+        int ok = a.kind == ADDR_UNIX && a.host[0] == '/' /* on its real path */
+                     ? sock_unix_allowed(s, POLICY_CONNECT, dst, a.salen)
+                     : sock_policy_ok(s, POLICY_CONNECT, dst, a.kind == ADDR_IP ? rwlen : a.salen);
+        if (!ok)
             return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
                             "connect to %.200s denied by policy", rpc_str(call, "address"));
     }
@@ -214,23 +216,29 @@ rpc_drop_fd(struct sock *s)
 }
 
 /*
- * Bind s to a; on failure the socket goes back to having no fd. Unless share-udp-ports, a
- * datagram socket may not bind where another client's socket holds the port with
- * SO_REUSEPORT (dtls): asked for, that is EADDRINUSE; picked by the kernel (port 0, which may
- * pick such a port), another is tried.
+ * Bind s to a (a pathname Unix one through sock_unix_bind, with the file mode); on failure the
+ * socket goes back to having no fd. Unless share-udp-ports, a datagram socket may not bind
+ * where another client's socket holds the port with SO_REUSEPORT (dtls): asked for, that is
+ * EADDRINUSE; picked by the kernel (port 0, which may pick such a port), another is tried.
  */
 static int
-rpc_do_bind(struct rpc_call *call, struct sock *s, struct addr *a, int reuse)
+rpc_do_bind(struct rpc_call *call, struct sock *s, struct addr *a, int reuse, int mode)
 {
     int guard = sock_is_dgram(s) && !sockd.conf.share_udp_ports;
+    int upath = a->kind == ADDR_UNIX && a->host[0] == '/';
     if (guard && dtls_port_taken(s, (struct sockaddr *)&a->sa))
         return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_BIND_FAILED, EADDRINUSE, "bind");
     for (int tries = 0;; tries++) {
         if (rpc_sock_fd(call, s, a->sa.ss_family, reuse) < 0)
             return -1;
-        if (bind(s->fd, (struct sockaddr *)&a->sa, a->salen) < 0) {
+        int r = upath ? sock_unix_bind(s, a->host, mode)
+                      : bind(s->fd, (struct sockaddr *)&a->sa, a->salen);
+        if (r < 0) {
             int err = errno;
             rpc_drop_fd(s);
+            if (r == -2)
+                return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
+                                "bind denied by policy");
             return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_BIND_FAILED, err, "bind");
         }
         union sock_sa got;
@@ -243,13 +251,7 @@ rpc_do_bind(struct rpc_call *call, struct sock *s, struct addr *a, int reuse)
                                   "bind");
     }
     if (a->kind == ADDR_UNIX) {
-        struct stat st;
         s->un->local = strdup(a->host);
-        if (a->host[0] == '/' && lstat(a->host, &st) == 0) {
-            s->un->unlink_local = 1;
-            s->un->dev = st.st_dev;
-            s->un->ino = st.st_ino;
-        }
     } else {
         socklen_t len = sizeof s->local;
         getsockname(s->fd, &s->local.sa, &len);
@@ -286,25 +288,11 @@ rpc_mode(struct rpc_call *call, int *mode)
     return 0;
 }
 
-/* Is something accepting on this Unix path? (A refused connect means a stale file.) */
-static int
-rpc_unix_live(const struct addr *a)
-{
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return 1;
-    int r = connect(fd, (const struct sockaddr *)&a->sa, a->salen);
-    int err = errno;
-    close(fd);
-    return r == 0 || err == EAGAIN;
-}
-
-/* socket.bind on a unix socket: stale file replaced only if dead; mode applied to the file. */
+/* socket.bind on a unix socket: a pathname as the client (sock_unix_bind), @name as is. */
 static int
 rpc_bind_unix(struct rpc_call *call, struct sock *s, const char *text)
 {
     struct addr a;
-    struct stat st;
     int mode = 0666;
 
     if (text == NULL)
@@ -313,30 +301,11 @@ rpc_bind_unix(struct rpc_call *call, struct sock *s, const char *text)
         return rpc_fail_param(call, "port", "a unix socket has no port");
     if (rpc_mode(call, &mode) < 0 || rpc_address(call, s, text, 0, 0, &a) < 0)
         return -1;
-    if (!sock_policy_ok(s, POLICY_BIND, (struct sockaddr *)&a.sa, a.salen))
+    /* a pathname is judged on its real path as it is bound */
+    if (text[0] != '/' && !sock_policy_ok(s, POLICY_BIND, (struct sockaddr *)&a.sa, a.salen))
         return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED, "bind denied by policy");
-    if (text[0] == '/' && lstat(text, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode) || rpc_unix_live(&a))
-            return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_BIND_FAILED, EADDRINUSE,
-                                  "bind");
-        unlink(text); /* stale: nothing listens on it */
-    }
-    mode_t old = umask(0177);
-    int r = rpc_do_bind(call, s, &a, 0);
-    umask(old);
-    if (r < 0)
+    if (rpc_do_bind(call, s, &a, 0, mode) < 0)
         return -1;
-    if (text[0] == '/' && chmod(text, (mode_t)mode) < 0) {
-        int err = errno;
-        unlink(text);
-        s->un->unlink_local = 0;
-        ev_io_stop(sockd.loop, &s->io);
-        close(s->fd);
-        s->fd = -1;
-        s->state = SS_OPEN;
-        s->has_local = 0;
-        return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_BIND_FAILED, err, "chmod");
-    }
     call->result = json_pack("{s:o}", "local", sock_addr_json(s, 0));
     return 0;
 }
@@ -371,7 +340,7 @@ socket_bind(struct rpc_call *call)
     }
     if (!sock_policy_ok(s, POLICY_BIND, (struct sockaddr *)&a.sa, a.salen))
         return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED, "bind denied by policy");
-    if (rpc_do_bind(call, s, &a, rpc_bool(call, "reuse_address", 1)) < 0)
+    if (rpc_do_bind(call, s, &a, rpc_bool(call, "reuse_address", 1), 0) < 0)
         return -1;
     call->result = json_pack("{s:o}", "local", sock_addr_json(s, 0));
     return 0;
@@ -406,7 +375,7 @@ socket_listen(struct rpc_call *call)
         if (!sock_policy_ok(s, POLICY_BIND, (struct sockaddr *)&a.sa, a.salen))
             return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
                             "listen: binding to any address is denied by policy");
-        if (rpc_do_bind(call, s, &a, 1) < 0)
+        if (rpc_do_bind(call, s, &a, 1, 0) < 0)
             return -1;
     }
     /* dtls: no kernel listen; peers come through DTLSv1_listen on the bound socket */

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "addr.h"
@@ -120,6 +119,8 @@ sock_new(struct client *c, struct ident *id, enum sock_type type, int ipv6)
     s->state = SS_OPEN;
     s->ipv6 = ipv6 ? 1 : 0;
     s->fd = -1;
+    if (s->un != NULL)
+        s->un->dirfd = -1;
     s->tp = &transport_plain;
     s->ident = ident_ref(id);
     id->acct->sockets++;
@@ -218,10 +219,7 @@ sock_release(struct sock *s)
     s->recv_req = s->connect_req = s->shutdown_req = s->tag = NULL;
     struct sock_unix *u = s->un;
     if (u != NULL) {
-        struct stat st;
-        if (u->unlink_local && u->local != NULL && u->local[0] == '/' &&
-            lstat(u->local, &st) == 0 && st.st_dev == u->dev && st.st_ino == u->ino)
-            unlink(u->local); /* only our own file: another socket may have replaced it */
+        sock_unix_release(s);
         free(u->local);
         free(u->remote);
         free(u);

@@ -78,6 +78,7 @@ struct sock_unix {
     char *local, *remote;      /* reported paths ("/p", "@abstract", "" unnamed), malloc'ed */
     dev_t dev;                 /* dev and ino of the bound file, so close never removes a */
     ino_t ino;                 /* file another socket took over */
+    int dirfd;                 /* O_PATH fd of the bound file's directory, -1 none (sock_unix.c) */
     unsigned unlink_local : 1; /* remove the bound file when the socket closes */
 };
 
@@ -344,6 +345,20 @@ struct sock_pending *sock_pending_find(struct sock *l, uint64_t num);
 struct sock *sock_pending_accept(struct sock *l, struct sock_pending *p, json_t *req, json_t *tag);
 /* Close and forget a pending connection. */
 void sock_pending_drop(struct sock *l, struct sock_pending *p);
+
+/* sock_unix.c: pathname Unix sockets, with the client's credentials and the real path judged */
+/* Whether sa is a pathname Unix address (not abstract, not unnamed). */
+int sock_unix_is_path(const struct sockaddr *sa, socklen_t len);
+/* May s connect/bind (enum policy_action) to the pathname sa, judged on its real path as s's
+ * client reaches it? 1 yes, 0 no (logged). sock_unix_connect judges again as it connects. */
+int sock_unix_allowed(struct sock *s, int action, const struct sockaddr *sa, socklen_t len);
+/* Connect s->fd to the pathname sa as s's client: 0, -1 with errno, -2 denied by policy. */
+int sock_unix_connect(struct sock *s, const struct sockaddr *sa, socklen_t len);
+/* Bind s->fd at an absolute path as s's client, the file made with mode: 0, -1 with errno, -2
+ * denied by policy. Keeps the directory's fd for sock_unix_release. */
+int sock_unix_bind(struct sock *s, const char *path, int mode);
+/* Remove the file s bound if it is still that file (as s's client); close the directory fd. */
+void sock_unix_release(struct sock *s);
 
 extern const struct sock_transport transport_plain;
 extern const struct sock_transport transport_tls;

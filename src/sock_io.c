@@ -483,7 +483,9 @@ sock_connect_attempt(struct sock *s, const struct sockaddr *sa, socklen_t len)
         len = rwlen;
     }
     s->policy_denied = 0;
-    if (!sock_policy_ok(s, POLICY_CONNECT, sa, len)) {
+    /* a pathname is judged by sock_unix_connect on the real path, as it connects */
+    int upath = sock_unix_is_path(sa, len);
+    if (!upath && !sock_policy_ok(s, POLICY_CONNECT, sa, len)) {
         errno = EACCES;
         s->policy_denied = 1;
         return 0;
@@ -510,12 +512,19 @@ sock_connect_attempt(struct sock *s, const struct sockaddr *sa, socklen_t len)
     }
     s->has_remote = 1;
     int r;
-    if (s->foreign) /* the client may have cleared O_NONBLOCK */
+    if (upath)
+        r = sock_unix_connect(s, sa, len);
+    else if (s->foreign) /* the client may have cleared O_NONBLOCK */
         r = nbguard_connect(s->fd, sa, len);
     else
         do
             r = connect(s->fd, sa, len);
         while (r < 0 && errno == EINTR);
+    if (r == -2) {
+        errno = EACCES;
+        s->policy_denied = 1;
+        return 0;
+    }
     if (r == 0) {
         sock_became_connected(s);
         return 1;
@@ -615,7 +624,7 @@ sock_connect(struct sock *s, const struct addr *a, double timeout)
         s->has_remote = 0;
         return -1;
     }
-    sock_connect_next(s, errno);
+    sock_connect_next(s, s->policy_denied ? -1 : errno);
     return 0;
 }
 

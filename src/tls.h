@@ -61,9 +61,11 @@ unsigned tlsctx_owned(const struct client *c);
 
 /* A new context with the defaults (verify on, TLS 1.2 minimum, no store, no SSL_CTX yet). */
 struct tlsctx *tlsctx_new(void);
-/* Trust anchors: PEM text and/or a file; neither means the system store. -1 with detail when
- * the PEM is bad, -2 when the file is. */
-int tlsctx_set_ca(struct tlsctx *t, const char *pem, const char *file, char *detail, size_t dlen);
+/* Trust anchors: PEM text and/or the content of a CA file (flen bytes of PEM certificates and
+ * CRLs, read by the caller); neither means the system store. -1 with detail when the PEM is
+ * bad, -2 when the file is. */
+int tlsctx_set_ca(struct tlsctx *t, const char *pem, const char *file, size_t flen, char *detail,
+                  size_t dlen);
 /* Replace the ALPN list (wire form, copied; len 0 clears it). -1 on ENOMEM. */
 int tlsctx_set_alpn(struct tlsctx *t, const unsigned char *wire, unsigned len);
 /* (Re)build the SSL_CTX of each role in the mask (1 << role) from the settings; on failure the

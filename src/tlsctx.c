@@ -1,12 +1,14 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -303,8 +305,12 @@ tlsctx_default_paths(X509_STORE *st)
     X509_LOOKUP *dir = X509_STORE_add_lookup(st, X509_LOOKUP_hash_dir());
     if (file == NULL || dir == NULL)
         return -1;
-    /* a missing default file or directory is no error, as for set_default_paths */
-    (void)X509_LOOKUP_load_file(file, NULL, X509_FILETYPE_DEFAULT);
+    /* a missing default file or directory is no error, as for set_default_paths; a FIFO or
+     * device named by SSL_CERT_FILE is skipped rather than read on the loop */
+    const char *env = getenv(X509_get_default_cert_file_env());
+    struct stat sb;
+    if (stat(env != NULL ? env : X509_get_default_cert_file(), &sb) < 0 || S_ISREG(sb.st_mode))
+        (void)X509_LOOKUP_load_file(file, NULL, X509_FILETYPE_DEFAULT);
     (void)X509_LOOKUP_add_dir(dir, NULL, X509_FILETYPE_DEFAULT);
     ERR_clear_error();
     return 0;
@@ -326,8 +332,36 @@ tlsctx_system(char *detail, size_t dlen)
     return tlsctx_system_store;
 }
 
+/*
+ * The certificates and CRLs of a CA file's text into st, as X509_STORE_load_file reads a file
+ * but from memory: the daemon opens no file here (the caller read it as the client). -1 with
+ * detail when there is nothing usable.
+ */
+static int
+tlsctx_store_add_pem(X509_STORE *st, const char *text, size_t len, char *detail, size_t dlen)
+{
+    BIO *b = len <= INT_MAX ? BIO_new_mem_buf(text, (int)len) : NULL;
+    STACK_OF(X509_INFO) *infos = b != NULL ? PEM_X509_INFO_read_bio(b, NULL, NULL, NULL) : NULL;
+    int count = 0, bad = infos == NULL;
+    BIO_free(b);
+    for (int i = 0; !bad && i < sk_X509_INFO_num(infos); i++) {
+        X509_INFO *in = sk_X509_INFO_value(infos, i);
+        if ((in->x509 != NULL && X509_STORE_add_cert(st, in->x509) != 1) ||
+            (in->crl != NULL && X509_STORE_add_crl(st, in->crl) != 1))
+            bad = 1;
+        count += (in->x509 != NULL) + (in->crl != NULL);
+    }
+    sk_X509_INFO_pop_free(infos, X509_INFO_free);
+    if (bad || count == 0) {
+        tlsctx_errors(detail, dlen, "no certificate or CRL in the CA file");
+        return -1;
+    }
+    return 0;
+}
+
 int
-tlsctx_set_ca(struct tlsctx *t, const char *pem, const char *file, char *detail, size_t dlen)
+tlsctx_set_ca(struct tlsctx *t, const char *pem, const char *file, size_t flen, char *detail,
+              size_t dlen)
 {
     ERR_clear_error();
     if (pem == NULL && file == NULL) {
@@ -360,8 +394,7 @@ tlsctx_set_ca(struct tlsctx *t, const char *pem, const char *file, char *detail,
         }
         sk_X509_pop_free(certs, X509_free);
     }
-    if (file != NULL && X509_STORE_load_file(st, file) != 1) {
-        tlsctx_errors(detail, dlen, "cannot load the CA file");
+    if (file != NULL && tlsctx_store_add_pem(st, file, flen, detail, dlen) < 0) {
         X509_STORE_free(st);
         return -2;
     }
@@ -419,7 +452,7 @@ tlsctx_make(struct tlsctx *t, enum tlsctx_role role, char *detail, size_t dlen)
     const struct tlsctx_cert *tc = &t->certs[role];
     SSL_CTX *ctx;
 
-    if (t->store == NULL && tlsctx_set_ca(t, NULL, NULL, detail, dlen) < 0)
+    if (t->store == NULL && tlsctx_set_ca(t, NULL, NULL, 0, detail, dlen) < 0)
         return NULL;
     if (t->dtls)
         m = role == TLSCTX_SERVER ? DTLS_server_method() : DTLS_client_method();

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -613,6 +614,56 @@ test_malformed(void **state)
     conf_free(&c);
 }
 
+/* Deny connect to path under policy p? (1 denied.) */
+static int
+unix_denied(const struct policy *p, const char *path)
+{
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    assert_true(strlen(path) < sizeof sun.sun_path);
+    memcpy(sun.sun_path, path, strlen(path));
+    return !policy_allows(p, POLICY_CONNECT, (struct sockaddr *)&sun, sizeof sun, NULL);
+}
+
+/*
+ * A rule's own path is resolved at load: written through a symlinked directory (as /var/run is
+ * for /run) it names the real directory, which is what sockets are judged on; the part that
+ * does not exist yet is kept as written.
+ */
+static void
+test_rule_real_path(void **state)
+{
+    char dir[] = "/tmp/tp-XXXXXX", real[64], link[64], conf[256], p[128];
+    struct conf c;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(real, sizeof real, "%s/real", dir);
+    snprintf(link, sizeof link, "%s/link", dir);
+    assert_int_equal(mkdir(real, 0755), 0);
+    assert_int_equal(symlink(real, link), 0);
+    snprintf(conf, sizeof conf, "deny connect unix %s/\ndeny connect unix %s/./x/../new/\n", link,
+             link);
+    load(conf, &c);
+    snprintf(p, sizeof p, "%s/s", real);
+    assert_int_equal(unix_denied(c.policy, p), 1);
+    snprintf(p, sizeof p, "%s/new/s", real); /* new/ did not exist: kept, under the real dir */
+    assert_int_equal(unix_denied(c.policy, p), 1);
+    snprintf(p, sizeof p, "%s/s", dir);
+    assert_int_equal(unix_denied(c.policy, p), 0);
+    conf_free(&c);
+    char *r = policy_real_path(link);
+    assert_string_equal(r, real);
+    free(r);
+    r = policy_real_path("/");
+    assert_string_equal(r, "/");
+    free(r);
+    unlink(link);
+    rmdir(real);
+    rmdir(dir);
+}
+
 static void
 test_canonical(void **state)
 {
@@ -1059,7 +1110,7 @@ main(void)
         cmocka_unit_test(test_malformed),   cmocka_unit_test(test_canonical),
         cmocka_unit_test(test_rewrite),     cmocka_unit_test(test_protocol_example),
         cmocka_unit_test(test_errors),      cmocka_unit_test(test_good_lines),
-        cmocka_unit_test(test_peer_groups),
+        cmocka_unit_test(test_peer_groups), cmocka_unit_test(test_rule_real_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
