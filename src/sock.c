@@ -241,7 +241,7 @@ sock_addr_json(const struct sock *s, int remote)
 {
     if (s->type == SOCK_UNIX) {
         const char *p = remote ? s->un->remote : s->un->local;
-        return json_pack("{s:s}", "path", p ? p : "");
+        return addr_path_json(p ? p : "", p ? strlen(p) : 0);
     }
     const union sock_sa *a = remote ? (s->asked ? s->asked : &s->remote) : &s->local;
     return addr_to_json(&a->sa, sizeof *a);
