@@ -116,8 +116,8 @@ static void
 ctl_queued(struct client *c)
 {
     if (buf_len(&c->out) > ctl_out_hard()) {
-        log_warn("client %llu (pid %d): output queue over %zu bytes, disconnecting",
-                 (unsigned long long)c->id, (int)c->pid, ctl_out_hard());
+        log_warn("client %llu (uid %d pid %d): output queue over %zu bytes, disconnecting",
+                 (unsigned long long)c->id, (int)c->uid, (int)c->pid, ctl_out_hard());
         ctl_client_close(c, "output over hard cap");
         return;
     }

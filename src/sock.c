@@ -333,7 +333,8 @@ sock_gift_timeout_cb(EV_P_ ev_timer *w, int revents)
 {
     struct sock_gift *g = w->data;
     (void)revents;
-    log_info("socket %llu: not taken in time, closed", (unsigned long long)g->sock->id);
+    log_info("socket %llu (given by uid %d): not taken in time, closed",
+             (unsigned long long)g->sock->id, (int)g->uid);
     sock_close(g->sock, NULL, 0, NULL, NULL);
 }
 

@@ -279,6 +279,103 @@ test_misc_unix_names_not_utf8(void **state)
     h_daemon_stop(&D);
 }
 
+/* The daemon's log so far (malloc'ed, NUL-terminated). */
+static char *
+misc_log(const struct h_daemon *d)
+{
+    FILE *f = fopen(d->log, "r");
+    assert_non_null(f);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&text, &len);
+    assert_non_null(m);
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        fwrite(chunk, 1, n, m);
+    fclose(f);
+    fclose(m);
+    return text;
+}
+
+/* True when a line of text starts with prefix. */
+static int
+misc_line_starts(const char *text, const char *prefix)
+{
+    for (const char *p = text; p != NULL && *p != '\0'; p = strchr(p, '\n'), p = p ? p + 1 : p)
+        if (strncmp(p, prefix, strlen(prefix)) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * Attack: forge log lines. A client of another uid puts "\nFAKE line" (and an escape sequence
+ * for the administrator's terminal) in its daemon.hello name, in a method name and in a Unix
+ * path that the policy denies; every one of them may end up in a log line. The log holds no line
+ * that starts with FAKE, no ESC byte, and the denial is there with its uid.
+ */
+static void
+test_misc_log_escaped(void **state)
+{
+    char dir[] = "/tmp/sockd-misc-XXXXXX", path[128], conf[256];
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/a\nFAKE line path \x1b[2J", dir);
+    snprintf(conf, sizeof conf, "deny connect unix %s/\n", dir);
+    h_daemon_start(&D, conf);
+    struct sockd_client *nobody = h_client_nobody(&D);
+    json_decref(h_ok(nobody, "daemon.hello", "{s:s}", "client", "evil\nFAKE line hello"));
+    h_send_raw(nobody, "{\"jsonrpc\":\"2.0\",\"method\":\"x\\nFAKE line method\"}\n");
+    long long s = h_open(nobody, "unix");
+    json_t *err = NULL;
+    assert_int_equal(h_err(nobody, &err, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)s,
+                           "address", path),
+                     -32004);
+    json_decref(err);
+    json_decref(h_ok(nobody, "daemon.ping", NULL)); /* the notification before it is handled */
+    char *log = misc_log(&D);
+    if (misc_line_starts(log, "FAKE") || strchr(log, '\x1b') != NULL) {
+        fprintf(stderr, "log:\n%s\n", log);
+        fail_msg("a client's string forged a log line");
+    }
+    char want[64];
+    snprintf(want, sizeof want, "uid %d", H_NOBODY);
+    if (strstr(log, "\\nFAKE line path") == NULL || strstr(log, want) == NULL) {
+        fprintf(stderr, "log:\n%s\n", log);
+        fail_msg("the denial is not logged, escaped, with the client's uid");
+    }
+    free(log);
+    sockd_client_close(nobody);
+    rmdir(dir);
+    h_daemon_stop(&D);
+}
+
+/*
+ * With no configuration file, a daemon running as root lets every client reach everything: it
+ * says so in its log at start. With a configuration file it does not.
+ */
+static void
+test_misc_warns_without_config(void **state)
+{
+    (void)state;
+    h_daemon_start(&D, NULL);
+    json_decref(h_ok(h_client_auto(&D), "daemon.ping", NULL));
+    char *log = misc_log(&D);
+    H_CHECK(strstr(log, "warning: running as root with no configuration file") != NULL, NULL);
+    free(log);
+    h_cleanup();
+    h_daemon_stop(&D);
+
+    h_daemon_start(&D, "deny connect 10.0.0.0/8\n");
+    json_decref(h_ok(h_client_auto(&D), "daemon.ping", NULL));
+    log = misc_log(&D);
+    H_CHECK(strstr(log, "no configuration file") == NULL, NULL);
+    free(log);
+    h_cleanup();
+    h_daemon_stop(&D);
+}
+
 int
 main(void)
 {
@@ -286,6 +383,8 @@ main(void)
         cmocka_unit_test_teardown(test_misc_nobody_is_nobody, teardown),
         cmocka_unit_test_teardown(test_misc_give_piped, teardown),
         cmocka_unit_test_teardown(test_misc_unix_names_not_utf8, teardown),
+        cmocka_unit_test_teardown(test_misc_log_escaped, teardown),
+        cmocka_unit_test_teardown(test_misc_warns_without_config, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
