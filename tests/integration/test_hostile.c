@@ -24,6 +24,7 @@
 
 #include <sockd/protocol.h>
 
+#include "dnsd.h"
 #include "harness.h"
 
 static struct h_daemon D;
@@ -376,6 +377,54 @@ test_misc_warns_without_config(void **state)
     h_daemon_stop(&D);
 }
 
+/*
+ * Attack: an address that looks numeric but is not valid (300.1.1.1, 127.1, 0x7f.1, 1.2.3,
+ * 01.02.03.04) is not a host name (RFC 1123 2.1): taken for one, it would go to the resolver,
+ * which may read it as an address no rule was written for, or ask the network about it. Each
+ * answers -32602 address_invalid and the name server hears no question; a real name still
+ * reaches it (so the count would have seen one).
+ */
+static void
+test_misc_numeric_not_a_name(void **state)
+{
+    static const char *const bad[] = {"300.1.1.1:80",  "127.1:80",       "0x7f.1:80",
+                                      "1.2.3:80",      "01.02.03.04:80", "2130706433:80",
+                                      "0x7f000001:80", "127.0.0.1.:80",  "1.2.3.300:80"};
+    struct dnsd dns;
+    char conf[128];
+    (void)state;
+
+    assert_int_equal(dnsd_start(&dns), 0);
+    assert_int_equal(dnsd_set_rcode(&dns, "nx.test", DNSD_NXDOMAIN), 0);
+    snprintf(conf, sizeof conf, "resolver 127.0.0.1:%u\n", (unsigned)dns.port);
+    h_daemon_start(&D, conf);
+    struct sockd_client *nobody = h_client_nobody(&D);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        long long s = h_open(nobody, "tcp");
+        json_t *err = NULL;
+        int code = h_err(nobody, &err, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)s,
+                         "address", bad[i]);
+        const char *reason =
+            json_string_value(json_object_get(json_object_get(err, "data"), "reason"));
+        if (code != -32602 || reason == NULL || strcmp(reason, "address_invalid") != 0) {
+            fprintf(stderr, "%s: ", bad[i]);
+            H_CHECK(0, err);
+        }
+        json_decref(err);
+    }
+    json_decref(h_ok(nobody, "daemon.ping", NULL));
+    assert_int_equal(dnsd_queries(&dns), 0);
+    /* the counter counts: a real name is asked about */
+    long long s = h_open(nobody, "tcp");
+    json_decref(h_ok(nobody, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)s, "address",
+                     "nx.test:80"));
+    json_decref(h_event(nobody, "socket.closed", s, H_TIMEOUT_MS));
+    assert_true(dnsd_name_queries(&dns, "nx.test") > 0);
+    sockd_client_close(nobody);
+    h_daemon_stop(&D);
+    dnsd_stop(&dns);
+}
+
 int
 main(void)
 {
@@ -385,6 +434,7 @@ main(void)
         cmocka_unit_test_teardown(test_misc_unix_names_not_utf8, teardown),
         cmocka_unit_test_teardown(test_misc_log_escaped, teardown),
         cmocka_unit_test_teardown(test_misc_warns_without_config, teardown),
+        cmocka_unit_test_teardown(test_misc_numeric_not_a_name, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
