@@ -334,6 +334,23 @@ test_misc_log_escaped(void **state)
                            "address", path),
                      -32004);
     json_decref(err);
+    /* a name that is not UTF-8 comes only from the kernel: attach a socket connected to one */
+    char lpath[128];
+    int ln = snprintf(lpath, sizeof lpath, "%s/b\xff\nFAKE line attach", dir);
+    int lfd = misc_unix_bound(lpath, (size_t)ln + 1);
+    assert_int_equal(listen(lfd, 1), 0);
+    int cfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    misc_unix_connect(cfd, lpath, (size_t)ln + 1);
+    json_t *params = json_pack("{s:s}", "type", "unix");
+    assert_int_equal(
+        sockd_client_call_fd(nobody, "socket.attach", params, cfd, NULL, &err, NULL, H_TIMEOUT_MS),
+        1);
+    assert_int_equal(sockd_client_error_code(err), -32004);
+    json_decref(err);
+    json_decref(params);
+    close(cfd);
+    close(lfd);
+    unlink(lpath);
     json_decref(h_ok(nobody, "daemon.ping", NULL)); /* the notification before it is handled */
     char *log = misc_log(&D);
     if (misc_line_starts(log, "FAKE") || strchr(log, '\x1b') != NULL) {
@@ -342,7 +359,8 @@ test_misc_log_escaped(void **state)
     }
     char want[64];
     snprintf(want, sizeof want, "uid %d", H_NOBODY);
-    if (strstr(log, "\\nFAKE line path") == NULL || strstr(log, want) == NULL) {
+    if (strstr(log, "\\nFAKE line path") == NULL ||
+        strstr(log, "b\\xff\\nFAKE line attach") == NULL || strstr(log, want) == NULL) {
         fprintf(stderr, "log:\n%s\n", log);
         fail_msg("the denial is not logged, escaped, with the client's uid");
     }
