@@ -68,13 +68,11 @@ addr_numeric_like(const char *h, size_t n)
     while (start > 0 && h[start - 1] != '.')
         start--;
     const char *l = h + start;
-    size_t ln = n - start, i = 0;
-    int hex = ln >= 2 && l[0] == '0' && (l[1] == 'x' || l[1] == 'X');
-    if (hex)
-        i = 2;
+    size_t ln = n - start;
     if (ln == 0)
         return 0;
-    for (; i < ln; i++)
+    int hex = ln >= 2 && l[0] == '0' && (l[1] == 'x' || l[1] == 'X');
+    for (size_t i = hex ? 2 : 0; i < ln; i++)
         if (!(l[i] >= '0' && l[i] <= '9') &&
             !(hex && ((l[i] >= 'a' && l[i] <= 'f') || (l[i] >= 'A' && l[i] <= 'F'))))
             return 0;
