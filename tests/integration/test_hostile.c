@@ -369,8 +369,8 @@ test_misc_log_escaped(void **state)
 }
 
 /*
- * With no configuration file, a daemon running as root lets every client reach everything: it
- * says so in its log at start. With a configuration file it does not.
+ * With no configuration file (or one without rules), a daemon running as root lets every client
+ * reach everything: it says so in its log at start. With a rule it does not.
  */
 static void
 test_misc_warns_without_config(void **state)
@@ -379,7 +379,18 @@ test_misc_warns_without_config(void **state)
     h_daemon_start(&D, NULL);
     json_decref(h_ok(h_client_auto(&D), "daemon.ping", NULL));
     char *log = misc_log(&D);
-    H_CHECK(strstr(log, "warning: running as root with no configuration file") != NULL, NULL);
+    H_CHECK(strstr(log, "warning: running as root with no access policy (no configuration file)") !=
+                NULL,
+            NULL);
+    free(log);
+    h_cleanup();
+    h_daemon_stop(&D);
+
+    /* a configuration file without rules leaves everything allowed too */
+    h_daemon_start(&D, "max-clients 100\n");
+    json_decref(h_ok(h_client_auto(&D), "daemon.ping", NULL));
+    log = misc_log(&D);
+    H_CHECK(strstr(log, "no access policy (no rules in the configuration file)") != NULL, NULL);
     free(log);
     h_cleanup();
     h_daemon_stop(&D);
@@ -387,7 +398,7 @@ test_misc_warns_without_config(void **state)
     h_daemon_start(&D, "deny connect 10.0.0.0/8\n");
     json_decref(h_ok(h_client_auto(&D), "daemon.ping", NULL));
     log = misc_log(&D);
-    H_CHECK(strstr(log, "no configuration file") == NULL, NULL);
+    H_CHECK(strstr(log, "no access policy") == NULL, NULL);
     free(log);
     h_cleanup();
     h_daemon_stop(&D);
