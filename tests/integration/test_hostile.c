@@ -372,36 +372,30 @@ test_misc_log_escaped(void **state)
  * With no configuration file (or one without rules), a daemon running as root lets every client
  * reach everything: it says so in its log at start. With a rule it does not.
  */
+/* Start the daemon with conf_text, let one client be served, stop it: whether its log had want. */
+static int
+misc_start_logs(const char *conf_text, const char *want)
+{
+    h_daemon_start(&D, conf_text);
+    json_decref(h_ok(h_client_auto(&D), "daemon.ping", NULL));
+    char *log = misc_log(&D);
+    int found = strstr(log, want) != NULL;
+    free(log);
+    h_cleanup();
+    h_daemon_stop(&D);
+    return found;
+}
+
 static void
 test_misc_warns_without_config(void **state)
 {
     (void)state;
-    h_daemon_start(&D, NULL);
-    json_decref(h_ok(h_client_auto(&D), "daemon.ping", NULL));
-    char *log = misc_log(&D);
-    H_CHECK(strstr(log, "warning: running as root with no access policy (no configuration file)") !=
-                NULL,
-            NULL);
-    free(log);
-    h_cleanup();
-    h_daemon_stop(&D);
-
+    assert_true(misc_start_logs(
+        NULL, "warning: running as root with no access policy (no configuration file)"));
     /* a configuration file without rules leaves everything allowed too */
-    h_daemon_start(&D, "max-clients 100\n");
-    json_decref(h_ok(h_client_auto(&D), "daemon.ping", NULL));
-    log = misc_log(&D);
-    H_CHECK(strstr(log, "no access policy (no rules in the configuration file)") != NULL, NULL);
-    free(log);
-    h_cleanup();
-    h_daemon_stop(&D);
-
-    h_daemon_start(&D, "deny connect 10.0.0.0/8\n");
-    json_decref(h_ok(h_client_auto(&D), "daemon.ping", NULL));
-    log = misc_log(&D);
-    H_CHECK(strstr(log, "no access policy") == NULL, NULL);
-    free(log);
-    h_cleanup();
-    h_daemon_stop(&D);
+    assert_true(misc_start_logs("max-clients 100\n",
+                                "no access policy (no rules in the configuration file)"));
+    assert_false(misc_start_logs("deny connect 10.0.0.0/8\n", "no access policy"));
 }
 
 /*
