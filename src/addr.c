@@ -8,6 +8,10 @@
 #include <string.h>
 
 #include "addr.h"
+#include "b64.h"
+
+/* Bytes of a Unix address name (sun_path): 108 on Linux. */
+#define ADDR_SUN_MAX sizeof(((struct sockaddr_un *)0)->sun_path)
 
 /* Parse a decimal port 0..65535 from [s, s+n). */
 static int
@@ -48,6 +52,31 @@ addr_name_ok(const char *h, size_t n)
             return 0;
     }
     return h[n - 1] != '-';
+}
+
+/*
+ * True when the last label of h (a trailing dot ignored) is a number, decimal or 0x-hex: such a
+ * text is a malformed address ("300.1.1.1", "127.1", "0x7f.1"), never a host name (RFC 1123
+ * 2.1), and must not reach a resolver that might read it as an address or ask the network.
+ */
+static int
+addr_numeric_like(const char *h, size_t n)
+{
+    if (n > 0 && h[n - 1] == '.')
+        n--;
+    size_t start = n;
+    while (start > 0 && h[start - 1] != '.')
+        start--;
+    const char *l = h + start;
+    size_t ln = n - start;
+    if (ln == 0)
+        return 0;
+    int hex = ln >= 2 && l[0] == '0' && (l[1] == 'x' || l[1] == 'X');
+    for (size_t i = hex ? 2 : 0; i < ln; i++)
+        if (!(l[i] >= '0' && l[i] <= '9') &&
+            !(hex && ((l[i] >= 'a' && l[i] <= 'f') || (l[i] >= 'A' && l[i] <= 'F'))))
+            return 0;
+    return 1;
 }
 
 int
@@ -122,6 +151,10 @@ addr_parse_ip(const char *text, int port_param, struct addr *out, const char **c
         out->kind = ADDR_IP;
         return 0;
     }
+    if (addr_numeric_like(out->host, hlen)) {
+        *cause = "not a valid IP address";
+        return -1;
+    }
     if (text[0] == '[' || !addr_name_ok(out->host, hlen)) {
         *cause = "not an IP address or host name";
         return -1;
@@ -183,6 +216,40 @@ addr_any(int ipv6, int port, struct addr *out)
 }
 
 json_t *
+addr_path_json(const char *name, size_t n)
+{
+    /* jansson refuses text that is not valid UTF-8; a NUL would cut the name short in C */
+    json_t *v = memchr(name, '\0', n) == NULL ? json_stringn(name, n) : NULL;
+    if (v != NULL)
+        return json_pack("{s:o}", "path", v);
+    char text[(ADDR_SUN_MAX + 2) / 3 * 4 + 1];
+    if (n > ADDR_SUN_MAX)
+        return json_object(); /* never from a kernel address; stored names are no longer */
+    size_t tl = b64_encode(name, n, text);
+    return json_pack("{s:s%}", "path_base64", text, tl);
+}
+
+/* A Unix address's name as reported: "/path", "@abstract" (its NULs kept), "" unnamed. */
+static size_t
+addr_unix_name(const struct sockaddr *sa, socklen_t len, char *out)
+{
+    const struct sockaddr_un *sun = (const struct sockaddr_un *)sa;
+    size_t off = offsetof(struct sockaddr_un, sun_path);
+    size_t n = len > off ? len - off : 0;
+    if (n > sizeof sun->sun_path)
+        n = sizeof sun->sun_path;
+    if (n > 0 && sun->sun_path[0] == '\0') {
+        out[0] = '@';
+        memcpy(out + 1, sun->sun_path + 1, n - 1);
+    } else {
+        n = strnlen(sun->sun_path, n); /* a path ends at its first NUL, as for the kernel */
+        memcpy(out, sun->sun_path, n);
+    }
+    out[n] = '\0';
+    return n;
+}
+
+json_t *
 addr_to_json(const struct sockaddr *sa, socklen_t len)
 {
     char host[INET6_ADDRSTRLEN];
@@ -198,35 +265,39 @@ addr_to_json(const struct sockaddr *sa, socklen_t len)
         return json_pack("{s:s,s:i}", "address", host, "port", ntohs(sin6->sin6_port));
     }
     if (sa->sa_family == AF_UNIX) {
-        const struct sockaddr_un *sun = (const struct sockaddr_un *)sa;
-        size_t off = offsetof(struct sockaddr_un, sun_path);
-        size_t n = len > off ? len - off : 0;
-        char path[sizeof sun->sun_path + 1];
-        if (n > 0 && sun->sun_path[0] == '\0') {
-            path[0] = '@';
-            memcpy(path + 1, sun->sun_path + 1, n - 1);
-            path[n] = '\0';
-        } else {
-            memcpy(path, sun->sun_path, n);
-            path[n] = '\0';
-        }
-        return json_pack("{s:s}", "path", path);
+        char path[ADDR_SUN_MAX + 1];
+        return addr_path_json(path, addr_unix_name(sa, len, path));
     }
     return json_object();
+}
+
+char *
+addr_unix_text(const struct sockaddr *sa, socklen_t len)
+{
+    char path[ADDR_SUN_MAX + 1];
+    addr_unix_name(sa, len, path);
+    return strdup(path);
 }
 
 const char *
 addr_str(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen)
 {
-    json_t *j = addr_to_json(sa, len);
-    const char *a = json_string_value(json_object_get(j, "address"));
-    if (a != NULL) {
-        int port = (int)json_integer_value(json_object_get(j, "port"));
-        snprintf(buf, buflen, strchr(a, ':') ? "[%s]:%d" : "%s:%d", a, port);
+    char host[INET6_ADDRSTRLEN];
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &sin->sin_addr, host, sizeof host);
+        snprintf(buf, buflen, "%s:%d", host, ntohs(sin->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof host);
+        snprintf(buf, buflen, "[%s]:%d", host, ntohs(sin6->sin6_port));
+    } else if (sa->sa_family == AF_UNIX) {
+        char path[ADDR_SUN_MAX + 1];
+        addr_unix_name(sa, len, path);
+        snprintf(buf, buflen, "%s", path); /* raw bytes: the log escapes what is not text */
     } else {
-        const char *p = json_string_value(json_object_get(j, "path"));
-        snprintf(buf, buflen, "%s", p ? p : "?");
+        snprintf(buf, buflen, "?");
     }
-    json_decref(j);
     return buf;
 }

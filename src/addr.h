@@ -31,9 +31,16 @@ int addr_parse_ip(const char *text, int port_param, struct addr *out, const char
 int addr_parse_unix(const char *text, struct addr *out, const char **cause);
 /* The wildcard address of a family with a port. */
 void addr_any(int ipv6, int port, struct addr *out);
-/* {"address","port"} or {"path"} for a socket address (new reference). */
+/*
+ * {"address","port"} or {"path"} for a socket address (new reference); a Unix name that is not
+ * valid UTF-8 or holds a NUL is {"path_base64"} instead (sockd-protocol(7), Addresses).
+ */
 json_t *addr_to_json(const struct sockaddr *sa, socklen_t len);
-/* "1.2.3.4:80", "[::1]:80" or the path, for logs. */
+/* The {"path"} or {"path_base64"} object of a Unix name of n bytes (new reference). */
+json_t *addr_path_json(const char *name, size_t n);
+/* A Unix address's name as text ("/p", "@name", "" unnamed), malloc'ed; NULL out of memory. */
+char *addr_unix_text(const struct sockaddr *sa, socklen_t len);
+/* "1.2.3.4:80", "[::1]:80" or the Unix name (raw bytes), for logs. */
 const char *addr_str(const struct sockaddr *sa, socklen_t len, char *buf, size_t buflen);
 
 #endif

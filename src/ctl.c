@@ -161,8 +161,8 @@ ctl_append(struct buf *b, json_t *msg, size_t limit)
 void
 ctl_over_cap(struct client *c)
 {
-    log_warn("client %llu (pid %d): output queue over %zu bytes, disconnecting",
-             (unsigned long long)c->id, (int)c->pid, ctl_out_hard());
+    log_warn("client %llu (uid %d pid %d): output queue over %zu bytes, disconnecting",
+             (unsigned long long)c->id, (int)c->uid, (int)c->pid, ctl_out_hard());
     ctl_client_close(c, "output over hard cap");
 }
 

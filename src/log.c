@@ -59,18 +59,87 @@ log_level_parse(const char *word)
     return -1;
 }
 
-/* One line on stderr: level word, then the message; to the journal, "<N>" and the message. */
+/* Length of the valid UTF-8 sequence at p (at most left bytes), or 0 (RFC 3629). */
+static size_t
+log_utf8_len(const unsigned char *p, size_t left)
+{
+    unsigned c = p[0], min, cp;
+    size_t n;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2, min = 0x80, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 3, min = 0x800, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4, min = 0x10000, cp = c & 0x07;
+    else
+        return 0;
+    if (n > left)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0; /* overlong, beyond Unicode, or a surrogate */
+    return n;
+}
+
+/*
+ * Copy in to out (room for size bytes) so that it stays one line of text whatever a client put
+ * in it: a newline becomes \n, every other control byte, DEL, and each byte that is not part of
+ * valid UTF-8 becomes \xNN, and a backslash \\ (so an escape cannot be faked either).
+ */
+static void
+log_escape(const char *in, char *out, size_t size)
+{
+    const unsigned char *p = (const unsigned char *)in, *end = p + strlen(in);
+    size_t w = 0;
+    while (p < end) {
+        size_t n = log_utf8_len(p, (size_t)(end - p));
+        char esc[5];
+        if (*p == '\\' || *p == '\n') {
+            esc[0] = '\\', esc[1] = *p == '\n' ? 'n' : '\\', esc[2] = '\0';
+            n = 1;
+        } else if (n == 0 || *p < 0x20 || *p == 0x7f) {
+            snprintf(esc, sizeof esc, "\\x%02x", *p);
+            n = 1;
+        } else {
+            if (w + n >= size)
+                break;
+            memcpy(out + w, p, n);
+            w += n;
+            p += n;
+            continue;
+        }
+        size_t el = strlen(esc);
+        if (w + el >= size)
+            break; /* truncated between characters, never inside one */
+        memcpy(out + w, esc, el);
+        w += el;
+        p += n;
+    }
+    out[w] = '\0';
+}
+
+/*
+ * One line on stderr: level word, then the message; to the journal, "<N>" and the message.
+ * Client strings in the message are escaped here, so no caller can let one forge a line.
+ */
 void
 log_msg(int level, const char *fmt, ...)
 {
-    char line[1024];
+    char raw[1024], line[4 * sizeof raw];
     va_list ap;
 
     if (level > log_level)
         return;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    log_escape(raw, line, sizeof line);
     if (log_journal < 0)
         log_journal = log_to_journal();
     if (log_journal)

@@ -157,14 +157,9 @@ socket_attach(struct rpc_call *call)
     if (tag != NULL)
         s->tag = json_incref(tag);
     if (domain == AF_UNIX) {
-        json_t *jl = addr_to_json((struct sockaddr *)&local, llen);
-        s->un->local = strdup(json_string_value(json_object_get(jl, "path")));
-        json_decref(jl);
-        if (connected) {
-            json_t *jp = addr_to_json((struct sockaddr *)&peer, plen);
-            s->un->remote = strdup(json_string_value(json_object_get(jp, "path")));
-            json_decref(jp);
-        }
+        s->un->local = addr_unix_text((struct sockaddr *)&local, llen);
+        if (connected)
+            s->un->remote = addr_unix_text((struct sockaddr *)&peer, plen);
     } else {
         memcpy(&s->local, &local, sizeof s->local);
         if (connected)

@@ -239,7 +239,7 @@ sock_addr_json(const struct sock *s, int remote)
 {
     if (s->type == SOCK_UNIX) {
         const char *p = remote ? s->un->remote : s->un->local;
-        return json_pack("{s:s}", "path", p ? p : "");
+        return addr_path_json(p ? p : "", p ? strlen(p) : 0);
     }
     const union sock_sa *a = remote ? (s->asked ? s->asked : &s->remote) : &s->local;
     return addr_to_json(&a->sa, sizeof *a);
@@ -331,7 +331,8 @@ sock_gift_timeout_cb(EV_P_ ev_timer *w, int revents)
 {
     struct sock_gift *g = w->data;
     (void)revents;
-    log_info("socket %llu: not taken in time, closed", (unsigned long long)g->sock->id);
+    log_info("socket %llu (given by uid %d): not taken in time, closed",
+             (unsigned long long)g->sock->id, (int)g->uid);
     sock_close(g->sock, NULL, 0, NULL, NULL);
 }
 

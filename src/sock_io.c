@@ -503,10 +503,8 @@ sock_connect_attempt(struct sock *s, const struct sockaddr *sa, socklen_t len)
         return 0;
     s->attempted = 1;
     if (sa->sa_family == AF_UNIX) {
-        json_t *j = addr_to_json(sa, len);
         free(s->un->remote);
-        s->un->remote = strdup(json_string_value(json_object_get(j, "path")));
-        json_decref(j);
+        s->un->remote = addr_unix_text(sa, len);
     } else {
         memcpy(&s->remote, sa, len < sizeof s->remote ? len : sizeof s->remote);
     }

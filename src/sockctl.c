@@ -2118,16 +2118,19 @@ sockctl_cmd_close(const struct sockctl_opts *o, int argc, char **argv)
     return rc;
 }
 
-/* "addr:port", "[v6]:port" or the path of an address object, into buf. */
+/* "addr:port", "[v6]:port", the path or "base64:..." of an address object, into buf. */
 static const char *
 sockctl_addr_text(const json_t *a, char *buf, size_t len)
 {
     const char *addr = json_string_value(json_object_get(a, "address"));
     const char *path = json_string_value(json_object_get(a, "path"));
+    const char *b64 = json_string_value(json_object_get(a, "path_base64"));
     const json_t *port = json_object_get(a, "port");
 
     if (path != NULL)
         snprintf(buf, len, "%s", path);
+    else if (b64 != NULL)
+        snprintf(buf, len, "base64:%s", b64); /* a Unix name that is not UTF-8 text */
     else if (addr != NULL && strchr(addr, ':') != NULL)
         snprintf(buf, len, "[%s]:%lld", addr, (long long)json_integer_value(port));
     else if (addr != NULL)

@@ -201,6 +201,12 @@ main(int argc, char **argv)
     ev_signal_start(loop, &sig_term);
     ev_signal_start(loop, &sig_hup);
     log_info("sockd %s listening on %s", PACKAGE_VERSION, sock_path);
+    if (sockd.conf.policy == NULL && geteuid() == 0)
+        log_warn("running as root with no access policy (%s): every client that can reach %s "
+                 "may connect, bind and send anywhere root can (sockd(8), SECURITY MODEL: "
+                 "Running it safely)",
+                 conf_path ? "no rules in the configuration file" : "no configuration file",
+                 sock_path);
     if (sdn_init() > 0) {
         sdn_start(loop);
         sdn_ready();

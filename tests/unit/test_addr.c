@@ -85,6 +85,27 @@ static const struct ip_case ip_cases[] = {
     {"[example.com]:80", -1, W_ERR, NULL, 0},
     {"[::g]:80", -1, W_ERR, NULL, 0},
     {"1:2:3:4:5:6:7:8:9", -1, W_ERR, NULL, 0},
+    /* numeric but not a valid address: never a host name (RFC 1123 2.1) */
+    {"300.1.1.1:80", -1, W_ERR, NULL, 0},
+    {"256.0.0.1", -1, W_ERR, NULL, 0},
+    {"127.1", -1, W_ERR, NULL, 0},
+    {"127.1:80", -1, W_ERR, NULL, 0},
+    {"0x7f.1:80", -1, W_ERR, NULL, 0},
+    {"0x7f000001:80", -1, W_ERR, NULL, 0},
+    {"0X7F", -1, W_ERR, NULL, 0},
+    {"0x", -1, W_ERR, NULL, 0},
+    {"1.2.3", -1, W_ERR, NULL, 0},
+    {"01.02.03.04", -1, W_ERR, NULL, 0},
+    {"1.2.3.4.", -1, W_ERR, NULL, 0},
+    {"2130706433:80", -1, W_ERR, NULL, 0},
+    {"a.b.1", -1, W_ERR, NULL, 0},
+    /* names may hold digits and start with them; only the last label may not be a number */
+    {"1a.example:80", -1, W_NAME, "1a.example", 80},
+    {"host1", -1, W_NAME, "host1", -1},
+    {"127.0.0.1.example", -1, W_NAME, "127.0.0.1.example", -1},
+    {"0x7f.example", -1, W_NAME, "0x7f.example", -1},
+    {"x.0xg", -1, W_NAME, "x.0xg", -1},
+    {"example.com.", -1, W_NAME, "example.com.", -1},
     /* names */
     {"host.example:80", -1, W_NAME, "host.example", 80},
     {"host.example", -1, W_NAME, "host.example", -1},
@@ -396,6 +417,21 @@ test_to_json(void **state)
     check_json((struct sockaddr *)&sun, (socklen_t)(off + 9), "{\"path\":\"@abstract\"}");
     /* Unnamed (socketpair) unix socket. */
     check_json((struct sockaddr *)&sun, (socklen_t)off, "{\"path\":\"\"}");
+    /* Names that are not UTF-8 text, or hold a NUL: path_base64 of the exact bytes. */
+    memcpy(sun.sun_path, "\0x\xff", 3);
+    check_json((struct sockaddr *)&sun, (socklen_t)(off + 3), "{\"path_base64\":\"QHj/\"}");
+    memcpy(sun.sun_path, "\0a\0b", 4);
+    check_json((struct sockaddr *)&sun, (socklen_t)(off + 4), "{\"path_base64\":\"QGEAYg==\"}");
+    memset(&sun, 0, sizeof sun);
+    sun.sun_family = AF_UNIX;
+    memcpy(sun.sun_path, "/a\xfe", 4);
+    check_json((struct sockaddr *)&sun, (socklen_t)(off + 4), "{\"path_base64\":\"L2H+\"}");
+    check_json((struct sockaddr *)&sun, sizeof sun, "{\"path_base64\":\"L2H+\"}");
+    /* UTF-8 text stays a path; an overlong form or a lone surrogate is not text. */
+    memcpy(sun.sun_path, "/\xc3\xa9", 4);
+    check_json((struct sockaddr *)&sun, sizeof sun, "{\"path\":\"/\xc3\xa9\"}");
+    memcpy(sun.sun_path, "/\xc0\xaf", 4);
+    check_json((struct sockaddr *)&sun, sizeof sun, "{\"path_base64\":\"L8Cv\"}");
 
     /* An unknown family gives an empty object. */
     struct sockaddr_storage ss;
