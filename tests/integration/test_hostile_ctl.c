@@ -245,34 +245,6 @@ start_for_memory(const char *conf)
 }
 
 /*
- * The harness itself: a client of uid 65534 is seen as that uid by the daemon, so a rule for
- * that uid denies it what root may still do.
- */
-static void
-test_ctl_nobody_is_nobody(void **state)
-{
-    struct sockd_client *root, *nobody;
-    struct h_peer *peer = h_peer_auto(H_ECHO, 0);
-    char conf[256];
-    long long s;
-
-    (void)state;
-    snprintf(conf, sizeof conf, "deny connect 127.0.0.0/8 uid %d\n", H_NOBODY);
-    h_daemon_start(&D, conf);
-    root = h_client_auto(&D);
-    nobody = h_client_nobody(&D);
-    assert_true(h_connect_tcp(root, peer->port) > 0); /* root may */
-    s = h_open(nobody, "tcp");
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", peer->port);
-    assert_int_equal(h_err(nobody, NULL, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)s,
-                           "address", addr),
-                     -32004);
-    sockd_client_close(nobody);
-    h_daemon_stop(&D);
-}
-
-/*
  * 5c. A batch of 3000 context.generate_certificate (each makes and signs a key and builds an
  * OpenSSL context) once ran in one go: another client waited for all of it. Now the batch is
  * split across loop turns and a certificate is a whole turn's work: root's stats and ping are
@@ -799,7 +771,6 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_ctl_nobody_is_nobody, teardown),
         cmocka_unit_test_teardown(test_ctl_batch_split, teardown_raw),
         cmocka_unit_test_teardown(test_ctl_rsa_cap, teardown_raw),
         cmocka_unit_test_teardown(test_ctl_input_cap, teardown_raw),

@@ -368,33 +368,6 @@ copy_drains(void *arg)
 /* tests                                                                     */
 
 /*
- * The harness itself: a client of uid 65534 is seen as that uid by the daemon, so a rule for
- * that uid denies it what root may still do.
- */
-static void
-test_fd_nobody_is_nobody(void **state)
-{
-    struct sockd_client *root, *nob;
-    struct h_peer *peer = h_peer_auto(H_ECHO, 0);
-    char conf[256];
-    long long s;
-
-    (void)state;
-    snprintf(conf, sizeof conf, "deny connect 127.0.0.0/8 uid %d\n", H_NOBODY);
-    h_daemon_start(&D, conf);
-    root = h_client_auto(&D);
-    nob = nobody();
-    assert_true(h_connect_tcp(root, peer->port) > 0); /* root may */
-    s = h_open(nob, "tcp");
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", peer->port);
-    assert_int_equal(
-        h_err(nob, NULL, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)s, "address", addr),
-        -32004);
-    h_daemon_stop(&D);
-}
-
-/*
  * Attack: attach a connected TCP socket, clear O_NONBLOCK on the copy, and take the bytes the
  * daemon was woken for from the copy just before the daemon reads. Must hold: the daemon's read
  * returns at once (MSG_DONTWAIT); another client's ping is answered; the socket still works.
@@ -780,7 +753,6 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_fd_nobody_is_nobody, teardown),
         cmocka_unit_test_teardown(test_fd_recv_cleared, teardown),
         cmocka_unit_test_teardown(test_fd_send_cleared, teardown),
         cmocka_unit_test_teardown(test_fd_close_linger, teardown),

@@ -205,34 +205,6 @@ unix_bind(struct sockd_client *c, const char *path, int mode, const char **reaso
     } while (0)
 
 /*
- * The harness itself: a client of uid 65534 is seen as that uid by the daemon, so a rule for
- * that uid denies it what root may still do.
- */
-static void
-test_fs_nobody_is_nobody(void **state)
-{
-    struct sockd_client *root, *nobody;
-    struct h_peer *peer = h_peer_auto(H_ECHO, 0);
-    char conf[256];
-    long long s;
-
-    (void)state;
-    snprintf(conf, sizeof conf, "deny connect 127.0.0.0/8 uid %d\n", H_NOBODY);
-    h_daemon_start(&D, conf);
-    root = h_client_auto(&D);
-    nobody = h_client_nobody(&D);
-    assert_true(h_connect_tcp(root, peer->port) > 0); /* root may */
-    s = h_open(nobody, "tcp");
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", peer->port);
-    assert_int_equal(h_err(nobody, NULL, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)s,
-                           "address", addr),
-                     -32004);
-    sockd_client_close(nobody);
-    h_daemon_stop(&D);
-}
-
-/*
  * Attack (item 3): a nobody client asks the root daemon to bind sockets in directories only
  * root may write (0755) or enter (0700). The bind must be made as the client: EACCES, and no
  * file appears. A file the client may make is its own, with exactly the mode it asked for.
@@ -651,7 +623,6 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_fs_nobody_is_nobody, teardown),
         cmocka_unit_test_teardown(test_fs_bind_needs_client_rights, teardown),
         cmocka_unit_test_teardown(test_fs_connect_needs_client_rights, teardown),
         cmocka_unit_test_teardown(test_fs_bind_keeps_live_and_foreign_files, teardown),

@@ -149,34 +149,6 @@ connect_give(struct sockd_client *c, long long s, const char *name, int port)
 }
 
 /*
- * The harness itself: a client of uid 65534 is seen as that uid by the daemon, so a rule for
- * that uid denies it what root may still do.
- */
-static void
-test_id_nobody_is_nobody(void **state)
-{
-    struct sockd_client *root, *nb;
-    struct h_peer *peer = h_peer_auto(H_ECHO, 0);
-    char conf[256];
-    long long s;
-
-    (void)state;
-    snprintf(conf, sizeof conf, "deny connect 127.0.0.0/8 uid %d\n", H_NOBODY);
-    h_daemon_start(&D, conf);
-    root = h_client_auto(&D);
-    nb = nobody();
-    assert_true(h_connect_tcp(root, peer->port) > 0); /* root may */
-    s = h_open(nb, "tcp");
-    char addr[64];
-    snprintf(addr, sizeof addr, "127.0.0.1:%d", peer->port);
-    assert_int_equal(
-        h_err(nb, NULL, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)s, "address", addr),
-        -32004);
-    nobody_close(nb);
-    h_daemon_stop(&D);
-}
-
-/*
  * Attack (item 2): connect to a host name and give the socket away in the same batch. The
  * lookup completes while the socket waits unowned; the old daemon then had nobody to judge and
  * skipped the uid rule. The socket keeps its maker's identity: the connection is denied, the
@@ -774,7 +746,6 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(test_id_nobody_is_nobody, teardown),
         cmocka_unit_test_teardown(test_id_give_parked_denied, teardown),
         cmocka_unit_test_teardown(test_id_take_by_root_keeps_identity, teardown),
         cmocka_unit_test_teardown(test_id_give_parked_rewritten, teardown),
