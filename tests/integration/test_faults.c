@@ -2496,13 +2496,19 @@ test_sigterm_under_load(void **state)
                           json_pack("{s:I, s:i, s:b}", "socket", (json_int_t)cl[i].socks[k],
                                     "length", 65536, "stream", 1)),
                 0);
-    h_sleep_ms(500);
+    /* Under load means data is flowing: wait for 10 MiB to have reached the clients (how long
+       that takes depends on the machine, so it is a condition, not a sleep). */
+    t_term = h_now_ms();
+    while ((before = __atomic_load_n(&rd->bytes, __ATOMIC_SEQ_CST)) <= 10 * MIB &&
+           h_now_ms() - t_term < 6 * H_TIMEOUT_MS)
+        h_sleep_ms(10);
+    print_message("  %zu bytes delivered before the freeze (%lld ms)\n", before,
+                  h_now_ms() - t_term);
+    assert_true(before > 10 * MIB);
     /* Five clients stop reading: their output sits over the high-water mark at SIGTERM. */
     __atomic_store_n(&rd->freeze, 1, __ATOMIC_SEQ_CST);
     h_sleep_ms(500);
-    before = __atomic_load_n(&rd->bytes, __ATOMIC_SEQ_CST);
     assert_int_equal(__atomic_load_n(&f->nconn, __ATOMIC_SEQ_CST), SIG_CLIENTS * SIG_SOCKS);
-    assert_true(before > 10 * MIB); /* under load */
 
     /* SIGTERM: exit 0 within 3 s (the flush waits 2 s at most for the frozen ones), every
        reading client told about every socket, then EOF. */
