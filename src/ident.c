@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <stdlib.h>
+
+#include <jansson.h>
 #include <sys/socket.h>
 
 #include "daemon.h"
@@ -35,6 +37,19 @@ ident_acct_put(struct ident_acct *a)
         return;
     idmap_del(&sockd.accts, (uint64_t)a->uid + 1);
     free(a);
+}
+
+/* Drop a reference to a restriction link (NULL is fine); the last frees it and its outer ones. */
+static void
+ident_restrict_unref(struct ident_restrict *r)
+{
+    while (r != NULL && --r->refs == 0) {
+        struct ident_restrict *outer = r->outer;
+        policy_free(r->policy);
+        json_decref(r->rules);
+        free(r);
+        r = outer;
+    }
 }
 
 struct ident *
@@ -83,6 +98,7 @@ ident_unref(struct ident *id)
     if (id == NULL || --id->refs > 0)
         return;
     ident_acct_put(id->acct);
+    ident_restrict_unref(id->restriction);
     free(id->groups);
     free(id);
 }
@@ -92,4 +108,49 @@ ident_room(const struct ident *id)
 {
     size_t cap = sockd.conf.max_buffer_per_uid, used = id->acct->queued;
     return used < cap ? cap - used : 0;
+}
+
+int
+ident_restrict(struct ident *id, struct policy *policy, json_t *rules)
+{
+    struct ident_restrict *outer = id->restriction, *r;
+    if (outer != NULL && outer->depth >= IDENT_MAX_RESTRICT) {
+        policy_free(policy);
+        errno = E2BIG;
+        return -1;
+    }
+    if ((r = calloc(1, sizeof *r)) == NULL) {
+        policy_free(policy);
+        errno = ENOMEM;
+        return -1;
+    }
+    r->refs = 1;
+    r->depth = outer != NULL ? outer->depth + 1 : 1;
+    r->policy = policy;
+    r->rules = json_incref(rules);
+    r->outer = outer; /* the identity's reference moves to the new link */
+    id->restriction = r;
+    return 0;
+}
+
+int
+ident_allows(const struct ident *id, int action, const struct sockaddr *sa, socklen_t len)
+{
+    for (const struct ident_restrict *r = id->restriction; r != NULL; r = r->outer)
+        if (r->policy == NULL || /* no rules: only the implicit final deny */
+            !policy_allows(r->policy, (enum policy_action)action, sa, len, NULL))
+            return 0;
+    return 1;
+}
+
+json_t *
+ident_restrict_json(const struct ident *id)
+{
+    json_t *all = json_array();
+    for (const struct ident_restrict *r = id->restriction; all != NULL && r != NULL; r = r->outer)
+        if (json_array_insert(all, 0, r->rules) < 0) {
+            json_decref(all);
+            return NULL;
+        }
+    return all;
 }

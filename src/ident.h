@@ -10,9 +10,29 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
+#include <jansson.h>
+
 struct sock;
+struct policy;
+
+/* How many daemon.restrict calls one identity may stack, and rules per call (hard limits). */
+#define IDENT_MAX_RESTRICT 16
+#define IDENT_MAX_RULES 64
+
+/*
+ * One daemon.restrict call's rules (sockd-protocol(7), "daemon.restrict"): immutable once made,
+ * refcounted, chained to the restriction applied before it. Every link must allow a call.
+ */
+struct ident_restrict {
+    unsigned refs;
+    unsigned depth;               /* links in the chain, this one included */
+    struct policy *policy;        /* the rules and the implicit final deny */
+    json_t *rules;                /* the rules as the client wrote them (for daemon.hello) */
+    struct ident_restrict *outer; /* the restriction applied before (referenced), or NULL */
+};
 
 /* What one uid holds in the daemon, summed over its clients and sockets (per-uid budgets). */
 struct ident_acct {
@@ -35,7 +55,8 @@ struct ident {
     pid_t pid;
     gid_t *groups; /* supplementary groups, malloc'ed (NULL when none) */
     int ngroups;
-    struct ident_acct *acct; /* the uid's account (referenced) */
+    struct ident_acct *acct;            /* the uid's account (referenced) */
+    struct ident_restrict *restriction; /* what the client narrowed itself to (NULL: nothing) */
 };
 
 /*
@@ -49,6 +70,17 @@ struct ident *ident_of_peer(int fd);
 struct ident *ident_ref(struct ident *id);
 /* Drop a reference (NULL is fine); the last frees it and releases its account. */
 void ident_unref(struct ident *id);
+
+/*
+ * Narrow id by one more restriction: policy (owned from here on, even on failure) and rules
+ * (borrowed, referenced). -1 with errno: E2BIG past IDENT_MAX_RESTRICT, ENOMEM.
+ */
+int ident_restrict(struct ident *id, struct policy *policy, json_t *rules);
+/* Whether every restriction of id allows action (enum policy_action) to sa; 1 with none. */
+int ident_allows(const struct ident *id, int action, const struct sockaddr *sa, socklen_t len);
+/* The restrictions as daemon.hello reports them: an array of rule arrays, oldest first (new
+ * reference, NULL on ENOMEM). */
+json_t *ident_restrict_json(const struct ident *id);
 
 /* Bytes the uid may still queue under max-buffer-per-uid (0 when full). */
 size_t ident_room(const struct ident *id);

@@ -954,3 +954,33 @@ policy_peer_groups(int fd, pid_t pid, gid_t **groups)
     }
     return n;
 }
+
+/* ---- a client's restriction (sockd-protocol(7), daemon.restrict) ---- */
+
+int
+policy_parse_restriction(struct policy **pp, const char *line, char *cb, size_t cl)
+{
+    char copy[POLICY_RULE_MAX + 1], *w[16], *save = NULL;
+    int n = 0;
+    size_t len = strlen(line);
+    if (len > POLICY_RULE_MAX)
+        return policy_fail(cb, cl, "rule longer than %d bytes", POLICY_RULE_MAX);
+    memcpy(copy, line, len + 1);
+    for (char *t = strtok_r(copy, " \t", &save); t != NULL; t = strtok_r(NULL, " \t", &save)) {
+        if (n == (int)(sizeof w / sizeof w[0]))
+            return policy_fail(cb, cl, "too many words");
+        w[n++] = t;
+    }
+    if (n < 1 || (strcmp(w[0], "allow") != 0 && strcmp(w[0], "deny") != 0))
+        return policy_fail(cb, cl, "a restriction rule starts with allow or deny");
+    for (int i = 3; i < n; i++)
+        if (strcmp(w[i], "uid") == 0 || strcmp(w[i], "user") == 0 || strcmp(w[i], "gid") == 0 ||
+            strcmp(w[i], "group") == 0)
+            return policy_fail(cb, cl, "a restriction has no %s clause: it is about its client",
+                               w[i]);
+    struct policy *p = policy_get(pp);
+    if (p == NULL)
+        return policy_fail(cb, cl, "out of memory");
+    p->default_allow = 0; /* the implicit final deny */
+    return policy_parse_rule(p, w, n, cb, cl);
+}

@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -7,6 +8,9 @@
 
 #include "ctl.h"
 #include "daemon.h"
+#include "fsid.h"
+#include "ident.h"
+#include "policy.h"
 #include "rpc.h"
 #include "sock.h"
 #include "tls.h"
@@ -31,7 +35,55 @@ daemon_hello(struct rpc_call *call)
         "max_clients_per_uid", (json_int_t)cf->max_clients_per_uid, "max_sockets_per_uid",
         (json_int_t)cf->max_sockets_per_uid, "max_buffer_per_uid",
         (json_int_t)cf->max_buffer_per_uid);
+    json_t *rx = ident_restrict_json(call->client->ident);
+    if (call->result == NULL || rx == NULL || json_object_set_new(call->result, "restrict", rx) < 0)
+        return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     return 0;
+}
+
+/*
+ * daemon.restrict: the connection narrows its own rights (sockd-protocol(7), "daemon.restrict").
+ * The rules are parsed whole before anything changes: a bad one refuses the call and leaves the
+ * connection as it was. Unix prefixes are resolved with the client's credentials, as its
+ * destinations are.
+ */
+static int
+daemon_restrict(struct rpc_call *call)
+{
+    json_t *rules = rpc_get(call, "rules"), *v;
+    struct policy *p = NULL;
+    struct policy_who who;
+    char cause[200];
+    size_t i;
+
+    if (json_array_size(rules) > IDENT_MAX_RULES)
+        return rpc_fail_param(call, "rules", "more than %d rules", IDENT_MAX_RULES);
+    json_array_foreach(rules, i, v)
+    {
+        if (!json_is_string(v))
+            goto bad_type;
+    }
+    fsid_client_who(call->client, &who);
+    if (fsid_enter(&who) < 0)
+        return rpc_fail_errno(call, SOCKD_E_INTERNAL, NULL, errno, "switching credentials");
+    json_array_foreach(rules, i, v)
+    {
+        if (policy_parse_restriction(&p, json_string_value(v), cause, sizeof cause) < 0)
+            break;
+    }
+    fsid_leave();
+    if (i < json_array_size(rules)) {
+        policy_free(p);
+        return rpc_fail_param(call, "rules", "rule %zu: %s", i + 1, cause);
+    }
+    if (ident_restrict(call->client->ident, p, rules) < 0) {
+        if (errno == E2BIG)
+            return rpc_fail_limit(call, "max_restrictions");
+        return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
+    }
+    return 0;
+bad_type:
+    return rpc_fail_param(call, "rules", "rule %zu is not a string", i + 1);
 }
 
 static int
@@ -61,11 +113,13 @@ daemon_stats(struct rpc_call *call)
 }
 
 static const struct rpc_param p_hello[] = {{"client", RPC_P_STR, 0}, {NULL, 0, 0}};
+static const struct rpc_param p_restrict[] = {{"rules", RPC_P_ARRAY, 1}, {NULL, 0, 0}};
 static const struct rpc_param p_none[] = {{NULL, 0, 0}};
 
 const struct rpc_method rpc_daemon_methods[] = {
     {"daemon.hello", daemon_hello, p_hello},
     {"daemon.ping", daemon_ping, p_none},
+    {"daemon.restrict", daemon_restrict, p_restrict},
     {"daemon.stats", daemon_stats, p_none},
     {NULL, NULL, NULL},
 };

@@ -95,6 +95,15 @@ sock_who(const struct sock *s, struct policy_who *who)
     return 1;
 }
 
+/* The admin's policy and every restriction of s's identity (sockd-protocol(7), daemon.restrict). */
+static int
+sock_judge(const struct sock *s, int action, const struct sockaddr *sa, socklen_t len,
+           const struct policy_who *who)
+{
+    return policy_allows(sockd.conf.policy, (enum policy_action)action, sa, len, who) &&
+           ident_allows(s->ident, action, sa, len);
+}
+
 int
 sock_policy_ok(struct sock *s, int action, const struct sockaddr *sa, socklen_t len)
 {
@@ -102,23 +111,23 @@ sock_policy_ok(struct sock *s, int action, const struct sockaddr *sa, socklen_t 
     char text[128];
     static const char *const words[] = {"?", "connect", "bind", "?", "sendto"};
 
-    if (sockd.conf.policy == NULL)
+    if (sockd.conf.policy == NULL && s->ident->restriction == NULL)
         return 1;
     sock_who(s, &who);
-    if (policy_allows(sockd.conf.policy, (enum policy_action)action, sa, len, &who)) {
+    if (sock_judge(s, action, sa, len, &who)) {
         /* a connected datagram socket sends to its peer: it needs the sendto rules' leave too */
         if (action != POLICY_CONNECT || !sock_is_dgram(s))
             return 1;
         action = POLICY_SENDTO;
-        if (policy_allows(sockd.conf.policy, POLICY_SENDTO, sa, len, &who))
+        if (sock_judge(s, POLICY_SENDTO, sa, len, &who))
             return 1;
     }
     char owner[48] = "a given-away socket"; /* parked after socket.give */
     if (s->owner != NULL)
         snprintf(owner, sizeof owner, "client %llu", (unsigned long long)s->owner->id);
-    log_warn("policy: %s to %s denied for %s (uid %d pid %d), socket %llu", words[action & 7],
+    log_warn("policy: %s to %s denied for %s (uid %d pid %d%s), socket %llu", words[action & 7],
              addr_str(sa, len, text, sizeof text), owner, (int)who.uid, (int)who.pid,
-             (unsigned long long)s->id);
+             s->ident->restriction != NULL ? ", restricted" : "", (unsigned long long)s->id);
     return 0;
 }
 

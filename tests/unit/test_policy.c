@@ -1102,6 +1102,57 @@ test_peer_groups(void **state)
     assert_null(g);
 }
 
+/* A restriction (daemon.restrict): rule syntax only, an implicit final deny, no identity. */
+static void
+test_restriction(void **state)
+{
+    struct policy *p = NULL;
+    char cb[200];
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(443)};
+    struct sockaddr_in b = {.sin_family = AF_INET, .sin_port = htons(80)};
+    struct sockaddr_un u = {.sun_family = AF_UNIX, .sun_path = "/run/x.sock"};
+    (void)state;
+    inet_pton(AF_INET, "192.0.2.1", &a.sin_addr);
+    inet_pton(AF_INET, "192.0.2.1", &b.sin_addr);
+    assert_int_equal(
+        policy_parse_restriction(&p, "allow connect 0.0.0.0/0 port 443", cb, sizeof cb), 0);
+    assert_int_equal(policy_allows(p, POLICY_CONNECT, (struct sockaddr *)&a, sizeof a, NULL), 1);
+    assert_int_equal(policy_allows(p, POLICY_CONNECT, (struct sockaddr *)&b, sizeof b, NULL), 0);
+    assert_int_equal(policy_allows(p, POLICY_SENDTO, (struct sockaddr *)&a, sizeof a, NULL), 0);
+    assert_int_equal(policy_allows(p, POLICY_CONNECT, (struct sockaddr *)&u, sizeof u, NULL), 0);
+    /* first match wins */
+    assert_int_equal(policy_parse_restriction(&p, "  deny\tconnect * ", cb, sizeof cb), 0);
+    assert_int_equal(policy_allows(p, POLICY_CONNECT, (struct sockaddr *)&a, sizeof a, NULL), 1);
+    static const char *const refused[] = {
+        "",
+        "   ",
+        "policy-default allow",
+        "rewrite connect 1.2.3.4:1 to 127.0.0.1:2",
+        "allow connect * uid 0",
+        "allow connect * port 443 user root",
+        "deny any * group root",
+        "allow connect * gid 0",
+        "allow connect",
+        "allow fly *",
+        "allow connect 300.1.1.1",
+        "allow connect * port 99999",
+        "allow connect * port 1 port 2",
+        "allow a b c d e f g h i j k l m n o p q r",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        cb[0] = '\0';
+        if (policy_parse_restriction(&p, refused[i], cb, sizeof cb) != -1)
+            fail_msg("accepted: '%s'", refused[i]);
+        assert_true(cb[0] != '\0');
+    }
+    char huge[POLICY_RULE_MAX + 2];
+    memset(huge, ' ', sizeof huge - 1);
+    huge[sizeof huge - 1] = '\0';
+    memcpy(huge, "allow any *", 11);
+    assert_int_equal(policy_parse_restriction(&p, huge, cb, sizeof cb), -1);
+    policy_free(p);
+}
+
 int
 main(void)
 {
@@ -1111,6 +1162,7 @@ main(void)
         cmocka_unit_test(test_rewrite),     cmocka_unit_test(test_protocol_example),
         cmocka_unit_test(test_errors),      cmocka_unit_test(test_good_lines),
         cmocka_unit_test(test_peer_groups), cmocka_unit_test(test_rule_real_path),
+        cmocka_unit_test(test_restriction),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,368 @@
+/*
+ * daemon.restrict: a control connection narrows its own rights (sockd-protocol(7),
+ * "daemon.restrict"). Each test drives the real daemon against loopback peers and checks that
+ * a denied destination never sees a connection or a datagram.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <sockd/protocol.h>
+
+#include "harness.h"
+
+static struct h_daemon D;
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    h_cleanup();
+    h_daemon_kill(&D);
+    return 0;
+}
+
+static long long
+jint(const json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
+static const char *
+err_reason(const json_t *err)
+{
+    const char *v = json_string_value(json_object_get(json_object_get(err, "data"), "reason"));
+    return v ? v : "";
+}
+
+static long long
+open_type(struct sockd_client *c, const char *type)
+{
+    json_t *r = h_ok(c, "socket.open", "{s:s}", "type", type);
+    long long s = jint(r, "socket");
+    json_decref(r);
+    return s;
+}
+
+/* daemon.restrict with the given rules (NULL-terminated); the error code, 0 on success. */
+static int
+restrict_rules(struct sockd_client *c, const char *const *rules)
+{
+    json_t *arr = json_array(), *params, *res = NULL, *err = NULL;
+    for (; *rules != NULL; rules++)
+        json_array_append_new(arr, json_string(*rules));
+    params = json_pack("{s:o}", "rules", arr);
+    int rc = sockd_client_call(c, "daemon.restrict", params, &res, &err, H_TIMEOUT_MS);
+    json_decref(params);
+    assert_true(rc >= 0);
+    int code = rc == 0 ? 0 : sockd_client_error_code(err);
+    json_decref(res);
+    json_decref(err);
+    return code;
+}
+
+/* socket.connect of a new tcp socket to 127.0.0.1:port: 0 when connected, else the error code
+ * (asserting it is policy_denied). */
+static int
+try_connect(struct sockd_client *c, int port)
+{
+    long long s = open_type(c, "tcp");
+    json_t *err = NULL;
+    json_t *params = json_pack("{s:I,s:s,s:i}", "socket", s, "address", "127.0.0.1", "port", port),
+           *res;
+    int rc = sockd_client_call(c, "socket.connect", params, &res, &err, H_TIMEOUT_MS);
+    json_decref(params);
+    assert_true(rc >= 0);
+    if (rc == 1) {
+        int code = sockd_client_error_code(err);
+        H_CHECK(code == SOCKD_E_DENIED && strcmp(err_reason(err), "policy_denied") == 0, err);
+        json_decref(err);
+        h_ok(c, "socket.close", "{s:I}", "socket", s);
+        return code;
+    }
+    json_decref(res);
+    json_decref(h_event(c, "socket.connected", s, H_TIMEOUT_MS));
+    json_decref(h_ok(c, "socket.close", "{s:I}", "socket", s));
+    return 0;
+}
+
+/* A UDP socket bound to 127.0.0.1:0; its port in *port. */
+static int
+udp_sink(int *port)
+{
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sin;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+/* Whether a datagram reaches fd within ms. */
+static int
+udp_got(int fd, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    char b[64];
+    if (poll(&p, 1, ms) != 1)
+        return 0;
+    return recv(fd, b, sizeof b, MSG_DONTWAIT) >= 0;
+}
+
+/* The restriction narrows: allowed port works, another is denied and never reached. */
+static void
+test_restrict_connect(void **state)
+{
+    struct h_peer *ok = h_peer_auto(H_ECHO, 0), *no = h_peer_auto(H_ECHO, 0);
+    char rule[128];
+    (void)state;
+    h_daemon_start(&D, NULL);
+    struct sockd_client *c = h_client_auto(&D), *other = h_client_auto(&D);
+    snprintf(rule, sizeof rule, "allow connect 127.0.0.1 port %d", ok->port);
+    const char *rules[] = {rule, NULL};
+    assert_int_equal(restrict_rules(c, rules), 0);
+    assert_int_equal(try_connect(c, ok->port), 0);
+    assert_int_equal(try_connect(c, no->port), SOCKD_E_DENIED);
+    assert_int_equal(no->accepted, 0);
+    /* the restriction is the connection's own: another connection of the same uid is free */
+    assert_int_equal(try_connect(other, no->port), 0);
+    h_daemon_stop(&D);
+}
+
+/* A second restrict only narrows: widening rules change nothing, narrowing ones apply. */
+static void
+test_restrict_narrowing_only(void **state)
+{
+    struct h_peer *a = h_peer_auto(H_ECHO, 0), *b = h_peer_auto(H_ECHO, 0);
+    char rule[128], deny[128];
+    (void)state;
+    h_daemon_start(&D, NULL);
+    struct sockd_client *c = h_client_auto(&D);
+    snprintf(rule, sizeof rule, "allow connect 127.0.0.1 port %d", a->port);
+    const char *first[] = {rule, NULL};
+    const char *wide[] = {"allow any *", NULL};
+    assert_int_equal(restrict_rules(c, first), 0);
+    assert_int_equal(restrict_rules(c, wide), 0);
+    assert_int_equal(try_connect(c, b->port), SOCKD_E_DENIED);
+    assert_int_equal(try_connect(c, a->port), 0);
+    snprintf(deny, sizeof deny, "deny connect * port %d", a->port);
+    const char *narrow[] = {deny, "allow any *", NULL};
+    assert_int_equal(restrict_rules(c, narrow), 0);
+    assert_int_equal(try_connect(c, a->port), SOCKD_E_DENIED);
+    assert_int_equal(b->accepted, 0);
+    /* daemon.hello reports every list, oldest first */
+    json_t *h = h_ok(c, "daemon.hello", NULL), *rx = json_object_get(h, "restrict");
+    H_CHECK(json_array_size(rx) == 3, h);
+    H_CHECK(strcmp(json_string_value(json_array_get(json_array_get(rx, 0), 0)), rule) == 0, h);
+    H_CHECK(strcmp(json_string_value(json_array_get(json_array_get(rx, 2), 0)), deny) == 0, h);
+    json_decref(h);
+    h_daemon_stop(&D);
+}
+
+/* Bad rules refuse the whole call and leave the connection as it was; limits hold. */
+static void
+test_restrict_bad_rules(void **state)
+{
+    (void)state;
+    h_daemon_start(&D, NULL);
+    struct sockd_client *c = h_client_auto(&D);
+    json_t *h = h_ok(c, "daemon.hello", NULL);
+    H_CHECK(json_is_array(json_object_get(h, "restrict")) &&
+                json_array_size(json_object_get(h, "restrict")) == 0,
+            h);
+    json_decref(h);
+    const char *with_uid[] = {"allow any *", "allow connect 127.0.0.1 uid 0", NULL};
+    const char *rewrite[] = {"rewrite connect 127.0.0.1:1 to 127.0.0.1:2", NULL};
+    const char *dflt[] = {"policy-default allow", NULL};
+    const char *junk[] = {"allow teleport *", NULL};
+    const char *empty[] = {"", NULL};
+    assert_int_equal(restrict_rules(c, with_uid), SOCKD_E_INVALID_PARAMS);
+    assert_int_equal(restrict_rules(c, rewrite), SOCKD_E_INVALID_PARAMS);
+    assert_int_equal(restrict_rules(c, dflt), SOCKD_E_INVALID_PARAMS);
+    assert_int_equal(restrict_rules(c, junk), SOCKD_E_INVALID_PARAMS);
+    assert_int_equal(restrict_rules(c, empty), SOCKD_E_INVALID_PARAMS);
+    assert_int_equal(h_err(c, NULL, "daemon.restrict", "{s:[i]}", "rules", 1),
+                     SOCKD_E_INVALID_PARAMS);
+    assert_int_equal(h_err(c, NULL, "daemon.restrict", "{}"), SOCKD_E_INVALID_PARAMS);
+    /* a rule longer than any real one */
+    char *huge = malloc(4096);
+    memset(huge, 'x', 4095);
+    huge[4095] = '\0';
+    memcpy(huge, "allow connect ", 14);
+    const char *long_rule[] = {huge, NULL};
+    assert_int_equal(restrict_rules(c, long_rule), SOCKD_E_INVALID_PARAMS);
+    free(huge);
+    /* too many rules in one call */
+    json_t *many = json_array();
+    for (int i = 0; i < 65; i++)
+        json_array_append_new(many, json_string("allow any *"));
+    json_t *err = NULL, *p = json_pack("{s:o}", "rules", many);
+    assert_int_equal(sockd_client_call(c, "daemon.restrict", p, NULL, &err, H_TIMEOUT_MS), 1);
+    H_CHECK(sockd_client_error_code(err) == SOCKD_E_INVALID_PARAMS, err);
+    json_decref(err);
+    json_decref(p);
+    /* nothing was applied by any of those */
+    h = h_ok(c, "daemon.hello", NULL);
+    H_CHECK(json_array_size(json_object_get(h, "restrict")) == 0, h);
+    json_decref(h);
+    /* at most 16 stacked restrictions */
+    const char *all[] = {"allow any *", NULL};
+    for (int i = 0; i < 16; i++)
+        assert_int_equal(restrict_rules(c, all), 0);
+    assert_int_equal(restrict_rules(c, all), SOCKD_E_LIMIT);
+    h_daemon_stop(&D);
+}
+
+/* No rules: only the implicit final deny, for every action and for Unix too. */
+static void
+test_restrict_empty_denies_all(void **state)
+{
+    struct h_peer *peer = h_peer_auto(H_ECHO, 0);
+    int port, sink = udp_sink(&port);
+    char path[400];
+    (void)state;
+    h_daemon_start(&D, NULL);
+    struct sockd_client *c = h_client_auto(&D);
+    const char *none[] = {NULL};
+    assert_int_equal(restrict_rules(c, none), 0);
+    assert_int_equal(try_connect(c, peer->port), SOCKD_E_DENIED);
+    long long u = open_type(c, "udp");
+    assert_int_equal(h_err(c, NULL, "socket.sendto", "{s:I,s:s,s:s,s:i}", "socket", u, "text", "x",
+                           "address", "127.0.0.1", "port", port),
+                     SOCKD_E_DENIED);
+    assert_int_equal(
+        h_err(c, NULL, "socket.bind", "{s:I,s:s}", "socket", u, "address", "127.0.0.1:0"),
+        SOCKD_E_DENIED);
+    long long x = open_type(c, "unix");
+    snprintf(path, sizeof path, "%s/nothing.sock", D.dir);
+    assert_int_equal(h_err(c, NULL, "socket.bind", "{s:I,s:s}", "socket", x, "address", path),
+                     SOCKD_E_DENIED);
+    assert_false(udp_got(sink, 200));
+    assert_int_equal(peer->accepted, 0);
+    close(sink);
+    h_daemon_stop(&D);
+}
+
+/* sendto and connected UDP: a denied destination receives nothing, an allowed one does. */
+static void
+test_restrict_udp(void **state)
+{
+    int pa, pb, a = udp_sink(&pa), b = udp_sink(&pb);
+    char rule[128];
+    (void)state;
+    h_daemon_start(&D, NULL);
+    struct sockd_client *c = h_client_auto(&D);
+    /* a socket made before the restriction is judged by it too */
+    long long u = open_type(c, "udp");
+    snprintf(rule, sizeof rule, "allow sendto 127.0.0.1 port %d", pa);
+    const char *rules[] = {rule, NULL};
+    assert_int_equal(restrict_rules(c, rules), 0);
+    json_decref(h_ok(c, "socket.sendto", "{s:I,s:s,s:s,s:i}", "socket", u, "text", "hi", "address",
+                     "127.0.0.1", "port", pa));
+    assert_true(udp_got(a, H_TIMEOUT_MS));
+    assert_int_equal(h_err(c, NULL, "socket.sendto", "{s:I,s:s,s:s,s:i}", "socket", u, "text", "hi",
+                           "address", "127.0.0.1", "port", pb),
+                     SOCKD_E_DENIED);
+    /* connect of a datagram socket needs connect and sendto: only sendto is allowed here */
+    long long v = open_type(c, "udp");
+    assert_int_equal(h_err(c, NULL, "socket.connect", "{s:I,s:s,s:i}", "socket", v, "address",
+                           "127.0.0.1", "port", pa),
+                     SOCKD_E_DENIED);
+    assert_false(udp_got(b, 200));
+    close(a);
+    close(b);
+    h_daemon_stop(&D);
+}
+
+/* A socket given away keeps its giver's restriction, whoever takes it. */
+static void
+test_restrict_give_keeps(void **state)
+{
+    struct h_peer *ok = h_peer_auto(H_ECHO, 0), *no = h_peer_auto(H_ECHO, 0);
+    char rule[128];
+    (void)state;
+    h_daemon_start(&D, NULL);
+    struct sockd_client *giver = h_client_auto(&D), *taker = h_client_auto(&D);
+    snprintf(rule, sizeof rule, "allow connect 127.0.0.1 port %d", ok->port);
+    const char *rules[] = {rule, NULL};
+    assert_int_equal(restrict_rules(giver, rules), 0);
+    long long s = open_type(giver, "tcp");
+    json_t *r = h_ok(giver, "socket.give", "{s:I}", "socket", s);
+    char *tok = strdup(json_string_value(json_object_get(r, "token")));
+    json_decref(r);
+    r = h_ok(taker, "socket.take", "{s:s}", "token", tok);
+    free(tok);
+    long long t = jint(r, "socket");
+    json_decref(r);
+    json_t *err = NULL;
+    assert_int_equal(h_err(taker, &err, "socket.connect", "{s:I,s:s,s:i}", "socket", t, "address",
+                           "127.0.0.1", "port", no->port),
+                     SOCKD_E_DENIED);
+    H_CHECK(strcmp(err_reason(err), "policy_denied") == 0, err);
+    json_decref(err);
+    assert_int_equal(no->accepted, 0);
+    /* the taker's own sockets are not restricted, and the given one may reach what it allows */
+    assert_int_equal(try_connect(taker, no->port), 0);
+    json_decref(h_ok(taker, "socket.connect", "{s:I,s:s,s:i}", "socket", t, "address", "127.0.0.1",
+                     "port", ok->port));
+    json_decref(h_event(taker, "socket.connected", t, H_TIMEOUT_MS));
+    h_daemon_stop(&D);
+}
+
+/*
+ * A client of another uid: the admin policy and the restriction both apply. The admin denies
+ * nobody one port; nobody's restriction allowing it does not help, and nobody's own rules
+ * deny another port the admin allows.
+ */
+static void
+test_restrict_nobody_and_admin(void **state)
+{
+    struct h_peer *a = h_peer_auto(H_ECHO, 0), *b = h_peer_auto(H_ECHO, 0),
+                  *c3 = h_peer_auto(H_ECHO, 0);
+    char conf[256], ra[128], rc[128];
+    (void)state;
+    snprintf(conf, sizeof conf, "deny connect 127.0.0.1 port %d uid %d\n", a->port, H_NOBODY);
+    h_daemon_start(&D, conf);
+    struct sockd_client *nb = h_client_nobody(&D);
+    snprintf(ra, sizeof ra, "allow connect 127.0.0.1 port %d", a->port);
+    snprintf(rc, sizeof rc, "allow connect 127.0.0.1 port %d", c3->port);
+    const char *rules[] = {ra, rc, NULL};
+    assert_int_equal(restrict_rules(nb, rules), 0);
+    assert_int_equal(try_connect(nb, a->port), SOCKD_E_DENIED); /* the admin says no */
+    assert_int_equal(try_connect(nb, b->port), SOCKD_E_DENIED); /* the restriction says no */
+    assert_int_equal(try_connect(nb, c3->port), 0);             /* both say yes */
+    assert_int_equal(a->accepted, 0);
+    assert_int_equal(b->accepted, 0);
+    sockd_client_close(nb);
+    h_daemon_stop(&D);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_restrict_connect, teardown),
+        cmocka_unit_test_teardown(test_restrict_narrowing_only, teardown),
+        cmocka_unit_test_teardown(test_restrict_bad_rules, teardown),
+        cmocka_unit_test_teardown(test_restrict_empty_denies_all, teardown),
+        cmocka_unit_test_teardown(test_restrict_udp, teardown),
+        cmocka_unit_test_teardown(test_restrict_give_keeps, teardown),
+        cmocka_unit_test_teardown(test_restrict_nobody_and_admin, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
