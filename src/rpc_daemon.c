@@ -6,6 +6,7 @@
 
 #include <sockd/protocol.h>
 
+#include "addr.h"
 #include "ctl.h"
 #include "daemon.h"
 #include "fsid.h"
@@ -113,13 +114,49 @@ daemon_stats(struct rpc_call *call)
 }
 
 static const struct rpc_param p_hello[] = {{"client", RPC_P_STR, 0}, {NULL, 0, 0}};
+/*
+ * daemon.check: whether this connection's call would be allowed to an IP address (the admin's
+ * policy for its identity and its restrictions), without doing it (sockd-protocol(7),
+ * "daemon.check"). For a supervisor that performs a datagram itself on a socket sockd gave it.
+ */
+static int
+daemon_check(struct rpc_call *call)
+{
+    static const struct {
+        const char *name;
+        int action;
+    } actions[] = {{"connect", POLICY_CONNECT}, {"bind", POLICY_BIND}, {"sendto", POLICY_SENDTO}};
+    const char *what = rpc_str(call, "action"), *cause = NULL;
+    struct addr a;
+    struct policy_who who;
+    long long port;
+    int action = 0;
+    for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++)
+        if (strcmp(what, actions[i].name) == 0)
+            action = actions[i].action;
+    if (action == 0)
+        return rpc_fail_param(call, "action", "connect, bind or sendto");
+    if (rpc_int_range(call, "port", 0, 65535, -1, &port) < 0)
+        return -1;
+    if (addr_parse_ip(rpc_str(call, "address"), (int)port, &a, &cause) < 0)
+        return rpc_fail_param(call, "address", "%s", cause);
+    if (a.kind != ADDR_IP || a.port < 0)
+        return rpc_fail_param(call, "address", "an IP address literal with a port");
+    fsid_client_who(call->client, &who);
+    const struct sockaddr *sa = (const struct sockaddr *)&a.sa;
+    int ok = policy_allows(sockd.conf.policy, (enum policy_action)action, sa, a.salen, &who) &&
+             ident_allows(call->client->ident, action, sa, a.salen);
+    call->result = json_pack("{s:b}", "allowed", ok);
+    return 0;
+}
+
+static const struct rpc_param p_check[] = {
+    {"action", RPC_P_STR, 1}, {"address", RPC_P_STR, 1}, {"port", RPC_P_INT, 0}, {NULL, 0, 0}};
 static const struct rpc_param p_restrict[] = {{"rules", RPC_P_ARRAY, 1}, {NULL, 0, 0}};
 static const struct rpc_param p_none[] = {{NULL, 0, 0}};
 
 const struct rpc_method rpc_daemon_methods[] = {
-    {"daemon.hello", daemon_hello, p_hello},
-    {"daemon.ping", daemon_ping, p_none},
-    {"daemon.restrict", daemon_restrict, p_restrict},
-    {"daemon.stats", daemon_stats, p_none},
-    {NULL, NULL, NULL},
+    {"daemon.check", daemon_check, p_check}, {"daemon.hello", daemon_hello, p_hello},
+    {"daemon.ping", daemon_ping, p_none},    {"daemon.restrict", daemon_restrict, p_restrict},
+    {"daemon.stats", daemon_stats, p_none},  {NULL, NULL, NULL},
 };

@@ -36,6 +36,8 @@
 #include <jansson.h>
 #include <sockd/client.h>
 
+#include "sockctl_run.h"
+
 /* Exit statuses. */
 enum sockctl_exit {
     SOCKCTL_OK = 0,      /* success */
@@ -2326,6 +2328,7 @@ main(int argc, char **argv)
         {"open", sockctl_cmd_open, 1},   {"send", sockctl_cmd_send, 1},
         {"recv", sockctl_cmd_recv, 1},   {"close", sockctl_cmd_close, 1},
         {"ls", sockctl_cmd_ls, 0},       {"stats", sockctl_cmd_stats, 0},
+        {"run", sockctl_cmd_run, 1},
     };
     struct sockctl_opts o = {.path = NULL, .json = 0, .timeout_ms = SOCKCTL_DEFAULT_TIMEOUT_MS};
     int opt;
