@@ -412,6 +412,40 @@ enum run_verdict {
     RUN_CONTINUE, /* the kernel runs the call as the program made it */
 };
 
+/* The wildcard address with port 0: what the kernel binds a datagram socket to on its own. */
+static int
+run_ephemeral_any(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)ss;
+        return sin->sin_port == 0 && sin->sin_addr.s_addr == htonl(INADDR_ANY);
+    }
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)ss;
+    return sin6->sin6_port == 0 && IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr);
+}
+
+/*
+ * A datagram socket bound to an ephemeral port on the wildcard, where sockd's bind rules say
+ * no: that is the kernel's own autobind at the first send, which opens nothing the sendto
+ * rules do not (sockctl(1), "run"), so the socket is made and bound here. 0 or an errno.
+ */
+static int
+run_autobind(struct run *r, const struct seccomp_notif *req, int lfd,
+             const struct sockaddr_storage *ss, socklen_t sl)
+{
+    int nfd = socket(ss->ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (nfd < 0)
+        return errno;
+    if (bind(nfd, (const struct sockaddr *)ss, sl) < 0) {
+        int e = errno;
+        close(nfd);
+        return e;
+    }
+    if (r->verbose)
+        fprintf(stderr, "sockctl run: bind to an ephemeral port: done here\n");
+    return run_install(r, req, lfd, nfd);
+}
+
 /* connect or bind of an IP socket through sockd. Returns 0 or an errno. */
 static int
 run_via_sockd(struct run *r, const struct seccomp_notif *req, int lfd, int type, int bind_it)
@@ -465,6 +499,8 @@ run_via_sockd(struct run *r, const struct seccomp_notif *req, int lfd, int type,
                 e ? strerror(e) : "ok");
     if (e != 0) {
         run_drop(r, s);
+        if (e == EACCES && bind_it && type == SOCK_DGRAM && run_ephemeral_any(&ss))
+            return run_autobind(r, req, lfd, &ss, sl);
         return e;
     }
     int nfd = run_detach(r, s, &e);
