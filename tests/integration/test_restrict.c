@@ -352,6 +352,52 @@ test_restrict_nobody_and_admin(void **state)
     h_daemon_stop(&D);
 }
 
+/* daemon.check answers as the calls would be judged, and does nothing. */
+static void
+test_check(void **state)
+{
+    char conf[256];
+    (void)state;
+    snprintf(conf, sizeof conf, "deny sendto 127.0.0.2 uid %d\n", H_NOBODY);
+    h_daemon_start(&D, conf);
+    struct sockd_client *c = h_client_auto(&D), *nb = h_client_nobody(&D);
+    json_t *r = h_ok(c, "daemon.check", "{s:s,s:s}", "action", "sendto", "address", "127.0.0.2:53");
+    H_CHECK(json_is_true(json_object_get(r, "allowed")), r);
+    json_decref(r);
+    /* the admin's rule for nobody */
+    r = h_ok(nb, "daemon.check", "{s:s,s:s}", "action", "sendto", "address", "127.0.0.2:53");
+    H_CHECK(json_is_false(json_object_get(r, "allowed")), r);
+    json_decref(r);
+    /* the restriction */
+    const char *rules[] = {"allow sendto 127.0.0.1 port 53", NULL};
+    assert_int_equal(restrict_rules(nb, rules), 0);
+    r = h_ok(nb, "daemon.check", "{s:s,s:s,s:i}", "action", "sendto", "address", "127.0.0.1",
+             "port", 53);
+    H_CHECK(json_is_true(json_object_get(r, "allowed")), r);
+    json_decref(r);
+    r = h_ok(nb, "daemon.check", "{s:s,s:s}", "action", "connect", "address", "127.0.0.1:53");
+    H_CHECK(json_is_false(json_object_get(r, "allowed")), r);
+    json_decref(r);
+    r = h_ok(nb, "daemon.check", "{s:s,s:s}", "action", "sendto", "address", "[::1]:53");
+    H_CHECK(json_is_false(json_object_get(r, "allowed")), r);
+    json_decref(r);
+    /* malformed */
+    assert_int_equal(
+        h_err(c, NULL, "daemon.check", "{s:s,s:s}", "action", "fly", "address", "127.0.0.1:1"),
+        SOCKD_E_INVALID_PARAMS);
+    assert_int_equal(
+        h_err(c, NULL, "daemon.check", "{s:s,s:s}", "action", "sendto", "address", "localhost:53"),
+        SOCKD_E_INVALID_PARAMS);
+    assert_int_equal(
+        h_err(c, NULL, "daemon.check", "{s:s,s:s}", "action", "sendto", "address", "127.0.0.1"),
+        SOCKD_E_INVALID_PARAMS);
+    assert_int_equal(
+        h_err(c, NULL, "daemon.check", "{s:s,s:s}", "action", "connect", "address", "/run/x.sock"),
+        SOCKD_E_INVALID_PARAMS);
+    sockd_client_close(nb);
+    h_daemon_stop(&D);
+}
+
 int
 main(void)
 {
@@ -363,6 +409,7 @@ main(void)
         cmocka_unit_test_teardown(test_restrict_udp, teardown),
         cmocka_unit_test_teardown(test_restrict_give_keeps, teardown),
         cmocka_unit_test_teardown(test_restrict_nobody_and_admin, teardown),
+        cmocka_unit_test_teardown(test_check, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
