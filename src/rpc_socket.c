@@ -122,6 +122,9 @@ socket_open(struct rpc_call *call)
     } else if (rpc_get(call, "context") != NULL) {
         return rpc_fail_param(call, "context", "a context applies to tls and dtls sockets only");
     }
+    int readahead = rpc_bool(call, "readahead", 1);
+    if (!readahead && (t == SOCK_TLS || t == SOCK_DTLS))
+        return rpc_fail_param(call, "readahead", "a %s socket reads for its TLS layer", tname);
     const char *full = sock_budget_full(call->client, call->client->ident);
     if (full != NULL)
         return rpc_fail_limit(call, full);
@@ -129,6 +132,7 @@ socket_open(struct rpc_call *call)
         sock_new(call->client, call->client->ident, (enum sock_type)t, rpc_bool(call, "ipv6", 0));
     if (s == NULL)
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
+    s->no_readahead = !readahead; /* for a socket that will be detached: nothing read first */
     json_t *tag = rpc_get(call, "tag");
     if (tag != NULL)
         s->tag = json_incref(tag);
@@ -587,11 +591,9 @@ socket_list(struct rpc_call *call)
     return 0;
 }
 
-static const struct rpc_param p_open[] = {{"type", RPC_P_STR, 1},
-                                          {"ipv6", RPC_P_BOOL, 0},
-                                          {"context", RPC_P_HANDLE, 0},
-                                          {"tag", RPC_P_TAG, 0},
-                                          {NULL, 0, 0}};
+static const struct rpc_param p_open[] = {{"type", RPC_P_STR, 1},       {"ipv6", RPC_P_BOOL, 0},
+                                          {"context", RPC_P_HANDLE, 0}, {"tag", RPC_P_TAG, 0},
+                                          {"readahead", RPC_P_BOOL, 0}, {NULL, 0, 0}};
 static const struct rpc_param p_connect[] = {
     {"socket", RPC_P_HANDLE, 1},   {"address", RPC_P_STR, 1},    {"port", RPC_P_INT, 0},
     {"server_name", RPC_P_STR, 0}, {"timeout_ms", RPC_P_INT, 0}, {NULL, 0, 0}};

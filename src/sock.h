@@ -197,6 +197,7 @@ struct sock {
     unsigned foreign : 1;       /* socket.attach: the client shares the fd's file and its flags */
     unsigned budget_wait : 1;   /* stopped reading at max-buffer-per-uid, on the waiting list */
     unsigned port_held : 1;     /* in the registry of ports held with SO_REUSEPORT (sock_dtls.c) */
+    unsigned no_readahead : 1;  /* socket.open readahead:false: read only for a pending recv */
 
     struct buf out;      /* queued bytes to send */
     uint64_t out_queued; /* stream offset of the end of out */

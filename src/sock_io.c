@@ -249,7 +249,8 @@ sock_update_io(struct sock *s)
             cap = s->recv_len;
         if (sock_splicing(s) && (buf_len(&s->in) > 0 || s->relay->piped >= s->relay->pipe_cap))
             cap = 0; /* the splice path reads once earlier bytes are out and the pipe has room */
-        if (!s->rd_eof && !paused && buf_len(&s->in) < cap && !s->tls_upgrade) {
+        if (!s->rd_eof && !paused && buf_len(&s->in) < cap && !s->tls_upgrade &&
+            (!s->no_readahead || s->recv_pending)) {
             if (sock_budget_room(s) >= sock_read_min(s))
                 ev |= EV_READ;
             else

@@ -222,9 +222,9 @@ run_detach(struct run *r, long long s, int *e)
         run_drop(r, s);
         return -1;
     }
+    /* readahead is off: sockd holds nothing of the peer's; a daemon without it may have */
     if (json_object_get(res, "data") != NULL || json_object_get(res, "datagrams") != NULL)
-        fprintf(stderr, "sockctl run: bytes that arrived before the socket was handed over are "
-                        "lost (sockctl(1), LIMITS)\n");
+        fprintf(stderr, "sockctl run: sockd read bytes before handing the socket over: lost\n");
     json_decref(res);
     if (fd < 0)
         *e = EIO;
@@ -472,8 +472,8 @@ run_via_sockd(struct run *r, const struct seccomp_notif *req, int lfd, int type,
         return EISCONN;
     json_t *res = NULL;
     if ((e = run_call(r, "socket.open",
-                      json_pack("{s:s,s:b}", "type", type == SOCK_STREAM ? "tcp" : "udp", "ipv6",
-                                domain == AF_INET6),
+                      json_pack("{s:b,s:s,s:b}", "readahead", 0, "type",
+                                type == SOCK_STREAM ? "tcp" : "udp", "ipv6", domain == AF_INET6),
                       &res, NULL)) != 0)
         return e;
     long long s = json_integer_value(json_object_get(res, "socket"));
@@ -524,8 +524,10 @@ run_own_dgram(struct run *r, const struct seccomp_notif *req, int lfd, int domai
         *out = dup(lfd);
         return *out < 0 ? errno : 0;
     }
-    e = run_call(r, "socket.open",
-                 json_pack("{s:s,s:b}", "type", "udp", "ipv6", domain == AF_INET6), &res, NULL);
+    e = run_call(
+        r, "socket.open",
+        json_pack("{s:b,s:s,s:b}", "readahead", 0, "type", "udp", "ipv6", domain == AF_INET6), &res,
+        NULL);
     if (e == 0) {
         long long s = json_integer_value(json_object_get(res, "socket"));
         json_decref(res);

@@ -459,6 +459,29 @@ test_run_probe_tcp(void **state)
     OUT_HAS(out, "errno 111");
 }
 
+/*
+ * A server that greets at once, and one that closes at once: sockd opens the socket with
+ * readahead off, so neither the greeting nor the EOF is taken before the socket is handed over.
+ */
+static void
+test_run_probe_greeting(void **state)
+{
+    char out[4096];
+    struct h_peer *greet = calloc(1, sizeof *greet), *closer = h_peer_auto(H_CLOSE, 0);
+    (void)state;
+    greet->greeting = "greeting-first\n";
+    h_peer_start(greet, H_GREET, 0);
+    for (int i = 0; i < 5; i++) {
+        int rc = run(out, sizeof out, "-- %s connect %d", g_probe, greet->port);
+        H_CHECK(rc == 0, json_string(out));
+        OUT_HAS(out, "reply=greeting-first");
+        rc = run(out, sizeof out, "-- %s connect %d", g_probe, closer->port);
+        H_CHECK(strstr(out, "(connect") == NULL, json_string(out)); /* the connect succeeded */
+    }
+    h_peer_stop(greet);
+    free(greet);
+}
+
 static void
 test_run_probe_udp(void **state)
 {
@@ -768,6 +791,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_run_busybox_nc_listen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_busybox_dns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_probe_tcp, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_probe_greeting, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_probe_udp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_probe_bind, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_go, setup, teardown),
