@@ -90,7 +90,7 @@ try_connect(struct sockd_client *c, int port)
         int code = sockd_client_error_code(err);
         H_CHECK(code == SOCKD_E_DENIED && strcmp(err_reason(err), "policy_denied") == 0, err);
         json_decref(err);
-        h_ok(c, "socket.close", "{s:I}", "socket", s);
+        json_decref(h_ok(c, "socket.close", "{s:I}", "socket", s));
         return code;
     }
     json_decref(res);
