@@ -48,15 +48,6 @@ err_reason(const json_t *err)
     return v ? v : "";
 }
 
-static long long
-open_type(struct sockd_client *c, const char *type)
-{
-    json_t *r = h_ok(c, "socket.open", "{s:s}", "type", type);
-    long long s = jint(r, "socket");
-    json_decref(r);
-    return s;
-}
-
 /* daemon.restrict with the given rules (NULL-terminated); the error code, 0 on success. */
 static int
 restrict_rules(struct sockd_client *c, const char *const *rules)
@@ -79,7 +70,7 @@ restrict_rules(struct sockd_client *c, const char *const *rules)
 static int
 try_connect(struct sockd_client *c, int port)
 {
-    long long s = open_type(c, "tcp");
+    long long s = h_open(c, "tcp");
     json_t *err = NULL;
     json_t *params = json_pack("{s:I,s:s,s:i}", "socket", s, "address", "127.0.0.1", "port", port),
            *res;
@@ -241,14 +232,14 @@ test_restrict_empty_denies_all(void **state)
     const char *none[] = {NULL};
     assert_int_equal(restrict_rules(c, none), 0);
     assert_int_equal(try_connect(c, peer->port), SOCKD_E_DENIED);
-    long long u = open_type(c, "udp");
+    long long u = h_open(c, "udp");
     assert_int_equal(h_err(c, NULL, "socket.sendto", "{s:I,s:s,s:s,s:i}", "socket", u, "text", "x",
                            "address", "127.0.0.1", "port", port),
                      SOCKD_E_DENIED);
     assert_int_equal(
         h_err(c, NULL, "socket.bind", "{s:I,s:s}", "socket", u, "address", "127.0.0.1:0"),
         SOCKD_E_DENIED);
-    long long x = open_type(c, "unix");
+    long long x = h_open(c, "unix");
     snprintf(path, sizeof path, "%s/nothing.sock", D.dir);
     assert_int_equal(h_err(c, NULL, "socket.bind", "{s:I,s:s}", "socket", x, "address", path),
                      SOCKD_E_DENIED);
@@ -268,7 +259,7 @@ test_restrict_udp(void **state)
     h_daemon_start(&D, NULL);
     struct sockd_client *c = h_client_auto(&D);
     /* a socket made before the restriction is judged by it too */
-    long long u = open_type(c, "udp");
+    long long u = h_open(c, "udp");
     snprintf(rule, sizeof rule, "allow sendto 127.0.0.1 port %d", pa);
     const char *rules[] = {rule, NULL};
     assert_int_equal(restrict_rules(c, rules), 0);
@@ -279,7 +270,7 @@ test_restrict_udp(void **state)
                            "address", "127.0.0.1", "port", pb),
                      SOCKD_E_DENIED);
     /* connect of a datagram socket needs connect and sendto: only sendto is allowed here */
-    long long v = open_type(c, "udp");
+    long long v = h_open(c, "udp");
     assert_int_equal(h_err(c, NULL, "socket.connect", "{s:I,s:s,s:i}", "socket", v, "address",
                            "127.0.0.1", "port", pa),
                      SOCKD_E_DENIED);
@@ -301,7 +292,7 @@ test_restrict_give_keeps(void **state)
     snprintf(rule, sizeof rule, "allow connect 127.0.0.1 port %d", ok->port);
     const char *rules[] = {rule, NULL};
     assert_int_equal(restrict_rules(giver, rules), 0);
-    long long s = open_type(giver, "tcp");
+    long long s = h_open(giver, "tcp");
     json_t *r = h_ok(giver, "socket.give", "{s:I}", "socket", s);
     char *tok = strdup(json_string_value(json_object_get(r, "token")));
     json_decref(r);

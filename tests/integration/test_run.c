@@ -173,19 +173,11 @@ connect_retry(int port, int limit_ms)
 static int
 wait_listen(int port, int limit_ms)
 {
-    long long end = h_now_ms() + limit_ms;
-    while (h_now_ms() < end) {
-        struct sockaddr_in sin = {.sin_family = AF_INET,
-                                  .sin_port = htons((unsigned short)port),
-                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int ok = connect(fd, (struct sockaddr *)&sin, sizeof sin) == 0;
-        close(fd);
-        if (ok)
-            return 1;
-        h_sleep_ms(20);
-    }
-    return 0;
+    int fd = connect_retry(port, limit_ms);
+    if (fd < 0)
+        return 0;
+    close(fd);
+    return 1;
 }
 
 /* A UDP echo on 127.0.0.1 in a thread; counts datagrams. */
@@ -257,47 +249,52 @@ setup(void **state)
     return 0;
 }
 
+/*
+ * The program line prog (a format whose one %d is the port) run twice under --allow 'connect
+ * 127.0.0.1 port ALLOWED': to allowed (exit 0, the output has ok_text), then to a peer the rule
+ * leaves out (exit deny_rc, or any but 0 when deny_rc is -1; the output has deny_text), which
+ * never sees a connection.
+ */
+static void
+allow_deny(const char *prog, int allowed, const char *ok_text, int deny_rc, const char *deny_text)
+{
+    char line[2048], out[16384];
+    struct h_peer *denied = h_peer_auto(H_ECHO, 0);
+    for (int pass = 0; pass < 2; pass++) {
+        snprintf(line, sizeof line, prog, pass == 0 ? allowed : denied->port);
+        int rc = run(out, sizeof out, "--allow 'connect 127.0.0.1 port %d' -- %s", allowed, line);
+        if (pass == 0) {
+            H_CHECK(rc == 0, json_string(out));
+            OUT_HAS(out, ok_text);
+        } else {
+            H_CHECK(deny_rc == -1 ? rc != 0 : rc == deny_rc, json_string(out));
+            OUT_HAS(out, deny_text);
+        }
+    }
+    assert_int_equal(denied->accepted, 0);
+}
+
 /* ---- curl ---- */
 
 static void
 test_run_curl_http(void **state)
 {
-    char out[8192];
     (void)state;
     if (!have("curl"))
         skip();
-    struct h_peer *denied = h_peer_auto(H_ECHO, 0);
-    int rc = run(out, sizeof out,
-                 "--allow 'connect 127.0.0.1 port %d' -- curl -sS http://127.0.0.1:%d/hello.txt",
-                 g_http_port, g_http_port);
-    H_CHECK(rc == 0, json_string(out));
-    OUT_HAS(out, "hello from the test");
-    rc = run(out, sizeof out,
-             "--allow 'connect 127.0.0.1 port %d' -- curl -sS -v http://127.0.0.1:%d/", g_http_port,
-             denied->port);
-    H_CHECK(rc == 7, json_string(out)); /* CURLE_COULDNT_CONNECT */
-    OUT_HAS(out, "Permission denied");
-    assert_int_equal(denied->accepted, 0);
+    /* 7: CURLE_COULDNT_CONNECT */
+    allow_deny("curl -sS -v http://127.0.0.1:%d/hello.txt", g_http_port, "hello from the test", 7,
+               "Permission denied");
 }
 
 static void
 test_run_curl_https(void **state)
 {
-    char out[16384];
     (void)state;
     if (!have("curl") || g_https_port == 0)
         skip();
-    struct h_peer *denied = h_peer_auto(H_ECHO, 0);
-    int rc = run(out, sizeof out,
-                 "--allow 'connect 127.0.0.1 port %d' -- curl -sS -k https://127.0.0.1:%d/",
-                 g_https_port, g_https_port);
-    H_CHECK(rc == 0, json_string(out));
-    OUT_HAS(out, "s_server");
-    rc = run(out, sizeof out,
-             "--allow 'connect 127.0.0.1 port %d' -- curl -sS -k https://127.0.0.1:%d/",
-             g_https_port, denied->port);
-    H_CHECK(rc == 7, json_string(out));
-    assert_int_equal(denied->accepted, 0);
+    allow_deny("curl -sS -v -k https://127.0.0.1:%d/", g_https_port, "s_server", 7,
+               "Permission denied");
 }
 
 /* ---- python ---- */
@@ -305,26 +302,15 @@ test_run_curl_https(void **state)
 static void
 test_run_python_urllib(void **state)
 {
-    char out[8192];
     (void)state;
-    struct h_peer *denied = h_peer_auto(H_ECHO, 0);
-    static const char py[] =
-        "python3 -c 'import sys, urllib.request\n"
-        "try:\n"
-        "    r = urllib.request.urlopen(sys.argv[1], timeout=10); print(\"status\", r.status, "
-        "r.read().decode())\n"
-        "except Exception as e:\n"
-        "    print(\"errno\", getattr(getattr(e, \"reason\", e), \"errno\", None)); sys.exit(1)' ";
-    int rc = run(out, sizeof out,
-                 "--allow 'connect 127.0.0.1 port %d' -- %s http://127.0.0.1:%d/hello.txt",
-                 g_http_port, py, g_http_port);
-    H_CHECK(rc == 0, json_string(out));
-    OUT_HAS(out, "status 200 hello from the test");
-    rc = run(out, sizeof out, "--allow 'connect 127.0.0.1 port %d' -- %s http://127.0.0.1:%d/",
-             g_http_port, py, denied->port);
-    H_CHECK(rc == 1, json_string(out));
-    OUT_HAS(out, "errno 13");
-    assert_int_equal(denied->accepted, 0);
+    allow_deny("python3 -c 'import sys, urllib.request\n"
+               "try:\n"
+               "    r = urllib.request.urlopen(sys.argv[1], timeout=10); print(\"status\", "
+               "r.status, r.read().decode())\n"
+               "except Exception as e:\n"
+               "    print(\"errno\", getattr(getattr(e, \"reason\", e), \"errno\", None)); "
+               "sys.exit(1)' http://127.0.0.1:%d/hello.txt",
+               g_http_port, "status 200 hello from the test", 1, "errno 13");
 }
 
 /* ---- busybox (statically linked) ---- */
@@ -332,45 +318,22 @@ test_run_python_urllib(void **state)
 static void
 test_run_busybox_wget(void **state)
 {
-    char out[8192];
     (void)state;
     if (!have("busybox"))
         skip();
-    struct h_peer *denied = h_peer_auto(H_ECHO, 0);
-    int rc = run(
-        out, sizeof out,
-        "--allow 'connect 127.0.0.1 port %d' -- busybox wget -q -O - http://127.0.0.1:%d/hello.txt",
-        g_http_port, g_http_port);
-    H_CHECK(rc == 0, json_string(out));
-    OUT_HAS(out, "hello from the test");
-    rc = run(out, sizeof out,
-             "--allow 'connect 127.0.0.1 port %d' -- busybox wget -q -O - http://127.0.0.1:%d/",
-             g_http_port, denied->port);
-    H_CHECK(rc != 0, json_string(out));
-    OUT_HAS(out, "Permission denied");
-    assert_int_equal(denied->accepted, 0);
+    allow_deny("busybox wget -q -O - http://127.0.0.1:%d/hello.txt", g_http_port,
+               "hello from the test", -1, "Permission denied");
 }
 
 static void
 test_run_busybox_nc(void **state)
 {
-    char out[8192];
     (void)state;
     if (!have("busybox"))
         skip();
-    struct h_peer *echo = h_peer_auto(H_ECHO, 0), *denied = h_peer_auto(H_ECHO, 0);
-    int rc = run(out, sizeof out,
-                 "--allow 'connect 127.0.0.1 port %d' -- sh -c 'echo tcp-line | busybox nc -w 2 "
-                 "127.0.0.1 %d'",
-                 echo->port, echo->port);
-    H_CHECK(rc == 0, json_string(out));
-    OUT_HAS(out, "tcp-line");
-    rc = run(out, sizeof out,
-             "--allow 'connect 127.0.0.1 port %d' -- sh -c 'echo x | busybox nc -w 2 127.0.0.1 %d'",
-             echo->port, denied->port);
-    H_CHECK(rc != 0, json_string(out));
-    OUT_HAS(out, "Permission denied");
-    assert_int_equal(denied->accepted, 0);
+    struct h_peer *echo = h_peer_auto(H_ECHO, 0);
+    allow_deny("sh -c 'echo tcp-line | busybox nc -w 2 127.0.0.1 %d'", echo->port, "tcp-line", -1,
+               "Permission denied");
 }
 
 /* A server inside the sandbox: busybox nc -l gets a socket sockd bound under the bind rules. */
