@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stddef.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <netinet/in.h>
@@ -39,6 +40,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -177,6 +179,48 @@ run_addr_text(const struct sockaddr_storage *ss, socklen_t len, char *buf, size_
         return 0;
     }
     return -1;
+}
+
+/*
+ * A Unix address as sockd reads one: "/path" (a relative one joined to the program's working
+ * directory) or "@name"; -1 for a name that is not printable ASCII or does not fit.
+ */
+static int
+run_unix_text(pid_t pid, const struct sockaddr_storage *ss, socklen_t len, char *buf, size_t n)
+{
+    const struct sockaddr_un *sun = (const struct sockaddr_un *)ss;
+    size_t off = offsetof(struct sockaddr_un, sun_path), pl;
+    char name[sizeof sun->sun_path + 2], cwd[PATH_MAX], link[64];
+    if (len <= (socklen_t)off)
+        return -1; /* unnamed */
+    pl = (size_t)len - off;
+    int abstract = sun->sun_path[0] == '\0';
+    if (abstract) {
+        memcpy(name, sun->sun_path + 1, pl - 1);
+        name[pl - 1] = '\0';
+        pl--;
+    } else {
+        memcpy(name, sun->sun_path, pl);
+        name[pl] = '\0';
+        pl = strlen(name);
+    }
+    for (size_t i = 0; i < pl; i++)
+        if ((unsigned char)name[i] < 0x20 || (unsigned char)name[i] >= 0x7f)
+            return -1;
+    int w;
+    if (abstract) {
+        w = snprintf(buf, n, "@%s", name);
+    } else if (name[0] == '/') {
+        w = snprintf(buf, n, "%s", name);
+    } else {
+        snprintf(link, sizeof link, "/proc/%ld/cwd", (long)pid);
+        ssize_t cl = readlink(link, cwd, sizeof cwd - 1);
+        if (cl <= 0)
+            return -1;
+        cwd[cl] = '\0';
+        w = snprintf(buf, n, "%s/%s", cwd, name);
+    }
+    return w > 0 && (size_t)w < n ? 0 : -1;
 }
 
 /* Close a handle sockd still holds (best effort). */
@@ -452,7 +496,7 @@ run_via_sockd(struct run *r, const struct seccomp_notif *req, int lfd, int type,
 {
     struct sockaddr_storage ss, peer;
     socklen_t sl, pl = sizeof peer;
-    char text[INET6_ADDRSTRLEN + 16];
+    char text[PATH_MAX + 8];
     int domain = 0, e;
     socklen_t dl = sizeof domain;
     getsockopt(lfd, SOL_SOCKET, SO_DOMAIN, &domain, &dl);
@@ -466,14 +510,18 @@ run_via_sockd(struct run *r, const struct seccomp_notif *req, int lfd, int type,
     }
     if (ss.ss_family != domain)
         return EAFNOSUPPORT;
-    if (run_addr_text(&ss, sl, text, sizeof text) < 0)
+    if (domain == AF_UNIX ? run_unix_text(req->pid, &ss, sl, text, sizeof text) < 0
+                          : run_addr_text(&ss, sl, text, sizeof text) < 0)
         return EINVAL;
     if (!bind_it && type == SOCK_STREAM && getpeername(lfd, (struct sockaddr *)&peer, &pl) == 0)
         return EISCONN;
     json_t *res = NULL;
     if ((e = run_call(r, "socket.open",
                       json_pack("{s:b,s:s,s:b}", "readahead", 0, "type",
-                                type == SOCK_STREAM ? "tcp" : "udp", "ipv6", domain == AF_INET6),
+                                domain == AF_UNIX     ? "unix"
+                                : type == SOCK_STREAM ? "tcp"
+                                                      : "udp",
+                                "ipv6", domain == AF_INET6),
                       &res, NULL)) != 0)
         return e;
     long long s = json_integer_value(json_object_get(res, "socket"));
@@ -482,10 +530,10 @@ run_via_sockd(struct run *r, const struct seccomp_notif *req, int lfd, int type,
         int reuse = 0;
         socklen_t rl = sizeof reuse;
         getsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &reuse, &rl);
-        e = run_call(r, "socket.bind",
-                     json_pack("{s:I,s:s,s:b}", "socket", (json_int_t)s, "address", text,
-                               "reuse_address", reuse != 0),
-                     NULL, NULL);
+        json_t *p = json_pack("{s:I,s:s}", "socket", (json_int_t)s, "address", text);
+        if (domain != AF_UNIX) /* a Unix file is replaced only when stale, whatever this says */
+            json_object_set_new(p, "reuse_address", json_boolean(reuse != 0));
+        e = run_call(r, "socket.bind", p, NULL, NULL);
     } else {
         e = run_call(r, "socket.connect",
                      json_pack("{s:I,s:s,s:i}", "socket", (json_int_t)s, "address", text,
@@ -722,6 +770,13 @@ run_handle(struct run *r, const struct seccomp_notif *req, struct seccomp_notif_
     int e = 0;
     if (domain == AF_NETLINK || (domain == AF_UNIX && !r->unix_too)) {
         v = RUN_CONTINUE; /* no network: netlink talks to the kernel, Unix sockets are local */
+    } else if (domain == AF_UNIX) { /* --unix: stream connect and bind through sockd */
+        if (type == SOCK_STREAM && (nr == SYS_connect || nr == SYS_bind))
+            e = run_via_sockd(r, req, lfd, type, nr == SYS_bind);
+        else if (type == SOCK_STREAM)
+            v = RUN_CONTINUE; /* a stream send: its address is refused by the kernel */
+        else
+            e = EACCES; /* datagram and seqpacket Unix sockets: not brokered */
     } else if (domain != AF_INET && domain != AF_INET6) {
         e = EACCES; /* packet, vsock and other families: not brokered, refused */
     } else if (type == SOCK_RAW) {
@@ -729,8 +784,6 @@ run_handle(struct run *r, const struct seccomp_notif *req, struct seccomp_notif_
             v = RUN_CONTINUE; /* in the empty namespace it reaches nothing */
         else
             e = EACCES;
-    } else if (domain == AF_UNIX) {
-        e = EACCES; /* --unix: not brokered yet (sockctl(1), LIMITS) */
     } else if ((type != SOCK_STREAM || proto != IPPROTO_TCP) &&
                (type != SOCK_DGRAM || proto != IPPROTO_UDP)) {
         e = EACCES; /* SCTP, UDP-Lite, ICMP sockets...: not brokered */

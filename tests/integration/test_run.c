@@ -313,6 +313,72 @@ test_run_python_urllib(void **state)
                g_http_port, "status 200 hello from the test", 1, "errno 13");
 }
 
+/* IPv6: the replacement socket is of the program's family. */
+static void
+test_run_python_ipv6(void **state)
+{
+    char out[4096];
+    static const char py[] =
+        "python3 -c 'import socket, sys\n"
+        "try:\n"
+        "    s = socket.create_connection((\"::1\", int(sys.argv[1]))); s.sendall(b\"v6\"); "
+        "print(\"ok\", s.family == socket.AF_INET6, s.recv(10))\n"
+        "except OSError as e:\n"
+        "    print(\"errno\", e.errno)'";
+    (void)state;
+    struct h_peer *ok = h_peer_auto(H_ECHO, 1), *denied = h_peer_auto(H_ECHO, 1);
+    int rc = run(out, sizeof out, "--allow 'connect ::1 port %d' -- %s %d", ok->port, py, ok->port);
+    H_CHECK(rc == 0, json_string(out));
+    OUT_HAS(out, "ok True b'v6'");
+    run(out, sizeof out, "--allow 'connect ::1 port %d' -- %s %d", ok->port, py, denied->port);
+    OUT_HAS(out, "errno 13");
+    assert_int_equal(denied->accepted, 0);
+}
+
+/* Unix sockets: left alone, or with --unix connected by sockd under the unix rules. */
+static void
+test_run_unix(void **state)
+{
+    char cmd[2048], out[4096], srv[8192], path[400];
+    size_t slen = 0;
+    int sfd;
+    (void)state;
+    snprintf(path, sizeof path, "%s/u.sock", g_tmp);
+    unlink(path);
+    snprintf(cmd, sizeof cmd,
+             "exec python3 -c 'import socket, sys\n"
+             "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8); "
+             "print(\"ready\", flush=True)\n"
+             "while True:\n"
+             "    c, _ = s.accept(); c.sendall(c.recv(64).upper()); c.close(); "
+             "print(\"accepted\", flush=True)' %s",
+             path);
+    pid_t spid = spawn(&sfd, cmd);
+    read_until(sfd, srv, sizeof srv, &slen, "ready", h_now_ms() + 10000);
+    OUT_HAS(srv, "ready");
+    static const char py[] = "python3 -c 'import socket, sys\n"
+                             "s = socket.socket(socket.AF_UNIX)\n"
+                             "try:\n"
+                             "    s.connect(sys.argv[1]); s.sendall(b\"unix\"); print(s.recv(10))\n"
+                             "except OSError as e:\n"
+                             "    print(\"errno\", e.errno)'";
+    int rc = run(out, sizeof out, "--unix --allow 'connect unix %s/' -- %s %s", g_tmp, py, path);
+    H_CHECK(rc == 0, json_string(out));
+    OUT_HAS(out, "b'UNIX'");
+    run(out, sizeof out, "--unix --allow 'connect 127.0.0.1' -- %s %s", py, path);
+    OUT_HAS(out, "errno 13");
+    run(out, sizeof out, "--allow 'connect 127.0.0.1' -- %s %s", py, path); /* left alone */
+    OUT_HAS(out, "b'UNIX'");
+    read_until(sfd, srv, sizeof srv, &slen, "accepted\naccepted", h_now_ms() + 5000);
+    int n = 0;
+    for (const char *p = srv; (p = strstr(p, "accepted")) != NULL; p++)
+        n++;
+    assert_int_equal(n, 2); /* the denied one never reached the server */
+    kill(-spid, SIGTERM);
+    reap(spid, 5000);
+    close(sfd);
+}
+
 /* ---- busybox (statically linked) ---- */
 
 static void
@@ -749,6 +815,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_run_curl_http, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_curl_https, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_python_urllib, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_python_ipv6, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_unix, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_busybox_wget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_busybox_nc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_busybox_nc_listen, setup, teardown),
