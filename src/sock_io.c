@@ -95,13 +95,19 @@ sock_who(const struct sock *s, struct policy_who *who)
     return 1;
 }
 
-/* The admin's policy and every restriction of s's identity (sockd-protocol(7), daemon.restrict). */
+/*
+ * The admin's policy and every restriction of s's identity, and of the client that holds it now
+ * when that is another (a restricted client that took a socket: sockd-protocol(7),
+ * daemon.restrict).
+ */
 static int
 sock_judge(const struct sock *s, int action, const struct sockaddr *sa, socklen_t len,
            const struct policy_who *who)
 {
+    const struct ident *holder = s->owner != NULL ? s->owner->ident : s->ident;
     return policy_allows(sockd.conf.policy, (enum policy_action)action, sa, len, who) &&
-           ident_allows(s->ident, action, sa, len);
+           ident_allows(s->ident, action, sa, len) &&
+           (holder == s->ident || ident_allows(holder, action, sa, len));
 }
 
 int
@@ -111,7 +117,8 @@ sock_policy_ok(struct sock *s, int action, const struct sockaddr *sa, socklen_t 
     char text[128];
     static const char *const words[] = {"?", "connect", "bind", "?", "sendto"};
 
-    if (sockd.conf.policy == NULL && s->ident->restriction == NULL)
+    if (sockd.conf.policy == NULL && s->ident->restriction == NULL &&
+        (s->owner == NULL || s->owner->ident->restriction == NULL))
         return 1;
     sock_who(s, &who);
     if (sock_judge(s, action, sa, len, &who)) {

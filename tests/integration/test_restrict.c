@@ -315,6 +315,36 @@ test_restrict_give_keeps(void **state)
     h_daemon_stop(&D);
 }
 
+/* A restricted client that takes an unrestricted client's socket is still held by its rules. */
+static void
+test_restrict_taker_keeps_own(void **state)
+{
+    struct h_peer *ok = h_peer_auto(H_ECHO, 0), *no = h_peer_auto(H_ECHO, 0);
+    char rule[128];
+    (void)state;
+    h_daemon_start(&D, NULL);
+    struct sockd_client *giver = h_client_auto(&D), *taker = h_client_auto(&D);
+    snprintf(rule, sizeof rule, "allow connect 127.0.0.1 port %d", ok->port);
+    const char *rules[] = {rule, NULL};
+    assert_int_equal(restrict_rules(taker, rules), 0);
+    long long s = h_open(giver, "tcp");
+    json_t *r = h_ok(giver, "socket.give", "{s:I}", "socket", s);
+    char *tok = strdup(json_string_value(json_object_get(r, "token")));
+    json_decref(r);
+    r = h_ok(taker, "socket.take", "{s:s}", "token", tok);
+    free(tok);
+    long long t = jint(r, "socket");
+    json_decref(r);
+    assert_int_equal(h_err(taker, NULL, "socket.connect", "{s:I,s:s,s:i}", "socket", t, "address",
+                           "127.0.0.1", "port", no->port),
+                     SOCKD_E_DENIED);
+    assert_int_equal(no->accepted, 0);
+    json_decref(h_ok(taker, "socket.connect", "{s:I,s:s,s:i}", "socket", t, "address", "127.0.0.1",
+                     "port", ok->port));
+    json_decref(h_event(taker, "socket.connected", t, H_TIMEOUT_MS));
+    h_daemon_stop(&D);
+}
+
 /*
  * A client of another uid: the admin policy and the restriction both apply. The admin denies
  * nobody one port; nobody's restriction allowing it does not help, and nobody's own rules
@@ -399,6 +429,7 @@ main(void)
         cmocka_unit_test_teardown(test_restrict_empty_denies_all, teardown),
         cmocka_unit_test_teardown(test_restrict_udp, teardown),
         cmocka_unit_test_teardown(test_restrict_give_keeps, teardown),
+        cmocka_unit_test_teardown(test_restrict_taker_keeps_own, teardown),
         cmocka_unit_test_teardown(test_restrict_nobody_and_admin, teardown),
         cmocka_unit_test_teardown(test_check, teardown),
     };
