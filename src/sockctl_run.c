@@ -59,6 +59,8 @@
 #define RUN_IOV_MAX 64
 /* Messages of one sendmmsg handled per call (the program sends the rest with its next call). */
 #define RUN_MMSG_MAX 64
+/* Connects in progress at once (more answer EAGAIN, as a full local port range does). */
+#define RUN_PENDING_MAX 256
 /* Rules given with --allow / --deny, at most (daemon.restrict takes 64). */
 #define RUN_RULES_MAX 63
 /* Sockets installed in the program that are known here (for datagram sends), at most. */
@@ -71,6 +73,14 @@ enum run_net {
     RUN_NET_INHERIT, /* the supervisor's namespace */
 };
 
+/* A connect sockd is making: the program's call waits for its socket.connected or closed. */
+struct run_pending {
+    long long sock;           /* sockd's handle; 0: a free slot */
+    struct seccomp_notif req; /* the call (id, pid, fd) */
+    int lfd;                  /* the program's socket (a copy), for its flags and options */
+    char what[128];           /* the destination, for -v */
+};
+
 struct run {
     struct sockd_client *c;
     int nfd;                  /* the seccomp listener */
@@ -80,6 +90,7 @@ struct run {
     int verbose;              /* -v: one line per decision on stderr */
     ino_t ours[RUN_OURS_MAX]; /* sockets installed in the program (inode numbers) */
     size_t nours;
+    struct run_pending pend[RUN_PENDING_MAX];
 };
 
 static volatile sig_atomic_t run_child_pid;
@@ -228,31 +239,6 @@ static void
 run_drop(struct run *r, long long s)
 {
     run_call(r, "socket.close", json_pack("{s:I}", "socket", (json_int_t)s), NULL, NULL);
-}
-
-/* The outcome of a socket.connect: 0 when connected, else an errno. */
-static int
-run_wait_connected(struct run *r, long long s)
-{
-    for (int i = 0; i < 1024; i++) { /* bounded: events of other sockets cannot come */
-        json_t *ev = sockd_client_next_event(r->c, RUN_CALL_TIMEOUT_MS);
-        if (ev == NULL)
-            return errno == ETIMEDOUT ? ETIMEDOUT : ENETDOWN;
-        const char *m = json_string_value(json_object_get(ev, "method"));
-        json_t *p = json_object_get(ev, "params");
-        int e = -1;
-        if (json_integer_value(json_object_get(p, "socket")) == s && m != NULL) {
-            if (strcmp(m, "socket.connected") == 0)
-                e = 0;
-            else if (strcmp(m, "socket.closed") == 0)
-                e = run_errno_of(json_string_value(json_object_get(p, "reason")), 0,
-                                 json_integer_value(json_object_get(p, "errno")));
-        }
-        json_decref(ev);
-        if (e >= 0)
-            return e;
-    }
-    return EIO;
 }
 
 /* sockd's handle s detached: the fd (blocking), or -1 with *e set. */
@@ -454,7 +440,11 @@ run_peek_addr(pid_t pid, uint64_t ptr, uint64_t len, struct sockaddr_storage *ss
 enum run_verdict {
     RUN_REPLY,    /* resp holds the result */
     RUN_CONTINUE, /* the kernel runs the call as the program made it */
+    RUN_PENDING,  /* answered later, when sockd's connect ends (struct run_pending) */
 };
+
+/* run_via_sockd's answer for a connect left to finish later. */
+#define RUN_E_PENDING (-1)
 
 /* The wildcard address with port 0: what the kernel binds a datagram socket to on its own. */
 static int
@@ -490,7 +480,75 @@ run_autobind(struct run *r, const struct seccomp_notif *req, int lfd,
     return run_install(r, req, lfd, nfd);
 }
 
-/* connect or bind of an IP socket through sockd. Returns 0 or an errno. */
+/* Keep a connect sockd is making (handle s) until its outcome comes; 0, or EAGAIN when full. */
+static int
+run_park(struct run *r, const struct seccomp_notif *req, int lfd, long long s, const char *what)
+{
+    for (size_t i = 0; i < RUN_PENDING_MAX; i++) {
+        struct run_pending *p = &r->pend[i];
+        if (p->sock != 0)
+            continue;
+        if ((p->lfd = dup(lfd)) < 0)
+            return errno;
+        p->sock = s;
+        memcpy(&p->req, req, sizeof p->req);
+        size_t n = strnlen(what, sizeof p->what - 1); /* cut to fit: it is for -v only */
+        memcpy(p->what, what, n);
+        p->what[n] = '\0';
+        return 0;
+    }
+    return EAGAIN;
+}
+
+/* The outcome of a parked connect (e: 0 connected, else the errno): install, answer, forget. */
+static void
+run_finish(struct run *r, struct run_pending *p, int e)
+{
+    struct seccomp_notif_resp resp = {.id = p->req.id};
+    if (e == 0) {
+        int nfd = run_detach(r, p->sock, &e);
+        if (nfd >= 0)
+            e = run_install(r, &p->req, p->lfd, nfd);
+    } else {
+        run_drop(r, p->sock);
+    }
+    if (r->verbose)
+        fprintf(stderr, "sockctl run: connect %s: %s\n", p->what, e ? strerror(e) : "ok");
+    resp.error = -e;
+    seccomp_notify_respond(r->nfd, &resp); /* fails only when the call is gone */
+    close(p->lfd);
+    p->sock = 0;
+}
+
+/* Handle the notifications sockd has sent (queued or on the wire): connects that ended. */
+static void
+run_events(struct run *r)
+{
+    json_t *ev;
+    while ((ev = sockd_client_next_event(r->c, 0)) != NULL) {
+        const char *m = json_string_value(json_object_get(ev, "method"));
+        json_t *params = json_object_get(ev, "params");
+        long long s = json_integer_value(json_object_get(params, "socket"));
+        int e = -1;
+        if (m != NULL && strcmp(m, "socket.connected") == 0)
+            e = 0;
+        else if (m != NULL && strcmp(m, "socket.closed") == 0)
+            e = run_errno_of(json_string_value(json_object_get(params, "reason")), 0,
+                             json_integer_value(json_object_get(params, "errno")));
+        for (size_t i = 0; e >= 0 && s > 0 && i < RUN_PENDING_MAX; i++)
+            if (r->pend[i].sock == s) {
+                run_finish(r, &r->pend[i], e);
+                break;
+            }
+        json_decref(ev);
+    }
+    if (errno == EPIPE) /* sockd is gone: every connect in progress fails */
+        for (size_t i = 0; i < RUN_PENDING_MAX; i++)
+            if (r->pend[i].sock != 0)
+                run_finish(r, &r->pend[i], ENETDOWN);
+}
+
+/* connect or bind of an IP socket through sockd. Returns 0, an errno, or RUN_E_PENDING. */
 static int
 run_via_sockd(struct run *r, const struct seccomp_notif *req, int lfd, int type, int bind_it)
 {
@@ -539,8 +597,8 @@ run_via_sockd(struct run *r, const struct seccomp_notif *req, int lfd, int type,
                      json_pack("{s:I,s:s,s:i}", "socket", (json_int_t)s, "address", text,
                                "timeout_ms", RUN_CONNECT_TIMEOUT_MS),
                      NULL, NULL);
-        if (e == 0)
-            e = run_wait_connected(r, s);
+        if (e == 0 && (e = run_park(r, req, lfd, s, text)) == 0)
+            return RUN_E_PENDING; /* the other calls go on meanwhile */
     }
     if (r->verbose)
         fprintf(stderr, "sockctl run: %s %s: %s\n", bind_it ? "bind" : "connect", text,
@@ -800,6 +858,8 @@ run_handle(struct run *r, const struct seccomp_notif *req, struct seccomp_notif_
         run_dgram_send(r, req, resp, lfd, domain);
     }
     close(lfd);
+    if (e == RUN_E_PENDING)
+        return RUN_PENDING;
     if (e != 0)
         resp->error = -e;
     return v;
@@ -819,9 +879,11 @@ run_supervise(struct run *r)
     for (;;) {
         if (waitpid(r->child, &status, WNOHANG) == r->child)
             break;
-        struct pollfd p[2] = {{.fd = r->nfd, .events = POLLIN},
-                              {.fd = run_sigchld_pipe[0], .events = POLLIN}};
-        if (poll(p, 2, -1) < 0)
+        run_events(r);
+        struct pollfd p[3] = {{.fd = r->nfd, .events = POLLIN},
+                              {.fd = run_sigchld_pipe[0], .events = POLLIN},
+                              {.fd = sockd_client_fd(r->c), .events = POLLIN}};
+        if (poll(p, 3, -1) < 0)
             continue;
         if (p[1].revents & POLLIN) {
             char drain[64];
@@ -840,7 +902,10 @@ run_supervise(struct run *r)
             continue; /* the caller is gone already */
         memset(resp, 0, sizeof *resp);
         resp->id = req->id;
-        if (run_handle(r, req, resp) == RUN_CONTINUE) {
+        enum run_verdict v = run_handle(r, req, resp);
+        if (v == RUN_PENDING)
+            continue;
+        if (v == RUN_CONTINUE) {
             resp->val = 0;
             resp->error = 0;
             resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;

@@ -335,6 +335,49 @@ test_run_python_ipv6(void **state)
     assert_int_equal(denied->accepted, 0);
 }
 
+/*
+ * Connects are made concurrently: a connect that hangs (a listener whose queue is full drops
+ * the SYN) does not hold back another thread's connect.
+ */
+static void
+test_run_concurrent_connects(void **state)
+{
+    char out[4096];
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sin;
+    int fill[4], nfill = 0;
+    (void)state;
+    struct h_peer *echo = h_peer_auto(H_ECHO, 0);
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
+    assert_int_equal(listen(lfd, 0), 0);
+    getsockname(lfd, (struct sockaddr *)&sin, &sl);
+    int stuck = ntohs(sin.sin_port);
+    for (int i = 0; i < 4; i++) { /* fill the accept queue: later SYNs are dropped */
+        fill[nfill] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        connect(fill[nfill], (struct sockaddr *)&sin, sizeof sin);
+        nfill++;
+    }
+    h_sleep_ms(50);
+    int rc = run(out, sizeof out,
+                 "-- python3 -c 'import os, socket, sys, threading, time\n"
+                 "done = []\n"
+                 "def hang():\n"
+                 "    try: socket.create_connection((\"127.0.0.1\", int(sys.argv[1])))\n"
+                 "    except OSError: pass\n"
+                 "    done.append(1)\n"
+                 "threading.Thread(target=hang, daemon=True).start(); time.sleep(0.3)\n"
+                 "s = socket.create_connection((\"127.0.0.1\", int(sys.argv[2])))\n"
+                 "print(\"other connected, hanging one done:\", bool(done), flush=True)\n"
+                 "os._exit(0)' %d %d",
+                 stuck, echo->port);
+    H_CHECK(rc == 0, json_string(out));
+    OUT_HAS(out, "other connected, hanging one done: False");
+    for (int i = 0; i < nfill; i++)
+        close(fill[i]);
+    close(lfd);
+}
+
 /* Unix sockets: left alone, or with --unix connected by sockd under the unix rules. */
 static void
 test_run_unix(void **state)
@@ -817,6 +860,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_run_python_urllib, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_python_ipv6, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_unix, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_concurrent_connects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_busybox_wget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_busybox_nc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_busybox_nc_listen, setup, teardown),
