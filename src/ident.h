@@ -23,8 +23,8 @@ struct policy;
 #define IDENT_MAX_RULES 64
 
 /*
- * One daemon.restrict call's rules (sockd-protocol(7), "daemon.restrict"): immutable once made,
- * refcounted, chained to the restriction applied before it. Every link must allow a call.
+ * One daemon.restrict call's rules (sockd-protocol.7, METHODS, daemon.restrict): immutable once
+ * made, refcounted, chained to the restriction applied before it. Every link must allow a call.
  */
 struct ident_restrict {
     unsigned refs;

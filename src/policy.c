@@ -955,7 +955,7 @@ policy_peer_groups(int fd, pid_t pid, gid_t **groups)
     return n;
 }
 
-/* ---- a client's restriction (sockd-protocol(7), daemon.restrict) ---- */
+/* ---- a client's restriction (sockd-protocol.7, METHODS, daemon.restrict) ---- */
 
 int
 policy_parse_restriction(struct policy **pp, const char *line, char *cb, size_t cl)

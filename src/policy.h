@@ -46,7 +46,7 @@ int policy_allows(const struct policy *p, enum policy_action a, const struct soc
 int policy_rewrite(const struct policy *p, const struct sockaddr *sa, socklen_t len,
                    const struct policy_who *who, struct sockaddr_storage *out, socklen_t *outlen);
 /*
- * One rule of a client's restriction (daemon.restrict, sockd-protocol(7)): a line in the
+ * One rule of a client's restriction (sockd-protocol.7, METHODS, daemon.restrict): a line in the
  * config's allow/deny syntax without identity clauses, appended to *p (created on the first
  * rule, with the implicit final deny). 0, or -1 with the reason in causebuf; on -1 *p stays
  * valid for policy_free. Unix prefixes resolve as policy_real_path does: as the caller is.

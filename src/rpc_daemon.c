@@ -43,10 +43,10 @@ daemon_hello(struct rpc_call *call)
 }
 
 /*
- * daemon.restrict: the connection narrows its own rights (sockd-protocol(7), "daemon.restrict").
- * The rules are parsed whole before anything changes: a bad one refuses the call and leaves the
- * connection as it was. Unix prefixes are resolved with the client's credentials, as its
- * destinations are.
+ * daemon.restrict: the connection narrows its own rights (sockd-protocol.7, METHODS,
+ * daemon.restrict). The rules are parsed whole before anything changes: a bad one refuses the call
+ * and leaves the connection as it was. Unix prefixes are resolved with the client's credentials, as
+ * its destinations are.
  */
 static int
 daemon_restrict(struct rpc_call *call)
@@ -116,8 +116,9 @@ daemon_stats(struct rpc_call *call)
 static const struct rpc_param p_hello[] = {{"client", RPC_P_STR, 0}, {NULL, 0, 0}};
 /*
  * daemon.check: whether this connection's call would be allowed to an IP address (the admin's
- * policy for its identity and its restrictions), without doing it (sockd-protocol(7),
- * "daemon.check"). For a supervisor that performs a datagram itself on a socket sockd gave it.
+ * policy for its identity and its restrictions), without doing it (sockd-protocol.7,
+ * METHODS, daemon.check). For a supervisor that performs a datagram itself on a socket sockd gave
+ * it.
  */
 static int
 daemon_check(struct rpc_call *call)

@@ -97,8 +97,8 @@ sock_who(const struct sock *s, struct policy_who *who)
 
 /*
  * The admin's policy and every restriction of s's identity, and of the client that holds it now
- * when that is another (a restricted client that took a socket: sockd-protocol(7),
- * daemon.restrict).
+ * when that is another (a restricted client that took a socket: sockd-protocol.7,
+ * METHODS, daemon.restrict).
  */
 static int
 sock_judge(const struct sock *s, int action, const struct sockaddr *sa, socklen_t len,

@@ -1,4 +1,4 @@
-/* sockctl run where libseccomp was missing at build time (sockctl(1), "run"). */
+/* sockctl run where libseccomp was missing at build time (sockctl.1, RUN). */
 #include "config.h"
 
 #include <stdio.h>

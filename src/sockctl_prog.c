@@ -1,5 +1,5 @@
 /*
- * The supervised program's side of sockctl run (sockctl(1), "run"): reading and writing its
+ * The supervised program's side of sockctl run (sockctl.1, RUN): reading and writing its
  * memory, taking copies of its fds, the socket options carried over, and the sandbox it runs
  * in (an empty network namespace, the seccomp filter whose listener the supervisor takes).
  */

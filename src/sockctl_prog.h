@@ -1,5 +1,5 @@
 /*
- * The supervised program's side of sockctl run (sockctl(1), "run"): its memory, copies of its
+ * The supervised program's side of sockctl run (sockctl.1, RUN): its memory, copies of its
  * fds, and the sandbox it is started in. pid is always the task of a seccomp notification.
  */
 #ifndef SOCKD_SOCKCTL_PROG_H

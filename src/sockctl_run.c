@@ -1,6 +1,6 @@
 /*
- * sockctl run: the supervisor (sockctl(1), "run"; the daemon side is sockd-protocol(7),
- * "daemon.restrict" and "daemon.check").
+ * sockctl run: the supervisor (sockctl.1, RUN; the daemon side is sockd-protocol.7,
+ * METHODS, daemon.restrict and daemon.check).
  *
  * The child installs a seccomp filter whose listener fd this process takes (pidfd_getfd), then
  * executes the program. connect, bind, sendto with an address, sendmsg and sendmmsg come here:
@@ -120,7 +120,7 @@ run_usage(FILE *f)
 
 /* ---- talking to sockd ---- */
 
-/* An errno for sockd's reason of a failed connect or bind (sockctl(1), "run"). */
+/* An errno for sockd's reason of a failed connect or bind (sockctl.1, RUN). */
 static int
 run_errno_of(const char *reason, int code, long long err)
 {
@@ -273,7 +273,7 @@ run_ephemeral_any(const struct sockaddr_storage *ss)
 /*
  * A datagram socket bound to an ephemeral port on the wildcard, where sockd's bind rules say
  * no: that is the kernel's own autobind at the first send, which opens nothing the sendto
- * rules do not (sockctl(1), "run"), so the socket is made and bound here. 0 or an errno.
+ * rules do not (sockctl.1, RUN), so the socket is made and bound here. 0 or an errno.
  */
 static int
 run_autobind(struct run *r, const struct seccomp_notif *req, int lfd,

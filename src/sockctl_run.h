@@ -1,5 +1,5 @@
 /*
- * sockctl run: a program's network through sockd (sockctl(1), "run"). A supervisor takes over
+ * sockctl run: a program's network through sockd (sockctl.1, RUN). A supervisor takes over
  * the program's connect, bind and addressed sends with seccomp user notification and replaces
  * each socket by one that sockd made under its policy and the restriction set up here.
  */

@@ -1,7 +1,7 @@
 /*
- * daemon.restrict: a control connection narrows its own rights (sockd-protocol(7),
- * "daemon.restrict"). Each test drives the real daemon against loopback peers and checks that
- * a denied destination never sees a connection or a datagram.
+ * daemon.restrict: a control connection narrows its own rights (sockd-protocol.7,
+ * METHODS, daemon.restrict). Each test drives the real daemon against loopback peers and checks
+ * that a denied destination never sees a connection or a datagram.
  */
 #include "config.h"
 

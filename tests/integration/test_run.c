@@ -1,5 +1,5 @@
 /*
- * sockctl run (sockctl(1), "run"): real programs under the supervisor against loopback servers
+ * sockctl run (sockctl.1, RUN): real programs under the supervisor against loopback servers
  * started here. For each program: an allowed destination works; a denied one fails with
  * EACCES and never reaches its server; a denied UDP destination receives nothing; under
  * --net none a program that goes around the filter reaches nothing; killing the program or
