@@ -46,7 +46,7 @@ stop_cb(EV_P_ ev_signal *w, int revents)
     sdn_stopping(); /* before clients hear daemon_shutdown */
     sockd.stopping = 1;
     ctl_unlisten();
-    ctl_shutdown(2.0);
+    ctl_shutdown(sockd.conf.shutdown_timeout_ms / 1000.0);
     ev_break(EV_A_ EVBREAK_ALL);
 }
 
