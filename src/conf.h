@@ -1,4 +1,4 @@
-/* The configuration file (PROTOCOL.md section 9): parsed whole into a struct conf, or refused. */
+/* The configuration file (sockd.conf(5)): parsed whole into a struct conf, or refused. */
 #ifndef SOCKD_CONF_H
 #define SOCKD_CONF_H
 

@@ -1,8 +1,9 @@
 /*
- * Fault tests against the real daemon (PROTOCOL.md 3, 8; DECISIONS.md output queue, limits,
- * SIGTERM; ctl.c stall/accept handling; sock_io.c accept-timeout). test_robust.c covers one client
- * killed mid-transfer, one client that never reads, one half-written line and a quiet SIGTERM;
- * these tests push the same guarantees to scale and to hostile timing:
+ * Fault tests against the real daemon (sockd-protocol.7: TRANSPORT AND FRAMING, FLOW CONTROL AND
+ * LIMITS; sockd.8: LIMITS, SIGTERM; ctl.c stall/accept handling; sock_io.c accept-timeout).
+ * test_robust.c covers one client killed mid-transfer, one client that never reads, one
+ * half-written line and a quiet SIGTERM; these tests push the same guarantees to scale and to
+ * hostile timing:
  *
  *   test_killed_clients        1 000 clients mid-line, 300 mid-TLS-handshake and 100 with output
  *                              pending, in forked processes that are SIGKILLed: fds back to the

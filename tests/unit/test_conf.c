@@ -295,7 +295,7 @@ test_string_values(void **state)
     conf_free(&c);
 }
 
-/* The example of PROTOCOL.md section 9, without the policy rules. */
+/* The example of sockd.conf(5), without the policy rules. */
 static void
 test_protocol_example(void **state)
 {
