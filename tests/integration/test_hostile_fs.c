@@ -584,6 +584,65 @@ test_fs_ca_file_as_client(void **state)
     h_daemon_stop(&D); /* a clean exit: nothing leaked or broken on the way */
 }
 
+/* An empty CRL (PEM) of a new self-signed issuer into path, mode 0600 (root's). */
+static void
+write_crl(const char *path)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509_CRL *crl = X509_CRL_new();
+    X509_NAME *n = X509_NAME_new();
+    ASN1_TIME *t = ASN1_TIME_new();
+    assert_true(k != NULL && crl != NULL && n != NULL && t != NULL);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"hfs", -1, -1, 0);
+    X509_CRL_set_version(crl, 1);
+    X509_CRL_set_issuer_name(crl, n);
+    X509_gmtime_adj(t, 0);
+    X509_CRL_set1_lastUpdate(crl, t);
+    X509_gmtime_adj(t, 86400);
+    X509_CRL_set1_nextUpdate(crl, t);
+    assert_true(X509_CRL_sign(crl, k, EVP_sha256()) > 0);
+    int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_true(PEM_write_X509_CRL(f, crl) == 1);
+    fclose(f);
+    ASN1_TIME_free(t);
+    X509_NAME_free(n);
+    X509_CRL_free(crl);
+    EVP_PKEY_free(k);
+}
+
+/*
+ * Attack: crl_file names a root-only file (0600), as ca_file does above: it is read with the
+ * client's credentials (the same path as ca_file), so nobody gets EACCES and nothing is
+ * loaded; root may use the same file.
+ */
+static void
+test_fs_crl_file_as_client(void **state)
+{
+    struct sockd_client *nobody, *root;
+    json_t *e = NULL;
+
+    (void)state;
+    tdir();
+    write_crl(tp("secret.crl"));
+    h_daemon_start(&D, NULL);
+    nobody = h_client_nobody(&D);
+    root = h_client_auto(&D);
+    assert_int_equal(h_err(nobody, &e, "context.create", "{s:s}", "crl_file", tp("secret.crl")),
+                     SOCKD_E_INVALID_PARAMS);
+    json_t *data = json_object_get(json_object_get(e, "data"), "detail");
+    const char *d = json_string_value(data);
+    H_CHECK(d != NULL && strstr(d, strerror(EACCES)) != NULL, e);
+    H_CHECK(strcmp(json_string_value(json_object_get(json_object_get(e, "data"), "param")),
+                   "crl_file") == 0,
+            e);
+    json_decref(e);
+    json_decref(h_ok(root, "context.create", "{s:s}", "crl_file", tp("secret.crl")));
+    sockd_client_close(nobody);
+    h_daemon_stop(&D); /* a clean exit: nothing leaked or broken on the way */
+}
+
 /*
  * Attack (item 5b): ca_file names a FIFO nobody ever writes: the daemon blocked in open/read
  * and froze for everyone. The attacker's call must be answered with an error at once, and
@@ -631,6 +690,7 @@ main(void)
         cmocka_unit_test_teardown(test_fs_policy_on_real_path, teardown),
         cmocka_unit_test_teardown(test_fs_ca_file_as_client, teardown),
         cmocka_unit_test_teardown(test_fs_ca_file_fifo, teardown),
+        cmocka_unit_test_teardown(test_fs_crl_file_as_client, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
