@@ -417,7 +417,13 @@ context_generate_certificate(struct rpc_call *call)
                               "\"rsa-3072\"");
     if (context_sans(call, &g, sans) < 0)
         return -1;
-    if (tlsctx_generate(t, role, &g, detail, sizeof detail) < 0) {
+    int rc = tlsctx_generate(t, role, &g, detail, sizeof detail);
+    if (rc == -2) {
+        rpc_fail_limit(call, "rsa-keys-ready");
+        json_object_set_new(call->err_data, "detail", json_string(detail));
+        return -1;
+    }
+    if (rc < 0) {
         rpc_fail(call, SOCKD_E_INTERNAL, NULL, "cannot make the certificate: %s", detail);
         json_object_set_new(call->err_data, "detail", json_string(detail));
         return -1;

@@ -133,7 +133,8 @@ int tlsctx_set_cert(struct tlsctx *t, enum tlsctx_role role, X509 *cert, EVP_PKE
                     STACK_OF(X509) * chain, char *detail, size_t dlen);
 /* Remove a role's certificate. */
 int tlsctx_clear_cert(struct tlsctx *t, enum tlsctx_role role, char *detail, size_t dlen);
-/* Make and install a self-signed certificate and key as g says. -1 with detail. */
+/* Make and install a self-signed certificate and key as g says. -1 with detail; -2 with detail
+ * when an RSA key is not ready yet (keygen.h: the caller may try again later). */
 int tlsctx_generate(struct tlsctx *t, enum tlsctx_role role, const struct tlsctx_gen *g,
                     char *detail, size_t dlen);
 /* The key type named by text ("ec-p256", ...); -1 if none. */

@@ -21,6 +21,7 @@
 
 #include "ctl.h"
 #include "daemon.h"
+#include "keygen.h"
 #include "tls.h"
 
 /* TLS contexts: the registry, the settings, and the SSL_CTX of each role built from them. */
@@ -799,17 +800,19 @@ tlsctx_dns_name_ok(const char *text, int wildcard)
     return 1;
 }
 
-/* A new key of a type; NULL on failure (OpenSSL's error queue says why). */
+/* A new key of a type; NULL on failure (OpenSSL's error queue says why), or with *later set
+ * when an RSA key is not ready yet (keygen.c). */
 static EVP_PKEY *
-tlsctx_keygen(enum tlsctx_keytype kt)
+tlsctx_keygen(enum tlsctx_keytype kt, int *later)
 {
+    *later = 0;
     switch (kt) {
     case TLSCTX_KEY_ED25519:
         return EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
     case TLSCTX_KEY_RSA2048:
-        return EVP_RSA_gen(2048);
+        return keygen_rsa(2048, later);
     case TLSCTX_KEY_RSA3072:
-        return EVP_RSA_gen(3072);
+        return keygen_rsa(3072, later);
     case TLSCTX_KEY_EC_P256:
     default:
         return EVP_EC_gen("P-256");
@@ -902,8 +905,16 @@ tlsctx_generate(struct tlsctx *t, enum tlsctx_role role, const struct tlsctx_gen
 {
     EVP_PKEY *k;
     X509 *x = NULL;
+    int later;
     ERR_clear_error();
-    k = tlsctx_keygen(g->key);
+    k = tlsctx_keygen(g->key, &later);
+    if (k == NULL && later) {
+        snprintf(detail, dlen,
+                 "no %s key is ready yet: RSA keys are made one at a time, off "
+                 "the loop; try again in a few seconds",
+                 tlsctx_keytypes[g->key]);
+        return -2;
+    }
     if (k != NULL)
         x = tlsctx_selfsign(k, role, g);
     if (x == NULL) {

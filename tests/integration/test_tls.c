@@ -3317,6 +3317,57 @@ test_generated_san_python(void **state)
 }
 
 /*
+ * RSA keys are made off the loop: requests faster than the thread makes keys are refused with
+ * -32003 (limit "rsa-keys-ready") and answered at once, another client is served meanwhile,
+ * and a request a little later gets a key (bounded retry).
+ */
+static void
+test_generate_rsa_off_loop(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d), *other = tc_new(&g_d);
+    long long c = ctx_new(t, NULL);
+    int made = 0, later = 0;
+
+    for (int i = 0; i < 5; i++) {
+        json_t *err = NULL;
+        long long id = tc_send(t, "context.generate_certificate",
+                               json_pack("{s:I, s:s, s:s}", "context", (json_int_t)c, "role",
+                                         "server", "key_type", "rsa-3072"));
+        json_t *resp = tc_response(t, id, "context.generate_certificate", 4 * H_TIMEOUT_MS);
+        err = json_object_get(resp, "error");
+        if (err == NULL) {
+            made++;
+        } else {
+            EXPECT_INT(jint(err, "code"), SOCKD_E_LIMIT, "%s", jd(resp));
+            EXPECT_STR(jstr(err_data(err), "limit"), "rsa-keys-ready", "%s", jd(resp));
+            EXPECT_TRUE(strstr(jstr(err_data(err), "detail"), "try again") != NULL, "%s", jd(resp));
+            later++;
+        }
+        json_decref(resp);
+        json_decref(tc_ok(other, NULL, "daemon.ping", NULL));
+    }
+    EXPECT_TRUE(later >= 1, "5 RSA-3072 keys back to back, %d refused", later);
+    long long deadline = now_ms() + 12 * H_TIMEOUT_MS;
+    bool got = false;
+    for (int guard = 0; guard < 2000 && !got && now_ms() < deadline; guard++) {
+        json_t *resp = tc_response(t,
+                                   tc_send(t, "context.generate_certificate",
+                                           json_pack("{s:I, s:s, s:s}", "context", (json_int_t)c,
+                                                     "role", "server", "key_type", "rsa-3072")),
+                                   "context.generate_certificate", H_TIMEOUT_MS);
+        got = json_object_get(resp, "result") != NULL;
+        json_decref(resp);
+        if (!got)
+            sleep_ms(100);
+    }
+    EXPECT_TRUE(got, "no RSA-3072 key came from the thread (%d made at first)", made);
+    json_t *r = tc_ok(t, NULL, "context.fingerprint", "{s:I}", "context", (json_int_t)c);
+    expect_fp_form(jstr(r, "fingerprint"));
+    json_decref(r);
+}
+
+/*
  * Revocation: with the CA's CRL (crl PEM, or crl_file), a listener that requires client
  * certificates refuses a revoked one (tls_handshake_failed, "certificate revoked") and accepts
  * a good one; as a client, a revoked server certificate fails the same way and a good one
@@ -3486,6 +3537,7 @@ main(void)
         T(test_session_resumed_server),
         T(test_sni_certificates),
         T(test_generated_san_python),
+        T(test_generate_rsa_off_loop),
         T(test_crl_revoked),
     };
 
