@@ -411,10 +411,12 @@ context_generate_certificate(struct rpc_call *call)
         g.common_name = "sockd";
     if (g.common_name[0] == '\0' || strlen(g.common_name) > 64)
         return rpc_fail_param(call, "common_name", "common_name must be 1..64 bytes");
-    if (kt != NULL && (int)(g.key = (enum tlsctx_keytype)tlsctx_keytype(kt)) < 0)
+    int ktn = kt != NULL ? tlsctx_keytype(kt) : TLSCTX_KEY_EC_P256;
+    if (ktn < 0)
         return rpc_fail_param(call, "key_type",
                               "key_type must be \"ec-p256\", \"ed25519\", \"rsa-2048\" or "
                               "\"rsa-3072\"");
+    g.key = (enum tlsctx_keytype)ktn;
     if (context_sans(call, &g, sans) < 0)
         return -1;
     int rc = tlsctx_generate(t, role, &g, detail, sizeof detail);

@@ -176,8 +176,6 @@ void tlssess_setup(SSL_CTX *ctx, struct tlsctx *t);
 int tlssess_begin(SSL *ssl, struct tlsctx *t, const char *host, const struct sockaddr *peer);
 /* Forget every session of t (its client identity changed, or it is freed). */
 void tlssess_flush(struct tlsctx *t);
-/* Bytes counted for cached sessions in the daemon. */
-size_t tlssess_total(void);
 /* Switch to DTLS (and SRTP when srtp): rebuilds both SSL_CTXs. -1 with detail. */
 int tlsctx_set_dtls(struct tlsctx *t, int srtp, char *detail, size_t dlen);
 

@@ -485,10 +485,11 @@ tlsctx_has_suite(SSL_CTX *ctx, const char *name)
 }
 
 /*
- * Check a cipher list item by item, as OpenSSL ignores names it does not know: each must select
- * at least one suite on its own (after its !, - or + operator). "@STRENGTH" is allowed,
- * "@SECLEVEL" is not (a client does not lower the daemon's security level). The whole list must
- * select a suite and none without authentication or encryption. -1 with detail.
+ * Check a cipher list item by item, as OpenSSL ignores names it does not know: each item that
+ * adds suites (bare or after +) must select at least one on its own; one that removes them (!
+ * or -) may match none here. "@STRENGTH" is allowed, "@SECLEVEL" is not (a client does not
+ * lower the daemon's security level). The whole list must select a suite and none without
+ * authentication or encryption. -1 with detail.
  */
 static int
 tlsctx_check_ciphers(SSL_CTX *scratch, const char *list, char *detail, size_t dlen)
@@ -496,8 +497,8 @@ tlsctx_check_ciphers(SSL_CTX *scratch, const char *list, char *detail, size_t dl
     char copy[TLSCTX_CIPHERS_MAX + 1], *save = NULL;
     snprintf(copy, sizeof copy, "%s", list);
     for (char *w = strtok_r(copy, ":, ;", &save); w != NULL; w = strtok_r(NULL, ":, ;", &save)) {
-        const char *item = w + (*w == '!' || *w == '-' || *w == '+');
-        if (strcmp(w, "@STRENGTH") == 0)
+        const char *item = w + (*w == '+');
+        if (strcmp(w, "@STRENGTH") == 0 || *w == '!' || *w == '-')
             continue;
         if (*w == '@') {
             snprintf(detail, dlen, "\"%s\": only @STRENGTH is allowed in ciphers", w);

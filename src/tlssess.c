@@ -14,14 +14,19 @@
 
 /*
  * Client-side session resumption (sockd-protocol.7, TLS, "Session resumption"): each context
- * keeps the last session a server gave for one key, the verification setting, the host name
+ * keeps the sessions servers gave under one key, the verification setting, the host name
  * checked (and sent as SNI) and the server's address, so a session verified for one name is
- * never offered for another. Entries are kept most recently used first and bounded in number
- * and in bytes, per context and in the whole daemon.
+ * never offered for another. A TLS 1.2 session is kept alone under its key and offered again
+ * and again; TLS 1.3 tickets are offered once each (RFC 8446, appendix C.4; OpenSSL spoils a
+ * used one anyway), so up to TLSSESS_TICKETS of them are kept per key, the newest offered
+ * first. Entries are kept most recently used first and bounded in number and in bytes, per
+ * context and in the whole daemon.
  */
 
 /* Bytes counted for an entry beyond its session's encoded size: the decoded objects. */
 #define TLSSESS_OVERHEAD 1024
+/* TLS 1.3 tickets kept per key (an OpenSSL server gives 2 after a full handshake). */
+#define TLSSESS_TICKETS 4
 
 struct tlssess_entry {
     struct tlssess_entry *prev, *next; /* most recently used first */
@@ -44,12 +49,6 @@ struct tlssess_ref {
 
 static size_t tlssess_bytes_total;
 static int tlssess_idx = -1;
-
-size_t
-tlssess_total(void)
-{
-    return tlssess_bytes_total;
-}
 
 /* Free the ex data of an SSL when it goes. */
 static void
@@ -100,13 +99,20 @@ tlssess_drop(struct tlssess *c, struct tlssess_entry *e)
     free(e);
 }
 
+/* The most recently used entry of key after e (NULL: from the head), NULL if none. */
 static struct tlssess_entry *
-tlssess_find(struct tlssess *c, const char *key)
+tlssess_find(struct tlssess *c, struct tlssess_entry *e, const char *key)
 {
-    for (struct tlssess_entry *e = c != NULL ? c->head : NULL; e != NULL; e = e->next)
+    for (e = e != NULL ? e->next : c != NULL ? c->head : NULL; e != NULL; e = e->next)
         if (strcmp(e->key, key) == 0)
             return e;
     return NULL;
+}
+
+static int
+tlssess_is13(const SSL_SESSION *sess)
+{
+    return SSL_SESSION_get_protocol_version(sess) >= TLS1_3_VERSION;
 }
 
 void
@@ -134,8 +140,14 @@ tlssess_put(struct tlsctx *t, const char *key, SSL_SESSION *sess)
         return 0; /* a server that sends a huge chain is not worth remembering */
     if (t->sess == NULL && (t->sess = calloc(1, sizeof *t->sess)) == NULL)
         return 0;
-    if ((e = tlssess_find(t->sess, key)) != NULL)
-        tlssess_drop(t->sess, e);
+    /* a TLS 1.2 session replaces those of its key; a TLS 1.3 ticket joins them, up to
+     * TLSSESS_TICKETS (the least recently used go) */
+    unsigned same = 0;
+    for (struct tlssess_entry *f = tlssess_find(t->sess, NULL, key), *next; f != NULL; f = next) {
+        next = tlssess_find(t->sess, f, key);
+        if (!tlssess_is13(sess) || !tlssess_is13(f->sess) || ++same >= TLSSESS_TICKETS)
+            tlssess_drop(t->sess, f);
+    }
     while (t->sess->tail != NULL &&
            (t->sess->n >= TLSSESS_MAX || t->sess->bytes + bytes > TLSSESS_BYTES ||
             tlssess_bytes_total + bytes > TLSSESS_TOTAL))
@@ -204,15 +216,23 @@ tlssess_begin(SSL *ssl, struct tlsctx *t, const char *host, const struct sockadd
         free(r);
         return -1;
     }
-    if ((e = tlssess_find(t->sess, r->key)) == NULL)
-        return 0;
-    if (SSL_SESSION_get_time(e->sess) + SSL_SESSION_get_timeout(e->sess) < (long)time(NULL)) {
+    /* the newest usable one; expired or spoiled ones (a fatal error on a connection that used
+     * it) go on the way */
+    for (e = tlssess_find(t->sess, NULL, r->key); e != NULL;) {
+        struct tlssess_entry *next = tlssess_find(t->sess, e, r->key);
+        if (SSL_SESSION_get_time(e->sess) + SSL_SESSION_get_timeout(e->sess) >= (long)time(NULL) &&
+            SSL_SESSION_is_resumable(e->sess))
+            break;
         tlssess_drop(t->sess, e);
+        e = next;
+    }
+    if (e == NULL)
+        return 0;
+    if (SSL_set_session(ssl, e->sess) != 1 || tlssess_is13(e->sess)) {
+        tlssess_drop(t->sess, e); /* a ticket is offered once; the SSL holds its own reference */
         return 0;
     }
     tlssess_unlink(t->sess, e);
     tlssess_push_front(t->sess, e);
-    if (SSL_set_session(ssl, e->sess) != 1)
-        tlssess_drop(t->sess, e);
     return 0;
 }

@@ -434,6 +434,12 @@ tls_free(struct sock *s)
     if (s->tls == NULL)
         return;
     dtls_free(s); /* DTLS: retransmission timer, listener state (sock_dtls.c) */
+    /* A connection closed without close_notify (socket.close, a peer that cut it) keeps its
+     * session for resumption, as TLS 1.1 and later allow: OpenSSL would mark it not resumable
+     * at SSL_free. A fatal TLS error has marked it already. (sockd-protocol.7, TLS, "Session
+     * resumption") */
+    if (s->tls->ssl != NULL && SSL_is_init_finished(s->tls->ssl))
+        SSL_set_shutdown(s->tls->ssl, SSL_get_shutdown(s->tls->ssl) | SSL_SENT_SHUTDOWN);
     SSL_free(s->tls->ssl);
     if (s->tls->ctx != NULL)
         tlsctx_unref(s->tls->ctx);

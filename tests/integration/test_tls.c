@@ -3022,9 +3022,9 @@ s_server_n_(const char *name, int n, const char *extra)
 #define s_server_n(...) (TC_AT(), s_server_n_(__VA_ARGS__))
 
 /* One verified connection of context c to sv as name (NULL: by address): data both ways (so a
- * TLS 1.3 ticket has arrived), shutdown; returns tls.resumed. */
+ * TLS 1.3 ticket has arrived), shutdown (socket.close when abrupt); returns tls.resumed. */
 static bool
-resume_round_(struct tc *t, long long c, struct proc *sv, const char *name, int round)
+resume_round_(struct tc *t, long long c, struct proc *sv, const char *name, int round, bool abrupt)
 {
     long long id;
     char text[64];
@@ -3040,7 +3040,10 @@ resume_round_(struct tc *t, long long c, struct proc *sv, const char *name, int 
     snprintf(text, sizeof text, "round %d\n", round);
     proc_write_(sv, text);
     recv_text_(t, s, text);
-    shutdown_normal_(t, s);
+    if (abrupt)
+        json_decref(tc_ok_(t, NULL, "socket.close", "{s:I}", "socket", (json_int_t)s));
+    else
+        shutdown_normal_(t, s);
     return resumed;
 }
 #define resume_round(...) (TC_AT(), resume_round_(__VA_ARGS__))
@@ -3060,21 +3063,30 @@ test_session_resumption(void **state)
     for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
         struct proc *sv = s_server_n("server", 4, modes[m]);
         long long c = ctx_new(t, "{s:s}", "ca", cert("ca")->pem);
-        EXPECT_TRUE(!resume_round(t, c, sv, "test.local", 1), "first connection resumed (%s)",
-                    modes[m]);
-        EXPECT_TRUE(resume_round(t, c, sv, "test.local", 2),
+        EXPECT_TRUE(!resume_round(t, c, sv, "test.local", 1, false),
+                    "first connection resumed (%s)", modes[m]);
+        EXPECT_TRUE(resume_round(t, c, sv, "test.local", 2, false),
                     "second connection did not resume (s_server %s)", modes[m]);
         /* another name (the address, verified against the IP SAN): not that session */
-        EXPECT_TRUE(!resume_round(t, c, sv, NULL, 3),
+        EXPECT_TRUE(!resume_round(t, c, sv, NULL, 3, false),
                     "a session verified for test.local was offered for 127.0.0.1 (%s)", modes[m]);
-        EXPECT_TRUE(resume_round(t, c, sv, "test.local", 4), "fourth connection (%s)", modes[m]);
+        EXPECT_TRUE(resume_round(t, c, sv, "test.local", 4, false), "fourth connection (%s)",
+                    modes[m]);
         proc_stop(sv);
     }
 
-    struct proc *sv = s_server_n("server", 2, "");
+    /* socket.close (no close_notify) keeps the session: TLS 1.1 and later allow it */
+    struct proc *sv = s_server_n("server", 2, "-tls1_2");
+    long long c = ctx_new(t, "{s:s}", "ca", cert("ca")->pem);
+    EXPECT_TRUE(!resume_round(t, c, sv, "test.local", 1, true), "first connection resumed");
+    EXPECT_TRUE(resume_round(t, c, sv, "test.local", 2, false),
+                "a session of a connection ended by socket.close was not resumed");
+    proc_stop(sv);
+
+    sv = s_server_n("server", 2, "");
     long long off = ctx_new(t, "{s:s, s:b}", "ca", cert("ca")->pem, "session_cache", 0);
-    EXPECT_TRUE(!resume_round(t, off, sv, "test.local", 1), "session_cache:false, first");
-    EXPECT_TRUE(!resume_round(t, off, sv, "test.local", 2), "session_cache:false resumed");
+    EXPECT_TRUE(!resume_round(t, off, sv, "test.local", 1, false), "session_cache:false, first");
+    EXPECT_TRUE(!resume_round(t, off, sv, "test.local", 2, false), "session_cache:false resumed");
 }
 
 /* Resumption on the server side: s_client -reconnect resumes against a sockd listener, and
