@@ -531,6 +531,17 @@ test_fs_policy_on_real_path(void **state)
     }
 }
 
+/* path opened for writing, mode 0600 (root's). */
+static FILE *
+fopen_0600(const char *path)
+{
+    int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_non_null(f);
+    return f;
+}
+
 /* A self-signed certificate (PEM) into path, mode 0600 (root's). */
 static void
 write_cert(const char *path)
@@ -548,40 +559,11 @@ write_cert(const char *path)
     X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"hfs", -1, -1, 0);
     X509_set_issuer_name(x, n);
     assert_true(X509_sign(x, k, EVP_sha256()) > 0);
-    int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
-    FILE *f = fdopen(fd, "w");
+    FILE *f = fopen_0600(path);
     assert_true(PEM_write_X509(f, x) == 1);
     fclose(f);
     X509_free(x);
     EVP_PKEY_free(k);
-}
-
-/*
- * Attack (item 12): ca_file names a root-only file (0600): the root daemon read it for a
- * nobody client, so its content was used (and a missing file and a secret one answered
- * differently). It must be opened as the client: EACCES, nothing loaded. Root may still use it.
- */
-static void
-test_fs_ca_file_as_client(void **state)
-{
-    struct sockd_client *nobody, *root;
-    json_t *e = NULL;
-
-    (void)state;
-    tdir();
-    write_cert(tp("secret.pem"));
-    h_daemon_start(&D, NULL);
-    nobody = h_client_nobody(&D);
-    root = h_client_auto(&D);
-    assert_int_equal(h_err(nobody, &e, "context.create", "{s:s}", "ca_file", tp("secret.pem")),
-                     SOCKD_E_INVALID_PARAMS);
-    const char *d = json_string_value(json_object_get(json_object_get(e, "data"), "detail"));
-    H_CHECK(d != NULL && strstr(d, strerror(EACCES)) != NULL, e);
-    json_decref(e);
-    json_decref(h_ok(root, "context.create", "{s:s}", "ca_file", tp("secret.pem")));
-    sockd_client_close(nobody);
-    h_daemon_stop(&D); /* a clean exit: nothing leaked or broken on the way */
 }
 
 /* An empty CRL (PEM) of a new self-signed issuer into path, mode 0600 (root's). */
@@ -601,9 +583,7 @@ write_crl(const char *path)
     X509_gmtime_adj(t, 86400);
     X509_CRL_set1_nextUpdate(crl, t);
     assert_true(X509_CRL_sign(crl, k, EVP_sha256()) > 0);
-    int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
-    FILE *f = fdopen(fd, "w");
+    FILE *f = fopen_0600(path);
     assert_true(PEM_write_X509_CRL(f, crl) == 1);
     fclose(f);
     ASN1_TIME_free(t);
@@ -613,34 +593,51 @@ write_crl(const char *path)
 }
 
 /*
- * Attack: crl_file names a root-only file (0600), as ca_file does above: it is read with the
- * client's credentials (the same path as ca_file), so nobody gets EACCES and nothing is
- * loaded; root may use the same file.
+ * A file param (ca_file, crl_file) names a root-only file (0600) that write makes: the root
+ * daemon must open it as the client, so nobody gets EACCES naming the param and nothing is
+ * loaded; root may still use the file.
  */
 static void
-test_fs_crl_file_as_client(void **state)
+fs_file_param_as_client(const char *param, void (*write)(const char *), const char *name)
 {
     struct sockd_client *nobody, *root;
     json_t *e = NULL;
 
-    (void)state;
     tdir();
-    write_crl(tp("secret.crl"));
+    write(tp(name));
     h_daemon_start(&D, NULL);
     nobody = h_client_nobody(&D);
     root = h_client_auto(&D);
-    assert_int_equal(h_err(nobody, &e, "context.create", "{s:s}", "crl_file", tp("secret.crl")),
+    assert_int_equal(h_err(nobody, &e, "context.create", "{s:s}", param, tp(name)),
                      SOCKD_E_INVALID_PARAMS);
-    json_t *data = json_object_get(json_object_get(e, "data"), "detail");
-    const char *d = json_string_value(data);
+    json_t *data = json_object_get(e, "data");
+    const char *d = json_string_value(json_object_get(data, "detail"));
     H_CHECK(d != NULL && strstr(d, strerror(EACCES)) != NULL, e);
-    H_CHECK(strcmp(json_string_value(json_object_get(json_object_get(e, "data"), "param")),
-                   "crl_file") == 0,
-            e);
+    H_CHECK(strcmp(json_string_value(json_object_get(data, "param")), param) == 0, e);
     json_decref(e);
-    json_decref(h_ok(root, "context.create", "{s:s}", "crl_file", tp("secret.crl")));
+    json_decref(h_ok(root, "context.create", "{s:s}", param, tp(name)));
     sockd_client_close(nobody);
     h_daemon_stop(&D); /* a clean exit: nothing leaked or broken on the way */
+}
+
+/*
+ * Attack (item 12): ca_file names a root-only file (0600): the root daemon read it for a
+ * nobody client, so its content was used (and a missing file and a secret one answered
+ * differently). It must be opened as the client: EACCES, nothing loaded. Root may still use it.
+ */
+static void
+test_fs_ca_file_as_client(void **state)
+{
+    (void)state;
+    fs_file_param_as_client("ca_file", write_cert, "secret.pem");
+}
+
+/* Attack: crl_file names a root-only file: read as the client, by the same path as ca_file. */
+static void
+test_fs_crl_file_as_client(void **state)
+{
+    (void)state;
+    fs_file_param_as_client("crl_file", write_crl, "secret.crl");
 }
 
 /*
