@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 
 #include <openssl/err.h>
@@ -110,8 +111,14 @@ keygen_rsa(int bits, int *later)
     s->wanted = 1;
     first = !s->made;
     s->made = 1;
-    if (!keygen_started && pthread_create(&keygen_thread, NULL, keygen_main, NULL) == 0)
-        keygen_started = 1;
+    if (!keygen_started) {
+        /* the thread takes no signal: they are the loop's (as for nbguard's thread) */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        keygen_started = pthread_create(&keygen_thread, NULL, keygen_main, NULL) == 0;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
     pthread_cond_signal(&keygen_cv);
     pthread_mutex_unlock(&keygen_mu);
     if (k != NULL)
