@@ -13,6 +13,7 @@
 
 #include "ctl.h"
 #include "daemon.h"
+#include "keygen.h"
 #include "log.h"
 #include "nbguard.h"
 #include "resolve.h"
@@ -217,6 +218,7 @@ main(int argc, char **argv)
     sdn_shutdown();
     log_info("stopped");
     resolve_shutdown();
+    keygen_shutdown();
     conf_free(&sockd.conf);
     idmap_free(&sockd.socks);
     idmap_free(&sockd.accts);
