@@ -14,7 +14,7 @@
 #include "rpc.h"
 #include "tls.h"
 
-/* context.* methods: TLS/DTLS settings shared by sockets (PROTOCOL.md section 6). */
+/* context.* methods: TLS/DTLS settings shared by sockets (sockd-protocol.7, METHODS and TLS). */
 
 #define CONTEXT_DETAIL 400
 /* The largest private key a context takes (RSA, DSA): signing with more is too slow for the loop.

@@ -209,7 +209,7 @@ int tls_start(struct sock *s, struct tlsctx *t, int server, const char *server_n
 int tls_handshake(struct sock *s, char *detail, size_t dlen);
 /* Queue close_notify: 1 sent (or nothing to do), 0 must wait (s->tls->want set). */
 int tls_close_notify(struct sock *s);
-/* The `tls` object of PROTOCOL.md section 7 (new reference). */
+/* The `tls` object of sockd-protocol.7, THE TLS OBJECT (new reference). */
 json_t *tls_info(struct sock *s);
 /* Free the SSL, drop the context reference and free the TLS state (s->tls becomes NULL). */
 void tls_free(struct sock *s);
