@@ -31,6 +31,7 @@ conf_defaults(struct conf *c)
     c->max_pending_accepts = 128;
     c->accept_timeout_ms = 10000;
     c->line_timeout_ms = 30000;
+    c->shutdown_timeout_ms = 2000;
     c->resolve_timeout_ms = 5000;
     c->log_level = LOG_LVL_INFO;
 }
@@ -207,6 +208,10 @@ conf_directive(struct conf *c, char **w, int n, int lineno, char **cause)
         NEED(1);
         if (conf_uint(w[1], conf_parse_time(w[1]), 1, 86400000, &c->line_timeout_ms) < 0)
             return conf_fail(cause, lineno, "client-line-timeout is a time like 30s");
+    } else if (strcmp(d, "shutdown-timeout") == 0) {
+        NEED(1);
+        if (conf_uint(w[1], conf_parse_time(w[1]), 0, 600000, &c->shutdown_timeout_ms) < 0)
+            return conf_fail(cause, lineno, "shutdown-timeout is a time from 0 to 10m");
     } else if (strcmp(d, "resolve-timeout") == 0) {
         NEED(1);
         if (conf_uint(w[1], conf_parse_time(w[1]), 1, 600000, &c->resolve_timeout_ms) < 0)

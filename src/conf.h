@@ -1,4 +1,4 @@
-/* The configuration file (PROTOCOL.md section 9): parsed whole into a struct conf, or refused. */
+/* The configuration file (sockd.conf(5)): parsed whole into a struct conf, or refused. */
 #ifndef SOCKD_CONF_H
 #define SOCKD_CONF_H
 
@@ -24,8 +24,9 @@ struct conf {
     size_t max_message;
     unsigned max_pending_accepts;
     unsigned accept_timeout_ms;
-    unsigned line_timeout_ms; /* client-line-timeout: a control line stalled this long drops the
-                                 client */
+    unsigned shutdown_timeout_ms; /* shutdown-timeout: how long a stopping daemon flushes */
+    unsigned line_timeout_ms;     /* client-line-timeout: a control line stalled this long drops the
+                                     client */
     char *resolvers[CONF_MAX_RESOLVERS]; /* "ADDR[:PORT]" as written */
     int nresolvers;
     unsigned resolve_timeout_ms;

@@ -15,9 +15,10 @@
 #include "policy.h"
 
 /*
- * Why fsuid and the raw setgroups syscall: the daemon is one thread, and these change only the
+ * Why fsuid and the raw setgroups syscall: all file-system work for clients runs on the loop's
+ * thread (the guard's closer and the key maker never touch a path), and these change only the
  * calling thread's credentials (glibc's setgroups() would signal every thread to follow), so the
- * switch is two or three syscalls each way with nothing else in the process affected. Moving
+ * switch is two or three syscalls each way with no other thread affected. Moving
  * the fsuid away from 0 drops CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER and the other
  * file capabilities from the effective set; CAP_SETUID and CAP_SETGID stay, which is what lets
  * fsid_leave switch back. bind() and connect() on a pathname Unix socket check the directory

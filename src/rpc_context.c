@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 
 #include <sockd/protocol.h>
 
@@ -13,7 +14,7 @@
 #include "rpc.h"
 #include "tls.h"
 
-/* context.* methods: TLS/DTLS settings shared by sockets (PROTOCOL.md section 6). */
+/* context.* methods: TLS/DTLS settings shared by sockets (sockd-protocol.7, METHODS and TLS). */
 
 #define CONTEXT_DETAIL 400
 /* The largest private key a context takes (RSA, DSA): signing with more is too slow for the loop.
@@ -115,21 +116,53 @@ context_fp_result(struct rpc_call *call, struct tlsctx *t, enum tlsctx_role role
 }
 
 /*
- * The "ca_file" param's content (malloc'ed into *text, NULL when the param is absent), read
- * with the client's credentials and never blocking: the file must be a regular file the client
- * itself may read, of at most FSID_FILE_MAX bytes. -1 after -32602 naming ca_file.
+ * The content of a file param (ca_file, crl_file) (malloc'ed into *text, NULL when the param is
+ * absent), read with the client's credentials and never blocking: the file must be a regular
+ * file the client itself may read, of at most cap bytes. -1 after -32602 naming the param.
  */
 static int
-context_read_ca_file(struct rpc_call *call, char **text, size_t *len)
+context_read_file(struct rpc_call *call, const char *param, const char *what, size_t cap,
+                  char **text, size_t *len)
 {
-    const char *path = rpc_str(call, "ca_file");
+    const char *path = rpc_str(call, param);
     struct policy_who who;
     if (path == NULL)
         return 0;
     fsid_client_who(call->client, &who);
-    if ((*text = fsid_read_file(&who, path, FSID_FILE_MAX, len)) != NULL)
+    if ((*text = fsid_read_file(&who, path, cap, len)) != NULL)
         return 0;
-    return context_fail_detail(call, "ca_file", "cannot load the CA file", fsid_read_error(errno));
+    return context_fail_detail(call, param, what, fsid_read_error(errno));
+}
+
+/* Ciphers, CRLs (crl, crl_file) and the session cache of context.create into t. -1 after an
+ * error response. */
+static int
+context_create_trust(struct rpc_call *call, struct tlsctx *t)
+{
+    const char *crl = rpc_str(call, "crl");
+    char detail[CONTEXT_DETAIL], *file = NULL;
+    size_t flen = 0, clen = crl != NULL ? strlen(crl) : 0;
+    int rc;
+
+    t->session_cache = rpc_bool(call, "session_cache", 1);
+    rc = tlsctx_set_ciphers(t, rpc_str(call, "ciphers"), rpc_str(call, "ciphersuites"), detail,
+                            sizeof detail);
+    if (rc < 0)
+        return context_fail_detail(call, rc == -1 ? "ciphers" : "ciphersuites",
+                                   rc == -1 ? "bad cipher list" : "bad TLS 1.3 cipher suites",
+                                   detail);
+    if (clen > TLSCTX_CRL_MAX)
+        return rpc_fail_param(call, "crl", "CRLs are limited to %u bytes", TLSCTX_CRL_MAX);
+    if (crl != NULL && tlsctx_add_crls(t, crl, clen, detail, sizeof detail) < 0)
+        return context_fail_detail(call, "crl", "bad CRL PEM", detail);
+    if (context_read_file(call, "crl_file", "cannot load the CRL file", TLSCTX_CRL_MAX - clen,
+                          &file, &flen) < 0)
+        return -1;
+    rc = file != NULL ? tlsctx_add_crls(t, file, flen, detail, sizeof detail) : 0;
+    free(file);
+    if (rc < 0)
+        return context_fail_detail(call, "crl_file", "cannot load the CRL file", detail);
+    return 0;
 }
 
 /* context.create: settings, trust anchors and both SSL_CTXs; the handle is the result. */
@@ -179,7 +212,9 @@ context_create(struct rpc_call *call)
     t->srtp = srtp;
     t->alpn = wire;
     t->alpn_len = wlen;
-    if (context_read_ca_file(call, &file, &flen) < 0) {
+    if (context_create_trust(call, t) < 0 ||
+        context_read_file(call, "ca_file", "cannot load the CA file", FSID_FILE_MAX, &file, &flen) <
+            0) {
         tlsctx_unref(t);
         return -1;
     }
@@ -201,6 +236,31 @@ context_create(struct rpc_call *call)
     return 0;
 }
 
+/* The server_names param (NULL when absent) checked into names[] (borrowed strings), *n of them.
+ * -1 after -32602. */
+static int
+context_server_names(struct rpc_call *call, const char **names, unsigned *n)
+{
+    json_t *list = rpc_get(call, "server_names"), *v;
+    size_t i;
+
+    *n = 0;
+    if (list == NULL)
+        return 0;
+    if (json_array_size(list) == 0 || json_array_size(list) > TLSCTX_NAMES_MAX)
+        return rpc_fail_param(call, "server_names", "server_names must list 1 to %d names",
+                              TLSCTX_NAMES_MAX);
+    json_array_foreach(list, i, v)
+    {
+        if (!json_is_string(v) || !tlsctx_dns_name_ok(json_string_value(v), 1))
+            return rpc_fail_param(call, "server_names",
+                                  "server name %zu is not a DNS name (or \"*.\" and a DNS name)",
+                                  i);
+        names[(*n)++] = json_string_value(v);
+    }
+    return 0;
+}
+
 /* set_server_certificate / set_client_certificate: cert (+ key, + chain) for one role. */
 static int
 context_set_cert(struct rpc_call *call, enum tlsctx_role role)
@@ -211,9 +271,11 @@ context_set_cert(struct rpc_call *call, enum tlsctx_role role)
     EVP_PKEY *key = NULL;
     X509 *leaf;
     char detail[CONTEXT_DETAIL];
+    const char *names[TLSCTX_NAMES_MAX];
+    unsigned nnames = 0;
     int rc;
 
-    if (t == NULL)
+    if (t == NULL || (role == TLSCTX_SERVER && context_server_names(call, names, &nnames) < 0))
         return -1;
     certs =
         tlsctx_pem_certs(rpc_str(call, "cert"), kp == NULL ? &key : NULL, detail, sizeof detail);
@@ -261,14 +323,26 @@ context_set_cert(struct rpc_call *call, enum tlsctx_role role)
         sk_X509_free(certs);
         certs = NULL;
     }
-    rc = tlsctx_set_cert(t, role, leaf, key, certs, detail, sizeof detail);
+    if (nnames > 0)
+        rc = tlssni_add(t, names, nnames, leaf, key, certs, detail, sizeof detail);
+    else
+        rc = tlsctx_set_cert(t, role, leaf, key, certs, detail, sizeof detail);
     if (rc < 0) {
         X509_free(leaf);
         EVP_PKEY_free(key);
         sk_X509_pop_free(certs, X509_free);
+        if (rc == -3)
+            return rpc_fail_limit(call, "server-certificates-per-context");
         return rc == -1 ? context_fail_detail(call, "key", "the key does not match the certificate",
                                               detail)
                         : context_fail_detail(call, "cert", "certificate refused", detail);
+    }
+    if (nnames > 0) {
+        char fp[TLSCTX_FP_MAX];
+        if (tlsctx_fingerprint(t->named[t->nnamed - 1].cert.cert, "sha-256", fp, sizeof fp) < 0)
+            return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "cannot compute the fingerprint");
+        call->result = json_pack("{s:s}", "fingerprint", fp);
+        return 0;
     }
     return context_fp_result(call, t, role, "sha-256");
 }
@@ -285,24 +359,73 @@ context_set_client_certificate(struct rpc_call *call)
     return context_set_cert(call, TLSCTX_CLIENT);
 }
 
-/* context.generate_certificate: self-signed EC P-256 for a role, made in memory. */
+/* The subject_alt_names param into g (borrowed strings in sans[]); default: the common name
+ * when it is a DNS name or an IP address. -1 after -32602. */
+static int
+context_sans(struct rpc_call *call, struct tlsctx_gen *g, const char **sans)
+{
+    json_t *list = rpc_get(call, "subject_alt_names"), *v;
+    unsigned char ip[16];
+    size_t i;
+
+    g->sans = sans;
+    g->nsans = 0;
+    if (list == NULL) {
+        const char *cn = g->common_name;
+        if (tlsctx_dns_name_ok(cn, 1) || inet_pton(AF_INET, cn, ip) == 1 ||
+            inet_pton(AF_INET6, cn, ip) == 1)
+            sans[g->nsans++] = cn;
+        return 0;
+    }
+    if (json_array_size(list) > TLSCTX_SAN_MAX)
+        return rpc_fail_param(call, "subject_alt_names", "subject_alt_names lists at most %d names",
+                              TLSCTX_SAN_MAX);
+    json_array_foreach(list, i, v)
+    {
+        const char *n = json_string_value(v);
+        if (n == NULL || (!tlsctx_dns_name_ok(n, 1) && inet_pton(AF_INET, n, ip) != 1 &&
+                          inet_pton(AF_INET6, n, ip) != 1))
+            return rpc_fail_param(call, "subject_alt_names",
+                                  "name %zu is neither a DNS name nor an IP address", i);
+        sans[g->nsans++] = n;
+    }
+    return 0;
+}
+
+/* context.generate_certificate: a self-signed certificate for a role, made in memory. */
 static int
 context_generate_certificate(struct rpc_call *call)
 {
     struct tlsctx *t = context_arg(call);
-    const char *cn = rpc_str(call, "common_name");
+    const char *kt = rpc_str(call, "key_type"), *sans[TLSCTX_SAN_MAX];
+    struct tlsctx_gen g = {rpc_str(call, "common_name"), 0, TLSCTX_KEY_EC_P256, NULL, 0};
     enum tlsctx_role role;
     long long days;
     char detail[CONTEXT_DETAIL];
 
     if (t == NULL || context_role(call, 1, &role) < 0 ||
-        rpc_int_range(call, "days", 1, 3650, 365, &days) < 0)
+        rpc_int_range(call, "days", 1, TLSCTX_DAYS_MAX, 365, &days) < 0)
         return -1;
-    if (cn == NULL)
-        cn = "sockd";
-    if (cn[0] == '\0' || strlen(cn) > 64)
+    g.days = (int)days;
+    if (g.common_name == NULL)
+        g.common_name = "sockd";
+    if (g.common_name[0] == '\0' || strlen(g.common_name) > 64)
         return rpc_fail_param(call, "common_name", "common_name must be 1..64 bytes");
-    if (tlsctx_generate(t, role, cn, (int)days, detail, sizeof detail) < 0) {
+    int ktn = kt != NULL ? tlsctx_keytype(kt) : TLSCTX_KEY_EC_P256;
+    if (ktn < 0)
+        return rpc_fail_param(call, "key_type",
+                              "key_type must be \"ec-p256\", \"ed25519\", \"rsa-2048\" or "
+                              "\"rsa-3072\"");
+    g.key = (enum tlsctx_keytype)ktn;
+    if (context_sans(call, &g, sans) < 0)
+        return -1;
+    int rc = tlsctx_generate(t, role, &g, detail, sizeof detail);
+    if (rc == -2) {
+        rpc_fail_limit(call, "rsa-keys-ready");
+        json_object_set_new(call->err_data, "detail", json_string(detail));
+        return -1;
+    }
+    if (rc < 0) {
         rpc_fail(call, SOCKD_E_INTERNAL, NULL, "cannot make the certificate: %s", detail);
         json_object_set_new(call->err_data, "detail", json_string(detail));
         return -1;
@@ -400,26 +523,25 @@ context_destroy(struct rpc_call *call)
     return 0;
 }
 
-static const struct rpc_param p_create[] = {{"verify", RPC_P_BOOL, 0},
-                                            {"ca", RPC_P_STR, 0},
-                                            {"ca_file", RPC_P_STR, 0},
-                                            {"min_version", RPC_P_STR, 0},
-                                            {"alpn", RPC_P_ARRAY, 0},
-                                            {"dtls", RPC_P_BOOL, 0},
-                                            {"srtp", RPC_P_BOOL, 0},
-                                            {"verify_client", RPC_P_STR, 0},
-                                            {NULL, 0, 0}};
-static const struct rpc_param p_server_cert[] = {{"context", RPC_P_HANDLE, 1},
-                                                 {"cert", RPC_P_STR, 1},
-                                                 {"key", RPC_P_STR, 0},
-                                                 {"chain", RPC_P_STR, 0},
-                                                 {NULL, 0, 0}};
+static const struct rpc_param p_create[] = {
+    {"verify", RPC_P_BOOL, 0},        {"ca", RPC_P_STR, 0},
+    {"ca_file", RPC_P_STR, 0},        {"min_version", RPC_P_STR, 0},
+    {"alpn", RPC_P_ARRAY, 0},         {"dtls", RPC_P_BOOL, 0},
+    {"srtp", RPC_P_BOOL, 0},          {"verify_client", RPC_P_STR, 0},
+    {"ciphers", RPC_P_STR, 0},        {"ciphersuites", RPC_P_STR, 0},
+    {"session_cache", RPC_P_BOOL, 0}, {"crl", RPC_P_STR, 0},
+    {"crl_file", RPC_P_STR, 0},       {NULL, 0, 0}};
+static const struct rpc_param p_server_cert[] = {
+    {"context", RPC_P_HANDLE, 1}, {"cert", RPC_P_STR, 1},           {"key", RPC_P_STR, 0},
+    {"chain", RPC_P_STR, 0},      {"server_names", RPC_P_ARRAY, 0}, {NULL, 0, 0}};
 static const struct rpc_param p_client_cert[] = {
     {"context", RPC_P_HANDLE, 1}, {"cert", RPC_P_STR, 1}, {"key", RPC_P_STR, 0}, {NULL, 0, 0}};
 static const struct rpc_param p_generate[] = {{"context", RPC_P_HANDLE, 1},
                                               {"role", RPC_P_STR, 1},
                                               {"common_name", RPC_P_STR, 0},
                                               {"days", RPC_P_INT, 0},
+                                              {"subject_alt_names", RPC_P_ARRAY, 0},
+                                              {"key_type", RPC_P_STR, 0},
                                               {NULL, 0, 0}};
 static const struct rpc_param p_fingerprint[] = {{"context", RPC_P_HANDLE, 1},
                                                  {"role", RPC_P_STR, 0},

@@ -18,8 +18,6 @@
 #include "sock.h"
 #include "tls.h"
 
-static int tlsctx_has_server_cert(const struct tlsctx *t);
-
 struct sock *
 rpc_sock(struct rpc_call *call)
 {
@@ -365,7 +363,7 @@ socket_listen(struct rpc_call *call)
                         sock_type_name(s->type));
     if (s->type == SOCK_UNIX && s->state == SS_OPEN)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "listen: bind the unix socket first");
-    if ((s->type == SOCK_TLS || s->type == SOCK_DTLS) && !tlsctx_has_server_cert(s->tls->ctx))
+    if ((s->type == SOCK_TLS || s->type == SOCK_DTLS) && !tlsctx_serves(s->tls->ctx))
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
                         "listen: the context has no server certificate");
     if (rpc_int_range(call, "backlog", 1, 65535, 128, &backlog) < 0)
@@ -469,13 +467,6 @@ socket_close(struct rpc_call *call)
     return 0;
 }
 
-/* Whether a context can serve TLS (has a server certificate). */
-static int
-tlsctx_has_server_cert(const struct tlsctx *t)
-{
-    return t != NULL && t->certs[TLSCTX_SERVER].cert != NULL;
-}
-
 /* socket.starttls: upgrade a connected TCP socket in place (the handle stays). */
 static int
 socket_starttls(struct rpc_call *call)
@@ -493,7 +484,7 @@ socket_starttls(struct rpc_call *call)
         return rpc_fail_state(call, s, "starttls");
     if (t->dtls)
         return rpc_fail_param(call, "context", "the context is for DTLS");
-    if (server && !tlsctx_has_server_cert(t))
+    if (server && !tlsctx_serves(t))
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
                         "starttls: the context has no server certificate");
     if (sn != NULL && sn[0] == '\0')

@@ -13,6 +13,7 @@
 
 #include "ctl.h"
 #include "daemon.h"
+#include "keygen.h"
 #include "log.h"
 #include "nbguard.h"
 #include "resolve.h"
@@ -46,7 +47,7 @@ stop_cb(EV_P_ ev_signal *w, int revents)
     sdn_stopping(); /* before clients hear daemon_shutdown */
     sockd.stopping = 1;
     ctl_unlisten();
-    ctl_shutdown(2.0);
+    ctl_shutdown(sockd.conf.shutdown_timeout_ms / 1000.0);
     ev_break(EV_A_ EVBREAK_ALL);
 }
 
@@ -217,6 +218,7 @@ main(int argc, char **argv)
     sdn_shutdown();
     log_info("stopped");
     resolve_shutdown();
+    keygen_shutdown();
     conf_free(&sockd.conf);
     idmap_free(&sockd.socks);
     idmap_free(&sockd.accts);

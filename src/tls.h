@@ -25,6 +25,15 @@ struct tlsctx_cert {
     STACK_OF(X509) * chain; /* intermediates, may be NULL */
 };
 
+/* A server certificate chosen by the name a client asks for (SNI); see tlssni.c. */
+struct tlsctx_named {
+    struct tlsctx_cert cert;
+    char **names;    /* lower case, "*.rest" for a wildcard; malloc'ed with each name */
+    unsigned nnames; /* at least 1 */
+};
+
+struct tlssess;
+
 /* A context: settings shared by many sockets; refcounted, owned by one client. */
 struct tlsctx {
     uint64_t id;          /* handle (same sequence as sockets) */
@@ -41,6 +50,48 @@ struct tlsctx {
     unsigned char *alpn;         /* ALPN list in wire form (length-prefixed), NULL: none */
     unsigned alpn_len;           /* bytes in alpn */
     struct tlsctx_cert certs[2]; /* by enum tlsctx_role */
+    char *ciphers;               /* TLS <= 1.2 cipher list; NULL: TLSCTX_CIPHERS */
+    char *ciphersuites;          /* TLS 1.3 suites; NULL: OpenSSL's default */
+    STACK_OF(X509_CRL) * crls;   /* from crl / crl_file, NULL: none */
+    int crl_check;               /* check the peer's chain for revocation */
+    int session_cache;           /* client side: resume sessions (tlssess.c) */
+    struct tlssess *sess;        /* the client session cache, NULL until the first session */
+    struct tlsctx_named *named;  /* server certificates by name, nnamed of them */
+    unsigned nnamed;
+};
+
+/* TLS 1.2 default: the AEAD suites of Mozilla's "intermediate" profile, without DHE
+ * (sockd-protocol.7, TLS, "Cipher suites"). */
+#define TLSCTX_CIPHERS                                                                             \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+/* Longest ciphers / ciphersuites text. */
+#define TLSCTX_CIPHERS_MAX 1024
+/* Most CRL text (crl and crl_file together) one context takes. */
+#define TLSCTX_CRL_MAX (4u << 20)
+/* Most server certificates chosen by name per context, names per certificate. */
+#define TLSCTX_NAMED_MAX 64
+#define TLSCTX_NAMES_MAX 64
+/* Most subject_alt_names of a generated certificate. */
+#define TLSCTX_SAN_MAX 32
+/* Longest validity of a generated certificate, in days. */
+#define TLSCTX_DAYS_MAX 825
+
+/* Key types of context.generate_certificate. */
+enum tlsctx_keytype {
+    TLSCTX_KEY_EC_P256 = 0, /* ECDSA P-256 (the default) */
+    TLSCTX_KEY_ED25519,     /* Ed25519 */
+    TLSCTX_KEY_RSA2048,     /* RSA 2048 bits */
+    TLSCTX_KEY_RSA3072,     /* RSA 3072 bits */
+};
+
+/* What context.generate_certificate makes. */
+struct tlsctx_gen {
+    const char *common_name;
+    int days;
+    enum tlsctx_keytype key;
+    const char *const *sans; /* DNS names and IP addresses; nsans of them (0: none) */
+    unsigned nsans;
 };
 
 /* SRTP profiles offered and accepted when a DTLS context has srtp set. */
@@ -82,9 +133,49 @@ int tlsctx_set_cert(struct tlsctx *t, enum tlsctx_role role, X509 *cert, EVP_PKE
                     STACK_OF(X509) * chain, char *detail, size_t dlen);
 /* Remove a role's certificate. */
 int tlsctx_clear_cert(struct tlsctx *t, enum tlsctx_role role, char *detail, size_t dlen);
-/* Make and install a self-signed EC P-256 certificate and key. -1 with detail. */
-int tlsctx_generate(struct tlsctx *t, enum tlsctx_role role, const char *common_name, int days,
+/* Make and install a self-signed certificate and key as g says. -1 with detail; -2 with detail
+ * when an RSA key is not ready yet (keygen.h: the caller may try again later). */
+int tlsctx_generate(struct tlsctx *t, enum tlsctx_role role, const struct tlsctx_gen *g,
                     char *detail, size_t dlen);
+/* The key type named by text ("ec-p256", ...); -1 if none. */
+int tlsctx_keytype(const char *text);
+/* Whether text is a DNS name (letters, digits, '-', '.'; labels of 1..63, 253 in all), after a
+ * leading "*." when wildcard is set. */
+int tlsctx_dns_name_ok(const char *text, int wildcard);
+/* Check and keep the cipher list (TLS <= 1.2) and the TLS 1.3 suites (NULL: the default).
+ * -1 with detail when ciphers is bad, -2 when suites are. Applied by the next tlsctx_build. */
+int tlsctx_set_ciphers(struct tlsctx *t, const char *ciphers, const char *suites, char *detail,
+                       size_t dlen);
+/* Add the CRLs of PEM text (len bytes) to those checked; -1 with detail when there is none or a
+ * block is bad. Applied by the next tlsctx_build. */
+int tlsctx_add_crls(struct tlsctx *t, const char *text, size_t len, char *detail, size_t dlen);
+/* Whether the context can serve TLS: a default or a named server certificate. */
+int tlsctx_serves(const struct tlsctx *t);
+
+/* Server certificates by name (tlssni.c). */
+/* Install a certificate for names (n of them, checked by the caller): the names move to it from
+ * any other certificate, and one left without names is dropped. The context takes the objects
+ * only on success. -1 with detail when the key does not match, -3 when the context has
+ * TLSCTX_NAMED_MAX certificates already. */
+int tlssni_add(struct tlsctx *t, const char *const *names, unsigned n, X509 *cert, EVP_PKEY *key,
+               STACK_OF(X509) * chain, char *detail, size_t dlen);
+/* Set the name callbacks on a server SSL_CTX of t. */
+void tlssni_setup(SSL_CTX *ctx, struct tlsctx *t);
+/* Free every named certificate. */
+void tlssni_free(struct tlsctx *t);
+
+/* Client session cache (tlssess.c): at most TLSSESS_MAX sessions and TLSSESS_BYTES per context,
+ * TLSSESS_TOTAL in the daemon, the least recently used going first. */
+#define TLSSESS_MAX 256
+#define TLSSESS_BYTES (1u << 20)
+#define TLSSESS_TOTAL (64u << 20)
+/* Turn on caching of new sessions on a client SSL_CTX of t. */
+void tlssess_setup(SSL_CTX *ctx, struct tlsctx *t);
+/* A connecting ssl of t to host (may be "") at peer: offer the cached session of the same key
+ * and keep the key for the sessions the server gives. -1 on ENOMEM. */
+int tlssess_begin(SSL *ssl, struct tlsctx *t, const char *host, const struct sockaddr *peer);
+/* Forget every session of t (its client identity changed, or it is freed). */
+void tlssess_flush(struct tlsctx *t);
 /* Switch to DTLS (and SRTP when srtp): rebuilds both SSL_CTXs. -1 with detail. */
 int tlsctx_set_dtls(struct tlsctx *t, int srtp, char *detail, size_t dlen);
 
@@ -118,7 +209,7 @@ int tls_start(struct sock *s, struct tlsctx *t, int server, const char *server_n
 int tls_handshake(struct sock *s, char *detail, size_t dlen);
 /* Queue close_notify: 1 sent (or nothing to do), 0 must wait (s->tls->want set). */
 int tls_close_notify(struct sock *s);
-/* The `tls` object of PROTOCOL.md section 7 (new reference). */
+/* The `tls` object of sockd-protocol.7, THE TLS OBJECT (new reference). */
 json_t *tls_info(struct sock *s);
 /* Free the SSL, drop the context reference and free the TLS state (s->tls becomes NULL). */
 void tls_free(struct sock *s);

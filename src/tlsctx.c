@@ -9,6 +9,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
 
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -20,6 +21,7 @@
 
 #include "ctl.h"
 #include "daemon.h"
+#include "keygen.h"
 #include "tls.h"
 
 /* TLS contexts: the registry, the settings, and the SSL_CTX of each role built from them. */
@@ -76,6 +78,11 @@ tlsctx_unref(struct tlsctx *t)
     free(t->alpn);
     tlsctx_cert_free(&t->certs[TLSCTX_SERVER]);
     tlsctx_cert_free(&t->certs[TLSCTX_CLIENT]);
+    free(t->ciphers);
+    free(t->ciphersuites);
+    sk_X509_CRL_pop_free(t->crls, X509_CRL_free);
+    tlssess_flush(t);
+    tlssni_free(t);
     free(t);
     tlsctx_live--;
 }
@@ -90,6 +97,7 @@ tlsctx_new(void)
     t->refs = 1;
     t->verify = 1;
     t->min_version = TLS1_2_VERSION;
+    t->session_cache = 1;
     tlsctx_live++;
     return t;
 }
@@ -338,7 +346,8 @@ tlsctx_system(char *detail, size_t dlen)
  * detail when there is nothing usable.
  */
 static int
-tlsctx_store_add_pem(X509_STORE *st, const char *text, size_t len, char *detail, size_t dlen)
+tlsctx_store_add_pem(X509_STORE *st, const char *text, size_t len, int *crls, char *detail,
+                     size_t dlen)
 {
     BIO *b = len <= INT_MAX ? BIO_new_mem_buf(text, (int)len) : NULL;
     STACK_OF(X509_INFO) *infos = b != NULL ? PEM_X509_INFO_read_bio(b, NULL, NULL, NULL) : NULL;
@@ -350,6 +359,7 @@ tlsctx_store_add_pem(X509_STORE *st, const char *text, size_t len, char *detail,
             (in->crl != NULL && X509_STORE_add_crl(st, in->crl) != 1))
             bad = 1;
         count += (in->x509 != NULL) + (in->crl != NULL);
+        *crls += in->crl != NULL;
     }
     sk_X509_INFO_pop_free(infos, X509_INFO_free);
     if (bad || count == 0) {
@@ -394,10 +404,13 @@ tlsctx_set_ca(struct tlsctx *t, const char *pem, const char *file, size_t flen, 
         }
         sk_X509_pop_free(certs, X509_free);
     }
-    if (file != NULL && tlsctx_store_add_pem(st, file, flen, detail, dlen) < 0) {
+    int crls = 0;
+    if (file != NULL && tlsctx_store_add_pem(st, file, flen, &crls, detail, dlen) < 0) {
         X509_STORE_free(st);
         return -2;
     }
+    /* CRLs in the CA file are checked as those of crl are */
+    t->crl_check |= crls > 0;
     ERR_clear_error();
     X509_STORE_free(t->store);
     t->store = st;
@@ -444,6 +457,181 @@ tlsctx_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
     return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
+/* ---- ciphers and revocation ----------------------------------------------------------------- */
+
+/* Whether ctx offers a suite without authentication (aNULL) or without encryption (eNULL). */
+static int
+tlsctx_has_null(SSL_CTX *ctx)
+{
+    STACK_OF(SSL_CIPHER) *cs = SSL_CTX_get_ciphers(ctx);
+    for (int i = 0; i < sk_SSL_CIPHER_num(cs); i++) {
+        const SSL_CIPHER *c = sk_SSL_CIPHER_value(cs, i);
+        if (SSL_CIPHER_get_auth_nid(c) == NID_auth_null ||
+            SSL_CIPHER_get_cipher_nid(c) == NID_undef)
+            return 1;
+    }
+    return 0;
+}
+
+/* Whether ctx offers the TLS 1.3 suite named name. */
+static int
+tlsctx_has_suite(SSL_CTX *ctx, const char *name)
+{
+    STACK_OF(SSL_CIPHER) *cs = SSL_CTX_get_ciphers(ctx);
+    for (int i = 0; i < sk_SSL_CIPHER_num(cs); i++)
+        if (strcmp(SSL_CIPHER_get_name(sk_SSL_CIPHER_value(cs, i)), name) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * Check a cipher list item by item, as OpenSSL ignores names it does not know: each item that
+ * adds suites (bare or after +) must select at least one on its own; one that removes them (!
+ * or -) may match none here. "@STRENGTH" is allowed, "@SECLEVEL" is not (a client does not
+ * lower the daemon's security level). The whole list must select a suite and none without
+ * authentication or encryption. -1 with detail.
+ */
+static int
+tlsctx_check_ciphers(SSL_CTX *scratch, const char *list, char *detail, size_t dlen)
+{
+    char copy[TLSCTX_CIPHERS_MAX + 1], *save = NULL;
+    snprintf(copy, sizeof copy, "%s", list);
+    for (char *w = strtok_r(copy, ":, ;", &save); w != NULL; w = strtok_r(NULL, ":, ;", &save)) {
+        const char *item = w + (*w == '+');
+        if (strcmp(w, "@STRENGTH") == 0 || *w == '!' || *w == '-')
+            continue;
+        if (*w == '@') {
+            snprintf(detail, dlen, "\"%s\": only @STRENGTH is allowed in ciphers", w);
+            return -1;
+        }
+        if (SSL_CTX_set_cipher_list(scratch, item) != 1) {
+            snprintf(detail, dlen,
+                     "\"%s\" names no TLS 1.2 cipher suite this build offers (TLS 1.3 suites "
+                     "go in ciphersuites)",
+                     item);
+            return -1;
+        }
+    }
+    if (SSL_CTX_set_cipher_list(scratch, list) != 1) {
+        snprintf(detail, dlen, "the list selects no cipher suite");
+        return -1;
+    }
+    if (tlsctx_has_null(scratch)) {
+        snprintf(detail, dlen,
+                 "the list selects suites without authentication or encryption "
+                 "(aNULL, eNULL)");
+        return -1;
+    }
+    return 0;
+}
+
+/* Check a TLS 1.3 suite list: each name must be a suite OpenSSL knows. -1 with detail. */
+static int
+tlsctx_check_suites(SSL_CTX *scratch, const char *list, char *detail, size_t dlen)
+{
+    char copy[TLSCTX_CIPHERS_MAX + 1], *save = NULL;
+    int n = 0;
+    snprintf(copy, sizeof copy, "%s", list);
+    for (char *w = strtok_r(copy, ":", &save); w != NULL; w = strtok_r(NULL, ":", &save), n++) {
+        if (SSL_CTX_set_ciphersuites(scratch, w) != 1 || !tlsctx_has_suite(scratch, w)) {
+            snprintf(detail, dlen,
+                     "\"%s\" is not a TLS 1.3 cipher suite (such as TLS_AES_128_GCM_SHA256)", w);
+            return -1;
+        }
+    }
+    if (n == 0) {
+        snprintf(detail, dlen, "the list names no cipher suite");
+        return -1;
+    }
+    return 0;
+}
+
+int
+tlsctx_set_ciphers(struct tlsctx *t, const char *ciphers, const char *suites, char *detail,
+                   size_t dlen)
+{
+    SSL_CTX *scratch;
+    char *c = NULL, *u = NULL;
+    int rc = 0;
+
+    for (int i = 0; i < 2; i++) {
+        const char *v = i == 0 ? ciphers : suites;
+        if (v != NULL && (v[0] == '\0' || strlen(v) > TLSCTX_CIPHERS_MAX)) {
+            snprintf(detail, dlen, "the list must be 1 to %d bytes", TLSCTX_CIPHERS_MAX);
+            return -1 - i;
+        }
+    }
+    ERR_clear_error();
+    if ((scratch = SSL_CTX_new(TLS_method())) == NULL) {
+        tlsctx_errors(detail, dlen, "out of memory");
+        return -1;
+    }
+    if (ciphers != NULL && tlsctx_check_ciphers(scratch, ciphers, detail, dlen) < 0)
+        rc = -1;
+    else if (suites != NULL && tlsctx_check_suites(scratch, suites, detail, dlen) < 0)
+        rc = -2;
+    else if ((ciphers != NULL && (c = strdup(ciphers)) == NULL) ||
+             (suites != NULL && (u = strdup(suites)) == NULL))
+        rc = -1, snprintf(detail, dlen, "out of memory");
+    SSL_CTX_free(scratch);
+    ERR_clear_error();
+    if (rc < 0) {
+        free(c);
+        return rc;
+    }
+    free(t->ciphers);
+    free(t->ciphersuites);
+    t->ciphers = c;
+    t->ciphersuites = u;
+    return 0;
+}
+
+int
+tlsctx_add_crls(struct tlsctx *t, const char *text, size_t len, char *detail, size_t dlen)
+{
+    BIO *b = len <= INT_MAX ? BIO_new_mem_buf(text, (int)len) : NULL;
+    X509_CRL *crl;
+    int n = 0;
+
+    ERR_clear_error();
+    if (b == NULL || (t->crls == NULL && (t->crls = sk_X509_CRL_new_null()) == NULL))
+        goto fail;
+    while ((crl = PEM_read_bio_X509_CRL(b, NULL, tlsctx_no_pass, NULL)) != NULL) {
+        if (!sk_X509_CRL_push(t->crls, crl)) {
+            X509_CRL_free(crl);
+            goto fail;
+        }
+        n++;
+    }
+    if (n == 0 || !tlsctx_pem_at_end())
+        goto fail;
+    ERR_clear_error();
+    BIO_free(b);
+    t->crl_check = 1;
+    return 0;
+fail:
+    tlsctx_errors(detail, dlen, "no CRL in the PEM text");
+    BIO_free(b);
+    return -1;
+}
+
+/* Chain verification with the context's CRLs beside those of its store (sockd-protocol.7, TLS,
+ * "Revocation"). */
+static int
+tlsctx_verify_chain(X509_STORE_CTX *xs, void *arg)
+{
+    const struct tlsctx *t = arg;
+    if (t->crls != NULL)
+        X509_STORE_CTX_set0_crls(xs, t->crls);
+    return X509_verify_cert(xs);
+}
+
+int
+tlsctx_serves(const struct tlsctx *t)
+{
+    return t != NULL && (t->certs[TLSCTX_SERVER].cert != NULL || t->nnamed > 0);
+}
+
 /* A fresh SSL_CTX for one role from the context's settings; NULL with detail. */
 static SSL_CTX *
 tlsctx_make(struct tlsctx *t, enum tlsctx_role role, char *detail, size_t dlen)
@@ -467,6 +655,16 @@ tlsctx_make(struct tlsctx *t, enum tlsctx_role role, char *detail, size_t dlen)
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set1_cert_store(ctx, t->store);
+    if (SSL_CTX_set_cipher_list(ctx, t->ciphers != NULL ? t->ciphers : TLSCTX_CIPHERS) != 1 ||
+        (t->ciphersuites != NULL && SSL_CTX_set_ciphersuites(ctx, t->ciphersuites) != 1))
+        goto fail;
+    if (t->crl_check) {
+        /* every certificate of the chain, each against its issuer's CRL (the CRLs stay off the
+         * store, which may be the shared system one) */
+        X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx),
+                                    X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+        SSL_CTX_set_cert_verify_callback(ctx, tlsctx_verify_chain, t);
+    }
     if (tc->cert != NULL) {
         if (SSL_CTX_use_certificate(ctx, tc->cert) != 1 ||
             SSL_CTX_use_PrivateKey(ctx, tc->key) != 1 ||
@@ -478,6 +676,7 @@ tlsctx_make(struct tlsctx *t, enum tlsctx_role role, char *detail, size_t dlen)
         SSL_CTX_set_verify(ctx, t->verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
         if (t->alpn != NULL && SSL_CTX_set_alpn_protos(ctx, t->alpn, t->alpn_len) != 0)
             goto fail;
+        tlssess_setup(ctx, t);
     } else {
         int mode = SSL_VERIFY_NONE;
         if (t->verify_client > 0)
@@ -488,6 +687,9 @@ tlsctx_make(struct tlsctx *t, enum tlsctx_role role, char *detail, size_t dlen)
         if (SSL_CTX_set_session_id_context(ctx, (const unsigned char *)&t->id, sizeof t->id) != 1)
             goto fail;
         SSL_CTX_set_alpn_select_cb(ctx, tlsctx_alpn_select, t);
+        /* sessions a client resumes by id (TLS 1.2 without tickets): a bounded store */
+        SSL_CTX_sess_set_cache_size(ctx, TLSSESS_MAX);
+        tlssni_setup(ctx, t);
     }
     if (t->dtls && t->srtp && SSL_CTX_set_tlsext_use_srtp(ctx, TLSCTX_SRTP_PROFILES) != 0)
         goto fail;
@@ -519,6 +721,8 @@ tlsctx_build(struct tlsctx *t, unsigned roles, char *detail, size_t dlen)
     if (fresh[TLSCTX_CLIENT] != NULL) {
         SSL_CTX_free(t->client_ctx);
         t->client_ctx = fresh[TLSCTX_CLIENT];
+        /* sessions made with another client certificate or ALPN list are not offered again */
+        tlssess_flush(t);
     }
     return 0;
 }
@@ -557,29 +761,136 @@ tlsctx_clear_cert(struct tlsctx *t, enum tlsctx_role role, char *detail, size_t 
     return 0;
 }
 
-/* A self-signed certificate for key k: random serial, CN, valid from an hour ago for days. */
+static const char *const tlsctx_keytypes[] = {
+    [TLSCTX_KEY_EC_P256] = "ec-p256",
+    [TLSCTX_KEY_ED25519] = "ed25519",
+    [TLSCTX_KEY_RSA2048] = "rsa-2048",
+    [TLSCTX_KEY_RSA3072] = "rsa-3072",
+};
+
+int
+tlsctx_keytype(const char *text)
+{
+    for (size_t i = 0; i < sizeof tlsctx_keytypes / sizeof tlsctx_keytypes[0]; i++)
+        if (strcmp(text, tlsctx_keytypes[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+int
+tlsctx_dns_name_ok(const char *text, int wildcard)
+{
+    size_t label = 0, len = strlen(text);
+    if (wildcard && strncmp(text, "*.", 2) == 0)
+        text += 2, len -= 2;
+    if (len == 0 || len > 253 || text[0] == '.' || text[len - 1] == '.')
+        return 0;
+    for (const char *p = text; *p != '\0'; p++) {
+        if (*p == '.') {
+            if (label == 0)
+                return 0;
+            label = 0;
+        } else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                   (*p >= '0' && *p <= '9') || *p == '-' || *p == '_') {
+            if (++label > 63)
+                return 0;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* A new key of a type; NULL on failure (OpenSSL's error queue says why), or with *later set
+ * when an RSA key is not ready yet (keygen.c). */
+static EVP_PKEY *
+tlsctx_keygen(enum tlsctx_keytype kt, int *later)
+{
+    *later = 0;
+    switch (kt) {
+    case TLSCTX_KEY_ED25519:
+        return EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    case TLSCTX_KEY_RSA2048:
+        return keygen_rsa(2048, later);
+    case TLSCTX_KEY_RSA3072:
+        return keygen_rsa(3072, later);
+    case TLSCTX_KEY_EC_P256:
+    default:
+        return EVP_EC_gen("P-256");
+    }
+}
+
+/* Add the extension nid with value (OpenSSL's config syntax) to x; 1 on success. */
+static int
+tlsctx_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
+{
+    X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, v3, nid, value);
+    int ok = e != NULL && X509_add_ext(x, e, -1) == 1;
+    X509_EXTENSION_free(e);
+    return ok;
+}
+
+/* The subjectAltName value of g ("DNS:a,IP:127.0.0.1"); the names were checked by the caller
+ * (no commas). -1 if it does not fit. */
+static int
+tlsctx_san_text(const struct tlsctx_gen *g, char *out, size_t n)
+{
+    size_t at = 0;
+    out[0] = '\0';
+    for (unsigned i = 0; i < g->nsans; i++) {
+        unsigned char ip[16];
+        int v6 = inet_pton(AF_INET6, g->sans[i], ip) == 1;
+        int ip4 = inet_pton(AF_INET, g->sans[i], ip) == 1;
+        int w = snprintf(out + at, n - at, "%s%s:%s", i > 0 ? "," : "", v6 || ip4 ? "IP" : "DNS",
+                         g->sans[i]);
+        if (w < 0 || (size_t)w >= n - at)
+            return -1;
+        at += (size_t)w;
+    }
+    return 0;
+}
+
+/*
+ * A self-signed certificate for key k as g says: random serial, CN, valid from an hour ago for
+ * g->days, subjectAltName, CA:FALSE, the extended key usage of role and key identifiers (what
+ * strict verifiers such as Python's ask of a leaf they trust directly).
+ */
 static X509 *
-tlsctx_selfsign(EVP_PKEY *k, const char *cn, int days)
+tlsctx_selfsign(EVP_PKEY *k, enum tlsctx_role role, const struct tlsctx_gen *g)
 {
     X509 *x = X509_new();
     BIGNUM *bn = BN_new();
     unsigned char rnd[16];
     X509_NAME *name;
+    X509V3_CTX v3;
+    char san[TLSCTX_SAN_MAX * 260];
 
-    if (x == NULL || bn == NULL || RAND_bytes(rnd, sizeof rnd) != 1)
+    if (x == NULL || bn == NULL || RAND_bytes(rnd, sizeof rnd) != 1 ||
+        tlsctx_san_text(g, san, sizeof san) < 0)
         goto fail;
     rnd[0] = (unsigned char)((rnd[0] & 0x7f) | 0x40); /* positive, full length */
     if (BN_bin2bn(rnd, sizeof rnd, bn) == NULL ||
         BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) == NULL ||
         X509_set_version(x, X509_VERSION_3) != 1 ||
         X509_gmtime_adj(X509_getm_notBefore(x), -3600) == NULL ||
-        X509_time_adj_ex(X509_getm_notAfter(x), days, 0, NULL) == NULL ||
+        X509_time_adj_ex(X509_getm_notAfter(x), g->days, 0, NULL) == NULL ||
         X509_set_pubkey(x, k) != 1)
         goto fail;
     name = X509_get_subject_name(x);
-    if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
-                                   0) != 1 ||
-        X509_set_issuer_name(x, name) != 1 || X509_sign(x, k, EVP_sha256()) <= 0)
+    if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)g->common_name,
+                                   -1, -1, 0) != 1 ||
+        X509_set_issuer_name(x, name) != 1)
+        goto fail;
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    if (!tlsctx_ext(x, &v3, NID_basic_constraints, "critical,CA:FALSE") ||
+        !tlsctx_ext(x, &v3, NID_ext_key_usage,
+                    role == TLSCTX_SERVER ? "serverAuth" : "clientAuth") ||
+        !tlsctx_ext(x, &v3, NID_subject_key_identifier, "hash") ||
+        !tlsctx_ext(x, &v3, NID_authority_key_identifier, "keyid:always") ||
+        (san[0] != '\0' && !tlsctx_ext(x, &v3, NID_subject_alt_name, san)))
+        goto fail;
+    /* Ed25519 signs the whole message: no separate digest */
+    if (X509_sign(x, k, g->key == TLSCTX_KEY_ED25519 ? NULL : EVP_sha256()) <= 0)
         goto fail;
     BN_free(bn);
     return x;
@@ -590,15 +901,23 @@ fail:
 }
 
 int
-tlsctx_generate(struct tlsctx *t, enum tlsctx_role role, const char *common_name, int days,
-                char *detail, size_t dlen)
+tlsctx_generate(struct tlsctx *t, enum tlsctx_role role, const struct tlsctx_gen *g, char *detail,
+                size_t dlen)
 {
     EVP_PKEY *k;
     X509 *x = NULL;
+    int later;
     ERR_clear_error();
-    k = EVP_EC_gen("P-256");
+    k = tlsctx_keygen(g->key, &later);
+    if (k == NULL && later) {
+        snprintf(detail, dlen,
+                 "no %s key is ready yet: RSA keys are made one at a time, off "
+                 "the loop; try again in a few seconds",
+                 tlsctx_keytypes[g->key]);
+        return -2;
+    }
     if (k != NULL)
-        x = tlsctx_selfsign(k, common_name, days);
+        x = tlsctx_selfsign(k, role, g);
     if (x == NULL) {
         tlsctx_errors(detail, dlen, "cannot make the certificate");
         EVP_PKEY_free(k);

@@ -91,7 +91,7 @@ tls_start(struct sock *s, struct tlsctx *t, int server, const char *server_name,
                          : "the socket is DTLS, the context is not");
         return -1;
     }
-    if (server && t->certs[TLSCTX_SERVER].cert == NULL) {
+    if (server && !tlsctx_serves(t)) {
         snprintf(detail, dlen, "the context has no server certificate");
         return -1;
     }
@@ -128,6 +128,10 @@ tls_start(struct sock *s, struct tlsctx *t, int server, const char *server_name,
                     goto fail;
             }
         }
+        /* a session of the same name, verification and address (sockd-protocol.7, TLS,
+         * "Session resumption") */
+        if (s->type != SOCK_DTLS && tlssess_begin(ssl, t, host, &s->remote.sa) < 0)
+            goto fail;
     }
     if (tls_alloc(s) < 0) {
         snprintf(detail, dlen, "out of memory");
@@ -410,6 +414,7 @@ tls_info(struct sock *s)
         json_boolean(peer != NULL && tls_verifies(ssl) && SSL_get_verify_result(ssl) == X509_V_OK));
     if (peer != NULL && tlsctx_fingerprint(peer, "sha-256", fp, sizeof fp) == 0)
         json_object_set_new(o, "peer_fingerprint", json_string(fp));
+    json_object_set_new(o, "resumed", json_boolean(SSL_session_reused(ssl)));
     tls_info_srtp(ssl, o);
     ERR_clear_error();
     return o;
@@ -429,6 +434,12 @@ tls_free(struct sock *s)
     if (s->tls == NULL)
         return;
     dtls_free(s); /* DTLS: retransmission timer, listener state (sock_dtls.c) */
+    /* A connection closed without close_notify (socket.close, a peer that cut it) keeps its
+     * session for resumption, as TLS 1.1 and later allow: OpenSSL would mark it not resumable
+     * at SSL_free. A fatal TLS error has marked it already. (sockd-protocol.7, TLS, "Session
+     * resumption") */
+    if (s->tls->ssl != NULL && SSL_is_init_finished(s->tls->ssl))
+        SSL_set_shutdown(s->tls->ssl, SSL_get_shutdown(s->tls->ssl) | SSL_SENT_SHUTDOWN);
     SSL_free(s->tls->ssl);
     if (s->tls->ctx != NULL)
         tlsctx_unref(s->tls->ctx);

@@ -4,7 +4,7 @@
 
 #define SOCKD_PROTOCOL_VERSION 1
 
-/* JSON-RPC error codes (PROTOCOL.md section 4). */
+/* JSON-RPC error codes (sockd-protocol.7, ERRORS). */
 enum sockd_error {
     SOCKD_E_PARSE = -32700,           /* line is not valid JSON */
     SOCKD_E_INVALID_REQUEST = -32600, /* not a request object, or line too long */
@@ -19,7 +19,7 @@ enum sockd_error {
     SOCKD_E_BUSY = -32006,            /* a recv is already pending */
 };
 
-/* Reasons carried by socket.closed and error data (PROTOCOL.md section 7). */
+/* Reasons carried by socket.closed and error data (sockd-protocol.7, CLOSE REASONS). */
 #define SOCKD_REASON_NORMAL "normal"
 #define SOCKD_REASON_BY_PEER "by_peer"
 #define SOCKD_REASON_LOST "lost"

@@ -31,11 +31,14 @@
  *       through the socketpair end and sockd relays it.  socks5: connect to the SOCKS5
  *       server at PORT, CONNECT to 127.0.0.1:SINKPORT (no auth), then stream.
  *       Prints: mibps= bytes= seconds= client_cpu_s=
- *   net_bench tlshs -s SOCK -p PORT [-n INFLIGHT] [-d SECONDS]
+ *   net_bench tlshs -s SOCK -p PORT [-n INFLIGHT] [-d SECONDS] [-R]
  *       TLS client handshakes through sockd against a TLS server at 127.0.0.1:PORT:
- *       context.create {verify:false}; per handshake socket.open {type:tls} ->
- *       socket.connect -> socket.connected -> socket.close; INFLIGHT (default 8) at once.
- *       Prints: rate= handshakes= all= seconds= client_cpu_s= version= cipher=
+ *       context.create {verify:false, session_cache:false}; per handshake socket.open
+ *       {type:tls} -> socket.connect -> socket.connected -> socket.close; INFLIGHT (default 8)
+ *       at once: full handshakes.  With -R the context keeps its session cache (the default):
+ *       the warm-up connection waits for the server's session (a TLS 1.3 ticket comes after
+ *       the handshake), and the timed ones resume it.
+ *       Prints: rate= handshakes= all= resumed= seconds= client_cpu_s= version= cipher=
  *
  * Every wait is bounded (-T TIMEOUT, default 60 s, plus alarm()); any error response,
  * unexpected socket.closed, data mismatch or stall exits 3 with a message.
@@ -954,7 +957,8 @@ static long long hs_sock[MAXSLOTS];
 static int hs_port, hs_stop, hs_nslots;
 static long long hs_ctx;
 static unsigned long long hs_done, hs_counted, hs_pending; /* pending: requests unanswered */
-static int hs_counting;
+static unsigned long long hs_resumed;                       /* counted ones that resumed */
+static int hs_counting, hs_resume, hs_linger;               /* linger: warm-up waits for a ticket */
 static char hs_version[64], hs_cipher[128];
 static double hs_progress;
 
@@ -1031,9 +1035,21 @@ hs_msg(json_t *j, const char *line, size_t len)
                      json_string_value(json_object_get(tls, "cipher")) ?: "?");
         }
         hs_done++;
-        if (hs_counting)
+        if (hs_counting) {
             hs_counted++;
+            hs_resumed += json_is_true(json_object_get(tls, "resumed"));
+        }
         hs_progress = now();
+        if (hs_linger) {
+            /* a TLS 1.3 ticket arrives after the handshake: read for a moment before closing */
+            hs_request(slot, K_CONNECT, "socket.recv",
+                       "{\"socket\":%lld,\"length\":1,\"partial\":true,\"timeout_ms\":300}", s);
+            return;
+        }
+        hs_request(slot, K_CLOSE, "socket.close", "{\"socket\":%lld}", s);
+        hs_open(slot);
+    } else if (strcmp(m, "socket.received") == 0 && hs_linger) {
+        hs_linger = 0;
         hs_request(slot, K_CLOSE, "socket.close", "{\"socket\":%lld}", s);
         hs_open(slot);
     } else if (strcmp(m, "socket.closed") == 0) {
@@ -1054,13 +1070,16 @@ run_tlshs(const char *path, int port, int inflight, double secs)
         hs_sock[k] = -1;
     ctl_connect(path);
     on_msg = hs_msg;
-    hs_ctx = result_int(ctl_call("context.create", "{\"verify\":false}"), "context");
-    /* warm-up: one handshake */
+    hs_ctx = result_int(ctl_call("context.create", "{\"verify\":false,\"session_cache\":%s}",
+                                 hs_resume ? "true" : "false"),
+                        "context");
+    /* warm-up: one handshake (with -R, one that leaves a session to resume) */
     hs_nslots = 1;
+    hs_linger = hs_resume;
     hs_open(0);
     double deadline = now() + timeout;
     hs_stop = 1; /* the warm-up slot does not reopen */
-    while (hs_done < 1 || hs_pending > 0) {
+    while (hs_done < 1 || hs_pending > 0 || hs_linger || hs_sock[0] >= 0) {
         if (now() > deadline)
             die("timeout in the warm-up handshake");
         ctl_poll(200);
@@ -1094,10 +1113,10 @@ run_tlshs(const char *path, int port, int inflight, double secs)
         ctl_poll(50);
     }
     close(ctl_fd);
-    printf("rate=%.1f handshakes=%llu all=%llu seconds=%.3f client_cpu_s=%.3f version=%s "
-           "cipher=%s warnings=%llu\n",
-           (double)hs_counted / (t1 - t0), hs_counted, hs_done, t1 - t0, cpu1 - cpu0, hs_version,
-           hs_cipher, warnings);
+    printf("rate=%.1f handshakes=%llu all=%llu resumed=%llu seconds=%.3f client_cpu_s=%.3f "
+           "version=%s cipher=%s warnings=%llu\n",
+           (double)hs_counted / (t1 - t0), hs_counted, hs_done, hs_resumed, t1 - t0, cpu1 - cpu0,
+           hs_version, hs_cipher, warnings);
     return 0;
 }
 
@@ -1129,7 +1148,7 @@ main(int argc, char **argv)
     double secs = 2;
     unsigned long long mib = 256;
     optind = 2;
-    while ((ch = getopt(argc, argv, "m:s:p:P:w:d:l:b:n:T:D")) != -1) {
+    while ((ch = getopt(argc, argv, "m:s:p:P:w:d:l:b:n:T:DR")) != -1) {
         switch (ch) {
         case 'm': mode = optarg; break;
         case 's': path = optarg; break;
@@ -1142,6 +1161,7 @@ main(int argc, char **argv)
         case 'n': inflight = atoi(optarg); break;
         case 'T': timeout = atof(optarg); break;
         case 'D': down = 1; break;
+        case 'R': hs_resume = 1; break;
         default: usage();
         }
     }

@@ -1,4 +1,7 @@
-/* ping_bench: daemon.ping RPC rate against sockd over N concurrent Unix connections.
+/* ping_bench: daemon.ping RPC rate against sockd over N concurrent Unix connections, or
+ * (-r) PING against redis-server's Unix socket: the same loop, connections, batching and
+ * checks for both servers, only the request and response bytes differ, so a ratio of the two
+ * measures the servers and not two load generators.
  *
  * By default each connection keeps exactly one request in flight (no pipelining): it
  * sends {"jsonrpc":"2.0","id":K,"method":"daemon.ping"} and sends the next one only
@@ -9,7 +12,9 @@
  *
  * Every response is checked: the fast path compares it with the exact line sockd
  * writes today; anything else is parsed with jansson and must be a JSON-RPC 2.0
- * result object for the right id, or the run fails (exit 3) naming the line.
+ * result object for the right id, or the run fails (exit 3) naming the line.  With -r
+ * the request is PING as a multi-bulk array (redis-benchmark's PING_MBULK) and every
+ * response must be "+PONG\r\n".
  *
  * Responses that complete within [warmup, warmup + duration] are counted.  After
  * the duration no new requests are sent; the in-flight ones are drained (bounded).
@@ -52,6 +57,7 @@ struct conn {
 
 static unsigned long long hist[HIST_US + 1];
 static unsigned depth = 1; /* requests per batch (-p) */
+static int redis;          /* -r: talk RESP to redis-server instead of JSON-RPC to sockd */
 #define LINE_MAX_LEN 96    /* one request line, at most */
 
 static double
@@ -80,7 +86,7 @@ die(const char *fmt, ...)
 static void
 usage(void)
 {
-    fprintf(stderr, "usage: ping_bench -s SOCKET [-c CONNS] [-p DEPTH] [-d SECONDS] "
+    fprintf(stderr, "usage: ping_bench -s SOCKET [-r] [-c CONNS] [-p DEPTH] [-d SECONDS] "
                     "[-w WARMUP_SECONDS] [-T TIMEOUT_SECONDS]\n");
     exit(2);
 }
@@ -128,10 +134,16 @@ conn_request(struct conn *c, unsigned long long *next_id)
     c->id = *next_id;
     c->left = depth;
     c->out_len = 0;
-    for (unsigned k = 0; k < depth; k++)
-        c->out_len += (size_t)snprintf(c->out + c->out_len, LINE_MAX_LEN,
-                                       "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"daemon.ping\"}\n",
-                                       (*next_id)++);
+    for (unsigned k = 0; k < depth; k++, (*next_id)++) {
+        if (redis) {
+            memcpy(c->out + c->out_len, "*1\r\n$4\r\nPING\r\n", 14);
+            c->out_len += 14;
+        } else {
+            c->out_len += (size_t)snprintf(c->out + c->out_len, LINE_MAX_LEN,
+                                           "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"method\":\"daemon.ping\"}\n",
+                                           *next_id);
+        }
+    }
     c->out_off = 0;
     c->sent_at = now();
     conn_flush(c);
@@ -142,6 +154,11 @@ static void
 check_response(struct conn *c, const char *line, size_t len)
 {
     char want[96];
+    if (redis) {
+        if (len == 6 && memcmp(line, "+PONG\r", 6) == 0)
+            return;
+        die("unexpected line for PING: %.*s", (int)(len > 300 ? 300 : len), line);
+    }
     int wl = snprintf(want, sizeof want, "{\"jsonrpc\":\"2.0\",\"id\":%llu,\"result\":{}}", c->id);
     if ((size_t)wl == len && memcmp(want, line, len) == 0)
         return;
@@ -181,9 +198,10 @@ main(int argc, char **argv)
     int nconn = 1, ch;
     double duration = 2.0, warmup = 0.2, timeout = 30.0;
 
-    while ((ch = getopt(argc, argv, "s:c:p:d:w:T:")) != -1) {
+    while ((ch = getopt(argc, argv, "s:rc:p:d:w:T:")) != -1) {
         switch (ch) {
         case 's': path = optarg; break;
+        case 'r': redis = 1; break;
         case 'c': nconn = atoi(optarg); break;
         case 'p': depth = (unsigned)atoi(optarg); break;
         case 'd': duration = atof(optarg); break;
@@ -265,7 +283,7 @@ main(int argc, char **argv)
                 die("read: %s", strerror(errno));
             }
             if (n == 0)
-                die("sockd closed control connection %d (request %llu in flight)", i, c->id);
+                die("the server closed connection %d (request %llu in flight)", i, c->id);
             c->in_len += (size_t)n;
             char *p = c->in, *end = c->in + c->in_len, *nl;
             while ((nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {

@@ -212,7 +212,7 @@ h_daemon_stop(struct h_daemon *d)
 
     assert_true(d->pid > 0);
     assert_int_equal(kill(d->pid, SIGTERM), 0);
-    /* DECISIONS.md: output flushed for 2 s at most; allow 10 s in all. */
+    /* sockd.conf(5) shutdown-timeout: output flushed for 2 s at most by default; allow 10 s. */
     deadline = h_now_ms() + 10000;
     while (h_now_ms() < deadline) {
         pid_t r = waitpid(d->pid, &status, WNOHANG);

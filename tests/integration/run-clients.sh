@@ -609,12 +609,22 @@ test_man_page() {
     }
 }
 
+# The methods daemon.hello lists are exactly the method headings of sockd-protocol.7: a method
+# the daemon answers is documented, and the page documents no method the daemon lacks.
+test_methods_documented() {
+    S --json call daemon.hello | python3 -c 'import json,sys; print("\n".join(sorted(json.load(sys.stdin)["result"]["methods"])))' >hello.methods
+    sed -n 's/^\.SS \([a-z]*\.[a-z_]*\)$/\1/p' "$top_srcdir/man/sockd-protocol.7" | sort >man.methods
+    [ -s hello.methods ] && [ -s man.methods ] || return 1
+    diff -u man.methods hello.methods
+}
+
 # shellcheck disable=SC2046
 export -f $(compgen -A function test_)
 
 all_tests="help_and_usage unreachable call watch shell cat_tcp cat_failures cat_udp cat_unix
     cat_tls cat_tls_half_close open_send_recv_close open_peer_closes open_tls_and_unix open_failures_and_keep
-    stats python_suite example_fetch_tls example_fanout example_echo_client man_page"
+    stats python_suite example_fetch_tls example_fanout example_echo_client man_page
+    methods_documented"
 for t in ${RUN_CLIENTS_TESTS:-$all_tests}; do
     run "${t%%:*}" "$([[ $t == *:known ]] && echo known)"
 done

@@ -1,6 +1,7 @@
 /*
  * Control protocol against the real daemon: framing, JSON-RPC envelope, batches, every error code
- * the core can answer, ordering guarantees, handles, daemon.* (PROTOCOL.md 1-4, 8; DECISIONS.md).
+ * the core can answer, ordering guarantees, handles, daemon.* (sockd-protocol.7: MESSAGES, ORDERING
+ * GUARANTEES, HANDLES AND OWNERSHIP, ERRORS, FLOW CONTROL AND LIMITS).
  */
 #include "config.h"
 

@@ -1085,7 +1085,7 @@ test_check_config_good(void **state)
         fprintf(stderr, "  (SOCKD_SRCDIR not set: etc/sockd.conf not checked)\n");
     }
 
-    /* every directive of PROTOCOL.md section 9, loopback values */
+    /* every directive of sockd.conf(5), loopback values */
     dir = tmpdir_new();
     snprintf(conf, sizeof conf,
              "# every directive\n"

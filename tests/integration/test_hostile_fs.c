@@ -531,6 +531,17 @@ test_fs_policy_on_real_path(void **state)
     }
 }
 
+/* path opened for writing, mode 0600 (root's). */
+static FILE *
+fopen_0600(const char *path)
+{
+    int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    assert_non_null(f);
+    return f;
+}
+
 /* A self-signed certificate (PEM) into path, mode 0600 (root's). */
 static void
 write_cert(const char *path)
@@ -548,13 +559,65 @@ write_cert(const char *path)
     X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"hfs", -1, -1, 0);
     X509_set_issuer_name(x, n);
     assert_true(X509_sign(x, k, EVP_sha256()) > 0);
-    int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
-    FILE *f = fdopen(fd, "w");
+    FILE *f = fopen_0600(path);
     assert_true(PEM_write_X509(f, x) == 1);
     fclose(f);
     X509_free(x);
     EVP_PKEY_free(k);
+}
+
+/* An empty CRL (PEM) of a new self-signed issuer into path, mode 0600 (root's). */
+static void
+write_crl(const char *path)
+{
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    X509_CRL *crl = X509_CRL_new();
+    X509_NAME *n = X509_NAME_new();
+    ASN1_TIME *t = ASN1_TIME_new();
+    assert_true(k != NULL && crl != NULL && n != NULL && t != NULL);
+    X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"hfs", -1, -1, 0);
+    X509_CRL_set_version(crl, 1);
+    X509_CRL_set_issuer_name(crl, n);
+    X509_gmtime_adj(t, 0);
+    X509_CRL_set1_lastUpdate(crl, t);
+    X509_gmtime_adj(t, 86400);
+    X509_CRL_set1_nextUpdate(crl, t);
+    assert_true(X509_CRL_sign(crl, k, EVP_sha256()) > 0);
+    FILE *f = fopen_0600(path);
+    assert_true(PEM_write_X509_CRL(f, crl) == 1);
+    fclose(f);
+    ASN1_TIME_free(t);
+    X509_NAME_free(n);
+    X509_CRL_free(crl);
+    EVP_PKEY_free(k);
+}
+
+/*
+ * A file param (ca_file, crl_file) names a root-only file (0600) that write makes: the root
+ * daemon must open it as the client, so nobody gets EACCES naming the param and nothing is
+ * loaded; root may still use the file.
+ */
+static void
+fs_file_param_as_client(const char *param, void (*write)(const char *), const char *name)
+{
+    struct sockd_client *nobody, *root;
+    json_t *e = NULL;
+
+    tdir();
+    write(tp(name));
+    h_daemon_start(&D, NULL);
+    nobody = h_client_nobody(&D);
+    root = h_client_auto(&D);
+    assert_int_equal(h_err(nobody, &e, "context.create", "{s:s}", param, tp(name)),
+                     SOCKD_E_INVALID_PARAMS);
+    json_t *data = json_object_get(e, "data");
+    const char *d = json_string_value(json_object_get(data, "detail"));
+    H_CHECK(d != NULL && strstr(d, strerror(EACCES)) != NULL, e);
+    H_CHECK(strcmp(json_string_value(json_object_get(data, "param")), param) == 0, e);
+    json_decref(e);
+    json_decref(h_ok(root, "context.create", "{s:s}", param, tp(name)));
+    sockd_client_close(nobody);
+    h_daemon_stop(&D); /* a clean exit: nothing leaked or broken on the way */
 }
 
 /*
@@ -565,23 +628,16 @@ write_cert(const char *path)
 static void
 test_fs_ca_file_as_client(void **state)
 {
-    struct sockd_client *nobody, *root;
-    json_t *e = NULL;
-
     (void)state;
-    tdir();
-    write_cert(tp("secret.pem"));
-    h_daemon_start(&D, NULL);
-    nobody = h_client_nobody(&D);
-    root = h_client_auto(&D);
-    assert_int_equal(h_err(nobody, &e, "context.create", "{s:s}", "ca_file", tp("secret.pem")),
-                     SOCKD_E_INVALID_PARAMS);
-    const char *d = json_string_value(json_object_get(json_object_get(e, "data"), "detail"));
-    H_CHECK(d != NULL && strstr(d, strerror(EACCES)) != NULL, e);
-    json_decref(e);
-    json_decref(h_ok(root, "context.create", "{s:s}", "ca_file", tp("secret.pem")));
-    sockd_client_close(nobody);
-    h_daemon_stop(&D); /* a clean exit: nothing leaked or broken on the way */
+    fs_file_param_as_client("ca_file", write_cert, "secret.pem");
+}
+
+/* Attack: crl_file names a root-only file: read as the client, by the same path as ca_file. */
+static void
+test_fs_crl_file_as_client(void **state)
+{
+    (void)state;
+    fs_file_param_as_client("crl_file", write_crl, "secret.crl");
 }
 
 /*
@@ -631,6 +687,7 @@ main(void)
         cmocka_unit_test_teardown(test_fs_policy_on_real_path, teardown),
         cmocka_unit_test_teardown(test_fs_ca_file_as_client, teardown),
         cmocka_unit_test_teardown(test_fs_ca_file_fifo, teardown),
+        cmocka_unit_test_teardown(test_fs_crl_file_as_client, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /*
  * Robustness against the real daemon: clients that die, never read, or write garbage; peers that
- * never read; shutdown by SIGTERM (PROTOCOL.md 3, 8; DECISIONS.md output queue, SIGTERM).
+ * never read; shutdown by SIGTERM (sockd-protocol.7: TRANSPORT AND FRAMING, FLOW CONTROL AND
+ * LIMITS; sockd.8: SIGNALS).
  */
 #include "config.h"
 
@@ -27,15 +28,15 @@
 #include "harness.h"
 
 static struct h_daemon D;
-static struct h_daemon D2;         /* test_sigterm's own daemon */
-static pid_t child_pid;            /* test_client_killed_mid_transfer's child */
+static struct h_daemon D2; /* test_sigterm's own daemon */
+static pid_t child_pid;    /* test_client_killed_mid_transfer's child */
 struct streamer;
 static struct streamer *g_streamer; /* test_client_never_reads' streamer */
 
-
 #define MIB (1024L * 1024L)
 
-static json_int_t info_int(struct sockd_client *c, long long s, const char *key)
+static json_int_t
+info_int(struct sockd_client *c, long long s, const char *key)
 {
     json_t *m = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)s);
     json_t *v = json_object_get(m, key);
@@ -47,24 +48,28 @@ static json_int_t info_int(struct sockd_client *c, long long s, const char *key)
     return n;
 }
 
-static long long stats_sockets_total(const json_t *st)
+static long long
+stats_sockets_total(const json_t *st)
 {
     return json_integer_value(json_object_get(json_object_get(st, "sockets"), "total"));
 }
 
 /* Deterministic stream content: byte at offset k. */
-static unsigned char pattern(size_t k)
+static unsigned char
+pattern(size_t k)
 {
     return (unsigned char)(k % 251);
 }
 
-static int group_setup(void **state)
+static int
+group_setup(void **state)
 {
     h_daemon_start(&D, NULL);
     return 0;
 }
 
-static int group_teardown(void **state)
+static int
+group_teardown(void **state)
 {
     if (D.pid > 0) /* else the group setup already failed and said why */
         h_daemon_stop(&D);
@@ -75,7 +80,8 @@ static int group_teardown(void **state)
 
 /* The child: connect, open a tcp socket to the peer, keep sending; tell the parent via wfd once
    the first send was accepted. Never returns; no cmocka in here. */
-static void killed_child(const char *sock, int port, int wfd)
+static void
+killed_child(const char *sock, int port, int wfd)
 {
     struct sockd_client *c = sockd_client_connect(sock);
     unsigned char *data = malloc(65536);
@@ -117,7 +123,8 @@ static void killed_child(const char *sock, int port, int wfd)
     _exit(0);
 }
 
-static void test_client_killed_mid_transfer(void **state)
+static void
+test_client_killed_mid_transfer(void **state)
 {
     struct sockd_client *w = h_client_auto(&D);
     struct h_peer *peer;
@@ -183,20 +190,21 @@ static void test_client_killed_mid_transfer(void **state)
 struct streamer {
     int lfd, port;
     pthread_t th;
-    int stop;           /* atomic: set by the test */
-    int done;           /* atomic: set by the thread */
-    size_t pushed;      /* atomic: bytes written to the daemon */
+    int stop;      /* atomic: set by the test */
+    int done;      /* atomic: set by the thread */
+    size_t pushed; /* atomic: bytes written to the daemon */
     size_t target;
-    int stall_ms;       /* give up after this long without progress (backpressure) */
+    int stall_ms; /* give up after this long without progress (backpressure) */
     int fd;
 };
 
-static void *streamer_main(void *arg)
+static void *
+streamer_main(void *arg)
 {
     struct streamer *st = arg;
     const size_t chunk = 256 * 1024;
     unsigned char *buf = malloc(chunk);
-    struct pollfd pfd = { st->lfd, POLLIN, 0 };
+    struct pollfd pfd = {st->lfd, POLLIN, 0};
     long long last_progress;
 
     st->fd = -1;
@@ -236,7 +244,8 @@ out:
     return NULL;
 }
 
-static void streamer_start(struct streamer *st, size_t target, int stall_ms)
+static void
+streamer_start(struct streamer *st, size_t target, int stall_ms)
 {
     struct sockaddr_in sa;
     socklen_t sl = sizeof sa;
@@ -257,7 +266,8 @@ static void streamer_start(struct streamer *st, size_t target, int stall_ms)
     assert_int_equal(pthread_create(&st->th, NULL, streamer_main, st), 0);
 }
 
-static void streamer_stop(struct streamer *st)
+static void
+streamer_stop(struct streamer *st)
 {
     __atomic_store_n(&st->stop, 1, __ATOMIC_SEQ_CST);
     pthread_join(st->th, NULL);
@@ -266,7 +276,8 @@ static void streamer_stop(struct streamer *st)
     close(st->lfd);
 }
 
-static void test_client_never_reads(void **state)
+static void
+test_client_never_reads(void **state)
 {
     const size_t target = 512 * MIB;
     struct sockd_client *a = h_client_auto(&D), *b = h_client_auto(&D);
@@ -281,8 +292,8 @@ static void test_client_never_reads(void **state)
     streamer_start(st, target, 3000);
     g_streamer = st;
     s = h_connect_tcp(a, st->port);
-    json_decref(h_ok(a, "socket.recv", "{s:I, s:i, s:b}", "socket", (json_int_t)s, "length",
-                     65536, "stream", 1));
+    json_decref(h_ok(a, "socket.recv", "{s:I, s:i, s:b}", "socket", (json_int_t)s, "length", 65536,
+                     "stream", 1));
     /* From here on A reads nothing while the streamer pushes. */
     rss_max = rss0;
     t0 = h_now_ms();
@@ -303,7 +314,8 @@ static void test_client_never_reads(void **state)
     if (rss > rss_max)
         rss_max = rss;
     pushed = __atomic_load_n(&st->pushed, __ATOMIC_SEQ_CST);
-    fprintf(stderr, "  pushed %zu bytes at a client that never read; daemon RSS %ld -> max %ld KiB\n",
+    fprintf(stderr,
+            "  pushed %zu bytes at a client that never read; daemon RSS %ld -> max %ld KiB\n",
             pushed, rss0, rss_max);
     assert_true(pushed > 0);
     assert_true(rss_max < rss0 + 150 * 1024);
@@ -343,7 +355,8 @@ static void test_client_never_reads(void **state)
 
 /* ---- a peer that never reads ---- */
 
-static void test_peer_never_reads(void **state)
+static void
+test_peer_never_reads(void **state)
 {
     const size_t chunk = 256 * 1024;
     struct sockd_client *c = h_client_auto(&D);
@@ -373,16 +386,16 @@ static void test_peer_never_reads(void **state)
         assert_true(rc == 0 || rc == 1);
         if (rc == 0) {
             H_CHECK(json_integer_value(json_object_get(result, "queued")) == (json_int_t)chunk,
-                  result);
+                    result);
             total += chunk;
             json_decref(result);
         } else {
             H_CHECK(sockd_client_error_code(err) == -32003, err);
             H_CHECK(json_is_string(json_object_get(json_object_get(err, "data"), "limit")) &&
-                      !strcmp(json_string_value(json_object_get(json_object_get(err, "data"),
-                                                                "limit")),
-                              "max-send-buffer"),
-                  err);
+                        !strcmp(json_string_value(
+                                    json_object_get(json_object_get(err, "data"), "limit")),
+                                "max-send-buffer"),
+                    err);
             json_decref(err);
             capped = 1;
         }
@@ -421,7 +434,8 @@ static void test_peer_never_reads(void **state)
 
 /* ---- garbage on one client ---- */
 
-static uint32_t rng_next(uint32_t *x)
+static uint32_t
+rng_next(uint32_t *x)
 {
     *x ^= *x << 13;
     *x ^= *x >> 17;
@@ -429,7 +443,8 @@ static uint32_t rng_next(uint32_t *x)
     return *x;
 }
 
-static void test_garbage_isolated(void **state)
+static void
+test_garbage_isolated(void **state)
 {
     static const char first[] = "{[\"a1-tnf}]:,";
     struct sockd_client *a = h_client_auto(&D), *b = h_client_auto(&D);
@@ -472,8 +487,8 @@ static void test_garbage_isolated(void **state)
         /* A gets one error per garbage line, id null. */
         for (int l = 0; l < lines; l++) {
             json_t *m = h_read(a, H_TIMEOUT_MS);
-            int code = (int)json_integer_value(
-                json_object_get(json_object_get(m, "error"), "code"));
+            int code =
+                (int)json_integer_value(json_object_get(json_object_get(m, "error"), "code"));
             H_CHECK(code == -32700 || code == -32600, m);
             H_CHECK(json_is_null(json_object_get(m, "id")), m);
             json_decref(m);
@@ -490,7 +505,8 @@ static void test_garbage_isolated(void **state)
 
 /* ---- a client that disconnects with a half-written line ---- */
 
-static void test_half_written_line(void **state)
+static void
+test_half_written_line(void **state)
 {
     struct sockd_client *w = h_client_auto(&D), *a;
     struct h_peer *peer;
@@ -546,25 +562,26 @@ static void test_half_written_line(void **state)
 
 /* ---- SIGTERM ---- */
 
-static void test_sigterm(void **state)
+static void
+test_sigterm(void **state)
 {
     struct h_peer *peer;
     struct sockd_client *c, *c2;
     long long hs[4], h2;
-    int closed[4] = { 0 }, closed2 = 0, i;
+    int closed[4] = {0}, closed2 = 0, i;
     json_t *ev, *r;
 
     peer = h_peer_auto(H_ECHO, 0);
     h_daemon_start(&D2, NULL);
     c = h_client_auto(&D2);
     c2 = h_client_auto(&D2);
-    hs[0] = h_connect_tcp(c, peer->port);                       /* connected */
-    hs[1] = h_open(c, "tcp");                                  /* open */
-    hs[2] = h_open(c, "tcp");                                  /* listening */
-    json_decref(h_ok(c, "socket.bind", "{s:I, s:s}", "socket", (json_int_t)hs[2], "address",
-                     "127.0.0.1"));
+    hs[0] = h_connect_tcp(c, peer->port); /* connected */
+    hs[1] = h_open(c, "tcp");             /* open */
+    hs[2] = h_open(c, "tcp");             /* listening */
+    json_decref(
+        h_ok(c, "socket.bind", "{s:I, s:s}", "socket", (json_int_t)hs[2], "address", "127.0.0.1"));
     json_decref(h_ok(c, "socket.listen", "{s:I}", "socket", (json_int_t)hs[2]));
-    hs[3] = h_connect_tcp(c, peer->port);                       /* connected, recv pending */
+    hs[3] = h_connect_tcp(c, peer->port); /* connected, recv pending */
     json_decref(h_ok(c, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)hs[3], "length", 100));
     h2 = h_connect_tcp(c2, peer->port);
     r = h_ok(c, "daemon.ping", NULL);
@@ -582,8 +599,8 @@ static void test_sigterm(void **state)
         H_CHECK(!strcmp(json_string_value(json_object_get(ev, "method")), "socket.closed"), ev);
         r = json_object_get(ev, "params");
         H_CHECK(json_is_string(json_object_get(r, "reason")) &&
-                  !strcmp(json_string_value(json_object_get(r, "reason")), "daemon_shutdown"),
-              ev);
+                    !strcmp(json_string_value(json_object_get(r, "reason")), "daemon_shutdown"),
+                ev);
         H_CHECK(json_object_get(r, "request") == NULL, ev);
         for (k = 0; k < 4; k++)
             if (json_integer_value(json_object_get(r, "socket")) == hs[k])
@@ -616,7 +633,8 @@ static void test_sigterm(void **state)
 }
 
 /* Per test: whatever a failed test left behind. */
-static int teardown(void **state)
+static int
+teardown(void **state)
 {
     int status;
 
@@ -635,7 +653,8 @@ static int teardown(void **state)
     return 0;
 }
 
-int main(void)
+int
+main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_client_killed_mid_transfer, teardown),

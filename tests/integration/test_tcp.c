@@ -29,7 +29,8 @@
 
 #include "tc.h"
 
-#define SEND_CAP (4 * MIB) /* max-send-buffer default (PROTOCOL.md 8) */
+#define SEND_CAP (4 * MIB) /* max-send-buffer default (sockd-protocol.7, FLOW CONTROL AND LIMITS)  \
+                            */
 
 static struct h_daemon g_d; /* the group's daemon */
 
@@ -1701,11 +1702,11 @@ test_listen_params(void **state)
     EXPECT_INT(tc_err(t, NULL, "socket.listen", "{s:I}", "socket", (json_int_t)c),
                SOCKD_E_WRONG_STATE, "listen on a connected socket");
 
-    /* DECISIONS.md: backlog is 1..65535 */
+    /* sockd-protocol.7, socket.listen: backlog is 1..65535 */
     s0 = tc_open(t, 0);
     EXPECT_INT(
         tc_err(t, NULL, "socket.listen", "{s:I, s:i}", "socket", (json_int_t)s0, "backlog", 0),
-        SOCKD_E_INVALID_PARAMS, "listen backlog 0 (DECISIONS.md: backlog 1..65535)");
+        SOCKD_E_INVALID_PARAMS, "listen backlog 0 (backlog 1..65535)");
     expect_state(t, s0, "open");
 }
 

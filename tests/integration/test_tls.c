@@ -87,7 +87,8 @@ static const char gen_script[] =
     "set -e\n"
     "cd \"$1\"\n"
     "EC='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'\n"
-    "CA_EXT='-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign'\n"
+    "CA_EXT='-addext basicConstraints=critical,CA:TRUE -addext "
+    "keyUsage=critical,keyCertSign,cRLSign'\n"
     "openssl req -x509 $EC -keyout ca.key -out ca.pem -subj /CN=sockd-it-ca -days 2 $CA_EXT\n"
     "openssl req -x509 $EC -keyout other.key -out other.pem -subj /CN=sockd-it-other-ca "
     "-days 2 $CA_EXT\n"
@@ -105,6 +106,20 @@ static const char gen_script[] =
     "sign expired /CN=test.local server.ext ca -1\n"
     "sign othersrv /CN=test.local server.ext other 2\n"
     "sign dnsonly /CN=test.local dnsonly.ext ca 2\n"
+    "sign revoked /CN=sockd-it-revoked client.ext ca 2\n"
+    "sign revsrv /CN=test.local server.ext ca 2\n"
+    "printf 'subjectAltName=DNS:alpha.test\\nextendedKeyUsage=serverAuth\\n' > alpha.ext\n"
+    "printf 'subjectAltName=DNS:*.beta.test,DNS:beta.test\\nextendedKeyUsage=serverAuth\\n' "
+    "> beta.ext\n"
+    "sign alpha /CN=alpha.test alpha.ext ca 2\n"
+    "sign beta /CN=wild.beta.test beta.ext ca 2\n"
+    /* a CRL of the CA revoking revoked and revsrv */
+    "touch index.txt; echo 1000 > crlnumber\n"
+    "printf '[ca]\\ndefault_ca=d\\n[d]\\ndatabase=index.txt\\ncrlnumber=crlnumber\\n"
+    "default_md=sha256\\ndefault_crl_days=2\\n' > crl.cnf\n"
+    "openssl ca -config crl.cnf -keyfile ca.key -cert ca.pem -revoke revoked.pem\n"
+    "openssl ca -config crl.cnf -keyfile ca.key -cert ca.pem -revoke revsrv.pem\n"
+    "openssl ca -config crl.cnf -keyfile ca.key -cert ca.pem -gencrl -out ca.crl\n"
     /* the expired one must really be expired, the others valid */
     "! openssl x509 -noout -checkend 0 -in expired.pem\n"
     "openssl x509 -noout -checkend 3600 -in server.pem\n";
@@ -119,7 +134,8 @@ struct cert {
 static struct cert certs[] = {
     {"ca", 0, 0, "", "", ""},      {"other", 0, 0, "", "", ""},   {"server", 0, 0, "", "", ""},
     {"client", 0, 0, "", "", ""},  {"expired", 0, 0, "", "", ""}, {"othersrv", 0, 0, "", "", ""},
-    {"dnsonly", 0, 0, "", "", ""},
+    {"dnsonly", 0, 0, "", "", ""}, {"revoked", 0, 0, "", "", ""}, {"revsrv", 0, 0, "", "", ""},
+    {"alpha", 0, 0, "", "", ""},   {"beta", 0, 0, "", "", ""},
 };
 #define NCERTS (sizeof certs / sizeof certs[0])
 
@@ -211,7 +227,7 @@ struct proc {
     char log[160]; /* its stdout and stderr */
     int port;      /* s_server: the port it listens on */
 };
-#define PROC_MAX 8
+#define PROC_MAX 32
 static struct proc *trk_proc[PROC_MAX];
 static int n_proc;
 static int proc_seq;
@@ -2843,6 +2859,595 @@ test_killed_client_mid_handshake(void **state)
 
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* cipher suites, resumption, names, revocation (issue 15)                   */
+
+/* Run `openssl s_client` to 127.0.0.1:port with extra options and send nothing; wait until it
+ * has either finished the handshake (its "Cipher is" line names a suite) or ended. Returns
+ * whether a suite was agreed; *out (if not NULL) gets its output (caller frees). */
+static bool
+s_client_try_(int port, const char *extra, char **out)
+{
+    char cmd[800];
+    snprintf(cmd, sizeof cmd, "exec openssl s_client -connect 127.0.0.1:%d -nocommands %s", port,
+             extra);
+    struct proc *cl = proc_start_(cmd, false, false);
+    long long deadline = now_ms() + H_TIMEOUT_MS;
+    bool agreed = false;
+    for (int guard = 0; guard < 10000 && now_ms() < deadline; guard++) {
+        char *o = proc_output(cl);
+        const char *c = strstr(o, "Cipher is ");
+        agreed = c != NULL && strncmp(c, "Cipher is (NONE)", 16) != 0;
+        bool ended = proc_reap(cl);
+        if (agreed || ended) {
+            if (out != NULL)
+                *out = o;
+            else
+                free(o);
+            proc_stop(cl);
+            return agreed;
+        }
+        free(o);
+        sleep_ms(20);
+    }
+    FAIL("`%s` neither finished nor ended", cmd);
+    return false;
+}
+#define s_client_try(...) (TC_AT(), s_client_try_(__VA_ARGS__))
+
+/*
+ * TLS 1.2 suites a default listener accepts: the AEAD ones (ECDHE with AES-GCM or
+ * CHACHA20-POLY1305), no CBC; a client that offers only CBC suites is refused, one that
+ * offers an AEAD suite gets it (an auto_accept listener does not report the failed ones). `ciphers`
+ * changes the list; as a client, sockd offers no CBC
+ * suite to a server that only has one unless asked to.
+ */
+static void
+test_ciphers_aead_default(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long c = ctx_new(t, NULL), id;
+    char *out = NULL;
+    int port;
+
+    ctx_server_cert(t, c, "server");
+    tls_listener(t, c, true, &port);
+    static const char *const cbc[] = {"ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384",
+                                      "ECDHE-ECDSA-AES128-SHA256"};
+    for (size_t i = 0; i < sizeof cbc / sizeof cbc[0]; i++) {
+        char opt[200];
+        snprintf(opt, sizeof opt, "-tls1_2 -cipher %s", cbc[i]);
+        EXPECT_TRUE(!s_client_try(port, opt, &out), "a default listener agreed to %s: %.1500s",
+                    cbc[i], out);
+        free(out);
+    }
+    EXPECT_TRUE(s_client_try(port, "-tls1_2 -cipher ECDHE-ECDSA-AES128-GCM-SHA256", &out),
+                "an AEAD client was refused: %.1500s", out);
+    free(out);
+    json_t *ev = tc_event(t, "socket.accepted", 0, H_TIMEOUT_MS);
+    EXPECT_STR(jstr(jget(ev, "tls"), "cipher"), "ECDHE-ECDSA-AES128-GCM-SHA256", "%s", jd(ev));
+    EXPECT_STR(jstr(jget(ev, "tls"), "version"), "TLSv1.2", "%s", jd(ev));
+    json_decref(ev);
+    EXPECT_TRUE(s_client_try(port, "-tls1_2 -cipher ECDHE-ECDSA-CHACHA20-POLY1305", NULL),
+                "a CHACHA20-POLY1305 client was refused");
+    json_decref(tc_event(t, "socket.accepted", 0, H_TIMEOUT_MS));
+
+    /* ciphers: a CBC suite only when asked for */
+    long long c2 = ctx_new(t, "{s:s}", "ciphers", "ECDHE-ECDSA-AES128-SHA");
+    ctx_server_cert(t, c2, "server");
+    int port2;
+    tls_listener(t, c2, true, &port2);
+    EXPECT_TRUE(s_client_try(port2, "-tls1_2 -cipher ECDHE-ECDSA-AES128-SHA", &out),
+                "ciphers did not allow the CBC suite: %.1500s", out);
+    free(out);
+    json_decref(tc_event(t, "socket.accepted", 0, H_TIMEOUT_MS));
+
+    /* as a client: a CBC-only server is refused by default, reached with ciphers */
+    struct proc *sv = s_server("server", "-tls1_2 -cipher ECDHE-ECDSA-AES128-SHA", false);
+    long long cc = ctx_new(t, "{s:s}", "ca", cert("ca")->pem);
+    long long s = tls_connect(t, cc, sv->port, "test.local", &id);
+    expect_hs_failed(t, s, id, "handshake failure|no shared cipher|alert");
+    proc_stop(sv);
+    sv = s_server("server", "-tls1_2 -cipher ECDHE-ECDSA-AES128-SHA", false);
+    cc = ctx_new(t, "{s:s, s:s}", "ca", cert("ca")->pem, "ciphers",
+                 "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-SHA");
+    s = tls_connect(t, cc, sv->port, "test.local", &id);
+    json_t *tls = expect_connected(t, s, id, sv->port);
+    EXPECT_STR(jstr(tls, "cipher"), "ECDHE-ECDSA-AES128-SHA", "%s", jd(tls));
+    json_decref(tls);
+}
+
+/* ciphersuites picks the TLS 1.3 suites; min_version tls1.3 refuses a TLS 1.2 server; bad lists
+ * are -32602 naming the param. */
+static void
+test_ciphersuites_and_bad_lists(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long id;
+    int port;
+
+    long long c = ctx_new(t, "{s:s}", "ciphersuites", "TLS_CHACHA20_POLY1305_SHA256");
+    ctx_server_cert(t, c, "server");
+    tls_listener(t, c, true, &port);
+    EXPECT_TRUE(!s_client_try(port, "-ciphersuites TLS_AES_256_GCM_SHA384", NULL),
+                "a listener limited to CHACHA20 agreed to AES-256-GCM");
+    EXPECT_TRUE(s_client_try(port,
+                             "-ciphersuites TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256",
+                             NULL),
+                "a client offering CHACHA20 was refused");
+    json_t *ev = tc_event(t, "socket.accepted", 0, H_TIMEOUT_MS);
+    EXPECT_STR(jstr(jget(ev, "tls"), "cipher"), "TLS_CHACHA20_POLY1305_SHA256", "%s", jd(ev));
+    json_decref(ev);
+
+    struct proc *sv = s_server("server", "-tls1_2", false);
+    long long c13 = ctx_new(t, "{s:s, s:s}", "ca", cert("ca")->pem, "min_version", "tls1.3");
+    long long s = tls_connect(t, c13, sv->port, "test.local", &id);
+    expect_hs_failed(t, s, id, "version|alert");
+
+    static const struct {
+        const char *param, *value, *says;
+    } bad[] = {
+        {"ciphers", "NOT-A-CIPHER", "NOT-A-CIPHER"},
+        {"ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256:BOGUS", "BOGUS"},
+        {"ciphers", "TLS_AES_128_GCM_SHA256", "ciphersuites"},
+        {"ciphers", "aNULL", "aNULL"},
+        {"ciphers", "HIGH:@SECLEVEL=0", "@STRENGTH"},
+        {"ciphers", "", "1 to"},
+        {"ciphersuites", "TLS_AES_128_GCM_SHA256:NOPE", "NOPE"},
+        {"ciphersuites", "ECDHE-ECDSA-AES128-GCM-SHA256", "not a TLS 1.3"},
+        {"min_version", "tls1.1", "tls1.3"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        json_t *e = tc_expect_err(t, SOCKD_E_INVALID_PARAMS, "context.create", "{s:s}",
+                                  bad[i].param, bad[i].value);
+        EXPECT_STR(jstr(err_data(e), "param"), bad[i].param, "%s", jd(e));
+        EXPECT_TRUE(strstr(jstr(e, "message"), bad[i].says) != NULL, "%s=\"%s\": %s", bad[i].param,
+                    bad[i].value, jd(e));
+        json_decref(e);
+    }
+}
+
+/* `openssl s_server` (tdir/NAME) on 127.0.0.1 for n connections, with extra options. */
+static struct proc *
+s_server_n_(const char *name, int n, const char *extra)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd,
+             "exec openssl s_server -accept 127.0.0.1:0 -naccept %d -cert %s -key %s %s", n,
+             cert_path(name, "pem"), cert_path(name, "key"), extra);
+    return proc_start_(cmd, true, false);
+}
+#define s_server_n(...) (TC_AT(), s_server_n_(__VA_ARGS__))
+
+/* One verified connection of context c to sv as name (NULL: by address): data both ways (so a
+ * TLS 1.3 ticket has arrived), shutdown (socket.close when abrupt); returns tls.resumed. */
+static bool
+resume_round_(struct tc *t, long long c, struct proc *sv, const char *name, int round, bool abrupt)
+{
+    long long id;
+    char text[64];
+    long long s = tls_connect_(t, c, sv->port, name, &id);
+    json_t *tls = expect_connected_(t, s, id, sv->port);
+    json_t *r = jget_(tls, "resumed");
+    EXPECT_TRUE(json_is_boolean(r), "tls.resumed is a boolean: %s", jd(tls));
+    EXPECT_TRUE(json_is_true(jget_(tls, "verified")), "a resumed session keeps verified: %s",
+                jd(tls));
+    EXPECT_STR(jstr_(tls, "peer_fingerprint"), cert("server")->fp, "%s", jd(tls));
+    bool resumed = json_is_true(r);
+    json_decref(tls);
+    snprintf(text, sizeof text, "round %d\n", round);
+    proc_write_(sv, text);
+    recv_text_(t, s, text);
+    if (abrupt)
+        json_decref(tc_ok_(t, NULL, "socket.close", "{s:I}", "socket", (json_int_t)s));
+    else
+        shutdown_normal_(t, s);
+    return resumed;
+}
+#define resume_round(...) (TC_AT(), resume_round_(__VA_ARGS__))
+
+/*
+ * Client-side resumption: the second connection of a context to the same server and name
+ * resumes (TLS 1.3 tickets; TLS 1.2 tickets; TLS 1.2 session ids with s_server -no_ticket), a
+ * connection by another name does not, nor one of a context with session_cache:false.
+ */
+static void
+test_session_resumption(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    static const char *const modes[] = {"", "-tls1_2", "-tls1_2 -no_ticket", "-no_ticket"};
+
+    for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+        struct proc *sv = s_server_n("server", 4, modes[m]);
+        long long c = ctx_new(t, "{s:s}", "ca", cert("ca")->pem);
+        EXPECT_TRUE(!resume_round(t, c, sv, "test.local", 1, false),
+                    "first connection resumed (%s)", modes[m]);
+        EXPECT_TRUE(resume_round(t, c, sv, "test.local", 2, false),
+                    "second connection did not resume (s_server %s)", modes[m]);
+        /* another name (the address, verified against the IP SAN): not that session */
+        EXPECT_TRUE(!resume_round(t, c, sv, NULL, 3, false),
+                    "a session verified for test.local was offered for 127.0.0.1 (%s)", modes[m]);
+        EXPECT_TRUE(resume_round(t, c, sv, "test.local", 4, false), "fourth connection (%s)",
+                    modes[m]);
+        proc_stop(sv);
+    }
+
+    /* socket.close (no close_notify) keeps the session: TLS 1.1 and later allow it */
+    struct proc *sv = s_server_n("server", 2, "-tls1_2");
+    long long c = ctx_new(t, "{s:s}", "ca", cert("ca")->pem);
+    EXPECT_TRUE(!resume_round(t, c, sv, "test.local", 1, true), "first connection resumed");
+    EXPECT_TRUE(resume_round(t, c, sv, "test.local", 2, false),
+                "a session of a connection ended by socket.close was not resumed");
+    proc_stop(sv);
+
+    sv = s_server_n("server", 2, "");
+    long long off = ctx_new(t, "{s:s, s:b}", "ca", cert("ca")->pem, "session_cache", 0);
+    EXPECT_TRUE(!resume_round(t, off, sv, "test.local", 1, false), "session_cache:false, first");
+    EXPECT_TRUE(!resume_round(t, off, sv, "test.local", 2, false), "session_cache:false resumed");
+}
+
+/* Resumption on the server side: s_client -reconnect resumes against a sockd listener, and
+ * socket.accepted says so. */
+static void
+test_session_resumed_server(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long c = ctx_new(t, NULL);
+    int port, resumed = 0;
+    char cmd[300];
+
+    ctx_server_cert(t, c, "server");
+    tls_listener(t, c, true, &port);
+    snprintf(cmd, sizeof cmd,
+             "exec openssl s_client -connect 127.0.0.1:%d -servername test.local -tls1_2 "
+             "-reconnect",
+             port);
+    struct proc *cl = proc_start(cmd, false, false);
+    for (int i = 0; i < 6; i++) {
+        json_t *ev = tc_event(t, "socket.accepted", 0, H_TIMEOUT_MS);
+        resumed += json_is_true(jget(jget(ev, "tls"), "resumed"));
+        json_decref(ev);
+    }
+    EXPECT_INT(resumed, 5, "of s_client -reconnect's 6 connections, 5 resume");
+    proc_stop(cl);
+}
+
+/* s_client -servername NAME against port: the subject CN of the certificate it got. */
+static void
+sni_expect_cn_(struct tc *t, int port, const char *name, const char *cn)
+{
+    char opt[200], *out = NULL, want[160], want2[160];
+    snprintf(opt, sizeof opt, "-servername %s", name);
+    EXPECT_TRUE(s_client_try_(port, opt, &out), "s_client -servername %s failed: %.1500s", name,
+                out);
+    snprintf(want, sizeof want, "subject=CN = %s\n", cn);
+    snprintf(want2, sizeof want2, "subject=CN=%s\n", cn);
+    EXPECT_TRUE(strstr(out, want) != NULL || strstr(out, want2) != NULL,
+                "-servername %s: not the certificate of %s: %.1500s", name, cn, out);
+    free(out);
+    json_t *ev = tc_event_(t, "socket.accepted", 0, H_TIMEOUT_MS);
+    EXPECT_STR(jstr_(jget_(ev, "tls"), "server_name"), name, "socket.accepted: %s", jd(ev));
+    json_decref(ev);
+}
+#define sni_expect_cn(...) (TC_AT(), sni_expect_cn_(__VA_ARGS__))
+
+/* context.set_server_certificate {server_names}: the certificate by the name a client asks
+ * for (exact, then "*." one label), else the default; without a default a name that matches
+ * nothing is refused; names move to the newest certificate; the count is capped. */
+static void
+test_sni_certificates(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    long long c = ctx_new(t, NULL);
+    int port;
+    json_t *r;
+
+    ctx_server_cert(t, c, "server"); /* the default: CN test.local */
+    r = tc_ok(t, NULL, "context.set_server_certificate", "{s:I, s:s, s:s, s:[s]}", "context",
+              (json_int_t)c, "cert", cert("alpha")->pem, "key", cert("alpha")->key, "server_names",
+              "Alpha.Test");
+    EXPECT_STR(jstr(r, "fingerprint"), cert("alpha")->fp, "named certificate fingerprint");
+    json_decref(r);
+    json_decref(tc_ok(t, NULL, "context.set_server_certificate", "{s:I, s:s, s:s, s:[s,s]}",
+                      "context", (json_int_t)c, "cert", cert("beta")->pem, "key", cert("beta")->key,
+                      "server_names", "*.beta.test", "beta.test"));
+    r = tc_ok(t, NULL, "context.fingerprint", "{s:I}", "context", (json_int_t)c);
+    EXPECT_STR(jstr(r, "fingerprint"), cert("server")->fp, "the default stays the default");
+    json_decref(r);
+    tls_listener(t, c, true, &port);
+    sni_expect_cn(t, port, "alpha.test", "alpha.test");
+    sni_expect_cn(t, port, "x.beta.test", "wild.beta.test");
+    sni_expect_cn(t, port, "beta.test", "wild.beta.test");
+    sni_expect_cn(t, port, "a.b.beta.test", "test.local"); /* one label only */
+    sni_expect_cn(t, port, "other.example", "test.local");
+
+    /* without a default: only the names are served */
+    long long c2 = ctx_new(t, NULL);
+    json_decref(tc_ok(t, NULL, "context.set_server_certificate", "{s:I, s:s, s:s, s:[s]}",
+                      "context", (json_int_t)c2, "cert", cert("alpha")->pem, "key",
+                      cert("alpha")->key, "server_names", "alpha.test"));
+    int port2;
+    tls_listener(t, c2, true, &port2);
+    sni_expect_cn(t, port2, "alpha.test", "alpha.test");
+    EXPECT_TRUE(!s_client_try(port2, "-servername nothing.test", NULL),
+                "a name no certificate has was served");
+    /* the name moves to a newer certificate */
+    json_decref(tc_ok(t, NULL, "context.set_server_certificate", "{s:I, s:s, s:s, s:[s]}",
+                      "context", (json_int_t)c2, "cert", cert("server")->pem, "key",
+                      cert("server")->key, "server_names", "alpha.test"));
+    sni_expect_cn(t, port2, "alpha.test", "test.local");
+
+    /* bad names, and the cap on certificates per context */
+    static const char *const badnames[] = {"", "a..b", "*.", "x.*.test", "a b", "a,b"};
+    for (size_t i = 0; i < sizeof badnames / sizeof badnames[0]; i++) {
+        json_t *e = tc_expect_err(t, SOCKD_E_INVALID_PARAMS, "context.set_server_certificate",
+                                  "{s:I, s:s, s:s, s:[s]}", "context", (json_int_t)c2, "cert",
+                                  cert("alpha")->pem, "key", cert("alpha")->key, "server_names",
+                                  badnames[i]);
+        EXPECT_STR(jstr(err_data(e), "param"), "server_names", "%s", jd(e));
+        json_decref(e);
+    }
+    for (int i = 1; i < 64; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "n%d.test", i);
+        json_decref(tc_ok(t, NULL, "context.set_server_certificate", "{s:I, s:s, s:s, s:[s]}",
+                          "context", (json_int_t)c2, "cert", cert("alpha")->pem, "key",
+                          cert("alpha")->key, "server_names", name));
+    }
+    json_t *e =
+        tc_expect_err(t, SOCKD_E_LIMIT, "context.set_server_certificate", "{s:I, s:s, s:s, s:[s]}",
+                      "context", (json_int_t)c2, "cert", cert("alpha")->pem, "key",
+                      cert("alpha")->key, "server_names", "one-too-many.test");
+    EXPECT_STR(jstr(err_data(e), "limit"), "server-certificates-per-context", "%s", jd(e));
+    json_decref(e);
+    /* replacing names of a certificate at the cap is no new certificate */
+    json_decref(tc_ok(t, NULL, "context.set_server_certificate", "{s:I, s:s, s:s, s:[s]}",
+                      "context", (json_int_t)c2, "cert", cert("beta")->pem, "key",
+                      cert("beta")->key, "server_names", "n5.test"));
+    sni_expect_cn(t, port2, "n5.test", "wild.beta.test");
+}
+
+/*
+ * A generated certificate carries subject_alt_names (DNS names and IP addresses) and the key
+ * type asked for: Python's ssl, with the certificate as its only CA and check_hostname on,
+ * accepts it by each name and refuses another name. The certificate is first fetched without
+ * verification (trust on first use), then checked against context.fingerprint.
+ */
+static const char py_san[] =
+    "import hashlib, socket, ssl, sys\n"
+    "port, d = int(sys.argv[1]), sys.argv[2]\n"
+    "def conn(ctx, host):\n"
+    "    with socket.create_connection(('127.0.0.1', port), timeout=5) as s:\n"
+    "        with ctx.wrap_socket(s, server_hostname=host) as t:\n"
+    "            return t.getpeercert(True), t.version()\n"
+    "c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n"
+    "der, _ = conn(c, 'localhost')\n"
+    "open(d + '/gen.pem', 'w').write(ssl.DER_cert_to_PEM_cert(der))\n"
+    "print('fp', hashlib.sha256(der).hexdigest().upper())\n"
+    "v = ssl.create_default_context(cafile=d + '/gen.pem')\n"
+    "assert v.check_hostname and v.verify_mode == ssl.CERT_REQUIRED\n"
+    "for host in sys.argv[3:]:\n"
+    "    try:\n"
+    "        print('verified', host, conn(v, host)[1])\n"
+    "    except ssl.SSLCertVerificationError as e:\n"
+    "        print('refused', host, e.verify_message)\n";
+
+static void
+test_generated_san_python(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *key_type, *openssl_says;
+    } kinds[] = {{NULL, "id-ecPublicKey"},
+                 {"ed25519", "ED25519"},
+                 {"rsa-2048", "(2048 bit)"},
+                 {"rsa-3072", "(3072 bit)"}};
+    char path[200], cmd[600];
+
+    snprintf(path, sizeof path, "%s/san.py", tdir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(py_san, f);
+    fclose(f);
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        struct tc *t = tc_new(&g_d); /* one per round: its listener's notifications stay there */
+        long long c = ctx_new(t, NULL);
+        json_t *p = json_pack("{s:I, s:s, s:s, s:[s,s,s], s:i}", "context", (json_int_t)c, "role",
+                              "server", "common_name", "sockd-san", "subject_alt_names",
+                              "localhost", "127.0.0.1", "::1", "days", 825);
+        if (kinds[k].key_type != NULL)
+            json_object_set_new(p, "key_type", json_string(kinds[k].key_type));
+        json_t *r = tc_okp(t, NULL, "context.generate_certificate", p);
+        char fp[FP_MAX];
+        snprintf(fp, sizeof fp, "%s", jstr(r, "fingerprint"));
+        json_decref(r);
+        int port;
+        tls_listener(t, c, true, &port);
+        snprintf(cmd, sizeof cmd,
+                 "exec python3 %s %d %s localhost 127.0.0.1 ::1 other.example 127.0.0.2", path,
+                 port, tdir);
+        struct proc *py = proc_start(cmd, false, false);
+        long long deadline = now_ms() + 3 * H_TIMEOUT_MS;
+        while (!proc_reap(py) && now_ms() < deadline)
+            sleep_ms(20);
+        char *out = proc_output(py);
+        const char *hex = strstr(out, "fp ");
+        bool fp_ok = hex != NULL;
+        for (int i = 0; fp_ok && i < 32; i++)
+            fp_ok = strncmp(hex + 3 + 2 * i, fp + 8 + 3 * i, 2) == 0;
+        EXPECT_TRUE(fp_ok, "%s: python saw another certificate than %s: %.2000s", kinds[k].key_type,
+                    fp, out);
+        static const char *const want[] = {"verified localhost ", "verified 127.0.0.1 ",
+                                           "verified ::1 ", "refused other.example ",
+                                           "refused 127.0.0.2 "};
+        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+            EXPECT_TRUE(strstr(out, want[i]) != NULL, "%s: no \"%s\" in: %.2000s",
+                        kinds[k].key_type ? kinds[k].key_type : "default", want[i], out);
+        free(out);
+        /* the key type, by openssl x509 */
+        snprintf(cmd, sizeof cmd, "openssl x509 -noout -text -in %s/gen.pem", tdir);
+        FILE *x = popen(cmd, "r");
+        char buf[8192];
+        size_t n = x != NULL ? fread(buf, 1, sizeof buf - 1, x) : 0;
+        buf[n] = '\0';
+        if (x != NULL)
+            pclose(x);
+        EXPECT_TRUE(strstr(buf, kinds[k].openssl_says) != NULL, "key type %s: %.3000s",
+                    kinds[k].key_type ? kinds[k].key_type : "default", buf);
+        EXPECT_TRUE(strstr(buf, "CA:FALSE") != NULL, "a generated leaf says CA:FALSE: %.3000s",
+                    buf);
+    }
+
+    struct tc *t = tc_new(&g_d);
+    long long c = ctx_new(t, NULL);
+    static const struct {
+        const char *fmt, *param;
+    } bad[] = {
+        {"{s:I, s:s, s:s}", "key_type"},
+        {"{s:I, s:s, s:i}", "days"},
+        {"{s:I, s:s, s:[s]}", "subject_alt_names"},
+    };
+    json_t *e;
+    e = tc_expect_err(t, SOCKD_E_INVALID_PARAMS, "context.generate_certificate", bad[0].fmt,
+                      "context", (json_int_t)c, "role", "server", "key_type", "rsa-4096");
+    EXPECT_STR(jstr(err_data(e), "param"), bad[0].param, "%s", jd(e));
+    json_decref(e);
+    e = tc_expect_err(t, SOCKD_E_INVALID_PARAMS, "context.generate_certificate", "{s:I, s:s, s:i}",
+                      "context", (json_int_t)c, "role", "server", "days", 826);
+    EXPECT_STR(jstr(err_data(e), "param"), bad[1].param, "%s", jd(e));
+    json_decref(e);
+    e = tc_expect_err(t, SOCKD_E_INVALID_PARAMS, "context.generate_certificate",
+                      "{s:I, s:s, s:[s]}", "context", (json_int_t)c, "role", "server",
+                      "subject_alt_names", "bad name,DNS:evil");
+    EXPECT_STR(jstr(err_data(e), "param"), bad[2].param, "%s", jd(e));
+    json_decref(e);
+}
+
+/*
+ * RSA keys are made off the loop: requests faster than the thread makes keys are refused with
+ * -32003 (limit "rsa-keys-ready") and answered at once, another client is served meanwhile,
+ * and a request a little later gets a key (bounded retry).
+ */
+static void
+test_generate_rsa_off_loop(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d), *other = tc_new(&g_d);
+    long long c = ctx_new(t, NULL);
+    int made = 0, later = 0;
+
+    for (int i = 0; i < 5; i++) {
+        json_t *err = NULL;
+        long long id = tc_send(t, "context.generate_certificate",
+                               json_pack("{s:I, s:s, s:s}", "context", (json_int_t)c, "role",
+                                         "server", "key_type", "rsa-3072"));
+        json_t *resp = tc_response(t, id, "context.generate_certificate", 4 * H_TIMEOUT_MS);
+        err = json_object_get(resp, "error");
+        if (err == NULL) {
+            made++;
+        } else {
+            EXPECT_INT(jint(err, "code"), SOCKD_E_LIMIT, "%s", jd(resp));
+            EXPECT_STR(jstr(err_data(err), "limit"), "rsa-keys-ready", "%s", jd(resp));
+            EXPECT_TRUE(strstr(jstr(err_data(err), "detail"), "try again") != NULL, "%s", jd(resp));
+            later++;
+        }
+        json_decref(resp);
+        json_decref(tc_ok(other, NULL, "daemon.ping", NULL));
+    }
+    EXPECT_TRUE(later >= 1, "5 RSA-3072 keys back to back, %d refused", later);
+    long long deadline = now_ms() + 12 * H_TIMEOUT_MS;
+    bool got = false;
+    for (int guard = 0; guard < 2000 && !got && now_ms() < deadline; guard++) {
+        json_t *resp = tc_response(t,
+                                   tc_send(t, "context.generate_certificate",
+                                           json_pack("{s:I, s:s, s:s}", "context", (json_int_t)c,
+                                                     "role", "server", "key_type", "rsa-3072")),
+                                   "context.generate_certificate", H_TIMEOUT_MS);
+        got = json_object_get(resp, "result") != NULL;
+        json_decref(resp);
+        if (!got)
+            sleep_ms(100);
+    }
+    EXPECT_TRUE(got, "no RSA-3072 key came from the thread (%d made at first)", made);
+    json_t *r = tc_ok(t, NULL, "context.fingerprint", "{s:I}", "context", (json_int_t)c);
+    expect_fp_form(jstr(r, "fingerprint"));
+    json_decref(r);
+}
+
+/*
+ * Revocation: with the CA's CRL (crl PEM, or crl_file), a listener that requires client
+ * certificates refuses a revoked one (tls_handshake_failed, "certificate revoked") and accepts
+ * a good one; as a client, a revoked server certificate fails the same way and a good one
+ * verifies. A bad CRL is -32602.
+ */
+static void
+test_crl_revoked(void **state)
+{
+    (void)state;
+    struct tc *t = tc_new(&g_d);
+    char *crl = slurp_cert("ca", "crl");
+    long long id;
+    int port;
+
+    assert_non_null(crl);
+    long long c = ctx_new(t, "{s:s, s:s, s:s}", "verify_client", "require", "ca", cert("ca")->pem,
+                          "crl", crl);
+    ctx_server_cert(t, c, "server");
+    long long l = tls_listener(t, c, false, &port);
+
+    struct tp *bad = tp_new(0, port, peer_client_ctx(true, "revoked", NULL), "test.local");
+    tp_add(bad, OP_HS, NULL, 0);
+    tp_add(bad, OP_RECV, NULL, 1); /* TLS 1.3: the refusal comes after our Finished */
+    tp_start(bad);
+    long long p = expect_incoming(t, l);
+    long long s = accept_pending(t, l, p, &id);
+    expect_hs_failed(t, s, id, "certificate revoked");
+    tp_join(bad);
+    EXPECT_TRUE(bad->failed, "a revoked client certificate got data");
+
+    struct tp *ok = tp_new(0, port, peer_client_ctx(true, "client", NULL), "test.local");
+    tp_add(ok, OP_HS, NULL, 0);
+    tp_text(ok, OP_RECV, "not revoked\n");
+    tp_add(ok, OP_DRAIN, NULL, 0);
+    tp_start(ok);
+    p = expect_incoming(t, l);
+    s = accept_pending(t, l, p, &id);
+    json_t *tls = expect_accepted(t, s, l, id);
+    check_tls(tls, NULL, true, cert("client")->fp, "test.local", NULL);
+    json_decref(tls);
+    send_str(t, s, "not revoked\n");
+    shutdown_normal(t, s);
+    tp_expect_ok(ok);
+
+    /* client side, crl_file: the revoked server is refused, the good one verifies */
+    long long cc =
+        ctx_new(t, "{s:s, s:s}", "ca", cert("ca")->pem, "crl_file", cert_path("ca", "crl"));
+    struct proc *sv = s_server("revsrv", NULL, false);
+    s = tls_connect(t, cc, sv->port, "test.local", &id);
+    expect_hs_failed(t, s, id, "certificate revoked");
+    sv = s_server("server", NULL, false);
+    s = tls_connect(t, cc, sv->port, "test.local", &id);
+    tls = expect_connected(t, s, id, sv->port);
+    check_tls(tls, NULL, true, cert("server")->fp, "test.local", NULL);
+    json_decref(tls);
+
+    json_t *e =
+        tc_expect_err(t, SOCKD_E_INVALID_PARAMS, "context.create", "{s:s}", "crl", cert("ca")->pem);
+    EXPECT_STR(jstr(err_data(e), "param"), "crl", "%s", jd(e));
+    json_decref(e);
+    e = tc_expect_err(t, SOCKD_E_INVALID_PARAMS, "context.create", "{s:s}", "crl_file",
+                      cert_path("ca", "pem"));
+    EXPECT_STR(jstr(err_data(e), "param"), "crl_file", "%s", jd(e));
+    json_decref(e);
+    free(crl);
+    check_deferred();
+}
+
 static int
 group_setup(void **state)
 {
@@ -2938,6 +3543,14 @@ main(void)
         T(test_half_client_hello),
         T(test_connect_timeout_in_handshake),
         T(test_killed_client_mid_handshake),
+        T(test_ciphers_aead_default),
+        T(test_ciphersuites_and_bad_lists),
+        T(test_session_resumption),
+        T(test_session_resumed_server),
+        T(test_sni_certificates),
+        T(test_generated_san_python),
+        T(test_generate_rsa_off_loop),
+        T(test_crl_revoked),
     };
 
     tc_first_id = 9000;

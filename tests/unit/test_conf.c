@@ -28,6 +28,7 @@ enum field {
     F_MAX_MESSAGE,
     F_MAX_PENDING,
     F_ACCEPT_TIMEOUT,
+    F_SHUTDOWN_TIMEOUT,
     F_RESOLVE_TIMEOUT,
     F_LOG_LEVEL,
     F_LOG_FLAGS,
@@ -58,6 +59,8 @@ field_value(const struct conf *c, enum field f)
         return c->max_pending_accepts;
     case F_ACCEPT_TIMEOUT:
         return c->accept_timeout_ms;
+    case F_SHUTDOWN_TIMEOUT:
+        return c->shutdown_timeout_ms;
     case F_RESOLVE_TIMEOUT:
         return c->resolve_timeout_ms;
     case F_LOG_LEVEL:
@@ -172,6 +175,9 @@ static const struct good_case good[] = {
     {"accept-timeout 2m", F_ACCEPT_TIMEOUT, 120000},
     {"accept-timeout 1440m", F_ACCEPT_TIMEOUT, 86400000},
     {"accept-timeout 86400s", F_ACCEPT_TIMEOUT, 86400000},
+    {"shutdown-timeout 0ms", F_SHUTDOWN_TIMEOUT, 0},
+    {"shutdown-timeout 2s", F_SHUTDOWN_TIMEOUT, 2000},
+    {"shutdown-timeout 10m", F_SHUTDOWN_TIMEOUT, 600000},
     {"resolve-timeout 5s", F_RESOLVE_TIMEOUT, 5000},
     {"resolve-timeout 1ms", F_RESOLVE_TIMEOUT, 1},
     {"resolve-timeout 10m", F_RESOLVE_TIMEOUT, 600000},
@@ -289,7 +295,7 @@ test_string_values(void **state)
     conf_free(&c);
 }
 
-/* The example of PROTOCOL.md section 9, without the policy rules. */
+/* The example of sockd.conf(5), without the policy rules. */
 static void
 test_protocol_example(void **state)
 {
@@ -364,6 +370,8 @@ static const struct bad_case bad[] = {
     {"accept-timeout 1h", "line 1: accept-timeout is a time like 10s or 500ms"},
     {"accept-timeout -1s", "line 1: accept-timeout is a time like 10s or 500ms"},
     {"accept-timeout 10K", "line 1: accept-timeout is a time like 10s or 500ms"},
+    {"shutdown-timeout 11m", "line 1: shutdown-timeout is a time from 0 to 10m"},
+    {"shutdown-timeout 5", "line 1: shutdown-timeout is a time from 0 to 10m"},
     {"resolve-timeout 600001ms", "line 1: resolve-timeout is a time like 5s"},
     {"resolve-timeout 11m", "line 1: resolve-timeout is a time like 5s"},
     {"resolve-timeout 0s", "line 1: resolve-timeout is a time like 5s"},

@@ -811,7 +811,7 @@ test_rewrite(void **state)
     conf_free(&c);
 }
 
-/* The file of PROTOCOL.md section 9, whole (with names this system has). */
+/* The example of sockd.conf(5), whole (with names this system has). */
 static void
 test_protocol_example(void **state)
 {

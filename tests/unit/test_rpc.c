@@ -924,7 +924,7 @@ test_hello(void **state)
             fail_msg("daemon.hello does not list %s", must[k]);
     }
 
-    /* limits: the configured values, under the names DECISIONS.md gives. */
+    /* limits: the configured values, under the names sockd-protocol.7 gives (daemon.hello). */
     json_t *limits = json_object_get(res, "limits");
     assert_true(json_is_object(limits));
     static const struct {

@@ -1687,6 +1687,72 @@ test_generated_in_handshake(void **state)
     tsock_free(s.s);
 }
 
+/* Whether tls_info says the handshake resumed. */
+static int
+info_resumed(struct sock *s)
+{
+    json_t *o = tls_info(s);
+    json_t *r = json_object_get(o, "resumed");
+    if (!json_is_boolean(r))
+        fail_msg("tls.resumed: %s", show(o));
+    int v = json_is_true(r);
+    json_decref(o);
+    return v;
+}
+
+/* One TLS 1.2 handshake of client context cl to server context sv as name; returns resumed. */
+static int
+resume_once(struct tlsctx *cl, struct tlsctx *sv, const char *name)
+{
+    struct side c = {NULL, 0, ""}, s = {NULL, 0, ""};
+    tpair(&c.s, &s.s);
+    handshake(&c, cl, name, &s, sv);
+    if (c.r != 1 || s.r != 1)
+        fail_msg("%s: client %d (%s), server %d (%s)", name, c.r, c.detail, s.r, s.detail);
+    int r = info_resumed(c.s);
+    assert_int_equal(info_resumed(s.s), r);
+    tsock_free(c.s); /* no close_notify: the session stays usable */
+    tsock_free(s.s);
+    return r;
+}
+
+/*
+ * The client session cache is bounded: after TLSSESS_MAX + 1 names the least recently used
+ * name's session is gone and the newest one's resumes; a new client certificate forgets them
+ * all; session_cache:false keeps none.
+ */
+static void
+test_session_cache_bounds(void **state)
+{
+    struct fx *f = *state;
+    struct tlsctx *sv = mkctx(f, NULL, pem.server, pem.server_key, NULL, NULL);
+    struct tlsctx *cl = mkctx(f, json_pack("{s:b}", "verify", 0), NULL, NULL, NULL, NULL);
+    char name[32];
+
+    /* TLS 1.2: the session comes in the handshake, no read needed */
+    assert_int_equal(SSL_CTX_set_max_proto_version(sv->server_ctx, TLS1_2_VERSION), 1);
+    SSL_CTX_sess_set_cache_size(sv->server_ctx, 2 * TLSSESS_MAX);
+    for (int i = 0; i <= TLSSESS_MAX; i++) {
+        snprintf(name, sizeof name, "n%d.test", i);
+        assert_int_equal(resume_once(cl, sv, name), 0);
+    }
+    assert_int_equal(resume_once(cl, sv, "n0.test"), 0); /* the oldest went */
+    snprintf(name, sizeof name, "n%d.test", TLSSESS_MAX);
+    assert_int_equal(resume_once(cl, sv, name), 1);
+    assert_int_equal(resume_once(cl, sv, "n2.test"), 1);
+
+    json_decref(rpc_ok(f, "context.set_client_certificate",
+                       json_pack("{s:I,s:s,s:s}", "context", (json_int_t)cl->id, "cert", pem.client,
+                                 "key", pem.client_key)));
+    assert_int_equal(resume_once(cl, sv, "n2.test"), 0);
+    assert_int_equal(resume_once(cl, sv, "n2.test"), 1);
+
+    struct tlsctx *off =
+        mkctx(f, json_pack("{s:b,s:b}", "verify", 0, "session_cache", 0), NULL, NULL, NULL, NULL);
+    assert_int_equal(resume_once(off, sv, "n2.test"), 0);
+    assert_int_equal(resume_once(off, sv, "n2.test"), 0);
+}
+
 int
 main(void)
 {
@@ -1698,6 +1764,7 @@ main(void)
         TF(test_dtls_flags),
         TF(test_unknown_and_foreign_handles),
         TF(test_s_server_verified),
+        TF(test_session_cache_bounds),
         TF(test_s_server_versions),
         TF(test_verify_failures),
         TF(test_no_host_name),
