@@ -451,6 +451,87 @@ test_until_flood(void **state)
         EXPECT_TRUE(grown < 8 * 1024, "the daemon grew by %ld KiB", grown);
 }
 
+/* One sockd_client_recv_until call: rc, the bytes and the flags must be as given. */
+static void
+lib_line_(struct sockd_client *c, long long s, const char *until, size_t length, int timeout_ms,
+          const char *text, int flags)
+{
+    unsigned char *d;
+    size_t n;
+    int f;
+    int rc =
+        sockd_client_recv_until(c, s, until, strlen(until), length, timeout_ms, &d, &n, &f, NULL);
+    EXPECT_INT(rc, 0, "sockd_client_recv_until (errno %d)", errno);
+    EXPECT_TRUE(n == strlen(text) && memcmp(d, text, n) == 0 && d[n] == '\0',
+                "got %zu bytes \"%.*s\", expected \"%s\"", n, (int)n, (const char *)d, text);
+    EXPECT_INT(f, flags, "flags of \"%s\"", text);
+    free(d);
+}
+#define lib_line(...) (TC_AT(), lib_line_(__VA_ARGS__))
+
+/* libsockd-client's sockd_client_recv_until against the same kind of peer. */
+static void
+test_until_client_library(void **state)
+{
+    (void)state;
+    struct sockd_client *c = h_client_auto(&g_d);
+    int port, lfd = raw_bound(0, 0, 4, &port);
+    long long s = h_connect_tcp(c, port), other = h_open(c, "tcp");
+    int fd = raw_accept(lfd, H_TIMEOUT_MS);
+    unsigned char *d = NULL;
+    size_t n;
+    int f;
+    json_t *err;
+
+    assert_true(fd >= 0);
+    raw_write_str(fd, "a line\r\nlong line here\r\n");
+    lib_line(c, s, "\r\n", 100, -1, "a line\r\n", 0);
+    /* an event of another socket that arrives meanwhile stays queued */
+    json_decref(h_ok(c, "socket.connect", "{s:I, s:s, s:i}", "socket", (json_int_t)other, "address",
+                     "127.0.0.1", "port", port));
+    lib_line(c, s, "\r\n", 4, -1, "long", SOCKD_RECV_UNTIL_MISSING);
+    lib_line(c, s, "\r\n", 100, -1, " line here\r\n", 0);
+    json_decref(h_event(c, "socket.connected", other, H_TIMEOUT_MS));
+    /* nothing comes: the daemon's timeout, and no bytes */
+    lib_line(c, s, "\n", 100, 200, "", SOCKD_RECV_TIMEOUT | SOCKD_RECV_UNTIL_MISSING);
+    /* a binary delimiter */
+    raw_write(fd, "x\0\1y\0\1", 6);
+    EXPECT_INT(sockd_client_recv_until(c, s, "\0\1", 2, 100, -1, &d, &n, &f, NULL), 0, "binary");
+    EXPECT_TRUE(n == 3 && memcmp(d, "x\0\1", 3) == 0 && f == 0, "binary line of %zu bytes", n);
+    free(d);
+    /* errors: a bad delimiter here, a bad length from the daemon */
+    errno = 0;
+    EXPECT_INT(sockd_client_recv_until(c, s, "0123456789abcdefX", 17, 100, -1, &d, &n, &f, NULL),
+               -1, "a 17-byte delimiter");
+    EXPECT_INT(errno, EINVAL, "errno of a 17-byte delimiter");
+    EXPECT_INT(sockd_client_recv_until(c, s, "\r\n", 2, 1, -1, &d, &n, &f, &err), 1, "length 1");
+    EXPECT_INT(sockd_client_error_code(err), SOCKD_E_INVALID_PARAMS, "length 1");
+    json_decref(err);
+    EXPECT_INT(sockd_client_recv_until(c, s, "\0\1", 2, 100, -1, &d, &n, &f, NULL), 0, "binary");
+    EXPECT_TRUE(n == 3 && memcmp(d, "y\0\1", 3) == 0 && f == 0, "binary line of %zu bytes", n);
+    free(d);
+    /* the end: what is left with eof; then the handle is gone, its close still queued */
+    raw_write_str(fd, "tail");
+    close_fd(fd);
+    lib_line(c, s, "\n", 100, -1, "tail", SOCKD_RECV_EOF | SOCKD_RECV_UNTIL_MISSING);
+    EXPECT_INT(sockd_client_recv_until(c, s, "\n", 1, 100, -1, &d, &n, &f, &err), 1, "closed");
+    EXPECT_INT(sockd_client_error_code(err), SOCKD_E_UNKNOWN_HANDLE, "recv on a closed socket");
+    json_decref(err);
+    json_t *ev = h_event(c, "socket.closed", s, H_TIMEOUT_MS);
+    EXPECT_STR(json_string_value(json_object_get(ev, "reason")), "by_peer", "closed: %s", jd(ev));
+    json_decref(ev);
+    close_fd(lfd);
+}
+
+/* tc_cleanup, and h_cleanup for the harness's own clients. */
+static int
+lines_teardown(void **state)
+{
+    tc_teardown(state);
+    h_cleanup();
+    return 0;
+}
+
 static int
 group_setup(void **state)
 {
@@ -482,6 +563,7 @@ main(void)
         cmocka_unit_test_teardown(test_until_timeout, tc_teardown),
         cmocka_unit_test_teardown(test_until_tls, tc_teardown),
         cmocka_unit_test_teardown(test_until_flood, tc_teardown),
+        cmocka_unit_test_teardown(test_until_client_library, lines_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
