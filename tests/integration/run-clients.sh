@@ -5,7 +5,8 @@
 # Unix echo servers and a greeting server in python3, an `openssl s_server
 # -www` and a TLS echo with a certificate made at run time), then runs every
 # sockctl mode ($SOCKCTL_BIN), the Python unittest suite
-# (contrib/python/test_sockd.py) and the three examples in contrib/examples
+# (contrib/python/test_sockd.py), the Lua suite (contrib/lua/test_sockd.lua)
+# and the four examples in contrib/examples
 # (echo-client.c is compiled against the build's libsockd-client.a; the build
 # directory is $BUILD_DIR, else the parent of $SOCKCTL_BIN's directory).
 #
@@ -578,6 +579,30 @@ test_python_suite() {
     tail -n 1 unittest.out | grep -q '^OK'
 }
 
+# The Lua client's suite (./dev installs lua5.4, lua-socket and lua-cjson: their absence is a
+# failure, not a skip).
+need_lua() {
+    command -v lua5.4 >/dev/null && lua5.4 -e 'require "socket.unix"; require "mime"; require "cjson"' || {
+        echo "lua5.4 with lua-socket and lua-cjson not found (./dev installs them)"
+        return 1
+    }
+}
+export -f need_lua
+
+test_lua_suite() {
+    need_lua
+    TLS_CA=$([ "$have_openssl" = 1 ] && echo "$tmp/server.pem") \
+        timeout $((T * 3)) lua5.4 "$top_srcdir/contrib/lua/test_sockd.lua" 2>&1 | tee lua.out
+    tail -n 1 lua.out | grep -q ' 0 failed$'
+    [ "$have_openssl" != 1 ] || ! grep -q 'skip:' lua.out # with openssl every test ran
+}
+
+test_example_fanout_lua() {
+    need_lua
+    timeout "$T" lua5.4 "$top_srcdir/contrib/examples/fanout.lua" "127.0.0.1:$TCP_PORT" >fan.out
+    has fan.out "200 connections, 200 echoed"
+}
+
 test_example_fetch_tls() {
     need_tls || return
     SOCKCTL=$SOCKCTL_BIN timeout "$T" bash "$top_srcdir/contrib/examples/fetch-tls.sh" \
@@ -640,7 +665,8 @@ export -f $(compgen -A function test_)
 
 all_tests="help_and_usage unreachable call watch shell cat_tcp cat_failures cat_udp cat_unix
     cat_tls cat_tls_half_close open_send_recv_close recv_line open_peer_closes open_tls_and_unix open_failures_and_keep
-    stats python_suite example_fetch_tls example_fanout example_echo_client man_page"
+    stats python_suite lua_suite example_fetch_tls example_fanout example_fanout_lua example_echo_client
+    man_page"
 for t in ${RUN_CLIENTS_TESTS:-$all_tests}; do
     run "${t%%:*}" "$([[ $t == *:known ]] && echo known)"
 done
