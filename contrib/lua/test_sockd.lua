@@ -51,6 +51,13 @@ local function pair(c)
     return s, conn
 end
 
+-- A socket of type (default tcp) connected to address.
+local function connected(c, address, type)
+    local s = sockd.Socket.new(c, type or "tcp")
+    s:connect(address, { timeout = WAIT })
+    return s
+end
+
 local tests = {}
 
 function tests.hello_and_errors(c)
@@ -129,15 +136,13 @@ function tests.many_lines_cost_no_request(c)
 end
 
 function tests.eof_by_peer(c)
-    local s = sockd.Socket.new(c, "tcp")
-    s:connect(GREET, { timeout = WAIT })
+    local s = connected(c, GREET)
     eq(s:recv(100, { timeout = WAIT }), "hello from the greeter\n", "cut short by EOF")
     eq(s:recv(100, { timeout = WAIT }), "", "then nothing")
 end
 
 function tests.timeouts(c)
-    local s = sockd.Socket.new(c, "tcp")
-    s:connect(TCP, { timeout = WAIT })
+    local s = connected(c, TCP)
     local t0 = socket.gettime()
     eq(sockd.is_timeout(raises(s.recv, s, 1, { timeout = 0.2 })), true, "recv timeout")
     eq(socket.gettime() - t0 >= 0.19, true, "waited")
@@ -174,8 +179,7 @@ function tests.fanout_50(c)
 end
 
 function tests.unix_and_udp(c)
-    local u = sockd.Socket.new(c, "unix")
-    u:connect(UNIX, { timeout = WAIT })
+    local u = connected(c, UNIX, "unix")
     u:send("over a path\n")
     eq(u:readline(nil, nil, WAIT), "over a path\n", "unix echo")
     u:close()
@@ -224,8 +228,7 @@ function tests.starttls_both_sides(c)
 end
 
 function tests.give_and_take(c)
-    local s = sockd.Socket.new(c, "tcp")
-    s:connect(TCP, { timeout = WAIT })
+    local s = connected(c, TCP)
     s:send("given")
     local token = s:give(WAIT)
     local c2 = sockd.Client.new(nil, WAIT)
