@@ -25,16 +25,16 @@ daemon_hello(struct rpc_call *call)
     if (name != NULL)
         snprintf(call->client->name, sizeof call->client->name, "%s", name);
     call->result = json_pack(
-        "{s:s,s:s,s:i,s:o,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}}", "server", "sockd",
-        "version", PACKAGE_VERSION, "protocol", SOCKD_PROTOCOL_VERSION, "methods",
-        rpc_method_names(), "limits", "max_clients", (json_int_t)cf->max_clients,
-        "max_sockets_per_client", (json_int_t)cf->max_sockets_per_client, "max_send_buffer",
-        (json_int_t)cf->max_send_buffer, "max_message", (json_int_t)cf->max_message,
-        "max_pending_accepts", (json_int_t)cf->max_pending_accepts, "accept_timeout_ms",
-        (json_int_t)cf->accept_timeout_ms, "client_line_timeout_ms",
-        (json_int_t)cf->line_timeout_ms, "max_recv_length", (json_int_t)SOCK_MAX_RECV,
-        "max_clients_per_uid", (json_int_t)cf->max_clients_per_uid, "max_sockets_per_uid",
-        (json_int_t)cf->max_sockets_per_uid, "max_buffer_per_uid",
+        "{s:s,s:s,s:i,s:o,s:[s,s],s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}}", "server",
+        "sockd", "version", PACKAGE_VERSION, "protocol", SOCKD_PROTOCOL_VERSION, "methods",
+        rpc_method_names(), "features", "recv_until", "readahead", "limits", "max_clients",
+        (json_int_t)cf->max_clients, "max_sockets_per_client",
+        (json_int_t)cf->max_sockets_per_client, "max_send_buffer", (json_int_t)cf->max_send_buffer,
+        "max_message", (json_int_t)cf->max_message, "max_pending_accepts",
+        (json_int_t)cf->max_pending_accepts, "accept_timeout_ms", (json_int_t)cf->accept_timeout_ms,
+        "client_line_timeout_ms", (json_int_t)cf->line_timeout_ms, "max_recv_length",
+        (json_int_t)SOCK_MAX_RECV, "max_clients_per_uid", (json_int_t)cf->max_clients_per_uid,
+        "max_sockets_per_uid", (json_int_t)cf->max_sockets_per_uid, "max_buffer_per_uid",
         (json_int_t)cf->max_buffer_per_uid);
     json_t *rx = ident_restrict_json(call->client->ident);
     if (call->result == NULL || rx == NULL || json_object_set_new(call->result, "restrict", rx) < 0)

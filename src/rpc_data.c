@@ -194,16 +194,61 @@ socket_sendto(struct rpc_call *call)
     return 0;
 }
 
+/*
+ * The delimiter of socket.recv until/until_b64 into d (room for SOCK_UNTIL_MAX bytes): its
+ * length, 0 when neither is given, or -1 with the error set (sockd-protocol(7), socket.recv).
+ */
+static int
+rpc_until(struct rpc_call *call, const struct sock *s, unsigned char *d)
+{
+    json_t *text = rpc_get(call, "until"), *b64 = rpc_get(call, "until_b64");
+    const char *name = text != NULL ? "until" : "until_b64";
+    long n;
+
+    if (text == NULL && b64 == NULL)
+        return 0;
+    if (text != NULL && b64 != NULL)
+        return rpc_fail_param(call, "until_b64", "give at most one of until and until_b64");
+    if (text != NULL) {
+        n = (long)json_string_length(text);
+        if (n <= SOCK_UNTIL_MAX)
+            memcpy(d, json_string_value(text), (size_t)n);
+    } else {
+        size_t tl = json_string_length(b64);
+        unsigned char tmp[SOCK_UNTIL_MAX + 3];
+        n = tl <= (SOCK_UNTIL_MAX + 2) / 3 * 4 ? b64_decode(json_string_value(b64), tl, tmp)
+                                               : SOCK_UNTIL_MAX + 1;
+        if (n < 0)
+            return rpc_fail_param(call, name, "until_b64 is not valid base64");
+        if (n <= SOCK_UNTIL_MAX)
+            memcpy(d, tmp, (size_t)n);
+    }
+    if (n < 1 || n > SOCK_UNTIL_MAX)
+        return rpc_fail_param(call, name, "the delimiter must be 1 to %d bytes", SOCK_UNTIL_MAX);
+    if (sock_is_dgram(s))
+        return rpc_fail_param(call, name, "%s sockets deliver whole datagrams, not lines",
+                              sock_type_name(s->type));
+    if (rpc_bool(call, "partial", 0))
+        return rpc_fail_param(call, "partial", "partial cannot be combined with %s", name);
+    if (rpc_int(call, "length", 0) < n)
+        return rpc_fail_param(call, "length", "length is shorter than the delimiter");
+    return (int)n;
+}
+
+/* socket.recv: arm the one pending receive of a socket (sockd-protocol(7), RECEIVING). */
 static int
 socket_recv(struct rpc_call *call)
 {
     struct sock *s = rpc_sock(call);
     long long len, tmo;
+    unsigned char until[SOCK_UNTIL_MAX];
+    int ulen;
 
     if (s == NULL)
         return -1;
     if (rpc_int_range(call, "length", 1, SOCK_MAX_RECV, 0, &len) < 0 ||
-        rpc_int_range(call, "timeout_ms", 1, 86400000, 0, &tmo) < 0)
+        rpc_int_range(call, "timeout_ms", 1, 86400000, 0, &tmo) < 0 ||
+        (ulen = rpc_until(call, s, until)) < 0)
         return -1;
     if (s->state != SS_CONNECTED && s->state != SS_CONNECTING &&
         !(sock_is_dgram(s) && s->state == SS_BOUND))
@@ -214,12 +259,14 @@ socket_recv(struct rpc_call *call)
     if (s->recv_pending)
         return rpc_fail(call, SOCKD_E_BUSY, NULL, "a recv is already pending on socket %llu",
                         (unsigned long long)s->id);
-    /* an exact length the uid's byte budget cannot hold would never complete */
+    /* an exact length (or a line that long) the uid's byte budget cannot hold would never
+     * complete */
     if ((size_t)len > sockd.conf.max_buffer_per_uid && !sock_is_dgram(s) &&
         !rpc_bool(call, "partial", 0) && !rpc_bool(call, "stream", 0))
         return rpc_fail_limit(call, "max-buffer-per-uid");
-    sock_recv(s, (size_t)len, rpc_bool(call, "partial", 0), rpc_bool(call, "stream", 0),
-              (double)tmo / 1000.0, call->id);
+    if (sock_recv(s, (size_t)len, rpc_bool(call, "partial", 0), rpc_bool(call, "stream", 0), until,
+                  (size_t)ulen, (double)tmo / 1000.0, call->id) < 0)
+        return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     return 0;
 }
 
@@ -247,7 +294,8 @@ static const struct rpc_param p_sendto[] = {{"socket", RPC_P_HANDLE, 1},
                                             {NULL, 0, 0}};
 static const struct rpc_param p_recv[] = {{"socket", RPC_P_HANDLE, 1},  {"length", RPC_P_INT, 1},
                                           {"partial", RPC_P_BOOL, 0},   {"stream", RPC_P_BOOL, 0},
-                                          {"timeout_ms", RPC_P_INT, 0}, {NULL, 0, 0}};
+                                          {"timeout_ms", RPC_P_INT, 0}, {"until", RPC_P_STR, 0},
+                                          {"until_b64", RPC_P_STR, 0},  {NULL, 0, 0}};
 static const struct rpc_param p_socket[] = {{"socket", RPC_P_HANDLE, 1}, {NULL, 0, 0}};
 
 const struct rpc_method rpc_data_methods[] = {

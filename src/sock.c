@@ -212,6 +212,8 @@ sock_release(struct sock *s)
     }
     buf_free(&s->out);
     buf_free(&s->in);
+    free(s->until);
+    s->until = NULL;
     json_decref(s->recv_req);
     json_decref(s->connect_req);
     json_decref(s->shutdown_req);

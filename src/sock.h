@@ -142,6 +142,16 @@ struct sock_gift {
     ev_timer timer;
 };
 
+/* Longest delimiter of socket.recv until. */
+#define SOCK_UNTIL_MAX 16
+
+/* socket.recv until: where a pending receive ends (sockd-protocol(7), RECEIVING, Lines). */
+struct sock_until {
+    size_t scanned;                      /* head bytes of in already searched, no match in them */
+    unsigned char len;                   /* delimiter bytes; 0 while no until receive is pending */
+    unsigned char delim[SOCK_UNTIL_MAX]; /* the delimiter */
+};
+
 /* The two timers a socket may run; most sockets never need either. */
 enum sock_timer {
     SOCK_TIMER_CONNECT, /* connect timeout, TLS accept handshake, listener resume */
@@ -220,6 +230,7 @@ struct sock {
     struct sock_relay *relay; /* socket.pipe: the daemon's end of the socketpair */
     struct sock_gift *gift;   /* socket.give: waiting unowned for socket.take */
     struct sock_tls *tls;     /* NULL on sockets that never ran TLS */
+    struct sock_until *until; /* NULL until the first socket.recv with until */
 };
 
 /* The SSL of s, NULL when TLS is not running. */
@@ -330,8 +341,12 @@ int sock_send(struct sock *s, const void *p, size_t n, json_t *req, int notify);
 /* Write what consecutive sends of this turn queued: one socket, or every socket. */
 void sock_flush(struct sock *s);
 void sock_flush_all(void);
-/* Arm a recv; delivers at once if enough is buffered. */
-void sock_recv(struct sock *s, size_t len, int partial, int stream, double timeout, json_t *req);
+/*
+ * Arm a recv, ending at the delimiter until (ulen bytes, 0: none) when given; delivers at once
+ * if enough is buffered. -1 on ENOMEM (nothing armed).
+ */
+int sock_recv(struct sock *s, size_t len, int partial, int stream, const void *until, size_t ulen,
+              double timeout, json_t *req);
 /* Cancel the pending recv; 1 if there was one. */
 int sock_recv_cancel(struct sock *s);
 /* Begin socket.shutdown: flush, then close with reason normal. */

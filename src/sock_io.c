@@ -1016,14 +1016,19 @@ static void
 sock_recv_done(struct sock *s)
 {
     s->recv_pending = 0;
+    if (s->until != NULL)
+        s->until->len = 0;
     sock_timer_stop(s, SOCK_TIMER_RECV);
     json_decref(s->recv_req);
     s->recv_req = NULL;
 }
 
-/* Emit socket.received with n bytes from the head of the input buffer. */
+/*
+ * Emit socket.received with n bytes from the head of the input buffer; with until_missing when
+ * an until receive delivers bytes that do not end with its delimiter.
+ */
 static void
-sock_emit_received(struct sock *s, size_t n, int eof, int timeout)
+sock_emit_received(struct sock *s, size_t n, int eof, int timeout, int missing)
 {
     /*
      * The hot path: the line is written straight into the client's output queue, base64
@@ -1035,8 +1040,9 @@ sock_emit_received(struct sock *s, size_t n, int eof, int timeout)
     sock_req_text(s->recv_req, idnum, &idtext, &req, &reqlen); /* out of memory: no "request" */
     char head[] = "{\"jsonrpc\":\"2.0\",\"method\":\"socket.received\",\"params\":{\"data\":\"";
     char tail[160];
-    int tl = snprintf(tail, sizeof tail, "\"%s%s,\"socket\":%llu", eof ? ",\"eof\":true" : "",
-                      timeout ? ",\"timeout\":true" : "", (unsigned long long)s->id);
+    int tl = snprintf(tail, sizeof tail, "\"%s%s%s,\"socket\":%llu", eof ? ",\"eof\":true" : "",
+                      timeout ? ",\"timeout\":true" : "", missing ? ",\"until_missing\":true" : "",
+                      (unsigned long long)s->id);
     size_t total = sizeof head - 1 + b64_encoded_len(n) + (size_t)tl + (req ? 11 + reqlen : 0) + 3;
     char *p = s->owner ? ctl_reserve_line(s->owner, total) : NULL;
     if (p != NULL) {
@@ -1090,6 +1096,28 @@ sock_deliver_dgram(struct sock *s)
     }
 }
 
+/*
+ * The bytes an until receive takes from the head of the input buffer: up to and including the
+ * first delimiter within its length; the whole length without one (*missing set); at EOF what
+ * is left (*missing set). 0 while it must wait; the search resumes where the last one stopped
+ * (sockd-protocol(7), RECEIVING, Lines).
+ */
+static size_t
+sock_until_take(struct sock *s, int *missing)
+{
+    struct sock_until *u = s->until;
+    size_t have = buf_len(&s->in), lim = have < s->recv_len ? have : s->recv_len;
+    size_t from = u->scanned >= u->len ? u->scanned - (u->len - 1) : 0;
+    const unsigned char *p = (const unsigned char *)buf_head(&s->in);
+    const unsigned char *hit = lim > from ? memmem(p + from, lim - from, u->delim, u->len) : NULL;
+
+    *missing = hit == NULL;
+    if (hit != NULL)
+        return (size_t)(hit - p) + u->len;
+    u->scanned = lim;
+    return have >= s->recv_len ? s->recv_len : s->rd_eof ? have : 0;
+}
+
 /* Complete the pending recv as far as the buffered bytes allow. */
 static void
 sock_deliver(struct sock *s)
@@ -1100,7 +1128,10 @@ sock_deliver(struct sock *s)
     }
     while (s->recv_pending && !s->dead) {
         size_t have = buf_len(&s->in), n;
-        if (s->recv_partial || s->recv_stream)
+        int missing = 0;
+        if (s->until != NULL && s->until->len > 0)
+            n = sock_until_take(s, &missing);
+        else if (s->recv_partial || s->recv_stream)
             n = have < s->recv_len ? have : s->recv_len;
         else if (have >= s->recv_len)
             n = s->recv_len;
@@ -1109,7 +1140,9 @@ sock_deliver(struct sock *s)
         int eof = s->rd_eof && have == n;
         if (n == 0 && !eof)
             break;
-        sock_emit_received(s, n, eof, 0);
+        if (s->until != NULL)
+            s->until->scanned = 0;
+        sock_emit_received(s, n, eof, 0, missing);
         if (!s->recv_stream || eof)
             sock_recv_done(s);
     }
@@ -1282,15 +1315,26 @@ sock_recv_timeout_cb(EV_P_ ev_timer *w, int revents)
         return;
     }
     size_t n = buf_len(&s->in) < s->recv_len ? buf_len(&s->in) : s->recv_len;
-    sock_emit_received(s, n, s->rd_eof && n == buf_len(&s->in), 1);
+    if (s->until != NULL)
+        s->until->scanned = 0;
+    sock_emit_received(s, n, s->rd_eof && n == buf_len(&s->in), 1,
+                       s->until != NULL && s->until->len > 0);
     sock_recv_done(s);
     sock_update_io(s);
     sock_eof_check(s);
 }
 
-void
-sock_recv(struct sock *s, size_t len, int partial, int stream, double timeout, json_t *req)
+int
+sock_recv(struct sock *s, size_t len, int partial, int stream, const void *until, size_t ulen,
+          double timeout, json_t *req)
 {
+    if (ulen > 0) {
+        if (s->until == NULL && (s->until = calloc(1, sizeof *s->until)) == NULL)
+            return -1;
+        memcpy(s->until->delim, until, ulen);
+        s->until->len = (unsigned char)ulen;
+        s->until->scanned = 0;
+    }
     s->recv_pending = 1;
     s->recv_len = len;
     s->recv_partial = partial ? 1 : 0;
@@ -1302,6 +1346,7 @@ sock_recv(struct sock *s, size_t len, int partial, int stream, double timeout, j
     sock_deliver(s);
     sock_eof_check(s);
     sock_update_io(s);
+    return 0;
 }
 
 int

@@ -59,6 +59,8 @@ enum sockctl_exit {
 #define SOCKCTL_WINDOW (1024 * 1024)
 /* Bytes per socket.send. */
 #define SOCKCTL_CHUNK (256 * 1024)
+/* recv --line: the longest line unless N says otherwise. */
+#define SOCKCTL_LINE_MAX 65536
 /* Largest socket.recv length. */
 #define SOCKCTL_MAX_RECV 16777216
 /* How long to wait for a socket.closed that must come soon. */
@@ -119,6 +121,10 @@ sockctl_usage(FILE *f)
           "                                 send TEXT (\"-\": stdin) on a parked socket\n"
           "  recv [--partial] [--timeout MS] ID N\n"
           "                                 receive N bytes (--partial: 1..N) to stdout\n"
+          "  recv --line [--until DELIM] [--timeout MS] ID [N]\n"
+          "                                 receive one line, up to and including \\n (or\n"
+          "                                 DELIM: 1..16 bytes, escapes \\r \\n \\t \\\\ \\xHH),\n"
+          "                                 at most N bytes (default 65536)\n"
           "  close [--timeout MS] ID        shut a parked socket down and forget it\n"
           "  ls                             the parked sockets (and this connection's)\n"
           "  stats                          the daemon's counters\n"
@@ -285,62 +291,6 @@ sockctl_stdout(const void *p, size_t n)
     if (errno != EPIPE)
         fprintf(stderr, "sockctl: cannot write output: %s\n", strerror(errno));
     return SOCKCTL_IO;
-}
-
-static const char sockctl_b64chars[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Base64 of n bytes (malloc'ed, NUL-terminated), or NULL when out of memory. */
-static char *
-sockctl_b64_encode(const unsigned char *p, size_t n)
-{
-    char *out = malloc((n + 2) / 3 * 4 + 1);
-    char *o = out;
-
-    if (out == NULL)
-        return NULL;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < n)
-            v |= p[i + 2];
-        *o++ = sockctl_b64chars[(v >> 18) & 63];
-        *o++ = sockctl_b64chars[(v >> 12) & 63];
-        *o++ = i + 1 < n ? sockctl_b64chars[(v >> 6) & 63] : '=';
-        *o++ = i + 2 < n ? sockctl_b64chars[v & 63] : '=';
-    }
-    *o = '\0';
-    return out;
-}
-
-/* Decode base64 text (malloc'ed result, *n its length), or NULL when malformed. */
-static unsigned char *
-sockctl_b64_decode(const char *s, size_t *n)
-{
-    size_t len = strlen(s);
-    unsigned char *out = malloc(len / 4 * 3 + 3);
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t o = 0;
-
-    if (out == NULL)
-        return NULL;
-    for (size_t i = 0; i < len && s[i] != '='; i++) {
-        const char *c = strchr(sockctl_b64chars, s[i]);
-        if (c == NULL || s[i] == '\0') {
-            free(out);
-            return NULL;
-        }
-        acc = (acc << 6) | (uint32_t)(c - sockctl_b64chars);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (unsigned char)(acc >> bits);
-        }
-    }
-    *n = o;
-    return out;
 }
 
 /* Read all of FILE (malloc'ed, NUL-terminated), or NULL after saying why. */
@@ -761,6 +711,8 @@ enum {
     OPT_WAIT,
     OPT_NO_SHUTDOWN,
     OPT_PARTIAL,
+    OPT_LINE,
+    OPT_UNTIL,
     OPT_LINGER,
 };
 
@@ -1116,7 +1068,42 @@ struct sockctl_verbopts {
     int no_shutdown; /* cat --no-shutdown */
     int partial;     /* recv --partial */
     int timeout_ms;  /* send/recv/close --timeout (-1: none given) */
+    char until[16];  /* recv --line / --until: the delimiter ... */
+    size_t ulen;     /* ... of this many bytes (0: not a line) */
 };
+
+/*
+ * The bytes of TEXT with the escapes \r \n \t \\ and \xHH (a recv --until delimiter) into
+ * out (cap bytes); *n their count. -1 when empty, too long or a bad escape.
+ */
+static int
+sockctl_unescape(const char *text, char *out, size_t cap, size_t *n)
+{
+    static const char from[] = "rnt\\", to[] = "\r\n\t\\";
+    size_t o = 0;
+
+    for (const char *p = text; *p != '\0'; p++) {
+        char c = *p;
+        if (c == '\\') {
+            const char *e = p[1] != '\0' ? strchr(from, p[1]) : NULL;
+            if (e != NULL) {
+                c = to[e - from];
+                p++;
+            } else if (p[1] == 'x' && isxdigit((unsigned char)p[2]) &&
+                       isxdigit((unsigned char)p[3])) {
+                char hex[3] = {p[2], p[3], '\0'};
+                c = (char)strtol(hex, NULL, 16);
+                p += 3;
+            } else
+                return -1;
+        }
+        if (o == cap)
+            return -1;
+        out[o++] = c;
+    }
+    *n = o;
+    return o > 0 ? 0 : -1;
+}
 
 /*
  * Parse a verb's options (getopt_long; options may follow the operands;
@@ -1138,6 +1125,8 @@ sockctl_verb_options(const char *verb, int argc, char **argv, const char *allowe
         {"wait", required_argument, NULL, OPT_WAIT},
         {"no-shutdown", no_argument, NULL, OPT_NO_SHUTDOWN},
         {"partial", no_argument, NULL, OPT_PARTIAL},
+        {"line", no_argument, NULL, OPT_LINE},
+        {"until", required_argument, NULL, OPT_UNTIL},
         {NULL, 0, NULL, 0},
     };
     static char name[64]; /* argv[0] for getopt's messages */
@@ -1155,7 +1144,7 @@ sockctl_verb_options(const char *verb, int argc, char **argv, const char *allowe
             argv[(*first)++] = optarg;
             continue;
         }
-        if (opt >= OPT_TIMEOUT && opt <= OPT_PARTIAL &&
+        if (opt >= OPT_TIMEOUT && opt <= OPT_UNTIL &&
             strchr(allowed, 'a' + (opt - OPT_TIMEOUT)) == NULL) {
             fprintf(stderr, "sockctl %s: option --%s does not apply\n", verb,
                     longopts[opt - OPT_TIMEOUT].name);
@@ -1196,6 +1185,13 @@ sockctl_verb_options(const char *verb, int argc, char **argv, const char *allowe
         case OPT_PARTIAL:
             v->partial = 1;
             break;
+        case OPT_LINE:
+            if (v->ulen == 0)
+                v->until[v->ulen++] = '\n';
+            break;
+        case OPT_UNTIL:
+            bad = sockctl_unescape(optarg, v->until, sizeof v->until, &v->ulen) < 0;
+            break;
         default:
             fputs("Try 'sockctl -h' for more information.\n", stderr);
             return SOCKCTL_USAGE;
@@ -1234,8 +1230,9 @@ sockctl_cat_events(struct sockd_client *c, long long s, json_t **closed, int64_t
                 *inflight -= json_integer_value(json_object_get(p, "bytes"));
             } else if (sockctl_is(ev, "socket.received") && udp) {
                 size_t n;
+                json_t *data = json_object_get(p, "data");
                 unsigned char *d =
-                    sockctl_b64_decode(json_string_value(json_object_get(p, "data")), &n);
+                    sockd_client_b64_decode(json_string_value(data), json_string_length(data), &n);
                 if (d != NULL) {
                     rc = sockctl_stdout(d, n);
                     *got_data = 1;
@@ -1254,7 +1251,7 @@ static int
 sockctl_send_chunk(struct sockd_client *c, const struct sockctl_opts *o, long long s, const void *p,
                    size_t n, int64_t *inflight)
 {
-    char *b64 = sockctl_b64_encode(p, n);
+    char *b64 = sockd_client_b64_encode(p, n);
     if (b64 == NULL)
         return SOCKCTL_IO;
     json_t *params = json_pack("{s:I,s:s}", "socket", (json_int_t)s, "data", b64);
@@ -1872,7 +1869,7 @@ sockctl_send_all(struct sockd_client *c, const struct sockctl_opts *o, long long
                     break;
             }
             int code;
-            char *b64 = sockctl_b64_encode((const unsigned char *)p, n);
+            char *b64 = sockd_client_b64_encode(p, n);
             rc = sockctl_rpc(c, o, "socket.send",
                              json_pack("{s:I,s:s}", "socket", (json_int_t)h, "data", b64), NULL,
                              &code, SOCKD_E_UNKNOWN_HANDLE);
@@ -1959,19 +1956,24 @@ sockctl_cmd_send(const struct sockctl_opts *o, int argc, char **argv)
     return rc;
 }
 
-/* sockctl recv [--partial] [--timeout MS] ID N */
+/* sockctl recv [--partial] [--timeout MS] ID N; recv --line [--until DELIM] ID [N] */
 static int
 sockctl_cmd_recv(const struct sockctl_opts *o, int argc, char **argv)
 {
     struct sockctl_verbopts v = {0};
-    int nargs = 1, len;
-    int rc = sockctl_verb_options("recv", argc, argv, "ai", &v, &nargs);
+    int nargs = 1, len = SOCKCTL_LINE_MAX;
+    int rc = sockctl_verb_options("recv", argc, argv, "aijk", &v, &nargs);
     if (rc != SOCKCTL_OK)
         return rc;
-    if (nargs != 3)
-        return sockctl_bad_usage("recv needs ID and N", nargs > 3 ? argv[3] : NULL);
-    if (sockctl_parse_int(argv[2], 1, SOCKCTL_MAX_RECV, &len) < 0)
+    if (v.ulen > 0 && v.partial)
+        return sockctl_bad_usage("--line and --until do not go with --partial", NULL);
+    if (nargs != 3 && (v.ulen == 0 || nargs != 2))
+        return sockctl_bad_usage(v.ulen ? "recv --line needs ID (and N)" : "recv needs ID and N",
+                                 nargs > 3 ? argv[3] : NULL);
+    if (nargs == 3 && sockctl_parse_int(argv[2], 1, SOCKCTL_MAX_RECV, &len) < 0)
         return sockctl_bad_usage("N must be 1..16777216", argv[2]);
+    if ((size_t)len < v.ulen)
+        return sockctl_bad_usage("N must hold the delimiter", argv[2]);
     struct sockctl_kept k;
     if ((rc = sockctl_kept_use(argv[1], &k, o->timeout_ms)) != SOCKCTL_OK)
         return rc;
@@ -1992,6 +1994,11 @@ sockctl_cmd_recv(const struct sockctl_opts *o, int argc, char **argv)
                               v.partial);
         if (v.timeout_ms > 0)
             json_object_set_new(p, "timeout_ms", json_integer(v.timeout_ms));
+        if (v.ulen > 0) { /* sockd-protocol(7), RECEIVING, Lines */
+            char *delim = sockd_client_b64_encode(v.until, v.ulen);
+            json_object_set_new(p, "until_b64", delim ? json_string(delim) : NULL);
+            free(delim);
+        }
         int code;
         rc = sockctl_rpc(c, o, "socket.recv", p, NULL, &code, SOCKD_E_UNKNOWN_HANDLE);
         if (rc == SOCKCTL_ERROR && code == SOCKD_E_UNKNOWN_HANDLE) {
@@ -2020,16 +2027,22 @@ sockctl_cmd_recv(const struct sockctl_opts *o, int argc, char **argv)
     int eof = closed != NULL, timed_out = 0;
     if (received != NULL) {
         const char *b64 = json_string_value(json_object_get(received, "data"));
-        unsigned char *data = sockctl_b64_decode(b64 ? b64 : "", &n);
+        unsigned char *data = sockd_client_b64_decode(b64 ? b64 : "", b64 ? strlen(b64) : 0, &n);
         eof = json_is_true(json_object_get(received, "eof"));
         timed_out = json_is_true(json_object_get(received, "timeout"));
+        json_t *out =
+            json_pack("{s:s,s:b,s:b}", "data", b64 ? b64 : "", "eof", eof, "timeout", timed_out);
+        if (v.ulen > 0)
+            json_object_set_new(
+                out, "until_missing",
+                json_boolean(json_is_true(json_object_get(received, "until_missing"))));
         if (data == NULL)
             rc = SOCKCTL_IO;
         else if (o->json)
-            rc = sockctl_output_new(
-                json_pack("{s:s,s:b,s:b}", "data", b64, "eof", eof, "timeout", timed_out));
+            rc = sockctl_output_new(json_incref(out));
         else
             rc = sockctl_stdout(data, n);
+        json_decref(out);
         free(data);
     } else if (closed != NULL && o->json) {
         sockctl_output_new(json_pack("{s:s,s:b,s:b}", "data", "", "eof", 1, "timeout", 0));

@@ -1305,6 +1305,65 @@ class Socket:
         buf.clear()
         return out
 
+    def readline(self, until=b"\n", limit=65536, timeout=None):
+        """Receive one line: the bytes up to and including UNTIL (bytes or str, 1 to 16
+        bytes; b"\r\n" for SMTP, Redis or HTTP headers).
+
+        As ``file.readline(limit)``: a line longer than LIMIT comes in pieces of LIMIT
+        bytes that do not end with UNTIL (the rest stays for the next call); at the end
+        of the stream what is left comes without UNTIL, then b"". On timeout raises
+        TimeoutError; bytes that arrived stay for the next call.
+
+        The line is cut here, from the bytes the stream receive already pushed (the
+        daemon's own framing, ``socket.recv`` with ``until``, is what a client without
+        such a buffer uses): a line already here costs no round trip, and each search
+        starts where the last one stopped.
+        """
+        if isinstance(until, str):
+            until = until.encode()
+        k = len(until)
+        if not 1 <= k <= 16:
+            raise ValueError("until must be 1 to 16 bytes")
+        if limit < k:
+            raise ValueError("limit must hold the delimiter")
+        if self._dgram:
+            raise ValueError("readline: %s sockets carry datagrams, not lines" % self.type)
+        buf = self._buf
+        seen = [0, 0]  # bytes searched without a match; the length of the line found
+
+        def found():
+            end = min(len(buf), limit)
+            i = buf.find(until, max(0, seen[0] - k + 1), end)
+            if i >= 0:
+                seen[1] = i + k
+            else:
+                seen[0] = end
+            return seen[1]
+
+        if not found() and len(buf) < limit and not self._eof and self.closed is None:
+            if self._err is not None:
+                self._raise()
+            self._connecting = False
+            self._want = limit
+            try:
+                self._arm()
+                self._until(
+                    lambda: found() or len(buf) >= limit or self._eof
+                    or self.closed is not None or (not self._stream and self._arm()),
+                    _deadline(timeout), "readline", timeout)
+            except TimeoutError:
+                raise TimeoutError("readline: no %r in %d bytes within %ss"
+                                   % (until, len(buf), timeout))
+            finally:
+                self._want = 0
+        n = seen[1] or min(len(buf), limit)
+        if not seen[1] and len(buf) < limit and self.closed is not None and (
+                self.closed.get("reason") not in ("by_peer", "normal")):
+            self._raise()
+        out = bytes(buf[:n])
+        del buf[:n]
+        return out
+
     def recvfrom(self, n=65536, timeout=None):
         """One datagram (udp): returns (data, from-address dict)."""
         if not self._dgrams:

@@ -414,6 +414,71 @@ class TestTls(DaemonTest):
         self.assertEqual(cm.exception.reason, "tls_handshake_failed")
 
 
+class TestLines(DaemonTest):
+    """Socket.readline against a peer of this process that writes lines in pieces."""
+
+    def pair(self):
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        self.addCleanup(lsock.close)
+        s = sockd.Socket(self.client)
+        s.connect("127.0.0.1:%d" % lsock.getsockname()[1], timeout=WAIT)
+        lsock.settimeout(WAIT)
+        conn, _ = lsock.accept()
+        self.addCleanup(conn.close)
+        return s, conn
+
+    def test_lines_in_pieces(self):
+        s, conn = self.pair()
+        conn.sendall(b"EHLO ex")
+        with self.assertRaises(TimeoutError):
+            s.readline(b"\r\n", timeout=0.2)
+        conn.sendall(b"ample.org\r")  # the delimiter split across two segments
+        with self.assertRaises(TimeoutError):
+            s.readline(b"\r\n", timeout=0.2)
+        conn.sendall(b"\nMAIL FROM:<a@b>\r\n\r\n")
+        self.assertEqual(s.readline("\r\n", timeout=WAIT), b"EHLO example.org\r\n")
+        self.assertEqual(s.readline(b"\r\n", timeout=WAIT), b"MAIL FROM:<a@b>\r\n")
+        self.assertEqual(s.readline(b"\r\n", timeout=WAIT), b"\r\n")
+        conn.sendall(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody")
+        self.assertEqual(s.readline(b"\r\n\r\n", timeout=WAIT),
+                         b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n")
+        self.assertEqual(s.recv(4, timeout=WAIT), b"body")
+
+    def test_limit_and_end_of_stream(self):
+        s, conn = self.pair()
+        conn.sendall(b"0123456789ABC\nhalf a li")
+        self.assertEqual(s.readline(limit=8, timeout=WAIT), b"01234567")  # no "\n": a piece
+        self.assertEqual(s.readline(limit=8, timeout=WAIT), b"89ABC\n")
+        conn.close()
+        self.assertEqual(s.readline(timeout=WAIT), b"half a li")
+        self.assertEqual(s.readline(timeout=WAIT), b"")
+        with self.assertRaises(ValueError):
+            s.readline(b"", timeout=WAIT)
+        with self.assertRaises(ValueError):
+            s.readline(b"x" * 17, timeout=WAIT)
+        with self.assertRaises(ValueError):
+            s.readline(b"\r\n", limit=1)
+
+    def test_buffered_lines_cost_no_request(self):
+        s, conn = self.pair()
+        lines = [b"line %d\n" % i for i in range(5000)]
+        conn.sendall(b"".join(lines))
+        self.assertEqual(s.readline(timeout=WAIT), lines[0])
+        got = [lines[0]]
+        while len(got) < len(lines):
+            got.append(s.readline(timeout=WAIT))
+        self.assertEqual(got, lines)
+        ids = self.client._next_id
+        conn.sendall(b"a\nb\nc\n")
+        self.assertEqual(sockd.wait([s], WAIT), [s])
+        while len(s._buf) < 6:
+            self.client.wait_event("no.such.event", timeout=0.01, _raise=False)
+        self.assertEqual([s.readline(), s.readline(), s.readline()], [b"a\n", b"b\n", b"c\n"])
+        self.assertEqual(self.client._next_id, ids)
+
+
 class TestFanout(DaemonTest):
     N = 200
 

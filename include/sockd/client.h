@@ -76,6 +76,36 @@ json_t *sockd_client_next_event(struct sockd_client *c, int timeout_ms);
 json_t *sockd_client_wait_event(struct sockd_client *c, const char *method, long long socket,
                                 int timeout_ms);
 
+/* What a socket.received said, in the flags of sockd_client_recv_until. */
+#define SOCKD_RECV_EOF 0x1           /* the peer ended its side: nothing follows these bytes */
+#define SOCKD_RECV_TIMEOUT 0x2       /* the receive's timeout_ms passed first */
+#define SOCKD_RECV_UNTIL_MISSING 0x4 /* the bytes do not end with the delimiter */
+
+/*
+ * Receive one line on stream socket SOCKET: socket.recv {length, until} (sockd-protocol(7),
+ * RECEIVING, Lines), then its socket.received. UNTIL is ulen bytes (1 to 16, any bytes). A
+ * line ends with the delimiter; without it come LENGTH bytes of a longer line (the rest stays
+ * for the next call), what was left at end of file, or, when timeout_ms (> 0; -1 waits
+ * forever) passes, what had arrived: *flags tells which (SOCKD_RECV_*).
+ *
+ * Returns 0 with *data (malloc'ed, NUL-terminated; caller frees) holding *len bytes. An error
+ * response returns 1 with *error set (if not NULL): -32602 for a bad delimiter or length,
+ * -32006 while another receive is pending. -1 with errno: ENOTCONN when the socket closed
+ * with nothing delivered (its socket.closed stays queued), ETIMEDOUT, EPIPE, EPROTO.
+ * Notifications of other sockets, or of other requests, stay queued in order.
+ */
+int sockd_client_recv_until(struct sockd_client *c, long long socket, const void *until,
+                            size_t ulen, size_t length, int timeout_ms, unsigned char **data,
+                            size_t *len, int *flags, json_t **error);
+
+/* Base64 of n bytes (the protocol's data fields), malloc'ed and NUL-terminated; NULL: ENOMEM. */
+char *sockd_client_b64_encode(const void *data, size_t n);
+/*
+ * The bytes of len characters of base64 text, malloc'ed and NUL-terminated, *n their count;
+ * NULL with errno EINVAL when the text is not base64, ENOMEM.
+ */
+unsigned char *sockd_client_b64_decode(const char *text, size_t len, size_t *n);
+
 /* Low level, for tests and tools: write raw bytes (one or more lines, or part of one). */
 int sockd_client_send_raw(struct sockd_client *c, const void *data, size_t len);
 

@@ -671,33 +671,46 @@ sockd_client_call_fd(struct sockd_client *c, const char *method, json_t *params,
     }
 }
 
-/* True when notification MSG is METHOD (NULL: any) for SOCKET (0: any). */
+/* Which notifications a wait takes: METHOD (NULL: any) of SOCKET (0: any); with until set, also
+ * a socket.closed of SOCKET, and socket.received only when its request is REQUEST. */
+struct client_match {
+    const char *method;
+    long long socket;
+    long long request;
+    int until;
+};
+
+/* True when notification MSG is one that m asks for. */
 static int
-client_event_matches(const json_t *msg, const char *method, long long socket)
+client_event_matches(const json_t *msg, const struct client_match *m)
 {
     const char *name = json_string_value(json_object_get(msg, "method"));
+    const json_t *params = json_object_get(msg, "params");
 
-    if (method != NULL && (name == NULL || strcmp(name, method) != 0))
+    if (m->until) {
+        const json_t *req = json_object_get(params, "request");
+        if (name != NULL && strcmp(name, "socket.closed") == 0)
+            ;
+        else if (name == NULL || strcmp(name, "socket.received") != 0 || !json_is_integer(req) ||
+                 json_integer_value(req) != m->request)
+            return 0;
+    } else if (m->method != NULL && (name == NULL || strcmp(name, m->method) != 0))
         return 0;
-    if (socket == 0)
+    if (m->socket == 0)
         return 1;
-    const json_t *s = json_object_get(json_object_get(msg, "params"), "socket");
-    return json_is_integer(s) && json_integer_value(s) == socket;
+    const json_t *s = json_object_get(params, "socket");
+    return json_is_integer(s) && json_integer_value(s) == m->socket;
 }
 
-json_t *
-sockd_client_wait_event(struct sockd_client *c, const char *method, long long socket,
-                        int timeout_ms)
+/* The first notification m asks for, from the queue or the wire, by the deadline; NULL (errno)
+ * on timeout or EOF. Others are queued in order. */
+static json_t *
+client_wait_match(struct sockd_client *c, const struct client_match *m, int64_t deadline)
 {
-    if (c == NULL) {
-        errno = EINVAL;
-        return NULL;
-    }
-    int64_t deadline = client_deadline(timeout_ms);
     struct client_event **link = &c->ev_head;
     struct client_event *prev = NULL;
     for (struct client_event *ev = c->ev_head; ev != NULL; prev = ev, ev = ev->next) {
-        if (!client_event_matches(ev->msg, method, socket)) {
+        if (!client_event_matches(ev->msg, m)) {
             link = &ev->next;
             continue;
         }
@@ -716,11 +729,81 @@ sockd_client_wait_event(struct sockd_client *c, const char *method, long long so
             json_decref(msg);
             continue;
         }
-        if (client_event_matches(msg, method, socket))
+        if (client_event_matches(msg, m))
             return msg;
         if (client_enqueue(c, msg) < 0)
             return NULL;
     }
+}
+
+json_t *
+sockd_client_wait_event(struct sockd_client *c, const char *method, long long socket,
+                        int timeout_ms)
+{
+    struct client_match m = {method, socket, 0, 0};
+
+    if (c == NULL) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return client_wait_match(c, &m, client_deadline(timeout_ms));
+}
+
+int
+sockd_client_recv_until(struct sockd_client *c, long long socket, const void *until, size_t ulen,
+                        size_t length, int timeout_ms, unsigned char **data, size_t *len,
+                        int *flags, json_t **error)
+{
+    *data = NULL;
+    *len = 0;
+    *flags = 0;
+    if (error != NULL)
+        *error = NULL;
+    if (c == NULL || until == NULL || ulen == 0 || ulen > 16) {
+        errno = EINVAL;
+        return -1;
+    }
+    char *delim = sockd_client_b64_encode(until, ulen);
+    json_t *params = delim == NULL ? NULL
+                                   : json_pack("{s:I,s:I,s:s}", "socket", (json_int_t)socket,
+                                               "length", (json_int_t)length, "until_b64", delim);
+    free(delim);
+    if (params == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    if (timeout_ms > 0)
+        json_object_set_new(params, "timeout_ms", json_integer(timeout_ms));
+    /* the daemon ends the receive at timeout_ms; the wait here only guards against a stall */
+    int wait_ms = timeout_ms > 0 ? timeout_ms + 5000 : -1;
+    int64_t deadline = client_deadline(wait_ms);
+    struct client_match m = {NULL, socket, c->next_id, 1};
+    int rc = sockd_client_call(c, "socket.recv", params, NULL, error, wait_ms);
+    json_decref(params);
+    if (rc != 0)
+        return rc;
+    json_t *msg = client_wait_match(c, &m, deadline);
+    if (msg == NULL)
+        return -1;
+    json_t *p = json_object_get(msg, "params");
+    if (strcmp(json_string_value(json_object_get(msg, "method")), "socket.closed") == 0) {
+        rc = client_enqueue(c, msg); /* whoever waits for the close still sees it */
+        errno = rc < 0 ? errno : ENOTCONN;
+        return -1;
+    }
+    const json_t *d = json_object_get(p, "data");
+    *data = json_is_string(d)
+                ? sockd_client_b64_decode(json_string_value(d), json_string_length(d), len)
+                : NULL;
+    *flags = (json_is_true(json_object_get(p, "eof")) ? SOCKD_RECV_EOF : 0) |
+             (json_is_true(json_object_get(p, "timeout")) ? SOCKD_RECV_TIMEOUT : 0) |
+             (json_is_true(json_object_get(p, "until_missing")) ? SOCKD_RECV_UNTIL_MISSING : 0);
+    json_decref(msg);
+    if (*data == NULL) {
+        errno = EPROTO;
+        return -1;
+    }
+    return 0;
 }
 
 json_t *

@@ -5,7 +5,8 @@
 # Unix echo servers and a greeting server in python3, an `openssl s_server
 # -www` and a TLS echo with a certificate made at run time), then runs every
 # sockctl mode ($SOCKCTL_BIN), the Python unittest suite
-# (contrib/python/test_sockd.py) and the three examples in contrib/examples
+# (contrib/python/test_sockd.py), the Lua suite (contrib/lua/test_sockd.lua)
+# and the four examples in contrib/examples
 # (echo-client.c is compiled against the build's libsockd-client.a; the build
 # directory is $BUILD_DIR, else the parent of $SOCKCTL_BIN's directory).
 #
@@ -288,7 +289,7 @@ run() {
 
 test_help_and_usage() {
     S -h >help.out
-    for verb in call watch shell cat open send recv close ls stats 'Exit status'; do
+    for verb in call watch shell cat open send recv close ls stats 'Exit status' '--line'; do
         has help.out "$verb"
     done
     expect_rc 2 S bogus-command
@@ -478,6 +479,32 @@ assert len(rows) == 1 and rows[0]['parked'] and rows[0]['bytes_sent'] == 200021,
     expect_rc 1 S close "$id"
 }
 
+test_recv_line() {
+    id=$(S open "tcp://127.0.0.1:$TCP_PORT")
+    printf 'EHLO one\r\nsecond\nthird line is long\nno end' | S send "$id" -
+    S recv --until '\r\n' --timeout 5000 "$id" >l1
+    printf 'EHLO one\r\n' >want1
+    same want1 l1
+    [ "$(S recv --line --timeout 5000 "$id")" = second ]
+    S --json recv --line --timeout 5000 "$id" 5 >l3.json
+    has l3.json '"data":"dGhpcmQ=","eof":false,"timeout":false,"until_missing":true'
+    [ "$(S recv --line --timeout 5000 "$id")" = " line is long" ]
+    expect_rc 4 S recv --line --timeout 300 "$id" >l5 # what arrived, then the timeout
+    [ "$(cat l5)" = "no end" ]
+    printf 'a\0\1b' | S send "$id" -
+    S recv --until '\x00\x01' --timeout 5000 "$id" >l6
+    printf 'a\0\1' >want6
+    same want6 l6
+    expect_rc 2 S recv --line --partial "$id"
+    expect_rc 2 S recv --until '' "$id"
+    expect_rc 2 S recv --until '0123456789abcdefX' "$id"
+    expect_rc 2 S recv --until '\xZZ' "$id"
+    expect_rc 2 S recv --until '\r\n' "$id" 1
+    expect_rc 2 S recv "$id" # N is optional only for a line
+    [ "$(S recv --timeout 5000 "$id" 1)" = b ]
+    S close "$id"
+}
+
 test_open_peer_closes() {
     id=$(S open "tcp://127.0.0.1:$GREET_PORT")
     # exact recv cut short by the end of the stream: what arrived, status 0
@@ -552,6 +579,30 @@ test_python_suite() {
     tail -n 1 unittest.out | grep -q '^OK'
 }
 
+# The Lua client's suite (./dev installs lua5.4, lua-socket and lua-cjson: their absence is a
+# failure, not a skip).
+need_lua() {
+    command -v lua5.4 >/dev/null && lua5.4 -e 'require "socket.unix"; require "mime"; require "cjson"' || {
+        echo "lua5.4 with lua-socket and lua-cjson not found (./dev installs them)"
+        return 1
+    }
+}
+export -f need_lua
+
+test_lua_suite() {
+    need_lua
+    TLS_CA=$([ "$have_openssl" = 1 ] && echo "$tmp/server.pem") \
+        timeout $((T * 3)) lua5.4 "$top_srcdir/contrib/lua/test_sockd.lua" 2>&1 | tee lua.out
+    tail -n 1 lua.out | grep -q ' 0 failed$'
+    [ "$have_openssl" != 1 ] || ! grep -q 'skip:' lua.out # with openssl every test ran
+}
+
+test_example_fanout_lua() {
+    need_lua
+    timeout "$T" lua5.4 "$top_srcdir/contrib/examples/fanout.lua" "127.0.0.1:$TCP_PORT" >fan.out
+    has fan.out "200 connections, 200 echoed"
+}
+
 test_example_fetch_tls() {
     need_tls || return
     SOCKCTL=$SOCKCTL_BIN timeout "$T" bash "$top_srcdir/contrib/examples/fetch-tls.sh" \
@@ -622,9 +673,9 @@ test_methods_documented() {
 export -f $(compgen -A function test_)
 
 all_tests="help_and_usage unreachable call watch shell cat_tcp cat_failures cat_udp cat_unix
-    cat_tls cat_tls_half_close open_send_recv_close open_peer_closes open_tls_and_unix open_failures_and_keep
-    stats python_suite example_fetch_tls example_fanout example_echo_client man_page
-    methods_documented"
+    cat_tls cat_tls_half_close open_send_recv_close recv_line open_peer_closes open_tls_and_unix open_failures_and_keep
+    stats python_suite lua_suite example_fetch_tls example_fanout example_fanout_lua example_echo_client
+    man_page methods_documented"
 for t in ${RUN_CLIENTS_TESTS:-$all_tests}; do
     run "${t%%:*}" "$([[ $t == *:known ]] && echo known)"
 done

@@ -961,7 +961,8 @@ kill_round(struct sockd_client *w, const char *ca, struct mute *tlsm, struct mut
             st);
     json_decref(st);
     assert_int_equal(mute_wait(tlsm, mute_with_data, tls, H_TIMEOUT_MS), tls);
-    assert_int_equal(mute_accepted(sink), outpend);
+    /* connected in the kernel before the sink's thread has accepted them all: wait for it */
+    assert_int_equal(mute_wait(sink, mute_accepted, outpend, H_TIMEOUT_MS), outpend);
     rs->rss_peak = h_rss_kib(D.pid);
 
     t_kill = h_now_ms();

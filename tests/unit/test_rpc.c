@@ -885,11 +885,15 @@ test_hello(void **state)
     json_t *res = check_result(r, "\"h\"");
     assert_string_equal(f->c->name, "unit-test");
 
-    assert_int_equal(json_object_size(res), 6);
+    assert_int_equal(json_object_size(res), 7);
     /* no daemon.restrict yet: an empty list of restrictions */
     assert_true(json_is_array(json_object_get(res, "restrict")));
     assert_int_equal(json_array_size(json_object_get(res, "restrict")), 0);
     assert_string_equal(json_string_value(json_object_get(res, "server")), "sockd");
+    /* the additions to protocol version 1 (sockd-protocol(7), daemon.hello) */
+    json_t *features = json_object_get(res, "features");
+    assert_true(json_is_array(features));
+    assert_string_equal(json_string_value(json_array_get(features, 0)), "recv_until");
     assert_string_equal(json_string_value(json_object_get(res, "version")), PACKAGE_VERSION);
     assert_true(json_is_integer(json_object_get(res, "protocol")));
     assert_int_equal(json_integer_value(json_object_get(res, "protocol")), 1);
