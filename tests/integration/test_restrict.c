@@ -281,9 +281,9 @@ test_restrict_udp(void **state)
 }
 
 /*
- * A tcp socket opened by giver, given to taker, and taken, while `restricted` (one of the two)
- * may connect to ok only; then the taker's connect to `no` is denied and never reaches it, and
- * to `ok` it connects.
+ * A tcp socket opened by a giver and taken by a taker, one of them (the giver when
+ * restrict_giver) restricted to the peer ok: the taker's connect to the peer no is denied and
+ * never reaches it, its connect to ok goes through.
  */
 static void
 give_take_case(int restrict_giver)
