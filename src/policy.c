@@ -1,7 +1,7 @@
 #include "config.h"
 
 /*
- * The access policy (PROTOCOL.md section 9): allow/deny rules, policy-default and connect
+ * The access policy (sockd.conf(5), ACCESS POLICY): allow/deny rules, policy-default and connect
  * rewrites, matched against canonical addresses and the client's credentials.
  *
  * Design decisions:
