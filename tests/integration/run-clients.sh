@@ -289,7 +289,7 @@ run() {
 
 test_help_and_usage() {
     S -h >help.out
-    for verb in call watch shell cat open send recv close ls stats 'Exit status' '--line'; do
+    for verb in call watch shell cat open send recv close ls stats run 'Exit status' '--line'; do
         has help.out "$verb"
     done
     expect_rc 2 S bogus-command
