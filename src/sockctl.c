@@ -36,6 +36,7 @@
 #include <jansson.h>
 #include <sockd/client.h>
 
+#include "sockctl.h"
 #include "sockctl_run.h"
 
 /* Exit statuses. */
@@ -65,13 +66,6 @@ enum sockctl_exit {
 #define SOCKCTL_MAX_RECV 16777216
 /* How long to wait for a socket.closed that must come soon. */
 #define SOCKCTL_CLOSE_WAIT_MS 5000
-
-/* The global options. */
-struct sockctl_opts {
-    const char *path; /* -s, or NULL to resolve as the daemon does */
-    int json;         /* --json: machine-readable output */
-    int timeout_ms;   /* -t: wait for each response, -1 forever */
-};
 
 /* Options shared by the verbs that make a connection (cat, open). */
 struct sockctl_connopts {

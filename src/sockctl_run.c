@@ -759,8 +759,7 @@ sockctl_cmd_run(const struct sockctl_opts *o, int argc, char **argv)
         {"unix", no_argument, NULL, 'u'},         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
-    /* struct sockctl_opts starts with the -s path (sockctl_run.h) */
-    const char *path = *(const char *const *)(const void *)o;
+    const char *path = o->path; /* the global -s; run's own -s overrides it */
     struct run r = {.nfd = -1};
     enum run_net net = RUN_NET_DEFAULT;
     json_t *rules = json_array();

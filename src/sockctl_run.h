@@ -6,11 +6,7 @@
 #ifndef SOCKD_SOCKCTL_RUN_H
 #define SOCKD_SOCKCTL_RUN_H
 
-/*
- * sockctl's global options (struct sockctl_opts in sockctl.c); its first member is the control
- * socket path given with -s (NULL: resolve as the daemon does), the only one run reads.
- */
-struct sockctl_opts;
+#include "sockctl.h"
 
 /* The run verb: argv[0] is "run"; returns the program's exit status (128 + signal if killed),
  * or 2 for a usage error and 3 when the daemon cannot be reached. */
