@@ -1056,6 +1056,8 @@ sock_emit_received(struct sock *s, size_t n, int eof, int timeout, int missing)
     }
     free(idtext);
     buf_consume(&s->in, n);
+    if (s->until != NULL)
+        s->until->scanned = 0; /* the head moved: an until search starts from it again */
 }
 
 json_t *
@@ -1140,8 +1142,6 @@ sock_deliver(struct sock *s)
         int eof = s->rd_eof && have == n;
         if (n == 0 && !eof)
             break;
-        if (s->until != NULL)
-            s->until->scanned = 0;
         sock_emit_received(s, n, eof, 0, missing);
         if (!s->recv_stream || eof)
             sock_recv_done(s);
@@ -1315,8 +1315,6 @@ sock_recv_timeout_cb(EV_P_ ev_timer *w, int revents)
         return;
     }
     size_t n = buf_len(&s->in) < s->recv_len ? buf_len(&s->in) : s->recv_len;
-    if (s->until != NULL)
-        s->until->scanned = 0;
     sock_emit_received(s, n, s->rd_eof && n == buf_len(&s->in), 1,
                        s->until != NULL && s->until->len > 0);
     sock_recv_done(s);
