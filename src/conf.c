@@ -108,151 +108,269 @@ conf_fail(char **cause, int lineno, const char *fmt, ...)
     return -1;
 }
 
-/* Set *dst from a positive integer within [lo, hi]. */
+/* socket-mode: an octal file mode. */
 static int
-conf_uint(const char *w, long long v, long long lo, long long hi, unsigned *dst)
+conf_socket_mode(struct conf *c, char **w, int n, int lineno, char **cause)
 {
-    (void)w;
-    if (v < lo || v > hi)
-        return -1;
-    *dst = (unsigned)v;
+    char *end;
+    (void)n;
+    long m = strtol(w[1], &end, 8);
+    if (*end != '\0' || m < 0 || m > 0777)
+        return conf_fail(cause, lineno, "socket-mode is an octal mode like 0660");
+    c->socket_mode = (int)m;
     return 0;
 }
 
+/* socket-group: a group name or number, resolved now. */
+static int
+conf_socket_group(struct conf *c, char **w, int n, int lineno, char **cause)
+{
+    (void)n;
+    struct group *g = getgrnam(w[1]);
+    char *end;
+    long gid = strtol(w[1], &end, 10);
+    if (g != NULL)
+        c->socket_gid = g->gr_gid;
+    else if (*end == '\0' && gid >= 0)
+        c->socket_gid = (gid_t)gid;
+    else
+        return conf_fail(cause, lineno, "unknown group '%s'", w[1]);
+    free(c->socket_group);
+    c->socket_group = strdup(w[1]);
+    return 0;
+}
+
+/* resolver: 1 to CONF_MAX_RESOLVERS name servers, replacing an earlier list. */
+static int
+conf_resolver(struct conf *c, char **w, int n, int lineno, char **cause)
+{
+    if (n < 2 || n - 1 > CONF_MAX_RESOLVERS)
+        return conf_fail(cause, lineno, "resolver takes 1 to %d addresses", CONF_MAX_RESOLVERS);
+    for (int i = 0; i < c->nresolvers; i++)
+        free(c->resolvers[i]);
+    c->nresolvers = 0;
+    for (int i = 1; i < n; i++) {
+        const char *why;
+        if (resolve_check_server(w[i], &why) < 0)
+            return conf_fail(cause, lineno, "resolver '%s': %s", w[i], why);
+        c->resolvers[c->nresolvers++] = strdup(w[i]);
+    }
+    return 0;
+}
+
+/* log-level: one of the names log.c knows. */
+static int
+conf_log_level(struct conf *c, char **w, int n, int lineno, char **cause)
+{
+    (void)n;
+    if ((c->log_level = log_level_parse(w[1])) < 0)
+        return conf_fail(cause, lineno, "log-level is error, warning, info or debug");
+    return 0;
+}
+
+/* policy-default, allow, deny, rewrite: a line of the policy, parsed by policy.c. */
+static int
+conf_policy(struct conf *c, char **w, int n, int lineno, char **cause)
+{
+    char why[256];
+    if (policy_parse_line(&c->policy, w, n, why, sizeof why) < 0)
+        return conf_fail(cause, lineno, "%s", why);
+    return 0;
+}
+
+/* The log-flags words; word k is bit 1 << k (enum conf_log_flag). */
+static const char *const conf_log_flag_names[] = {"tcp", "tls", "udp", "local", NULL};
+
+/* How a directive's arguments are read. */
+enum conf_kind {
+    CONF_COUNT,   /* a number with an optional K/M/G, into an unsigned within [lo, hi] */
+    CONF_SIZE,    /* a size (conf_parse_size) into a size_t within [lo, hi] */
+    CONF_TIME,    /* a time (conf_parse_time) into unsigned milliseconds within [lo, hi] */
+    CONF_PATH,    /* an absolute path, into a malloc'ed char * */
+    CONF_YESNO,   /* yes or no, into an int 1 or 0 */
+    CONF_FLAGS,   /* any number of words of a list, into unsigned bits */
+    CONF_HANDLER, /* a function of its own */
+};
+
+/* Any number of arguments: the kind or the handler checks them. */
+#define CONF_ARGS_ANY (-1)
+
+/* One directive of sockd.conf(5): its name, how it is read and where its value goes. */
+struct conf_row {
+    const char *name;
+    enum conf_kind kind;
+    size_t at;    /* offsetof the field in struct conf */
+    long long lo; /* CONF_COUNT/SIZE/TIME: the range, inclusive */
+    long long hi;
+    int args;                 /* the number of arguments, or CONF_ARGS_ANY */
+    const char *hint;         /* "is ..." when out of range; NULL = said from lo and hi */
+    const char *const *words; /* CONF_FLAGS: the words, NULL-terminated */
+    const char *word;         /* CONF_FLAGS: what one word is called in an error */
+    int (*handle)(struct conf *c, char **w, int n, int lineno, char **cause); /* CONF_HANDLER */
+};
+
+/* offsetof a field of struct conf, which must be of the given type. */
+#define ROW_AT(field, type)                                                                        \
+    (offsetof(struct conf, field) + 0 * sizeof(char[_Generic(((struct conf *)0)->field, type : 1)]))
+#define ROW_COUNT(n, f, min, max)                                                                  \
+    {                                                                                              \
+        .name = n, .kind = CONF_COUNT, .at = ROW_AT(f, unsigned), .lo = min, .hi = max, .args = 1  \
+    }
+#define ROW_SIZE(n, f, min, max)                                                                   \
+    {                                                                                              \
+        .name = n, .kind = CONF_SIZE, .at = ROW_AT(f, size_t), .lo = min, .hi = max, .args = 1     \
+    }
+#define ROW_TIME(n, f, min, max, h)                                                                \
+    {                                                                                              \
+        .name = n, .kind = CONF_TIME, .at = ROW_AT(f, unsigned), .lo = min, .hi = max, .args = 1,  \
+        .hint = h                                                                                  \
+    }
+#define ROW_PATH(n, f)                                                                             \
+    {                                                                                              \
+        .name = n, .kind = CONF_PATH, .at = ROW_AT(f, char *), .args = 1                           \
+    }
+#define ROW_YESNO(n, f)                                                                            \
+    {                                                                                              \
+        .name = n, .kind = CONF_YESNO, .at = ROW_AT(f, int), .args = 1                             \
+    }
+#define ROW_FLAGS(n, f, list, what)                                                                \
+    {                                                                                              \
+        .name = n, .kind = CONF_FLAGS, .at = ROW_AT(f, unsigned), .args = CONF_ARGS_ANY,           \
+        .words = list, .word = what                                                                \
+    }
+#define ROW_HANDLER(n, nargs, fn)                                                                  \
+    {                                                                                              \
+        .name = n, .kind = CONF_HANDLER, .args = nargs, .handle = fn                               \
+    }
+
+/* Every directive, in the order of sockd.conf(5). */
+static const struct conf_row conf_rows[] = {
+    ROW_PATH("listen", listen),
+    ROW_HANDLER("socket-mode", 1, conf_socket_mode),
+    ROW_HANDLER("socket-group", 1, conf_socket_group),
+    ROW_COUNT("max-clients", max_clients, 1, 1000000),
+    ROW_COUNT("max-sockets-per-client", max_sockets_per_client, 1, 10000000),
+    ROW_COUNT("max-clients-per-uid", max_clients_per_uid, 1, 1000000),
+    ROW_COUNT("max-sockets-per-uid", max_sockets_per_uid, 1, 10000000),
+    ROW_SIZE("max-buffer-per-uid", max_buffer_per_uid, 1LL << 20, 1LL << 40),
+    ROW_SIZE("max-send-buffer", max_send_buffer, 1LL << 10, 1LL << 30),
+    ROW_SIZE("max-message", max_message, 4LL << 10, 1LL << 30),
+    ROW_COUNT("max-pending-accepts", max_pending_accepts, 1, 65535),
+    ROW_TIME("accept-timeout", accept_timeout_ms, 1, 86400000, "a time like 10s or 500ms"),
+    ROW_TIME("client-line-timeout", line_timeout_ms, 1, 86400000, "a time like 30s"),
+    ROW_TIME("shutdown-timeout", shutdown_timeout_ms, 0, 600000, NULL),
+    ROW_HANDLER("resolver", CONF_ARGS_ANY, conf_resolver),
+    ROW_TIME("resolve-timeout", resolve_timeout_ms, 1, 600000, "a time like 5s"),
+    ROW_HANDLER("log-level", 1, conf_log_level),
+    ROW_FLAGS("log-flags", log_flags, conf_log_flag_names, "log flag"),
+    ROW_YESNO("share-udp-ports", share_udp_ports),
+    ROW_HANDLER("policy-default", CONF_ARGS_ANY, conf_policy),
+    ROW_HANDLER("allow", CONF_ARGS_ANY, conf_policy),
+    ROW_HANDLER("deny", CONF_ARGS_ANY, conf_policy),
+    ROW_HANDLER("rewrite", CONF_ARGS_ANY, conf_policy),
+};
+
+const char *
+conf_directive_name(size_t i)
+{
+    return i < sizeof conf_rows / sizeof conf_rows[0] ? conf_rows[i].name : NULL;
+}
+
+/* v as the shortest of the units in units[] (largest first) that states it exactly. */
+static void
+conf_unit_text(char *buf, size_t len, long long v, const char *const *units, const long long *mult)
+{
+    int i = 0;
+    while (v != 0 && units[i + 1] != NULL && v % mult[i] != 0)
+        i++;
+    snprintf(buf, len, "%lld%s", v / mult[i], v == 0 ? "" : units[i]);
+}
+
+/* The words "is ..." of a row's range error: "1..65535", "a size from 1K to 1G". */
+static void
+conf_range_text(const struct conf_row *r, char *buf, size_t len)
+{
+    static const char *const size_u[] = {"G", "M", "K", "", NULL};
+    static const long long size_m[] = {1LL << 30, 1LL << 20, 1LL << 10, 1};
+    static const char *const time_u[] = {"m", "s", "ms", NULL};
+    static const long long time_m[] = {60000, 1000, 1};
+    char lo[32], hi[32];
+    if (r->hint != NULL) {
+        snprintf(buf, len, "%s", r->hint);
+    } else if (r->kind == CONF_COUNT) {
+        snprintf(buf, len, "%lld..%lld", r->lo, r->hi);
+    } else {
+        const char *const *u = r->kind == CONF_SIZE ? size_u : time_u;
+        const long long *m = r->kind == CONF_SIZE ? size_m : time_m;
+        conf_unit_text(lo, sizeof lo, r->lo, u, m);
+        conf_unit_text(hi, sizeof hi, r->hi, u, m);
+        snprintf(buf, len, "a %s from %s to %s", r->kind == CONF_SIZE ? "size" : "time", lo, hi);
+    }
+}
+
+/* Read the arguments of line w[0..n) into c as row r says. */
+static int
+conf_apply(const struct conf_row *r, struct conf *c, char **w, int n, int lineno, char **cause)
+{
+    char *field = (char *)c + r->at;
+    long long v;
+    char range[96];
+
+    if (r->args != CONF_ARGS_ANY && n != r->args + 1)
+        return conf_fail(cause, lineno, "%s takes %d argument%s", r->name, r->args,
+                         r->args == 1 ? "" : "s");
+    switch (r->kind) {
+    case CONF_COUNT:
+    case CONF_SIZE:
+    case CONF_TIME:
+        v = r->kind == CONF_TIME ? conf_parse_time(w[1]) : conf_parse_size(w[1]);
+        if (v < r->lo || v > r->hi) {
+            conf_range_text(r, range, sizeof range);
+            return conf_fail(cause, lineno, "%s is %s", r->name, range);
+        }
+        if (r->kind == CONF_SIZE)
+            *(size_t *)field = (size_t)v;
+        else
+            *(unsigned *)field = (unsigned)v;
+        return 0;
+    case CONF_PATH:
+        if (w[1][0] != '/')
+            return conf_fail(cause, lineno, "%s needs an absolute path", r->name);
+        free(*(char **)field);
+        *(char **)field = strdup(w[1]);
+        return 0;
+    case CONF_YESNO:
+        if (strcmp(w[1], "yes") != 0 && strcmp(w[1], "no") != 0)
+            return conf_fail(cause, lineno, "%s is yes or no", r->name);
+        *(int *)field = strcmp(w[1], "yes") == 0;
+        return 0;
+    case CONF_FLAGS: {
+        unsigned bits = 0;
+        for (int i = 1; i < n; i++) {
+            int k;
+            for (k = 0; r->words[k] != NULL && strcmp(w[i], r->words[k]) != 0; k++)
+                ;
+            if (r->words[k] == NULL)
+                return conf_fail(cause, lineno, "unknown %s '%s'", r->word, w[i]);
+            bits |= 1u << k;
+        }
+        *(unsigned *)field = bits;
+        return 0;
+    }
+    case CONF_HANDLER:
+        return r->handle(c, w, n, lineno, cause);
+    }
+    return conf_fail(cause, lineno, "%s: no reader", r->name);
+}
+
+/* Read one line through the row its first word names. */
 static int
 conf_directive(struct conf *c, char **w, int n, int lineno, char **cause)
 {
-    const char *d = w[0];
-    long long v;
-
-#define NEED(k)                                                                                    \
-    do {                                                                                           \
-        if (n != (k) + 1)                                                                          \
-            return conf_fail(cause, lineno, "%s takes %d argument%s", d, k, (k) == 1 ? "" : "s");  \
-    } while (0)
-
-    if (strcmp(d, "listen") == 0) {
-        NEED(1);
-        if (w[1][0] != '/')
-            return conf_fail(cause, lineno, "listen needs an absolute path");
-        free(c->listen);
-        c->listen = strdup(w[1]);
-    } else if (strcmp(d, "socket-mode") == 0) {
-        char *end;
-        NEED(1);
-        long m = strtol(w[1], &end, 8);
-        if (*end != '\0' || m < 0 || m > 0777)
-            return conf_fail(cause, lineno, "socket-mode is an octal mode like 0660");
-        c->socket_mode = (int)m;
-    } else if (strcmp(d, "socket-group") == 0) {
-        NEED(1);
-        struct group *g = getgrnam(w[1]);
-        char *end;
-        long gid = strtol(w[1], &end, 10);
-        if (g != NULL)
-            c->socket_gid = g->gr_gid;
-        else if (*end == '\0' && gid >= 0)
-            c->socket_gid = (gid_t)gid;
-        else
-            return conf_fail(cause, lineno, "unknown group '%s'", w[1]);
-        free(c->socket_group);
-        c->socket_group = strdup(w[1]);
-    } else if (strcmp(d, "max-clients") == 0) {
-        NEED(1);
-        if (conf_uint(w[1], conf_parse_size(w[1]), 1, 1000000, &c->max_clients) < 0)
-            return conf_fail(cause, lineno, "max-clients is 1..1000000");
-    } else if (strcmp(d, "max-sockets-per-client") == 0) {
-        NEED(1);
-        if (conf_uint(w[1], conf_parse_size(w[1]), 1, 10000000, &c->max_sockets_per_client) < 0)
-            return conf_fail(cause, lineno, "max-sockets-per-client is 1..10000000");
-    } else if (strcmp(d, "max-clients-per-uid") == 0) {
-        NEED(1);
-        if (conf_uint(w[1], conf_parse_size(w[1]), 1, 1000000, &c->max_clients_per_uid) < 0)
-            return conf_fail(cause, lineno, "max-clients-per-uid is 1..1000000");
-    } else if (strcmp(d, "max-sockets-per-uid") == 0) {
-        NEED(1);
-        if (conf_uint(w[1], conf_parse_size(w[1]), 1, 10000000, &c->max_sockets_per_uid) < 0)
-            return conf_fail(cause, lineno, "max-sockets-per-uid is 1..10000000");
-    } else if (strcmp(d, "max-buffer-per-uid") == 0) {
-        NEED(1);
-        v = conf_parse_size(w[1]);
-        if (v < (1LL << 20) || v > (1LL << 40))
-            return conf_fail(cause, lineno, "max-buffer-per-uid is a size from 1M to 1024G");
-        c->max_buffer_per_uid = (size_t)v;
-    } else if (strcmp(d, "share-udp-ports") == 0) {
-        NEED(1);
-        if (strcmp(w[1], "yes") != 0 && strcmp(w[1], "no") != 0)
-            return conf_fail(cause, lineno, "share-udp-ports is yes or no");
-        c->share_udp_ports = strcmp(w[1], "yes") == 0;
-    } else if (strcmp(d, "max-send-buffer") == 0) {
-        NEED(1);
-        v = conf_parse_size(w[1]);
-        if (v < 1024 || v > (1LL << 30))
-            return conf_fail(cause, lineno, "max-send-buffer is a size from 1K to 1G");
-        c->max_send_buffer = (size_t)v;
-    } else if (strcmp(d, "max-message") == 0) {
-        NEED(1);
-        v = conf_parse_size(w[1]);
-        if (v < 4096 || v > (1LL << 30))
-            return conf_fail(cause, lineno, "max-message is a size from 4K to 1G");
-        c->max_message = (size_t)v;
-    } else if (strcmp(d, "max-pending-accepts") == 0) {
-        NEED(1);
-        if (conf_uint(w[1], conf_parse_size(w[1]), 1, 65535, &c->max_pending_accepts) < 0)
-            return conf_fail(cause, lineno, "max-pending-accepts is 1..65535");
-    } else if (strcmp(d, "accept-timeout") == 0) {
-        NEED(1);
-        if (conf_uint(w[1], conf_parse_time(w[1]), 1, 86400000, &c->accept_timeout_ms) < 0)
-            return conf_fail(cause, lineno, "accept-timeout is a time like 10s or 500ms");
-    } else if (strcmp(d, "client-line-timeout") == 0) {
-        NEED(1);
-        if (conf_uint(w[1], conf_parse_time(w[1]), 1, 86400000, &c->line_timeout_ms) < 0)
-            return conf_fail(cause, lineno, "client-line-timeout is a time like 30s");
-    } else if (strcmp(d, "shutdown-timeout") == 0) {
-        NEED(1);
-        if (conf_uint(w[1], conf_parse_time(w[1]), 0, 600000, &c->shutdown_timeout_ms) < 0)
-            return conf_fail(cause, lineno, "shutdown-timeout is a time from 0 to 10m");
-    } else if (strcmp(d, "resolve-timeout") == 0) {
-        NEED(1);
-        if (conf_uint(w[1], conf_parse_time(w[1]), 1, 600000, &c->resolve_timeout_ms) < 0)
-            return conf_fail(cause, lineno, "resolve-timeout is a time like 5s");
-    } else if (strcmp(d, "resolver") == 0) {
-        if (n < 2 || n - 1 > CONF_MAX_RESOLVERS)
-            return conf_fail(cause, lineno, "resolver takes 1 to %d addresses", CONF_MAX_RESOLVERS);
-        for (int i = 0; i < c->nresolvers; i++)
-            free(c->resolvers[i]);
-        c->nresolvers = 0;
-        for (int i = 1; i < n; i++) {
-            const char *why;
-            if (resolve_check_server(w[i], &why) < 0)
-                return conf_fail(cause, lineno, "resolver '%s': %s", w[i], why);
-            c->resolvers[c->nresolvers++] = strdup(w[i]);
-        }
-    } else if (strcmp(d, "log-level") == 0) {
-        NEED(1);
-        if ((c->log_level = log_level_parse(w[1])) < 0)
-            return conf_fail(cause, lineno, "log-level is error, warning, info or debug");
-    } else if (strcmp(d, "log-flags") == 0) {
-        static const char *const names[] = {"tcp", "tls", "udp", "local"};
-        c->log_flags = 0;
-        for (int i = 1; i < n; i++) {
-            int k;
-            for (k = 0; k < 4 && strcmp(w[i], names[k]) != 0; k++)
-                ;
-            if (k == 4)
-                return conf_fail(cause, lineno, "unknown log flag '%s'", w[i]);
-            c->log_flags |= 1u << k;
-        }
-    } else if (strcmp(d, "policy-default") == 0 || strcmp(d, "allow") == 0 ||
-               strcmp(d, "deny") == 0 || strcmp(d, "rewrite") == 0) {
-        char why[256];
-        if (policy_parse_line(&c->policy, w, n, why, sizeof why) < 0)
-            return conf_fail(cause, lineno, "%s", why);
-    } else {
-        return conf_fail(cause, lineno, "unknown directive '%s'", d);
-    }
-#undef NEED
-    return 0;
+    for (size_t i = 0; i < sizeof conf_rows / sizeof conf_rows[0]; i++)
+        if (strcmp(w[0], conf_rows[i].name) == 0)
+            return conf_apply(&conf_rows[i], c, w, n, lineno, cause);
+    return conf_fail(cause, lineno, "unknown directive '%s'", w[0]);
 }
 
 int

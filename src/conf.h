@@ -54,6 +54,8 @@ int conf_parse(const char *text, size_t len, struct conf *c, char **cause);
 int conf_load(const char *path, struct conf *c, char **cause);
 /* Release what conf_parse allocated. */
 void conf_free(struct conf *c);
+/* The name of directive i of the parser's table, or NULL past its end. */
+const char *conf_directive_name(size_t i);
 
 /* "16M" -> bytes; -1 on error. */
 long long conf_parse_size(const char *word);

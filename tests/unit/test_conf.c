@@ -738,6 +738,82 @@ test_shipped_file(void **state)
     conf_free(&d);
 }
 
+/* Add the directive a heading line of sockd.conf(5) names (".BI max\-clients " count"") to names.
+ */
+static void
+man_heading(const char *line, char **names, size_t *n, size_t cap)
+{
+    const char *p = line + strcspn(line, " ");
+    char word[128];
+    size_t k = 0;
+    while (*p == ' ' || *p == '"')
+        p++;
+    for (; *p != '\0' && *p != ' ' && *p != '"' && *p != '\n' && k + 1 < sizeof word; p++) {
+        if (p[0] == '\\' && p[1] == '-')
+            p++;
+        word[k++] = *p;
+    }
+    word[k] = '\0';
+    assert_true(*n < cap);
+    names[(*n)++] = strdup(word);
+}
+
+static int
+cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * The directives the parser knows are the directives sockd.conf(5) documents: the headings
+ * (".TP"/".TQ" then ".B" or ".BI") of its DIRECTIVES section.
+ */
+static void
+test_directives_documented(void **state)
+{
+    (void)state;
+    char *doc[64], *code[64];
+    size_t ndoc = 0, ncode = 0;
+    FILE *f = fopen(CONF_MAN_PAGE, "r");
+    if (f == NULL)
+        fail_msg("%s: cannot open", CONF_MAN_PAGE);
+    char line[1024];
+    int in_section = 0, after_tp = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, ".SH ", 4) == 0)
+            in_section = strcmp(line, ".SH DIRECTIVES\n") == 0;
+        else if (in_section && after_tp &&
+                 (strncmp(line, ".B ", 3) == 0 || strncmp(line, ".BI ", 4) == 0))
+            man_heading(line, doc, &ndoc, NELEM(doc));
+        after_tp = strcmp(line, ".TP\n") == 0 || strcmp(line, ".TQ\n") == 0;
+    }
+    fclose(f);
+    for (const char *name; (name = conf_directive_name(ncode)) != NULL;) {
+        assert_true(ncode < NELEM(code));
+        code[ncode++] = strdup(name);
+    }
+    qsort(doc, ndoc, sizeof doc[0], cmp_names);
+    qsort(code, ncode, sizeof code[0], cmp_names);
+    assert_true(ndoc > 0);
+    /* Name the first difference: a directive only in the table or only in the page. */
+    size_t i = 0, j = 0;
+    while (i < ndoc || j < ncode) {
+        int d = i == ndoc ? 1 : j == ncode ? -1 : strcmp(doc[i], code[j]);
+        if (d != 0) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "directive '%s' is %s", d < 0 ? doc[i] : code[j],
+                     d < 0 ? "in sockd.conf(5) but not in the parser's table"
+                           : "in the parser's table but not in sockd.conf(5)");
+            fail_msg("%s", msg);
+        }
+        i++, j++;
+    }
+    for (i = 0; i < ndoc; i++)
+        free(doc[i]);
+    for (j = 0; j < ncode; j++)
+        free(code[j]);
+}
+
 /*
  * Sizes whose value overflows a long long must be refused, not wrap. Kept last: if the parser
  * overflows, a UBSan build stops the program here.
@@ -760,12 +836,19 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),      cmocka_unit_test(test_directives),
-        cmocka_unit_test(test_string_values), cmocka_unit_test(test_protocol_example),
-        cmocka_unit_test(test_errors),        cmocka_unit_test(test_error_line_numbers),
-        cmocka_unit_test(test_nul_byte),      cmocka_unit_test(test_long_line),
-        cmocka_unit_test(test_parse_size),    cmocka_unit_test(test_parse_time),
-        cmocka_unit_test(test_load),          cmocka_unit_test(test_shipped_file),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_directives),
+        cmocka_unit_test(test_string_values),
+        cmocka_unit_test(test_protocol_example),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_error_line_numbers),
+        cmocka_unit_test(test_nul_byte),
+        cmocka_unit_test(test_long_line),
+        cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_time),
+        cmocka_unit_test(test_load),
+        cmocka_unit_test(test_shipped_file),
+        cmocka_unit_test(test_directives_documented),
         cmocka_unit_test(test_size_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
