@@ -13,9 +13,9 @@
 
 #include <jansson.h>
 
-struct sockd_client;
+struct sockd_client; /* a connection to the daemon (sockd/client.h) */
 
-/* sockctl's global options, shared by its verbs (sockctl.c) and sockctl run (sockctl_run.c). */
+/* sockctl's global options (main in sockctl.c parses them), given to every verb. */
 struct sockctl_opts {
     const char *path; /* -s, or NULL to resolve as the daemon does */
     int json;         /* --json: machine-readable output */
