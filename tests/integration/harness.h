@@ -121,15 +121,6 @@ void h_send_raw(struct sockd_client *c, const char *text);
 json_t *h_read(struct sockd_client *c, int timeout_ms);
 /* Print a JSON value to stderr with a label (diagnostics). */
 void h_dump(const char *label, const json_t *v);
-/* Fail at the caller's line when cond is false, printing the expression and the JSON msg. */
-#define H_CHECK(cond, msg)                                                                         \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            h_dump("message", (msg));                                                              \
-            fail();                                                                                \
-        }                                                                                          \
-    } while (0)
 /* Monotonic clock in ms; sleep for ms. */
 long long h_now_ms(void);
 void h_sleep_ms(int ms);

@@ -186,16 +186,16 @@ void
 sha256_(const void *data, size_t len, unsigned char out[32])
 {
     unsigned int n = 0;
-    assert_int_equal(EVP_Digest(data, len, out, &n, EVP_sha256(), NULL), 1);
-    assert_int_equal(n, 32);
+    EXPECT_INT(EVP_Digest(data, len, out, &n, EVP_sha256(), NULL), 1, "EVP_Digest");
+    EXPECT_INT(n, 32, "n");
 }
 
 unsigned char *
 random_bytes_(size_t len)
 {
     unsigned char *b = malloc(len ? len : 1);
-    assert_non_null(b);
-    assert_int_equal(RAND_bytes(b, (int)len), 1);
+    EXPECT_TRUE(b != NULL, "b");
+    EXPECT_INT(RAND_bytes(b, (int)len), 1, "RAND_bytes(b, (int)len)");
     return b;
 }
 
@@ -217,8 +217,8 @@ static int n_daemon;
 int
 track_fd(int fd)
 {
-    assert_true(fd >= 0);
-    assert_true(n_fd < TRK_MAX * 2);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
+    EXPECT_TRUE(n_fd < TRK_MAX * 2, "n_fd < TRK_MAX * 2");
     trk_fd[n_fd++] = fd;
     return fd;
 }
@@ -236,8 +236,8 @@ struct tc *
 tc_new_(struct h_daemon *d)
 {
     struct tc *t = calloc(1, sizeof *t);
-    assert_non_null(t);
-    assert_true(n_tc < TRK_MAX);
+    EXPECT_TRUE(t != NULL, "t");
+    EXPECT_TRUE(n_tc < TRK_MAX, "n_tc < TRK_MAX");
     t->c = h_client(d);
     t->inbox = json_array();
     t->next_id = tc_first_id;
@@ -258,8 +258,8 @@ struct h_peer *
 peer_new_(enum h_peer_mode mode, int v6)
 {
     struct h_peer *p = calloc(1, sizeof *p);
-    assert_non_null(p);
-    assert_true(n_peer < TRK_MAX);
+    EXPECT_TRUE(p != NULL, "p");
+    EXPECT_TRUE(n_peer < TRK_MAX, "n_peer < TRK_MAX");
     h_peer_start(p, mode, v6);
     trk_peer[n_peer++] = p;
     return p;
@@ -269,8 +269,8 @@ struct h_daemon *
 daemon_new_(const char *conf)
 {
     struct h_daemon *d = calloc(1, sizeof *d);
-    assert_non_null(d);
-    assert_true(n_daemon < 4);
+    EXPECT_TRUE(d != NULL, "d");
+    EXPECT_TRUE(n_daemon < 4, "n_daemon < 4");
     h_daemon_start(d, conf);
     trk_daemon[n_daemon++] = d;
     return d;
@@ -358,7 +358,7 @@ tc_write(struct tc *t, const char *buf, size_t len)
         r = poll(&p, 1, (int)left);
         if (r < 0 && errno == EINTR)
             continue;
-        assert_true(r >= 0);
+        EXPECT_TRUE(r >= 0, "r >= 0");
         if (r == 0)
             continue;
         if (p.revents & POLLIN)
@@ -375,7 +375,7 @@ tc_write(struct tc *t, const char *buf, size_t len)
             deadline = now_ms() + H_TIMEOUT_MS;
         }
     }
-    assert_int_equal(off, len);
+    EXPECT_INT(off, len, "off");
 }
 
 json_t *
@@ -384,7 +384,7 @@ mkreq(struct tc *t, const char *method, json_t *params, long long *id)
     *id = t->next_id++;
     json_t *req = json_pack("{s:s, s:I, s:s, s:o}", "jsonrpc", "2.0", "id", (json_int_t)*id,
                             "method", method, "params", params ? params : json_object());
-    assert_non_null(req);
+    EXPECT_TRUE(req != NULL, "req");
     return req;
 }
 
@@ -392,7 +392,7 @@ void
 tc_write_json(struct tc *t, json_t *v)
 {
     char *line = json_dumps(v, JSON_COMPACT);
-    assert_non_null(line);
+    EXPECT_TRUE(line != NULL, "line");
     tc_write(t, line, strlen(line));
     tc_write(t, "\n", 1);
     free(line);
@@ -844,7 +844,7 @@ local_port_(int fd)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&ss, &sl), 0);
+    EXPECT_INT(getsockname(fd, (struct sockaddr *)&ss, &sl), 0, "getsockname: %s", strerror(errno));
     return sa_port(&ss);
 }
 
@@ -860,7 +860,7 @@ raw_bound_(int v6, int port, int backlog, int *port_out)
     if (bind(fd, (struct sockaddr *)&ss, sl) != 0)
         FAIL("bind to loopback port %d: %s", port, strerror(errno));
     if (backlog >= 0)
-        assert_int_equal(listen(fd, backlog), 0);
+        EXPECT_INT(listen(fd, backlog), 0, "listen: %s", strerror(errno));
     if (port_out)
         *port_out = local_port_(fd);
     return fd;
@@ -906,7 +906,7 @@ raw_write_(int fd, const void *data, size_t len)
         len -= (size_t)n;
         deadline = now_ms() + H_TIMEOUT_MS;
     }
-    assert_int_equal(len, 0);
+    EXPECT_INT(len, 0, "len");
 }
 
 void
@@ -968,7 +968,7 @@ raw_expect_(int fd, const char *text)
     char *buf = calloc(1, n + 1);
     size_t got;
 
-    assert_non_null(buf);
+    EXPECT_TRUE(buf != NULL, "buf");
     got = raw_read_(fd, buf, n);
     if (got != n || memcmp(buf, text, n) != 0)
         FAIL("peer read \"%.*s\" (%zu bytes), expected \"%s\"", (int)got, buf, got, text);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "tc.h"
 
 static struct h_daemon D;
 
@@ -55,16 +56,14 @@ check_response_shape(const json_t *msg)
 {
     const json_t *err = json_object_get(msg, "error");
 
-    H_CHECK(json_is_object(msg), msg);
-    H_CHECK(json_is_string(json_object_get(msg, "jsonrpc")) &&
-                !strcmp(json_string_value(json_object_get(msg, "jsonrpc")), "2.0"),
-            msg);
-    H_CHECK(json_object_get(msg, "id") != NULL, msg);
-    H_CHECK(json_object_get(msg, "method") == NULL, msg);
-    H_CHECK((json_object_get(msg, "result") != NULL) != (err != NULL), msg);
+    EXPECT_TRUE(json_is_object(msg), "%s", jd(msg));
+    EXPECT_STR(json_string_value(json_object_get(msg, "jsonrpc")), "2.0", "%s", jd(msg));
+    EXPECT_TRUE(json_object_get(msg, "id") != NULL, "%s", jd(msg));
+    EXPECT_TRUE(json_object_get(msg, "method") == NULL, "%s", jd(msg));
+    EXPECT_TRUE((json_object_get(msg, "result") != NULL) != (err != NULL), "%s", jd(msg));
     if (err) {
-        H_CHECK(json_is_integer(json_object_get(err, "code")), msg);
-        H_CHECK(json_is_string(json_object_get(err, "message")), msg);
+        EXPECT_TRUE(json_is_integer(json_object_get(err, "code")), "%s", jd(msg));
+        EXPECT_TRUE(json_is_string(json_object_get(err, "message")), "%s", jd(msg));
     }
 }
 
@@ -74,11 +73,11 @@ static void
 check_error(const json_t *msg, int code, const char *id_json)
 {
     check_response_shape(msg);
-    H_CHECK(msg_err_code(msg) == code, msg);
+    EXPECT_INT(msg_err_code(msg), code, "%s", jd(msg));
     if (id_json) {
         json_t *want = json_loads(id_json, JSON_DECODE_ANY, NULL);
-        assert_non_null(want);
-        H_CHECK(json_equal(json_object_get(msg, "id"), want), msg);
+        EXPECT_TRUE(want != NULL, "want");
+        EXPECT_TRUE(json_equal(json_object_get(msg, "id"), want), "%s", jd(msg));
         json_decref(want);
     }
 }
@@ -122,7 +121,7 @@ expect_errors_for_lines(struct sockd_client *c, const char *const *lines, size_t
         }
         json_decref(m);
     }
-    assert_int_equal(bad, 0);
+    EXPECT_INT(bad, 0, "bad");
 }
 
 /* Assert msg is a success response with id (JSON text). */
@@ -131,10 +130,10 @@ check_result(const json_t *msg, const char *id_json)
 {
     json_t *want = json_loads(id_json, JSON_DECODE_ANY, NULL);
 
-    assert_non_null(want);
+    EXPECT_TRUE(want != NULL, "want");
     check_response_shape(msg);
-    H_CHECK(json_object_get(msg, "result") != NULL, msg);
-    H_CHECK(json_equal(json_object_get(msg, "id"), want), msg);
+    EXPECT_TRUE(json_object_get(msg, "result") != NULL, "%s", jd(msg));
+    EXPECT_TRUE(json_equal(json_object_get(msg, "id"), want), "%s", jd(msg));
     json_decref(want);
 }
 
@@ -163,7 +162,7 @@ static long long
 stat_int(const json_t *st, const char *key)
 {
     const json_t *v = json_object_get(st, key);
-    H_CHECK(json_is_integer(v), st);
+    EXPECT_TRUE(json_is_integer(v), "%s", jd(st));
     return json_integer_value(v);
 }
 
@@ -171,7 +170,7 @@ static long long
 stat_sockets(const json_t *st, const char *type)
 {
     const json_t *v = json_object_get(json_object_get(st, "sockets"), type);
-    H_CHECK(json_is_integer(v), st);
+    EXPECT_TRUE(json_is_integer(v), "%s", jd(st));
     return json_integer_value(v);
 }
 
@@ -203,24 +202,22 @@ test_hello(void **state)
     json_t *err = NULL;
     size_t i, j;
 
-    H_CHECK(json_is_string(json_object_get(r, "server")) &&
-                !strcmp(json_string_value(json_object_get(r, "server")), "sockd"),
-            r);
-    H_CHECK(json_is_string(json_object_get(r, "version")) &&
-                json_string_length(json_object_get(r, "version")) > 0,
-            r);
-    H_CHECK(json_is_integer(json_object_get(r, "protocol")) &&
-                json_integer_value(json_object_get(r, "protocol")) == 1,
-            r);
+    EXPECT_STR(json_string_value(json_object_get(r, "server")), "sockd", "%s", jd(r));
+    EXPECT_TRUE(json_is_string(json_object_get(r, "version")) &&
+                    json_string_length(json_object_get(r, "version")) > 0,
+                "%s", jd(r));
+    EXPECT_TRUE(json_is_integer(json_object_get(r, "protocol")) &&
+                    json_integer_value(json_object_get(r, "protocol")) == 1,
+                "%s", jd(r));
 
     /* methods: strings, sorted, no duplicates, every core method present. */
-    H_CHECK(json_is_array(methods), r);
+    EXPECT_TRUE(json_is_array(methods), "%s", jd(r));
     for (i = 0; i < json_array_size(methods); i++) {
-        H_CHECK(json_is_string(json_array_get(methods, i)), r);
+        EXPECT_TRUE(json_is_string(json_array_get(methods, i)), "%s", jd(r));
         if (i > 0)
-            H_CHECK(strcmp(json_string_value(json_array_get(methods, i - 1)),
-                           json_string_value(json_array_get(methods, i))) < 0,
-                    r);
+            EXPECT_TRUE(strcmp(json_string_value(json_array_get(methods, i - 1)),
+                               json_string_value(json_array_get(methods, i))) < 0,
+                        "%s", jd(r));
     }
     for (j = 0; j < sizeof core_methods / sizeof core_methods[0]; j++) {
         int found = 0;
@@ -229,33 +226,39 @@ test_hello(void **state)
                 found = 1;
         if (!found)
             fprintf(stderr, "daemon.hello methods lack %s\n", core_methods[j]);
-        H_CHECK(found, r);
+        EXPECT_TRUE(found, "%s", jd(r));
     }
 
     /* limits: every key, positive integers, the documented defaults (no config file here). */
-    H_CHECK(json_is_object(limits), r);
+    EXPECT_TRUE(json_is_object(limits), "%s", jd(r));
     for (j = 0; j < sizeof limit_keys / sizeof limit_keys[0]; j++) {
         json_t *v = json_object_get(limits, limit_keys[j]);
         if (!json_is_integer(v) || json_integer_value(v) <= 0)
             fprintf(stderr, "daemon.hello limits.%s missing or not a positive integer\n",
                     limit_keys[j]);
-        H_CHECK(json_is_integer(v) && json_integer_value(v) > 0, r);
+        EXPECT_TRUE(json_is_integer(v) && json_integer_value(v) > 0, "%s", jd(r));
     }
-    H_CHECK(json_integer_value(json_object_get(limits, "max_clients")) == 1024, r);
-    H_CHECK(json_integer_value(json_object_get(limits, "max_sockets_per_client")) == 4096, r);
-    H_CHECK(json_integer_value(json_object_get(limits, "max_send_buffer")) == 4194304, r);
-    H_CHECK(json_integer_value(json_object_get(limits, "max_message")) == 16777216, r);
-    H_CHECK(json_integer_value(json_object_get(limits, "max_pending_accepts")) == 128, r);
-    H_CHECK(json_integer_value(json_object_get(limits, "accept_timeout_ms")) == 10000, r);
-    H_CHECK(json_integer_value(json_object_get(limits, "max_recv_length")) == 16777216, r);
+    EXPECT_INT(json_integer_value(json_object_get(limits, "max_clients")), 1024, "%s", jd(r));
+    EXPECT_INT(json_integer_value(json_object_get(limits, "max_sockets_per_client")), 4096, "%s",
+               jd(r));
+    EXPECT_INT(json_integer_value(json_object_get(limits, "max_send_buffer")), 4194304, "%s",
+               jd(r));
+    EXPECT_INT(json_integer_value(json_object_get(limits, "max_message")), 16777216, "%s", jd(r));
+    EXPECT_INT(json_integer_value(json_object_get(limits, "max_pending_accepts")), 128, "%s",
+               jd(r));
+    EXPECT_INT(json_integer_value(json_object_get(limits, "accept_timeout_ms")), 10000, "%s",
+               jd(r));
+    EXPECT_INT(json_integer_value(json_object_get(limits, "max_recv_length")), 16777216, "%s",
+               jd(r));
     json_decref(r);
 
     /* client is optional; when given it must be a string. */
     r = h_ok(c, "daemon.hello", NULL);
-    H_CHECK(json_integer_value(json_object_get(r, "protocol")) == 1, r);
+    EXPECT_INT(json_integer_value(json_object_get(r, "protocol")), 1, "%s", jd(r));
     json_decref(r);
-    assert_int_equal(h_err(c, &err, "daemon.hello", "{s:i}", "client", 5), -32602);
-    H_CHECK(err_data_str(err, "param") && !strcmp(err_data_str(err, "param"), "client"), err);
+    EXPECT_INT(h_err(c, &err, "daemon.hello", "{s:i}", "client", 5), -32602,
+               "daemon.hello error code");
+    EXPECT_STR(err_data_str(err, "param"), "client", "%s", jd(err));
     json_decref(err);
     h_client_close(c);
 }
@@ -266,18 +269,18 @@ test_ping(void **state)
     struct sockd_client *c = h_client_auto(&D);
     json_t *r = h_ok(c, "daemon.ping", NULL), *m, *err = NULL;
 
-    H_CHECK(json_is_object(r) && json_object_size(r) == 0, r);
+    EXPECT_TRUE(json_is_object(r) && json_object_size(r) == 0, "%s", jd(r));
     json_decref(r);
     r = h_ok(c, "daemon.ping", "{}");
-    H_CHECK(json_is_object(r) && json_object_size(r) == 0, r);
+    EXPECT_TRUE(json_is_object(r) && json_object_size(r) == 0, "%s", jd(r));
     json_decref(r);
-    assert_int_equal(h_err(c, &err, "daemon.ping", "{s:i}", "x", 1), -32602);
-    H_CHECK(err_data_str(err, "param") && !strcmp(err_data_str(err, "param"), "x"), err);
+    EXPECT_INT(h_err(c, &err, "daemon.ping", "{s:i}", "x", 1), -32602, "daemon.ping error code");
+    EXPECT_STR(err_data_str(err, "param"), "x", "%s", jd(err));
     json_decref(err);
 
     m = raw(c, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"params\":{},\"id\":11}\n");
     check_result(m, "11");
-    H_CHECK(json_object_size(json_object_get(m, "result")) == 0, m);
+    EXPECT_INT(json_object_size(json_object_get(m, "result")), 0, "%s", jd(m));
     json_decref(m);
     h_client_close(c);
 }
@@ -293,38 +296,38 @@ test_stats(void **state)
     /* Earlier tests' clients are gone (bounded wait for the daemon to notice). */
     s1 = h_wait_clients(x, 1);
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-        H_CHECK(stat_sockets(s1, types[i]) >= 0, s1);
-    H_CHECK(stat_int(s1, "contexts") >= 0, s1);
-    H_CHECK(stat_int(s1, "bytes_in") >= 0, s1);
-    H_CHECK(stat_int(s1, "bytes_out") >= 0, s1);
-    H_CHECK(stat_int(s1, "requests") >= 1, s1);
-    H_CHECK(stat_int(s1, "uptime_ms") >= 0, s1);
+        EXPECT_TRUE(stat_sockets(s1, types[i]) >= 0, "%s", jd(s1));
+    EXPECT_TRUE(stat_int(s1, "contexts") >= 0, "%s", jd(s1));
+    EXPECT_TRUE(stat_int(s1, "bytes_in") >= 0, "%s", jd(s1));
+    EXPECT_TRUE(stat_int(s1, "bytes_out") >= 0, "%s", jd(s1));
+    EXPECT_TRUE(stat_int(s1, "requests") >= 1, "%s", jd(s1));
+    EXPECT_TRUE(stat_int(s1, "uptime_ms") >= 0, "%s", jd(s1));
 
     /* A second client appears in the count. */
     y = h_client_auto(&D);
     json_decref(h_ok(y, "daemon.ping", NULL));
     s2 = stats(x);
-    H_CHECK(stat_int(s2, "clients") == stat_int(s1, "clients") + 1, s2);
-    H_CHECK(stat_int(s2, "requests") > stat_int(s1, "requests"), s2);
-    H_CHECK(stat_int(s2, "uptime_ms") >= stat_int(s1, "uptime_ms"), s2);
+    EXPECT_INT(stat_int(s2, "clients"), stat_int(s1, "clients") + 1, "%s", jd(s2));
+    EXPECT_TRUE(stat_int(s2, "requests") > stat_int(s1, "requests"), "%s", jd(s2));
+    EXPECT_TRUE(stat_int(s2, "uptime_ms") >= stat_int(s1, "uptime_ms"), "%s", jd(s2));
 
     /* An open tcp socket appears under tcp and total, and goes away on close. */
     sock = h_open(y, "tcp");
     s3 = stats(x);
-    H_CHECK(stat_sockets(s3, "tcp") == stat_sockets(s2, "tcp") + 1, s3);
-    H_CHECK(stat_sockets(s3, "total") == stat_sockets(s2, "total") + 1, s3);
-    H_CHECK(stat_sockets(s3, "udp") == stat_sockets(s2, "udp"), s3);
+    EXPECT_INT(stat_sockets(s3, "tcp"), stat_sockets(s2, "tcp") + 1, "%s", jd(s3));
+    EXPECT_INT(stat_sockets(s3, "total"), stat_sockets(s2, "total") + 1, "%s", jd(s3));
+    EXPECT_INT(stat_sockets(s3, "udp"), stat_sockets(s2, "udp"), "%s", jd(s3));
     json_decref(h_ok(y, "socket.close", "{s:I}", "socket", (json_int_t)sock));
     s4 = stats(x);
-    H_CHECK(stat_sockets(s4, "tcp") == stat_sockets(s2, "tcp"), s4);
-    H_CHECK(stat_sockets(s4, "total") == stat_sockets(s2, "total"), s4);
+    EXPECT_INT(stat_sockets(s4, "tcp"), stat_sockets(s2, "tcp"), "%s", jd(s4));
+    EXPECT_INT(stat_sockets(s4, "total"), stat_sockets(s2, "total"), "%s", jd(s4));
     json_decref(s4);
 
     /* A socket left open when its client disconnects is closed with it. */
     sock = h_open(y, "tcp");
     h_client_close(y);
     s4 = h_wait_clients(x, stat_int(s1, "clients"));
-    H_CHECK(stat_sockets(s4, "total") == stat_sockets(s2, "total"), s4);
+    EXPECT_INT(stat_sockets(s4, "total"), stat_sockets(s2, "total"), "%s", jd(s4));
     json_decref(s1);
     json_decref(s2);
     json_decref(s3);
@@ -394,7 +397,7 @@ test_notifications_unanswered(void **state)
 
     /* The socket.open notification was executed. */
     s2 = stats(c);
-    H_CHECK(stat_sockets(s2, "tcp") == stat_sockets(s1, "tcp") + 1, s2);
+    EXPECT_INT(stat_sockets(s2, "tcp"), stat_sockets(s1, "tcp") + 1, "%s", jd(s2));
     json_decref(s1);
     json_decref(s2);
 
@@ -421,12 +424,12 @@ test_batches(void **state)
                "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.hello\",\"id\":\"b\"},"
                "{\"jsonrpc\":\"2.0\",\"method\":\"no.such\",\"id\":3},"
                "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.stats\",\"id\":null}]\n");
-    H_CHECK(json_is_array(m) && json_array_size(m) == 4, m);
+    EXPECT_TRUE(json_is_array(m) && json_array_size(m) == 4, "%s", jd(m));
     check_result(json_array_get(m, 0), "1");
     check_result(json_array_get(m, 1), "\"b\"");
-    H_CHECK(json_integer_value(
-                json_object_get(json_object_get(json_array_get(m, 1), "result"), "protocol")) == 1,
-            m);
+    EXPECT_INT(json_integer_value(
+                   json_object_get(json_object_get(json_array_get(m, 1), "result"), "protocol")),
+               1, "%s", jd(m));
     check_error(json_array_get(m, 2), -32601, "3");
     check_result(json_array_get(m, 3), "null");
     json_decref(m);
@@ -439,18 +442,18 @@ test_batches(void **state)
 
     /* [] is one -32600, not an array. */
     m = raw(c, "[]\n");
-    H_CHECK(json_is_object(m), m);
+    EXPECT_TRUE(json_is_object(m), "%s", jd(m));
     check_error(m, -32600, "null");
     json_decref(m);
     m = raw(c, " [ ] \n");
-    H_CHECK(json_is_object(m), m);
+    EXPECT_TRUE(json_is_object(m), "%s", jd(m));
     check_error(m, -32600, "null");
     json_decref(m);
 
     /* Non-object members get -32600 each, in place. */
     m = raw(c,
             "[1,\"x\",null,{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":5},[],true]\n");
-    H_CHECK(json_is_array(m) && json_array_size(m) == 6, m);
+    EXPECT_TRUE(json_is_array(m) && json_array_size(m) == 6, "%s", jd(m));
     check_error(json_array_get(m, 0), -32600, "null");
     check_error(json_array_get(m, 1), -32600, "null");
     check_error(json_array_get(m, 2), -32600, "null");
@@ -462,21 +465,21 @@ test_batches(void **state)
     /* One member: still an array. A notification failing inside a batch gets no entry. */
     m = raw(c, "[{\"jsonrpc\":\"2.0\",\"method\":\"no.such\"},"
                "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":9}]\n");
-    H_CHECK(json_is_array(m) && json_array_size(m) == 1, m);
+    EXPECT_TRUE(json_is_array(m) && json_array_size(m) == 1, "%s", jd(m));
     check_result(json_array_get(m, 0), "9");
     json_decref(m);
 
     /* Invalid members (envelope errors) inside a batch are answered in place, id null. */
     m = raw(c, "[{\"jsonrpc\":\"1.0\",\"method\":\"daemon.ping\"},"
                "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":{}}]\n");
-    H_CHECK(json_is_array(m) && json_array_size(m) == 2, m);
+    EXPECT_TRUE(json_is_array(m) && json_array_size(m) == 2, "%s", jd(m));
     check_error(json_array_get(m, 0), -32600, "null");
     check_error(json_array_get(m, 1), -32600, "null");
     json_decref(m);
 
     /* A batch that is not valid JSON is one -32700. */
     m = raw(c, "[{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":1},\n");
-    H_CHECK(json_is_object(m), m);
+    EXPECT_TRUE(json_is_object(m), "%s", jd(m));
     check_error(m, -32700, "null");
     json_decref(m);
     ping_next(c);
@@ -517,11 +520,13 @@ test_parse_errors(void **state)
     ping_next(c);
 
     /* NUL bytes inside a string and after the object. */
-    assert_int_equal(sockd_client_send_raw(c, nul_line, sizeof nul_line - 1), 0);
+    EXPECT_INT(sockd_client_send_raw(c, nul_line, sizeof nul_line - 1), 0,
+               "sockd_client_send_raw: %s", strerror(errno));
     m = h_read(c, H_TIMEOUT_MS);
     check_error(m, -32700, "null");
     json_decref(m);
-    assert_int_equal(sockd_client_send_raw(c, nul_line2, sizeof nul_line2 - 1), 0);
+    EXPECT_INT(sockd_client_send_raw(c, nul_line2, sizeof nul_line2 - 1), 0,
+               "sockd_client_send_raw: %s", strerror(errno));
     m = h_read(c, H_TIMEOUT_MS);
     check_error(m, -32700, "null");
     json_decref(m);
@@ -529,7 +534,7 @@ test_parse_errors(void **state)
 
     /* 100000 nested '[' (and their ']'). */
     deep = malloc(2 * depth + 2);
-    assert_non_null(deep);
+    EXPECT_TRUE(deep != NULL, "deep");
     memset(deep, '[', depth);
     memset(deep + depth, ']', depth);
     deep[2 * depth] = '\n';
@@ -596,7 +601,7 @@ test_invalid_request(void **state)
     }
     ping_next(c);
     expect_errors_for_lines(c, null_id, sizeof null_id / sizeof null_id[0], -32600);
-    assert_int_equal(bad, 0);
+    EXPECT_INT(bad, 0, "bad");
     ping_next(c);
     h_client_close(c);
 }
@@ -613,29 +618,27 @@ test_long_line(void **state)
     char *line = malloc(len + 1), *big_id;
     json_t *m, *data;
 
-    assert_non_null(line);
+    EXPECT_TRUE(line != NULL, "line");
     memcpy(line, head, sizeof head - 1);
     memset(line + sizeof head - 1, 'a', pad);
     memcpy(line + sizeof head - 1 + pad, tail, sizeof tail - 1);
     line[len] = 0;
-    assert_int_equal(sockd_client_send_raw(c, line, len), 0);
+    EXPECT_INT(sockd_client_send_raw(c, line, len), 0, "sockd_client_send_raw: %s",
+               strerror(errno));
 
     m = h_read(c, 3 * H_TIMEOUT_MS);
     check_error(m, -32600, "null");
     data = json_object_get(json_object_get(m, "error"), "data");
-    H_CHECK(json_is_string(json_object_get(data, "reason")) &&
-                !strcmp(json_string_value(json_object_get(data, "reason")), "message_too_long"),
-            m);
-    H_CHECK(json_is_string(json_object_get(data, "limit")) &&
-                !strcmp(json_string_value(json_object_get(data, "limit")), "max-message"),
-            m);
+    EXPECT_STR(json_string_value(json_object_get(data, "reason")), "message_too_long", "%s", jd(m));
+    EXPECT_STR(json_string_value(json_object_get(data, "limit")), "max-message", "%s", jd(m));
     json_decref(m);
     /* Exactly one error: the next message is the answer to the next request. */
     ping_next(c);
 
     /* A second over-long line, this time with no JSON shape at all. */
     memset(line, 'x', len - 1);
-    assert_int_equal(sockd_client_send_raw(c, line, len), 0);
+    EXPECT_INT(sockd_client_send_raw(c, line, len), 0, "sockd_client_send_raw: %s",
+               strerror(errno));
     m = h_read(c, 3 * H_TIMEOUT_MS);
     check_error(m, -32600, "null");
     json_decref(m);
@@ -644,15 +647,15 @@ test_long_line(void **state)
 
     /* A large line under the cap (1 MiB id) is fine and echoed whole. */
     big_id = malloc((1u << 20) + 128);
-    assert_non_null(big_id);
+    EXPECT_TRUE(big_id != NULL, "big_id");
     strcpy(big_id, "{\"jsonrpc\":\"2.0\",\"method\":\"daemon.ping\",\"id\":\"");
     len = strlen(big_id);
     memset(big_id + len, 'z', 1u << 20);
     strcpy(big_id + len + (1u << 20), "\"}\n");
     m = raw(c, big_id);
     check_response_shape(m);
-    H_CHECK(json_string_length(json_object_get(m, "id")) == (1u << 20),
-            json_object_get(m, "error"));
+    EXPECT_INT(json_string_length(json_object_get(m, "id")), (1u << 20), "%s",
+               jd(json_object_get(m, "error")));
     json_decref(m);
     free(big_id);
     ping_next(c);
@@ -667,7 +670,7 @@ test_method_not_found(void **state)
     struct sockd_client *c = h_client_auto(&D);
 
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        assert_int_equal(h_err(c, NULL, names[i], NULL), -32601);
+        EXPECT_INT(h_err(c, NULL, names[i], NULL), -32601, "%s error code", names[i]);
     ping_next(c);
     h_client_close(c);
 }
@@ -676,9 +679,9 @@ test_method_not_found(void **state)
 static void
 expect_param_error(json_t *err, const char *param)
 {
-    H_CHECK(sockd_client_error_code(err) == -32602, err);
+    EXPECT_INT(sockd_client_error_code(err), -32602, "%s", jd(err));
     if (param)
-        H_CHECK(err_data_str(err, "param") && !strcmp(err_data_str(err, "param"), param), err);
+        EXPECT_STR(err_data_str(err, "param"), param, "%s", jd(err));
     json_decref(err);
 }
 
@@ -776,27 +779,24 @@ test_invalid_params(void **state)
     /* Malformed addresses: reason address_invalid; the socket stays "open". */
     h_err(c, &err, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)open_s, "address",
           "127.0.0.1");
-    H_CHECK(err_data_str(err, "reason") && !strcmp(err_data_str(err, "reason"), "address_invalid"),
-            err);
+    EXPECT_STR(err_data_str(err, "reason"), "address_invalid", "%s", jd(err));
     expect_param_error(err, NULL);
     h_err(c, &err, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)open_s, "address",
           "127.0.0.1:99999");
-    H_CHECK(err_data_str(err, "reason") && !strcmp(err_data_str(err, "reason"), "address_invalid"),
-            err);
+    EXPECT_STR(err_data_str(err, "reason"), "address_invalid", "%s", jd(err));
     expect_param_error(err, NULL);
     h_err(c, &err, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)open_s, "address",
           "[::1:80");
-    H_CHECK(err_data_str(err, "reason") && !strcmp(err_data_str(err, "reason"), "address_invalid"),
-            err);
+    EXPECT_STR(err_data_str(err, "reason"), "address_invalid", "%s", jd(err));
     expect_param_error(err, NULL);
     m = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)open_s);
-    H_CHECK(!strcmp(json_string_value(json_object_get(m, "state")), "open"), m);
+    EXPECT_STR(json_string_value(json_object_get(m, "state")), "open", "%s", jd(m));
     json_decref(m);
     /* The connected socket was not disturbed by any of it. */
     m = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)s);
-    H_CHECK(!strcmp(json_string_value(json_object_get(m, "state")), "connected"), m);
-    H_CHECK(json_integer_value(json_object_get(m, "bytes_sent")) == 0, m);
-    H_CHECK(json_integer_value(json_object_get(m, "send_buffered")) == 0, m);
+    EXPECT_STR(json_string_value(json_object_get(m, "state")), "connected", "%s", jd(m));
+    EXPECT_INT(json_integer_value(json_object_get(m, "bytes_sent")), 0, "%s", jd(m));
+    EXPECT_INT(json_integer_value(json_object_get(m, "send_buffered")), 0, "%s", jd(m));
     json_decref(m);
 
     h_client_close(c);
@@ -810,45 +810,49 @@ test_unknown_handle(void **state)
     long long theirs;
 
     /* Never existed. */
-    assert_int_equal(h_err(a, &err_none, "socket.info", "{s:I}", "socket", (json_int_t)987654321),
-                     -32001);
-    assert_int_equal(h_err(a, NULL, "socket.close", "{s:I}", "socket", (json_int_t)987654321),
-                     -32001);
-    assert_int_equal(
+    EXPECT_INT(h_err(a, &err_none, "socket.info", "{s:I}", "socket", (json_int_t)987654321), -32001,
+               "socket.info error code");
+    EXPECT_INT(h_err(a, NULL, "socket.close", "{s:I}", "socket", (json_int_t)987654321), -32001,
+               "socket.close error code");
+    EXPECT_INT(
         h_err(a, NULL, "socket.send", "{s:I, s:s}", "socket", (json_int_t)987654321, "text", "x"),
-        -32001);
-    assert_int_equal(
+        -32001, "socket.send error code");
+    EXPECT_INT(
         h_err(a, NULL, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)987654321, "length", 1),
-        -32001);
-    assert_int_equal(h_err(a, NULL, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)987654321,
-                           "address", "127.0.0.1:1"),
-                     -32001);
-    assert_int_equal(h_err(a, NULL, "socket.shutdown", "{s:I}", "socket", (json_int_t)987654321),
-                     -32001);
+        -32001, "socket.recv error code");
+    EXPECT_INT(h_err(a, NULL, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)987654321,
+                     "address", "127.0.0.1:1"),
+               -32001, "socket.connect error code");
+    EXPECT_INT(h_err(a, NULL, "socket.shutdown", "{s:I}", "socket", (json_int_t)987654321), -32001,
+               "socket.shutdown error code");
 
     /* Owned by another client: exactly as if it did not exist. */
     theirs = h_open(b, "tcp");
-    assert_int_equal(h_err(a, &err_other, "socket.info", "{s:I}", "socket", (json_int_t)theirs),
-                     -32001);
+    EXPECT_INT(h_err(a, &err_other, "socket.info", "{s:I}", "socket", (json_int_t)theirs), -32001,
+               "socket.info error code");
     {
         const char *r1 = err_data_str(err_none, "reason"), *r2 = err_data_str(err_other, "reason");
-        H_CHECK((!r1 && !r2) || (r1 && r2 && !strcmp(r1, r2)), err_other);
+        EXPECT_TRUE((!r1 && !r2) || (r1 && r2 && !strcmp(r1, r2)), "%s", jd(err_other));
     }
-    assert_int_equal(h_err(a, NULL, "socket.close", "{s:I}", "socket", (json_int_t)theirs), -32001);
-    assert_int_equal(h_err(a, NULL, "socket.bind", "{s:I}", "socket", (json_int_t)theirs), -32001);
-    assert_int_equal(h_err(a, NULL, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)theirs,
-                           "address", "127.0.0.1:1"),
-                     -32001);
+    EXPECT_INT(h_err(a, NULL, "socket.close", "{s:I}", "socket", (json_int_t)theirs), -32001,
+               "socket.close error code");
+    EXPECT_INT(h_err(a, NULL, "socket.bind", "{s:I}", "socket", (json_int_t)theirs), -32001,
+               "socket.bind error code");
+    EXPECT_INT(h_err(a, NULL, "socket.connect", "{s:I, s:s}", "socket", (json_int_t)theirs,
+                     "address", "127.0.0.1:1"),
+               -32001, "socket.connect error code");
     /* The owner's socket was untouched. */
     m = h_ok(b, "socket.info", "{s:I}", "socket", (json_int_t)theirs);
-    H_CHECK(json_integer_value(json_object_get(m, "socket")) == theirs, m);
-    H_CHECK(!strcmp(json_string_value(json_object_get(m, "state")), "open"), m);
+    EXPECT_INT(json_integer_value(json_object_get(m, "socket")), theirs, "%s", jd(m));
+    EXPECT_STR(json_string_value(json_object_get(m, "state")), "open", "%s", jd(m));
     json_decref(m);
 
     /* A closed handle is unknown afterwards, to its owner too. */
     json_decref(h_ok(b, "socket.close", "{s:I}", "socket", (json_int_t)theirs));
-    assert_int_equal(h_err(b, NULL, "socket.info", "{s:I}", "socket", (json_int_t)theirs), -32001);
-    assert_int_equal(h_err(b, NULL, "socket.close", "{s:I}", "socket", (json_int_t)theirs), -32001);
+    EXPECT_INT(h_err(b, NULL, "socket.info", "{s:I}", "socket", (json_int_t)theirs), -32001,
+               "socket.info error code");
+    EXPECT_INT(h_err(b, NULL, "socket.close", "{s:I}", "socket", (json_int_t)theirs), -32001,
+               "socket.close error code");
     json_decref(err_none);
     json_decref(err_other);
     h_client_close(a);
@@ -865,26 +869,28 @@ test_wrong_state(void **state)
 
     peer = h_peer_auto(H_SINK, 0);
     o = h_open(c, "tcp");
-    assert_int_equal(
-        h_err(c, NULL, "socket.send", "{s:I, s:s}", "socket", (json_int_t)o, "text", "x"), -32002);
-    assert_int_equal(
-        h_err(c, NULL, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)o, "length", 1), -32002);
-    assert_int_equal(h_err(c, NULL, "socket.shutdown", "{s:I}", "socket", (json_int_t)o), -32002);
+    EXPECT_INT(h_err(c, NULL, "socket.send", "{s:I, s:s}", "socket", (json_int_t)o, "text", "x"),
+               -32002, "socket.send error code");
+    EXPECT_INT(h_err(c, NULL, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)o, "length", 1),
+               -32002, "socket.recv error code");
+    EXPECT_INT(h_err(c, NULL, "socket.shutdown", "{s:I}", "socket", (json_int_t)o), -32002,
+               "socket.shutdown error code");
     m = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)o);
-    H_CHECK(!strcmp(json_string_value(json_object_get(m, "state")), "open"), m);
+    EXPECT_STR(json_string_value(json_object_get(m, "state")), "open", "%s", jd(m));
     json_decref(m);
 
     s = h_connect_tcp(c, peer->port);
-    assert_int_equal(h_err(c, NULL, "socket.bind", "{s:I}", "socket", (json_int_t)s), -32002);
-    assert_int_equal(h_err(c, NULL, "socket.listen", "{s:I}", "socket", (json_int_t)s), -32002);
-    assert_int_equal(h_err(c, NULL, "socket.connect", "{s:I, s:s, s:i}", "socket", (json_int_t)s,
-                           "address", "127.0.0.1", "port", peer->port),
-                     -32002);
-    assert_int_equal(
-        h_err(c, NULL, "socket.accept", "{s:I, s:i}", "socket", (json_int_t)s, "pending", 1),
-        -32002);
+    EXPECT_INT(h_err(c, NULL, "socket.bind", "{s:I}", "socket", (json_int_t)s), -32002,
+               "socket.bind error code");
+    EXPECT_INT(h_err(c, NULL, "socket.listen", "{s:I}", "socket", (json_int_t)s), -32002,
+               "socket.listen error code");
+    EXPECT_INT(h_err(c, NULL, "socket.connect", "{s:I, s:s, s:i}", "socket", (json_int_t)s,
+                     "address", "127.0.0.1", "port", peer->port),
+               -32002, "socket.connect error code");
+    EXPECT_INT(h_err(c, NULL, "socket.accept", "{s:I, s:i}", "socket", (json_int_t)s, "pending", 1),
+               -32002, "socket.accept error code");
     m = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)s);
-    H_CHECK(!strcmp(json_string_value(json_object_get(m, "state")), "connected"), m);
+    EXPECT_STR(json_string_value(json_object_get(m, "state")), "connected", "%s", jd(m));
     json_decref(m);
     h_client_close(c);
 }
@@ -900,29 +906,28 @@ test_send_cap(void **state)
     json_t *err = NULL, *m;
     long long s;
 
-    assert_non_null(data);
+    EXPECT_TRUE(data != NULL, "data");
     memset(data, 0x5a, cap + 1);
     peer = h_peer_auto(H_SINK, 0);
     s = h_connect_tcp(c, peer->port);
 
     /* One byte past the cap: -32003 max-send-buffer, nothing queued. */
     b64 = h_b64(data, cap + 1);
-    assert_int_equal(
-        h_err(c, &err, "socket.send", "{s:I, s:s}", "socket", (json_int_t)s, "data", b64), -32003);
-    H_CHECK(err_data_str(err, "limit") && !strcmp(err_data_str(err, "limit"), "max-send-buffer"),
-            err);
+    EXPECT_INT(h_err(c, &err, "socket.send", "{s:I, s:s}", "socket", (json_int_t)s, "data", b64),
+               -32003, "socket.send error code");
+    EXPECT_STR(err_data_str(err, "limit"), "max-send-buffer", "%s", jd(err));
     json_decref(err);
     free(b64);
     m = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)s);
-    H_CHECK(json_integer_value(json_object_get(m, "send_buffered")) == 0, m);
-    H_CHECK(json_integer_value(json_object_get(m, "bytes_sent")) == 0, m);
-    H_CHECK(!strcmp(json_string_value(json_object_get(m, "state")), "connected"), m);
+    EXPECT_INT(json_integer_value(json_object_get(m, "send_buffered")), 0, "%s", jd(m));
+    EXPECT_INT(json_integer_value(json_object_get(m, "bytes_sent")), 0, "%s", jd(m));
+    EXPECT_STR(json_string_value(json_object_get(m, "state")), "connected", "%s", jd(m));
     json_decref(m);
 
     /* Exactly the cap fits. */
     b64 = h_b64(data, cap);
     m = h_ok(c, "socket.send", "{s:I, s:s}", "socket", (json_int_t)s, "data", b64);
-    H_CHECK(json_integer_value(json_object_get(m, "queued")) == (json_int_t)cap, m);
+    EXPECT_INT(json_integer_value(json_object_get(m, "queued")), (json_int_t)cap, "%s", jd(m));
     json_decref(m);
     free(b64);
     free(data);
@@ -936,20 +941,20 @@ test_unsupported(void **state)
     json_t *st1 = h_wait_clients(c, 1), *st2;
     long long o;
 
-    assert_int_equal(h_err(c, NULL, "socket.open", "{s:s}", "type", "tls"),
-                     -32602); /* needs a context */
-    assert_int_equal(h_err(c, NULL, "socket.open", "{s:s}", "type", "dtls"),
-                     -32602); /* needs a (dtls) context too */
+    EXPECT_INT(h_err(c, NULL, "socket.open", "{s:s}", "type", "tls"), -32602,
+               "socket.open error code"); /* needs a context */
+    EXPECT_INT(h_err(c, NULL, "socket.open", "{s:s}", "type", "dtls"), -32602,
+               "socket.open error code"); /* needs a (dtls) context too */
     /* Host names are only for connect: bind takes an IP address or localhost. */
     o = h_open(c, "tcp");
-    assert_int_equal(h_err(c, NULL, "socket.bind", "{s:I, s:s}", "socket", (json_int_t)o, "address",
-                           "host.test:0"),
-                     -32602);
+    EXPECT_INT(h_err(c, NULL, "socket.bind", "{s:I, s:s}", "socket", (json_int_t)o, "address",
+                     "host.test:0"),
+               -32602, "socket.bind error code");
     /* Nothing was created by the failed opens. */
     st2 = stats(c);
-    H_CHECK(stat_sockets(st2, "total") == stat_sockets(st1, "total") + 1, st2);
-    H_CHECK(stat_sockets(st2, "tls") == stat_sockets(st1, "tls"), st2);
-    H_CHECK(stat_sockets(st2, "dtls") == stat_sockets(st1, "dtls"), st2);
+    EXPECT_INT(stat_sockets(st2, "total"), stat_sockets(st1, "total") + 1, "%s", jd(st2));
+    EXPECT_INT(stat_sockets(st2, "tls"), stat_sockets(st1, "tls"), "%s", jd(st2));
+    EXPECT_INT(stat_sockets(st2, "dtls"), stat_sockets(st1, "dtls"), "%s", jd(st2));
     json_decref(st1);
     json_decref(st2);
     h_client_close(c);
@@ -966,22 +971,22 @@ test_busy(void **state)
     peer = h_peer_auto(H_SINK, 0);
     s = h_connect_tcp(c, peer->port);
     json_decref(h_ok(c, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)s, "length", 10));
-    assert_int_equal(
-        h_err(c, NULL, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)s, "length", 10), -32006);
-    assert_int_equal(h_err(c, NULL, "socket.recv", "{s:I, s:i, s:b}", "socket", (json_int_t)s,
-                           "length", 10, "stream", 1),
-                     -32006);
+    EXPECT_INT(h_err(c, NULL, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)s, "length", 10),
+               -32006, "socket.recv error code");
+    EXPECT_INT(h_err(c, NULL, "socket.recv", "{s:I, s:i, s:b}", "socket", (json_int_t)s, "length",
+                     10, "stream", 1),
+               -32006, "socket.recv error code");
     m = h_ok(c, "socket.recv_cancel", "{s:I}", "socket", (json_int_t)s);
-    H_CHECK(json_is_true(json_object_get(m, "canceled")), m);
+    EXPECT_TRUE(json_is_true(json_object_get(m, "canceled")), "%s", jd(m));
     json_decref(m);
     m = h_ok(c, "socket.recv_cancel", "{s:I}", "socket", (json_int_t)s);
-    H_CHECK(json_is_false(json_object_get(m, "canceled")), m);
+    EXPECT_TRUE(json_is_false(json_object_get(m, "canceled")), "%s", jd(m));
     json_decref(m);
     /* After the cancel a new recv is accepted. */
     json_decref(h_ok(c, "socket.recv", "{s:I, s:i, s:b}", "socket", (json_int_t)s, "length", 10,
                      "stream", 1));
-    assert_int_equal(
-        h_err(c, NULL, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)s, "length", 1), -32006);
+    EXPECT_INT(h_err(c, NULL, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)s, "length", 1),
+               -32006, "socket.recv error code");
     h_no_event(c, 100);
     h_client_close(c);
 }
@@ -998,7 +1003,8 @@ test_split_writes(void **state)
 
     /* One byte per write. */
     for (size_t i = 0; i < sizeof req - 1; i++)
-        assert_int_equal(sockd_client_send_raw(c, req + i, 1), 0);
+        EXPECT_INT(sockd_client_send_raw(c, req + i, 1), 0, "sockd_client_send_raw: %s",
+                   strerror(errno));
     m = h_read(c, H_TIMEOUT_MS);
     check_result(m, "\"bytewise\"");
     json_decref(m);
@@ -1063,7 +1069,7 @@ test_ordering_notifications(void **state)
     check_result(m, "\"o\"");
     s = json_integer_value(json_object_get(json_object_get(m, "result"), "socket"));
     json_decref(m);
-    assert_true(s > 0);
+    EXPECT_TRUE(s > 0, "s > 0");
     snprintf(line, sizeof line,
              "{\"jsonrpc\":\"2.0\",\"method\":\"socket.connect\",\"params\":{\"socket\":%lld,"
              "\"address\":\"127.0.0.1:%d\"},\"id\":\"conn-1\"}\n",
@@ -1076,18 +1082,16 @@ test_ordering_notifications(void **state)
             check_result(m, "\"conn-1\"");
             got_resp = 1;
         } else {
-            H_CHECK(got_resp, m); /* notification before the response */
-            H_CHECK(!strcmp(note_method(m), "socket.connected"), m);
+            EXPECT_TRUE(got_resp, "%s", jd(m)); /* notification before the response */
+            EXPECT_STR(note_method(m), "socket.connected", "%s", jd(m));
             p = json_object_get(m, "params");
-            H_CHECK(json_integer_value(json_object_get(p, "socket")) == s, m);
-            H_CHECK(json_is_string(json_object_get(p, "request")) &&
-                        !strcmp(json_string_value(json_object_get(p, "request")), "conn-1"),
-                    m);
+            EXPECT_INT(json_integer_value(json_object_get(p, "socket")), s, "%s", jd(m));
+            EXPECT_STR(json_string_value(json_object_get(p, "request")), "conn-1", "%s", jd(m));
             got_note = 1;
         }
         json_decref(m);
     }
-    assert_true(got_note);
+    EXPECT_TRUE(got_note, "got_note");
 
     /* send: the {queued} result before socket.sent {bytes, request}. */
     snprintf(line, sizeof line,
@@ -1100,22 +1104,21 @@ test_ordering_notifications(void **state)
         m = h_read(c, H_TIMEOUT_MS);
         if (!note_method(m)) {
             check_result(m, "\"snd-1\"");
-            H_CHECK(json_integer_value(json_object_get(json_object_get(m, "result"), "queued")) ==
-                        5,
-                    m);
+            EXPECT_INT(json_integer_value(json_object_get(json_object_get(m, "result"), "queued")),
+                       5, "%s", jd(m));
             got_resp = 1;
         } else {
-            H_CHECK(got_resp, m);
-            H_CHECK(!strcmp(note_method(m), "socket.sent"), m);
+            EXPECT_TRUE(got_resp, "%s", jd(m));
+            EXPECT_STR(note_method(m), "socket.sent", "%s", jd(m));
             p = json_object_get(m, "params");
-            H_CHECK(json_integer_value(json_object_get(p, "socket")) == s, m);
-            H_CHECK(json_integer_value(json_object_get(p, "bytes")) == 5, m);
-            H_CHECK(!strcmp(json_string_value(json_object_get(p, "request")), "snd-1"), m);
+            EXPECT_INT(json_integer_value(json_object_get(p, "socket")), s, "%s", jd(m));
+            EXPECT_INT(json_integer_value(json_object_get(p, "bytes")), 5, "%s", jd(m));
+            EXPECT_STR(json_string_value(json_object_get(p, "request")), "snd-1", "%s", jd(m));
             got_note = 1;
         }
         json_decref(m);
     }
-    assert_true(got_note);
+    EXPECT_TRUE(got_note, "got_note");
 
     /* recv (the echo is already waiting): result before socket.received {request: 4242}. */
     snprintf(line, sizeof line,
@@ -1130,17 +1133,17 @@ test_ordering_notifications(void **state)
             check_result(m, "4242");
             got_resp = 1;
         } else {
-            H_CHECK(got_resp, m);
-            H_CHECK(!strcmp(note_method(m), "socket.received"), m);
+            EXPECT_TRUE(got_resp, "%s", jd(m));
+            EXPECT_STR(note_method(m), "socket.received", "%s", jd(m));
             p = json_object_get(m, "params");
-            H_CHECK(json_integer_value(json_object_get(p, "socket")) == s, m);
-            H_CHECK(json_integer_value(json_object_get(p, "request")) == 4242, m);
-            H_CHECK(!strcmp(json_string_value(json_object_get(p, "data")), "aGVsbG8="), m);
+            EXPECT_INT(json_integer_value(json_object_get(p, "socket")), s, "%s", jd(m));
+            EXPECT_INT(json_integer_value(json_object_get(p, "request")), 4242, "%s", jd(m));
+            EXPECT_STR(json_string_value(json_object_get(p, "data")), "aGVsbG8=", "%s", jd(m));
             got_note = 1;
         }
         json_decref(m);
     }
-    assert_true(got_note);
+    EXPECT_TRUE(got_note, "got_note");
 
     /* A send issued as a notification: socket.sent comes without "request". */
     snprintf(line, sizeof line,
@@ -1149,9 +1152,10 @@ test_ordering_notifications(void **state)
              s);
     h_send_raw(c, line);
     m = h_read(c, H_TIMEOUT_MS);
-    H_CHECK(note_method(m) && !strcmp(note_method(m), "socket.sent"), m);
-    H_CHECK(json_object_get(json_object_get(m, "params"), "request") == NULL, m);
-    H_CHECK(json_integer_value(json_object_get(json_object_get(m, "params"), "bytes")) == 3, m);
+    EXPECT_STR(note_method(m), "socket.sent", "%s", jd(m));
+    EXPECT_TRUE(json_object_get(json_object_get(m, "params"), "request") == NULL, "%s", jd(m));
+    EXPECT_INT(json_integer_value(json_object_get(json_object_get(m, "params"), "bytes")), 3, "%s",
+               jd(m));
     json_decref(m);
 
     /* Inside a batch, the notifications follow the whole batch's answer. */
@@ -1163,17 +1167,18 @@ test_ordering_notifications(void **state)
              s, s);
     h_send_raw(c, line);
     m = h_read(c, H_TIMEOUT_MS);
-    H_CHECK(json_is_array(m) && json_array_size(m) == 2, m);
+    EXPECT_TRUE(json_is_array(m) && json_array_size(m) == 2, "%s", jd(m));
     check_result(json_array_get(m, 0), "\"b1\"");
     check_result(json_array_get(m, 1), "\"b2\"");
     json_decref(m);
     for (i = 0; i < 2; i++) {
         m = h_read(c, H_TIMEOUT_MS);
-        H_CHECK(note_method(m) && !strcmp(note_method(m), "socket.sent"), m);
+        EXPECT_STR(note_method(m), "socket.sent", "%s", jd(m));
         p = json_object_get(m, "params");
         /* Notifications of one socket in the order they happened. */
-        H_CHECK(!strcmp(json_string_value(json_object_get(p, "request")), i == 0 ? "b1" : "b2"), m);
-        H_CHECK(json_integer_value(json_object_get(p, "bytes")) == i + 1, m);
+        EXPECT_TRUE(!strcmp(json_string_value(json_object_get(p, "request")), i == 0 ? "b1" : "b2"),
+                    "%s", jd(m));
+        EXPECT_INT(json_integer_value(json_object_get(p, "bytes")), i + 1, "%s", jd(m));
         json_decref(m);
     }
     h_client_close(c);
@@ -1189,7 +1194,7 @@ test_pipelined(void **state)
     long long s;
     int next = 1, sent_notes = 0, sends = 0, seen_resp[17] = {0};
 
-    assert_non_null(buf);
+    EXPECT_TRUE(buf != NULL, "buf");
     peer = h_peer_auto(H_DRAIN, 0);
     s = h_connect_tcp(c, peer->port);
 
@@ -1231,7 +1236,7 @@ test_pipelined(void **state)
             break;
         }
     }
-    assert_int_equal(sockd_client_send_raw(c, buf, off), 0);
+    EXPECT_INT(sockd_client_send_raw(c, buf, off), 0, "sockd_client_send_raw: %s", strerror(errno));
 
     /* Responses 1..16 in order; each socket.sent after its own response. */
     for (int i = 0; i < 64 && (next <= 16 || sent_notes < sends); i++) {
@@ -1239,9 +1244,9 @@ test_pipelined(void **state)
         if (note_method(m)) {
             json_t *p = json_object_get(m, "params");
             json_int_t req = json_integer_value(json_object_get(p, "request"));
-            H_CHECK(!strcmp(note_method(m), "socket.sent"), m);
-            H_CHECK(req >= 1 && req <= 16 && req % 6 == 1, m);
-            H_CHECK(seen_resp[req], m);
+            EXPECT_STR(note_method(m), "socket.sent", "%s", jd(m));
+            EXPECT_TRUE(req >= 1 && req <= 16 && req % 6 == 1, "%s", jd(m));
+            EXPECT_TRUE(seen_resp[req], "%s", jd(m));
             sent_notes++;
         } else {
             char want[16];
@@ -1255,9 +1260,10 @@ test_pipelined(void **state)
         }
         json_decref(m);
     }
-    assert_int_equal(next, 17);
-    assert_int_equal(sent_notes, sends);
-    assert_true(h_peer_wait_bytes(peer, (size_t)sends * 10, H_TIMEOUT_MS) == (size_t)sends * 10);
+    EXPECT_INT(next, 17, "next");
+    EXPECT_INT(sent_notes, sends, "sent_notes");
+    EXPECT_TRUE(h_peer_wait_bytes(peer, (size_t)sends * 10, H_TIMEOUT_MS) == (size_t)sends * 10,
+                "h_peer_wait_bytes(peer, (size_t)sends * 10, H_TIMEOUT_MS) == (size_t)sends * 10");
 
     /* 16 sends on one socket, pipelined: results and socket.sent in order. */
     off = 0;
@@ -1266,7 +1272,7 @@ test_pipelined(void **state)
                                 "{\"jsonrpc\":\"2.0\",\"method\":\"socket.send\",\"params\":"
                                 "{\"socket\":%lld,\"text\":\"x\"},\"id\":%d}\n",
                                 s, id);
-    assert_int_equal(sockd_client_send_raw(c, buf, off), 0);
+    EXPECT_INT(sockd_client_send_raw(c, buf, off), 0, "sockd_client_send_raw: %s", strerror(errno));
     {
         int next_resp = 101, next_sent = 101;
         for (int i = 0; i < 64 && (next_resp <= 116 || next_sent <= 116); i++) {
@@ -1274,8 +1280,8 @@ test_pipelined(void **state)
             if (note_method(m)) {
                 json_int_t req =
                     json_integer_value(json_object_get(json_object_get(m, "params"), "request"));
-                H_CHECK(req == next_sent, m);
-                H_CHECK(req < next_resp, m);
+                EXPECT_TRUE(req == next_sent, "%s", jd(m));
+                EXPECT_TRUE(req < next_resp, "%s", jd(m));
                 next_sent++;
             } else {
                 char want[16];
@@ -1285,8 +1291,8 @@ test_pipelined(void **state)
             }
             json_decref(m);
         }
-        assert_int_equal(next_resp, 117);
-        assert_int_equal(next_sent, 117);
+        EXPECT_INT(next_resp, 117, "next_resp");
+        EXPECT_INT(next_sent, 117, "next_sent");
     }
     free(buf);
     h_client_close(c);
@@ -1304,9 +1310,9 @@ test_300_clients(void **state)
     json_t *st;
     char line[128];
 
-    assert_non_null(cs);
+    EXPECT_TRUE(cs != NULL, "cs");
     /* Room for 300 connections in this process. */
-    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    EXPECT_INT(getrlimit(RLIMIT_NOFILE, &rl), 0, "getrlimit: %s", strerror(errno));
     if (rl.rlim_cur < 1024 && rl.rlim_max >= 1024) {
         rl.rlim_cur = 1024;
         setrlimit(RLIMIT_NOFILE, &rl);
@@ -1327,7 +1333,7 @@ test_300_clients(void **state)
         json_decref(m);
     }
     st = stats(watcher);
-    H_CHECK(stat_int(st, "clients") >= N + 1, st);
+    EXPECT_TRUE(stat_int(st, "clients") >= N + 1, "%s", jd(st));
     json_decref(st);
     for (int i = 0; i < N; i++)
         h_client_close(cs[i]);
@@ -1356,7 +1362,7 @@ test_handles_unique(void **state)
     for (int i = 0; i < PER; i++)
         seen[n++] = h_open(c, "tcp");
     for (int i = 0; i < n; i++) {
-        assert_true(seen[i] > 0);
+        EXPECT_TRUE(seen[i] > 0, "seen[i] > 0");
         for (int j = 0; j < i; j++)
             if (seen[i] == seen[j]) {
                 fprintf(stderr, "handle %lld handed out twice (#%d and #%d)\n", seen[i], j, i);
@@ -1365,10 +1371,10 @@ test_handles_unique(void **state)
     }
     /* A's old handles mean nothing to C (nor to B). */
     for (int i = 0; i < PER; i++) {
-        assert_int_equal(h_err(c, NULL, "socket.info", "{s:I}", "socket", (json_int_t)seen[i]),
-                         -32001);
-        assert_int_equal(h_err(b, NULL, "socket.info", "{s:I}", "socket", (json_int_t)seen[i]),
-                         -32001);
+        EXPECT_INT(h_err(c, NULL, "socket.info", "{s:I}", "socket", (json_int_t)seen[i]), -32001,
+                   "socket.info error code");
+        EXPECT_INT(h_err(b, NULL, "socket.info", "{s:I}", "socket", (json_int_t)seen[i]), -32001,
+                   "socket.info error code");
     }
     h_client_close(b);
     h_client_close(c);

@@ -42,6 +42,7 @@
 #include <openssl/x509v3.h>
 
 #include "harness.h"
+#include "tc.h"
 
 static struct h_daemon D;
 
@@ -51,13 +52,13 @@ static struct h_daemon D;
 /* ---- helpers ----------------------------------------------------------------------------- */
 
 static long long
-jint(const json_t *o, const char *k)
+jint_or0(const json_t *o, const char *k)
 {
     return (long long)json_integer_value(json_object_get(o, k));
 }
 
 static const char *
-jstr(const json_t *o, const char *k)
+jstr_or_empty(const json_t *o, const char *k)
 {
     const char *s = json_string_value(json_object_get(o, k));
     return s ? s : "";
@@ -87,41 +88,42 @@ ctx_new(struct sockd_client *c, int srtp, int verify)
 {
     json_t *r =
         h_ok(c, "context.create", "{s:b,s:b,s:b}", "dtls", 1, "srtp", srtp, "verify", verify);
-    long long id = jint(r, "context");
+    long long id = jint_or0(r, "context");
     json_decref(r);
     return id;
 }
 
 /* context.fingerprint of a role -> malloc'ed text. */
 static char *
-ctx_fp(struct sockd_client *c, long long ctx, const char *role)
+ctx_fp(struct sockd_client *c, long long context_id, const char *role)
 {
-    json_t *r =
-        h_ok(c, "context.fingerprint", "{s:I,s:s}", "context", (json_int_t)ctx, "role", role);
-    char *fp = strdup(jstr(r, "fingerprint"));
+    json_t *r = h_ok(c, "context.fingerprint", "{s:I,s:s}", "context", (json_int_t)context_id,
+                     "role", role);
+    char *fp = strdup(jstr_or_empty(r, "fingerprint"));
     json_decref(r);
-    assert_true(strncmp(fp, "sha-256 ", 8) == 0);
+    EXPECT_TRUE(strncmp(fp, "sha-256 ", 8) == 0, "strncmp(fp, \"sha-256 \", 8) == 0");
     return fp;
 }
 
 static void
-ctx_gen(struct sockd_client *c, long long ctx, const char *role)
+ctx_gen(struct sockd_client *c, long long context_id, const char *role)
 {
-    json_decref(h_ok(c, "context.generate_certificate", "{s:I,s:s}", "context", (json_int_t)ctx,
-                     "role", role));
+    json_decref(h_ok(c, "context.generate_certificate", "{s:I,s:s}", "context",
+                     (json_int_t)context_id, "role", role));
 }
 
 /* A dtls listener on 127.0.0.1 (port 0: any) -> handle; *port its port. */
 static long long
-listener(struct sockd_client *c, long long ctx, int port, int auto_accept, int *port_out)
+listener(struct sockd_client *c, long long context_id, int port, int auto_accept, int *port_out)
 {
-    json_t *r = h_ok(c, "socket.open", "{s:s,s:I}", "type", "dtls", "context", (json_int_t)ctx);
-    long long l = jint(r, "socket");
+    json_t *r =
+        h_ok(c, "socket.open", "{s:s,s:I}", "type", "dtls", "context", (json_int_t)context_id);
+    long long l = jint_or0(r, "socket");
     json_decref(r);
     r = h_ok(c, "socket.bind", "{s:I,s:s,s:i}", "socket", (json_int_t)l, "address", "127.0.0.1",
              "port", port);
     if (port_out != NULL)
-        *port_out = (int)jint(json_object_get(r, "local"), "port");
+        *port_out = (int)jint_or0(json_object_get(r, "local"), "port");
     json_decref(r);
     json_decref(
         h_ok(c, "socket.listen", "{s:I,s:b}", "socket", (json_int_t)l, "auto_accept", auto_accept));
@@ -130,10 +132,11 @@ listener(struct sockd_client *c, long long ctx, int port, int auto_accept, int *
 
 /* A dtls client connecting to 127.0.0.1:port (not waited for) -> handle. */
 static long long
-client(struct sockd_client *c, long long ctx, int port, int timeout_ms)
+client(struct sockd_client *c, long long context_id, int port, int timeout_ms)
 {
-    json_t *r = h_ok(c, "socket.open", "{s:s,s:I}", "type", "dtls", "context", (json_int_t)ctx);
-    long long s = jint(r, "socket");
+    json_t *r =
+        h_ok(c, "socket.open", "{s:s,s:I}", "type", "dtls", "context", (json_int_t)context_id);
+    long long s = jint_or0(r, "socket");
     json_decref(r);
     json_decref(h_ok(c, "socket.connect", "{s:I,s:s,s:i,s:i}", "socket", (json_int_t)s, "address",
                      "127.0.0.1", "port", port, "timeout_ms", timeout_ms));
@@ -147,9 +150,9 @@ free_udp_port(void)
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t l = sizeof a;
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &l), 0);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
+    EXPECT_INT(bind(fd, (struct sockaddr *)&a, sizeof a), 0, "bind: %s", strerror(errno));
+    EXPECT_INT(getsockname(fd, (struct sockaddr *)&a, &l), 0, "getsockname: %s", strerror(errno));
     close(fd);
     return ntohs(a.sin_port);
 }
@@ -165,12 +168,12 @@ payload(int i, int dir, unsigned char *out)
 }
 
 static void
-send_bytes(struct sockd_client *c, long long s, const void *p, size_t n)
+dtls_send_bytes(struct sockd_client *c, long long s, const void *p, size_t n)
 {
     char *b = h_b64(p, n);
     json_t *r =
         h_ok(c, "socket.send", "{s:I,s:s,s:b}", "socket", (json_int_t)s, "data", b, "notify", 0);
-    assert_int_equal(jint(r, "queued"), (long long)n);
+    EXPECT_INT(jint_or0(r, "queued"), (long long)n, "jint_or0(r, \"queued\")");
     json_decref(r);
     free(b);
 }
@@ -184,22 +187,23 @@ datagrams(struct sockd_client *c, long long from, long long to, int count, int d
                      "stream", 1));
     for (int i = 0; i < count; i++) {
         size_t n = payload(i, dir, want);
-        send_bytes(c, from, want, n);
+        dtls_send_bytes(c, from, want, n);
     }
     for (int i = 0; i < count; i++) {
         size_t n = payload(i, dir, want), got = 0;
         json_t *p = ev(c, "socket.received", to, H_TIMEOUT_MS);
-        unsigned char *data = h_unb64(jstr(p, "data"), &got);
+        unsigned char *data = h_unb64(jstr_or_empty(p, "data"), &got);
         if (got != n || memcmp(data, want, n) != 0) {
             fprintf(stderr, "datagram %d: got %zu bytes, expected %zu\n", i, got, n);
             fail();
         }
-        H_CHECK(json_object_get(p, "from") == NULL, p); /* connected: no from */
+        EXPECT_TRUE(json_object_get(p, "from") == NULL, "%s", jd(p)); /* connected: no from */
         free(data);
         json_decref(p);
     }
     json_t *r = h_ok(c, "socket.recv_cancel", "{s:I}", "socket", (json_int_t)to);
-    assert_true(json_is_true(json_object_get(r, "canceled")));
+    EXPECT_TRUE(json_is_true(json_object_get(r, "canceled")),
+                "json_is_true(json_object_get(r, \"canceled\"))");
     json_decref(r);
 }
 
@@ -209,10 +213,10 @@ srtp_km(const json_t *tls, const char *profile, size_t want_len)
 {
     const json_t *srtp = json_object_get(tls, "srtp");
     size_t n = 0;
-    H_CHECK(json_is_object(srtp), tls);
-    H_CHECK(strcmp(jstr(srtp, "profile"), profile) == 0, tls);
-    unsigned char *km = h_unb64(jstr(srtp, "keying_material"), &n);
-    H_CHECK(n == want_len, tls);
+    EXPECT_TRUE(json_is_object(srtp), "%s", jd(tls));
+    EXPECT_TRUE(strcmp(jstr_or_empty(srtp, "profile"), profile) == 0, "%s", jd(tls));
+    unsigned char *km = h_unb64(jstr_or_empty(srtp, "keying_material"), &n);
+    EXPECT_TRUE(n == want_len, "%s", jd(tls));
     return km;
 }
 
@@ -220,8 +224,9 @@ srtp_km(const json_t *tls, const char *profile, size_t want_len)
 static void
 check_pair(const json_t *a_remote, const json_t *b_local)
 {
-    H_CHECK(strcmp(jstr(a_remote, "address"), jstr(b_local, "address")) == 0, a_remote);
-    H_CHECK(jint(a_remote, "port") == jint(b_local, "port"), a_remote);
+    EXPECT_TRUE(strcmp(jstr_or_empty(a_remote, "address"), jstr_or_empty(b_local, "address")) == 0,
+                "%s", jd(a_remote));
+    EXPECT_TRUE(jint_or0(a_remote, "port") == jint_or0(b_local, "port"), "%s", jd(a_remote));
 }
 
 /* A self-signed EC certificate for cn (SAN DNS:cn) as PEM texts (malloc'ed). */
@@ -233,9 +238,9 @@ make_cert(const char *cn, char **cert_pem, char **key_pem)
     BIGNUM *bn = BN_new();
     unsigned char rnd[16];
     char san[300];
-    assert_non_null(k);
-    assert_non_null(x);
-    assert_int_equal(RAND_bytes(rnd, sizeof rnd), 1);
+    EXPECT_TRUE(k != NULL, "k");
+    EXPECT_TRUE(x != NULL, "x");
+    EXPECT_INT(RAND_bytes(rnd, sizeof rnd), 1, "RAND_bytes(rnd, sizeof rnd)");
     rnd[0] &= 0x7f;
     BN_bin2bn(rnd, sizeof rnd, bn);
     BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x));
@@ -251,10 +256,10 @@ make_cert(const char *cn, char **cert_pem, char **key_pem)
     X509V3_set_ctx_nodb(&v3);
     X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
     X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
-    assert_non_null(e);
+    EXPECT_TRUE(e != NULL, "e");
     X509_add_ext(x, e, -1);
     X509_EXTENSION_free(e);
-    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
+    EXPECT_TRUE(X509_sign(x, k, EVP_sha256()) > 0, "X509_sign(x, k, EVP_sha256()) > 0");
 
     BIO *b = BIO_new(BIO_s_mem());
     char *p;
@@ -299,48 +304,53 @@ test_dtls_pair_srtp(void **state)
 
     /* The peer that passed the cookie exchange waits as a pending connection. */
     json_t *in = ev(c, "socket.incoming", l, H_TIMEOUT_MS);
-    long long pending = jint(in, "pending");
-    H_CHECK(pending > 0, in);
-    H_CHECK(strcmp(jstr(json_object_get(in, "remote"), "address"), "127.0.0.1") == 0, in);
-    H_CHECK(jint(json_object_get(in, "local"), "port") == port, in);
+    long long pending = jint_or0(in, "pending");
+    EXPECT_TRUE(pending > 0, "%s", jd(in));
+    EXPECT_TRUE(strcmp(jstr_or_empty(json_object_get(in, "remote"), "address"), "127.0.0.1") == 0,
+                "%s", jd(in));
+    EXPECT_TRUE(jint_or0(json_object_get(in, "local"), "port") == port, "%s", jd(in));
     json_t *info = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)l);
-    H_CHECK(strcmp(jstr(info, "state"), "listening") == 0 && jint(info, "pending") == 1, info);
+    EXPECT_TRUE(strcmp(jstr_or_empty(info, "state"), "listening") == 0 &&
+                    jint_or0(info, "pending") == 1,
+                "%s", jd(info));
     json_decref(info);
 
     json_t *r = h_ok(c, "socket.accept", "{s:I,s:I}", "socket", (json_int_t)l, "pending",
                      (json_int_t)pending);
-    long long a = jint(r, "socket");
+    long long a = jint_or0(r, "socket");
     json_decref(r);
 
     json_t *acc = ev(c, "socket.accepted", a, H_TIMEOUT_MS);
     json_t *con = ev(c, "socket.connected", s, H_TIMEOUT_MS);
-    H_CHECK(jint(acc, "listener") == l, acc);
+    EXPECT_TRUE(jint_or0(acc, "listener") == l, "%s", jd(acc));
     check_pair(json_object_get(acc, "remote"), json_object_get(con, "local"));
     check_pair(json_object_get(con, "remote"), json_object_get(acc, "local"));
-    H_CHECK(jint(json_object_get(con, "remote"), "port") == port, con);
+    EXPECT_TRUE(jint_or0(json_object_get(con, "remote"), "port") == port, "%s", jd(con));
     check_pair(json_object_get(in, "remote"), json_object_get(con, "local"));
 
     json_t *ctls = json_object_get(con, "tls"), *stls = json_object_get(acc, "tls");
-    H_CHECK(strcmp(jstr(ctls, "version"), "DTLSv1.2") == 0, con);
-    H_CHECK(strcmp(jstr(stls, "version"), "DTLSv1.2") == 0, acc);
-    H_CHECK(strcmp(jstr(ctls, "peer_fingerprint"), sfp) == 0, con);
-    H_CHECK(json_is_false(json_object_get(ctls, "verified")), con); /* verify:false */
-    H_CHECK(strcmp(jstr(ctls, "cipher"), jstr(stls, "cipher")) == 0, con);
+    EXPECT_TRUE(strcmp(jstr_or_empty(ctls, "version"), "DTLSv1.2") == 0, "%s", jd(con));
+    EXPECT_TRUE(strcmp(jstr_or_empty(stls, "version"), "DTLSv1.2") == 0, "%s", jd(acc));
+    EXPECT_TRUE(strcmp(jstr_or_empty(ctls, "peer_fingerprint"), sfp) == 0, "%s", jd(con));
+    EXPECT_TRUE(json_is_false(json_object_get(ctls, "verified")), "%s", jd(con)); /* verify:false */
+    EXPECT_TRUE(strcmp(jstr_or_empty(ctls, "cipher"), jstr_or_empty(stls, "cipher")) == 0, "%s",
+                jd(con));
     /* The server's first choice of the offered profiles: AEAD_AES_128_GCM, 2 * (16 + 12). */
     unsigned char *ckm = srtp_km(ctls, "SRTP_AEAD_AES_128_GCM", 56);
     unsigned char *skm = srtp_km(stls, "SRTP_AEAD_AES_128_GCM", 56);
-    assert_memory_equal(ckm, skm, 56);
+    EXPECT_TRUE(memcmp(ckm, skm, 56) == 0, "ckm");
     free(ckm);
     free(skm);
 
     /* socket.info shows the tls object too, and both ends count as dtls sockets. */
     info = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)s);
-    H_CHECK(strcmp(jstr(info, "type"), "dtls") == 0, info);
-    H_CHECK(strcmp(jstr(info, "state"), "connected") == 0, info);
-    H_CHECK(json_is_object(json_object_get(json_object_get(info, "tls"), "srtp")), info);
+    EXPECT_TRUE(strcmp(jstr_or_empty(info, "type"), "dtls") == 0, "%s", jd(info));
+    EXPECT_TRUE(strcmp(jstr_or_empty(info, "state"), "connected") == 0, "%s", jd(info));
+    EXPECT_TRUE(json_is_object(json_object_get(json_object_get(info, "tls"), "srtp")), "%s",
+                jd(info));
     json_decref(info);
     json_t *st = stats_sockets(c);
-    H_CHECK(jint(st, "dtls") == 3, st);
+    EXPECT_TRUE(jint_or0(st, "dtls") == 3, "%s", jd(st));
     json_decref(st);
 
     /* Datagram boundaries both ways. */
@@ -353,17 +363,17 @@ test_dtls_pair_srtp(void **state)
         big[i] = (unsigned char)(i * 13);
     char *b64 = h_b64(big, DTLS_MAX + 1);
     json_t *err = NULL;
-    assert_int_equal(
-        h_err(c, &err, "socket.send", "{s:I,s:s}", "socket", (json_int_t)s, "data", b64), -32602);
+    EXPECT_INT(h_err(c, &err, "socket.send", "{s:I,s:s}", "socket", (json_int_t)s, "data", b64),
+               -32602, "socket.send error code");
     json_decref(err);
     free(b64);
     json_decref(h_ok(c, "socket.recv", "{s:I,s:i}", "socket", (json_int_t)a, "length", 65536));
-    send_bytes(c, s, big, DTLS_MAX);
+    dtls_send_bytes(c, s, big, DTLS_MAX);
     json_t *p = ev(c, "socket.received", a, H_TIMEOUT_MS);
     size_t n = 0;
-    unsigned char *got = h_unb64(jstr(p, "data"), &n);
-    assert_int_equal(n, DTLS_MAX);
-    assert_memory_equal(got, big, DTLS_MAX);
+    unsigned char *got = h_unb64(jstr_or_empty(p, "data"), &n);
+    EXPECT_INT(n, DTLS_MAX, "n");
+    EXPECT_TRUE(memcmp(got, big, DTLS_MAX) == 0, "got");
     free(got);
     free(big);
     json_decref(p);
@@ -373,35 +383,38 @@ test_dtls_pair_srtp(void **state)
     json_decref(h_ok(c, "socket.send", "{s:I,s:s,s:b}", "socket", (json_int_t)s, "text", "abcdef",
                      "notify", 0));
     p = ev(c, "socket.received", a, H_TIMEOUT_MS);
-    H_CHECK(strcmp(jstr(p, "data"), "YWJj") == 0 && jint(p, "size") == 6, p);
+    EXPECT_TRUE(strcmp(jstr_or_empty(p, "data"), "YWJj") == 0 && jint_or0(p, "size") == 6, "%s",
+                jd(p));
     json_decref(p);
 
     /* dtls sockets are connected: no sendto. */
-    assert_int_equal(h_err(c, NULL, "socket.sendto", "{s:I,s:s,s:s}", "socket", (json_int_t)s,
-                           "text", "x", "address", "127.0.0.1:9"),
-                     -32002);
+    EXPECT_INT(h_err(c, NULL, "socket.sendto", "{s:I,s:s,s:s}", "socket", (json_int_t)s, "text",
+                     "x", "address", "127.0.0.1:9"),
+               -32002, "socket.sendto error code");
 
     /* shutdown: close_notify; the peer's pending recv ends with eof, then closed by_peer. */
     json_decref(h_ok(c, "socket.recv", "{s:I,s:i}", "socket", (json_int_t)a, "length", 100));
     json_decref(h_ok(c, "socket.shutdown", "{s:I}", "socket", (json_int_t)s));
     p = ev(c, "socket.closed", s, H_TIMEOUT_MS);
-    H_CHECK(strcmp(jstr(p, "reason"), "normal") == 0, p);
+    EXPECT_TRUE(strcmp(jstr_or_empty(p, "reason"), "normal") == 0, "%s", jd(p));
     json_decref(p);
     p = ev(c, "socket.received", a, H_TIMEOUT_MS);
-    H_CHECK(json_is_true(json_object_get(p, "eof")) && strcmp(jstr(p, "data"), "") == 0, p);
+    EXPECT_TRUE(json_is_true(json_object_get(p, "eof")) &&
+                    strcmp(jstr_or_empty(p, "data"), "") == 0,
+                "%s", jd(p));
     json_decref(p);
     p = ev(c, "socket.closed", a, H_TIMEOUT_MS);
-    H_CHECK(strcmp(jstr(p, "reason"), "by_peer") == 0, p);
+    EXPECT_TRUE(strcmp(jstr_or_empty(p, "reason"), "by_peer") == 0, "%s", jd(p));
     json_decref(p);
 
     /* The listener still works: a second client is accepted as well. */
     long long s2 = client(c, cctx, port, H_TIMEOUT_MS);
     json_decref(in);
     in = ev(c, "socket.incoming", l, H_TIMEOUT_MS);
-    H_CHECK(jint(in, "pending") > pending, in);
+    EXPECT_TRUE(jint_or0(in, "pending") > pending, "%s", jd(in));
     r = h_ok(c, "socket.accept", "{s:I,s:I}", "socket", (json_int_t)l, "pending",
-             (json_int_t)jint(in, "pending"));
-    long long a2 = jint(r, "socket");
+             (json_int_t)jint_or0(in, "pending"));
+    long long a2 = jint_or0(r, "socket");
     json_decref(r);
     json_decref(ev(c, "socket.connected", s2, H_TIMEOUT_MS));
     json_decref(ev(c, "socket.accepted", a2, H_TIMEOUT_MS));
@@ -430,10 +443,10 @@ test_dtls_mutual_many(void **state)
     make_cert("dtls-client", &ccert, &ckey);
     json_t *r = h_ok(c, "context.create", "{s:b,s:s,s:s}", "dtls", 1, "ca", ccert, "verify_client",
                      "require");
-    long long sctx = jint(r, "context");
+    long long sctx = jint_or0(r, "context");
     json_decref(r);
     r = h_ok(c, "context.create", "{s:b,s:s}", "dtls", 1, "ca", scert);
-    long long cctx = jint(r, "context");
+    long long cctx = jint_or0(r, "context");
     json_decref(r);
     json_decref(h_ok(c, "context.set_server_certificate", "{s:I,s:s,s:s}", "context",
                      (json_int_t)sctx, "cert", scert, "key", skey));
@@ -447,7 +460,7 @@ test_dtls_mutual_many(void **state)
     int cport[N];
     for (int i = 0; i < N; i++) {
         r = h_ok(c, "socket.open", "{s:s,s:I}", "type", "dtls", "context", (json_int_t)cctx);
-        cs[i] = jint(r, "socket");
+        cs[i] = jint_or0(r, "socket");
         json_decref(r);
         json_decref(h_ok(c, "socket.connect", "{s:I,s:s,s:i,s:s}", "socket", (json_int_t)cs[i],
                          "address", "127.0.0.1", "port", port, "server_name", "localhost"));
@@ -455,23 +468,23 @@ test_dtls_mutual_many(void **state)
     for (int i = 0; i < N; i++) {
         json_t *con = ev(c, "socket.connected", cs[i], H_TIMEOUT_MS);
         json_t *tls = json_object_get(con, "tls");
-        H_CHECK(json_is_true(json_object_get(tls, "verified")), con);
-        H_CHECK(strcmp(jstr(tls, "peer_fingerprint"), sfp) == 0, con);
-        H_CHECK(json_object_get(tls, "srtp") == NULL, con); /* srtp not asked */
-        cport[i] = (int)jint(json_object_get(con, "local"), "port");
+        EXPECT_TRUE(json_is_true(json_object_get(tls, "verified")), "%s", jd(con));
+        EXPECT_TRUE(strcmp(jstr_or_empty(tls, "peer_fingerprint"), sfp) == 0, "%s", jd(con));
+        EXPECT_TRUE(json_object_get(tls, "srtp") == NULL, "%s", jd(con)); /* srtp not asked */
+        cport[i] = (int)jint_or0(json_object_get(con, "local"), "port");
         json_decref(con);
     }
     for (int i = 0; i < N; i++) {
         json_t *acc = ev(c, "socket.accepted", 0, H_TIMEOUT_MS);
         json_t *tls = json_object_get(acc, "tls");
-        H_CHECK(jint(acc, "listener") == l, acc);
-        H_CHECK(json_is_true(json_object_get(tls, "verified")), acc);
-        H_CHECK(strcmp(jstr(tls, "peer_fingerprint"), cfp) == 0, acc);
-        int rp = (int)jint(json_object_get(acc, "remote"), "port"), k;
+        EXPECT_TRUE(jint_or0(acc, "listener") == l, "%s", jd(acc));
+        EXPECT_TRUE(json_is_true(json_object_get(tls, "verified")), "%s", jd(acc));
+        EXPECT_TRUE(strcmp(jstr_or_empty(tls, "peer_fingerprint"), cfp) == 0, "%s", jd(acc));
+        int rp = (int)jint_or0(json_object_get(acc, "remote"), "port"), k;
         for (k = 0; k < N && cport[k] != rp; k++)
             ;
-        H_CHECK(k < N, acc); /* one accepted socket per client */
-        as[k] = jint(acc, "socket");
+        EXPECT_TRUE(k < N, "%s", jd(acc)); /* one accepted socket per client */
+        as[k] = jint_or0(acc, "socket");
         cport[k] = -1;
         json_decref(acc);
     }
@@ -481,7 +494,7 @@ test_dtls_mutual_many(void **state)
         datagrams(c, as[i], cs[i], 3, 20 + i);
     }
     json_t *info = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)l);
-    H_CHECK(jint(info, "pending") == 0, info);
+    EXPECT_TRUE(jint_or0(info, "pending") == 0, "%s", jd(info));
     json_decref(info);
     h_client_close(c);
     free(scert), free(skey), free(ccert), free(ckey), free(sfp), free(cfp);
@@ -499,25 +512,26 @@ test_dtls_verify_fails(void **state)
     ctx_gen(c, sctx, "server");
     long long l = listener(c, sctx, 0, 0, &port);
     json_t *r = h_ok(c, "socket.open", "{s:s,s:I}", "type", "dtls", "context", (json_int_t)cctx);
-    long long s = jint(r, "socket");
+    long long s = jint_or0(r, "socket");
     json_decref(r);
     json_t *res = NULL, *params = json_pack("{s:I,s:s,s:i,s:s}", "socket", (json_int_t)s, "address",
                                             "127.0.0.1", "port", port, "server_name", "localhost");
     json_t *in;
-    assert_int_equal(sockd_client_call(c, "socket.connect", params, &res, NULL, H_TIMEOUT_MS), 0);
+    EXPECT_INT(sockd_client_call(c, "socket.connect", params, &res, NULL, H_TIMEOUT_MS), 0,
+               "sockd_client_call");
     json_decref(params);
     json_decref(res);
     in = ev(c, "socket.incoming", l, H_TIMEOUT_MS);
     r = h_ok(c, "socket.accept", "{s:I,s:I}", "socket", (json_int_t)l, "pending",
-             (json_int_t)jint(in, "pending"));
-    long long a = jint(r, "socket");
+             (json_int_t)jint_or0(in, "pending"));
+    long long a = jint_or0(r, "socket");
     json_decref(r);
     json_t *p = ev(c, "socket.closed", s, H_TIMEOUT_MS);
-    H_CHECK(strcmp(jstr(p, "reason"), "tls_handshake_failed") == 0, p);
-    H_CHECK(json_object_get(p, "request") != NULL, p);
+    EXPECT_TRUE(strcmp(jstr_or_empty(p, "reason"), "tls_handshake_failed") == 0, "%s", jd(p));
+    EXPECT_TRUE(json_object_get(p, "request") != NULL, "%s", jd(p));
     json_decref(p);
     p = ev(c, "socket.closed", a, H_TIMEOUT_MS);
-    H_CHECK(strcmp(jstr(p, "reason"), "tls_handshake_failed") == 0, p);
+    EXPECT_TRUE(strcmp(jstr_or_empty(p, "reason"), "tls_handshake_failed") == 0, "%s", jd(p));
     json_decref(p);
     json_decref(in);
     h_client_close(c);
@@ -539,18 +553,18 @@ test_dtls_retransmit(void **state)
     long long s = client(c, cctx, port, 15000);
     h_sleep_ms(1500);
     json_t *info = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)s);
-    H_CHECK(strcmp(jstr(info, "state"), "connecting") == 0, info);
+    EXPECT_TRUE(strcmp(jstr_or_empty(info, "state"), "connecting") == 0, "%s", jd(info));
     json_decref(info);
     long long l = listener(c, sctx, port, 1, NULL);
     json_t *con = ev(c, "socket.connected", s, 8000);
     json_t *acc = ev(c, "socket.accepted", 0, 2000);
     long long took = h_now_ms() - t0;
-    H_CHECK(took >= 1500, con);
+    EXPECT_TRUE(took >= 1500, "%s", jd(con));
     check_pair(json_object_get(acc, "remote"), json_object_get(con, "local"));
     unsigned char *k1 = srtp_km(json_object_get(con, "tls"), "SRTP_AEAD_AES_128_GCM", 56);
     unsigned char *k2 = srtp_km(json_object_get(acc, "tls"), "SRTP_AEAD_AES_128_GCM", 56);
-    assert_memory_equal(k1, k2, 56);
-    datagrams(c, s, jint(acc, "socket"), 5, 5);
+    EXPECT_TRUE(memcmp(k1, k2, 56) == 0, "k1");
+    datagrams(c, s, jint_or0(acc, "socket"), 5, 5);
     free(k1);
     free(k2);
     json_decref(con);
@@ -623,14 +637,14 @@ relay_start(struct relay *r, int to_port)
     memset(r, 0, sizeof *r);
     r->a = socket(AF_INET, SOCK_DGRAM, 0);
     r->b = socket(AF_INET, SOCK_DGRAM, 0);
-    assert_true(r->a >= 0 && r->b >= 0);
-    assert_int_equal(bind(r->a, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(r->a, (struct sockaddr *)&a, &l), 0);
+    EXPECT_TRUE(r->a >= 0 && r->b >= 0, "r->a >= 0 && r->b >= 0");
+    EXPECT_INT(bind(r->a, (struct sockaddr *)&a, sizeof a), 0, "bind: %s", strerror(errno));
+    EXPECT_INT(getsockname(r->a, (struct sockaddr *)&a, &l), 0, "getsockname: %s", strerror(errno));
     r->port = ntohs(a.sin_port);
     a.sin_port = htons((uint16_t)to_port);
-    assert_int_equal(connect(r->b, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(pipe(r->stop), 0);
-    assert_int_equal(pthread_create(&r->th, NULL, relay_main, r), 0);
+    EXPECT_INT(connect(r->b, (struct sockaddr *)&a, sizeof a), 0, "connect: %s", strerror(errno));
+    EXPECT_INT(pipe(r->stop), 0, "pipe: %s", strerror(errno));
+    EXPECT_INT(pthread_create(&r->th, NULL, relay_main, r), 0, "pthread_create");
 }
 
 static void
@@ -663,11 +677,11 @@ test_dtls_coalesced(void **state)
     g_relay_on = 1;
     long long s = client(c, cctx, g_relay.port, H_TIMEOUT_MS);
     json_t *acc = ev(c, "socket.accepted", 0, H_TIMEOUT_MS);
-    long long a = jint(acc, "socket");
+    long long a = jint_or0(acc, "socket");
     unsigned char want[1500];
     for (int i = 0; i < 3; i++) {
         size_t n = payload(i, 7, want);
-        send_bytes(c, a, want, n);
+        dtls_send_bytes(c, a, want, n);
     }
     json_decref(ev(c, "socket.connected", s, H_TIMEOUT_MS));
     json_decref(h_ok(c, "socket.recv", "{s:I,s:i,s:b}", "socket", (json_int_t)s, "length", 65536,
@@ -675,28 +689,29 @@ test_dtls_coalesced(void **state)
     for (int i = 0; i < 3; i++) {
         size_t n = payload(i, 7, want), got = 0;
         json_t *p = ev(c, "socket.received", s, H_TIMEOUT_MS);
-        unsigned char *data = h_unb64(jstr(p, "data"), &got);
-        H_CHECK(got == n && memcmp(data, want, n) == 0, p);
+        unsigned char *data = h_unb64(jstr_or_empty(p, "data"), &got);
+        EXPECT_TRUE(got == n && memcmp(data, want, n) == 0, "%s", jd(p));
         free(data);
         json_decref(p);
     }
-    H_CHECK(g_relay.merged > 0, acc);
+    EXPECT_TRUE(g_relay.merged > 0, "%s", jd(acc));
 
     /* An empty datagram and garbage from the peer's address are dropped; the association
      * goes on. */
     static const char junk[] = "\x17\xfe\xfd this is not a DTLS record";
-    assert_int_equal(
-        sendto(g_relay.a, "", 0, 0, (struct sockaddr *)&g_relay.client, sizeof g_relay.client), 0);
-    assert_int_equal(sendto(g_relay.a, junk, sizeof junk, 0, (struct sockaddr *)&g_relay.client,
-                            sizeof g_relay.client),
-                     (ssize_t)sizeof junk);
+    EXPECT_INT(
+        sendto(g_relay.a, "", 0, 0, (struct sockaddr *)&g_relay.client, sizeof g_relay.client), 0,
+        "sendto: %s", strerror(errno));
+    EXPECT_INT(sendto(g_relay.a, junk, sizeof junk, 0, (struct sockaddr *)&g_relay.client,
+                      sizeof g_relay.client),
+               (ssize_t)sizeof junk, "sendto: %s", strerror(errno));
     h_sleep_ms(100);
     for (int i = 3; i < 6; i++) {
         size_t n = payload(i, 7, want), got = 0;
-        send_bytes(c, a, want, n);
+        dtls_send_bytes(c, a, want, n);
         json_t *p = ev(c, "socket.received", s, H_TIMEOUT_MS);
-        unsigned char *data = h_unb64(jstr(p, "data"), &got);
-        H_CHECK(got == n && memcmp(data, want, n) == 0, p);
+        unsigned char *data = h_unb64(jstr_or_empty(p, "data"), &got);
+        EXPECT_TRUE(got == n && memcmp(data, want, n) == 0, "%s", jd(p));
         free(data);
         json_decref(p);
     }
@@ -723,7 +738,8 @@ test_dtls_close_handshake(void **state)
     h_sleep_ms(1200); /* one retransmission */
     json_t *r = h_ok(c, "socket.close", "{s:I}", "socket", (json_int_t)s);
     json_decref(r);
-    assert_int_equal(h_wait_fds(D.pid, base, H_TIMEOUT_MS), base);
+    EXPECT_INT(h_wait_fds(D.pid, base, H_TIMEOUT_MS), base,
+               "h_wait_fds(D.pid, base, H_TIMEOUT_MS)");
 
     /* A listener with a pending peer whose client is gone: accepted, its handshake can never
      * finish; closed mid-handshake. Then a pending one dropped with its listener. */
@@ -733,13 +749,13 @@ test_dtls_close_handshake(void **state)
     json_t *in = ev(c, "socket.incoming", l, H_TIMEOUT_MS);
     json_decref(h_ok(c, "socket.close", "{s:I}", "socket", (json_int_t)s));
     r = h_ok(c, "socket.accept", "{s:I,s:I}", "socket", (json_int_t)l, "pending",
-             (json_int_t)jint(in, "pending"));
-    long long a = jint(r, "socket");
+             (json_int_t)jint_or0(in, "pending"));
+    long long a = jint_or0(r, "socket");
     json_decref(r);
     json_decref(in);
     h_sleep_ms(200);
     json_t *info = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)a);
-    H_CHECK(strcmp(jstr(info, "state"), "connecting") == 0, info);
+    EXPECT_TRUE(strcmp(jstr_or_empty(info, "state"), "connecting") == 0, "%s", jd(info));
     json_decref(info);
     json_decref(h_ok(c, "socket.close", "{s:I}", "socket", (json_int_t)a));
 
@@ -748,30 +764,34 @@ test_dtls_close_handshake(void **state)
     json_decref(in);
     json_decref(h_ok(c, "socket.close", "{s:I}", "socket", (json_int_t)s));
     json_decref(h_ok(c, "socket.close", "{s:I}", "socket", (json_int_t)l));
-    assert_int_equal(h_wait_fds(D.pid, base, H_TIMEOUT_MS), base);
+    EXPECT_INT(h_wait_fds(D.pid, base, H_TIMEOUT_MS), base,
+               "h_wait_fds(D.pid, base, H_TIMEOUT_MS)");
 
     /* timeout_ms covers the handshake: closed "timeout" with the connect id. */
     s = client(c, cctx, free_udp_port(), 1200);
     json_t *t = ev(c, "socket.closed", s, 4000);
-    H_CHECK(strcmp(jstr(t, "reason"), "timeout") == 0 && json_object_get(t, "request"), t);
+    EXPECT_TRUE(strcmp(jstr_or_empty(t, "reason"), "timeout") == 0 && json_object_get(t, "request"),
+                "%s", jd(t));
     json_decref(t);
-    assert_int_equal(h_wait_fds(D.pid, base, H_TIMEOUT_MS), base);
+    EXPECT_INT(h_wait_fds(D.pid, base, H_TIMEOUT_MS), base,
+               "h_wait_fds(D.pid, base, H_TIMEOUT_MS)");
 
     /* A client shut down during its handshake: closed normal once connected. */
     l = listener(c, sctx, 0, 1, &port);
     s = client(c, cctx, port, H_TIMEOUT_MS);
     json_decref(h_ok(c, "socket.shutdown", "{s:I}", "socket", (json_int_t)s));
     json_t *p = ev(c, "socket.closed", s, H_TIMEOUT_MS);
-    H_CHECK(strcmp(jstr(p, "reason"), "normal") == 0, p);
+    EXPECT_TRUE(strcmp(jstr_or_empty(p, "reason"), "normal") == 0, "%s", jd(p));
     json_decref(p);
     p = ev(c, "socket.accepted", 0, H_TIMEOUT_MS);
-    long long a2 = jint(p, "socket");
+    long long a2 = jint_or0(p, "socket");
     json_decref(p);
     p = ev(c, "socket.closed", a2, H_TIMEOUT_MS);
-    H_CHECK(strcmp(jstr(p, "reason"), "by_peer") == 0, p);
+    EXPECT_TRUE(strcmp(jstr_or_empty(p, "reason"), "by_peer") == 0, "%s", jd(p));
     json_decref(p);
     json_decref(h_ok(c, "socket.close", "{s:I}", "socket", (json_int_t)l));
-    assert_int_equal(h_wait_fds(D.pid, base, H_TIMEOUT_MS), base);
+    EXPECT_INT(h_wait_fds(D.pid, base, H_TIMEOUT_MS), base,
+               "h_wait_fds(D.pid, base, H_TIMEOUT_MS)");
     h_client_close(c);
 }
 
@@ -799,11 +819,11 @@ test_dtls_daemon_shutdown(void **state)
     long long s3 = client(c, cctx, free_udp_port(), 60000); /* retransmitting */
     h_sleep_ms(100);
     json_decref(h_ok(c, "socket.send", "{s:I,s:s}", "socket", (json_int_t)s2, "text", "bye"));
-    assert_int_equal(kill(d2->pid, SIGTERM), 0);
-    long long want[] = {l, s1, l2, s2, jint(acc, "socket"), s3};
+    EXPECT_INT(kill(d2->pid, SIGTERM), 0, "kill: %s", strerror(errno));
+    long long want[] = {l, s1, l2, s2, jint_or0(acc, "socket"), s3};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         json_t *p = ev(c, "socket.closed", want[i], H_TIMEOUT_MS);
-        H_CHECK(strcmp(jstr(p, "reason"), "daemon_shutdown") == 0, p);
+        EXPECT_TRUE(strcmp(jstr_or_empty(p, "reason"), "daemon_shutdown") == 0, "%s", jd(p));
         json_decref(p);
     }
     json_decref(acc);
@@ -819,35 +839,38 @@ test_dtls_rpc_errors(void **state)
     (void)state;
     struct sockd_client *c = h_client_auto(&D);
     json_t *r = h_ok(c, "context.create", "{s:b}", "verify", 0);
-    long long tctx = jint(r, "context");
+    long long tctx = jint_or0(r, "context");
     json_decref(r);
     long long dctx = ctx_new(c, 0, 0);
 
-    assert_int_equal(h_err(c, NULL, "socket.open", "{s:s}", "type", "dtls"), -32602);
-    assert_int_equal(
+    EXPECT_INT(h_err(c, NULL, "socket.open", "{s:s}", "type", "dtls"), -32602,
+               "socket.open error code");
+    EXPECT_INT(
         h_err(c, NULL, "socket.open", "{s:s,s:I}", "type", "dtls", "context", (json_int_t)tctx),
-        -32602);
-    assert_int_equal(
+        -32602, "socket.open error code");
+    EXPECT_INT(
         h_err(c, NULL, "socket.open", "{s:s,s:I}", "type", "tls", "context", (json_int_t)dctx),
-        -32602);
+        -32602, "socket.open error code");
     /* A listener needs a server certificate. */
     r = h_ok(c, "socket.open", "{s:s,s:I}", "type", "dtls", "context", (json_int_t)dctx);
-    long long l = jint(r, "socket");
+    long long l = jint_or0(r, "socket");
     json_decref(r);
-    assert_int_equal(h_err(c, NULL, "socket.listen", "{s:I}", "socket", (json_int_t)l), -32002);
+    EXPECT_INT(h_err(c, NULL, "socket.listen", "{s:I}", "socket", (json_int_t)l), -32002,
+               "socket.listen error code");
     /* udp still does not listen. */
     long long u = h_open(c, "udp");
-    assert_int_equal(h_err(c, NULL, "socket.listen", "{s:I}", "socket", (json_int_t)u), -32002);
+    EXPECT_INT(h_err(c, NULL, "socket.listen", "{s:I}", "socket", (json_int_t)u), -32002,
+               "socket.listen error code");
     /* listen from "open" binds to any address, as for tcp. */
     ctx_gen(c, dctx, "server");
     json_decref(h_ok(c, "socket.listen", "{s:I}", "socket", (json_int_t)l));
     json_t *info = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)l);
-    H_CHECK(strcmp(jstr(info, "state"), "listening") == 0, info);
-    H_CHECK(jint(json_object_get(info, "local"), "port") > 0, info);
+    EXPECT_TRUE(strcmp(jstr_or_empty(info, "state"), "listening") == 0, "%s", jd(info));
+    EXPECT_TRUE(jint_or0(json_object_get(info, "local"), "port") > 0, "%s", jd(info));
     json_decref(info);
     /* No send on a listener, no sendto anywhere. */
-    assert_int_equal(
-        h_err(c, NULL, "socket.send", "{s:I,s:s}", "socket", (json_int_t)l, "text", "x"), -32002);
+    EXPECT_INT(h_err(c, NULL, "socket.send", "{s:I,s:s}", "socket", (json_int_t)l, "text", "x"),
+               -32002, "socket.send error code");
     h_client_close(c);
 }
 
@@ -913,9 +936,9 @@ static void
 write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    assert_true(fputs(text, f) >= 0);
-    assert_int_equal(fclose(f), 0);
+    EXPECT_TRUE(f != NULL, "f");
+    EXPECT_TRUE(fputs(text, f) >= 0, "fputs: %s", strerror(errno));
+    EXPECT_INT(fclose(f), 0, "fclose: %s", strerror(errno));
 }
 
 static void
@@ -924,11 +947,11 @@ start_s_server(int port, const char *cert, const char *key, int srtp)
     int in[2], out[2];
     char acc[64];
     snprintf(acc, sizeof acc, "127.0.0.1:%d", port);
-    assert_int_equal(pipe(in), 0);
-    assert_int_equal(pipe(out), 0);
+    EXPECT_INT(pipe(in), 0, "pipe: %s", strerror(errno));
+    EXPECT_INT(pipe(out), 0, "pipe: %s", strerror(errno));
     memset(&g_srv, 0, sizeof g_srv);
     g_srv.pid = fork();
-    assert_true(g_srv.pid >= 0);
+    EXPECT_TRUE(g_srv.pid >= 0, "g_srv.pid >= 0");
     if (g_srv.pid == 0) {
         dup2(in[0], 0);
         dup2(out[1], 1);
@@ -964,7 +987,7 @@ test_dtls_openssl_s_server(void **state)
     char *cert, *key, cpath[128], kpath[128];
     make_cert("localhost", &cert, &key);
     snprintf(g_dir, sizeof g_dir, "/tmp/dtls-it-XXXXXX");
-    assert_non_null(mkdtemp(g_dir));
+    EXPECT_TRUE(mkdtemp(g_dir) != NULL, "mkdtemp: %s", strerror(errno));
     snprintf(cpath, sizeof cpath, "%s/cert.pem", g_dir);
     snprintf(kpath, sizeof kpath, "%s/key.pem", g_dir);
     write_file(cpath, cert);
@@ -975,17 +998,17 @@ test_dtls_openssl_s_server(void **state)
 
     /* The certificate is the trust anchor; the host name is checked. */
     json_t *r = h_ok(c, "context.create", "{s:b,s:b,s:s}", "dtls", 1, "srtp", 1, "ca", cert);
-    long long cctx = jint(r, "context");
+    long long cctx = jint_or0(r, "context");
     json_decref(r);
     r = h_ok(c, "socket.open", "{s:s,s:I}", "type", "dtls", "context", (json_int_t)cctx);
-    long long s = jint(r, "socket");
+    long long s = jint_or0(r, "socket");
     json_decref(r);
     json_decref(h_ok(c, "socket.connect", "{s:I,s:s,s:i,s:s}", "socket", (json_int_t)s, "address",
                      "127.0.0.1", "port", port, "server_name", "localhost"));
     json_t *con = ev(c, "socket.connected", s, H_TIMEOUT_MS);
     json_t *tls = json_object_get(con, "tls");
-    H_CHECK(strcmp(jstr(tls, "version"), "DTLSv1.2") == 0, con);
-    H_CHECK(json_is_true(json_object_get(tls, "verified")), con);
+    EXPECT_TRUE(strcmp(jstr_or_empty(tls, "version"), "DTLSv1.2") == 0, "%s", jd(con));
+    EXPECT_TRUE(json_is_true(json_object_get(tls, "verified")), "%s", jd(con));
     /* RFC 5764: 2 * (16-byte key + 14-byte salt) for AES128_CM_SHA1_80 */
     unsigned char *km = srtp_km(tls, "SRTP_AES128_CM_SHA1_80", 60);
     char hex[121];
@@ -997,7 +1020,7 @@ test_dtls_openssl_s_server(void **state)
         fprintf(stderr, "s_server output:\n%s\nexpected keying material %s\n", g_srv.buf, hex);
         fail();
     }
-    H_CHECK(proc_wait_for(&g_srv, "SRTP_AES128_CM_SHA1_80", 1000), con);
+    EXPECT_TRUE(proc_wait_for(&g_srv, "SRTP_AES128_CM_SHA1_80", 1000), "%s", jd(con));
 
     /* Data both ways: s_server prints what it receives and sends what it reads from stdin. */
     json_decref(h_ok(c, "socket.send", "{s:I,s:s,s:b}", "socket", (json_int_t)s, "text",
@@ -1008,18 +1031,19 @@ test_dtls_openssl_s_server(void **state)
     }
     json_decref(h_ok(c, "socket.recv", "{s:I,s:i}", "socket", (json_int_t)s, "length", 1000));
     static const char line[] = "hello from s_server\n";
-    assert_int_equal(write(g_srv.in, line, sizeof line - 1), (ssize_t)(sizeof line - 1));
+    EXPECT_INT(write(g_srv.in, line, sizeof line - 1), (ssize_t)(sizeof line - 1), "write: %s",
+               strerror(errno));
     json_t *p = ev(c, "socket.received", s, H_TIMEOUT_MS);
     size_t n = 0;
-    unsigned char *got = h_unb64(jstr(p, "data"), &n);
-    H_CHECK(n == sizeof line - 1 && memcmp(got, line, n) == 0, p);
+    unsigned char *got = h_unb64(jstr_or_empty(p, "data"), &n);
+    EXPECT_TRUE(n == sizeof line - 1 && memcmp(got, line, n) == 0, "%s", jd(p));
     free(got);
     json_decref(p);
 
     /* shutdown: s_server sees our close_notify */
     json_decref(h_ok(c, "socket.shutdown", "{s:I}", "socket", (json_int_t)s));
     p = ev(c, "socket.closed", s, H_TIMEOUT_MS);
-    H_CHECK(strcmp(jstr(p, "reason"), "normal") == 0, p);
+    EXPECT_TRUE(strcmp(jstr_or_empty(p, "reason"), "normal") == 0, "%s", jd(p));
     json_decref(p);
     if (!proc_wait_for(&g_srv, "DONE", H_TIMEOUT_MS)) {
         fprintf(stderr, "s_server output:\n%s\n", g_srv.buf);

@@ -64,9 +64,7 @@
 #include <openssl/x509.h>
 
 #include "harness.h"
-
-#define KIB 1024L
-#define MIB (1024L * 1024L)
+#include "tc.h"
 
 /* Every test runs its own daemon (configs differ); teardown kills whatever a failure left. */
 static struct h_daemon D;
@@ -253,10 +251,10 @@ static void
 raise_nofile(long need)
 {
     struct rlimit rl;
-    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    EXPECT_INT(getrlimit(RLIMIT_NOFILE, &rl), 0, "getrlimit: %s", strerror(errno));
     if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
-        assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+        EXPECT_INT(setrlimit(RLIMIT_NOFILE, &rl), 0, "setrlimit: %s", strerror(errno));
     }
     if ((long)rl.rlim_cur < need) {
         fprintf(stderr, "  RLIMIT_NOFILE hard limit %ld < %ld: skipped\n", (long)rl.rlim_cur, need);
@@ -269,12 +267,12 @@ static int *tracked_fds;
 static int n_tracked, cap_tracked;
 
 static int
-track_fd(int fd)
+track_raw_fd(int fd)
 {
     if (n_tracked == cap_tracked) {
         int nc = cap_tracked ? 2 * cap_tracked : 1024;
         int *nf = realloc(tracked_fds, (size_t)nc * sizeof *nf);
-        assert_non_null(nf);
+        EXPECT_TRUE(nf != NULL, "nf");
         tracked_fds = nf;
         cap_tracked = nc;
     }
@@ -284,7 +282,7 @@ track_fd(int fd)
 
 /* Close a tracked fd now (so teardown does not close its number again). */
 static void
-close_fd(int fd)
+untrack_close(int fd)
 {
     for (int i = 0; i < n_tracked; i++)
         if (tracked_fds[i] == fd)
@@ -311,7 +309,7 @@ pat_init(void)
     if (pat)
         return;
     pat = malloc(PAT_SPAN + 251);
-    assert_non_null(pat);
+    EXPECT_TRUE(pat != NULL, "pat");
     for (size_t i = 0; i < PAT_SPAN + 251; i++)
         pat[i] = (unsigned char)(i % 251);
 }
@@ -353,12 +351,12 @@ make_ca_pem(void)
     BIO_free(bio);
     X509_free(x);
     EVP_PKEY_free(key);
-    assert_non_null(out);
+    EXPECT_TRUE(out != NULL, "out");
     return out;
 }
 
 static const char *
-jstr(const json_t *o, const char *k)
+jstr_or_empty(const json_t *o, const char *k)
 {
     const char *s = json_string_value(json_object_get(o, k));
     return s ? s : "";
@@ -509,9 +507,9 @@ rawc_ok(struct rawc *r, const char *method, json_t *params)
     json_t *m = rawc_call(r, method, params, H_TIMEOUT_MS), *res;
     if (!m)
         fprintf(stderr, "%s: no response\n", method);
-    assert_non_null(m);
+    EXPECT_TRUE(m != NULL, "m");
     res = json_object_get(m, "result");
-    H_CHECK(res != NULL, m);
+    EXPECT_TRUE(res != NULL, "%s", jd(m));
     json_incref(res);
     json_decref(m);
     return res;
@@ -525,7 +523,7 @@ rawc_wait(struct rawc *r, const char *method, int ms)
     while (r->held && json_array_size(r->held) > 0) {
         json_t *m = json_incref(json_array_get(r->held, 0)), *p = NULL;
         json_array_remove(r->held, 0);
-        if (!strcmp(jstr(m, "method"), method))
+        if (!strcmp(jstr_or_empty(m, "method"), method))
             p = json_incref(json_object_get(m, "params"));
         json_decref(m);
         if (p)
@@ -662,11 +660,11 @@ static struct mute *
 mute_start(void)
 {
     struct mute *m = calloc(1, sizeof *m);
-    assert_non_null(m);
+    EXPECT_TRUE(m != NULL, "m");
     m->lfd = tcp_listen_any(&m->port, 4096, 0);
-    assert_true(m->lfd >= 0);
+    EXPECT_TRUE(m->lfd >= 0, "m->lfd >= 0");
     pthread_mutex_init(&m->mu, NULL);
-    assert_int_equal(pthread_create(&m->th, NULL, mute_main, m), 0);
+    EXPECT_INT(pthread_create(&m->th, NULL, mute_main, m), 0, "pthread_create");
     for (int i = 0; i < 4; i++)
         if (!g_mutes[i]) {
             g_mutes[i] = m;
@@ -829,15 +827,15 @@ kid_main(const char *sock, const char *ca, int tls_port, int sink_port, int midl
     for (int i = 0; i < tls; i++) {
         struct sockd_client *c = sockd_client_connect(sock);
         json_t *r = NULL;
-        json_int_t ctx, s;
+        json_int_t context_id, s;
         if (!c)
             _exit(23);
         if (kid_call(c, "context.create", json_pack("{s:b, s:s}", "verify", 0, "ca", ca), &r) != 0)
             _exit(24);
-        ctx = json_integer_value(json_object_get(r, "context"));
+        context_id = json_integer_value(json_object_get(r, "context"));
         json_decref(r);
-        if (kid_call(c, "socket.open", json_pack("{s:s, s:I}", "type", "tls", "context", ctx),
-                     &r) != 0)
+        if (kid_call(c, "socket.open",
+                     json_pack("{s:s, s:I}", "type", "tls", "context", context_id), &r) != 0)
             _exit(25);
         s = json_integer_value(json_object_get(r, "socket"));
         json_decref(r);
@@ -924,9 +922,9 @@ kill_round(struct sockd_client *w, const char *ca, struct mute *tlsm, struct mut
     fflush(stderr);
     for (int k = 0; k < nk; k++) {
         int p[2];
-        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+        EXPECT_INT(pipe2(p, O_CLOEXEC), 0, "pipe2: %s", strerror(errno));
         kids[k] = fork();
-        assert_true(kids[k] >= 0);
+        EXPECT_TRUE(kids[k] >= 0, "kids[k] >= 0");
         if (kids[k] == 0) {
             close(p[0]);
             kid_main(D.sock, ca, tlsm->port, sink->port, midline / nk, tls / nk, outpend / nk,
@@ -956,13 +954,12 @@ kill_round(struct sockd_client *w, const char *ca, struct mute *tlsm, struct mut
     /* Everything is in place: every client connected, every TLS handshake stuck after the
        ClientHello, every sink connection up. */
     st = h_wait_clients(w, 1 + total);
-    H_CHECK(json_integer_value(json_object_get(json_object_get(st, "sockets"), "total")) ==
-                tls + outpend,
-            st);
+    EXPECT_INT(json_integer_value(json_object_get(json_object_get(st, "sockets"), "total")),
+               tls + outpend, "%s", jd(st));
     json_decref(st);
-    assert_int_equal(mute_wait(tlsm, mute_with_data, tls, H_TIMEOUT_MS), tls);
+    EXPECT_INT(mute_wait(tlsm, mute_with_data, tls, H_TIMEOUT_MS), tls, "mute_wait");
     /* connected in the kernel before the sink's thread has accepted them all: wait for it */
-    assert_int_equal(mute_wait(sink, mute_accepted, outpend, H_TIMEOUT_MS), outpend);
+    EXPECT_INT(mute_wait(sink, mute_accepted, outpend, H_TIMEOUT_MS), outpend, "mute_wait");
     rs->rss_peak = h_rss_kib(D.pid);
 
     t_kill = h_now_ms();
@@ -970,15 +967,16 @@ kill_round(struct sockd_client *w, const char *ca, struct mute *tlsm, struct mut
 
     /* All released: clients, sockets, fds; the servers see their connections end. */
     st = h_wait_clients(w, 1);
-    H_CHECK(json_integer_value(json_object_get(json_object_get(st, "sockets"), "total")) == 0, st);
+    EXPECT_INT(json_integer_value(json_object_get(json_object_get(st, "sockets"), "total")), 0,
+               "%s", jd(st));
     json_decref(st);
     int fds = h_wait_fds(D.pid, baseline_fds, 10000);
     if (fds != baseline_fds)
         fprintf(stderr, "daemon fds: baseline %d, now %d\n", baseline_fds, fds);
-    assert_int_equal(fds, baseline_fds);
+    EXPECT_INT(fds, baseline_fds, "fds");
     rs->kill_to_clean_ms = h_now_ms() - t_kill;
-    assert_int_equal(mute_wait(tlsm, mute_ended, tls, H_TIMEOUT_MS), tls);
-    assert_int_equal(mute_wait(sink, mute_ended, outpend, H_TIMEOUT_MS), outpend);
+    EXPECT_INT(mute_wait(tlsm, mute_ended, tls, H_TIMEOUT_MS), tls, "mute_wait");
+    EXPECT_INT(mute_wait(sink, mute_ended, outpend, H_TIMEOUT_MS), outpend, "mute_wait");
 }
 
 /* One cycle: the three kinds of death one after another, each a round of its own. */
@@ -1074,7 +1072,7 @@ test_killed_clients(void **state)
             h_count_fds(D.pid), rss_start, warm.rss_peak, rss_base, meas.rss_peak, rss_after,
             100.0 * (double)(rss_after - rss_base) / (double)rss_base, all.rss_peak, rss_all,
             meas.kill_to_clean_ms, all.kill_to_clean_ms);
-    assert_int_equal(fds_warm, fds0);
+    EXPECT_INT(fds_warm, fds0, "fds_warm");
     /* 5 % plus 2 MiB of slack: RSS moves in pages and glibc keeps freed memory mapped, so a
        few hundred KiB of allocator noise must not fail the test. Detection limit: a leak of
        about 1.5 KiB per killed client and cycle (1 400 clients, ~2 MiB + 5 % of ~40 MB);
@@ -1085,7 +1083,8 @@ test_killed_clients(void **state)
     if (h_asan_daemon(D.pid))
         fprintf(stderr, "  (AddressSanitizer daemon: the RSS bound is not checked)\n");
     else
-        assert_true(rss_after <= rss_base + rss_base / 20 + 2048);
+        EXPECT_TRUE(rss_after <= rss_base + rss_base / 20 + 2048,
+                    "rss_after <= rss_base + rss_base / 20 + 2048");
     json_decref(h_ok(w, "daemon.ping", NULL));
     mute_stop(tlsm);
     mute_stop(sink);
@@ -1299,20 +1298,20 @@ test_slow_reader_bulk(void **state)
     json_decref(h_wait_clients(b, 2));
 
     p = calloc(1, sizeof *p);
-    assert_non_null(p);
+    EXPECT_TRUE(p != NULL, "p");
     p->target = target;
     p->lfd = tcp_listen_any(&p->port, 4, 0);
-    assert_true(p->lfd >= 0);
-    assert_int_equal(pthread_create(&p->th, NULL, pusher_main, p), 0);
+    EXPECT_TRUE(p->lfd >= 0, "p->lfd >= 0");
+    EXPECT_INT(pthread_create(&p->th, NULL, pusher_main, p), 0, "pthread_create");
     g_pusher = p;
 
     sl = calloc(1, sizeof *sl);
-    assert_non_null(sl);
+    EXPECT_TRUE(sl != NULL, "sl");
     sl->target = target;
     sl->chunk = env_size("FAULT_SLOW_CHUNK", 64 * KIB);
     sl->gap_us = (int)env_size("FAULT_SLOW_GAP_US", 1000);
     rawc_init(&sl->rc, unix_connect(D.sock));
-    assert_true(sl->rc.fd >= 0);
+    EXPECT_TRUE(sl->rc.fd >= 0, "sl->rc.fd >= 0");
     r = rawc_ok(&sl->rc, "socket.open", json_pack("{s:s}", "type", "tcp"));
     sl->sock = json_integer_value(json_object_get(r, "socket"));
     json_decref(r);
@@ -1320,14 +1319,14 @@ test_slow_reader_bulk(void **state)
                         json_pack("{s:I, s:s, s:i}", "socket", (json_int_t)sl->sock, "address",
                                   "127.0.0.1", "port", p->port)));
     ev = rawc_wait(&sl->rc, "socket.connected", H_TIMEOUT_MS);
-    assert_non_null(ev);
+    EXPECT_TRUE(ev != NULL, "ev");
     json_decref(ev);
     rss0 = h_rss_kib(D.pid);
-    assert_int_equal(rawc_send(&sl->rc, "socket.recv",
-                               json_pack("{s:I, s:i, s:b}", "socket", (json_int_t)sl->sock,
-                                         "length", 65536, "stream", 1)),
-                     0);
-    assert_int_equal(pthread_create(&sl->th, NULL, slow_main, sl), 0);
+    EXPECT_INT(rawc_send(&sl->rc, "socket.recv",
+                         json_pack("{s:I, s:i, s:b}", "socket", (json_int_t)sl->sock, "length",
+                                   65536, "stream", 1)),
+               0, "rawc_send");
+    EXPECT_INT(pthread_create(&sl->th, NULL, slow_main, sl), 0, "pthread_create");
     g_slow = sl;
 
     /* Meanwhile: B pings, C echoes through its own socket; each must stay prompt. */
@@ -1348,7 +1347,7 @@ test_slow_reader_bulk(void **state)
                              msg, "notify", 0));
             back = h_recv_exact(c, es, strlen(msg), H_TIMEOUT_MS);
             waited_end(&ew);
-            assert_memory_equal(back, msg, strlen(msg));
+            EXPECT_TRUE(memcmp(back, msg, strlen(msg)) == 0, "back");
             free(back);
             echoes++;
         }
@@ -1375,20 +1374,20 @@ test_slow_reader_bulk(void **state)
         pw.work_max, echoes, ew.wall_max, ew.work_max);
     if (sl->done != 1)
         fprintf(stderr, "  slow reader: %s\n", sl->why);
-    assert_int_equal(sl->done, 1);
-    assert_int_equal(__atomic_load_n(&sl->got, __ATOMIC_SEQ_CST), target);
-    assert_int_equal(__atomic_load_n(&p->pushed, __ATOMIC_SEQ_CST), target);
+    EXPECT_INT(sl->done, 1, "sl->done");
+    EXPECT_INT(__atomic_load_n(&sl->got, __ATOMIC_SEQ_CST), target, "__atomic_load_n");
+    EXPECT_INT(__atomic_load_n(&p->pushed, __ATOMIC_SEQ_CST), target, "__atomic_load_n");
     if (h_asan_daemon(D.pid))
         fprintf(stderr, "  (AddressSanitizer daemon: the RSS bound is not checked)\n");
     else
-        assert_true(rss_max < rss0 + 150 * 1024);
+        EXPECT_TRUE(rss_max < rss0 + 150 * 1024, "rss_max < rss0 + 150 * 1024");
     /* Backpressure, whatever the allocator: what the peer pushed and the reader has not yet got
        sits in kernel buffers (TCP autotuning: up to 32 MiB here) and the daemon's queues. */
-    assert_true(inflight_max < 64 * MIB);
-    assert_true(pw.work_max < 500);
-    assert_true(ew.work_max < 500);
+    EXPECT_TRUE(inflight_max < 64 * MIB, "inflight_max < 64 * MIB");
+    EXPECT_TRUE(pw.work_max < 500, "pw.work_max < 500");
+    EXPECT_TRUE(ew.work_max < 500, "ew.work_max < 500");
     /* The reader was slower than the flow: the daemon had to hold it back (high-water 1 MiB). */
-    assert_true(pauses > 0);
+    EXPECT_TRUE(pauses > 0, "pauses > 0");
     pusher_stop(p);
     g_pusher = NULL;
     rawc_free(&sl->rc);
@@ -1420,18 +1419,18 @@ test_paused_client_keeps_its_line(void **state)
     size_t written = 0, n, written2;
     int got_response = 0, eof = 0, stalls;
 
-    assert_non_null(line);
+    EXPECT_TRUE(line != NULL, "line");
     pat_init();
     h_daemon_start(&D, "client-line-timeout 1s\n");
     p = calloc(1, sizeof *p);
-    assert_non_null(p);
+    EXPECT_TRUE(p != NULL, "p");
     p->target = (size_t)-1 / 2; /* floods until stopped */
     p->lfd = tcp_listen_any(&p->port, 4, 0);
-    assert_true(p->lfd >= 0);
-    assert_int_equal(pthread_create(&p->th, NULL, pusher_main, p), 0);
+    EXPECT_TRUE(p->lfd >= 0, "p->lfd >= 0");
+    EXPECT_INT(pthread_create(&p->th, NULL, pusher_main, p), 0, "pthread_create");
     g_pusher = p;
     rawc_init(&rc, unix_connect(D.sock));
-    assert_true(rc.fd >= 0);
+    EXPECT_TRUE(rc.fd >= 0, "rc.fd >= 0");
     r = rawc_ok(&rc, "socket.open", json_pack("{s:s}", "type", "tcp"));
     s = json_integer_value(json_object_get(r, "socket"));
     json_decref(r);
@@ -1439,12 +1438,12 @@ test_paused_client_keeps_its_line(void **state)
                         json_pack("{s:I, s:s, s:i}", "socket", (json_int_t)s, "address",
                                   "127.0.0.1", "port", p->port)));
     ev = rawc_wait(&rc, "socket.connected", H_TIMEOUT_MS);
-    assert_non_null(ev);
+    EXPECT_TRUE(ev != NULL, "ev");
     json_decref(ev);
-    assert_int_equal(rawc_send(&rc, "socket.recv",
-                               json_pack("{s:I, s:i, s:b}", "socket", (json_int_t)s, "length",
-                                         65536, "stream", 1)),
-                     0);
+    EXPECT_INT(rawc_send(&rc, "socket.recv",
+                         json_pack("{s:I, s:i, s:b}", "socket", (json_int_t)s, "length", 65536,
+                                   "stream", 1)),
+               0, "rawc_send");
     /* one 12 MB request: daemon.hello with a long client name */
     n = (size_t)snprintf(line, 128,
                          "{\"jsonrpc\":\"2.0\",\"id\":99,\"method\":\"daemon.hello\","
@@ -1464,7 +1463,7 @@ test_paused_client_keeps_its_line(void **state)
         while (rawc_take(&rc, &n))
             ;
     }
-    assert_true(written >= 2 * MIB);
+    EXPECT_TRUE(written >= 2 * MIB, "written >= 2 * MIB");
     /* 2: stop reading for 2.5 s (output goes over the high-water mark: the daemon pauses us and
        stops reading), but keep offering the rest of the line. */
     written2 = written;
@@ -1507,9 +1506,9 @@ test_paused_client_keeps_its_line(void **state)
             : eof        ? "EOF (dropped)"
                          : "no answer within 30 s",
             stalls);
-    assert_false(eof);
-    assert_true(got_response);
-    assert_int_equal(stalls, 0);
+    EXPECT_TRUE(!eof, "eof");
+    EXPECT_TRUE(got_response, "got_response");
+    EXPECT_INT(stalls, 0, "stalls");
     rawc_free(&rc);
     pusher_stop(p);
     g_pusher = NULL;
@@ -1549,9 +1548,9 @@ test_expensive_requests(void **state)
     json_decref(h_ok(a, "context.destroy", "{s:O}", "context", json_object_get(r, "context")));
     json_decref(r);
     rawc_init(&rc, unix_connect(D.sock));
-    assert_true(rc.fd >= 0);
+    EXPECT_TRUE(rc.fd >= 0, "rc.fd >= 0");
     reqs = malloc(N * 128);
-    assert_non_null(reqs);
+    EXPECT_TRUE(reqs != NULL, "reqs");
     for (int i = 0; i < N; i++)
         len += (size_t)sprintf(reqs + len,
                                "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":"
@@ -1560,7 +1559,7 @@ test_expensive_requests(void **state)
     rss0 = h_rss_kib(D.pid);
     cpu0 = proc_cpu_ms(D.pid);
     t0 = h_now_ms();
-    assert_int_equal(write_all(rc.fd, reqs, len), 0);
+    EXPECT_INT(write_all(rc.fd, reqs, len), 0, "write_all(rc.fd, reqs, len)");
     while (got < N && h_now_ms() - t0 < 60000) {
         waited_ping(&pw, b);
         pings++;
@@ -1580,17 +1579,17 @@ test_expensive_requests(void **state)
             "%lld ms\n",
             N, took, cpu1 - cpu0, (double)(cpu1 - cpu0) / N, rss1 - rss0, (rss1 - rss0) / N, pings,
             pw.wall_max, pw.work_max);
-    H_CHECK(json_integer_value(json_object_get(st, "contexts")) == N, st);
+    EXPECT_INT(json_integer_value(json_object_get(st, "contexts")), N, "%s", jd(st));
     json_decref(st);
-    assert_int_equal(got, N);
+    EXPECT_INT(got, N, "got");
     /* Fairness (sockd-protocol.7, "TRANSPORT AND FRAMING"): a context method costs a client its
        whole loop turn, so another client's ping waits for at most about one of them (~5-25 ms of
        work), never for a turn of 64 (over a second). */
-    assert_true(pw.work_max < 100);
+    EXPECT_TRUE(pw.work_max < 100, "pw.work_max < 100");
     rawc_free(&rc);
     free(reqs);
     st = h_wait_clients(b, 2);
-    H_CHECK(json_integer_value(json_object_get(st, "contexts")) == 0, st);
+    EXPECT_INT(json_integer_value(json_object_get(st, "contexts")), 0, "%s", jd(st));
     json_decref(st);
     h_cleanup();
     h_daemon_stop(&D);
@@ -1651,7 +1650,7 @@ test_stalled_connections(void **state)
     struct sockd_client *b, *n;
     static struct trickler tr;
     json_t *r, *ev;
-    long long ctx, tl, pl, *t_open, *t_end, t_last_open;
+    long long context_id, tl, pl, *t_open, *t_end, t_last_open;
     struct waited pw = {0}, fw = {0};
     int tls_port, pend_port, fds0, fds_peak, ended = 0, pings = 0, incoming = 0, other = 0;
     int *fd;
@@ -1666,11 +1665,11 @@ test_stalled_connections(void **state)
     /* A TLS listener with auto_accept (the daemon runs the handshakes) and a plain listener
        whose connections wait as pending, never accepted. */
     r = h_ok(b, "context.create", NULL);
-    ctx = json_integer_value(json_object_get(r, "context"));
+    context_id = json_integer_value(json_object_get(r, "context"));
     json_decref(r);
-    json_decref(h_ok(b, "context.generate_certificate", "{s:I, s:s}", "context", (json_int_t)ctx,
-                     "role", "server"));
-    r = h_ok(b, "socket.open", "{s:s, s:I}", "type", "tls", "context", (json_int_t)ctx);
+    json_decref(h_ok(b, "context.generate_certificate", "{s:I, s:s}", "context",
+                     (json_int_t)context_id, "role", "server"));
+    r = h_ok(b, "socket.open", "{s:s, s:I}", "type", "tls", "context", (json_int_t)context_id);
     tl = json_integer_value(json_object_get(r, "socket"));
     json_decref(r);
     r = h_ok(b, "socket.bind", "{s:I, s:s}", "socket", (json_int_t)tl, "address", "127.0.0.1");
@@ -1689,12 +1688,12 @@ test_stalled_connections(void **state)
     fd = calloc((size_t)total, sizeof *fd);
     t_open = calloc((size_t)total, sizeof *t_open);
     t_end = calloc((size_t)total, sizeof *t_end);
-    assert_true(fd && t_open && t_end);
+    EXPECT_TRUE(fd && t_open && t_end, "fd && t_open && t_end");
 
     memset(&tr, 0, sizeof tr);
     tr.sock = D.sock;
     tr.gap_ms = 5; /* ~300 bytes: about 1.6 s in all, longer than the 1 s line timeout */
-    assert_int_equal(pthread_create(&tr.th, NULL, trickler_main, &tr), 0);
+    EXPECT_INT(pthread_create(&tr.th, NULL, trickler_main, &tr), 0, "pthread_create");
     g_trickler = &tr;
 
     /* The storm: half lines on control connections, silent or half-sent TLS handshakes,
@@ -1704,17 +1703,17 @@ test_stalled_connections(void **state)
             fd[i] = unix_connect(D.sock);
             if (fd[i] < 0)
                 fprintf(stderr, "control connection %d: %s\n", i, strerror(errno));
-            assert_true(fd[i] >= 0);
-            track_fd(fd[i]);
-            assert_int_equal(write_all(fd[i], partial_line, strlen(partial_line)), 0);
+            EXPECT_TRUE(fd[i] >= 0, "fd[i] >= 0");
+            track_raw_fd(fd[i]);
+            EXPECT_INT(write_all(fd[i], partial_line, strlen(partial_line)), 0, "write_all");
         } else {
             fd[i] = tcp_connect_raw(i < nctl + ntls ? tls_port : pend_port);
-            assert_true(fd[i] >= 0);
-            track_fd(fd[i]);
+            EXPECT_TRUE(fd[i] >= 0, "fd[i] >= 0");
+            track_raw_fd(fd[i]);
             /* half of the TLS ones start a record and stop: 5-byte header of a ClientHello,
                then 2 bytes of the promised 512 */
             if (i < nctl + ntls && (i & 1))
-                assert_int_equal(write_all(fd[i], "\x16\x03\x01\x02\x00\x01\x00", 7), 0);
+                EXPECT_INT(write_all(fd[i], "\x16\x03\x01\x02\x00\x01\x00", 7), 0, "write_all");
         }
         t_open[i] = h_now_ms();
         if (i % 200 == 199) {
@@ -1786,20 +1785,23 @@ test_stalled_connections(void **state)
             max_pend, fds0, fds_peak, h_wait_fds(D.pid, fds0, H_TIMEOUT_MS), pings, pw.wall_max,
             pw.work_max, fw.wall_max, fw.work_max, tr.gap_ms,
             tr.ok == 1 ? "answered" : "NOT answered", tr.took_ms, incoming);
-    assert_int_equal(ended, total);
-    assert_true(min_ctl >= 700); /* not before the line timeout (libev's cached clock: -300) */
-    assert_true(min_tls >= 700);
-    assert_true(pw.work_max < 500);
-    assert_true(fw.work_max < 500);
-    assert_int_equal(tr.ok, 1);
-    assert_int_equal(incoming, npend);
-    assert_int_equal(other, 0);
-    assert_int_equal(h_wait_fds(D.pid, fds0, H_TIMEOUT_MS), fds0);
+    EXPECT_INT(ended, total, "ended");
+    EXPECT_TRUE(min_ctl >= 700,
+                "min_ctl >= 700"); /* not before the line timeout (libev's cached clock: -300) */
+    EXPECT_TRUE(min_tls >= 700, "min_tls >= 700");
+    EXPECT_TRUE(pw.work_max < 500, "pw.work_max < 500");
+    EXPECT_TRUE(fw.work_max < 500, "fw.work_max < 500");
+    EXPECT_INT(tr.ok, 1, "tr.ok");
+    EXPECT_INT(incoming, npend, "incoming");
+    EXPECT_INT(other, 0, "other");
+    EXPECT_INT(h_wait_fds(D.pid, fds0, H_TIMEOUT_MS), fds0,
+               "h_wait_fds(D.pid, fds0, H_TIMEOUT_MS)");
     r = h_wait_clients(b, 1);
-    H_CHECK(json_integer_value(json_object_get(json_object_get(r, "sockets"), "total")) == 2, r);
+    EXPECT_INT(json_integer_value(json_object_get(json_object_get(r, "sockets"), "total")), 2, "%s",
+               jd(r));
     json_decref(r);
     r = h_ok(b, "socket.info", "{s:I}", "socket", (json_int_t)pl);
-    H_CHECK(json_integer_value(json_object_get(r, "pending")) == 0, r);
+    EXPECT_INT(json_integer_value(json_object_get(r, "pending")), 0, "%s", jd(r));
     json_decref(r);
 
     close_tracked();
@@ -1818,10 +1820,10 @@ static int
 accept_one(int lfd)
 {
     int fd;
-    assert_true(readable(lfd, H_TIMEOUT_MS));
+    EXPECT_TRUE(readable(lfd, H_TIMEOUT_MS), "readable(lfd, H_TIMEOUT_MS)");
     fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-    assert_true(fd >= 0);
-    return track_fd(fd);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
+    return track_raw_fd(fd);
 }
 
 static void
@@ -1840,8 +1842,8 @@ test_peer_faults(void **state)
     pat_init();
     h_daemon_start(&D, NULL);
     a = h_client_auto(&D);
-    lfd = track_fd(tcp_listen_any(&port, 128, 0));
-    assert_true(lfd >= 0);
+    lfd = track_raw_fd(tcp_listen_any(&port, 128, 0));
+    EXPECT_TRUE(lfd >= 0, "lfd >= 0");
 
     /* --- reset: 10 sockets with a recv pending, 10 idle, 1 with sends queued --- */
     for (int i = 0; i <= NRESET; i++) {
@@ -1852,7 +1854,7 @@ test_peer_faults(void **state)
                 h_ok(a, "socket.recv", "{s:I, s:i}", "socket", (json_int_t)rs[i], "length", 100));
     }
     big = malloc(256 * KIB);
-    assert_non_null(big);
+    EXPECT_TRUE(big != NULL, "big");
     memcpy(big, pat, 256 * KIB);
     b64 = h_b64(big, 256 * KIB);
     for (int i = 0; i < 64 && !capped; i++) { /* the peer does not read: fill until -32003 */
@@ -1860,20 +1862,21 @@ test_peer_faults(void **state)
                                    "notify", 0);
         int rc = sockd_client_call(a, "socket.send", params, NULL, &err, H_TIMEOUT_MS);
         json_decref(params);
-        assert_true(rc == 0 || rc == 1);
+        EXPECT_TRUE(rc == 0 || rc == 1, "rc == 0 || rc == 1");
         if (rc == 1) {
-            H_CHECK(sockd_client_error_code(err) == -32003, err);
+            EXPECT_INT(sockd_client_error_code(err), -32003, "%s", jd(err));
             json_decref(err);
             capped = 1;
         } else {
             queued += 256 * KIB;
         }
     }
-    assert_true(capped);
+    EXPECT_TRUE(capped, "capped");
     for (int i = 0; i <= NRESET; i++) {
         struct linger lg = {1, 0};
-        assert_int_equal(setsockopt(pfd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
-        close_fd(pfd[i]);
+        EXPECT_INT(setsockopt(pfd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0, "setsockopt: %s",
+                   strerror(errno));
+        untrack_close(pfd[i]);
         pfd[i] = -1;
     }
     for (int k = 0; k <= NRESET; k++) {
@@ -1883,25 +1886,25 @@ test_peer_faults(void **state)
         s = json_integer_value(json_object_get(ev, "socket"));
         for (i = 0; i <= NRESET && rs[i] != s; i++)
             ;
-        H_CHECK(i <= NRESET && !seen[i], ev);
+        EXPECT_TRUE(i <= NRESET && !seen[i], "%s", jd(ev));
         seen[i] = 1;
         /* a reset is "lost" with the errno of the failed call, never an orderly by_peer */
-        H_CHECK(!strcmp(jstr(ev, "reason"), "lost"), ev);
-        H_CHECK(json_integer_value(json_object_get(ev, "errno")) == ECONNRESET ||
-                    json_integer_value(json_object_get(ev, "errno")) == EPIPE,
-                ev);
-        H_CHECK(json_object_get(ev, "request") == NULL, ev);
+        EXPECT_STR(jstr_or_empty(ev, "reason"), "lost", "%s", jd(ev));
+        EXPECT_TRUE(json_integer_value(json_object_get(ev, "errno")) == ECONNRESET ||
+                        json_integer_value(json_object_get(ev, "errno")) == EPIPE,
+                    "%s", jd(ev));
+        EXPECT_TRUE(json_object_get(ev, "request") == NULL, "%s", jd(ev));
         if (i == NRESET) { /* what was queued and never sent is reported */
             json_int_t u = json_integer_value(json_object_get(ev, "unsent"));
-            H_CHECK(u > 0 && (size_t)u <= queued, ev);
+            EXPECT_TRUE(u > 0 && (size_t)u <= queued, "%s", jd(ev));
             fprintf(stderr, "  reset with %zu KiB queued: socket.closed lost, unsent %lld\n",
                     queued / KIB, (long long)u);
         }
         json_decref(ev);
     }
     for (int i = 0; i <= NRESET; i++)
-        assert_int_equal(h_err(a, NULL, "socket.info", "{s:I}", "socket", (json_int_t)rs[i]),
-                         -32001);
+        EXPECT_INT(h_err(a, NULL, "socket.info", "{s:I}", "socket", (json_int_t)rs[i]), -32001,
+                   "socket.info error code");
     free(b64);
 
     /* --- half-close: the client's queued data still goes out in full after the peer's EOF --- */
@@ -1912,8 +1915,8 @@ test_peer_faults(void **state)
         unsigned char *in = malloc(total + 1);
         long long t0;
 
-        lfd2 = track_fd(tcp_listen_any(&port2, 4, small));
-        assert_true(lfd2 >= 0 && in);
+        lfd2 = track_raw_fd(tcp_listen_any(&port2, 4, small));
+        EXPECT_TRUE(lfd2 >= 0 && in, "lfd2 >= 0 && in");
         hs = h_connect_tcp(a, port2);
         hfd = accept_one(lfd2);
         /* small kernel buffers both ways: most of the MiB has to wait in the daemon's queue */
@@ -1930,44 +1933,49 @@ test_peer_faults(void **state)
         json_t *info = h_ok(a, "socket.info", "{s:I}", "socket", (json_int_t)hs);
         json_int_t buffered = json_integer_value(json_object_get(info, "send_buffered"));
         json_decref(info);
-        assert_true(buffered > 512 * KIB);
-        assert_int_equal(write_all(hfd, "bye", 3), 0);
-        assert_int_equal(shutdown(hfd, SHUT_WR), 0);
+        EXPECT_TRUE(buffered > 512 * KIB, "buffered > 512 * KIB");
+        EXPECT_INT(write_all(hfd, "bye", 3), 0, "write_all(hfd, \"bye\", 3)");
+        EXPECT_INT(shutdown(hfd, SHUT_WR), 0, "shutdown: %s", strerror(errno));
         /* the pending exact recv of 100 is cut short by the EOF: "bye" with eof:true */
         ev = h_event(a, "socket.received", hs, H_TIMEOUT_MS);
-        H_CHECK(!strcmp(jstr(ev, "data"), "Ynll") && json_is_true(json_object_get(ev, "eof")), ev);
+        EXPECT_TRUE(!strcmp(jstr_or_empty(ev, "data"), "Ynll") &&
+                        json_is_true(json_object_get(ev, "eof")),
+                    "%s", jd(ev));
         json_decref(ev);
         /* the peer keeps reading: every byte the client sent, then EOF */
         t0 = h_now_ms();
         for (;;) {
             ssize_t k;
-            assert_true(h_now_ms() - t0 < 2 * H_TIMEOUT_MS);
+            EXPECT_TRUE(h_now_ms() - t0 < 2 * H_TIMEOUT_MS, "h_now_ms() - t0 < 2 * H_TIMEOUT_MS");
             if (!readable(hfd, 1000))
                 continue;
             k = recv(hfd, in + rd, total + 1 - rd, 0);
-            assert_true(k >= 0);
+            EXPECT_TRUE(k >= 0, "k >= 0");
             if (k == 0)
                 break;
             rd += (size_t)k;
         }
-        assert_int_equal(rd, total);
-        assert_memory_equal(in, marker, strlen(marker));
+        EXPECT_INT(rd, total, "rd");
+        EXPECT_TRUE(memcmp(in, marker, strlen(marker)) == 0, "in");
         for (int i = 0; i < 4; i++) /* four sends of the same 256 KiB */
-            assert_memory_equal(in + strlen(marker) + (size_t)i * 256 * KIB, pat, 256 * KIB);
+            EXPECT_TRUE(memcmp(in + strlen(marker) + (size_t)i * 256 * KIB, pat, 256 * KIB) == 0,
+                        "in + strlen(marker) + (size_t)i * 256 * KIB");
         /* the client hears every send completed, then socket.closed by_peer */
         for (int i = 0; i < 5; i++)
             json_decref(h_event(a, "socket.sent", hs, H_TIMEOUT_MS));
         ev = h_event(a, "socket.closed", hs, H_TIMEOUT_MS);
-        H_CHECK(!strcmp(jstr(ev, "reason"), "by_peer") && !json_object_get(ev, "unsent"), ev);
+        EXPECT_TRUE(!strcmp(jstr_or_empty(ev, "reason"), "by_peer") &&
+                        !json_object_get(ev, "unsent"),
+                    "%s", jd(ev));
         json_decref(ev);
         fprintf(stderr,
                 "  half-close: %lld KiB still queued in the daemon at the peer's EOF; all %zu bytes"
                 " delivered, then FIN; socket.closed by_peer\n",
                 (long long)buffered / KIB, total);
         /* the handle is dead: a plain socket does not stay half-open after the peer's EOF */
-        assert_int_equal(
+        EXPECT_INT(
             h_err(a, NULL, "socket.send", "{s:I, s:s}", "socket", (json_int_t)hs, "text", "late"),
-            -32001);
+            -32001, "socket.send error code");
         free(in);
     }
 
@@ -1983,7 +1991,7 @@ test_peer_faults(void **state)
     for (int k = 0; k < TRICKLE_LEN; k++) {
         for (int i = 0; i < NTRICKLE; i++) {
             unsigned char ch = (unsigned char)((k * 7 + i) & 0xff);
-            assert_int_equal(write_all(tfd[i], &ch, 1), 0);
+            EXPECT_INT(write_all(tfd[i], &ch, 1), 0, "write_all(tfd[i], &ch, 1)");
         }
         h_sleep_ms(1);
     }
@@ -1991,8 +1999,9 @@ test_peer_faults(void **state)
     for (int i = 0; i < NTRICKLE; i++) {
         /* exactly one event with all 200 bytes: an exact recv is not delivered in pieces */
         ev = h_event(a, "socket.received", ts[i], H_TIMEOUT_MS);
-        got = h_unb64(jstr(ev, "data"), &have);
-        H_CHECK(got != NULL && have == TRICKLE_LEN && !json_object_get(ev, "eof"), ev);
+        got = h_unb64(jstr_or_empty(ev, "data"), &have);
+        EXPECT_TRUE(got != NULL && have == TRICKLE_LEN && !json_object_get(ev, "eof"), "%s",
+                    jd(ev));
         for (int k = 0; k < TRICKLE_LEN; k++)
             if (got[k] != (unsigned char)((k * 7 + i) & 0xff)) {
                 fprintf(stderr, "trickled byte %d of socket %d wrong\n", k, i);
@@ -2068,25 +2077,28 @@ test_max_clients_burst(void **state)
         char *got;
         json_t *m;
         fd = unix_connect(D.sock);
-        assert_true(fd >= 0);
-        track_fd(fd);
+        EXPECT_TRUE(fd >= 0, "fd >= 0");
+        track_raw_fd(fd);
         if (i & 1) /* half of them talk first: still exactly the refusal, the request unread */
-            assert_true(write_all(fd, ping_line, strlen(ping_line)) == 0 || errno == EPIPE);
+            EXPECT_TRUE(write_all(fd, ping_line, strlen(ping_line)) == 0 || errno == EPIPE,
+                        "write_all(fd, ping_line, strlen(ping_line)) == 0 || errno == EPIPE");
         got = read_to_eof(fd, H_TIMEOUT_MS, &len);
         if (!got)
             fprintf(stderr, "connection %d past max-clients: no EOF within %d ms\n", i,
                     H_TIMEOUT_MS);
-        assert_non_null(got);
+        EXPECT_TRUE(got != NULL, "got");
         if (!(len > 0 && got[len - 1] == '\n' && strchr(got, '\n') == got + len - 1))
             fprintf(stderr, "connection %d past max-clients got \"%s\"\n", i, got);
-        assert_true(len > 0 && got[len - 1] == '\n' && strchr(got, '\n') == got + len - 1);
+        EXPECT_TRUE(len > 0 && got[len - 1] == '\n' && strchr(got, '\n') == got + len - 1,
+                    "len > 0 && got[len - 1] == '\\n' && strchr(got, '\\n') == got + len - 1");
         m = json_loads(got, 0, NULL);
-        H_CHECK(m && json_is_null(json_object_get(m, "id")) &&
-                    json_integer_value(json_object_get(json_object_get(m, "error"), "code")) ==
-                        -32003 &&
-                    !strcmp(jstr(json_object_get(json_object_get(m, "error"), "data"), "limit"),
-                            "max-clients"),
-                m);
+        EXPECT_TRUE(m && json_is_null(json_object_get(m, "id")) &&
+                        json_integer_value(json_object_get(json_object_get(m, "error"), "code")) ==
+                            -32003 &&
+                        !strcmp(jstr_or_empty(json_object_get(json_object_get(m, "error"), "data"),
+                                              "limit"),
+                                "max-clients"),
+                    "%s", jd(m));
         json_decref(m);
         free(got);
         refused++;
@@ -2104,22 +2116,22 @@ test_max_clients_burst(void **state)
             "  %d refused past max-clients %d; pings meanwhile max %lld ms (daemon CPU %lld ms); "
             "daemon fds %d -> %d\n",
             refused, NMAX, pw.wall_max, pw.work_max, fds0, fds1);
-    assert_int_equal(fds1, fds0);
-    assert_true(pw.work_max < 500);
+    EXPECT_INT(fds1, fds0, "fds1");
+    EXPECT_TRUE(pw.work_max < 500, "pw.work_max < 500");
 
     /* a freed slot is taken by the next client; the one after is refused again */
     h_client_close(c[2]);
     json_decref(h_wait_clients(c[0], NMAX - 1));
     extra = h_client_auto(&D);
     json_decref(h_ok(extra, "daemon.ping", NULL));
-    assert_true(h_open(extra, "tcp") > 0);
+    EXPECT_TRUE(h_open(extra, "tcp") > 0, "h_open(extra, \"tcp\") > 0");
     fd = unix_connect(D.sock);
-    assert_true(fd >= 0);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
     {
         size_t len;
         char *got = read_to_eof(fd, H_TIMEOUT_MS, &len);
-        assert_non_null(got);
-        assert_non_null(strstr(got, "max-clients"));
+        EXPECT_TRUE(got != NULL, "got");
+        EXPECT_TRUE(strstr(got, "max-clients") != NULL, "strstr(got, \"max-clients\")");
         free(got);
     }
     close(fd);
@@ -2155,7 +2167,7 @@ test_fd_exhaustion(void **state)
     fds0 = h_count_fds(D.pid);
     sink = mute_start();
     hs = calloc(256, sizeof *hs);
-    assert_non_null(hs);
+    EXPECT_TRUE(hs != NULL, "hs");
 
     /* a listener of A's, auto_accept: its accept will meet EMFILE */
     lsock = h_open(a, "tcp");
@@ -2172,39 +2184,39 @@ test_fd_exhaustion(void **state)
                                    "127.0.0.1", "port", sink->port);
         int rc = sockd_client_call(a, "socket.connect", params, NULL, &err, H_TIMEOUT_MS);
         json_decref(params);
-        assert_true(rc == 0 || rc == 1);
+        EXPECT_TRUE(rc == 0 || rc == 1, "rc == 0 || rc == 1");
         if (rc == 1) {
             json_t *d = json_object_get(err, "data");
-            H_CHECK(sockd_client_error_code(err) == -32603 &&
-                        !strcmp(jstr(d, "reason"), "open_failed") &&
-                        json_integer_value(json_object_get(d, "errno")) == EMFILE,
-                    err);
+            EXPECT_TRUE(sockd_client_error_code(err) == -32603 &&
+                            !strcmp(jstr_or_empty(d, "reason"), "open_failed") &&
+                            json_integer_value(json_object_get(d, "errno")) == EMFILE,
+                        "%s", jd(err));
             errno_seen = EMFILE;
-            snprintf(note, sizeof note, "%s", jstr(d, "detail"));
+            snprintf(note, sizeof note, "%s", jstr_or_empty(d, "detail"));
             json_decref(err);
             failed_s = s;
             break;
         }
         ev = sockd_client_wait_event(a, NULL, s, H_TIMEOUT_MS);
-        H_CHECK(ev != NULL, NULL);
-        if (!strcmp(jstr(ev, "method"), "socket.closed")) { /* the other clean form */
+        EXPECT_TRUE(ev != NULL, "%s", jd(NULL));
+        if (!strcmp(jstr_or_empty(ev, "method"), "socket.closed")) { /* the other clean form */
             h_dump("connect ended with", ev);
             closed_instead++;
             json_decref(ev);
             break;
         }
-        H_CHECK(!strcmp(jstr(ev, "method"), "socket.connected"), ev);
+        EXPECT_STR(jstr_or_empty(ev, "method"), "socket.connected", "%s", jd(ev));
         json_decref(ev);
         hs[nh++] = s;
     }
     fds_full = h_count_fds(D.pid);
-    assert_true(errno_seen == EMFILE || closed_instead);
+    EXPECT_TRUE(errno_seen == EMFILE || closed_instead, "errno_seen == EMFILE || closed_instead");
     if (failed_s) { /* "a call that fails leaves the socket as it was": still open, no fd */
         r = h_ok(a, "socket.info", "{s:I}", "socket", (json_int_t)failed_s);
-        H_CHECK(!strcmp(jstr(r, "state"), "open"), r);
+        EXPECT_STR(jstr_or_empty(r, "state"), "open", "%s", jd(r));
         json_decref(r);
     }
-    assert_true(nh >= limit - fds0 - 4);
+    EXPECT_TRUE(nh >= limit - fds0 - 4, "nh >= limit - fds0 - 4");
     /* The daemon still serves what needs no fd. */
     json_decref(h_ok(a, "daemon.ping", NULL));
     json_decref(h_ok(a, "daemon.stats", NULL));
@@ -2212,14 +2224,14 @@ test_fd_exhaustion(void **state)
     /* At the limit: a new control client and a connection to A's listener both wait in the
        kernel's backlog; the daemon pauses accepting (1 s timers) instead of spinning. */
     cfd = unix_connect(D.sock);
-    assert_true(cfd >= 0);
+    EXPECT_TRUE(cfd >= 0, "cfd >= 0");
     rawc_init(&late, cfd);
-    tfd = track_fd(tcp_connect_raw(lport));
-    assert_true(tfd >= 0);
-    assert_int_equal(rawc_send(&late, "daemon.ping", NULL), 0);
+    tfd = track_raw_fd(tcp_connect_raw(lport));
+    EXPECT_TRUE(tfd >= 0, "tfd >= 0");
+    EXPECT_INT(rawc_send(&late, "daemon.ping", NULL), 0, "rawc_send(&late, \"daemon.ping\", NULL)");
     cpu0 = proc_cpu_ms(D.pid);
     t0 = h_now_ms();
-    assert_false(readable(cfd, 1500));
+    EXPECT_TRUE(!readable(cfd, 1500), "readable(cfd, 1500)");
     cpu1 = proc_cpu_ms(D.pid);
     h_no_event(a, 10);
     fprintf(stderr,
@@ -2227,7 +2239,7 @@ test_fd_exhaustion(void **state)
             "socket.connect -> -32603 open_failed (%s)\n"
             "  at the limit for 1.5 s with a client and a connection waiting: daemon CPU %lld ms\n",
             limit, fds0, fds_full, nh, note, cpu1 - cpu0);
-    assert_true(cpu1 - cpu0 < 300); /* a busy loop would use ~1500 */
+    EXPECT_TRUE(cpu1 - cpu0 < 300, "cpu1 - cpu0 < 300"); /* a busy loop would use ~1500 */
 
     /* Free ten fds: within about a second both are taken in and everything works again. */
     for (int i = 0; i < 10; i++)
@@ -2235,11 +2247,11 @@ test_fd_exhaustion(void **state)
     t0 = h_now_ms();
     r = rawc_msg(&late, 3000);
     t_ans = h_now_ms() - t0;
-    H_CHECK(r != NULL && json_object_get(r, "result") != NULL, r);
+    EXPECT_TRUE(r != NULL && json_object_get(r, "result") != NULL, "%s", jd(r));
     json_decref(r);
     ev = h_event(a, "socket.accepted", 0, 3000);
     t_acc = h_now_ms() - t0;
-    H_CHECK(json_integer_value(json_object_get(ev, "listener")) == lsock, ev);
+    EXPECT_INT(json_integer_value(json_object_get(ev, "listener")), lsock, "%s", jd(ev));
     json_decref(ev);
     {
         long long s = h_connect_tcp(a, sink->port);
@@ -2265,7 +2277,8 @@ test_fd_exhaustion(void **state)
     }
     json_decref(r);
     json_decref(h_wait_clients(a, 1));
-    assert_int_equal(h_wait_fds(D.pid, fds0, H_TIMEOUT_MS), fds0);
+    EXPECT_INT(h_wait_fds(D.pid, fds0, H_TIMEOUT_MS), fds0,
+               "h_wait_fds(D.pid, fds0, H_TIMEOUT_MS)");
     free(hs);
     mute_stop(sink);
     close_tracked();
@@ -2394,7 +2407,8 @@ sig_line(struct sig_client *c, char *line, size_t n)
         long long s = json_integer_value(json_object_get(p, "socket"));
         for (k = 0; k < SIG_SOCKS && c->socks[k] != s; k++)
             ;
-        if (k == SIG_SOCKS || c->closed[k] || strcmp(jstr(p, "reason"), "daemon_shutdown") ||
+        if (k == SIG_SOCKS || c->closed[k] ||
+            strcmp(jstr_or_empty(p, "reason"), "daemon_shutdown") ||
             json_object_get(p, "request")) {
             c->bad++;
             snprintf(c->why, sizeof c->why, "unexpected %.150s", line);
@@ -2479,14 +2493,14 @@ test_sigterm_under_load(void **state)
        take everything on a slow machine; the frozen ones are cut off when it ends. */
     h_daemon_start(&D, "shutdown-timeout 8s\n");
     f = calloc(1, sizeof *f);
-    assert_non_null(f);
+    EXPECT_TRUE(f != NULL, "f");
     f->lfd = tcp_listen_any(&f->port, 1024, 0);
-    assert_true(f->lfd >= 0);
-    assert_int_equal(pthread_create(&f->th, NULL, flood_main, f), 0);
+    EXPECT_TRUE(f->lfd >= 0, "f->lfd >= 0");
+    EXPECT_INT(pthread_create(&f->th, NULL, flood_main, f), 0, "pthread_create");
     g_flood = f;
     cl = calloc(SIG_CLIENTS, sizeof *cl);
     rd = calloc(1, sizeof *rd);
-    assert_true(cl && rd);
+    EXPECT_TRUE(cl && rd, "cl && rd");
     rd->cl = cl;
     b64 = h_b64(pat, 64 * KIB);
 
@@ -2494,7 +2508,7 @@ test_sigterm_under_load(void **state)
     for (int i = 0; i < SIG_CLIENTS; i++) {
         struct sig_client *c = &cl[i];
         rawc_init(&c->rc, unix_connect(D.sock));
-        assert_true(c->rc.fd >= 0);
+        EXPECT_TRUE(c->rc.fd >= 0, "c->rc.fd >= 0");
         c->frozen = i < SIG_FROZEN;
         rd->n = i + 1;
         for (int k = 0; k < SIG_SOCKS; k++) {
@@ -2507,13 +2521,13 @@ test_sigterm_under_load(void **state)
         }
         for (int k = 0; k < SIG_SOCKS; k++) {
             ev = rawc_wait(&c->rc, "socket.connected", H_TIMEOUT_MS);
-            assert_non_null(ev);
+            EXPECT_TRUE(ev != NULL, "ev");
             json_decref(ev);
         }
     }
     /* From here on the reader thread reads every client (they must read while they write: the
        daemon stops reading a client whose output is over the high-water mark). */
-    assert_int_equal(pthread_create(&rd->th, NULL, sig_reader_main, rd), 0);
+    EXPECT_INT(pthread_create(&rd->th, NULL, sig_reader_main, rd), 0, "pthread_create");
     g_sig_reader = rd;
     /* every client's sends before any stream: with 150 streams running, each daemon loop turn
        encodes ~10 MB and an 87 KB request line needs two turns (measured: these 600 sends took
@@ -2521,18 +2535,17 @@ test_sigterm_under_load(void **state)
     for (int i = 0; i < SIG_CLIENTS; i++)
         for (int k = 0; k < SIG_SOCKS; k++)
             for (int j = 0; j < 4; j++)
-                assert_int_equal(rawc_send(&cl[i].rc, "socket.send",
-                                           json_pack("{s:I, s:s}", "socket",
-                                                     (json_int_t)cl[i].socks[k], "data", b64)),
-                                 0);
+                EXPECT_INT(rawc_send(&cl[i].rc, "socket.send",
+                                     json_pack("{s:I, s:s}", "socket", (json_int_t)cl[i].socks[k],
+                                               "data", b64)),
+                           0, "rawc_send");
     free(b64);
     for (int i = 0; i < SIG_CLIENTS; i++)
         for (int k = 0; k < SIG_SOCKS; k++)
-            assert_int_equal(
-                rawc_send(&cl[i].rc, "socket.recv",
-                          json_pack("{s:I, s:i, s:b}", "socket", (json_int_t)cl[i].socks[k],
-                                    "length", 65536, "stream", 1)),
-                0);
+            EXPECT_INT(rawc_send(&cl[i].rc, "socket.recv",
+                                 json_pack("{s:I, s:i, s:b}", "socket", (json_int_t)cl[i].socks[k],
+                                           "length", 65536, "stream", 1)),
+                       0, "rawc_send");
     /* Under load means data is flowing: wait for 10 MiB to have reached the clients (how long
        that takes depends on the machine, so it is a condition, not a sleep). */
     t_term = h_now_ms();
@@ -2541,17 +2554,18 @@ test_sigterm_under_load(void **state)
         h_sleep_ms(10);
     print_message("  %zu bytes delivered before the freeze (%lld ms)\n", before,
                   h_now_ms() - t_term);
-    assert_true(before > 10 * MIB);
+    EXPECT_TRUE(before > 10 * MIB, "before > 10 * MIB");
     /* Five clients stop reading: their output sits over the high-water mark at SIGTERM. */
     __atomic_store_n(&rd->freeze, 1, __ATOMIC_SEQ_CST);
     h_sleep_ms(500);
-    assert_int_equal(__atomic_load_n(&f->nconn, __ATOMIC_SEQ_CST), SIG_CLIENTS * SIG_SOCKS);
+    EXPECT_INT(__atomic_load_n(&f->nconn, __ATOMIC_SEQ_CST), SIG_CLIENTS * SIG_SOCKS,
+               "__atomic_load_n");
 
     /* SIGTERM: exit 0 once the flush ends (shutdown-timeout, for the frozen ones), every
        reading client told about every socket, then EOF. */
     pid = D.pid;
     t_term = h_now_ms();
-    assert_int_equal(kill(pid, SIGTERM), 0);
+    EXPECT_INT(kill(pid, SIGTERM), 0, "kill: %s", strerror(errno));
     while (h_now_ms() - t_term < 20000) {
         pid_t w = waitpid(pid, &status, WNOHANG);
         if (w == pid) {
@@ -2613,18 +2627,18 @@ test_sigterm_under_load(void **state)
             SIG_CLIENTS - SIG_FROZEN, t_all, frozen_told, frozen_eof, peers_ended,
             SIG_CLIENTS * SIG_SOCKS);
     /* the frozen clients never read: only the shutdown-timeout deadline ends the flush */
-    assert_true(exited);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
-    assert_int_equal(told, SIG_CLIENTS - SIG_FROZEN);
-    assert_int_equal(bad, 0);
-    assert_int_equal(frozen_eof, SIG_FROZEN);
-    assert_int_equal(peers_ended, SIG_CLIENTS * SIG_SOCKS);
+    EXPECT_TRUE(exited, "exited");
+    EXPECT_TRUE(WIFEXITED(status), "WIFEXITED(status)");
+    EXPECT_INT(WEXITSTATUS(status), 0, "WEXITSTATUS(status)");
+    EXPECT_INT(told, SIG_CLIENTS - SIG_FROZEN, "told");
+    EXPECT_INT(bad, 0, "bad");
+    EXPECT_INT(frozen_eof, SIG_FROZEN, "frozen_eof");
+    EXPECT_INT(peers_ended, SIG_CLIENTS * SIG_SOCKS, "peers_ended");
     /* nothing left: the socket file is gone and so is the process (and with it every fd) */
-    assert_int_not_equal(stat(D.sock, &st), 0);
-    assert_int_equal(errno, ENOENT);
-    assert_int_not_equal(kill(pid, 0), 0);
-    assert_int_equal(errno, ESRCH);
+    EXPECT_TRUE(stat(D.sock, &st) != (0), "stat: %s", strerror(errno));
+    EXPECT_INT(errno, ENOENT, "errno");
+    EXPECT_TRUE(kill(pid, 0) != (0), "kill: %s", strerror(errno));
+    EXPECT_INT(errno, ESRCH, "errno");
     for (int i = 0; i < SIG_CLIENTS; i++)
         rawc_free(&cl[i].rc);
     free(cl);

@@ -26,6 +26,7 @@
 
 #include "dnsd.h"
 #include "harness.h"
+#include "tc.h"
 
 static struct h_daemon D;
 
@@ -55,13 +56,14 @@ test_misc_nobody_is_nobody(void **state)
     h_daemon_start(&D, conf);
     root = h_client_auto(&D);
     nobody = h_client_nobody(&D);
-    assert_true(h_connect_tcp(root, peer->port) > 0); /* root may */
+    EXPECT_TRUE(h_connect_tcp(root, peer->port) > 0,
+                "h_connect_tcp(root, peer->port) > 0"); /* root may */
     s = h_open(nobody, "tcp");
     char addr[64];
     snprintf(addr, sizeof addr, "127.0.0.1:%d", peer->port);
-    assert_int_equal(h_err(nobody, NULL, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)s,
-                           "address", addr),
-                     -32004);
+    EXPECT_INT(h_err(nobody, NULL, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)s,
+                     "address", addr),
+               -32004, "socket.connect error code");
     sockd_client_close(nobody);
     h_daemon_stop(&D);
 }
@@ -77,7 +79,7 @@ misc_ok_fd(struct sockd_client *c, int *fd_out, const char *method, const char *
     va_end(ap);
     int rc = sockd_client_call_fd(c, method, params, -1, &res, &err, fd_out, H_TIMEOUT_MS);
     json_decref(params);
-    H_CHECK(rc == 0, err);
+    EXPECT_TRUE(rc == 0, "%s", jd(err));
     return res;
 }
 
@@ -87,19 +89,19 @@ misc_echo_through(int fd, const char *text)
 {
     size_t n = strlen(text), got = 0;
     char back[256];
-    assert_true(n < sizeof back);
-    assert_int_equal(write(fd, text, n), (ssize_t)n);
+    EXPECT_TRUE(n < sizeof back, "n < sizeof back");
+    EXPECT_INT(write(fd, text, n), (ssize_t)n, "write: %s", strerror(errno));
     long long end = h_now_ms() + H_TIMEOUT_MS;
     while (got < n && h_now_ms() < end) {
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         if (poll(&pfd, 1, 100) <= 0)
             continue;
         ssize_t r = read(fd, back + got, n - got);
-        assert_true(r > 0);
+        EXPECT_TRUE(r > 0, "r > 0");
         got += (size_t)r;
     }
-    assert_int_equal(got, n);
-    assert_memory_equal(back, text, n);
+    EXPECT_INT(got, n, "got");
+    EXPECT_TRUE(memcmp(back, text, n) == 0, "back");
 }
 
 /*
@@ -119,7 +121,7 @@ test_misc_give_piped(void **state)
     taker = h_client_nobody(&D);
     long long s = h_connect_tcp(giver, peer->port);
     json_decref(misc_ok_fd(giver, &fd, "socket.pipe", "{s:I}", "socket", (json_int_t)s));
-    assert_true(fd >= 0);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
     misc_echo_through(fd, "before the gift");
     json_t *r = h_ok(giver, "socket.give", "{s:I}", "socket", (json_int_t)s);
     char token[64];
@@ -131,19 +133,19 @@ test_misc_give_piped(void **state)
     misc_echo_through(fd, "after the giver left");
     r = h_ok(taker, "socket.take", "{s:s}", "token", token);
     long long t = json_integer_value(json_object_get(r, "socket"));
-    H_CHECK(t > 0 && strcmp(json_string_value(json_object_get(r, "state")), "connected") == 0, r);
+    EXPECT_TRUE(t > 0 && strcmp(json_string_value(json_object_get(r, "state")), "connected") == 0,
+                "%s", jd(r));
     json_decref(r);
     misc_echo_through(fd, "after the take");
     /* still piped in the taker's hands: send answers -32002, as for the giver before */
-    assert_int_equal(
-        h_err(taker, NULL, "socket.send", "{s:I,s:s}", "socket", (json_int_t)t, "text", "x"),
-        -32002);
+    EXPECT_INT(h_err(taker, NULL, "socket.send", "{s:I,s:s}", "socket", (json_int_t)t, "text", "x"),
+               -32002, "socket.send error code");
     /* the taker's close ends the relay: EOF on the giver's end */
     json_decref(h_ok(taker, "socket.close", "{s:I}", "socket", (json_int_t)t));
     char b;
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    assert_int_equal(poll(&pfd, 1, H_TIMEOUT_MS), 1);
-    assert_true(read(fd, &b, 1) <= 0);
+    EXPECT_INT(poll(&pfd, 1, H_TIMEOUT_MS), 1, "poll: %s", strerror(errno));
+    EXPECT_TRUE(read(fd, &b, 1) <= 0, "read: %s", strerror(errno));
     close(fd);
     json_decref(h_ok(taker, "daemon.ping", NULL));
     sockd_client_close(taker);
@@ -156,12 +158,12 @@ misc_unix_bound(const char *name, size_t n)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    assert_true(n < sizeof sun.sun_path);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
+    EXPECT_TRUE(n < sizeof sun.sun_path, "n < sizeof sun.sun_path");
     memcpy(sun.sun_path, name, n);
-    assert_int_equal(
+    EXPECT_INT(
         bind(fd, (struct sockaddr *)&sun, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)),
-        0);
+        0, "bind: %s", strerror(errno));
     return fd;
 }
 
@@ -171,9 +173,9 @@ misc_unix_connect(int fd, const char *name, size_t n)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     memcpy(sun.sun_path, name, n);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sun,
-                             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)),
-                     0);
+    EXPECT_INT(connect(fd, (struct sockaddr *)&sun,
+                       (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)),
+               0, "connect: %s", strerror(errno));
 }
 
 /* Attach fd (closed here) as a unix socket; the new handle. */
@@ -184,7 +186,7 @@ misc_attach(struct sockd_client *c, int fd)
     int rc = sockd_client_call_fd(c, "socket.attach", params, fd, &res, &err, NULL, H_TIMEOUT_MS);
     json_decref(params);
     close(fd);
-    H_CHECK(rc == 0, err);
+    EXPECT_TRUE(rc == 0, "%s", jd(err));
     long long h = json_integer_value(json_object_get(res, "socket"));
     json_decref(res);
     return h;
@@ -195,11 +197,11 @@ static void
 misc_assert_b64_name(const json_t *addr, const char *name, size_t n)
 {
     const char *b = json_string_value(json_object_get(addr, "path_base64"));
-    H_CHECK(b != NULL && json_object_get(addr, "path") == NULL, addr);
+    EXPECT_TRUE(b != NULL && json_object_get(addr, "path") == NULL, "%s", jd(addr));
     size_t dl = 0;
     unsigned char *d = h_unb64(b, &dl);
-    assert_non_null(d);
-    H_CHECK(dl == n && memcmp(d, name, n) == 0, addr);
+    EXPECT_TRUE(d != NULL, "d");
+    EXPECT_TRUE(dl == n && memcmp(d, name, n) == 0, "%s", jd(addr));
     free(d);
 }
 
@@ -220,14 +222,14 @@ test_misc_unix_names_not_utf8(void **state)
     h_daemon_start(&D, NULL);
     nobody = h_client_nobody(&D);
     other = h_client_auto(&D);
-    assert_non_null(mkdtemp(dir));
+    EXPECT_TRUE(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
     int ln = snprintf(lpath, sizeof lpath, "%s/l\xfe\x80", dir);
     int cn = snprintf(cpath, sizeof cpath, "%s/c\xff\nx", dir);
 
     /* an abstract listener: "@x\xff" is how the name is reported (with the '@') */
     static const char abs_name[] = "\0x\xff";
     int afd = misc_unix_bound(abs_name, 3);
-    assert_int_equal(listen(afd, 4), 0);
+    EXPECT_INT(listen(afd, 4), 0, "listen: %s", strerror(errno));
     long long a = misc_attach(nobody, afd);
     json_t *info = h_ok(nobody, "socket.info", "{s:I}", "socket", (json_int_t)a);
     misc_assert_b64_name(json_object_get(info, "local"), "@x\xff", 3);
@@ -242,11 +244,11 @@ test_misc_unix_names_not_utf8(void **state)
 
     /* path sockets with invalid bytes (and a newline) in their names, connected */
     int lfd = misc_unix_bound(lpath, (size_t)ln + 1);
-    assert_int_equal(listen(lfd, 4), 0);
+    EXPECT_INT(listen(lfd, 4), 0, "listen: %s", strerror(errno));
     int cfd = misc_unix_bound(cpath, (size_t)cn + 1);
     misc_unix_connect(cfd, lpath, (size_t)ln + 1);
     int sfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-    assert_true(sfd >= 0);
+    EXPECT_TRUE(sfd >= 0, "sfd >= 0");
     long long c = misc_attach(nobody, cfd), sv = misc_attach(nobody, sfd);
     long long l = misc_attach(nobody, lfd);
     info = h_ok(nobody, "socket.info", "{s:I}", "socket", (json_int_t)c);
@@ -268,7 +270,7 @@ test_misc_unix_names_not_utf8(void **state)
             seen = 1;
         }
     }
-    H_CHECK(seen, list);
+    EXPECT_TRUE(seen, "%s", jd(list));
     json_decref(list);
 
     /* the daemon serves the others as before */
@@ -285,13 +287,13 @@ static char *
 misc_log(const struct h_daemon *d)
 {
     FILE *f = fopen(d->log, "r");
-    assert_non_null(f);
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    EXPECT_TRUE(f != NULL, "f");
+    EXPECT_INT(fseek(f, 0, SEEK_END), 0, "fseek(f, 0, SEEK_END)");
     long len = ftell(f);
-    assert_true(len >= 0);
+    EXPECT_TRUE(len >= 0, "len >= 0");
     rewind(f);
     char *text = malloc((size_t)len + 1);
-    assert_non_null(text);
+    EXPECT_TRUE(text != NULL, "text");
     text[fread(text, 1, (size_t)len, f)] = '\0';
     fclose(f);
     return text;
@@ -319,7 +321,7 @@ test_misc_log_escaped(void **state)
     char dir[] = "/tmp/sockd-misc-XXXXXX", path[128], conf[256];
     (void)state;
 
-    assert_non_null(mkdtemp(dir));
+    EXPECT_TRUE(mkdtemp(dir) != NULL, "mkdtemp: %s", strerror(errno));
     snprintf(path, sizeof path, "%s/a\nFAKE line path \x1b[2J", dir);
     snprintf(conf, sizeof conf, "deny connect unix %s/\n", dir);
     h_daemon_start(&D, conf);
@@ -328,22 +330,22 @@ test_misc_log_escaped(void **state)
     h_send_raw(nobody, "{\"jsonrpc\":\"2.0\",\"method\":\"x\\nFAKE line method\"}\n");
     long long s = h_open(nobody, "unix");
     json_t *err = NULL;
-    assert_int_equal(h_err(nobody, &err, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)s,
-                           "address", path),
-                     -32004);
+    EXPECT_INT(h_err(nobody, &err, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)s,
+                     "address", path),
+               -32004, "socket.connect error code");
     json_decref(err);
     /* a name that is not UTF-8 comes only from the kernel: attach a socket connected to one */
     char lpath[128];
     int ln = snprintf(lpath, sizeof lpath, "%s/b\xff\nFAKE line attach", dir);
     int lfd = misc_unix_bound(lpath, (size_t)ln + 1);
-    assert_int_equal(listen(lfd, 1), 0);
+    EXPECT_INT(listen(lfd, 1), 0, "listen: %s", strerror(errno));
     int cfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     misc_unix_connect(cfd, lpath, (size_t)ln + 1);
     json_t *params = json_pack("{s:s}", "type", "unix");
-    assert_int_equal(
+    EXPECT_INT(
         sockd_client_call_fd(nobody, "socket.attach", params, cfd, NULL, &err, NULL, H_TIMEOUT_MS),
-        1);
-    assert_int_equal(sockd_client_error_code(err), -32004);
+        1, "sockd_client_call_fd");
+    EXPECT_INT(sockd_client_error_code(err), -32004, "sockd_client_error_code(err)");
     json_decref(err);
     json_decref(params);
     close(cfd);
@@ -390,12 +392,17 @@ static void
 test_misc_warns_without_config(void **state)
 {
     (void)state;
-    assert_true(misc_start_logs(
-        NULL, "warning: running as root with no access policy (no configuration file)"));
+    EXPECT_TRUE(misc_start_logs(
+                    NULL, "warning: running as root with no access policy (no configuration file)"),
+                "misc_start_logs( NULL, \"warning: running as root with no access policy (no "
+                "configuration file)\")");
     /* a configuration file without rules leaves everything allowed too */
-    assert_true(misc_start_logs("max-clients 100\n",
-                                "no access policy (no rules in the configuration file)"));
-    assert_false(misc_start_logs("deny connect 10.0.0.0/8\n", "no access policy"));
+    EXPECT_TRUE(misc_start_logs("max-clients 100\n",
+                                "no access policy (no rules in the configuration file)"),
+                "misc_start_logs(\"max-clients 100\\n\", \"no access policy (no rules in the "
+                "configuration file)\")");
+    EXPECT_TRUE(!misc_start_logs("deny connect 10.0.0.0/8\n", "no access policy"),
+                "misc_start_logs(\"deny connect 10.0.0.0/8\\n\", \"no access policy\")");
 }
 
 /*
@@ -415,8 +422,8 @@ test_misc_numeric_not_a_name(void **state)
     char conf[128];
     (void)state;
 
-    assert_int_equal(dnsd_start(&dns), 0);
-    assert_int_equal(dnsd_set_rcode(&dns, "nx.test", DNSD_NXDOMAIN), 0);
+    EXPECT_INT(dnsd_start(&dns), 0, "dnsd_start(&dns)");
+    EXPECT_INT(dnsd_set_rcode(&dns, "nx.test", DNSD_NXDOMAIN), 0, "dnsd_set_rcode");
     snprintf(conf, sizeof conf, "resolver 127.0.0.1:%u\n", (unsigned)dns.port);
     h_daemon_start(&D, conf);
     struct sockd_client *nobody = h_client_nobody(&D);
@@ -429,18 +436,18 @@ test_misc_numeric_not_a_name(void **state)
             json_string_value(json_object_get(json_object_get(err, "data"), "reason"));
         if (code != -32602 || reason == NULL || strcmp(reason, "address_invalid") != 0) {
             fprintf(stderr, "%s: ", bad[i]);
-            H_CHECK(0, err);
+            EXPECT_TRUE(0, "%s", jd(err));
         }
         json_decref(err);
     }
     json_decref(h_ok(nobody, "daemon.ping", NULL));
-    assert_int_equal(dnsd_queries(&dns), 0);
+    EXPECT_INT(dnsd_queries(&dns), 0, "dnsd_queries(&dns)");
     /* the counter counts: a real name is asked about */
     long long s = h_open(nobody, "tcp");
     json_decref(h_ok(nobody, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)s, "address",
                      "nx.test:80"));
     json_decref(h_event(nobody, "socket.closed", s, H_TIMEOUT_MS));
-    assert_true(dnsd_name_queries(&dns, "nx.test") > 0);
+    EXPECT_TRUE(dnsd_name_queries(&dns, "nx.test") > 0, "dnsd_name_queries(&dns, \"nx.test\") > 0");
     sockd_client_close(nobody);
     h_daemon_stop(&D);
     dnsd_stop(&dns);

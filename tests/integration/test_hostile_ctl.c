@@ -31,6 +31,7 @@
 #include <sockd/protocol.h>
 
 #include "harness.h"
+#include "tc.h"
 
 static struct h_daemon D;
 
@@ -59,7 +60,7 @@ raw_nobody(void)
 {
     h_daemon_open_to_all(&D);
     R.fd = h_connect_as(D.sock, H_NOBODY, H_NOBODY);
-    assert_true(R.fd >= 0);
+    EXPECT_TRUE(R.fd >= 0, "R.fd >= 0");
     R.len = 0;
     return &R;
 }
@@ -77,7 +78,7 @@ raw_close(struct raw *r)
 
 /* Write all n bytes, waiting (bounded) while the daemon does not read; fails on a stall. */
 static void
-raw_write(struct raw *r, const void *p, size_t n)
+raw_conn_write(struct raw *r, const void *p, size_t n)
 {
     const char *q = p;
     while (n > 0) {
@@ -89,7 +90,7 @@ raw_write(struct raw *r, const void *p, size_t n)
         ssize_t k = send(r->fd, q, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (k < 0 && (errno == EAGAIN || errno == EINTR))
             continue;
-        assert_true(k > 0);
+        EXPECT_TRUE(k > 0, "k > 0");
         q += k;
         n -= (size_t)k;
     }
@@ -97,7 +98,7 @@ raw_write(struct raw *r, const void *p, size_t n)
 
 /* Bytes ready to read right now (0: none). */
 static int
-raw_readable(struct raw *r)
+raw_conn_readable(struct raw *r)
 {
     struct pollfd pf = {r->fd, POLLIN, 0};
     return r->len > 0 || poll(&pf, 1, 0) == 1;
@@ -113,7 +114,7 @@ raw_fill(struct raw *r, int ms)
     if (r->cap - r->len < 65536) {
         r->cap = r->cap * 2 + 65536;
         r->buf = realloc(r->buf, r->cap);
-        assert_non_null(r->buf);
+        EXPECT_TRUE(r->buf != NULL, "r->buf");
     }
     ssize_t k = recv(r->fd, r->buf + r->len, r->cap - r->len, MSG_DONTWAIT);
     if (k == 0)
@@ -136,7 +137,7 @@ raw_line(struct raw *r, int ms)
             json_t *m = json_loadb(r->buf, n, 0, &e);
             if (m == NULL)
                 fprintf(stderr, "bad line from the daemon: %s: %.200s\n", e.text, r->buf);
-            assert_non_null(m);
+            EXPECT_TRUE(m != NULL, "m");
             memmove(r->buf, nl + 1, r->len - n - 1);
             r->len -= n + 1;
             return m;
@@ -146,7 +147,7 @@ raw_line(struct raw *r, int ms)
             fprintf(stderr, "no line within %d ms\n", ms);
             fail();
         }
-        assert_int_equal(raw_fill(r, (int)left), 0);
+        EXPECT_INT(raw_fill(r, (int)left), 0, "raw_fill(r, (int)left)");
     }
 }
 
@@ -166,7 +167,7 @@ raw_response(struct raw *r, int ms)
 static int
 raw_call_code(struct raw *r, const char *line, json_t **resp_out)
 {
-    raw_write(r, line, strlen(line));
+    raw_conn_write(r, line, strlen(line));
     json_t *m = raw_response(r, H_TIMEOUT_MS);
     json_t *err = json_object_get(m, "error");
     int code = err != NULL ? (int)json_integer_value(json_object_get(err, "code")) : 0;
@@ -182,7 +183,7 @@ static long long
 raw_result_int(struct raw *r, const char *line, const char *key)
 {
     json_t *m;
-    assert_int_equal(raw_call_code(r, line, &m), 0);
+    EXPECT_INT(raw_call_code(r, line, &m), 0, "raw_call_code(r, line, &m)");
     long long v = json_integer_value(json_object_get(json_object_get(m, "result"), key));
     json_decref(m);
     return v;
@@ -208,9 +209,9 @@ static int nscratch;
 static void *
 scratch_alloc(size_t n)
 {
-    assert_true(nscratch < 4);
+    EXPECT_TRUE(nscratch < 4, "nscratch < 4");
     void *p = malloc(n);
-    assert_non_null(p);
+    EXPECT_TRUE(p != NULL, "p");
     return scratch[nscratch++] = p;
 }
 
@@ -292,38 +293,41 @@ test_ctl_batch_split(void **state)
                           s, b64);
     free(b64);
     long long base = stats_requests(root);
-    raw_write(r, batch, n);
+    raw_conn_write(r, batch, n);
 
     /* Wait until the batch runs, then ask: the answer must not wait for the whole batch. */
     long long seen = base, end = h_now_ms() + H_TIMEOUT_MS;
     while ((seen = stats_requests(root)) <= base + 2 && h_now_ms() < end)
         h_sleep_ms(1);
-    assert_true(seen > base + 2);
+    EXPECT_TRUE(seen > base + 2, "seen > base + 2");
     json_decref(h_ok(root, "daemon.ping", NULL));
     long long now = stats_requests(root);
-    assert_false(raw_readable(r)); /* the batch's answer has not come yet */
-    assert_true(now - base < N);   /* and most of the batch has not run */
+    EXPECT_TRUE(!raw_conn_readable(r),
+                "raw_conn_readable(r)");           /* the batch's answer has not come yet */
+    EXPECT_TRUE(now - base < N, "now - base < N"); /* and most of the batch has not run */
 
     /* Then the answer, whole and in order, and only after it the connect's notification. */
     m = raw_line(r, 60000);
-    assert_true(json_is_array(m));
-    assert_int_equal(json_array_size(m), N + 2);
-    H_CHECK(json_is_string(json_object_get(json_array_get(m, 0), "id")), m);
+    EXPECT_TRUE(json_is_array(m), "json_is_array(m)");
+    EXPECT_INT(json_array_size(m), N + 2, "json_array_size(m)");
+    EXPECT_TRUE(json_is_string(json_object_get(json_array_get(m, 0), "id")), "%s", jd(m));
     for (int i = 1; i <= N; i++) {
         json_t *e = json_array_get(m, (size_t)i);
-        H_CHECK(json_integer_value(json_object_get(e, "id")) == i, e);
-        H_CHECK(json_object_get(e, "result") != NULL, e);
+        EXPECT_INT(json_integer_value(json_object_get(e, "id")), i, "%s", jd(e));
+        EXPECT_TRUE(json_object_get(e, "result") != NULL, "%s", jd(e));
     }
     json_t *sent = json_object_get(json_array_get(m, N + 1), "result");
-    H_CHECK(json_integer_value(json_object_get(sent, "queued")) == (json_int_t)sizeof bytes, m);
+    EXPECT_INT(json_integer_value(json_object_get(sent, "queued")), (json_int_t)sizeof bytes, "%s",
+               jd(m));
     json_decref(m);
     m = raw_line(r, H_TIMEOUT_MS);
-    H_CHECK(json_is_string(json_object_get(m, "method")) &&
-                strcmp(json_string_value(json_object_get(m, "method")), "socket.connected") == 0,
-            m);
+    EXPECT_TRUE(json_is_string(json_object_get(m, "method")) &&
+                    strcmp(json_string_value(json_object_get(m, "method")), "socket.connected") ==
+                        0,
+                "%s", jd(m));
     json_decref(m);
     snprintf(line, sizeof line, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"daemon.ping\"}\n");
-    assert_int_equal(raw_call_code(r, line, NULL), 0);
+    EXPECT_INT(raw_call_code(r, line, NULL), 0, "raw_call_code(r, line, NULL)");
     h_daemon_stop(&D);
 }
 
@@ -337,8 +341,8 @@ rsa_cert_pem(int bits)
     char *p, *out;
     long n;
 
-    assert_non_null(k);
-    assert_non_null(x);
+    EXPECT_TRUE(k != NULL, "k");
+    EXPECT_TRUE(x != NULL, "x");
     X509_set_version(x, X509_VERSION_3);
     ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
     X509_gmtime_adj(X509_getm_notBefore(x), -3600);
@@ -347,12 +351,13 @@ rsa_cert_pem(int bits)
     X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
                                (const unsigned char *)"big", -1, -1, 0);
     X509_set_issuer_name(x, X509_get_subject_name(x));
-    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
-    assert_int_equal(PEM_write_bio_X509(b, x), 1);
-    assert_int_equal(PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL), 1);
+    EXPECT_TRUE(X509_sign(x, k, EVP_sha256()) > 0, "X509_sign(x, k, EVP_sha256()) > 0");
+    EXPECT_INT(PEM_write_bio_X509(b, x), 1, "PEM_write_bio_X509(b, x)");
+    EXPECT_INT(PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL), 1,
+               "PEM_write_bio_PrivateKey");
     n = BIO_get_mem_data(b, &p);
     out = malloc((size_t)n + 1);
-    assert_non_null(out);
+    EXPECT_TRUE(out != NULL, "out");
     memcpy(out, p, (size_t)n);
     out[n] = '\0';
     BIO_free(b);
@@ -379,12 +384,12 @@ test_ctl_rsa_cap(void **state)
     res = h_ok(nobody, "context.create", NULL);
     json_int_t ctxh = json_integer_value(json_object_get(res, "context"));
     json_decref(res);
-    assert_int_equal(h_err(nobody, &err, "context.set_server_certificate", "{s:I,s:s}", "context",
-                           ctxh, "cert", big),
-                     SOCKD_E_INVALID_PARAMS);
-    H_CHECK(strcmp(json_string_value(json_object_get(json_object_get(err, "data"), "param")),
-                   "cert") == 0,
-            err);
+    EXPECT_INT(h_err(nobody, &err, "context.set_server_certificate", "{s:I,s:s}", "context", ctxh,
+                     "cert", big),
+               SOCKD_E_INVALID_PARAMS, "context.set_server_certificate error code");
+    EXPECT_TRUE(strcmp(json_string_value(json_object_get(json_object_get(err, "data"), "param")),
+                       "cert") == 0,
+                "%s", jd(err));
     json_decref(err);
     json_decref(
         h_ok(nobody, "context.set_server_certificate", "{s:I,s:s}", "context", ctxh, "cert", ok));
@@ -412,7 +417,7 @@ test_ctl_input_cap(void **state)
     char sink[65536];
 
     (void)state;
-    assert_non_null(chunk);
+    EXPECT_TRUE(chunk != NULL, "chunk");
     for (size_t i = 0; i + sizeof ping - 1 <= CHUNK; i += sizeof ping - 1)
         memcpy(chunk + i, ping, sizeof ping - 1);
     start_for_memory("max-message 4096\n");
@@ -423,9 +428,10 @@ test_ctl_input_cap(void **state)
     long long end = h_now_ms() + 60000; /* a guard against a hang only */
     while (sent < TOTAL && h_now_ms() < end) {
         struct pollfd pf = {r->fd, POLLIN | POLLOUT, 0};
-        assert_int_equal(poll(&pf, 1, H_TIMEOUT_MS), 1);
+        EXPECT_INT(poll(&pf, 1, H_TIMEOUT_MS), 1, "poll: %s", strerror(errno));
         if (pf.revents & POLLIN)
-            assert_true(recv(r->fd, sink, sizeof sink, MSG_DONTWAIT) > 0);
+            EXPECT_TRUE(recv(r->fd, sink, sizeof sink, MSG_DONTWAIT) > 0, "recv: %s",
+                        strerror(errno));
         if (pf.revents & POLLOUT) {
             ssize_t k = send(r->fd, chunk + off, per - off, MSG_DONTWAIT | MSG_NOSIGNAL);
             if (k > 0) {
@@ -434,11 +440,11 @@ test_ctl_input_cap(void **state)
             }
         }
     }
-    assert_true(sent >= TOTAL);
+    EXPECT_TRUE(sent >= TOTAL, "sent >= TOTAL");
     json_decref(h_ok(root, "daemon.ping", NULL));
     long grown = h_hwm_kib(D.pid) - hwm0;
     fprintf(stderr, "# 48 MiB of pipelined pings: daemon VmHWM grew %ld KiB\n", grown);
-    assert_true(grown < 16 * 1024);
+    EXPECT_TRUE(grown < 16 * 1024, "grown < 16 * 1024");
     raw_close(r);
     h_daemon_stop(&D);
 }
@@ -450,7 +456,7 @@ open_tagged(struct raw *r, char *line, size_t cap, size_t n)
     int k = snprintf(line, cap,
                      "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"socket.open\",\"params\":{"
                      "\"type\":\"tcp\",\"tag\":\"");
-    assert_true(k > 0 && (size_t)k + n + 8 < cap);
+    EXPECT_TRUE(k > 0 && (size_t)k + n + 8 < cap, "k > 0 && (size_t)k + n + 8 < cap");
     memset(line + k, 'x', n - 2);
     memcpy(line + k + n - 2, "\"}}\n", 5);
     return raw_call_code(r, line, NULL);
@@ -471,20 +477,22 @@ test_ctl_tag_cap(void **state)
     (void)state;
     h_daemon_start(&D, NULL);
     r = raw_nobody();
-    assert_int_equal(open_tagged(r, line, CAP, 4096), 0);
-    assert_int_equal(open_tagged(r, line, CAP, 4097), SOCKD_E_INVALID_PARAMS);
-    assert_int_equal(open_tagged(r, line, CAP, 1 << 20), SOCKD_E_INVALID_PARAMS);
+    EXPECT_INT(open_tagged(r, line, CAP, 4096), 0, "open_tagged(r, line, CAP, 4096)");
+    EXPECT_INT(open_tagged(r, line, CAP, 4097), SOCKD_E_INVALID_PARAMS,
+               "open_tagged(r, line, CAP, 4097)");
+    EXPECT_INT(open_tagged(r, line, CAP, 1 << 20), SOCKD_E_INVALID_PARAMS,
+               "open_tagged(r, line, CAP, 1 << 20)");
     int k = snprintf(line, CAP,
                      "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"socket.open\",\"params\":{"
                      "\"type\":\"tcp\",\"tag\":{\"a\":[");
     for (int i = 0; i < 3000; i++) /* 6 KB, not a string */
         k += snprintf(line + k, CAP - (size_t)k, "%s1", i ? "," : "");
     snprintf(line + k, CAP - (size_t)k, "]}}}\n");
-    assert_int_equal(raw_call_code(r, line, &m), SOCKD_E_INVALID_PARAMS);
-    H_CHECK(strcmp(json_string_value(json_object_get(
-                       json_object_get(json_object_get(m, "error"), "data"), "param")),
-                   "tag") == 0,
-            m);
+    EXPECT_INT(raw_call_code(r, line, &m), SOCKD_E_INVALID_PARAMS, "raw_call_code(r, line, &m)");
+    EXPECT_TRUE(strcmp(json_string_value(json_object_get(
+                           json_object_get(json_object_get(m, "error"), "data"), "param")),
+                       "tag") == 0,
+                "%s", jd(m));
     json_decref(m);
     raw_close(r);
     h_daemon_stop(&D);
@@ -508,7 +516,7 @@ test_ctl_output_cap(void **state)
     start_for_memory("max-message 65536\n");
     r = raw_nobody();
     for (int i = 0; i < SOCKS; i++)
-        assert_int_equal(open_tagged(r, line, CAP, 4096), 0);
+        EXPECT_INT(open_tagged(r, line, CAP, 4096), 0, "open_tagged(r, line, CAP, 4096)");
     long hwm0 = h_hwm_kib(D.pid);
     size_t n = 0;
     n += (size_t)snprintf(line + n, 64, "[");
@@ -518,26 +526,27 @@ test_ctl_output_cap(void **state)
                               "\"socket.list\"}",
                               i ? "," : "", i);
     n += (size_t)snprintf(line + n, 8, "]\n");
-    assert_true(n < 65536);
-    raw_write(r, line, n);
+    EXPECT_TRUE(n < 65536, "n < 65536");
+    raw_conn_write(r, line, n);
     m = raw_line(r, 60000);
     if (!json_is_object(m)) { /* not dumped: it is 200 MiB */
         fprintf(stderr, "the answer was built whole (%zu members)\n", json_array_size(m));
         json_decref(m);
         fail();
     }
-    H_CHECK(json_is_null(json_object_get(m, "id")), m);
+    EXPECT_TRUE(json_is_null(json_object_get(m, "id")), "%s", jd(m));
     json_t *err = json_object_get(m, "error");
-    H_CHECK(json_integer_value(json_object_get(err, "code")) == SOCKD_E_LIMIT, m);
-    H_CHECK(strcmp(json_string_value(json_object_get(json_object_get(err, "data"), "limit")),
-                   "max-output") == 0,
-            m);
+    EXPECT_INT(json_integer_value(json_object_get(err, "code")), SOCKD_E_LIMIT, "%s", jd(m));
+    EXPECT_TRUE(strcmp(json_string_value(json_object_get(json_object_get(err, "data"), "limit")),
+                       "max-output") == 0,
+                "%s", jd(m));
     json_decref(m);
     long grown = h_hwm_kib(D.pid) - hwm0;
     fprintf(stderr, "# a 200 MiB answer refused: daemon VmHWM grew %ld KiB\n", grown);
-    assert_true(grown < 160 * 1024);
-    assert_int_equal(
-        raw_call_code(r, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"daemon.ping\"}\n", NULL), 0);
+    EXPECT_TRUE(grown < 160 * 1024, "grown < 160 * 1024");
+    EXPECT_INT(
+        raw_call_code(r, "{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"daemon.ping\"}\n", NULL), 0,
+        "raw_call_code");
     raw_close(r);
     h_daemon_stop(&D);
 }
@@ -561,9 +570,10 @@ test_ctl_fd_attribution(void **state)
     h_daemon_start(&D, NULL);
     r = raw_nobody();
     int tcp = h_tcp_connect(peer->port);
-    assert_true(tcp >= 0);
-    assert_int_equal(kill(D.pid, SIGSTOP), 0);
-    assert_int_equal(send(r->fd, ping, sizeof ping - 1, MSG_NOSIGNAL), (ssize_t)(sizeof ping - 1));
+    EXPECT_TRUE(tcp >= 0, "tcp >= 0");
+    EXPECT_INT(kill(D.pid, SIGSTOP), 0, "kill: %s", strerror(errno));
+    EXPECT_INT(send(r->fd, ping, sizeof ping - 1, MSG_NOSIGNAL), (ssize_t)(sizeof ping - 1),
+               "send: %s", strerror(errno));
     union {
         struct cmsghdr h;
         char b[CMSG_SPACE(sizeof(int))];
@@ -580,18 +590,19 @@ test_ctl_fd_attribution(void **state)
     ch->cmsg_type = SCM_RIGHTS;
     ch->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(ch), &tcp, sizeof tcp);
-    assert_int_equal(sendmsg(r->fd, &mh, MSG_NOSIGNAL), (ssize_t)(sizeof attach - 1));
+    EXPECT_INT(sendmsg(r->fd, &mh, MSG_NOSIGNAL), (ssize_t)(sizeof attach - 1), "sendmsg: %s",
+               strerror(errno));
     close(tcp);
-    assert_int_equal(kill(D.pid, SIGCONT), 0);
+    EXPECT_INT(kill(D.pid, SIGCONT), 0, "kill: %s", strerror(errno));
     m = raw_response(r, H_TIMEOUT_MS);
-    H_CHECK(json_integer_value(json_object_get(m, "id")) == 1 &&
-                json_object_get(m, "result") != NULL,
-            m);
+    EXPECT_TRUE(json_integer_value(json_object_get(m, "id")) == 1 &&
+                    json_object_get(m, "result") != NULL,
+                "%s", jd(m));
     json_decref(m);
     m = raw_response(r, H_TIMEOUT_MS);
-    H_CHECK(json_integer_value(json_object_get(m, "id")) == 2 &&
-                json_object_get(json_object_get(m, "result"), "socket") != NULL,
-            m);
+    EXPECT_TRUE(json_integer_value(json_object_get(m, "id")) == 2 &&
+                    json_object_get(json_object_get(m, "result"), "socket") != NULL,
+                "%s", jd(m));
     json_decref(m);
     raw_close(r);
     h_daemon_stop(&D);
@@ -605,7 +616,7 @@ expect_code(struct raw *r, const char *line, int code)
     int got = raw_call_code(r, line, &m);
     if (got != code)
         fprintf(stderr, "line %.120s: wanted %d\n", line, code);
-    H_CHECK(got == code, m);
+    EXPECT_TRUE(got == code, "%s", jd(m));
     json_decref(m);
 }
 
@@ -641,18 +652,19 @@ test_ctl_utf8_names(void **state)
             line, sizeof line,
             "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"daemon.ping\",\"params\":{\"%s\":1}}\n",
             name);
-        assert_int_equal(raw_call_code(r, line, &m), SOCKD_E_INVALID_PARAMS);
+        EXPECT_INT(raw_call_code(r, line, &m), SOCKD_E_INVALID_PARAMS,
+                   "raw_call_code(r, line, &m)");
         const char *p = json_string_value(
             json_object_get(json_object_get(json_object_get(m, "error"), "data"), "param"));
-        H_CHECK(p != NULL && strncmp(p, name, strlen(p)) == 0 && strlen(p) > 100, m);
+        EXPECT_TRUE(p != NULL && strncmp(p, name, strlen(p)) == 0 && strlen(p) > 100, "%s", jd(m));
         json_decref(m);
         snprintf(line, sizeof line,
                  "[{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"x%s\"},{\"jsonrpc\":\"2.0\","
                  "\"id\":4,\"method\":\"daemon.ping\",\"params\":{\"%s\":1}}]\n",
                  name, name);
-        raw_write(r, line, strlen(line));
+        raw_conn_write(r, line, strlen(line));
         m = raw_response(r, H_TIMEOUT_MS);
-        H_CHECK(json_is_array(m) && json_array_size(m) == 2, m);
+        EXPECT_TRUE(json_is_array(m) && json_array_size(m) == 2, "%s", jd(m));
         json_decref(m);
     }
     /* 4-byte characters */
@@ -704,7 +716,7 @@ test_ctl_blocking_client(void **state)
              "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"socket.connect\",\"params\":{\"socket\":"
              "%lld,\"address\":\"127.0.0.1:%d\"}}\n",
              s, peer->port);
-    assert_int_equal(raw_call_code(r, line, NULL), 0);
+    EXPECT_INT(raw_call_code(r, line, NULL), 0, "raw_call_code(r, line, NULL)");
     for (;;) { /* socket.connected */
         m = raw_line(r, H_TIMEOUT_MS);
         const char *meth = json_string_value(json_object_get(m, "method"));
@@ -717,7 +729,7 @@ test_ctl_blocking_client(void **state)
              "{\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"socket.recv\",\"params\":{\"socket\":"
              "%lld,\"length\":65536,\"stream\":true}}\n",
              s);
-    assert_int_equal(raw_call_code(r, line, NULL), 0);
+    EXPECT_INT(raw_call_code(r, line, NULL), 0, "raw_call_code(r, line, NULL)");
 
     /* From here on the client only writes until everything is written. */
     unsigned char *data = scratch_alloc(BIG);
@@ -730,7 +742,7 @@ test_ctl_blocking_client(void **state)
                          "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"socket.send\",\"params\":"
                          "{\"socket\":%lld,\"data\":\"%s\"}}\n",
                          i, s, b64);
-        raw_write(r, req, (size_t)n);
+        raw_conn_write(r, req, (size_t)n);
     }
     free(b64);
     b64 = h_b64(data, BIG);
@@ -738,9 +750,9 @@ test_ctl_blocking_client(void **state)
                      "{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"socket.send\",\"params\":"
                      "{\"socket\":%lld,\"data\":\"%s\"}}\n",
                      NSMALL + 1, s, b64);
-    raw_write(r, req, (size_t)n);
+    raw_conn_write(r, req, (size_t)n);
     n = snprintf(req, cap, "{\"jsonrpc\":\"2.0\",\"id\":\"end\",\"method\":\"daemon.ping\"}\n");
-    raw_write(r, req, (size_t)n);
+    raw_conn_write(r, req, (size_t)n);
     free(b64);
 
     /* Now read: every send is answered (a result, or -32003 when the send queue is full), in
@@ -750,19 +762,21 @@ test_ctl_blocking_client(void **state)
         m = raw_response(r, H_TIMEOUT_MS);
         json_t *id = json_object_get(m, "id");
         if (json_is_string(id)) {
-            H_CHECK(next == NSMALL + 2 && json_object_get(m, "result") != NULL, m);
+            EXPECT_TRUE(next == NSMALL + 2 && json_object_get(m, "result") != NULL, "%s", jd(m));
             json_decref(m);
             break;
         }
-        H_CHECK(json_integer_value(id) == next, m);
+        EXPECT_INT(json_integer_value(id), next, "%s", jd(m));
         json_t *err = json_object_get(m, "error");
-        H_CHECK(err == NULL || json_integer_value(json_object_get(err, "code")) == SOCKD_E_LIMIT,
-                m);
+        EXPECT_TRUE(err == NULL ||
+                        json_integer_value(json_object_get(err, "code")) == SOCKD_E_LIMIT,
+                    "%s", jd(m));
         next++;
         json_decref(m);
     }
-    assert_int_equal(
-        raw_call_code(r, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"daemon.ping\"}\n", NULL), 0);
+    EXPECT_INT(
+        raw_call_code(r, "{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"daemon.ping\"}\n", NULL), 0,
+        "raw_call_code");
     raw_close(r);
     h_daemon_stop(&D);
 }

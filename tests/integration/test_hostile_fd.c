@@ -39,6 +39,7 @@
 #include <sockd/protocol.h>
 
 #include "harness.h"
+#include "tc.h"
 
 static struct h_daemon D;
 /* The attacker (uid 65534) and another client whose pings must be answered. */
@@ -52,10 +53,10 @@ static struct sockd_client *nobodies[4];
 static int nnobodies;
 
 static int
-track_fd(int fd)
+track_raw_fd(int fd)
 {
-    assert_true(fd >= 0);
-    assert_true(nfds < FD_MAX);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
+    EXPECT_TRUE(nfds < FD_MAX, "nfds < FD_MAX");
     fds[nfds++] = fd;
     return fd;
 }
@@ -73,7 +74,7 @@ untrack_close(int fd)
 static struct sockd_client *
 nobody(void)
 {
-    assert_true(nnobodies < 4);
+    EXPECT_TRUE(nnobodies < 4, "nnobodies < 4");
     return nobodies[nnobodies++] = h_client_nobody(&D);
 }
 
@@ -114,10 +115,10 @@ attach(struct sockd_client *c, int fd, const char *type)
     json_t *params = json_pack("{s:s}", "type", type), *res = NULL, *err = NULL;
     int rc = sockd_client_call_fd(c, "socket.attach", params, fd, &res, &err, NULL, H_TIMEOUT_MS);
     json_decref(params);
-    H_CHECK(rc == 0, err);
+    EXPECT_TRUE(rc == 0, "%s", jd(err));
     long long s = json_integer_value(json_object_get(res, "socket"));
     json_decref(res);
-    assert_true(s > 0);
+    EXPECT_TRUE(s > 0, "s > 0");
     return s;
 }
 
@@ -128,7 +129,7 @@ start(void)
     h_daemon_start(&D, NULL);
     atk = nobody();
     other = h_client_auto(&D);
-    assert_true(ping_ok(atk) && ping_ok(other));
+    EXPECT_TRUE(ping_ok(atk) && ping_ok(other), "ping_ok(atk) && ping_ok(other)");
 }
 
 /* method on c (params stolen) answered with a result within the bounded wait. */
@@ -138,16 +139,16 @@ call_ok(struct sockd_client *c, const char *method, json_t *params)
     json_t *res = NULL, *err = NULL;
     int rc = sockd_client_call(c, method, params, &res, &err, H_TIMEOUT_MS);
     json_decref(params);
-    H_CHECK(rc == 0, err);
+    EXPECT_TRUE(rc == 0, "%s", jd(err));
     json_decref(res);
 }
 
 /* The attacker's socket.send of n bytes of text on s. */
 static void
-send_text(long long s, size_t n)
+send_text_n(long long s, size_t n)
 {
     char *text = malloc(n + 1);
-    assert_non_null(text);
+    EXPECT_TRUE(text != NULL, "text");
     memset(text, 'x', n);
     text[n] = '\0';
     json_t *params = json_pack("{s:I,s:s,s:b}", "socket", (json_int_t)s, "text", text, "notify", 0);
@@ -160,8 +161,8 @@ static void
 clear_nonblock(int fd)
 {
     int fl = fcntl(fd, F_GETFL);
-    assert_true(fl >= 0);
-    assert_int_equal(fcntl(fd, F_SETFL, fl & ~O_NONBLOCK), 0);
+    EXPECT_TRUE(fl >= 0, "fl >= 0");
+    EXPECT_INT(fcntl(fd, F_SETFL, fl & ~O_NONBLOCK), 0, "fcntl: %s", strerror(errno));
 }
 
 /* A listening TCP socket on 127.0.0.1 (backlog given); its port in *port. */
@@ -170,12 +171,13 @@ tcp_listener(int backlog, int rcvbuf, int *port)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t al = sizeof a;
-    int l = track_fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    int l = track_raw_fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (rcvbuf > 0) /* inherited by accepted sockets: a small window toward them */
-        assert_int_equal(setsockopt(l, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
-    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(listen(l, backlog), 0);
-    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &al), 0);
+        EXPECT_INT(setsockopt(l, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0,
+                   "setsockopt: %s", strerror(errno));
+    EXPECT_INT(bind(l, (struct sockaddr *)&a, sizeof a), 0, "bind: %s", strerror(errno));
+    EXPECT_INT(listen(l, backlog), 0, "listen: %s", strerror(errno));
+    EXPECT_INT(getsockname(l, (struct sockaddr *)&a, &al), 0, "getsockname: %s", strerror(errno));
     *port = ntohs(a.sin_port);
     return l;
 }
@@ -188,11 +190,12 @@ tcp_pair(int *cli, int *srv, int small)
     int l = tcp_listener(1, small ? buf : 0, &port);
     struct sockaddr_in a = {
         .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = htons(port)};
-    *cli = track_fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    *cli = track_raw_fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (small)
-        assert_int_equal(setsockopt(*cli, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf), 0);
-    assert_int_equal(connect(*cli, (struct sockaddr *)&a, sizeof a), 0);
-    *srv = track_fd(accept4(l, NULL, NULL, SOCK_CLOEXEC));
+        EXPECT_INT(setsockopt(*cli, SOL_SOCKET, SO_SNDBUF, &buf, sizeof buf), 0, "setsockopt: %s",
+                   strerror(errno));
+    EXPECT_INT(connect(*cli, (struct sockaddr *)&a, sizeof a), 0, "connect: %s", strerror(errno));
+    *srv = track_raw_fd(accept4(l, NULL, NULL, SOCK_CLOEXEC));
 }
 
 /* A connected TCP pair whose cli end the attacker attached: the handle. */
@@ -228,7 +231,8 @@ send_line_fd(struct sockd_client *c, const char *line, int fd)
     ch->cmsg_type = SCM_RIGHTS;
     ch->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(ch), &fd, sizeof fd);
-    assert_int_equal(sendmsg(sockd_client_fd(c), &mh, MSG_NOSIGNAL), (ssize_t)strlen(line));
+    EXPECT_INT(sendmsg(sockd_client_fd(c), &mh, MSG_NOSIGNAL), (ssize_t)strlen(line), "sendmsg: %s",
+               strerror(errno));
 }
 
 /* The number of the daemon's fd that shares the file of the test's fd (same inode), or -1. */
@@ -240,11 +244,11 @@ daemon_fd_of(pid_t pid, int fd)
     struct dirent *e;
     int found = -1;
 
-    assert_int_equal(fstat(fd, &st), 0);
+    EXPECT_INT(fstat(fd, &st), 0, "fstat: %s", strerror(errno));
     snprintf(want, sizeof want, "socket:[%lu]", (unsigned long)st.st_ino);
     snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
     DIR *d = opendir(dir);
-    assert_non_null(d);
+    EXPECT_TRUE(d != NULL, "d");
     while (found < 0 && (e = readdir(d)) != NULL) {
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         ssize_t n = readlink(path, link, sizeof link - 1);
@@ -294,8 +298,8 @@ race_syscall(pid_t pid, int dfd, const long *nrs, void (*trigger)(void *), void 
     long long deadline = h_now_ms() + H_TIMEOUT_MS;
     int st = 0, sig = 0, caught = 0, stopped;
 
-    assert_int_equal(ptrace(PTRACE_SEIZE, pid, 0, PTRACE_O_TRACESYSGOOD), 0);
-    assert_int_equal(ptrace(PTRACE_INTERRUPT, pid, 0, 0), 0);
+    EXPECT_INT(ptrace(PTRACE_SEIZE, pid, 0, PTRACE_O_TRACESYSGOOD), 0, "ptrace");
+    EXPECT_INT(ptrace(PTRACE_INTERRUPT, pid, 0, 0), 0, "ptrace(PTRACE_INTERRUPT, pid, 0, 0)");
     stopped = trace_wait(pid, &st, deadline);
     if (stopped && trigger != NULL)
         trigger(arg);
@@ -345,7 +349,7 @@ static void
 peer_writes(void *arg)
 {
     struct race *r = arg;
-    assert_int_equal(send(r->other, "bait", 4, MSG_NOSIGNAL), 4);
+    EXPECT_INT(send(r->other, "bait", 4, MSG_NOSIGNAL), 4, "send: %s", strerror(errno));
     h_sleep_ms(20); /* the bytes are on the daemon's socket before it runs again */
 }
 
@@ -385,12 +389,13 @@ test_fd_recv_cleared(void **state)
     r.copy = cli;
     r.other = srv;
     int dfd = daemon_fd_of(D.pid, cli);
-    assert_true(dfd >= 0);
-    assert_true(race_syscall(D.pid, dfd, nr_recv, peer_writes, copy_drains, &r));
-    assert_true(ping_ok(other));
-    assert_true(kill(D.pid, 0) == 0);
+    EXPECT_TRUE(dfd >= 0, "dfd >= 0");
+    EXPECT_TRUE(race_syscall(D.pid, dfd, nr_recv, peer_writes, copy_drains, &r),
+                "race_syscall(D.pid, dfd, nr_recv, peer_writes, copy_drains, &r)");
+    EXPECT_TRUE(ping_ok(other), "ping_ok(other)");
+    EXPECT_TRUE(kill(D.pid, 0) == 0, "kill: %s", strerror(errno));
     /* the attached socket still carries bytes */
-    assert_int_equal(send(srv, "after", 5, MSG_NOSIGNAL), 5);
+    EXPECT_INT(send(srv, "after", 5, MSG_NOSIGNAL), 5, "send: %s", strerror(errno));
     json_decref(h_ok(atk, "socket.recv", "{s:I,s:i,s:b}", "socket", (json_int_t)s, "length", 5,
                      "partial", 1));
     h_daemon_stop(&D);
@@ -411,10 +416,11 @@ test_fd_send_cleared(void **state)
     start();
     long long s = attached_pair(&cli, &srv, 1);
     clear_nonblock(cli);
-    send_text(s, N); /* on a blocking send the daemon never answers: the bounded wait fails */
-    assert_true(ping_ok(other));
+    send_text_n(s, N); /* on a blocking send the daemon never answers: the bounded wait fails */
+    EXPECT_TRUE(ping_ok(other), "ping_ok(other)");
     json_t *info = h_ok(atk, "socket.info", "{s:I}", "socket", (json_int_t)s);
-    H_CHECK(strcmp(json_string_value(json_object_get(info, "state")), "connected") == 0, info);
+    EXPECT_TRUE(strcmp(json_string_value(json_object_get(info, "state")), "connected") == 0, "%s",
+                jd(info));
     json_decref(info);
     h_daemon_stop(&D);
 }
@@ -434,13 +440,14 @@ test_fd_close_linger(void **state)
     (void)state;
     start();
     long long s = attached_pair(&cli, &srv, 1);
-    send_text(s, N);
+    send_text_n(s, N);
     struct linger lg = {1, 30};
-    assert_int_equal(setsockopt(cli, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    EXPECT_INT(setsockopt(cli, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0, "setsockopt: %s",
+               strerror(errno));
     untrack_close(cli); /* the daemon's copy is now the last reference */
     /* a lingering close holds the loop for 30 s: the bounded wait fails */
     call_ok(atk, "socket.close", json_pack("{s:I}", "socket", (json_int_t)s));
-    assert_true(ping_ok(other));
+    EXPECT_TRUE(ping_ok(other), "ping_ok(other)");
     h_daemon_stop(&D);
 }
 
@@ -448,9 +455,9 @@ static void
 peer_connects(void *arg)
 {
     struct race *r = arg;
-    r->other = track_fd(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    r->other = track_raw_fd(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     int c = connect(r->other, (struct sockaddr *)&r->to, sizeof r->to);
-    assert_true(c == 0 || errno == EINPROGRESS);
+    EXPECT_TRUE(c == 0 || errno == EINPROGRESS, "c == 0 || errno == EINPROGRESS");
     h_sleep_ms(20); /* the handshake completes in the kernel: the connection waits in the queue */
 }
 
@@ -459,7 +466,7 @@ copy_accepts(void *arg)
 {
     struct race *r = arg;
     int fd = accept4(r->copy, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    assert_true(fd >= 0); /* the queue is empty now */
+    EXPECT_TRUE(fd >= 0, "fd >= 0"); /* the queue is empty now */
     close(fd);
     clear_nonblock(r->copy); /* after the daemon put it back, as a racing client would */
 }
@@ -487,11 +494,12 @@ test_fd_accept_stolen(void **state)
     r.to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     r.to.sin_port = htons(port);
     int dfd = daemon_fd_of(D.pid, l);
-    assert_true(dfd >= 0);
-    assert_true(race_syscall(D.pid, dfd, nr_accept, peer_connects, copy_accepts, &r));
-    assert_true(ping_ok(other));
+    EXPECT_TRUE(dfd >= 0, "dfd >= 0");
+    EXPECT_TRUE(race_syscall(D.pid, dfd, nr_accept, peer_connects, copy_accepts, &r),
+                "race_syscall(D.pid, dfd, nr_accept, peer_connects, copy_accepts, &r)");
+    EXPECT_TRUE(ping_ok(other), "ping_ok(other)");
     /* the listener still announces the next connection */
-    int c2 = track_fd(h_tcp_connect(port));
+    int c2 = track_raw_fd(h_tcp_connect(port));
     (void)c2;
     json_decref(h_event(atk, "socket.incoming", s, H_TIMEOUT_MS));
     h_daemon_stop(&D);
@@ -536,7 +544,7 @@ test_fd_tls_cleared(void **state)
     free(h_recv_exact(atk, sc, 4, H_TIMEOUT_MS));
     clear_nonblock(cli);
     int dfd = daemon_fd_of(D.pid, cli);
-    assert_true(dfd >= 0);
+    EXPECT_TRUE(dfd >= 0, "dfd >= 0");
     memset(&r, 0, sizeof r);
     r.copy = cli;
     /* the bait is a record the server side sends: its request goes in while the daemon waits */
@@ -545,9 +553,10 @@ test_fd_tls_cleared(void **state)
              "{\"jsonrpc\":\"2.0\",\"id\":77,\"method\":\"socket.send\",\"params\":"
              "{\"socket\":%lld,\"text\":\"a record\",\"notify\":false}}\n",
              ss);
-    assert_true(race_syscall(D.pid, dfd, nr_recv, line_sent, copy_drains, &r));
-    assert_true(ping_ok(other));
-    assert_true(kill(D.pid, 0) == 0);
+    EXPECT_TRUE(race_syscall(D.pid, dfd, nr_recv, line_sent, copy_drains, &r),
+                "race_syscall(D.pid, dfd, nr_recv, line_sent, copy_drains, &r)");
+    EXPECT_TRUE(ping_ok(other), "ping_ok(other)");
+    EXPECT_TRUE(kill(D.pid, 0) == 0, "kill: %s", strerror(errno));
     h_daemon_stop(&D);
 }
 
@@ -555,7 +564,8 @@ static void
 datagram_sent(void *arg)
 {
     struct race *r = arg;
-    assert_int_equal(sendto(r->other, "bait", 4, 0, (struct sockaddr *)&r->to, sizeof r->to), 4);
+    EXPECT_INT(sendto(r->other, "bait", 4, 0, (struct sockaddr *)&r->to, sizeof r->to), 4,
+               "sendto: %s", strerror(errno));
     h_sleep_ms(20);
 }
 
@@ -575,18 +585,21 @@ test_fd_udp_cleared(void **state)
     memset(&r, 0, sizeof r);
     r.to.sin_family = AF_INET;
     r.to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int u = track_fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    assert_int_equal(bind(u, (struct sockaddr *)&r.to, sizeof r.to), 0);
-    assert_int_equal(getsockname(u, (struct sockaddr *)&r.to, &al), 0);
+    int u = track_raw_fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    EXPECT_INT(bind(u, (struct sockaddr *)&r.to, sizeof r.to), 0, "bind: %s", strerror(errno));
+    EXPECT_INT(getsockname(u, (struct sockaddr *)&r.to, &al), 0, "getsockname: %s",
+               strerror(errno));
     long long s = attach(atk, u, "udp");
     clear_nonblock(u);
     r.copy = u;
-    r.other = track_fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    r.other = track_raw_fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     int dfd = daemon_fd_of(D.pid, u);
-    assert_true(dfd >= 0);
-    assert_true(race_syscall(D.pid, dfd, nr_recv, datagram_sent, copy_drains, &r));
-    assert_true(ping_ok(other));
-    assert_int_equal(sendto(r.other, "after", 5, 0, (struct sockaddr *)&r.to, sizeof r.to), 5);
+    EXPECT_TRUE(dfd >= 0, "dfd >= 0");
+    EXPECT_TRUE(race_syscall(D.pid, dfd, nr_recv, datagram_sent, copy_drains, &r),
+                "race_syscall(D.pid, dfd, nr_recv, datagram_sent, copy_drains, &r)");
+    EXPECT_TRUE(ping_ok(other), "ping_ok(other)");
+    EXPECT_INT(sendto(r.other, "after", 5, 0, (struct sockaddr *)&r.to, sizeof r.to), 5,
+               "sendto: %s", strerror(errno));
     json_decref(h_ok(atk, "socket.recv", "{s:I,s:i}", "socket", (json_int_t)s, "length", 64));
     h_daemon_stop(&D);
 }
@@ -618,12 +631,12 @@ test_fd_connect_cleared(void **state)
     struct sockaddr_in a = {
         .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK), .sin_port = htons(port)};
     for (int i = 0; i < 2; i++) {
-        int f = track_fd(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+        int f = track_raw_fd(socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
         int c = connect(f, (struct sockaddr *)&a, sizeof a);
-        assert_true(c == 0 || errno == EINPROGRESS);
+        EXPECT_TRUE(c == 0 || errno == EINPROGRESS, "c == 0 || errno == EINPROGRESS");
     }
     h_sleep_ms(50);
-    int t = track_fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    int t = track_raw_fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     long long s = attach(atk, t, "tcp");
     clear_nonblock(t);
     memset(&r, 0, sizeof r);
@@ -634,11 +647,12 @@ test_fd_connect_cleared(void **state)
              "{\"socket\":%lld,\"address\":\"127.0.0.1:%d\"}}\n",
              s, port);
     int dfd = daemon_fd_of(D.pid, t);
-    assert_true(dfd >= 0);
-    assert_true(race_syscall(D.pid, dfd, nr_connect, line_sent, copy_clears, &r));
-    assert_true(ping_ok(other));
+    EXPECT_TRUE(dfd >= 0, "dfd >= 0");
+    EXPECT_TRUE(race_syscall(D.pid, dfd, nr_connect, line_sent, copy_clears, &r),
+                "race_syscall(D.pid, dfd, nr_connect, line_sent, copy_clears, &r)");
+    EXPECT_TRUE(ping_ok(other), "ping_ok(other)");
     json_t *resp = h_read(atk, H_TIMEOUT_MS); /* the connect's answer: under way */
-    H_CHECK(json_object_get(resp, "result") != NULL, resp);
+    EXPECT_TRUE(json_object_get(resp, "result") != NULL, "%s", jd(resp));
     json_decref(resp);
     h_daemon_stop(&D);
 }
@@ -664,15 +678,17 @@ test_fd_unused_linger(void **state)
     for (int i = 0; i < 64 && send(cli, big, sizeof big, MSG_NOSIGNAL) > 0; i++)
         ;
     struct linger lg = {1, 30};
-    assert_int_equal(setsockopt(cli, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    EXPECT_INT(setsockopt(cli, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0, "setsockopt: %s",
+               strerror(errno));
     /* the fd in flight holds the only other reference once the copy is closed: stop the
      * daemon so it cannot receive (and close) the fd before the copy is gone */
-    assert_int_equal(kill(D.pid, SIGSTOP), 0);
+    EXPECT_INT(kill(D.pid, SIGSTOP), 0, "kill: %s", strerror(errno));
     send_line_fd(atk, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"daemon.ping\"}\n", cli);
     untrack_close(cli);
-    assert_int_equal(kill(D.pid, SIGCONT), 0);
-    assert_true(ping_ok(other));
-    assert_int_equal(h_wait_fds(D.pid, base, H_TIMEOUT_MS), base);
+    EXPECT_INT(kill(D.pid, SIGCONT), 0, "kill: %s", strerror(errno));
+    EXPECT_TRUE(ping_ok(other), "ping_ok(other)");
+    EXPECT_INT(h_wait_fds(D.pid, base, H_TIMEOUT_MS), base,
+               "h_wait_fds(D.pid, base, H_TIMEOUT_MS)");
     h_daemon_stop(&D);
 }
 
@@ -689,23 +705,24 @@ test_fd_unused_files(void **state)
     (void)state;
     start();
     int base = h_count_fds(D.pid);
-    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-    track_fd(p[0]);
-    track_fd(p[1]);
-    int f = track_fd(open("/dev/null", O_RDONLY | O_CLOEXEC));
+    EXPECT_INT(pipe2(p, O_CLOEXEC), 0, "pipe2: %s", strerror(errno));
+    track_raw_fd(p[0]);
+    track_raw_fd(p[1]);
+    int f = track_raw_fd(open("/dev/null", O_RDONLY | O_CLOEXEC));
     for (int i = 0; i < 8; i++) {
         json_t *res = NULL, *err = NULL;
         int fd = i % 3 == 0 ? p[0] : i % 3 == 1 ? p[1] : f;
         json_t *params = i % 2 ? json_pack("{s:s}", "type", "tcp") : NULL;
         int rc = sockd_client_call_fd(atk, i % 2 ? "socket.attach" : "daemon.ping", params, fd,
                                       &res, &err, NULL, H_TIMEOUT_MS);
-        H_CHECK(rc == (i % 2 ? 1 : 0), err); /* attach refuses a non-socket */
+        EXPECT_TRUE(rc == (i % 2 ? 1 : 0), "%s", jd(err)); /* attach refuses a non-socket */
         json_decref(params);
         json_decref(res);
         json_decref(err);
     }
-    assert_true(ping_ok(other));
-    assert_int_equal(h_wait_fds(D.pid, base, H_TIMEOUT_MS), base);
+    EXPECT_TRUE(ping_ok(other), "ping_ok(other)");
+    EXPECT_INT(h_wait_fds(D.pid, base, H_TIMEOUT_MS), base,
+               "h_wait_fds(D.pid, base, H_TIMEOUT_MS)");
     h_daemon_stop(&D);
 }
 
@@ -729,23 +746,24 @@ test_fd_pipe_cleared(void **state)
     params = json_pack("{s:I}", "socket", (json_int_t)s);
     int rc = sockd_client_call_fd(atk, "socket.pipe", params, -1, &res, &err, &end, H_TIMEOUT_MS);
     json_decref(params);
-    H_CHECK(rc == 0 && end >= 0, err);
+    EXPECT_TRUE(rc == 0 && end >= 0, "%s", jd(err));
     json_decref(res);
-    track_fd(end);
+    track_raw_fd(end);
     clear_nonblock(cli);
     memset(&r, 0, sizeof r);
     r.copy = cli;
     r.other = srv;
     int dfd = daemon_fd_of(D.pid, cli);
-    assert_true(dfd >= 0);
-    assert_true(race_syscall(D.pid, dfd, nr_relay, peer_writes, copy_drains, &r));
-    assert_true(ping_ok(other));
+    EXPECT_TRUE(dfd >= 0, "dfd >= 0");
+    EXPECT_TRUE(race_syscall(D.pid, dfd, nr_relay, peer_writes, copy_drains, &r),
+                "race_syscall(D.pid, dfd, nr_relay, peer_writes, copy_drains, &r)");
+    EXPECT_TRUE(ping_ok(other), "ping_ok(other)");
     /* the relay still carries bytes from the peer to the client's end */
-    assert_int_equal(send(srv, "after", 5, MSG_NOSIGNAL), 5);
+    EXPECT_INT(send(srv, "after", 5, MSG_NOSIGNAL), 5, "send: %s", strerror(errno));
     struct pollfd pfd = {end, POLLIN, 0};
-    assert_int_equal(poll(&pfd, 1, H_TIMEOUT_MS), 1);
+    EXPECT_INT(poll(&pfd, 1, H_TIMEOUT_MS), 1, "poll: %s", strerror(errno));
     char buf[16];
-    assert_int_equal(read(end, buf, sizeof buf), 5);
+    EXPECT_INT(read(end, buf, sizeof buf), 5, "read: %s", strerror(errno));
     h_daemon_stop(&D);
 }
 

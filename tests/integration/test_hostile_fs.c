@@ -32,6 +32,7 @@
 #include <sockd/protocol.h>
 
 #include "harness.h"
+#include "tc.h"
 
 static struct h_daemon D;
 static char T[64];             /* this test's directory, removed by teardown ("" when none) */
@@ -60,8 +61,8 @@ static void
 tdir(void)
 {
     snprintf(T, sizeof T, "/tmp/hfs-XXXXXX");
-    assert_non_null(mkdtemp(T));
-    assert_int_equal(chmod(T, 0755), 0);
+    EXPECT_TRUE(mkdtemp(T) != NULL, "mkdtemp: %s", strerror(errno));
+    EXPECT_INT(chmod(T, 0755), 0, "chmod: %s", strerror(errno));
 }
 
 /* T/rel into buf (static ring of 8, enough for one test). */
@@ -79,23 +80,23 @@ tp(const char *rel)
 static void
 tmkdir(const char *rel, mode_t mode)
 {
-    assert_int_equal(mkdir(tp(rel), mode), 0);
-    assert_int_equal(chmod(tp(rel), mode), 0);
+    EXPECT_INT(mkdir(tp(rel), mode), 0, "mkdir: %s", strerror(errno));
+    EXPECT_INT(chmod(tp(rel), mode), 0, "chmod: %s", strerror(errno));
 }
 
 /* A socket of the test (root) bound at path: stream listening, or datagram; file mode set. */
 static int
-raw_bound(const char *path, int type, mode_t mode)
+unix_bound(const char *path, int type, mode_t mode)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0 && n_raw < 16);
+    EXPECT_TRUE(fd >= 0 && n_raw < 16, "fd >= 0 && n_raw < 16");
     raw_fds[n_raw++] = fd;
     snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+    EXPECT_INT(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0, "bind: %s", strerror(errno));
     if (type == SOCK_STREAM)
-        assert_int_equal(listen(fd, 8), 0);
-    assert_int_equal(chmod(path, mode), 0);
+        EXPECT_INT(listen(fd, 8), 0, "listen: %s", strerror(errno));
+    EXPECT_INT(chmod(path, mode), 0, "chmod: %s", strerror(errno));
     return fd;
 }
 
@@ -120,7 +121,7 @@ unix_connect(struct sockd_client *c, const char *path, int *err)
     int rc = sockd_client_call(c, "socket.connect", params, &r, &e, H_TIMEOUT_MS);
     json_decref(params);
     json_decref(r);
-    assert_true(rc == 0 || rc == 1);
+    EXPECT_TRUE(rc == 0 || rc == 1, "rc == 0 || rc == 1");
     *err = 0;
     if (rc == 1) { /* refused at once (the policy): the error's reason */
         json_t *d = json_object_get(e, "data");
@@ -132,7 +133,7 @@ unix_connect(struct sockd_client *c, const char *path, int *err)
     }
     for (;;) {
         json_t *ev = sockd_client_next_event(c, H_TIMEOUT_MS), *p;
-        assert_non_null(ev);
+        EXPECT_TRUE(ev != NULL, "ev");
         p = json_object_get(ev, "params");
         const char *m = json_string_value(json_object_get(ev, "method"));
         if (json_integer_value(json_object_get(p, "socket")) != s || m == NULL) {
@@ -178,7 +179,7 @@ unix_bind(struct sockd_client *c, const char *path, int mode, const char **reaso
     int rc = sockd_client_call(c, "socket.bind", params, &r, &e, H_TIMEOUT_MS);
     json_decref(params);
     json_decref(r);
-    assert_true(rc == 0 || rc == 1);
+    EXPECT_TRUE(rc == 0 || rc == 1, "rc == 0 || rc == 1");
     *err = 0;
     *reason = "";
     if (rc == 0)
@@ -225,17 +226,17 @@ test_fs_bind_needs_client_rights(void **state)
     root = h_client_auto(&D);
     EXPECT_BIND(nobody, tp("rw/s"), -1, SOCKD_E_INTERNAL, "bind_failed", EACCES);
     EXPECT_BIND(nobody, tp("priv/s"), -1, SOCKD_E_INTERNAL, "bind_failed", EACCES);
-    assert_int_equal(ino_of(tp("rw/s")), 0);
-    assert_int_equal(ino_of(tp("priv/s")), 0);
+    EXPECT_INT(ino_of(tp("rw/s")), 0, "ino_of(tp(\"rw/s\"))");
+    EXPECT_INT(ino_of(tp("priv/s")), 0, "ino_of(tp(\"priv/s\"))");
     /* the same call from root still works: the check is the client's, not a blanket refusal */
     EXPECT_BIND(root, tp("priv/s"), -1, 0, "", 0);
     /* where nobody may create, the file is nobody's and made with the mode asked for */
     EXPECT_BIND(nobody, tp("pub/s"), 0640, 0, "", 0);
-    assert_int_equal(lstat(tp("pub/s"), &st), 0);
-    assert_true(S_ISSOCK(st.st_mode));
-    assert_int_equal(st.st_mode & 07777, 0640);
-    assert_int_equal(st.st_uid, H_NOBODY);
-    assert_int_equal(st.st_gid, H_NOBODY);
+    EXPECT_INT(lstat(tp("pub/s"), &st), 0, "lstat: %s", strerror(errno));
+    EXPECT_TRUE(S_ISSOCK(st.st_mode), "S_ISSOCK(st.st_mode)");
+    EXPECT_INT(st.st_mode & 07777, 0640, "st.st_mode & 07777");
+    EXPECT_INT(st.st_uid, H_NOBODY, "st.st_uid");
+    EXPECT_INT(st.st_gid, H_NOBODY, "st.st_gid");
     json_decref(h_ok(root, "daemon.ping", NULL));
     sockd_client_close(nobody);
     h_daemon_stop(&D); /* a clean exit: nothing leaked or broken on the way */
@@ -255,8 +256,8 @@ test_fs_connect_needs_client_rights(void **state)
     tdir();
     tmkdir("priv", 0700);
     tmkdir("pub", 0755);
-    raw_bound(tp("priv/s"), SOCK_STREAM, 0777);
-    raw_bound(tp("pub/s"), SOCK_STREAM, 0700);
+    unix_bound(tp("priv/s"), SOCK_STREAM, 0777);
+    unix_bound(tp("pub/s"), SOCK_STREAM, 0700);
     h_daemon_start(&D, NULL);
     nobody = h_client_nobody(&D);
     root = h_client_auto(&D);
@@ -286,25 +287,26 @@ test_fs_bind_keeps_live_and_foreign_files(void **state)
     tdir();
     tmkdir("pub", 0777);
     tmkdir("sticky", 01777);
-    int dg = raw_bound(tp("pub/log"), SOCK_DGRAM, 0666);
+    int dg = unix_bound(tp("pub/log"), SOCK_DGRAM, 0666);
     ino_t dg_ino = ino_of(tp("pub/log"));
-    close(raw_bound(tp("sticky/dead"), SOCK_STREAM, 0666)); /* stale, root's */
+    close(unix_bound(tp("sticky/dead"), SOCK_STREAM, 0666)); /* stale, root's */
     n_raw--;
     ino_t dead_ino = ino_of(tp("sticky/dead"));
     h_daemon_start(&D, NULL);
     nobody = h_client_nobody(&D);
     EXPECT_BIND(nobody, tp("pub/log"), -1, SOCKD_E_INTERNAL, "bind_failed", EADDRINUSE);
-    assert_int_equal(ino_of(tp("pub/log")), dg_ino);
+    EXPECT_INT(ino_of(tp("pub/log")), dg_ino, "ino_of(tp(\"pub/log\"))");
     /* and the datagram socket still gets what is sent to its path */
     int tx = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     snprintf(sun.sun_path, sizeof sun.sun_path, "%s", tp("pub/log"));
-    assert_int_equal(sendto(tx, "hi", 2, 0, (struct sockaddr *)&sun, sizeof sun), 2);
-    assert_int_equal(recv(dg, got, sizeof got, MSG_DONTWAIT), 2);
+    EXPECT_INT(sendto(tx, "hi", 2, 0, (struct sockaddr *)&sun, sizeof sun), 2, "sendto: %s",
+               strerror(errno));
+    EXPECT_INT(recv(dg, got, sizeof got, MSG_DONTWAIT), 2, "recv: %s", strerror(errno));
     close(tx);
     EXPECT_BIND(nobody, tp("sticky/dead"), -1, SOCKD_E_INTERNAL, "bind_failed", EADDRINUSE);
-    assert_int_equal(ino_of(tp("sticky/dead")), dead_ino);
+    EXPECT_INT(ino_of(tp("sticky/dead")), dead_ino, "ino_of(tp(\"sticky/dead\"))");
     /* a stale socket the client may remove is still replaced */
-    close(raw_bound(tp("pub/dead"), SOCK_STREAM, 0666));
+    close(unix_bound(tp("pub/dead"), SOCK_STREAM, 0666));
     n_raw--;
     EXPECT_BIND(nobody, tp("pub/dead"), -1, 0, "", 0);
     sockd_client_close(nobody);
@@ -365,12 +367,13 @@ test_fs_mode_not_through_symlink(void **state)
     snprintf(w.target, sizeof w.target, "%s", tp("target"));
     snprintf(w.dir, sizeof w.dir, "%s", tp("pub"));
     int fd = open(w.target, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
     close(fd);
     w.ino_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    assert_true(w.ino_fd >= 0);
-    assert_true(inotify_add_watch(w.ino_fd, w.dir, IN_CREATE) >= 0);
-    assert_int_equal(pthread_create(&th, NULL, swapper_run, &w), 0);
+    EXPECT_TRUE(w.ino_fd >= 0, "w.ino_fd >= 0");
+    EXPECT_TRUE(inotify_add_watch(w.ino_fd, w.dir, IN_CREATE) >= 0,
+                "inotify_add_watch(w.ino_fd, w.dir, IN_CREATE) >= 0");
+    EXPECT_INT(pthread_create(&th, NULL, swapper_run, &w), 0, "pthread_create");
     h_daemon_start(&D, NULL);
     nobody = h_client_nobody(&D);
     for (int i = 0; i < 1500; i++) {
@@ -380,7 +383,7 @@ test_fs_mode_not_through_symlink(void **state)
         unix_bind(nobody, tp("pub/s"), 0666, &reason, &err);
         for (int k = 0; k < 200 && w.swaps == before; k++)
             h_sleep_ms(1);
-        assert_int_equal(stat(w.target, &st), 0);
+        EXPECT_INT(stat(w.target, &st), 0, "stat: %s", strerror(errno));
         if ((st.st_mode & 07777) != 0600)
             fail_msg("bind %d: the target's mode became %o", i, st.st_mode & 07777);
         unlink(tp("pub/s"));
@@ -418,23 +421,25 @@ test_fs_unlink_only_own_file(void **state)
         h_ok(nobody, "socket.bind", "{s:I,s:s}", "socket", (json_int_t)c, "address", tp("d/c")));
     /* b: a root file renamed over it; d: the directory moved, a new one with a root file c */
     int fd = open(tp("pub/other"), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
-    assert_true(fd >= 0);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
     close(fd);
-    assert_int_equal(rename(tp("pub/other"), tp("pub/b")), 0);
+    EXPECT_INT(rename(tp("pub/other"), tp("pub/b")), 0, "rename: %s", strerror(errno));
     ino_t b_ino = ino_of(tp("pub/b"));
-    assert_int_equal(rename(tp("d"), tp("d.moved")), 0);
+    EXPECT_INT(rename(tp("d"), tp("d.moved")), 0, "rename: %s", strerror(errno));
     tmkdir("d", 0777);
     fd = open(tp("d/c"), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
-    assert_true(fd >= 0);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
     close(fd);
     ino_t c_ino = ino_of(tp("d/c"));
     for (long long *h = (long long[]){a, b, c, 0}; *h != 0; h++)
         json_decref(h_ok(nobody, "socket.close", "{s:I}", "socket", (json_int_t)*h));
-    json_decref(h_ok(nobody, "daemon.ping", NULL)); /* the closes are done */
-    assert_int_equal(ino_of(tp("pub/a")), 0);       /* its own file: removed */
-    assert_int_equal(ino_of(tp("pub/b")), b_ino);   /* a replacement: untouched */
-    assert_int_equal(ino_of(tp("d/c")), c_ino);     /* another directory's file: untouched */
-    assert_int_equal(ino_of(tp("d.moved/c")), 0);   /* its own file, where it went: removed */
+    json_decref(h_ok(nobody, "daemon.ping", NULL));                  /* the closes are done */
+    EXPECT_INT(ino_of(tp("pub/a")), 0, "ino_of(tp(\"pub/a\"))");     /* its own file: removed */
+    EXPECT_INT(ino_of(tp("pub/b")), b_ino, "ino_of(tp(\"pub/b\"))"); /* a replacement: untouched */
+    EXPECT_INT(ino_of(tp("d/c")), c_ino,
+               "ino_of(tp(\"d/c\"))"); /* another directory's file: untouched */
+    EXPECT_INT(ino_of(tp("d.moved/c")), 0,
+               "ino_of(tp(\"d.moved/c\"))"); /* its own file, where it went: removed */
     sockd_client_close(nobody);
     h_daemon_stop(&D); /* a clean exit: nothing leaked or broken on the way */
 }
@@ -443,7 +448,7 @@ test_fs_unlink_only_own_file(void **state)
 static void
 tlink(const char *target, const char *rel)
 {
-    assert_int_equal(symlink(target, tp(rel)), 0);
+    EXPECT_INT(symlink(target, tp(rel)), 0, "symlink: %s", strerror(errno));
 }
 
 /*
@@ -466,9 +471,9 @@ test_fs_policy_on_real_path(void **state)
     tmkdir("ok", 0777);
     tmkdir("y", 0755);
     tmkdir("z", 0777);
-    raw_bound(tp("x/s"), SOCK_STREAM, 0777);
-    raw_bound(tp("ok/s"), SOCK_STREAM, 0777);
-    raw_bound(tp("z/s"), SOCK_STREAM, 0777);
+    unix_bound(tp("x/s"), SOCK_STREAM, 0777);
+    unix_bound(tp("ok/s"), SOCK_STREAM, 0777);
+    unix_bound(tp("z/s"), SOCK_STREAM, 0777);
     tlink(tp("x"), "link");
     tlink(tp("x/s"), "y/ln");
     tlink(tp("x/sub"), "link2");
@@ -478,10 +483,10 @@ test_fs_policy_on_real_path(void **state)
     int var_run = lstat("/var/run", &st) == 0 && S_ISLNK(st.st_mode);
     if (var_run) {
         snprintf(run, sizeof run, "/run/hfs-XXXXXX");
-        assert_non_null(mkdtemp(run));
-        assert_int_equal(chmod(run, 0777), 0);
+        EXPECT_TRUE(mkdtemp(run) != NULL, "mkdtemp: %s", strerror(errno));
+        EXPECT_INT(chmod(run, 0777), 0, "chmod: %s", strerror(errno));
         snprintf(p, sizeof p, "%s/s", run);
-        raw_bound(p, SOCK_STREAM, 0777);
+        unix_bound(p, SOCK_STREAM, 0777);
     }
     snprintf(conf, sizeof conf,
              "deny connect unix %s/\ndeny bind unix %s/\ndeny connect unix %s/\n"
@@ -505,29 +510,30 @@ test_fs_policy_on_real_path(void **state)
     EXPECT_BIND(nobody, p, -1, SOCKD_E_DENIED, "policy_denied", -1);
     snprintf(p, sizeof p, "/proc/self/root%s/x/new", T);
     EXPECT_BIND(nobody, p, -1, SOCKD_E_DENIED, "policy_denied", -1);
-    assert_int_equal(ino_of(tp("x/new")), 0);
+    EXPECT_INT(ino_of(tp("x/new")), 0, "ino_of(tp(\"x/new\"))");
     EXPECT_BIND(nobody, tp("ok/new"), -1, 0, "", 0);
     /* socket.attach of a connection whose peer bound the denied socket under a symlinked
      * spelling: the peer name reads T/link/s2, the socket is T/x/s2 */
     snprintf(p, sizeof p, "%s/link/s2", T);
-    raw_bound(p, SOCK_STREAM, 0777);
+    unix_bound(p, SOCK_STREAM, 0777);
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     int cfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(strlen(p) < sizeof sun.sun_path);
+    EXPECT_TRUE(strlen(p) < sizeof sun.sun_path, "strlen(p) < sizeof sun.sun_path");
     memcpy(sun.sun_path, p, strlen(p));
-    assert_int_equal(connect(cfd, (struct sockaddr *)&sun, sizeof sun), 0);
+    EXPECT_INT(connect(cfd, (struct sockaddr *)&sun, sizeof sun), 0, "connect: %s",
+               strerror(errno));
     json_t *r = NULL, *e = NULL;
     json_t *params = json_pack("{s:s}", "type", "unix");
     int rc = sockd_client_call_fd(nobody, "socket.attach", params, cfd, &r, &e, NULL, H_TIMEOUT_MS);
     json_decref(params);
     close(cfd);
-    H_CHECK(rc == 1 && sockd_client_error_code(e) == SOCKD_E_DENIED, r ? r : e);
+    EXPECT_TRUE(rc == 1 && sockd_client_error_code(e) == SOCKD_E_DENIED, "%s", jd(r ? r : e));
     json_decref(e);
     sockd_client_close(nobody);
     h_daemon_stop(&D);
     if (var_run) {
         snprintf(p, sizeof p, "rm -rf '%s'", run);
-        assert_int_equal(system(p), 0);
+        EXPECT_INT(system(p), 0, "system(p)");
     }
 }
 
@@ -536,9 +542,9 @@ static FILE *
 fopen_0600(const char *path)
 {
     int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
     FILE *f = fdopen(fd, "w");
-    assert_non_null(f);
+    EXPECT_TRUE(f != NULL, "f");
     return f;
 }
 
@@ -548,8 +554,8 @@ write_cert(const char *path)
 {
     EVP_PKEY *k = EVP_EC_gen("P-256");
     X509 *x = X509_new();
-    assert_non_null(k);
-    assert_non_null(x);
+    EXPECT_TRUE(k != NULL, "k");
+    EXPECT_TRUE(x != NULL, "x");
     X509_set_version(x, 2);
     ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
     X509_gmtime_adj(X509_getm_notBefore(x), 0);
@@ -558,9 +564,9 @@ write_cert(const char *path)
     X509_NAME *n = X509_get_subject_name(x);
     X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"hfs", -1, -1, 0);
     X509_set_issuer_name(x, n);
-    assert_true(X509_sign(x, k, EVP_sha256()) > 0);
+    EXPECT_TRUE(X509_sign(x, k, EVP_sha256()) > 0, "X509_sign(x, k, EVP_sha256()) > 0");
     FILE *f = fopen_0600(path);
-    assert_true(PEM_write_X509(f, x) == 1);
+    EXPECT_TRUE(PEM_write_X509(f, x) == 1, "PEM_write_X509(f, x) == 1");
     fclose(f);
     X509_free(x);
     EVP_PKEY_free(k);
@@ -574,7 +580,8 @@ write_crl(const char *path)
     X509_CRL *crl = X509_CRL_new();
     X509_NAME *n = X509_NAME_new();
     ASN1_TIME *t = ASN1_TIME_new();
-    assert_true(k != NULL && crl != NULL && n != NULL && t != NULL);
+    EXPECT_TRUE(k != NULL && crl != NULL && n != NULL && t != NULL,
+                "k != NULL && crl != NULL && n != NULL && t != NULL");
     X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC, (const unsigned char *)"hfs", -1, -1, 0);
     X509_CRL_set_version(crl, 1);
     X509_CRL_set_issuer_name(crl, n);
@@ -582,9 +589,9 @@ write_crl(const char *path)
     X509_CRL_set1_lastUpdate(crl, t);
     X509_gmtime_adj(t, 86400);
     X509_CRL_set1_nextUpdate(crl, t);
-    assert_true(X509_CRL_sign(crl, k, EVP_sha256()) > 0);
+    EXPECT_TRUE(X509_CRL_sign(crl, k, EVP_sha256()) > 0, "X509_CRL_sign(crl, k, EVP_sha256()) > 0");
     FILE *f = fopen_0600(path);
-    assert_true(PEM_write_X509_CRL(f, crl) == 1);
+    EXPECT_TRUE(PEM_write_X509_CRL(f, crl) == 1, "PEM_write_X509_CRL(f, crl) == 1");
     fclose(f);
     ASN1_TIME_free(t);
     X509_NAME_free(n);
@@ -608,12 +615,12 @@ fs_file_param_as_client(const char *param, void (*write)(const char *), const ch
     h_daemon_start(&D, NULL);
     nobody = h_client_nobody(&D);
     root = h_client_auto(&D);
-    assert_int_equal(h_err(nobody, &e, "context.create", "{s:s}", param, tp(name)),
-                     SOCKD_E_INVALID_PARAMS);
+    EXPECT_INT(h_err(nobody, &e, "context.create", "{s:s}", param, tp(name)),
+               SOCKD_E_INVALID_PARAMS, "context.create error code");
     json_t *data = json_object_get(e, "data");
     const char *d = json_string_value(json_object_get(data, "detail"));
-    H_CHECK(d != NULL && strstr(d, strerror(EACCES)) != NULL, e);
-    H_CHECK(strcmp(json_string_value(json_object_get(data, "param")), param) == 0, e);
+    EXPECT_TRUE(d != NULL && strstr(d, strerror(EACCES)) != NULL, "%s", jd(e));
+    EXPECT_TRUE(strcmp(json_string_value(json_object_get(data, "param")), param) == 0, "%s", jd(e));
     json_decref(e);
     json_decref(h_ok(root, "context.create", "{s:s}", param, tp(name)));
     sockd_client_close(nobody);
@@ -653,8 +660,8 @@ test_fs_ca_file_fifo(void **state)
 
     (void)state;
     tdir();
-    assert_int_equal(mkfifo(tp("fifo"), 0666), 0);
-    assert_int_equal(chmod(tp("fifo"), 0666), 0);
+    EXPECT_INT(mkfifo(tp("fifo"), 0666), 0, "mkfifo: %s", strerror(errno));
+    EXPECT_INT(chmod(tp("fifo"), 0666), 0, "chmod: %s", strerror(errno));
     h_daemon_start(&D, NULL);
     nobody = h_client_nobody(&D);
     root = h_client_auto(&D);
@@ -667,9 +674,10 @@ test_fs_ca_file_fifo(void **state)
     json_decref(h_ok(root, "daemon.ping", NULL)); /* the loop is not stuck in the FIFO */
     json_t *resp = h_read(nobody, H_TIMEOUT_MS);
     json_t *err = json_object_get(resp, "error");
-    H_CHECK(json_integer_value(json_object_get(err, "code")) == SOCKD_E_INVALID_PARAMS, resp);
+    EXPECT_INT(json_integer_value(json_object_get(err, "code")), SOCKD_E_INVALID_PARAMS, "%s",
+               jd(resp));
     const char *d = json_string_value(json_object_get(json_object_get(err, "data"), "detail"));
-    H_CHECK(d != NULL && strstr(d, "not a regular file") != NULL, resp);
+    EXPECT_TRUE(d != NULL && strstr(d, "not a regular file") != NULL, "%s", jd(resp));
     json_decref(resp);
     sockd_client_close(nobody);
     h_daemon_stop(&D); /* a clean exit: nothing leaked or broken on the way */

@@ -29,6 +29,7 @@
 
 #include "dnsd.h"
 #include "harness.h"
+#include "tc.h"
 
 static struct h_daemon D;
 static struct dnsd g_dns; /* large: static, never on the stack */
@@ -99,7 +100,7 @@ log_has(const char *needle)
 
 /* An integer member of an object (0 when missing). */
 static long long
-jint(const json_t *o, const char *k)
+jint_or0(const json_t *o, const char *k)
 {
     return json_integer_value(json_object_get(o, k));
 }
@@ -114,10 +115,10 @@ err_limit(const json_t *err)
 
 /* Open a socket of type on c; its handle. */
 static long long
-open_type(struct sockd_client *c, const char *type)
+client_open_type(struct sockd_client *c, const char *type)
 {
     json_t *r = h_ok(c, "socket.open", "{s:s}", "type", type);
-    long long s = jint(r, "socket");
+    long long s = jint_or0(r, "socket");
     json_decref(r);
     return s;
 }
@@ -138,11 +139,11 @@ connect_give(struct sockd_client *c, long long s, const char *name, int port)
              s, name, port, s);
     h_send_raw(c, line);
     json_t *r = h_read(c, H_TIMEOUT_MS);
-    H_CHECK(json_is_array(r) && json_array_size(r) == 2, r);
-    H_CHECK(json_object_get(json_array_get(r, 0), "result") != NULL, r);
+    EXPECT_TRUE(json_is_array(r) && json_array_size(r) == 2, "%s", jd(r));
+    EXPECT_TRUE(json_object_get(json_array_get(r, 0), "result") != NULL, "%s", jd(r));
     const char *tok = json_string_value(
         json_object_get(json_object_get(json_array_get(r, 1), "result"), "token"));
-    H_CHECK(tok != NULL, r);
+    EXPECT_TRUE(tok != NULL, "%s", jd(r));
     char *t = strdup(tok);
     json_decref(r);
     return t;
@@ -163,15 +164,17 @@ test_id_give_parked_denied(void **state)
     snprintf(conf, sizeof conf, "deny connect 127.0.0.0/8 uid %d\n", H_NOBODY);
     start(conf);
     struct sockd_client *nb = nobody();
-    long long s = open_type(nb, "tcp");
+    long long s = client_open_type(nb, "tcp");
     char *tok = connect_give(nb, s, N_FAST, peer->port);
     long long end = h_now_ms() + H_TIMEOUT_MS;
     while (!log_has("policy: connect") && peer->accepted == 0 && h_now_ms() < end)
         h_sleep_ms(10);
-    assert_int_equal(peer->accepted, 0);
-    assert_true(log_has("denied for a given-away socket (uid 65534 pid "));
+    EXPECT_INT(peer->accepted, 0, "peer->accepted");
+    EXPECT_TRUE(log_has("denied for a given-away socket (uid 65534 pid "),
+                "log_has(\"denied for a given-away socket (uid 65534 pid \")");
     /* the denial closed the parked socket: its token is gone */
-    assert_int_equal(h_err(nb, NULL, "socket.take", "{s:s}", "token", tok), -32001);
+    EXPECT_INT(h_err(nb, NULL, "socket.take", "{s:s}", "token", tok), -32001,
+               "socket.take error code");
     free(tok);
     h_daemon_stop(&D);
 }
@@ -190,19 +193,21 @@ test_id_take_by_root_keeps_identity(void **state)
     snprintf(conf, sizeof conf, "deny connect 127.0.0.0/8 uid %d\n", H_NOBODY);
     start(conf);
     struct sockd_client *nb = nobody(), *root = h_client_auto(&D);
-    long long s = open_type(nb, "tcp");
+    long long s = client_open_type(nb, "tcp");
     char *tok = connect_give(nb, s, N_SLOW, peer->port);
     json_t *r = h_ok(root, "socket.take", "{s:s}", "token", tok);
     free(tok);
-    long long t = jint(r, "socket");
-    H_CHECK(t > 0 && strcmp(json_string_value(json_object_get(r, "state")), "connecting") == 0, r);
+    long long t = jint_or0(r, "socket");
+    EXPECT_TRUE(t > 0 && strcmp(json_string_value(json_object_get(r, "state")), "connecting") == 0,
+                "%s", jd(r));
     json_decref(r);
     json_t *ev = h_event(root, "socket.closed", t, H_TIMEOUT_MS);
-    H_CHECK(strcmp(json_string_value(json_object_get(ev, "reason")), "policy_denied") == 0, ev);
+    EXPECT_TRUE(strcmp(json_string_value(json_object_get(ev, "reason")), "policy_denied") == 0,
+                "%s", jd(ev));
     json_decref(ev);
-    assert_int_equal(peer->accepted, 0);
+    EXPECT_INT(peer->accepted, 0, "peer->accepted");
     /* root's own connection to the same peer is allowed */
-    assert_true(h_connect_tcp(root, peer->port) > 0);
+    EXPECT_TRUE(h_connect_tcp(root, peer->port) > 0, "h_connect_tcp(root, peer->port) > 0");
     h_daemon_stop(&D);
 }
 
@@ -221,16 +226,16 @@ test_id_give_parked_rewritten(void **state)
              b->port, H_NOBODY);
     start(conf);
     struct sockd_client *nb = nobody();
-    long long s = open_type(nb, "tcp");
+    long long s = client_open_type(nb, "tcp");
     char *tok = connect_give(nb, s, N_FAST, a->port);
     long long end = h_now_ms() + H_TIMEOUT_MS;
     while (a->accepted + b->accepted == 0 && h_now_ms() < end)
         h_sleep_ms(10);
-    assert_int_equal(a->accepted, 0);
-    assert_int_equal(b->accepted, 1);
+    EXPECT_INT(a->accepted, 0, "a->accepted");
+    EXPECT_INT(b->accepted, 1, "b->accepted");
     json_t *r = h_ok(nb, "socket.take", "{s:s}", "token", tok);
     free(tok);
-    H_CHECK(json_object_get(r, "rewritten_to") != NULL, r);
+    EXPECT_TRUE(json_object_get(r, "rewritten_to") != NULL, "%s", jd(r));
     json_decref(r);
     h_daemon_stop(&D);
 }
@@ -242,9 +247,10 @@ udp_peer(int *port)
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t len = sizeof sin;
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
+    EXPECT_INT(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0, "bind: %s", strerror(errno));
+    EXPECT_INT(getsockname(fd, (struct sockaddr *)&sin, &len), 0, "getsockname: %s",
+               strerror(errno));
     *port = ntohs(sin.sin_port);
     return fd;
 }
@@ -276,21 +282,21 @@ test_id_udp_connect_is_sendto(void **state)
     start(conf);
     struct sockd_client *nb = nobody(), *root = h_client_auto(&D);
     snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
-    long long s = open_type(nb, "udp");
-    assert_int_equal(
+    long long s = client_open_type(nb, "udp");
+    EXPECT_INT(
         h_err(nb, NULL, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)s, "address", addr),
-        -32004);
-    assert_int_equal(
-        h_err(nb, NULL, "socket.send", "{s:I,s:s}", "socket", (json_int_t)s, "text", "leak"),
-        -32002);
-    long long s2 = open_type(nb, "udp");
+        -32004, "socket.connect error code");
+    EXPECT_INT(h_err(nb, NULL, "socket.send", "{s:I,s:s}", "socket", (json_int_t)s, "text", "leak"),
+               -32002, "socket.send error code");
+    long long s2 = client_open_type(nb, "udp");
     json_decref(h_ok(nb, "socket.connect", "{s:I,s:s,s:i}", "socket", (json_int_t)s2, "address",
                      N_FAST, "port", port));
     json_t *ev = h_event(nb, "socket.closed", s2, H_TIMEOUT_MS);
-    H_CHECK(strcmp(json_string_value(json_object_get(ev, "reason")), "policy_denied") == 0, ev);
+    EXPECT_TRUE(strcmp(json_string_value(json_object_get(ev, "reason")), "policy_denied") == 0,
+                "%s", jd(ev));
     json_decref(ev);
     /* root: connected, one datagram; once it is there, nobody's never came */
-    long long r = open_type(root, "udp");
+    long long r = client_open_type(root, "udp");
     json_decref(
         h_ok(root, "socket.connect", "{s:I,s:s}", "socket", (json_int_t)r, "address", addr));
     json_decref(h_event(root, "socket.connected", r, H_TIMEOUT_MS));
@@ -298,9 +304,9 @@ test_id_udp_connect_is_sendto(void **state)
     json_decref(h_event(root, "socket.sent", r, H_TIMEOUT_MS));
     char buf[64];
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    assert_int_equal(poll(&pfd, 1, H_TIMEOUT_MS), 1);
-    assert_int_equal(recv(fd, buf, sizeof buf, 0), 2);
-    assert_int_equal(udp_drain(fd), 0);
+    EXPECT_INT(poll(&pfd, 1, H_TIMEOUT_MS), 1, "poll: %s", strerror(errno));
+    EXPECT_INT(recv(fd, buf, sizeof buf, 0), 2, "recv: %s", strerror(errno));
+    EXPECT_INT(udp_drain(fd), 0, "udp_drain(fd)");
     close(fd);
     h_daemon_stop(&D);
 }
@@ -311,7 +317,7 @@ bind_local(struct sockd_client *c, long long s, int port)
 {
     json_t *r = h_ok(c, "socket.bind", "{s:I,s:s,s:i}", "socket", (json_int_t)s, "address",
                      "127.0.0.1", "port", port);
-    int got = (int)jint(json_object_get(r, "local"), "port");
+    int got = (int)jint_or0(json_object_get(r, "local"), "port");
     json_decref(r);
     return got;
 }
@@ -324,9 +330,9 @@ bind_refused(struct sockd_client *c, long long s, const char *address, int port)
     int code = h_err(c, &err, "socket.bind", "{s:I,s:s,s:i}", "socket", (json_int_t)s, "address",
                      address, "port", port);
     json_t *data = json_object_get(err, "data");
-    H_CHECK(code == -32603 && jint(data, "errno") == EADDRINUSE &&
-                strcmp(json_string_value(json_object_get(data, "reason")), "bind_failed") == 0,
-            err);
+    EXPECT_TRUE(code == -32603 && jint_or0(data, "errno") == EADDRINUSE &&
+                    strcmp(json_string_value(json_object_get(data, "reason")), "bind_failed") == 0,
+                "%s", jd(err));
     json_decref(err);
 }
 
@@ -338,11 +344,12 @@ udp_send_n(int port, int n)
                              .sin_port = htons((unsigned short)port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
     for (int i = 0; i < n; i++) {
         char b[16];
         int len = snprintf(b, sizeof b, "d%d", i);
-        assert_int_equal(sendto(fd, b, (size_t)len, 0, (struct sockaddr *)&to, sizeof to), len);
+        EXPECT_INT(sendto(fd, b, (size_t)len, 0, (struct sockaddr *)&to, sizeof to), len,
+                   "sendto: %s", strerror(errno));
     }
     close(fd);
 }
@@ -358,7 +365,7 @@ recv_n(struct sockd_client *c, long long s, int n)
         json_decref(h_ok(c, "socket.recv", "{s:I,s:i}", "socket", (json_int_t)s, "length", 100));
         json_t *ev = h_event(c, "socket.received", s, H_TIMEOUT_MS);
         unsigned char *got = h_unb64(json_string_value(json_object_get(ev, "data")), &len);
-        H_CHECK(len == strlen(want) && memcmp(got, want, len) == 0, ev);
+        EXPECT_TRUE(len == strlen(want) && memcmp(got, want, len) == 0, "%s", jd(ev));
         free(got);
         json_decref(ev);
     }
@@ -375,9 +382,9 @@ test_id_udp_port_not_shared(void **state)
     (void)state;
     start("");
     struct sockd_client *root = h_client_auto(&D), *nb = nobody();
-    long long a = open_type(root, "udp");
+    long long a = client_open_type(root, "udp");
     int port = bind_local(root, a, 0);
-    long long b = open_type(nb, "udp");
+    long long b = client_open_type(nb, "udp");
     bind_refused(nb, b, "127.0.0.1", port);
     bind_refused(nb, b, "0.0.0.0", port);
     udp_send_n(port, 10);
@@ -392,10 +399,10 @@ test_id_udp_port_shared_when_allowed(void **state)
     (void)state;
     start("share-udp-ports yes\n");
     struct sockd_client *root = h_client_auto(&D), *nb = nobody();
-    long long a = open_type(root, "udp");
+    long long a = client_open_type(root, "udp");
     int port = bind_local(root, a, 0);
-    long long b = open_type(nb, "udp");
-    assert_int_equal(bind_local(nb, b, port), port);
+    long long b = client_open_type(nb, "udp");
+    EXPECT_INT(bind_local(nb, b, port), port, "bind_local(nb, b, port)");
     h_daemon_stop(&D);
 }
 
@@ -404,7 +411,7 @@ static long long
 dtls_ctx(struct sockd_client *c, int server)
 {
     json_t *r = h_ok(c, "context.create", "{s:b,s:b}", "dtls", 1, "verify", 0);
-    long long ctx = jint(r, "context");
+    long long ctx = jint_or0(r, "context");
     json_decref(r);
     if (server)
         json_decref(h_ok(c, "context.generate_certificate", "{s:I,s:s}", "context", (json_int_t)ctx,
@@ -417,7 +424,7 @@ static long long
 open_dtls(struct sockd_client *c, long long ctx)
 {
     json_t *r = h_ok(c, "socket.open", "{s:s,s:I}", "type", "dtls", "context", (json_int_t)ctx);
-    long long s = jint(r, "socket");
+    long long s = jint_or0(r, "socket");
     json_decref(r);
     return s;
 }
@@ -449,8 +456,8 @@ test_id_dtls_port_not_shared(void **state)
     json_decref(h_ok(root, "socket.connect", "{s:I,s:s,s:i}", "socket", (json_int_t)c, "address",
                      "127.0.0.1", "port", port));
     json_t *ev = h_event(root, "socket.accepted", 0, H_TIMEOUT_MS);
-    H_CHECK(jint(ev, "listener") == l, ev);
-    long long acc = jint(ev, "socket");
+    EXPECT_TRUE(jint_or0(ev, "listener") == l, "%s", jd(ev));
+    long long acc = jint_or0(ev, "socket");
     json_decref(ev);
     json_decref(h_event(root, "socket.connected", c, H_TIMEOUT_MS));
     for (int i = 0; i < 10; i++) {
@@ -470,7 +477,7 @@ call(struct sockd_client *c, const char *method, json_t *params, json_t **res, j
     *res = *err = NULL;
     int rc = sockd_client_call(c, method, params, res, err, H_TIMEOUT_MS);
     json_decref(params);
-    assert_true(rc == 0 || rc == 1);
+    EXPECT_TRUE(rc == 0 || rc == 1, "rc == 0 || rc == 1");
     return rc;
 }
 
@@ -479,8 +486,9 @@ static void
 open_refused(struct sockd_client *c, const char *limit)
 {
     json_t *err = NULL;
-    assert_int_equal(h_err(c, &err, "socket.open", "{s:s}", "type", "tcp"), -32003);
-    H_CHECK(strcmp(err_limit(err), limit) == 0, err);
+    EXPECT_INT(h_err(c, &err, "socket.open", "{s:s}", "type", "tcp"), -32003,
+               "socket.open error code");
+    EXPECT_TRUE(strcmp(err_limit(err), limit) == 0, "%s", jd(err));
     json_decref(err);
 }
 
@@ -503,7 +511,9 @@ test_id_clients_per_uid(void **state)
     struct sockd_client *extra = nobody();
     json_t *m = h_read(extra, H_TIMEOUT_MS);
     json_t *err = json_object_get(m, "error");
-    H_CHECK(jint(err, "code") == -32003 && strcmp(err_limit(err), "max-clients-per-uid") == 0, m);
+    EXPECT_TRUE(jint_or0(err, "code") == -32003 &&
+                    strcmp(err_limit(err), "max-clients-per-uid") == 0,
+                "%s", jd(m));
     json_decref(m);
     nobody_close(extra);
     struct sockd_client *root2 = h_client_auto(&D);
@@ -532,20 +542,21 @@ test_id_give_parking_per_uid(void **state)
     struct sockd_client *root = h_client_auto(&D), *giver = nobody();
     for (int i = 0; i < 50; i++) {
         if (call(giver, "socket.open", json_pack("{s:s}", "type", "tcp"), &res, &err) == 1) {
-            H_CHECK(jint(err, "code") == -32003 && !strcmp(err_limit(err), "max-sockets-per-uid"),
-                    err);
+            EXPECT_TRUE(jint_or0(err, "code") == -32003 &&
+                            !strcmp(err_limit(err), "max-sockets-per-uid"),
+                        "%s", jd(err));
             json_decref(err);
             break;
         }
-        long long s = jint(res, "socket");
+        long long s = jint_or0(res, "socket");
         json_decref(res);
         json_t *r =
             h_ok(giver, "socket.give", "{s:I,s:i}", "socket", (json_int_t)s, "timeout_ms", 60000);
-        assert_true(parked < 10);
+        EXPECT_TRUE(parked < 10, "parked < 10");
         tok[parked++] = strdup(json_string_value(json_object_get(r, "token")));
         json_decref(r);
     }
-    assert_int_equal(parked, 10);
+    EXPECT_INT(parked, 10, "parked");
     struct sockd_client *other = nobody();
     open_refused(other, "max-sockets-per-uid");
     json_decref(h_ok(root, "socket.open", "{s:s}", "type", "tcp")); /* another uid's budget */
@@ -554,10 +565,10 @@ test_id_give_parking_per_uid(void **state)
     open_refused(other, "max-sockets-per-uid"); /* the parked ones outlive their giver */
     /* one taken back and closed: a place is free; parked again with a short timeout */
     json_t *r = h_ok(other, "socket.take", "{s:s}", "token", tok[0]);
-    json_decref(h_ok(other, "socket.close", "{s:I}", "socket", (json_int_t)jint(r, "socket")));
+    json_decref(h_ok(other, "socket.close", "{s:I}", "socket", (json_int_t)jint_or0(r, "socket")));
     json_decref(r);
     r = h_ok(other, "socket.open", "{s:s}", "type", "tcp");
-    json_decref(h_ok(other, "socket.give", "{s:I,s:i}", "socket", (json_int_t)jint(r, "socket"),
+    json_decref(h_ok(other, "socket.give", "{s:I,s:i}", "socket", (json_int_t)jint_or0(r, "socket"),
                      "timeout_ms", 200));
     json_decref(r);
     open_refused(other, "max-sockets-per-uid");
@@ -569,7 +580,7 @@ test_id_give_parking_per_uid(void **state)
         json_decref(err);
         h_sleep_ms(20);
     }
-    assert_int_equal(rc, 0);
+    EXPECT_INT(rc, 0, "rc");
     json_decref(res);
     for (int i = 0; i < parked; i++)
         free(tok[i]);
@@ -583,13 +594,11 @@ sum_info(struct sockd_client *c, const long long *s, int n, const char *field)
     long long sum = 0;
     for (int i = 0; i < n; i++) {
         json_t *r = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)s[i]);
-        sum += jint(r, field);
+        sum += jint_or0(r, field);
         json_decref(r);
     }
     return sum;
 }
-
-#define MIB (1024LL * 1024)
 
 /*
  * Attack (item 6c): two connections of one uid each fill send queues towards a peer that
@@ -634,7 +643,7 @@ test_id_buffer_per_uid_send(void **state)
                     json_decref(res);
                     continue;
                 }
-                H_CHECK(jint(err, "code") == -32003, err);
+                EXPECT_TRUE(jint_or0(err, "code") == -32003, "%s", jd(err));
                 budget_hit += strcmp(err_limit(err), "max-buffer-per-uid") == 0;
                 json_decref(err);
                 full[k][i] = 1;
@@ -645,19 +654,20 @@ test_id_buffer_per_uid_send(void **state)
     json_decref(h_ok(root, "socket.send", "{s:I,s:s,s:b}", "socket", (json_int_t)r, "data", chunk,
                      "notify", 0));
     free(chunk);
-    assert_int_equal(nfull, 2 * NS);
-    assert_true(budget_hit > 0);
+    EXPECT_INT(nfull, 2 * NS, "nfull");
+    EXPECT_TRUE(budget_hit > 0, "budget_hit > 0");
     long long queued =
         sum_info(x[0], s[0], NS, "send_buffered") + sum_info(x[1], s[1], NS, "send_buffered");
     long grown = h_hwm_kib(D.pid) - hwm0;
     fprintf(stderr,
             "  8 sockets of two uid-65534 clients: %lld bytes queued, daemon VmHWM +%ld KiB\n",
             queued, grown);
-    assert_true(queued <= 8 * MIB);
+    EXPECT_TRUE(queued <= 8 * MIB, "queued <= 8 * MIB");
     if (h_asan_daemon(D.pid))
         fprintf(stderr, "  (AddressSanitizer daemon: the VmHWM bound is not checked)\n");
     else
-        assert_true(grown < 20 * 1024); /* the per-socket caps alone allow 32M */
+        EXPECT_TRUE(grown < 20 * 1024,
+                    "grown < 20 * 1024"); /* the per-socket caps alone allow 32M */
     h_daemon_stop(&D);
 }
 
@@ -690,7 +700,7 @@ test_id_buffer_per_uid_read(void **state)
     held = sum_info(nb, s, NS, "recv_buffered");
     if (held != MIB)
         fprintf(stderr, "%lld bytes buffered for a 1M budget\n", held);
-    assert_true(held == MIB);
+    EXPECT_TRUE(held == MIB, "held == MIB");
     /* the client reads every socket at once (a stream recv each): all bytes arrive, in order,
      * as the drained budget wakes the sockets that stopped reading */
     size_t got[NS] = {0}, total = 0;
@@ -699,17 +709,18 @@ test_id_buffer_per_uid_read(void **state)
                          65536, "stream", 1));
     while (total < (size_t)NS * EACH) {
         json_t *m = sockd_client_next_event(nb, H_TIMEOUT_MS);
-        H_CHECK(m != NULL, m);
+        EXPECT_TRUE(m != NULL, "%s", jd(m));
         json_t *p = json_object_get(m, "params");
         const char *method = json_string_value(json_object_get(m, "method"));
-        H_CHECK(method != NULL && strcmp(method, "socket.received") == 0, m);
+        EXPECT_TRUE(method != NULL && strcmp(method, "socket.received") == 0, "%s", jd(m));
         int i = 0;
-        while (i < NS && s[i] != jint(p, "socket"))
+        while (i < NS && s[i] != jint_or0(p, "socket"))
             i++;
-        H_CHECK(i < NS, m);
+        EXPECT_TRUE(i < NS, "%s", jd(m));
         size_t n;
         unsigned char *b = h_unb64(json_string_value(json_object_get(p, "data")), &n);
-        H_CHECK(b != NULL && got[i] + n <= EACH && memcmp(b, greeting + got[i], n) == 0, m);
+        EXPECT_TRUE(b != NULL && got[i] + n <= EACH && memcmp(b, greeting + got[i], n) == 0, "%s",
+                    jd(m));
         free(b);
         got[i] += n;
         total += n;

@@ -415,7 +415,7 @@ test_until_flood(void **state)
     size_t sent = 0, got = 0;
     long hwm0 = h_hwm_kib(g_d.pid);
 
-    assert_non_null(chunk);
+    EXPECT_TRUE(chunk != NULL, "chunk");
     memset(chunk, 'x', LEN);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     for (int i = 0; i < 4 * (TOTAL / LEN) && got < TOTAL; i++) {
@@ -483,7 +483,7 @@ test_until_client_library(void **state)
     int f;
     json_t *err;
 
-    assert_true(fd >= 0);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
     raw_write_str(fd, "a line\r\nlong line here\r\n");
     lib_line(c, s, "\r\n", 100, -1, "a line\r\n", 0);
     /* an event of another socket that arrives meanwhile stays queued */

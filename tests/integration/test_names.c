@@ -197,9 +197,9 @@ raw_sock_(int type, int v6, int port, bool listen_too, bool may_fail, int *port_
         FAIL("bind to %s port %d: %s", v6 ? "::1" : "127.0.0.1", port, strerror(errno));
     }
     if (listen_too)
-        assert_int_equal(listen(fd, 16), 0);
+        EXPECT_INT(listen(fd, 16), 0, "listen: %s", strerror(errno));
     sl = sizeof ss;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&ss, &sl), 0);
+    EXPECT_INT(getsockname(fd, (struct sockaddr *)&ss, &sl), 0, "getsockname: %s", strerror(errno));
     if (port_out)
         *port_out = sa_port(&ss);
     return fd;
@@ -216,12 +216,13 @@ raw_listen_ip4(const char *ip, int port, int *port_out)
     memset(&sin, 0, sizeof sin);
     sin.sin_family = AF_INET;
     sin.sin_port = htons((uint16_t)port);
-    assert_int_equal(inet_pton(AF_INET, ip, &sin.sin_addr), 1);
+    EXPECT_INT(inet_pton(AF_INET, ip, &sin.sin_addr), 1, "inet_pton: %s", strerror(errno));
     if (bind(fd, (struct sockaddr *)&sin, sizeof sin) != 0 || listen(fd, 16) != 0) {
         close_fd_(fd);
         return -1;
     }
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+    EXPECT_INT(getsockname(fd, (struct sockaddr *)&sin, &sl), 0, "getsockname: %s",
+               strerror(errno));
     if (port_out)
         *port_out = ntohs(sin.sin_port);
     return fd;
@@ -269,18 +270,20 @@ hosts_write(const char *bin)
 
     snprintf(g_hosts, sizeof g_hosts, "/tmp/sockd-hosts-XXXXXX");
     fd = mkstemp(g_hosts);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, text, sizeof text - 1), (ssize_t)(sizeof text - 1));
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
+    EXPECT_INT(write(fd, text, sizeof text - 1), (ssize_t)(sizeof text - 1), "write: %s",
+               strerror(errno));
     close(fd);
     snprintf(g_wrap, sizeof g_wrap, "/tmp/sockd-wrap-XXXXXX");
     fd = mkstemp(g_wrap);
-    assert_true(fd >= 0 && (f = fdopen(fd, "w")) != NULL);
+    EXPECT_TRUE(fd >= 0 && (f = fdopen(fd, "w")) != NULL,
+                "fd >= 0 && (f = fdopen(fd, \"w\")) != NULL");
     fprintf(f,
             "#!/bin/sh\nexec unshare --mount --propagation private sh -c "
             "'mount --bind \"$1\" /etc/hosts && shift && exec \"$@\"' sh '%s' '%s' \"$@\"\n",
             g_hosts, bin);
-    assert_int_equal(fchmod(fd, 0700), 0);
-    assert_int_equal(fclose(f), 0);
+    EXPECT_INT(fchmod(fd, 0700), 0, "fchmod: %s", strerror(errno));
+    EXPECT_INT(fclose(f), 0, "fclose: %s", strerror(errno));
 }
 
 /* Helpers called from a test record its line, shown when they fail. */
@@ -862,35 +865,45 @@ group_setup(void **state)
         fprintf(stderr, "dnsd_start: %s\n", strerror(errno));
         return -1;
     }
-    assert_int_equal(dnsd_add_a(&g_dns, N_A4, "127.0.0.1"), 0);
-    assert_int_equal(dnsd_add_aaaa(&g_dns, N_A6, "::1"), 0);
-    assert_int_equal(dnsd_add_aaaa(&g_dns, N_DUAL, "::1"), 0);
-    assert_int_equal(dnsd_add_a(&g_dns, N_DUAL, "127.0.0.1"), 0);
-    assert_int_equal(dnsd_add_a(&g_dns, N_TWO_A, "127.0.0.2"), 0);
-    assert_int_equal(dnsd_add_a(&g_dns, N_TWO_A, "127.0.0.1"), 0);
-    assert_int_equal(dnsd_set_rcode(&g_dns, N_NX, DNSD_NXDOMAIN), 0);
-    assert_int_equal(dnsd_add_a(&g_dns, N_SLOW3, "127.0.0.1"), 0);
-    assert_int_equal(dnsd_set_delay(&g_dns, N_SLOW3, 3000), 0);
-    assert_int_equal(dnsd_add_a(&g_dns, N_SLOW4, "127.0.0.1"), 0);
-    assert_int_equal(dnsd_set_delay(&g_dns, N_SLOW4, 4000), 0);
-    assert_int_equal(dnsd_add_a(&g_dns, N_HOLD, "127.0.0.1"), 0);
-    assert_int_equal(dnsd_set_delay(&g_dns, N_HOLD, 2000), 0);
-    assert_int_equal(dnsd_add_a(&g_dns, N_EARLY, "127.0.0.1"), 0);
-    assert_int_equal(dnsd_set_delay(&g_dns, N_EARLY, 400), 0);
-    assert_int_equal(dnsd_add_a(&g_dns, N_CLOSE, "127.0.0.1"), 0);
-    assert_int_equal(dnsd_set_delay(&g_dns, N_CLOSE, 1500), 0);
-    assert_int_equal(dnsd_add_a(&g_dns, N_GONE, "127.0.0.1"), 0);
-    assert_int_equal(dnsd_set_delay(&g_dns, N_GONE, 1500), 0);
-    assert_int_equal(dnsd_add_a(&g_dns, N_NOBIND, "127.0.0.1"), 0);
-    assert_int_equal(dnsd_add_a(&g_dns, N_UDP, "127.0.0.1"), 0);
+    EXPECT_INT(dnsd_add_a(&g_dns, N_A4, "127.0.0.1"), 0, "dnsd_add_a(&g_dns, N_A4, \"127.0.0.1\")");
+    EXPECT_INT(dnsd_add_aaaa(&g_dns, N_A6, "::1"), 0, "dnsd_add_aaaa(&g_dns, N_A6, \"::1\")");
+    EXPECT_INT(dnsd_add_aaaa(&g_dns, N_DUAL, "::1"), 0, "dnsd_add_aaaa(&g_dns, N_DUAL, \"::1\")");
+    EXPECT_INT(dnsd_add_a(&g_dns, N_DUAL, "127.0.0.1"), 0,
+               "dnsd_add_a(&g_dns, N_DUAL, \"127.0.0.1\")");
+    EXPECT_INT(dnsd_add_a(&g_dns, N_TWO_A, "127.0.0.2"), 0,
+               "dnsd_add_a(&g_dns, N_TWO_A, \"127.0.0.2\")");
+    EXPECT_INT(dnsd_add_a(&g_dns, N_TWO_A, "127.0.0.1"), 0,
+               "dnsd_add_a(&g_dns, N_TWO_A, \"127.0.0.1\")");
+    EXPECT_INT(dnsd_set_rcode(&g_dns, N_NX, DNSD_NXDOMAIN), 0, "dnsd_set_rcode");
+    EXPECT_INT(dnsd_add_a(&g_dns, N_SLOW3, "127.0.0.1"), 0,
+               "dnsd_add_a(&g_dns, N_SLOW3, \"127.0.0.1\")");
+    EXPECT_INT(dnsd_set_delay(&g_dns, N_SLOW3, 3000), 0, "dnsd_set_delay(&g_dns, N_SLOW3, 3000)");
+    EXPECT_INT(dnsd_add_a(&g_dns, N_SLOW4, "127.0.0.1"), 0,
+               "dnsd_add_a(&g_dns, N_SLOW4, \"127.0.0.1\")");
+    EXPECT_INT(dnsd_set_delay(&g_dns, N_SLOW4, 4000), 0, "dnsd_set_delay(&g_dns, N_SLOW4, 4000)");
+    EXPECT_INT(dnsd_add_a(&g_dns, N_HOLD, "127.0.0.1"), 0,
+               "dnsd_add_a(&g_dns, N_HOLD, \"127.0.0.1\")");
+    EXPECT_INT(dnsd_set_delay(&g_dns, N_HOLD, 2000), 0, "dnsd_set_delay(&g_dns, N_HOLD, 2000)");
+    EXPECT_INT(dnsd_add_a(&g_dns, N_EARLY, "127.0.0.1"), 0,
+               "dnsd_add_a(&g_dns, N_EARLY, \"127.0.0.1\")");
+    EXPECT_INT(dnsd_set_delay(&g_dns, N_EARLY, 400), 0, "dnsd_set_delay(&g_dns, N_EARLY, 400)");
+    EXPECT_INT(dnsd_add_a(&g_dns, N_CLOSE, "127.0.0.1"), 0,
+               "dnsd_add_a(&g_dns, N_CLOSE, \"127.0.0.1\")");
+    EXPECT_INT(dnsd_set_delay(&g_dns, N_CLOSE, 1500), 0, "dnsd_set_delay(&g_dns, N_CLOSE, 1500)");
+    EXPECT_INT(dnsd_add_a(&g_dns, N_GONE, "127.0.0.1"), 0,
+               "dnsd_add_a(&g_dns, N_GONE, \"127.0.0.1\")");
+    EXPECT_INT(dnsd_set_delay(&g_dns, N_GONE, 1500), 0, "dnsd_set_delay(&g_dns, N_GONE, 1500)");
+    EXPECT_INT(dnsd_add_a(&g_dns, N_NOBIND, "127.0.0.1"), 0, "dnsd_add_a");
+    EXPECT_INT(dnsd_add_a(&g_dns, N_UDP, "127.0.0.1"), 0,
+               "dnsd_add_a(&g_dns, N_UDP, \"127.0.0.1\")");
     snprintf(conf, sizeof conf, "resolver 127.0.0.1:%u\nresolve-timeout %ds\n",
              (unsigned)g_dns.port, RESOLVE_TIMEOUT_MS / 1000);
     char *bin = strdup(getenv("SOCKD_BIN") ? getenv("SOCKD_BIN") : "");
-    assert_true(bin != NULL && *bin);
+    EXPECT_TRUE(bin != NULL && *bin, "bin != NULL && *bin");
     hosts_write(bin);
-    assert_int_equal(setenv("SOCKD_BIN", g_wrap, 1), 0);
+    EXPECT_INT(setenv("SOCKD_BIN", g_wrap, 1), 0, "setenv: %s", strerror(errno));
     h_daemon_start(&g_d, conf);
-    assert_int_equal(setenv("SOCKD_BIN", bin, 1), 0);
+    EXPECT_INT(setenv("SOCKD_BIN", bin, 1), 0, "setenv: %s", strerror(errno));
     free(bin);
     return 0;
 }

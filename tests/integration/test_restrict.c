@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include <sockd/protocol.h>
 
 #include "harness.h"
+#include "tc.h"
 
 static struct h_daemon D;
 
@@ -36,7 +38,7 @@ teardown(void **state)
 }
 
 static long long
-jint(const json_t *o, const char *k)
+jint_or0(const json_t *o, const char *k)
 {
     return json_integer_value(json_object_get(o, k));
 }
@@ -58,7 +60,7 @@ restrict_rules(struct sockd_client *c, const char *const *rules)
     params = json_pack("{s:o}", "rules", arr);
     int rc = sockd_client_call(c, "daemon.restrict", params, &res, &err, H_TIMEOUT_MS);
     json_decref(params);
-    assert_true(rc >= 0);
+    EXPECT_TRUE(rc >= 0, "rc >= 0");
     int code = rc == 0 ? 0 : sockd_client_error_code(err);
     json_decref(res);
     json_decref(err);
@@ -76,10 +78,11 @@ try_connect(struct sockd_client *c, int port)
            *res;
     int rc = sockd_client_call(c, "socket.connect", params, &res, &err, H_TIMEOUT_MS);
     json_decref(params);
-    assert_true(rc >= 0);
+    EXPECT_TRUE(rc >= 0, "rc >= 0");
     if (rc == 1) {
         int code = sockd_client_error_code(err);
-        H_CHECK(code == SOCKD_E_DENIED && strcmp(err_reason(err), "policy_denied") == 0, err);
+        EXPECT_TRUE(code == SOCKD_E_DENIED && strcmp(err_reason(err), "policy_denied") == 0, "%s",
+                    jd(err));
         json_decref(err);
         json_decref(h_ok(c, "socket.close", "{s:I}", "socket", s));
         return code;
@@ -97,9 +100,10 @@ udp_sink(int *port)
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t sl = sizeof sin;
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &sl), 0);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
+    EXPECT_INT(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0, "bind: %s", strerror(errno));
+    EXPECT_INT(getsockname(fd, (struct sockaddr *)&sin, &sl), 0, "getsockname: %s",
+               strerror(errno));
     *port = ntohs(sin.sin_port);
     return fd;
 }
@@ -126,12 +130,12 @@ test_restrict_connect(void **state)
     struct sockd_client *c = h_client_auto(&D), *other = h_client_auto(&D);
     snprintf(rule, sizeof rule, "allow connect 127.0.0.1 port %d", ok->port);
     const char *rules[] = {rule, NULL};
-    assert_int_equal(restrict_rules(c, rules), 0);
-    assert_int_equal(try_connect(c, ok->port), 0);
-    assert_int_equal(try_connect(c, no->port), SOCKD_E_DENIED);
-    assert_int_equal(no->accepted, 0);
+    EXPECT_INT(restrict_rules(c, rules), 0, "restrict_rules(c, rules)");
+    EXPECT_INT(try_connect(c, ok->port), 0, "try_connect(c, ok->port)");
+    EXPECT_INT(try_connect(c, no->port), SOCKD_E_DENIED, "try_connect(c, no->port)");
+    EXPECT_INT(no->accepted, 0, "no->accepted");
     /* the restriction is the connection's own: another connection of the same uid is free */
-    assert_int_equal(try_connect(other, no->port), 0);
+    EXPECT_INT(try_connect(other, no->port), 0, "try_connect(other, no->port)");
     h_daemon_stop(&D);
 }
 
@@ -147,20 +151,22 @@ test_restrict_narrowing_only(void **state)
     snprintf(rule, sizeof rule, "allow connect 127.0.0.1 port %d", a->port);
     const char *first[] = {rule, NULL};
     const char *wide[] = {"allow any *", NULL};
-    assert_int_equal(restrict_rules(c, first), 0);
-    assert_int_equal(restrict_rules(c, wide), 0);
-    assert_int_equal(try_connect(c, b->port), SOCKD_E_DENIED);
-    assert_int_equal(try_connect(c, a->port), 0);
+    EXPECT_INT(restrict_rules(c, first), 0, "restrict_rules(c, first)");
+    EXPECT_INT(restrict_rules(c, wide), 0, "restrict_rules(c, wide)");
+    EXPECT_INT(try_connect(c, b->port), SOCKD_E_DENIED, "try_connect(c, b->port)");
+    EXPECT_INT(try_connect(c, a->port), 0, "try_connect(c, a->port)");
     snprintf(deny, sizeof deny, "deny connect * port %d", a->port);
     const char *narrow[] = {deny, "allow any *", NULL};
-    assert_int_equal(restrict_rules(c, narrow), 0);
-    assert_int_equal(try_connect(c, a->port), SOCKD_E_DENIED);
-    assert_int_equal(b->accepted, 0);
+    EXPECT_INT(restrict_rules(c, narrow), 0, "restrict_rules(c, narrow)");
+    EXPECT_INT(try_connect(c, a->port), SOCKD_E_DENIED, "try_connect(c, a->port)");
+    EXPECT_INT(b->accepted, 0, "b->accepted");
     /* daemon.hello reports every list, oldest first */
     json_t *h = h_ok(c, "daemon.hello", NULL), *rx = json_object_get(h, "restrict");
-    H_CHECK(json_array_size(rx) == 3, h);
-    H_CHECK(strcmp(json_string_value(json_array_get(json_array_get(rx, 0), 0)), rule) == 0, h);
-    H_CHECK(strcmp(json_string_value(json_array_get(json_array_get(rx, 2), 0)), deny) == 0, h);
+    EXPECT_INT(json_array_size(rx), 3, "%s", jd(h));
+    EXPECT_TRUE(strcmp(json_string_value(json_array_get(json_array_get(rx, 0), 0)), rule) == 0,
+                "%s", jd(h));
+    EXPECT_TRUE(strcmp(json_string_value(json_array_get(json_array_get(rx, 2), 0)), deny) == 0,
+                "%s", jd(h));
     json_decref(h);
     h_daemon_stop(&D);
 }
@@ -173,49 +179,52 @@ test_restrict_bad_rules(void **state)
     h_daemon_start(&D, NULL);
     struct sockd_client *c = h_client_auto(&D);
     json_t *h = h_ok(c, "daemon.hello", NULL);
-    H_CHECK(json_is_array(json_object_get(h, "restrict")) &&
-                json_array_size(json_object_get(h, "restrict")) == 0,
-            h);
+    EXPECT_TRUE(json_is_array(json_object_get(h, "restrict")) &&
+                    json_array_size(json_object_get(h, "restrict")) == 0,
+                "%s", jd(h));
     json_decref(h);
     const char *with_uid[] = {"allow any *", "allow connect 127.0.0.1 uid 0", NULL};
     const char *rewrite[] = {"rewrite connect 127.0.0.1:1 to 127.0.0.1:2", NULL};
     const char *dflt[] = {"policy-default allow", NULL};
     const char *junk[] = {"allow teleport *", NULL};
     const char *empty[] = {"", NULL};
-    assert_int_equal(restrict_rules(c, with_uid), SOCKD_E_INVALID_PARAMS);
-    assert_int_equal(restrict_rules(c, rewrite), SOCKD_E_INVALID_PARAMS);
-    assert_int_equal(restrict_rules(c, dflt), SOCKD_E_INVALID_PARAMS);
-    assert_int_equal(restrict_rules(c, junk), SOCKD_E_INVALID_PARAMS);
-    assert_int_equal(restrict_rules(c, empty), SOCKD_E_INVALID_PARAMS);
-    assert_int_equal(h_err(c, NULL, "daemon.restrict", "{s:[i]}", "rules", 1),
-                     SOCKD_E_INVALID_PARAMS);
-    assert_int_equal(h_err(c, NULL, "daemon.restrict", "{}"), SOCKD_E_INVALID_PARAMS);
+    EXPECT_INT(restrict_rules(c, with_uid), SOCKD_E_INVALID_PARAMS, "restrict_rules(c, with_uid)");
+    EXPECT_INT(restrict_rules(c, rewrite), SOCKD_E_INVALID_PARAMS, "restrict_rules(c, rewrite)");
+    EXPECT_INT(restrict_rules(c, dflt), SOCKD_E_INVALID_PARAMS, "restrict_rules(c, dflt)");
+    EXPECT_INT(restrict_rules(c, junk), SOCKD_E_INVALID_PARAMS, "restrict_rules(c, junk)");
+    EXPECT_INT(restrict_rules(c, empty), SOCKD_E_INVALID_PARAMS, "restrict_rules(c, empty)");
+    EXPECT_INT(h_err(c, NULL, "daemon.restrict", "{s:[i]}", "rules", 1), SOCKD_E_INVALID_PARAMS,
+               "daemon.restrict error code");
+    EXPECT_INT(h_err(c, NULL, "daemon.restrict", "{}"), SOCKD_E_INVALID_PARAMS,
+               "daemon.restrict error code");
     /* a rule longer than any real one */
     char *huge = malloc(4096);
     memset(huge, 'x', 4095);
     huge[4095] = '\0';
     memcpy(huge, "allow connect ", 14);
     const char *long_rule[] = {huge, NULL};
-    assert_int_equal(restrict_rules(c, long_rule), SOCKD_E_INVALID_PARAMS);
+    EXPECT_INT(restrict_rules(c, long_rule), SOCKD_E_INVALID_PARAMS,
+               "restrict_rules(c, long_rule)");
     free(huge);
     /* too many rules in one call */
     json_t *many = json_array();
     for (int i = 0; i < 65; i++)
         json_array_append_new(many, json_string("allow any *"));
     json_t *err = NULL, *p = json_pack("{s:o}", "rules", many);
-    assert_int_equal(sockd_client_call(c, "daemon.restrict", p, NULL, &err, H_TIMEOUT_MS), 1);
-    H_CHECK(sockd_client_error_code(err) == SOCKD_E_INVALID_PARAMS, err);
+    EXPECT_INT(sockd_client_call(c, "daemon.restrict", p, NULL, &err, H_TIMEOUT_MS), 1,
+               "sockd_client_call");
+    EXPECT_INT(sockd_client_error_code(err), SOCKD_E_INVALID_PARAMS, "%s", jd(err));
     json_decref(err);
     json_decref(p);
     /* nothing was applied by any of those */
     h = h_ok(c, "daemon.hello", NULL);
-    H_CHECK(json_array_size(json_object_get(h, "restrict")) == 0, h);
+    EXPECT_INT(json_array_size(json_object_get(h, "restrict")), 0, "%s", jd(h));
     json_decref(h);
     /* at most 16 stacked restrictions */
     const char *all[] = {"allow any *", NULL};
     for (int i = 0; i < 16; i++)
-        assert_int_equal(restrict_rules(c, all), 0);
-    assert_int_equal(restrict_rules(c, all), SOCKD_E_LIMIT);
+        EXPECT_INT(restrict_rules(c, all), 0, "restrict_rules(c, all)");
+    EXPECT_INT(restrict_rules(c, all), SOCKD_E_LIMIT, "restrict_rules(c, all)");
     h_daemon_stop(&D);
 }
 
@@ -230,21 +239,20 @@ test_restrict_empty_denies_all(void **state)
     h_daemon_start(&D, NULL);
     struct sockd_client *c = h_client_auto(&D);
     const char *none[] = {NULL};
-    assert_int_equal(restrict_rules(c, none), 0);
-    assert_int_equal(try_connect(c, peer->port), SOCKD_E_DENIED);
+    EXPECT_INT(restrict_rules(c, none), 0, "restrict_rules(c, none)");
+    EXPECT_INT(try_connect(c, peer->port), SOCKD_E_DENIED, "try_connect(c, peer->port)");
     long long u = h_open(c, "udp");
-    assert_int_equal(h_err(c, NULL, "socket.sendto", "{s:I,s:s,s:s,s:i}", "socket", u, "text", "x",
-                           "address", "127.0.0.1", "port", port),
-                     SOCKD_E_DENIED);
-    assert_int_equal(
-        h_err(c, NULL, "socket.bind", "{s:I,s:s}", "socket", u, "address", "127.0.0.1:0"),
-        SOCKD_E_DENIED);
+    EXPECT_INT(h_err(c, NULL, "socket.sendto", "{s:I,s:s,s:s,s:i}", "socket", u, "text", "x",
+                     "address", "127.0.0.1", "port", port),
+               SOCKD_E_DENIED, "socket.sendto error code");
+    EXPECT_INT(h_err(c, NULL, "socket.bind", "{s:I,s:s}", "socket", u, "address", "127.0.0.1:0"),
+               SOCKD_E_DENIED, "socket.bind error code");
     long long x = h_open(c, "unix");
     snprintf(path, sizeof path, "%s/nothing.sock", D.dir);
-    assert_int_equal(h_err(c, NULL, "socket.bind", "{s:I,s:s}", "socket", x, "address", path),
-                     SOCKD_E_DENIED);
-    assert_false(udp_got(sink, 200));
-    assert_int_equal(peer->accepted, 0);
+    EXPECT_INT(h_err(c, NULL, "socket.bind", "{s:I,s:s}", "socket", x, "address", path),
+               SOCKD_E_DENIED, "socket.bind error code");
+    EXPECT_TRUE(!udp_got(sink, 200), "udp_got(sink, 200)");
+    EXPECT_INT(peer->accepted, 0, "peer->accepted");
     close(sink);
     h_daemon_stop(&D);
 }
@@ -262,19 +270,19 @@ test_restrict_udp(void **state)
     long long u = h_open(c, "udp");
     snprintf(rule, sizeof rule, "allow sendto 127.0.0.1 port %d", pa);
     const char *rules[] = {rule, NULL};
-    assert_int_equal(restrict_rules(c, rules), 0);
+    EXPECT_INT(restrict_rules(c, rules), 0, "restrict_rules(c, rules)");
     json_decref(h_ok(c, "socket.sendto", "{s:I,s:s,s:s,s:i}", "socket", u, "text", "hi", "address",
                      "127.0.0.1", "port", pa));
-    assert_true(udp_got(a, H_TIMEOUT_MS));
-    assert_int_equal(h_err(c, NULL, "socket.sendto", "{s:I,s:s,s:s,s:i}", "socket", u, "text", "hi",
-                           "address", "127.0.0.1", "port", pb),
-                     SOCKD_E_DENIED);
+    EXPECT_TRUE(udp_got(a, H_TIMEOUT_MS), "udp_got(a, H_TIMEOUT_MS)");
+    EXPECT_INT(h_err(c, NULL, "socket.sendto", "{s:I,s:s,s:s,s:i}", "socket", u, "text", "hi",
+                     "address", "127.0.0.1", "port", pb),
+               SOCKD_E_DENIED, "socket.sendto error code");
     /* connect of a datagram socket needs connect and sendto: only sendto is allowed here */
     long long v = h_open(c, "udp");
-    assert_int_equal(h_err(c, NULL, "socket.connect", "{s:I,s:s,s:i}", "socket", v, "address",
-                           "127.0.0.1", "port", pa),
-                     SOCKD_E_DENIED);
-    assert_false(udp_got(b, 200));
+    EXPECT_INT(h_err(c, NULL, "socket.connect", "{s:I,s:s,s:i}", "socket", v, "address",
+                     "127.0.0.1", "port", pa),
+               SOCKD_E_DENIED, "socket.connect error code");
+    EXPECT_TRUE(!udp_got(b, 200), "udp_got(b, 200)");
     close(a);
     close(b);
     h_daemon_stop(&D);
@@ -294,24 +302,24 @@ give_take_case(int restrict_giver)
     struct sockd_client *giver = h_client_auto(&D), *taker = h_client_auto(&D);
     snprintf(rule, sizeof rule, "allow connect 127.0.0.1 port %d", ok->port);
     const char *rules[] = {rule, NULL};
-    assert_int_equal(restrict_rules(restrict_giver ? giver : taker, rules), 0);
+    EXPECT_INT(restrict_rules(restrict_giver ? giver : taker, rules), 0, "restrict_rules");
     long long s = h_open(giver, "tcp");
     json_t *r = h_ok(giver, "socket.give", "{s:I}", "socket", s);
     char *tok = strdup(json_string_value(json_object_get(r, "token")));
     json_decref(r);
     r = h_ok(taker, "socket.take", "{s:s}", "token", tok);
     free(tok);
-    long long t = jint(r, "socket");
+    long long t = jint_or0(r, "socket");
     json_decref(r);
     json_t *err = NULL;
-    assert_int_equal(h_err(taker, &err, "socket.connect", "{s:I,s:s,s:i}", "socket", t, "address",
-                           "127.0.0.1", "port", no->port),
-                     SOCKD_E_DENIED);
-    H_CHECK(strcmp(err_reason(err), "policy_denied") == 0, err);
+    EXPECT_INT(h_err(taker, &err, "socket.connect", "{s:I,s:s,s:i}", "socket", t, "address",
+                     "127.0.0.1", "port", no->port),
+               SOCKD_E_DENIED, "socket.connect error code");
+    EXPECT_TRUE(strcmp(err_reason(err), "policy_denied") == 0, "%s", jd(err));
     json_decref(err);
-    assert_int_equal(no->accepted, 0);
+    EXPECT_INT(no->accepted, 0, "no->accepted");
     if (restrict_giver) /* the taker's own sockets are not restricted */
-        assert_int_equal(try_connect(taker, no->port), 0);
+        EXPECT_INT(try_connect(taker, no->port), 0, "try_connect(taker, no->port)");
     json_decref(h_ok(taker, "socket.connect", "{s:I,s:s,s:i}", "socket", t, "address", "127.0.0.1",
                      "port", ok->port));
     json_decref(h_event(taker, "socket.connected", t, H_TIMEOUT_MS));
@@ -352,12 +360,14 @@ test_restrict_nobody_and_admin(void **state)
     snprintf(ra, sizeof ra, "allow connect 127.0.0.1 port %d", a->port);
     snprintf(rc, sizeof rc, "allow connect 127.0.0.1 port %d", c3->port);
     const char *rules[] = {ra, rc, NULL};
-    assert_int_equal(restrict_rules(nb, rules), 0);
-    assert_int_equal(try_connect(nb, a->port), SOCKD_E_DENIED); /* the admin says no */
-    assert_int_equal(try_connect(nb, b->port), SOCKD_E_DENIED); /* the restriction says no */
-    assert_int_equal(try_connect(nb, c3->port), 0);             /* both say yes */
-    assert_int_equal(a->accepted, 0);
-    assert_int_equal(b->accepted, 0);
+    EXPECT_INT(restrict_rules(nb, rules), 0, "restrict_rules(nb, rules)");
+    EXPECT_INT(try_connect(nb, a->port), SOCKD_E_DENIED,
+               "try_connect(nb, a->port)"); /* the admin says no */
+    EXPECT_INT(try_connect(nb, b->port), SOCKD_E_DENIED,
+               "try_connect(nb, b->port)"); /* the restriction says no */
+    EXPECT_INT(try_connect(nb, c3->port), 0, "try_connect(nb, c3->port)"); /* both say yes */
+    EXPECT_INT(a->accepted, 0, "a->accepted");
+    EXPECT_INT(b->accepted, 0, "b->accepted");
     sockd_client_close(nb);
     h_daemon_stop(&D);
 }
@@ -372,38 +382,38 @@ test_check(void **state)
     h_daemon_start(&D, conf);
     struct sockd_client *c = h_client_auto(&D), *nb = h_client_nobody(&D);
     json_t *r = h_ok(c, "daemon.check", "{s:s,s:s}", "action", "sendto", "address", "127.0.0.2:53");
-    H_CHECK(json_is_true(json_object_get(r, "allowed")), r);
+    EXPECT_TRUE(json_is_true(json_object_get(r, "allowed")), "%s", jd(r));
     json_decref(r);
     /* the admin's rule for nobody */
     r = h_ok(nb, "daemon.check", "{s:s,s:s}", "action", "sendto", "address", "127.0.0.2:53");
-    H_CHECK(json_is_false(json_object_get(r, "allowed")), r);
+    EXPECT_TRUE(json_is_false(json_object_get(r, "allowed")), "%s", jd(r));
     json_decref(r);
     /* the restriction */
     const char *rules[] = {"allow sendto 127.0.0.1 port 53", NULL};
-    assert_int_equal(restrict_rules(nb, rules), 0);
+    EXPECT_INT(restrict_rules(nb, rules), 0, "restrict_rules(nb, rules)");
     r = h_ok(nb, "daemon.check", "{s:s,s:s,s:i}", "action", "sendto", "address", "127.0.0.1",
              "port", 53);
-    H_CHECK(json_is_true(json_object_get(r, "allowed")), r);
+    EXPECT_TRUE(json_is_true(json_object_get(r, "allowed")), "%s", jd(r));
     json_decref(r);
     r = h_ok(nb, "daemon.check", "{s:s,s:s}", "action", "connect", "address", "127.0.0.1:53");
-    H_CHECK(json_is_false(json_object_get(r, "allowed")), r);
+    EXPECT_TRUE(json_is_false(json_object_get(r, "allowed")), "%s", jd(r));
     json_decref(r);
     r = h_ok(nb, "daemon.check", "{s:s,s:s}", "action", "sendto", "address", "[::1]:53");
-    H_CHECK(json_is_false(json_object_get(r, "allowed")), r);
+    EXPECT_TRUE(json_is_false(json_object_get(r, "allowed")), "%s", jd(r));
     json_decref(r);
     /* malformed */
-    assert_int_equal(
+    EXPECT_INT(
         h_err(c, NULL, "daemon.check", "{s:s,s:s}", "action", "fly", "address", "127.0.0.1:1"),
-        SOCKD_E_INVALID_PARAMS);
-    assert_int_equal(
+        SOCKD_E_INVALID_PARAMS, "daemon.check error code");
+    EXPECT_INT(
         h_err(c, NULL, "daemon.check", "{s:s,s:s}", "action", "sendto", "address", "localhost:53"),
-        SOCKD_E_INVALID_PARAMS);
-    assert_int_equal(
+        SOCKD_E_INVALID_PARAMS, "daemon.check error code");
+    EXPECT_INT(
         h_err(c, NULL, "daemon.check", "{s:s,s:s}", "action", "sendto", "address", "127.0.0.1"),
-        SOCKD_E_INVALID_PARAMS);
-    assert_int_equal(
+        SOCKD_E_INVALID_PARAMS, "daemon.check error code");
+    EXPECT_INT(
         h_err(c, NULL, "daemon.check", "{s:s,s:s}", "action", "connect", "address", "/run/x.sock"),
-        SOCKD_E_INVALID_PARAMS);
+        SOCKD_E_INVALID_PARAMS, "daemon.check error code");
     sockd_client_close(nb);
     h_daemon_stop(&D);
 }

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "tc.h"
 
 static struct h_daemon D;
 static struct h_daemon D2; /* test_sigterm's own daemon */
@@ -33,16 +34,14 @@ static pid_t child_pid;    /* test_client_killed_mid_transfer's child */
 struct streamer;
 static struct streamer *g_streamer; /* test_client_never_reads' streamer */
 
-#define MIB (1024L * 1024L)
-
 static json_int_t
-info_int(struct sockd_client *c, long long s, const char *key)
+client_info_int(struct sockd_client *c, long long s, const char *key)
 {
     json_t *m = h_ok(c, "socket.info", "{s:I}", "socket", (json_int_t)s);
     json_t *v = json_object_get(m, key);
     json_int_t n;
 
-    H_CHECK(json_is_integer(v), m);
+    EXPECT_TRUE(json_is_integer(v), "%s", jd(m));
     n = json_integer_value(v);
     json_decref(m);
     return n;
@@ -138,11 +137,11 @@ test_client_killed_mid_transfer(void **state)
     st0 = h_wait_clients(w, 1);
     baseline = h_count_fds(D.pid);
 
-    assert_int_equal(pipe2(pipefd, O_CLOEXEC), 0);
+    EXPECT_INT(pipe2(pipefd, O_CLOEXEC), 0, "pipe2: %s", strerror(errno));
     fflush(stdout);
     fflush(stderr);
     child = fork();
-    assert_true(child >= 0);
+    EXPECT_TRUE(child >= 0, "child >= 0");
     child_pid = child;
     if (child == 0) {
         close(pipefd[0]);
@@ -162,23 +161,25 @@ test_client_killed_mid_transfer(void **state)
     }
     close(pipefd[0]);
     /* Mid-transfer: the peer is receiving. */
-    assert_true(h_peer_wait_bytes(peer, 1 * MIB, H_TIMEOUT_MS) >= (size_t)(1 * MIB));
-    assert_int_equal(kill(child, SIGKILL), 0);
-    assert_int_equal(waitpid(child, &status, 0), child);
+    EXPECT_TRUE(h_peer_wait_bytes(peer, 1 * MIB, H_TIMEOUT_MS) >= (size_t)(1 * MIB),
+                "h_peer_wait_bytes(peer, 1 * MIB, H_TIMEOUT_MS) >= (size_t)(1 * MIB)");
+    EXPECT_INT(kill(child, SIGKILL), 0, "kill: %s", strerror(errno));
+    EXPECT_INT(waitpid(child, &status, 0), child, "waitpid: %s", strerror(errno));
     child_pid = 0;
-    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+                "WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL");
 
     /* Everything the dead client had is released: fds back to the baseline... */
     fds = h_wait_fds(D.pid, baseline, 2 * H_TIMEOUT_MS);
     if (fds != baseline)
         fprintf(stderr, "daemon fds: baseline %d, now %d\n", baseline, fds);
-    assert_int_equal(fds, baseline);
+    EXPECT_INT(fds, baseline, "fds");
     /* ... the peer sees an orderly EOF ... */
-    assert_int_equal(h_peer_wait_eofs(peer, 1, 2 * H_TIMEOUT_MS), 1);
-    assert_int_equal(peer->accepted, 1);
+    EXPECT_INT(h_peer_wait_eofs(peer, 1, 2 * H_TIMEOUT_MS), 1, "h_peer_wait_eofs");
+    EXPECT_INT(peer->accepted, 1, "peer->accepted");
     /* ... and the counters agree. */
     st1 = h_wait_clients(w, 1);
-    H_CHECK(stats_sockets_total(st1) == stats_sockets_total(st0), st1);
+    EXPECT_TRUE(stats_sockets_total(st1) == stats_sockets_total(st0), "%s", jd(st1));
     json_decref(st0);
     json_decref(st1);
     json_decref(h_ok(w, "daemon.ping", NULL));
@@ -255,15 +256,16 @@ streamer_start(struct streamer *st, size_t target, int stall_ms)
     st->stall_ms = stall_ms;
     st->fd = -1;
     st->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(st->lfd >= 0);
+    EXPECT_TRUE(st->lfd >= 0, "st->lfd >= 0");
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(st->lfd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(listen(st->lfd, 4), 0);
-    assert_int_equal(getsockname(st->lfd, (struct sockaddr *)&sa, &sl), 0);
+    EXPECT_INT(bind(st->lfd, (struct sockaddr *)&sa, sizeof sa), 0, "bind: %s", strerror(errno));
+    EXPECT_INT(listen(st->lfd, 4), 0, "listen: %s", strerror(errno));
+    EXPECT_INT(getsockname(st->lfd, (struct sockaddr *)&sa, &sl), 0, "getsockname: %s",
+               strerror(errno));
     st->port = ntohs(sa.sin_port);
-    assert_int_equal(pthread_create(&st->th, NULL, streamer_main, st), 0);
+    EXPECT_INT(pthread_create(&st->th, NULL, streamer_main, st), 0, "pthread_create");
 }
 
 static void
@@ -287,7 +289,7 @@ test_client_never_reads(void **state)
     size_t pushed, got = 0;
     int pings = 0, events = 0;
 
-    assert_non_null(st);
+    EXPECT_TRUE(st != NULL, "st");
     rss0 = h_rss_kib(D.pid);
     streamer_start(st, target, 3000);
     g_streamer = st;
@@ -309,7 +311,8 @@ test_client_never_reads(void **state)
             rss_max = rss;
         h_sleep_ms(100);
     }
-    assert_true(__atomic_load_n(&st->done, __ATOMIC_SEQ_CST));
+    EXPECT_TRUE(__atomic_load_n(&st->done, __ATOMIC_SEQ_CST),
+                "__atomic_load_n(&st->done, __ATOMIC_SEQ_CST)");
     rss = h_rss_kib(D.pid);
     if (rss > rss_max)
         rss_max = rss;
@@ -317,8 +320,8 @@ test_client_never_reads(void **state)
     fprintf(stderr,
             "  pushed %zu bytes at a client that never read; daemon RSS %ld -> max %ld KiB\n",
             pushed, rss0, rss_max);
-    assert_true(pushed > 0);
-    assert_true(rss_max < rss0 + 150 * 1024);
+    EXPECT_TRUE(pushed > 0, "pushed > 0");
+    EXPECT_TRUE(rss_max < rss0 + 150 * 1024, "rss_max < rss0 + 150 * 1024");
     /* The other client is served promptly still. */
     json_decref(h_ok(b, "daemon.ping", NULL));
 
@@ -330,10 +333,10 @@ test_client_never_reads(void **state)
         unsigned char *bytes;
         size_t n = 0;
 
-        H_CHECK(b64 != NULL, ev);
-        H_CHECK(!json_is_true(json_object_get(ev, "eof")), ev);
+        EXPECT_TRUE(b64 != NULL, "%s", jd(ev));
+        EXPECT_TRUE(!json_is_true(json_object_get(ev, "eof")), "%s", jd(ev));
         bytes = h_unb64(b64, &n);
-        H_CHECK(bytes != NULL && n > 0 && n <= 65536, ev);
+        EXPECT_TRUE(bytes != NULL && n > 0 && n <= 65536, "%s", jd(ev));
         for (size_t i = 0; i < n; i++)
             if (bytes[i] != pattern(got + i)) {
                 fprintf(stderr, "stream byte %zu is %u, expected %u\n", got + i, bytes[i],
@@ -345,7 +348,7 @@ test_client_never_reads(void **state)
         json_decref(ev);
         events++;
     }
-    assert_int_equal(got, pushed);
+    EXPECT_INT(got, pushed, "got");
     streamer_stop(st);
     g_streamer = NULL;
     free(st);
@@ -369,7 +372,7 @@ test_peer_never_reads(void **state)
     long long s;
     int capped = 0, i;
 
-    assert_non_null(data);
+    EXPECT_TRUE(data != NULL, "data");
     for (size_t k = 0; k < chunk; k++)
         data[k] = pattern(k);
     b64 = h_b64(data, chunk);
@@ -383,50 +386,50 @@ test_peer_never_reads(void **state)
         int rc = sockd_client_call(c, "socket.send", params, &result, &err, H_TIMEOUT_MS);
 
         json_decref(params);
-        assert_true(rc == 0 || rc == 1);
+        EXPECT_TRUE(rc == 0 || rc == 1, "rc == 0 || rc == 1");
         if (rc == 0) {
-            H_CHECK(json_integer_value(json_object_get(result, "queued")) == (json_int_t)chunk,
-                    result);
+            EXPECT_INT(json_integer_value(json_object_get(result, "queued")), (json_int_t)chunk,
+                       "%s", jd(result));
             total += chunk;
             json_decref(result);
         } else {
-            H_CHECK(sockd_client_error_code(err) == -32003, err);
-            H_CHECK(json_is_string(json_object_get(json_object_get(err, "data"), "limit")) &&
-                        !strcmp(json_string_value(
-                                    json_object_get(json_object_get(err, "data"), "limit")),
-                                "max-send-buffer"),
-                    err);
+            EXPECT_INT(sockd_client_error_code(err), -32003, "%s", jd(err));
+            EXPECT_STR(json_string_value(json_object_get(json_object_get(err, "data"), "limit")),
+                       "max-send-buffer", "%s", jd(err));
             json_decref(err);
             capped = 1;
         }
     }
-    assert_true(capped);
+    EXPECT_TRUE(capped, "capped");
     fprintf(stderr, "  -32003 after %zu bytes queued to a peer that does not read\n", total);
 
     /* The accounting adds up: nothing dropped, the refused send queued nothing. */
-    bytes_sent = info_int(c, s, "bytes_sent");
-    buffered = info_int(c, s, "send_buffered");
+    bytes_sent = client_info_int(c, s, "bytes_sent");
+    buffered = client_info_int(c, s, "send_buffered");
     if ((size_t)(bytes_sent + buffered) != total)
         fprintf(stderr, "bytes_sent %lld + send_buffered %lld != queued %zu\n",
                 (long long)bytes_sent, (long long)buffered, total);
-    assert_int_equal((size_t)(bytes_sent + buffered), total);
-    assert_true(buffered > 0);
-    assert_true((size_t)buffered <= 4194304);
+    EXPECT_INT((size_t)(bytes_sent + buffered), total, "(size_t)(bytes_sent + buffered)");
+    EXPECT_TRUE(buffered > 0, "buffered > 0");
+    EXPECT_TRUE((size_t)buffered <= 4194304, "(size_t)buffered <= 4194304");
     /* The peer starts reading: every byte arrives, every send reports socket.sent. */
     h_peer_set_mode(peer, H_DRAIN);
-    assert_int_equal(h_peer_wait_bytes(peer, total, 4 * H_TIMEOUT_MS), total);
+    EXPECT_INT(h_peer_wait_bytes(peer, total, 4 * H_TIMEOUT_MS), total, "h_peer_wait_bytes");
     for (i = 0; i < 1000 && sent_bytes < total; i++) {
         ev = h_event(c, "socket.sent", s, H_TIMEOUT_MS);
-        H_CHECK(json_integer_value(json_object_get(ev, "bytes")) == (json_int_t)chunk, ev);
+        EXPECT_INT(json_integer_value(json_object_get(ev, "bytes")), (json_int_t)chunk, "%s",
+                   jd(ev));
         sent_bytes += chunk;
         json_decref(ev);
     }
-    assert_int_equal(sent_bytes, total);
-    assert_int_equal(info_int(c, s, "bytes_sent"), (json_int_t)total);
-    assert_int_equal(info_int(c, s, "send_buffered"), 0);
+    EXPECT_INT(sent_bytes, total, "sent_bytes");
+    EXPECT_INT(client_info_int(c, s, "bytes_sent"), (json_int_t)total,
+               "client_info_int(c, s, \"bytes_sent\")");
+    EXPECT_INT(client_info_int(c, s, "send_buffered"), 0,
+               "client_info_int(c, s, \"send_buffered\")");
     /* Nothing more than was sent. */
     h_sleep_ms(100);
-    assert_int_equal(__atomic_load_n(&peer->bytes, __ATOMIC_SEQ_CST), total);
+    EXPECT_INT(__atomic_load_n(&peer->bytes, __ATOMIC_SEQ_CST), total, "__atomic_load_n");
     free(b64);
     free(data);
     h_client_close(c);
@@ -454,7 +457,7 @@ test_garbage_isolated(void **state)
     long long s;
     int round;
 
-    assert_non_null(buf);
+    EXPECT_TRUE(buf != NULL, "buf");
     peer = h_peer_auto(H_ECHO, 0);
     s = h_connect_tcp(b, peer->port);
 
@@ -474,14 +477,15 @@ test_garbage_isolated(void **state)
             }
             buf[off++] = '\n';
         }
-        assert_int_equal(sockd_client_send_raw(a, buf, off), 0);
+        EXPECT_INT(sockd_client_send_raw(a, buf, off), 0, "sockd_client_send_raw: %s",
+                   strerror(errno));
 
         /* B meanwhile: a ping and an echo round trip. */
         json_decref(h_ok(b, "daemon.ping", NULL));
         snprintf(msg, sizeof msg, "round-%02d", round);
         json_decref(h_ok(b, "socket.send", "{s:I, s:s}", "socket", (json_int_t)s, "text", msg));
         echo = h_recv_exact(b, s, strlen(msg), H_TIMEOUT_MS);
-        assert_memory_equal(echo, msg, strlen(msg));
+        EXPECT_TRUE(memcmp(echo, msg, strlen(msg)) == 0, "echo");
         free(echo);
 
         /* A gets one error per garbage line, id null. */
@@ -489,15 +493,15 @@ test_garbage_isolated(void **state)
             json_t *m = h_read(a, H_TIMEOUT_MS);
             int code =
                 (int)json_integer_value(json_object_get(json_object_get(m, "error"), "code"));
-            H_CHECK(code == -32700 || code == -32600, m);
-            H_CHECK(json_is_null(json_object_get(m, "id")), m);
+            EXPECT_TRUE(code == -32700 || code == -32600, "%s", jd(m));
+            EXPECT_TRUE(json_is_null(json_object_get(m, "id")), "%s", jd(m));
             json_decref(m);
         }
     }
     /* Both still fully usable. */
     json_decref(h_ok(a, "daemon.ping", NULL));
     json_decref(h_ok(b, "daemon.ping", NULL));
-    H_CHECK(info_int(b, s, "bytes_sent") > 0, NULL);
+    EXPECT_TRUE(client_info_int(b, s, "bytes_sent") > 0, "%s", jd(NULL));
     free(buf);
     h_client_close(a);
     h_client_close(b);
@@ -537,7 +541,7 @@ test_half_written_line(void **state)
     /* With a large partial line (1 MiB, no newline). */
     a = h_client_auto(&D);
     big = malloc(MIB + 1);
-    assert_non_null(big);
+    EXPECT_TRUE(big != NULL, "big");
     memset(big, 'q', MIB);
     big[0] = '"';
     big[MIB] = 0;
@@ -546,14 +550,14 @@ test_half_written_line(void **state)
     h_client_close(a);
 
     st1 = h_wait_clients(w, 1);
-    H_CHECK(stats_sockets_total(st1) == stats_sockets_total(st0), st1);
+    EXPECT_TRUE(stats_sockets_total(st1) == stats_sockets_total(st0), "%s", jd(st1));
     fds = h_wait_fds(D.pid, baseline, 2 * H_TIMEOUT_MS);
     if (fds != baseline)
         fprintf(stderr, "daemon fds: baseline %d, now %d\n", baseline, fds);
-    assert_int_equal(fds, baseline);
-    assert_int_equal(h_peer_wait_eofs(peer, 1, 2 * H_TIMEOUT_MS), 1);
+    EXPECT_INT(fds, baseline, "fds");
+    EXPECT_INT(h_peer_wait_eofs(peer, 1, 2 * H_TIMEOUT_MS), 1, "h_peer_wait_eofs");
     /* The half line was never executed. */
-    assert_int_equal(__atomic_load_n(&peer->bytes, __ATOMIC_SEQ_CST), 0);
+    EXPECT_INT(__atomic_load_n(&peer->bytes, __ATOMIC_SEQ_CST), 0, "__atomic_load_n");
     json_decref(h_ok(w, "daemon.ping", NULL));
     json_decref(st0);
     json_decref(st1);
@@ -596,38 +600,39 @@ test_sigterm(void **state)
         ev = sockd_client_next_event(c, H_TIMEOUT_MS);
         if (!ev)
             break;
-        H_CHECK(!strcmp(json_string_value(json_object_get(ev, "method")), "socket.closed"), ev);
+        EXPECT_STR(json_string_value(json_object_get(ev, "method")), "socket.closed", "%s", jd(ev));
         r = json_object_get(ev, "params");
-        H_CHECK(json_is_string(json_object_get(r, "reason")) &&
-                    !strcmp(json_string_value(json_object_get(r, "reason")), "daemon_shutdown"),
-                ev);
-        H_CHECK(json_object_get(r, "request") == NULL, ev);
+        EXPECT_STR(json_string_value(json_object_get(r, "reason")), "daemon_shutdown", "%s",
+                   jd(ev));
+        EXPECT_TRUE(json_object_get(r, "request") == NULL, "%s", jd(ev));
         for (k = 0; k < 4; k++)
             if (json_integer_value(json_object_get(r, "socket")) == hs[k])
                 break;
-        H_CHECK(k < 4 && !closed[k], ev);
+        EXPECT_TRUE(k < 4 && !closed[k], "%s", jd(ev));
         closed[k] = 1;
         json_decref(ev);
     }
-    assert_int_equal(errno, EPIPE);
+    EXPECT_INT(errno, EPIPE, "errno");
     for (i = 0; i < 4; i++) {
         if (!closed[i])
             fprintf(stderr, "no socket.closed daemon_shutdown for socket %lld\n", hs[i]);
-        assert_true(closed[i]);
+        EXPECT_TRUE(closed[i], "closed[i]");
     }
     ev = sockd_client_next_event(c2, H_TIMEOUT_MS);
-    H_CHECK(ev != NULL, NULL);
+    EXPECT_TRUE(ev != NULL, "%s", jd(NULL));
     r = json_object_get(ev, "params");
-    H_CHECK(json_integer_value(json_object_get(r, "socket")) == h2, ev);
-    H_CHECK(!strcmp(json_string_value(json_object_get(r, "reason")), "daemon_shutdown"), ev);
+    EXPECT_INT(json_integer_value(json_object_get(r, "socket")), h2, "%s", jd(ev));
+    EXPECT_STR(json_string_value(json_object_get(r, "reason")), "daemon_shutdown", "%s", jd(ev));
     closed2 = 1;
     json_decref(ev);
-    assert_null(sockd_client_next_event(c2, H_TIMEOUT_MS));
-    assert_int_equal(errno, EPIPE);
-    assert_true(closed2);
+    EXPECT_TRUE(sockd_client_next_event(c2, H_TIMEOUT_MS) == NULL,
+                "sockd_client_next_event(c2, H_TIMEOUT_MS)");
+    EXPECT_INT(errno, EPIPE, "errno");
+    EXPECT_TRUE(closed2, "closed2");
 
     /* The peer connections were closed. */
-    assert_int_equal(h_peer_wait_eofs(peer, 3, H_TIMEOUT_MS), 3);
+    EXPECT_INT(h_peer_wait_eofs(peer, 3, H_TIMEOUT_MS), 3,
+               "h_peer_wait_eofs(peer, 3, H_TIMEOUT_MS)");
     h_client_close(c);
     h_client_close(c2);
 }

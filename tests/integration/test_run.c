@@ -35,6 +35,7 @@
 
 #include "dnsd.h"
 #include "harness.h"
+#include "tc.h"
 
 /* Bound of one program run, in seconds (the program is killed then). */
 #define RUN_LIMIT_S 30
@@ -64,9 +65,9 @@ static pid_t
 spawn(int *out, const char *cmd)
 {
     int p[2];
-    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    EXPECT_INT(pipe2(p, O_CLOEXEC), 0, "pipe2: %s", strerror(errno));
     pid_t pid = fork();
-    assert_true(pid >= 0);
+    EXPECT_TRUE(pid >= 0, "pid >= 0");
     if (pid == 0) {
         setpgid(0, 0);
         dup2(p[1], 1);
@@ -136,7 +137,7 @@ run(char *out, size_t cap, const char *fmt, ...)
     return rc;
 }
 
-#define OUT_HAS(out, s) H_CHECK(strstr((out), (s)) != NULL, json_string(out))
+#define OUT_HAS(out, s) EXPECT_TRUE(strstr((out), (s)) != NULL, "output: %s", (out))
 
 /* A port nothing listens on now (bound and closed). */
 static int
@@ -145,7 +146,7 @@ free_port(int type)
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t sl = sizeof sin;
     int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    EXPECT_INT(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0, "bind: %s", strerror(errno));
     getsockname(fd, (struct sockaddr *)&sin, &sl);
     close(fd);
     return ntohs(sin.sin_port);
@@ -218,10 +219,10 @@ udp_echo_start(struct udp_echo *u)
     socklen_t sl = sizeof sin;
     memset(u, 0, sizeof *u);
     u->fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    assert_int_equal(bind(u->fd, (struct sockaddr *)&sin, sizeof sin), 0);
+    EXPECT_INT(bind(u->fd, (struct sockaddr *)&sin, sizeof sin), 0, "bind: %s", strerror(errno));
     getsockname(u->fd, (struct sockaddr *)&sin, &sl);
     u->port = ntohs(sin.sin_port);
-    assert_int_equal(pthread_create(&u->th, NULL, udp_echo_main, u), 0);
+    EXPECT_INT(pthread_create(&u->th, NULL, udp_echo_main, u), 0, "pthread_create");
 }
 
 static void
@@ -264,14 +265,14 @@ allow_deny(const char *prog, int allowed, const char *ok_text, int deny_rc, cons
         snprintf(line, sizeof line, prog, pass == 0 ? allowed : denied->port);
         int rc = run(out, sizeof out, "--allow 'connect 127.0.0.1 port %d' -- %s", allowed, line);
         if (pass == 0) {
-            H_CHECK(rc == 0, json_string(out));
+            EXPECT_TRUE(rc == 0, "%s", jd(json_string(out)));
             OUT_HAS(out, ok_text);
         } else {
-            H_CHECK(deny_rc == -1 ? rc != 0 : rc == deny_rc, json_string(out));
+            EXPECT_TRUE(deny_rc == -1 ? rc != 0 : rc == deny_rc, "%s", jd(json_string(out)));
             OUT_HAS(out, deny_text);
         }
     }
-    assert_int_equal(denied->accepted, 0);
+    EXPECT_INT(denied->accepted, 0, "denied->accepted");
 }
 
 /* ---- curl ---- */
@@ -328,11 +329,11 @@ test_run_python_ipv6(void **state)
     (void)state;
     struct h_peer *ok = h_peer_auto(H_ECHO, 1), *denied = h_peer_auto(H_ECHO, 1);
     int rc = run(out, sizeof out, "--allow 'connect ::1 port %d' -- %s %d", ok->port, py, ok->port);
-    H_CHECK(rc == 0, json_string(out));
+    EXPECT_TRUE(rc == 0, "%s", jd(json_string(out)));
     OUT_HAS(out, "ok True b'v6'");
     run(out, sizeof out, "--allow 'connect ::1 port %d' -- %s %d", ok->port, py, denied->port);
     OUT_HAS(out, "errno 13");
-    assert_int_equal(denied->accepted, 0);
+    EXPECT_INT(denied->accepted, 0, "denied->accepted");
 }
 
 /*
@@ -349,8 +350,8 @@ test_run_concurrent_connects(void **state)
     (void)state;
     struct h_peer *echo = h_peer_auto(H_ECHO, 0);
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
-    assert_int_equal(listen(lfd, 0), 0);
+    EXPECT_INT(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0, "bind: %s", strerror(errno));
+    EXPECT_INT(listen(lfd, 0), 0, "listen: %s", strerror(errno));
     getsockname(lfd, (struct sockaddr *)&sin, &sl);
     int stuck = ntohs(sin.sin_port);
     for (int i = 0; i < 4; i++) { /* fill the accept queue: later SYNs are dropped */
@@ -371,7 +372,7 @@ test_run_concurrent_connects(void **state)
                  "print(\"other connected, hanging one done:\", bool(done), flush=True)\n"
                  "os._exit(0)' %d %d",
                  stuck, echo->port);
-    H_CHECK(rc == 0, json_string(out));
+    EXPECT_TRUE(rc == 0, "%s", jd(json_string(out)));
     OUT_HAS(out, "other connected, hanging one done: False");
     for (int i = 0; i < nfill; i++)
         close(fill[i]);
@@ -406,7 +407,7 @@ test_run_unix(void **state)
                              "except OSError as e:\n"
                              "    print(\"errno\", e.errno)'";
     int rc = run(out, sizeof out, "--unix --allow 'connect unix %s/' -- %s %s", g_tmp, py, path);
-    H_CHECK(rc == 0, json_string(out));
+    EXPECT_TRUE(rc == 0, "%s", jd(json_string(out)));
     OUT_HAS(out, "b'UNIX'");
     run(out, sizeof out, "--unix --allow 'connect 127.0.0.1' -- %s %s", py, path);
     OUT_HAS(out, "errno 13");
@@ -416,7 +417,7 @@ test_run_unix(void **state)
     int n = 0;
     for (const char *p = srv; (p = strstr(p, "accepted")) != NULL; p++)
         n++;
-    assert_int_equal(n, 2); /* the denied one never reached the server */
+    EXPECT_INT(n, 2, "n"); /* the denied one never reached the server */
     kill(-spid, SIGTERM);
     reap(spid, 5000);
     close(sfd);
@@ -462,8 +463,8 @@ test_run_busybox_nc_listen(void **state)
              g_sockctl, D.sock, port, port, port);
     pid_t pid = spawn(&fd, cmd);
     int c = connect_retry(port, 10000); /* nc serves one connection: this one */
-    assert_true(c >= 0);
-    assert_int_equal(write(c, "from-outside\n", 13), 13);
+    EXPECT_TRUE(c >= 0, "c >= 0");
+    EXPECT_INT(write(c, "from-outside\n", 13), 13, "write: %s", strerror(errno));
     read_until(fd, out, sizeof out, &len, "from-outside", h_now_ms() + 5000);
     close(c);
     OUT_HAS(out, "from-outside");
@@ -473,9 +474,9 @@ test_run_busybox_nc_listen(void **state)
     int rc = run(out, sizeof out,
                  "--allow 'bind :: port %d' --allow 'bind 0.0.0.0 port %d' -- busybox nc -l -p %d",
                  port, port, other);
-    H_CHECK(rc != 0, json_string(out));
+    EXPECT_TRUE(rc != 0, "%s", jd(json_string(out)));
     OUT_HAS(out, "Permission denied");
-    assert_false(wait_listen(other, 100));
+    EXPECT_TRUE(!wait_listen(other, 100), "wait_listen(other, 100)");
 }
 
 /* A static binary's DNS (UDP to its resolver) goes through the policy: no leak. */
@@ -491,16 +492,16 @@ test_run_busybox_dns(void **state)
                  "--allow 'connect 127.0.0.1 port %u' --allow 'sendto 127.0.0.1 port %u' -- "
                  "busybox nslookup run.test 127.0.0.1:%u",
                  g_dns.port, g_dns.port, g_dns.port);
-    H_CHECK(rc == 0, json_string(out));
+    EXPECT_TRUE(rc == 0, "%s", jd(json_string(out)));
     OUT_HAS(out, "127.0.0.7");
-    assert_true(dnsd_queries(&g_dns) > before);
+    EXPECT_TRUE(dnsd_queries(&g_dns) > before, "dnsd_queries(&g_dns) > before");
     before = dnsd_queries(&g_dns);
     rc = run(out, sizeof out,
              "--allow 'connect 127.0.0.1 port 443' -- busybox nslookup run.test 127.0.0.1:%u",
              g_dns.port);
-    H_CHECK(rc != 0, json_string(out));
+    EXPECT_TRUE(rc != 0, "%s", jd(json_string(out)));
     h_sleep_ms(100);
-    assert_int_equal(dnsd_queries(&g_dns), before);
+    EXPECT_INT(dnsd_queries(&g_dns), before, "dnsd_queries(&g_dns)");
 }
 
 /* ---- the static probe: raw syscalls ---- */
@@ -513,11 +514,11 @@ test_run_probe_tcp(void **state)
     struct h_peer *echo = h_peer_auto(H_ECHO, 0), *denied = h_peer_auto(H_ECHO, 0);
     int rc = run(out, sizeof out, "--allow 'connect 127.0.0.1 port %d' -- %s connect %d",
                  echo->port, g_probe, echo->port);
-    H_CHECK(rc == 0, json_string(out));
+    EXPECT_TRUE(rc == 0, "%s", jd(json_string(out)));
     OUT_HAS(out, "ok nonblock=0 nodelay=1 reply=ping");
     rc = run(out, sizeof out, "--allow 'connect 127.0.0.1 port %d' -- %s nbconnect %d", echo->port,
              g_probe, echo->port);
-    H_CHECK(rc == 0, json_string(out));
+    EXPECT_TRUE(rc == 0, "%s", jd(json_string(out)));
     OUT_HAS(out, "ok nonblock=1 nodelay=1 reply=ping");
     rc = run(out, sizeof out, "--allow 'connect 127.0.0.1 port %d' -- %s connect %d", echo->port,
              g_probe, denied->port);
@@ -525,7 +526,7 @@ test_run_probe_tcp(void **state)
     rc = run(out, sizeof out, "--allow 'connect 127.0.0.1 port %d' -- %s nbconnect %d", echo->port,
              g_probe, denied->port);
     OUT_HAS(out, "errno 13");
-    assert_int_equal(denied->accepted, 0);
+    EXPECT_INT(denied->accepted, 0, "denied->accepted");
     /* nothing listens: the kernel's answer comes through */
     rc = run(out, sizeof out, "-- %s connect %d", g_probe, free_port(SOCK_STREAM));
     OUT_HAS(out, "errno 111");
@@ -545,10 +546,11 @@ test_run_probe_greeting(void **state)
     h_peer_start(greet, H_GREET, 0);
     for (int i = 0; i < 5; i++) {
         int rc = run(out, sizeof out, "-- %s connect %d", g_probe, greet->port);
-        H_CHECK(rc == 0, json_string(out));
+        EXPECT_TRUE(rc == 0, "%s", jd(json_string(out)));
         OUT_HAS(out, "reply=greeting-first");
         rc = run(out, sizeof out, "-- %s connect %d", g_probe, closer->port);
-        H_CHECK(strstr(out, "(connect") == NULL, json_string(out)); /* the connect succeeded */
+        EXPECT_TRUE(strstr(out, "(connect") == NULL, "%s",
+                    jd(json_string(out))); /* the connect succeeded */
     }
     h_peer_stop(greet);
     free(greet);
@@ -566,7 +568,7 @@ test_run_probe_udp(void **state)
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         int rc = run(out, sizeof out, "--allow 'any 127.0.0.1 port %d' -- %s %s %d", ue.port,
                      g_probe, modes[i], ue.port);
-        H_CHECK(rc == 0, json_string(out));
+        EXPECT_TRUE(rc == 0, "%s", jd(json_string(out)));
         OUT_HAS(out, "ok sent=4 reply=PING");
         run(out, sizeof out, "--allow 'any 127.0.0.1 port %d' -- %s %s %d", ue.port, g_probe,
             modes[i], sink.port);
@@ -574,13 +576,13 @@ test_run_probe_udp(void **state)
     }
     int rc = run(out, sizeof out, "--allow 'sendto 127.0.0.1 port %d' -- %s sendmmsg %d", ue.port,
                  g_probe, ue.port);
-    H_CHECK(rc == 0, json_string(out));
+    EXPECT_TRUE(rc == 0, "%s", jd(json_string(out)));
     OUT_HAS(out, "ok sent=2 len=4,4");
     run(out, sizeof out, "--allow 'sendto 127.0.0.1 port %d' -- %s sendmmsg %d", ue.port, g_probe,
         sink.port);
     OUT_HAS(out, "errno 13");
     h_sleep_ms(100);
-    assert_int_equal(sink.got, 0);
+    EXPECT_INT(sink.got, 0, "sink.got");
     udp_echo_stop(&ue);
     udp_echo_stop(&sink);
 }
@@ -599,17 +601,17 @@ test_run_probe_bind(void **state)
     read_until(fd, out, sizeof out, &len, "listening", h_now_ms() + 10000);
     OUT_HAS(out, "listening");
     int c = h_tcp_connect(port);
-    assert_int_equal(write(c, "hello\n", 6), 6);
+    EXPECT_INT(write(c, "hello\n", 6), 6, "write: %s", strerror(errno));
     struct pollfd p = {.fd = c, .events = POLLIN};
-    assert_int_equal(poll(&p, 1, 5000), 1);
-    assert_int_equal(read(c, buf, sizeof buf), 6);
+    EXPECT_INT(poll(&p, 1, 5000), 1, "poll: %s", strerror(errno));
+    EXPECT_INT(read(c, buf, sizeof buf), 6, "read: %s", strerror(errno));
     close(c);
     read_until(fd, out, sizeof out, &len, "served", h_now_ms() + 5000);
-    assert_int_equal(reap(pid, 5000), 0);
+    EXPECT_INT(reap(pid, 5000), 0, "reap(pid, 5000)");
     close(fd);
     int rc = run(out, sizeof out, "--allow 'bind 127.0.0.1 port %d' -- %s bind %d", port, g_probe,
                  free_port(SOCK_STREAM));
-    H_CHECK(rc != 0, json_string(out));
+    EXPECT_TRUE(rc != 0, "%s", jd(json_string(out)));
     OUT_HAS(out, "errno 13");
 }
 
@@ -629,29 +631,29 @@ test_run_go(void **state)
     int rc = run(out, sizeof out,
                  "--allow 'connect 127.0.0.1 port %d' -- %s get http://127.0.0.1:%d/hello.txt",
                  g_http_port, g_goprobe, g_http_port);
-    H_CHECK(rc == 0, json_string(out));
+    EXPECT_TRUE(rc == 0, "%s", jd(json_string(out)));
     OUT_HAS(out, "ok status=200 len=20");
     run(out, sizeof out, "--allow 'connect 127.0.0.1 port %d' -- %s get http://127.0.0.1:%d/",
         g_http_port, g_goprobe, denied->port);
     OUT_HAS(out, "errno 13");
-    assert_int_equal(denied->accepted, 0);
+    EXPECT_INT(denied->accepted, 0, "denied->accepted");
     udp_echo_start(&ue);
     udp_echo_start(&sink);
     rc = run(out, sizeof out, "--allow 'any 127.0.0.1 port %d' -- %s udp 127.0.0.1:%d", ue.port,
              g_goprobe, ue.port);
-    H_CHECK(rc == 0, json_string(out));
+    EXPECT_TRUE(rc == 0, "%s", jd(json_string(out)));
     OUT_HAS(out, "ok reply=PING");
     /* an unconnected socket bound to an ephemeral port, then WriteTo */
     rc = run(out, sizeof out,
              "--allow 'sendto 127.0.0.1 port %d' --allow 'bind 0.0.0.0 port 0' -- %s sendto "
              "127.0.0.1:%d",
              ue.port, g_goprobe, ue.port);
-    H_CHECK(rc == 0, json_string(out));
+    EXPECT_TRUE(rc == 0, "%s", jd(json_string(out)));
     OUT_HAS(out, "ok reply=PING");
     /* without a bind rule: the ephemeral bind is the kernel's autobind, made by the supervisor */
     rc = run(out, sizeof out, "--allow 'sendto 127.0.0.1 port %d' -- %s sendto 127.0.0.1:%d",
              ue.port, g_goprobe, ue.port);
-    H_CHECK(rc == 0, json_string(out));
+    EXPECT_TRUE(rc == 0, "%s", jd(json_string(out)));
     OUT_HAS(out, "ok reply=PING");
     run(out, sizeof out,
         "--allow 'sendto 127.0.0.1 port %d' --allow 'bind 0.0.0.0 port 0' -- %s sendto "
@@ -659,7 +661,7 @@ test_run_go(void **state)
         ue.port, g_goprobe, sink.port);
     OUT_HAS(out, "errno 13");
     h_sleep_ms(100);
-    assert_int_equal(sink.got, 0);
+    EXPECT_INT(sink.got, 0, "sink.got");
     udp_echo_stop(&ue);
     udp_echo_stop(&sink);
 }
@@ -680,15 +682,15 @@ test_run_bypass_net_none(void **state)
     udp_echo_start(&sink);
     run(out, sizeof out, "--net none -- %s bypass %d", g_probe, sink.port);
     OUT_HAS(out, "io_uring Function not implemented");
-    H_CHECK(strstr(out, "raw sent") == NULL, json_string(out)); /* lo is down there */
+    EXPECT_TRUE(strstr(out, "raw sent") == NULL, "%s", jd(json_string(out))); /* lo is down there */
     run(out, sizeof out, "--net inherit -- %s bypass %d", g_probe, sink.port);
     OUT_HAS(out, "io_uring Function not implemented");
     OUT_HAS(out, "errno 13");
     h_sleep_ms(100);
-    assert_int_equal(sink.got, 0);
+    EXPECT_INT(sink.got, 0, "sink.got");
     /* an empty namespace: no interface is up */
     run(out, sizeof out, "--net none -- cat /proc/net/dev");
-    H_CHECK(strstr(out, "eth") == NULL, json_string(out));
+    EXPECT_TRUE(strstr(out, "eth") == NULL, "%s", jd(json_string(out)));
     udp_echo_stop(&sink);
 }
 
@@ -729,22 +731,24 @@ kill_case(int kill_supervisor)
     read_until(fd, out, sizeof out, &len, "connected", h_now_ms() + 10000);
     OUT_HAS(out, "connected");
     pid_t prog = child_of(sup);
-    assert_true(prog > 0);
+    EXPECT_TRUE(prog > 0, "prog > 0");
     json_decref(h_wait_clients(c, 2)); /* the supervisor's connection */
     if (kill_supervisor) {
         kill(sup, SIGKILL);
-        assert_true(reap(sup, 5000) == 128 + SIGKILL);
+        EXPECT_TRUE(reap(sup, 5000) == 128 + SIGKILL, "reap(sup, 5000) == 128 + SIGKILL");
         /* the program dies with it (its connection sees EOF) */
-        assert_int_equal(h_peer_wait_eofs(echo, 1, 5000), 1);
+        EXPECT_INT(h_peer_wait_eofs(echo, 1, 5000), 1, "h_peer_wait_eofs(echo, 1, 5000)");
     } else {
         kill(prog, SIGKILL);
-        assert_int_equal(reap(sup, 5000), 128 + SIGKILL);
+        EXPECT_INT(reap(sup, 5000), 128 + SIGKILL, "reap(sup, 5000)");
     }
     close(fd);
     json_decref(h_wait_clients(c, 1));
-    assert_int_equal(h_wait_fds(D.pid, base, H_TIMEOUT_MS), base);
+    EXPECT_INT(h_wait_fds(D.pid, base, H_TIMEOUT_MS), base,
+               "h_wait_fds(D.pid, base, H_TIMEOUT_MS)");
     json_t *st = h_ok(c, "daemon.stats", NULL);
-    H_CHECK(json_integer_value(json_object_get(json_object_get(st, "sockets"), "total")) == 0, st);
+    EXPECT_INT(json_integer_value(json_object_get(json_object_get(st, "sockets"), "total")), 0,
+               "%s", jd(st));
     json_decref(st);
 }
 

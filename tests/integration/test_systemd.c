@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "tc.h"
 
 /* One daemon run with the test as its service manager. */
 struct sdrun {
@@ -106,28 +107,26 @@ read_log(const struct sdrun *r)
     char *text;
     long n;
 
-    assert_non_null(f);
+    EXPECT_TRUE(f != NULL, "f");
     fseek(f, 0, SEEK_END);
     n = ftell(f);
     fseek(f, 0, SEEK_SET);
     text = calloc(1, (size_t)n + 1);
-    assert_non_null(text);
-    assert_int_equal(fread(text, 1, (size_t)n, f), (size_t)n);
+    EXPECT_TRUE(text != NULL, "text");
+    EXPECT_INT(fread(text, 1, (size_t)n, f), (size_t)n, "fread(text, 1, (size_t)n, f)");
     fclose(f);
     return text;
 }
 
 static void
-assert_log_has(const struct sdrun *r, const char *needle)
+expect_log_has(const struct sdrun *r, const char *needle)
 {
     char *text = read_log(r);
     int found = strstr(text, needle) != NULL;
     free(text);
-    if (!found) {
-        fprintf(stderr, "daemon log lacks \"%s\"\n", needle);
+    if (!found)
         print_log(r);
-    }
-    assert_true(found);
+    EXPECT_TRUE(found, "daemon log lacks \"%s\"", needle);
 }
 
 /* A temp dir, and the NOTIFY_SOCKET receiver bound in it (or in the abstract namespace). */
@@ -141,7 +140,7 @@ run_setup(struct sdrun *r, int abstract)
     memset(r, 0, sizeof *r);
     r->nfd = -1;
     snprintf(r->dir, sizeof r->dir, "/tmp/sockd-sd-XXXXXX");
-    assert_non_null(mkdtemp(r->dir));
+    EXPECT_TRUE(mkdtemp(r->dir) != NULL, "mkdtemp: %s", strerror(errno));
     snprintf(r->fallback, sizeof r->fallback, "%s/fallback.sock", r->dir);
     snprintf(r->act, sizeof r->act, "%s/activated.sock", r->dir);
     snprintf(r->conf, sizeof r->conf, "%s/sockd.conf", r->dir);
@@ -162,17 +161,17 @@ run_setup(struct sdrun *r, int abstract)
         sl = (socklen_t)sizeof sa;
     }
     r->nfd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    assert_true(r->nfd >= 0);
-    assert_int_equal(bind(r->nfd, (struct sockaddr *)&sa, sl), 0);
+    EXPECT_TRUE(r->nfd >= 0, "r->nfd >= 0");
+    EXPECT_INT(bind(r->nfd, (struct sockaddr *)&sa, sl), 0, "bind: %s", strerror(errno));
 }
 
 static void
 write_conf(const struct sdrun *r, const char *text)
 {
     FILE *f = fopen(r->conf, "w");
-    assert_non_null(f);
-    assert_true(fputs(text, f) >= 0);
-    assert_int_equal(fclose(f), 0);
+    EXPECT_TRUE(f != NULL, "f");
+    EXPECT_TRUE(fputs(text, f) >= 0, "fputs: %s", strerror(errno));
+    EXPECT_INT(fclose(f), 0, "fclose: %s", strerror(errno));
 }
 
 /* A listening AF_UNIX stream socket at path, as a .socket unit would make it. */
@@ -182,12 +181,12 @@ unix_listener(const char *path)
     struct sockaddr_un sa;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-    assert_true(fd >= 0);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
     memset(&sa, 0, sizeof sa);
     sa.sun_family = AF_UNIX;
     memcpy(sa.sun_path, path, strlen(path) + 1);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(listen(fd, 16), 0);
+    EXPECT_INT(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0, "bind: %s", strerror(errno));
+    EXPECT_INT(listen(fd, 16), 0, "listen: %s", strerror(errno));
     return fd;
 }
 
@@ -200,11 +199,11 @@ run_spawn(struct sdrun *r, const struct spawn_opts *o)
         fprintf(stderr, "SOCKD_BIN is not set (path of the sockd binary)\n");
         fail();
     }
-    assert_int_equal(access(bin, X_OK), 0);
+    EXPECT_INT(access(bin, X_OK), 0, "access: %s", strerror(errno));
     fflush(stdout);
     fflush(stderr);
     r->pid = fork();
-    assert_true(r->pid >= 0);
+    EXPECT_TRUE(r->pid >= 0, "r->pid >= 0");
     if (r->pid == 0) {
         sigset_t none;
         char num[64];
@@ -295,7 +294,7 @@ notify_recv(struct sdrun *r, char *buf, size_t len, int timeout_ms)
     if (n <= 0)
         return 0;
     got = recv(r->nfd, buf, len - 1, 0);
-    assert_true(got >= 0);
+    EXPECT_TRUE(got >= 0, "got >= 0");
     buf[got] = '\0';
     return 1;
 }
@@ -362,11 +361,9 @@ next_state(struct sdrun *r, char *buf, size_t len, int timeout_ms, int *pings, c
 
 /* Expect the message in buf to be the state line; print it otherwise. */
 static void
-expect_state(const char *buf, const char *line)
+expect_notify_line(const char *buf, const char *line)
 {
-    if (!has_line(buf, line))
-        fprintf(stderr, "expected %s, got notification \"%s\"\n", line, buf);
-    assert_true(has_line(buf, line));
+    EXPECT_TRUE(has_line(buf, line), "expected %s, got notification \"%s\"", line, buf);
 }
 
 static void
@@ -382,8 +379,8 @@ expect_exit(struct sdrun *r, int code)
         fprintf(stderr, "sockd exit status 0x%x, expected exit code %d\n", status, code);
         print_log(r);
     }
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), code);
+    EXPECT_TRUE(WIFEXITED(status), "WIFEXITED(status)");
+    EXPECT_INT(WEXITSTATUS(status), code, "WEXITSTATUS(status)");
 }
 
 static void
@@ -399,8 +396,8 @@ expect_exit_failure(struct sdrun *r)
         fprintf(stderr, "sockd exit status 0x%x, expected a failure exit\n", status);
         print_log(r);
     }
-    assert_true(WIFEXITED(status));
-    assert_true(WEXITSTATUS(status) != 0);
+    EXPECT_TRUE(WIFEXITED(status), "WIFEXITED(status)");
+    EXPECT_TRUE(WEXITSTATUS(status) != 0, "WEXITSTATUS(status) != 0");
 }
 
 static int
@@ -446,7 +443,7 @@ ping_at(const char *path)
 
     if (!c)
         fprintf(stderr, "connect %s: %s\n", path, strerror(errno));
-    assert_non_null(c);
+    EXPECT_TRUE(c != NULL, "c");
     res = h_ok(c, "daemon.ping", NULL);
     json_decref(res);
     sockd_client_close(c);
@@ -472,67 +469,71 @@ test_activation_and_notify_order(void **state)
     run_spawn(&R, &o);
 
     next_state(&R, msg, sizeof msg, 5000, NULL, NULL);
-    expect_state(msg, "READY=1");
-    assert_true(line_value(msg, "STATUS", val, sizeof val));
-    assert_string_equal(val, "0 clients, 0 sockets");
+    expect_notify_line(msg, "READY=1");
+    EXPECT_TRUE(line_value(msg, "STATUS", val, sizeof val),
+                "line_value(msg, \"STATUS\", val, sizeof val)");
+    EXPECT_STR(val, "0 clients, 0 sockets", "val");
 
     /* The passed socket is served; the -s path was never created. */
     ping_at(R.act);
-    assert_int_equal(stat(R.fallback, &st), -1);
-    assert_int_equal(errno, ENOENT);
-    assert_log_has(&R, "socket activation");
-    assert_log_has(&R, "(sockd)");
+    EXPECT_INT(stat(R.fallback, &st), -1, "stat: %s", strerror(errno));
+    EXPECT_INT(errno, ENOENT, "errno");
+    expect_log_has(&R, "socket activation");
+    expect_log_has(&R, "(sockd)");
 
     /* STATUS= follows the counters (refreshed once a second, sent on change). */
     struct sockd_client *c = sockd_client_connect(R.act);
-    assert_non_null(c);
+    EXPECT_TRUE(c != NULL, "c");
     long long h = h_open(c, "tcp");
-    assert_true(h > 0);
+    EXPECT_TRUE(h > 0, "h > 0");
     {
         long long deadline = h_now_ms() + 4000;
         while (strcmp(status, "1 client, 1 socket") != 0 && h_now_ms() < deadline) {
             if (notify_recv(&R, msg, sizeof msg, 200)) {
-                assert_false(is_state(msg));
+                EXPECT_TRUE(!is_state(msg), "is_state(msg)");
                 line_value(msg, "STATUS", status, sizeof status);
             }
         }
         if (strcmp(status, "1 client, 1 socket") != 0)
             fprintf(stderr, "last STATUS: \"%s\"\n", status);
-        assert_string_equal(status, "1 client, 1 socket");
+        EXPECT_STR(status, "1 client, 1 socket", "status");
     }
 
     /* A reload that takes. */
     t0 = mono_usec();
-    assert_int_equal(kill(R.pid, SIGHUP), 0);
+    EXPECT_INT(kill(R.pid, SIGHUP), 0, "kill: %s", strerror(errno));
     next_state(&R, msg, sizeof msg, 5000, NULL, NULL);
     t1 = mono_usec();
-    expect_state(msg, "RELOADING=1");
-    assert_true(line_value(msg, "MONOTONIC_USEC", val, sizeof val));
+    expect_notify_line(msg, "RELOADING=1");
+    EXPECT_TRUE(line_value(msg, "MONOTONIC_USEC", val, sizeof val),
+                "line_value(msg, \"MONOTONIC_USEC\", val, sizeof val)");
     mono = strtoll(val, NULL, 10);
     if (mono < t0 || mono > t1)
         fprintf(stderr, "MONOTONIC_USEC=%lld not within [%lld, %lld]\n", mono, t0, t1);
-    assert_true(mono >= t0 && mono <= t1);
+    EXPECT_TRUE(mono >= t0 && mono <= t1, "mono >= t0 && mono <= t1");
     next_state(&R, msg, sizeof msg, 5000, NULL, NULL);
-    expect_state(msg, "READY=1");
-    assert_true(line_value(msg, "STATUS", val, sizeof val));
-    assert_string_equal(val, "1 client, 1 socket");
-    assert_log_has(&R, "configuration reloaded");
+    expect_notify_line(msg, "READY=1");
+    EXPECT_TRUE(line_value(msg, "STATUS", val, sizeof val),
+                "line_value(msg, \"STATUS\", val, sizeof val)");
+    EXPECT_STR(val, "1 client, 1 socket", "val");
+    expect_log_has(&R, "configuration reloaded");
 
     /* A refused reload: the same pair, the old configuration kept. */
     write_conf(&R, "no-such-directive 1\n");
-    assert_int_equal(kill(R.pid, SIGHUP), 0);
+    EXPECT_INT(kill(R.pid, SIGHUP), 0, "kill: %s", strerror(errno));
     next_state(&R, msg, sizeof msg, 5000, NULL, NULL);
-    expect_state(msg, "RELOADING=1");
-    assert_true(line_value(msg, "MONOTONIC_USEC", val, sizeof val));
+    expect_notify_line(msg, "RELOADING=1");
+    EXPECT_TRUE(line_value(msg, "MONOTONIC_USEC", val, sizeof val),
+                "line_value(msg, \"MONOTONIC_USEC\", val, sizeof val)");
     next_state(&R, msg, sizeof msg, 5000, NULL, NULL);
-    expect_state(msg, "READY=1");
-    assert_log_has(&R, "reload refused");
+    expect_notify_line(msg, "READY=1");
+    expect_log_has(&R, "reload refused");
     ping_at(R.act);
 
     /* Stop: STOPPING=1 is the last word; the socket unit's file is left alone. */
-    assert_int_equal(kill(R.pid, SIGTERM), 0);
+    EXPECT_INT(kill(R.pid, SIGTERM), 0, "kill: %s", strerror(errno));
     next_state(&R, msg, sizeof msg, 5000, NULL, NULL);
-    expect_state(msg, "STOPPING=1");
+    expect_notify_line(msg, "STOPPING=1");
     json_t *ev = h_event(c, "socket.closed", h, 5000);
     json_decref(ev);
     sockd_client_close(c);
@@ -541,9 +542,9 @@ test_activation_and_notify_order(void **state)
         fprintf(stderr, "notification after STOPPING=1: \"%s\"\n", msg);
         fail();
     }
-    assert_int_equal(stat(R.act, &st), 0);
-    assert_true(S_ISSOCK(st.st_mode));
-    assert_int_equal(stat(R.fallback, &st), -1);
+    EXPECT_INT(stat(R.act, &st), 0, "stat: %s", strerror(errno));
+    EXPECT_TRUE(S_ISSOCK(st.st_mode), "S_ISSOCK(st.st_mode)");
+    EXPECT_INT(stat(R.fallback, &st), -1, "stat: %s", strerror(errno));
 }
 
 /* WATCHDOG_USEC=400000: a ping every 200 ms, so 3..12 of them in 1.5 s (generous). */
@@ -559,14 +560,14 @@ test_watchdog_cadence(void **state)
     o.passfd = unix_listener(R.act);
     run_spawn(&R, &o);
     next_state(&R, msg, sizeof msg, 5000, NULL, NULL);
-    expect_state(msg, "READY=1");
+    expect_notify_line(msg, "READY=1");
 
     long long start = h_now_ms(), first = 0, last = 0;
     while (h_now_ms() - start < 1500) {
         int left = (int)(1500 - (h_now_ms() - start));
         if (left <= 0 || !notify_recv(&R, msg, sizeof msg, left))
             break;
-        assert_false(is_state(msg));
+        EXPECT_TRUE(!is_state(msg), "is_state(msg)");
         if (has_line(msg, "WATCHDOG=1")) {
             last = h_now_ms();
             if (pings++ == 0)
@@ -575,12 +576,12 @@ test_watchdog_cadence(void **state)
     }
     fprintf(stderr, "watchdog: %d pings in 1.5 s (first after %lld ms, mean gap %lld ms)\n", pings,
             first - start, pings > 1 ? (last - first) / (pings - 1) : 0);
-    assert_true(pings >= 3);
-    assert_true(pings <= 12);
+    EXPECT_TRUE(pings >= 3, "pings >= 3");
+    EXPECT_TRUE(pings <= 12, "pings <= 12");
 
-    assert_int_equal(kill(R.pid, SIGTERM), 0);
+    EXPECT_INT(kill(R.pid, SIGTERM), 0, "kill: %s", strerror(errno));
     next_state(&R, msg, sizeof msg, 5000, NULL, NULL);
-    expect_state(msg, "STOPPING=1");
+    expect_notify_line(msg, "STOPPING=1");
     expect_exit(&R, 0);
 }
 
@@ -595,14 +596,14 @@ test_watchdog_other_pid(void **state)
     run_setup(&R, 0);
     run_spawn(&R, &o);
     next_state(&R, msg, sizeof msg, 5000, NULL, NULL);
-    expect_state(msg, "READY=1");
+    expect_notify_line(msg, "READY=1");
     while (notify_recv(&R, msg, sizeof msg, 700)) {
         if (has_line(msg, "WATCHDOG=1")) {
             fprintf(stderr, "WATCHDOG=1 although WATCHDOG_PID is another process\n");
             fail();
         }
     }
-    assert_int_equal(kill(R.pid, SIGTERM), 0);
+    EXPECT_INT(kill(R.pid, SIGTERM), 0, "kill: %s", strerror(errno));
     expect_exit(&R, 0);
 }
 
@@ -615,12 +616,12 @@ refuse_case(int fd, const char *why)
 
     run_spawn(&R, &o);
     expect_exit_failure(&R);
-    assert_log_has(&R, "socket activation");
-    assert_log_has(&R, why);
-    assert_log_has(&R, "sockd needs a listening Unix stream socket");
+    expect_log_has(&R, "socket activation");
+    expect_log_has(&R, why);
+    expect_log_has(&R, "sockd needs a listening Unix stream socket");
     while (notify_recv(&R, msg, sizeof msg, 0))
-        assert_false(has_line(msg, "READY=1"));
-    assert_false(probe(R.fallback)); /* no fallback to -s either */
+        EXPECT_TRUE(!has_line(msg, "READY=1"), "has_line(msg, \"READY=1\")");
+    EXPECT_TRUE(!probe(R.fallback), "probe(R.fallback)"); /* no fallback to -s either */
 }
 
 static void
@@ -631,12 +632,12 @@ test_refuse_tcp(void **state)
     (void)state;
 
     run_setup(&R, 0);
-    assert_true(fd >= 0);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
     memset(&sin, 0, sizeof sin);
     sin.sin_family = AF_INET;
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0);
-    assert_int_equal(listen(fd, 4), 0);
+    EXPECT_INT(bind(fd, (struct sockaddr *)&sin, sizeof sin), 0, "bind: %s", strerror(errno));
+    EXPECT_INT(listen(fd, 4), 0, "listen: %s", strerror(errno));
     refuse_case(fd, "not a Unix-domain socket (AF_INET)");
 }
 
@@ -647,7 +648,8 @@ test_refuse_socketpair(void **state)
     (void)state;
 
     run_setup(&R, 0);
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    EXPECT_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0, "socketpair: %s",
+               strerror(errno));
     refuse_case(sv[0], "not listening");
     close(sv[1]);
 }
@@ -659,10 +661,10 @@ test_refuse_datagram_and_file(void **state)
     (void)state;
     run_setup(&R, 0);
     dg = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    assert_true(dg >= 0);
+    EXPECT_TRUE(dg >= 0, "dg >= 0");
     refuse_case(dg, "not a stream socket");
     file = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    assert_true(file >= 0);
+    EXPECT_TRUE(file >= 0, "file >= 0");
     refuse_case(file, "is not a socket");
 }
 
@@ -680,13 +682,13 @@ test_foreign_listen_pid(void **state)
     o.listen_pid_other = 1;
     run_spawn(&R, &o);
     next_state(&R, msg, sizeof msg, 5000, NULL, NULL);
-    expect_state(msg, "READY=1");
+    expect_notify_line(msg, "READY=1");
     ping_at(R.fallback);
-    assert_log_has(&R, "is not this process");
-    assert_int_equal(kill(R.pid, SIGTERM), 0);
+    expect_log_has(&R, "is not this process");
+    EXPECT_INT(kill(R.pid, SIGTERM), 0, "kill: %s", strerror(errno));
     expect_exit(&R, 0);
     /* The -s socket is the daemon's own: removed at exit. */
-    assert_int_equal(stat(R.fallback, &st), -1);
+    EXPECT_INT(stat(R.fallback, &st), -1, "stat: %s", strerror(errno));
 }
 
 /* NOTIFY_SOCKET in the abstract namespace ("@name"). */
@@ -700,11 +702,11 @@ test_abstract_notify_socket(void **state)
     run_setup(&R, 1);
     run_spawn(&R, &o);
     next_state(&R, msg, sizeof msg, 5000, NULL, NULL);
-    expect_state(msg, "READY=1");
+    expect_notify_line(msg, "READY=1");
     ping_at(R.fallback);
-    assert_int_equal(kill(R.pid, SIGTERM), 0);
+    EXPECT_INT(kill(R.pid, SIGTERM), 0, "kill: %s", strerror(errno));
     next_state(&R, msg, sizeof msg, 5000, NULL, NULL);
-    expect_state(msg, "STOPPING=1");
+    expect_notify_line(msg, "STOPPING=1");
     expect_exit(&R, 0);
 }
 
@@ -718,11 +720,11 @@ check_journal(const char *journal, int want_prefix)
 
     run_spawn(&R, &o);
     next_state(&R, msg, sizeof msg, 5000, NULL, NULL);
-    expect_state(msg, "READY=1");
+    expect_notify_line(msg, "READY=1");
     ping_at(R.fallback);
-    assert_int_equal(kill(R.pid, SIGTERM), 0);
+    EXPECT_INT(kill(R.pid, SIGTERM), 0, "kill: %s", strerror(errno));
     next_state(&R, msg, sizeof msg, 5000, NULL, NULL);
-    expect_state(msg, "STOPPING=1");
+    expect_notify_line(msg, "STOPPING=1");
     expect_exit(&R, 0);
 
     char *text = read_log(&R), *save = NULL;
@@ -738,12 +740,12 @@ check_journal(const char *journal, int want_prefix)
             fail();
         }
         if (!want_prefix)
-            assert_int_equal(strncmp(l, "sockd: ", 7), 0);
+            EXPECT_INT(strncmp(l, "sockd: ", 7), 0, "strncmp(l, \"sockd: \", 7)");
     }
     free(text);
-    assert_true(lines >= 3);
+    EXPECT_TRUE(lines >= 3, "lines >= 3");
     if (want_prefix)
-        assert_true(info >= 3);
+        EXPECT_TRUE(info >= 3, "info >= 3");
 }
 
 static void

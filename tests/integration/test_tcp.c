@@ -29,8 +29,9 @@
 
 #include "tc.h"
 
-#define SEND_CAP (4 * MIB) /* max-send-buffer default (sockd-protocol.7, FLOW CONTROL AND LIMITS)  \
-                            */
+#define SEND_CAP                                                                                   \
+    (4 * MIB) /* max-send-buffer default (sockd-protocol.7, FLOW CONTROL AND LIMITS)               \
+               */
 
 static struct h_daemon g_d; /* the group's daemon */
 
@@ -80,7 +81,8 @@ raw_accept_from_(int lfd, int peer_port)
 
         if (fd < 0)
             break;
-        assert_int_equal(getpeername(fd, (struct sockaddr *)&ss, &sl), 0);
+        EXPECT_INT(getpeername(fd, (struct sockaddr *)&ss, &sl), 0, "getpeername: %s",
+                   strerror(errno));
         if (sa_port(&ss) == peer_port)
             return fd;
         close_fd_(fd);
@@ -147,7 +149,7 @@ blackhole_make_(struct blackhole *b)
 static void
 blackhole_release(struct blackhole *b)
 {
-    assert_int_equal(listen(b->lfd, 64), 0);
+    EXPECT_INT(listen(b->lfd, 64), 0, "listen: %s", strerror(errno));
 }
 
 /*
@@ -681,12 +683,12 @@ send_raw_data(struct tc *t, long long s, long long id, const char *data_json)
 {
     size_t cap = strlen(data_json) + 200;
     char *line = malloc(cap);
-    assert_non_null(line);
+    EXPECT_TRUE(line != NULL, "line");
     int n = snprintf(line, cap,
                      "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"socket.send\","
                      "\"params\":{\"socket\":%lld,\"notify\":false,\"data\":\"%s\"}}\n",
                      id, s, data_json);
-    assert_true(n > 0 && (size_t)n < cap);
+    EXPECT_TRUE(n > 0 && (size_t)n < cap, "n > 0 && (size_t)n < cap");
     tc_write(t, line, (size_t)n);
     free(line);
     return tc_response(t, id, "socket.send", H_TIMEOUT_MS);
@@ -745,8 +747,8 @@ test_send_long_data_forms(void **state)
     size_t tl = strlen(text);
     char *buf = malloc(6 * tl + 16);
     json_t *r;
-    assert_non_null(got);
-    assert_non_null(buf);
+    EXPECT_TRUE(got != NULL, "got");
+    EXPECT_TRUE(buf != NULL, "buf");
 
     /* plain */
     r = send_raw_data(t, s, ++id, text);
@@ -803,7 +805,7 @@ test_send_long_data_forms(void **state)
         buf[tl / 2] = *bad;
         size_t cap = tl + 200;
         char *line = malloc(cap);
-        assert_non_null(line);
+        EXPECT_TRUE(line != NULL, "line");
         int n = snprintf(line, cap,
                          "{\"jsonrpc\":\"2.0\",\"id\":%lld,\"method\":\"socket.send\","
                          "\"params\":{\"socket\":%lld,\"data\":\"%s\"}}\n",
@@ -840,7 +842,7 @@ burst_send_line(char *out, size_t cap, long long id, long long s, const void *p,
                      "\"params\":{\"socket\":%lld,\"data\":\"%s\"}}\n",
                      id, s, text);
     free(text);
-    assert_true(w > 0 && (size_t)w < cap);
+    EXPECT_TRUE(w > 0 && (size_t)w < cap, "w > 0 && (size_t)w < cap");
     return (size_t)w;
 }
 
@@ -874,8 +876,8 @@ test_send_burst(void **state)
     unsigned char *got = malloc(CAPPED * 4096 + 1);
     size_t cap = K * (SMALL * 2 + 200) + 400, len = 0;
     char *burst = malloc(cap);
-    assert_non_null(got);
-    assert_non_null(burst);
+    EXPECT_TRUE(got != NULL, "got");
+    EXPECT_TRUE(burst != NULL, "burst");
 
     /* K sends of SMALL bytes and a socket.info, one write */
     for (int k = 0; k < K; k++)
@@ -1325,7 +1327,8 @@ test_closed_lost(void **state)
     json_t *ev;
 
     /* reset by the peer (SO_LINGER 0), deterministically after socket.connected */
-    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    EXPECT_INT(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0, "setsockopt: %s",
+               strerror(errno));
     close_fd(fd);
     ev = tc_event(t, "socket.closed", s, H_TIMEOUT_MS);
     EXPECT_STR(jstr(ev, "reason"), "lost", "peer reset: %s", jd(ev));
@@ -1347,7 +1350,7 @@ test_shutdown_flushes(void **state)
     json_t *r, *ev, *info;
     size_t n;
 
-    assert_non_null(got);
+    EXPECT_TRUE(got != NULL, "got");
     /* the peer does not read yet: most of the 4 MiB stays queued in the daemon */
     sid = send_bytes(t, s, data, SEND_CAP, 1);
     r = tc_ok(t, &hid, "socket.shutdown", "{s:I}", "socket", (json_int_t)s);
@@ -1546,7 +1549,7 @@ test_bulk_echo_sha256(void **state)
     json_t *ev, *info;
     long long sent_total = 0;
 
-    assert_non_null(back);
+    EXPECT_TRUE(back != NULL, "back");
     rid = start_recv(t, s, CHUNK, 0, 1, 0);
     for (int i = 0; i < NSEND; i++)
         sids[i] = send_bytes(t, s, data + (size_t)i * CHUNK, CHUNK, 1);
@@ -1723,7 +1726,7 @@ test_server_accept_ipv4(void **state)
     unsigned char *d;
     size_t len;
 
-    assert_non_null(got);
+    EXPECT_TRUE(got != NULL, "got");
     l = make_listener(t, "127.0.0.1", 0, &lid, &port);
     info = tc_info(t, l);
     EXPECT_STR(jstr(info, "state"), "listening", "listener state: %s", jd(info));

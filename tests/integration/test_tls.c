@@ -239,7 +239,7 @@ proc_output(const struct proc *p)
     char *s = slurp(p->log);
     if (s == NULL) {
         s = strdup("");
-        assert_non_null(s);
+        EXPECT_TRUE(s != NULL, "s");
     }
     return s;
 }
@@ -301,14 +301,14 @@ proc_start_(const char *cmd, bool want_accept, bool may_fail)
     struct proc *p = calloc(1, sizeof *p);
     int pfd[2];
 
-    assert_non_null(p);
-    assert_true(n_proc < PROC_MAX);
+    EXPECT_TRUE(p != NULL, "p");
+    EXPECT_TRUE(n_proc < PROC_MAX, "n_proc < PROC_MAX");
     snprintf(p->log, sizeof p->log, "%s/proc-%d.log", tdir, ++proc_seq);
-    assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+    EXPECT_INT(pipe2(pfd, O_CLOEXEC), 0, "pipe2: %s", strerror(errno));
     fflush(stdout);
     fflush(stderr);
     p->pid = fork();
-    assert_true(p->pid >= 0);
+    EXPECT_TRUE(p->pid >= 0, "p->pid >= 0");
     if (p->pid == 0) {
         int out = open(p->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (out < 0)
@@ -821,8 +821,8 @@ static struct tp *
 tp_new(int server, int port, SSL_CTX *c, const char *sni)
 {
     struct tp *p = calloc(1, sizeof *p);
-    assert_non_null(p);
-    assert_true(n_tp < TP_MAX);
+    EXPECT_TRUE(p != NULL, "p");
+    EXPECT_TRUE(n_tp < TP_MAX, "n_tp < TP_MAX");
     p->server = server;
     p->port = port;
     p->ctx = c;
@@ -836,10 +836,11 @@ tp_new(int server, int port, SSL_CTX *c, const char *sni)
         sa.sin_family = AF_INET;
         sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         p->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        assert_true(p->lfd >= 0);
-        assert_int_equal(bind(p->lfd, (struct sockaddr *)&sa, sizeof sa), 0);
-        assert_int_equal(listen(p->lfd, 8), 0);
-        assert_int_equal(getsockname(p->lfd, (struct sockaddr *)&sa, &sl), 0);
+        EXPECT_TRUE(p->lfd >= 0, "p->lfd >= 0");
+        EXPECT_INT(bind(p->lfd, (struct sockaddr *)&sa, sizeof sa), 0, "bind: %s", strerror(errno));
+        EXPECT_INT(listen(p->lfd, 8), 0, "listen: %s", strerror(errno));
+        EXPECT_INT(getsockname(p->lfd, (struct sockaddr *)&sa, &sl), 0, "getsockname: %s",
+                   strerror(errno));
         p->port = ntohs(sa.sin_port);
     }
     trk_tp[n_tp++] = p;
@@ -849,7 +850,7 @@ tp_new(int server, int port, SSL_CTX *c, const char *sni)
 static void
 tp_add(struct tp *p, enum tp_op op, const void *data, size_t len)
 {
-    assert_true(p->n < TP_STEPS);
+    EXPECT_TRUE(p->n < TP_STEPS, "p->n < TP_STEPS");
     p->st[p->n].op = op;
     p->st[p->n].data = data;
     p->st[p->n].len = len;
@@ -865,7 +866,8 @@ tp_text(struct tp *p, enum tp_op op, const char *text)
 static void
 tp_start(struct tp *p)
 {
-    assert_int_equal(pthread_create(&p->th, NULL, tp_main, p), 0);
+    EXPECT_INT(pthread_create(&p->th, NULL, tp_main, p), 0,
+               "pthread_create(&p->th, NULL, tp_main, p)");
     p->running = 1;
 }
 
@@ -923,8 +925,8 @@ tp_free(struct tp *p)
 static SSL_CTX *
 track_ctx(SSL_CTX *c)
 {
-    assert_non_null(c);
-    assert_true(n_ctx < TP_MAX);
+    EXPECT_TRUE(c != NULL, "c");
+    EXPECT_TRUE(n_ctx < TP_MAX, "n_ctx < TP_MAX");
     SSL_CTX_set_mode(c, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     trk_ctx[n_ctx++] = c;
     return c;
@@ -935,8 +937,10 @@ static SSL_CTX *
 peer_server_ctx(const char *name)
 {
     SSL_CTX *c = track_ctx(SSL_CTX_new(TLS_server_method()));
-    assert_int_equal(SSL_CTX_use_certificate_file(c, cert_path(name, "pem"), SSL_FILETYPE_PEM), 1);
-    assert_int_equal(SSL_CTX_use_PrivateKey_file(c, cert_path(name, "key"), SSL_FILETYPE_PEM), 1);
+    EXPECT_INT(SSL_CTX_use_certificate_file(c, cert_path(name, "pem"), SSL_FILETYPE_PEM), 1,
+               "SSL_CTX_use_certificate_file");
+    EXPECT_INT(SSL_CTX_use_PrivateKey_file(c, cert_path(name, "key"), SSL_FILETYPE_PEM), 1,
+               "SSL_CTX_use_PrivateKey_file");
     return c;
 }
 
@@ -947,21 +951,22 @@ peer_client_ctx(bool verify, const char *name, const char *alpn_wire)
 {
     SSL_CTX *c = track_ctx(SSL_CTX_new(TLS_client_method()));
     if (verify) {
-        assert_int_equal(SSL_CTX_load_verify_locations(c, cert_path("ca", "pem"), NULL), 1);
+        EXPECT_INT(SSL_CTX_load_verify_locations(c, cert_path("ca", "pem"), NULL), 1,
+                   "SSL_CTX_load_verify_locations");
         SSL_CTX_set_verify(c, SSL_VERIFY_PEER, NULL);
     } else {
         SSL_CTX_set_verify(c, SSL_VERIFY_NONE, NULL);
     }
     if (name != NULL) {
-        assert_int_equal(SSL_CTX_use_certificate_file(c, cert_path(name, "pem"), SSL_FILETYPE_PEM),
-                         1);
-        assert_int_equal(SSL_CTX_use_PrivateKey_file(c, cert_path(name, "key"), SSL_FILETYPE_PEM),
-                         1);
+        EXPECT_INT(SSL_CTX_use_certificate_file(c, cert_path(name, "pem"), SSL_FILETYPE_PEM), 1,
+                   "SSL_CTX_use_certificate_file");
+        EXPECT_INT(SSL_CTX_use_PrivateKey_file(c, cert_path(name, "key"), SSL_FILETYPE_PEM), 1,
+                   "SSL_CTX_use_PrivateKey_file");
     }
     if (alpn_wire != NULL)
-        assert_int_equal(SSL_CTX_set_alpn_protos(c, (const unsigned char *)alpn_wire,
-                                                 (unsigned)strlen(alpn_wire)),
-                         0);
+        EXPECT_INT(SSL_CTX_set_alpn_protos(c, (const unsigned char *)alpn_wire,
+                                           (unsigned)strlen(alpn_wire)),
+                   0, "SSL_CTX_set_alpn_protos");
     return c;
 }
 
@@ -1312,9 +1317,9 @@ silent_listener(int *port)
     memset(&sa, 0, sizeof sa);
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(listen(fd, 8), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+    EXPECT_INT(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0, "bind: %s", strerror(errno));
+    EXPECT_INT(listen(fd, 8), 0, "listen: %s", strerror(errno));
+    EXPECT_INT(getsockname(fd, (struct sockaddr *)&sa, &sl), 0, "getsockname: %s", strerror(errno));
     *port = ntohs(sa.sin_port);
     return fd;
 }
@@ -1352,16 +1357,16 @@ client_hello(unsigned char *buf, size_t cap)
     BIO *r = BIO_new(BIO_s_mem()), *w = BIO_new(BIO_s_mem());
     int n;
 
-    assert_non_null(s);
+    EXPECT_TRUE(s != NULL, "s");
     SSL_set_bio(s, r, w);
     SSL_set_tlsext_host_name(s, "test.local");
-    assert_true(SSL_connect(s) <= 0); /* wants the ServerHello */
+    EXPECT_TRUE(SSL_connect(s) <= 0, "SSL_connect(s) <= 0"); /* wants the ServerHello */
     n = BIO_read(w, buf, (int)cap);
     SSL_free(s);
     SSL_CTX_free(c);
     ERR_clear_error();
-    assert_true(n > 100);
-    assert_int_equal(buf[0], 0x16); /* handshake record */
+    EXPECT_TRUE(n > 100, "n > 100");
+    EXPECT_INT(buf[0], 0x16, "buf[0]"); /* handshake record */
     return (size_t)n;
 }
 
@@ -1607,19 +1612,19 @@ test_system_store(void **state)
     FILE *p;
     snprintf(cmd, sizeof cmd, "openssl x509 -noout -hash -in %s/ca.pem", tdir);
     p = popen(cmd, "r");
-    assert_non_null(p);
+    EXPECT_TRUE(p != NULL, "p");
     if (fgets(hash, sizeof hash, p) == NULL)
         hash[0] = '\0';
     pclose(p);
     hash[strcspn(hash, "\n")] = '\0';
-    assert_true(strlen(hash) == 8);
+    EXPECT_TRUE(strlen(hash) == 8, "strlen(hash) == 8");
     snprintf(dir, sizeof dir, "%s/sysdir", tdir);
     snprintf(link, sizeof link, "%s/%s.0", dir, hash);
     snprintf(file, sizeof file, "%s/ca.pem", tdir);
     if (mkdir(dir, 0700) < 0)
-        assert_int_equal(errno, EEXIST);
+        EXPECT_INT(errno, EEXIST, "errno");
     (void)unlink(link);
-    assert_int_equal(symlink(file, link), 0);
+    EXPECT_INT(symlink(file, link), 0, "symlink: %s", strerror(errno));
 
     static const struct {
         int use_dir, use_file, trusted;
@@ -2122,7 +2127,7 @@ test_bulk_4mib(void **state)
     struct tp *echo = tp_new(1, 0, peer_server_ctx("server"), NULL);
     int events = 0;
 
-    assert_non_null(back);
+    EXPECT_TRUE(back != NULL, "back");
     tp_add(echo, OP_HS, NULL, 0);
     tp_add(echo, OP_ECHO, NULL, 0);
     tp_start(echo);
@@ -2246,7 +2251,7 @@ test_context_fingerprint(void **state)
 
     /* the key may come inside the cert PEM; a key of another certificate is refused */
     char *both = malloc(strlen(cert("othersrv")->pem) + strlen(cert("othersrv")->key) + 1);
-    assert_non_null(both);
+    EXPECT_TRUE(both != NULL, "both");
     strcpy(both, cert("othersrv")->pem);
     strcat(both, cert("othersrv")->key);
     r = tc_ok(t, NULL, "context.set_server_certificate", "{s:I, s:s}", "context", (json_int_t)c,
@@ -2421,7 +2426,8 @@ test_shutdown_close_notify(void **state)
 
     /* small kernel buffers on both sides, so most of the data waits in the daemon */
     int small = 8 * KIB;
-    assert_int_equal(setsockopt(sink->lfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
+    EXPECT_INT(setsockopt(sink->lfd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0,
+               "setsockopt: %s", strerror(errno));
     tp_add(sink, OP_HS, NULL, 0);
     tp_add(sink, OP_GO, NULL, 0); /* read nothing until the shutdown was asked for */
     tp_add(sink, OP_DRAIN, NULL, 0);
@@ -2660,7 +2666,8 @@ test_half_client_hello(void **state)
 
     /* explicit accept */
     int fd = track_fd(h_tcp_connect(port));
-    assert_int_equal(send(fd, hello, hlen / 2, MSG_NOSIGNAL), (ssize_t)(hlen / 2));
+    EXPECT_INT(send(fd, hello, hlen / 2, MSG_NOSIGNAL), (ssize_t)(hlen / 2), "send: %s",
+               strerror(errno));
     p = expect_incoming(t, l);
     s = accept_pending(t, l, p, &id);
     tc_no_event(t, s, 300);
@@ -2672,7 +2679,8 @@ test_half_client_hello(void **state)
 
     /* auto_accept */
     fd = track_fd(h_tcp_connect(aport));
-    assert_int_equal(send(fd, hello, hlen / 2, MSG_NOSIGNAL), (ssize_t)(hlen / 2));
+    EXPECT_INT(send(fd, hello, hlen / 2, MSG_NOSIGNAL), (ssize_t)(hlen / 2), "send: %s",
+               strerror(errno));
     EXPECT_INT(h_wait_fds(pid, base + 1, H_TIMEOUT_MS), base + 1,
                "daemon fds while an auto-accepted handshake waits");
     EXPECT_INT(wait_stat_tls(t, base_tls + 1), base_tls + 1, "tls sockets during the handshake");
@@ -2788,12 +2796,12 @@ test_killed_client_mid_handshake(void **state)
     char ch = 0;
     json_decref(s0);
 
-    assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+    EXPECT_INT(pipe2(pfd, O_CLOEXEC), 0, "pipe2: %s", strerror(errno));
     track_fd(pfd[0]);
     fflush(stdout);
     fflush(stderr);
     child = fork();
-    assert_true(child >= 0);
+    EXPECT_TRUE(child >= 0, "child >= 0");
     if (child == 0)
         killed_child(pfd[1], port);
     close(pfd[1]);
@@ -3251,7 +3259,7 @@ test_generated_san_python(void **state)
 
     snprintf(path, sizeof path, "%s/san.py", tdir);
     FILE *f = fopen(path, "w");
-    assert_non_null(f);
+    EXPECT_TRUE(f != NULL, "f");
     fputs(py_san, f);
     fclose(f);
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
@@ -3394,7 +3402,7 @@ test_crl_revoked(void **state)
     long long id;
     int port;
 
-    assert_non_null(crl);
+    EXPECT_TRUE(crl != NULL, "crl");
     long long c = ctx_new(t, "{s:s, s:s, s:s}", "verify_client", "require", "ca", cert("ca")->pem,
                           "crl", crl);
     ctx_server_cert(t, c, "server");

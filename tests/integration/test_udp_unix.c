@@ -107,7 +107,7 @@ rm_dir_(const char *dir)
 static const char *
 tmpdir_(void)
 {
-    assert_true(n_dir < 8);
+    EXPECT_TRUE(n_dir < 8, "n_dir < 8");
     snprintf(trk_dir[n_dir], sizeof trk_dir[0], "/tmp/uu-XXXXXX");
     if (!mkdtemp(trk_dir[n_dir]))
         FAIL("mkdtemp: %s", strerror(errno));
@@ -143,9 +143,11 @@ raw_udp_(int v6, int *port_out)
     if (bind(fd, (struct sockaddr *)&ss, sl) != 0)
         FAIL("bind a UDP socket to loopback: %s", strerror(errno));
     if (v6)
-        assert_int_equal(setsockopt(fd, IPPROTO_IPV6, IPV6_RECVHOPLIMIT, &one, sizeof one), 0);
+        EXPECT_INT(setsockopt(fd, IPPROTO_IPV6, IPV6_RECVHOPLIMIT, &one, sizeof one), 0,
+                   "setsockopt: %s", strerror(errno));
     else
-        assert_int_equal(setsockopt(fd, IPPROTO_IP, IP_RECVTTL, &one, sizeof one), 0);
+        EXPECT_INT(setsockopt(fd, IPPROTO_IP, IP_RECVTTL, &one, sizeof one), 0, "setsockopt: %s",
+                   strerror(errno));
     if (port_out)
         *port_out = local_port_(fd);
     return fd;
@@ -224,7 +226,7 @@ raw_udp_expect_(int fd, const void *data, size_t len, int from_port, int ttl)
     int fp = -1, got_ttl = -1;
     long n;
 
-    assert_non_null(buf);
+    EXPECT_TRUE(buf != NULL, "buf");
     n = raw_udp_recv_(fd, buf, len + 16, &fp, &got_ttl, H_TIMEOUT_MS);
     if (n < 0)
         FAIL("our UDP socket got no datagram within %d ms (expected %zu bytes)", H_TIMEOUT_MS, len);
@@ -262,7 +264,7 @@ unix_sa_(const char *path, struct sockaddr_un *sun)
 
     memset(sun, 0, sizeof *sun);
     sun->sun_family = AF_UNIX;
-    assert_true(n < sizeof sun->sun_path);
+    EXPECT_TRUE(n < sizeof sun->sun_path, "n < sizeof sun->sun_path");
     memcpy(sun->sun_path, path, n);
     if (path[0] == '@') {
         sun->sun_path[0] = '\0';
@@ -294,7 +296,7 @@ raw_unix_try_connect_(const char *path, int *err)
     socklen_t sl = unix_sa_(path, &sun);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-    assert_true(fd >= 0);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
     if (connect(fd, (struct sockaddr *)&sun, sl) != 0) {
         *err = errno;
         close(fd);
@@ -396,7 +398,7 @@ daemon_fd_(int family, int type, int lport, int rport)
     }
     snprintf(path, sizeof path, "/proc/%d/fd", (int)g_d.pid);
     dir = opendir(path);
-    assert_non_null(dir);
+    EXPECT_TRUE(dir != NULL, "dir");
     while (found < 0 && (e = readdir(dir)) != NULL) {
         char link[128], lp[400];
         struct sockaddr_storage ss;
@@ -1111,7 +1113,7 @@ test_udp_max_datagram(void **state)
     json_t *r, *e;
 
     (void)state;
-    assert_non_null(buf);
+    EXPECT_TRUE(buf != NULL, "buf");
     for (int i = 0; i < 65508; i++)
         buf[i] = (unsigned char)(i * 31 + 7);
     {
@@ -1524,15 +1526,15 @@ test_unix_path_in_use(void **state)
     /* a regular file is never removed */
     snprintf(f, sizeof f, "%s/regular", dir);
     ffd = open(f, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    assert_true(ffd >= 0);
-    assert_int_equal(write(ffd, "keep me\n", 8), 8);
+    EXPECT_TRUE(ffd >= 0, "ffd >= 0");
+    EXPECT_INT(write(ffd, "keep me\n", 8), 8, "write: %s", strerror(errno));
     close(ffd);
     e = tc_expect_err(t, SOCKD_E_INTERNAL, "socket.bind", "{s:I, s:s}", SOCK(s), "address", f);
     expect_reason_errno(e, "bind_failed", EADDRINUSE);
     json_decref(e);
     EXPECT_TRUE(S_ISREG(file_mode(f)), "the regular file %s is still a regular file", f);
     ffd = open(f, O_RDONLY | O_CLOEXEC);
-    assert_true(ffd >= 0);
+    EXPECT_TRUE(ffd >= 0, "ffd >= 0");
     n = read(ffd, buf, sizeof buf);
     close(ffd);
     EXPECT_TRUE(n == 8 && memcmp(buf, "keep me\n", 8) == 0, "the regular file kept its content");
@@ -1678,11 +1680,11 @@ test_unix_address_errors(void **state)
 
     (void)state;
     /* 108 characters: one more than sun_path can hold with its NUL */
-    assert_true(dl + 2 < sizeof sun.sun_path);
+    EXPECT_TRUE(dl + 2 < sizeof sun.sun_path, "dl + 2 < sizeof sun.sun_path");
     snprintf(lp, sizeof lp, "%s/", dir);
     memset(lp + dl + 1, 'x', sizeof sun.sun_path - dl - 1);
     lp[sizeof sun.sun_path] = 0;
-    assert_int_equal(strlen(lp), sizeof sun.sun_path);
+    EXPECT_INT(strlen(lp), sizeof sun.sun_path, "strlen(lp)");
     s = open_type(t, "unix", 0);
     e = tc_expect_err(t, SOCKD_E_INVALID_PARAMS, "socket.bind", "{s:I, s:s}", SOCK(s), "address",
                       lp);
