@@ -515,7 +515,7 @@ rpc_blob_put_back(json_t *v, const char *method, json_t *params)
 }
 
 /* Sends coalesced so far reach the kernel before a request of another method sees a socket
- * (sock_io.c), and their socket.sent before its response when called before ctl_hold. */
+ * (sock_send.c), and their socket.sent before its response when called before ctl_hold. */
 static void
 rpc_flush_sends(const char *method)
 {
