@@ -8,17 +8,15 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <openssl/rand.h>
-
 #include <sockd/protocol.h>
 
-#include "b64.h"
 #include "buf.h"
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
 #include "nbguard.h"
 #include "rpc.h"
+#include "rpc_priv.h"
 #include "sock.h"
 
 static const struct rpc_method *rpc_table[64];
@@ -306,224 +304,14 @@ rpc_check_params(struct rpc_call *call, const struct rpc_method *m)
     return 0;
 }
 
-/*
- * Large payloads bypass the JSON lexer. A "data" member whose value is a long string of valid
- * base64 is decoded while the line is scanned (the strict decoder is the validation: one walk
- * over the text) and swapped, before parsing, for a short placeholder naming its span; the send
- * methods take the decoded bytes (rpc_blob), and a placeholder found anywhere else is put back
- * to the original text before the method runs, so what a method sees never changes. A value
- * that does not decode is left in the line for the parser and the method's own checks.
- */
-#define RPC_BLOB_MIN 1024
-#define RPC_BLOB_MAX 64
-static struct {
-    const char *line;
-    size_t off[RPC_BLOB_MAX], len[RPC_BLOB_MAX];
-    size_t boff[RPC_BLOB_MAX], blen[RPC_BLOB_MAX]; /* decoded, in bytes */
-    unsigned char *bytes; /* every value of the line decoded, one allocation */
-    size_t used;
-    int n;
-} rpc_blobs;
-static char rpc_blob_nonce[24]; /* "sockd-blob-" + 8 random hex; a prefix no client can guess */
-
-static void
-rpc_blob_init(void)
-{
-    unsigned char r[4];
-    if (rpc_blob_nonce[0] != '\0')
-        return;
-    if (RAND_bytes(r, sizeof r) != 1)
-        memset(r, 0x5a, sizeof r);
-    snprintf(rpc_blob_nonce, sizeof rpc_blob_nonce, "sockd-blob-%02x%02x%02x%02x:", r[0], r[1],
-             r[2], r[3]);
-}
-
-/* Forget the values lifted from the line just handled. */
-static void
-rpc_blob_reset(void)
-{
-    free(rpc_blobs.bytes);
-    rpc_blobs.bytes = NULL;
-    rpc_blobs.used = 0;
-    rpc_blobs.n = 0;
-}
-
-/* Decode the value [s, s+n) of the line as blob rpc_blobs.n; 0, or -1 if it is not base64. */
-static int
-rpc_blob_decode(const char *line, size_t len, size_t s, size_t n)
-{
-    if (rpc_blobs.bytes == NULL) {
-        /* room for every value of the line: the sum of their n / 4 * 3 is at most this */
-        rpc_blobs.bytes = malloc(len / 4 * 3 + 3);
-        if (rpc_blobs.bytes == NULL)
-            return -1; /* the parser takes the line as it is */
-        rpc_blobs.used = 0;
-    }
-    long dl = b64_decode(line + s, n, rpc_blobs.bytes + rpc_blobs.used);
-    if (dl < 0)
-        return -1;
-    rpc_blobs.boff[rpc_blobs.n] = rpc_blobs.used;
-    rpc_blobs.blen[rpc_blobs.n] = (size_t)dl;
-    rpc_blobs.used += (size_t)dl;
-    return 0;
-}
-
-/*
- * Scan a line outside strings for `"data" : "<long base64>"`; return a malloc'ed copy with each
- * such value replaced by a placeholder (NULL when there is none). Strings are skipped exactly as
- * JSON defines them, so a "data" inside another string is never taken for a key.
- */
-static char *
-rpc_blob_scan(const char *line, size_t len, size_t *outlen)
-{
-    struct buf out = {0};
-    size_t i = 0, copied = 0;
-    int key_data = 0, after_colon = 0;
-
-    rpc_blob_reset();
-    rpc_blobs.line = line;
-    while (i < len) {
-        char ch = line[i];
-        if (ch == '"') {
-            size_t s = i + 1, e = s;
-            int escaped = 0;
-            for (;;) {
-                const char *q = memchr(line + e, '"', len - e);
-                if (q == NULL) {
-                    buf_free(&out);
-                    return NULL; /* unterminated: let the parser report it */
-                }
-                e = (size_t)(q - line);
-                size_t bs = 0;
-                while (e - bs > s && line[e - bs - 1] == '\\')
-                    bs++;
-                if (bs > 0)
-                    escaped = 1;
-                if (bs % 2 == 0)
-                    break;
-                e++;
-            }
-            size_t n = e - s;
-            if (after_colon && !escaped && n >= RPC_BLOB_MIN && rpc_blobs.n < RPC_BLOB_MAX) {
-                if (rpc_blob_decode(line, len, s, n) == 0) {
-                    char ph[48];
-                    int pl = snprintf(ph, sizeof ph, "%s%d", rpc_blob_nonce, rpc_blobs.n);
-                    if (buf_append(&out, line + copied, s - copied) < 0 ||
-                        buf_append(&out, ph, (size_t)pl) < 0) {
-                        buf_free(&out);
-                        rpc_blob_reset();
-                        return NULL;
-                    }
-                    rpc_blobs.off[rpc_blobs.n] = s;
-                    rpc_blobs.len[rpc_blobs.n++] = n;
-                    copied = e;
-                }
-            }
-            key_data = !after_colon && n == 4 && memcmp(line + s, "data", 4) == 0;
-            after_colon = 0;
-            i = e + 1;
-            continue;
-        }
-        if (ch == ':') {
-            after_colon = key_data;
-            key_data = 0;
-        } else if (ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n') {
-            key_data = after_colon = 0;
-        }
-        i++;
-    }
-    if (rpc_blobs.n == 0) {
-        buf_free(&out);
-        rpc_blob_reset();
-        return NULL;
-    }
-    if (buf_append(&out, line + copied, len - copied) < 0) {
-        buf_free(&out);
-        rpc_blob_reset();
-        return NULL;
-    }
-    *outlen = buf_len(&out);
-    char *copy = malloc(buf_len(&out) + 1);
-    if (copy != NULL)
-        memcpy(copy, buf_head(&out), buf_len(&out));
-    buf_free(&out);
-    if (copy == NULL)
-        rpc_blob_reset();
-    return copy;
-}
-
-int
-rpc_blob(const json_t *value, const char **text, size_t *len, const unsigned char **bytes,
-         size_t *nbytes)
-{
-    size_t nl = strlen(rpc_blob_nonce);
-    const char *v = json_string_value(value);
-    if (rpc_blobs.n == 0 || v == NULL || strncmp(v, rpc_blob_nonce, nl) != 0)
-        return 0;
-    int k = atoi(v + nl);
-    if (k < 0 || k >= rpc_blobs.n)
-        return 0;
-    *text = rpc_blobs.line + rpc_blobs.off[k];
-    *len = rpc_blobs.len[k];
-    if (bytes != NULL) {
-        *bytes = rpc_blobs.bytes + rpc_blobs.boff[k];
-        *nbytes = rpc_blobs.blen[k];
-    }
-    return 1;
-}
-
-/* Put original text back for every placeholder in v (keep marks the one value left as is). */
-static void
-rpc_blob_restore(json_t *v, const json_t *keep)
-{
-    const char *key, *t;
-    size_t i, n;
-    json_t *m;
-
-    if (json_is_object(v)) {
-        json_object_foreach(v, key, m)
-        {
-            if (m != keep && rpc_blob(m, &t, &n, NULL, NULL))
-                json_object_set_new(v, key, json_stringn(t, n));
-            else
-                rpc_blob_restore(m, keep);
-        }
-    } else if (json_is_array(v)) {
-        json_array_foreach(v, i, m)
-        {
-            if (rpc_blob(m, &t, &n, NULL, NULL))
-                json_array_set_new(v, i, json_stringn(t, n));
-            else
-                rpc_blob_restore(m, keep);
-        }
-    }
-}
-
-/*
- * Before a request of method runs: put the lifted values of v back, but for the "data" of a
- * send (in params), which the send methods take as decoded bytes.
- */
-static void
-rpc_blob_put_back(json_t *v, const char *method, json_t *params)
-{
-    const json_t *keep = NULL;
-    if (rpc_blobs.n == 0)
-        return;
-    if (strcmp(method, "socket.send") == 0 || strcmp(method, "socket.sendto") == 0)
-        keep = json_object_get(params, "data");
-    rpc_blob_restore(v, keep);
-}
-
-/* Sends coalesced so far reach the kernel before a request of another method sees a socket
- * (sock_io.c), and their socket.sent before its response when called before ctl_hold. */
-static void
+void
 rpc_flush_sends(const char *method)
 {
     if (method == NULL || strcmp(method, "socket.send") != 0)
         sock_flush_all();
 }
 
-static json_t *
+json_t *
 rpc_error_msg(json_t *id, int code, const char *msg, json_t *data)
 {
     json_t *err = json_pack("{s:i,s:s}", "code", code, "message", msg);
@@ -546,12 +334,7 @@ rpc_id_ok(json_t *id)
     return json_is_string(id) || json_is_number(id) || json_is_null(id);
 }
 
-/*
- * Run one request whose envelope is valid: look the method up, check params (NULL: none) and
- * exec. The fd an exec hands out joins fds when there is a response to carry it. Returns the
- * request units it cost.
- */
-static int
+int
 rpc_exec(struct rpc_call *call, struct client *c, json_t *id, const char *method, json_t *params,
          int *fds, int *nfds)
 {
@@ -629,213 +412,7 @@ rpc_handle_one(struct client *c, json_t *req, int *fds, int *nfds, int *cost)
     return resp;
 }
 
-/*
- * The fast path for the common shape of a line: one request object whose members are only
- * "jsonrpc": "2.0", an "id" that is an integer or a plain string, a plain "method" string and an
- * optional "params" object, each at most once, in any order. The envelope is read by a scan, only
- * params goes to jansson, and the response envelope is written around the result with the id's
- * text as the client wrote it. A plain string has no escapes and only printable ASCII, and an
- * integer id is in its one canonical spelling, so that text is what jansson would print. Any
- * other line (batches, notifications, other id types, extra members, anything malformed) is
- * declined and takes the general path, which owns every error; so this path changes speed only,
- * which test_rpc checks byte for byte.
- */
-#define RPC_FAST_METHOD_MAX 100
-#define RPC_FAST_ID_MAX 128
-#define RPC_FAST_DEPTH_MAX 64
-static int rpc_fast_on = 1;
-static unsigned long rpc_fast_hits;
-
 void
-rpc_fastpath_enable(int on)
-{
-    rpc_fast_on = on;
-}
-
-unsigned long
-rpc_fastpath_hits(void)
-{
-    return rpc_fast_hits;
-}
-
-static size_t
-rpc_ws(const char *p, size_t i, size_t n)
-{
-    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
-        i++;
-    return i;
-}
-
-/* A plain string at p[i] of at most max chars: the index past its closing quote, or 0. */
-static size_t
-rpc_plain_str(const char *p, size_t i, size_t n, size_t max)
-{
-    size_t j = i + 1;
-    if (i >= n || p[i] != '"')
-        return 0;
-    while (j < n && p[j] != '"') {
-        if (p[j] < 0x20 || p[j] > 0x7e || p[j] == '\\' || j - i > max)
-            return 0;
-        j++;
-    }
-    return j < n ? j + 1 : 0;
-}
-
-/* A canonical integer at p[i] that fits json_int_t: the index past it, or 0. */
-static size_t
-rpc_plain_int(const char *p, size_t i, size_t n)
-{
-    size_t j = i + (i < n && p[i] == '-');
-    size_t d = j;
-    while (j < n && p[j] >= '0' && p[j] <= '9')
-        j++;
-    if (j == d || j - d > 18 || (p[d] == '0' && (j - d > 1 || d > i)))
-        return 0; /* none, too long, a leading zero or -0 */
-    if (j < n && (p[j] == '.' || p[j] == 'e' || p[j] == 'E'))
-        return 0;
-    return j;
-}
-
-/* The value of the integer rpc_plain_int found at p[i..e). */
-static json_int_t
-rpc_int_value(const char *p, size_t i, size_t e)
-{
-    int neg = p[i] == '-';
-    json_int_t v = 0;
-    for (i += (size_t)neg; i < e; i++)
-        v = v * 10 + (p[i] - '0');
-    return neg ? -v : v;
-}
-
-/* The end of the object at p[i] (brackets matched outside strings), or 0; not validated. */
-static size_t
-rpc_skip_object(const char *p, size_t i, size_t n)
-{
-    int depth = 0;
-    for (size_t j = i; j < n; j++) {
-        switch (p[j]) {
-        case '"':
-            for (j++; j < n && p[j] != '"'; j++)
-                if (p[j] == '\\')
-                    j++;
-            if (j >= n)
-                return 0;
-            break;
-        case '{':
-        case '[':
-            if (++depth > RPC_FAST_DEPTH_MAX)
-                return 0;
-            break;
-        case '}':
-        case ']':
-            if (--depth == 0)
-                return j + 1;
-            break;
-        }
-    }
-    return 0;
-}
-
-struct rpc_envelope {
-    const char *id, *method, *params;
-    size_t id_len, method_len, params_len;
-    int id_str;
-};
-
-/* Read the envelope of a fast-path line; 0 when it is one, -1 to decline. */
-static int
-rpc_fast_scan(const char *p, size_t n, struct rpc_envelope *env)
-{
-    int seen_rpc = 0;
-    size_t i = rpc_ws(p, 0, n), e;
-
-    memset(env, 0, sizeof *env);
-    if (i >= n || p[i] != '{')
-        return -1;
-    i = rpc_ws(p, i + 1, n);
-    for (;;) {
-        size_t k = i;
-        if ((i = rpc_plain_str(p, k, n, 8)) == 0)
-            return -1;
-        const char *key = p + k + 1;
-        size_t klen = i - k - 2;
-        i = rpc_ws(p, i, n);
-        if (i >= n || p[i] != ':')
-            return -1;
-        i = rpc_ws(p, i + 1, n);
-        if (klen == 7 && memcmp(key, "jsonrpc", 7) == 0 && !seen_rpc) {
-            if (n - i < 5 || memcmp(p + i, "\"2.0\"", 5) != 0)
-                return -1;
-            seen_rpc = 1;
-            e = i + 5;
-        } else if (klen == 2 && memcmp(key, "id", 2) == 0 && env->id == NULL) {
-            env->id_str = i < n && p[i] == '"';
-            e = env->id_str ? rpc_plain_str(p, i, n, RPC_FAST_ID_MAX) : rpc_plain_int(p, i, n);
-            env->id = p + i;
-            env->id_len = e - i;
-        } else if (klen == 6 && memcmp(key, "method", 6) == 0 && env->method == NULL) {
-            e = rpc_plain_str(p, i, n, RPC_FAST_METHOD_MAX);
-            env->method = p + i + 1;
-            env->method_len = e - i - 2;
-        } else if (klen == 6 && memcmp(key, "params", 6) == 0 && env->params == NULL) {
-            e = i < n && p[i] == '{' ? rpc_skip_object(p, i, n) : 0;
-            env->params = p + i;
-            env->params_len = e - i;
-        } else {
-            return -1;
-        }
-        if (e == 0)
-            return -1;
-        i = rpc_ws(p, e, n);
-        if (i < n && p[i] == ',') {
-            i = rpc_ws(p, i + 1, n);
-            continue;
-        }
-        if (i >= n || p[i] != '}')
-            return -1;
-        break;
-    }
-    if (rpc_ws(p, i + 1, n) != n || !seen_rpc || env->id == NULL || env->method == NULL)
-        return -1;
-    return 0;
-}
-
-int
-rpc_fastpath_check(const char *line, size_t len)
-{
-    struct rpc_envelope env;
-    json_t *msg, *params = NULL, *v;
-    char *idtext;
-    int ok;
-
-    if (rpc_fast_scan(line, len, &env) < 0)
-        return 0;
-    if (env.params != NULL &&
-        (params = json_loadb(env.params, env.params_len, JSON_REJECT_DUPLICATES, NULL)) == NULL)
-        return 0; /* declined there too */
-    msg = json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, NULL);
-    ok = json_is_object(msg) && json_object_size(msg) == 3u + (params != NULL);
-    v = json_object_get(msg, "jsonrpc");
-    ok = ok && json_is_string(v) && strcmp(json_string_value(v), "2.0") == 0;
-    v = json_object_get(msg, "method");
-    ok = ok && json_is_string(v) && json_string_length(v) == env.method_len &&
-         memcmp(json_string_value(v), env.method, env.method_len) == 0;
-    ok = ok && (params == NULL || json_equal(params, json_object_get(msg, "params")));
-    v = json_object_get(msg, "id");
-    idtext = v != NULL ? json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
-    ok = ok && idtext != NULL && strlen(idtext) == env.id_len &&
-         memcmp(idtext, env.id, env.id_len) == 0 && (json_is_integer(v) || json_is_string(v));
-    free(idtext);
-    json_decref(msg);
-    json_decref(params);
-    return ok ? 1 : -1;
-}
-
-/*
- * In place of a response that would take the output queue past its cap: a -32003 error for id
- * (null for a batch). A client whose queue cannot take even that does not read: it is cut off.
- */
-static void
 rpc_too_large(struct client *c, json_t *id)
 {
     json_t *data = json_pack("{s:s}", "limit", "max-output");
@@ -847,66 +424,11 @@ rpc_too_large(struct client *c, json_t *id)
     json_decref(data);
 }
 
-/* Queue a response (or, when it does not fit, rpc_too_large) for the request id. */
-static void
+void
 rpc_respond(struct client *c, json_t *id, json_t *resp, const int *fds, int nfds)
 {
     if (ctl_write_json_fds(c, resp, fds, nfds) < 0 && errno == EMSGSIZE && !c->dead)
         rpc_too_large(c, id);
-}
-
-/* Handle the line on the fast path; its cost when done, -1 when declined (nothing happened). */
-static int
-rpc_fast(struct client *c, const char *line, size_t len)
-{
-    struct rpc_envelope env;
-    struct rpc_call call;
-    char method[RPC_FAST_METHOD_MAX + 1];
-    char head[sizeof "{\"jsonrpc\":\"2.0\",\"id\":,\"result\":" + RPC_FAST_ID_MAX + 2];
-    json_t *params = NULL, *id;
-    int fds[CTL_LINE_FDS], nfds = 0, cost;
-
-    if (!rpc_fast_on || rpc_fast_scan(line, len, &env) < 0)
-        return -1;
-    if (env.params != NULL) {
-        params = json_loadb(env.params, env.params_len, JSON_REJECT_DUPLICATES, NULL);
-        if (params == NULL)
-            return -1; /* the general path reports what is wrong, and where in the line */
-    }
-    id = env.id_str ? json_stringn(env.id + 1, env.id_len - 2)
-                    : json_integer(rpc_int_value(env.id, 0, env.id_len));
-    if (id == NULL) {
-        json_decref(params);
-        return -1;
-    }
-    memcpy(method, env.method, env.method_len);
-    method[env.method_len] = '\0';
-    if (params != NULL)
-        rpc_blob_put_back(params, method, params);
-    rpc_fast_hits++;
-    rpc_flush_sends(method);
-    ctl_hold(c);
-    cost = rpc_exec(&call, c, id, method, params, fds, &nfds);
-    if (call.err_code == 0) {
-        static const char h1[] = "{\"jsonrpc\":\"2.0\",\"id\":", h2[] = ",\"result\":";
-        memcpy(head, h1, sizeof h1 - 1);
-        memcpy(head + sizeof h1 - 1, env.id, env.id_len);
-        memcpy(head + sizeof h1 - 1 + env.id_len, h2, sizeof h2 - 1);
-        if (ctl_write_result_fds(c, head, sizeof h1 - 1 + env.id_len + sizeof h2 - 1, call.result,
-                                 fds, nfds) < 0 &&
-            errno == EMSGSIZE && !c->dead)
-            rpc_too_large(c, id);
-    } else {
-        json_t *resp = rpc_error_msg(id, call.err_code, call.err_msg, call.err_data);
-        rpc_respond(c, id, resp, fds, nfds);
-        json_decref(resp);
-    }
-    ctl_release(c);
-    json_decref(call.result);
-    json_decref(call.err_data);
-    json_decref(params);
-    json_decref(id);
-    return cost;
 }
 
 /* Close fds that no response carries (handed-out sockets: the client may hold them too). */

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "nbguard.h"
 #include "sock.h"
+#include "sock_io.h"
 #include "tls.h"
 
 #include <openssl/rand.h>
@@ -159,8 +160,6 @@ sock_get(struct client *c, uint64_t id)
     struct sock *s = idmap_get(&sockd.socks, id);
     return s != NULL && s->owner == c && !s->dead ? s : NULL;
 }
-
-extern void sock_io_event(struct sock *s, int revents);
 
 static void
 sock_io_cb(EV_P_ ev_io *w, int revents)

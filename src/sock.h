@@ -203,7 +203,7 @@ struct sock {
     unsigned tls_upgrade : 1;   /* socket.starttls: TLS starts once queued plaintext is out */
     unsigned tls_announce : 2;  /* after the handshake: 0 connected, 1 accepted, 2 tls_upgraded */
     unsigned accept_auto : 1;   /* accepted by auto_accept (never announced before the handshake) */
-    unsigned flush_queued : 1;  /* sends queued for one write before the loop blocks (sock_io.c) */
+    unsigned flush_queued : 1;  /* sends held for one write before the loop blocks (sock_send.c) */
     unsigned foreign : 1;       /* socket.attach: the client shares the fd's file and its flags */
     unsigned budget_wait : 1;   /* stopped reading at max-buffer-per-uid, on the waiting list */
     unsigned port_held : 1;     /* in the registry of ports held with SO_REUSEPORT (sock_dtls.c) */
@@ -225,7 +225,7 @@ struct sock {
 
     struct sock_unix *un;     /* unix sockets only, from sock_new on */
     struct sock_opts *opts;   /* NULL until socket.setopt */
-    struct sock_resolve *rs;  /* host name connects: until connected (sock_io.c) */
+    struct sock_resolve *rs;  /* host name connects: until connected (sock_connect.c) */
     union sock_sa *asked;     /* connect destination as asked, when a rewrite changed it */
     struct sock_relay *relay; /* socket.pipe: the daemon's end of the socketpair */
     struct sock_gift *gift;   /* socket.give: waiting unowned for socket.take */
@@ -251,6 +251,7 @@ int sock_log_wanted(const struct sock *s);
 int sock_type_parse(const char *name);
 const char *sock_state_name(enum sock_state s);
 
+/* sock.c */
 /* Create a socket object owned by c, acting for id (referenced), no fd yet. NULL on ENOMEM. */
 struct sock *sock_new(struct client *c, struct ident *id, enum sock_type type, int ipv6);
 /*
@@ -274,6 +275,21 @@ void sock_reap(void);
 void sock_emit(struct sock *s, const char *method, json_t *params, json_t *req);
 /* socket.info object (new reference). */
 json_t *sock_info(struct sock *s);
+/* The reported local/remote address object of a socket (new reference). */
+json_t *sock_addr_json(const struct sock *s, int remote);
+/* Start timer which of s (allocating the timers on first use); -1 on ENOMEM. */
+int sock_timer_start(struct sock *s, enum sock_timer which, void (*cb)(EV_P_ ev_timer *, int),
+                     double after);
+/* Stop timer which of s, if it has timers at all. */
+void sock_timer_stop(struct sock *s, enum sock_timer which);
+/* socket.give: detach s from its owner; returns the gift (token) or NULL on ENOMEM. */
+struct sock_gift *sock_give(struct sock *s, double timeout);
+/* Find a gift by token. */
+struct sock_gift *sock_gift_find(const char *token);
+/* socket.take: s becomes c's under a new handle. */
+struct sock *sock_take(struct sock_gift *g, struct client *c);
+/* Close every socket still waiting to be taken (shutdown). */
+void sock_gifts_close_all(void);
 
 /* sock_io.c */
 /* Recompute which events the watcher waits for: the one place that decides interest. */
@@ -284,42 +300,8 @@ int sock_open_fd(struct sock *s, int af);
 int sock_apply_opts(struct sock *s, const char **which);
 /* True for udp/dtls. */
 int sock_is_dgram(const struct sock *s);
-/* Start connecting to an address (literal, Unix, or host name to resolve); 0, or -1 errno. */
-int sock_connect(struct sock *s, const struct addr *a, double timeout);
-/* Cancel a host-name lookup still in flight and free the resolver state, if any. */
-void sock_resolve_free(struct sock *s);
-/* Queue one datagram (to NULL: the connected peer); -1 ENOBUFS over the cap. */
-int sock_sendto(struct sock *s, const void *p, size_t n, const struct sockaddr *to, socklen_t tolen,
-                json_t *req, int notify);
-/* The reported local/remote address object of a socket (new reference). */
-json_t *sock_addr_json(const struct sock *s, int remote);
-/* socket.starttls: upgrade a connected TCP socket (after queued plaintext is flushed); s->tls
- * must exist (tls_alloc). */
-void sock_starttls(struct sock *s, struct tlsctx *t, int server, const char *server_name,
-                   json_t *req);
-/* Start timer which of s (allocating the timers on first use); -1 on ENOMEM. */
-int sock_timer_start(struct sock *s, enum sock_timer which, void (*cb)(EV_P_ ev_timer *, int),
-                     double after);
-/* Stop timer which of s, if it has timers at all. */
-void sock_timer_stop(struct sock *s, enum sock_timer which);
-/*
- * Take the oldest buffered datagram as {data (at most maxlen bytes, base64), from?, truncated?,
- * size?} (new reference); the in-buffer must hold one.
- */
-json_t *sock_dgram_pop(struct sock *s, size_t maxlen);
 /* Re-evaluate a socket that changed hands: EOF handling and watcher interest. */
 void sock_resume(struct sock *s);
-/* socket.pipe: start relaying between s and fd (the daemon's end). */
-void sock_relay_start(struct sock *s, int fd);
-/* socket.give: detach s from its owner; returns the gift (token) or NULL on ENOMEM. */
-struct sock_gift *sock_give(struct sock *s, double timeout);
-/* Find a gift by token. */
-struct sock_gift *sock_gift_find(const char *token);
-/* socket.take: s becomes c's under a new handle. */
-struct sock *sock_take(struct sock_gift *g, struct client *c);
-/* Close every socket still waiting to be taken (shutdown). */
-void sock_gifts_close_all(void);
-
 /*
  * Whom s acts for, as the policy judges it: the identity that made the socket (its client's,
  * its listener's for an accepted one), kept through socket.give and socket.take. Fills *who
@@ -336,11 +318,33 @@ int sock_policy_ok(struct sock *s, int action, const struct sockaddr *sa, sockle
 /* A configured rewrite of a connect destination: 1 and *out set, else 0. */
 int sock_rewrite(struct sock *s, const struct sockaddr *sa, socklen_t len,
                  struct sockaddr_storage *out, socklen_t *outlen);
+
+/* sock_connect.c */
+/* Start connecting to an address (literal, Unix, or host name to resolve); 0, or -1 errno. */
+int sock_connect(struct sock *s, const struct addr *a, double timeout);
+/* Cancel a host-name lookup still in flight and free the resolver state, if any. */
+void sock_resolve_free(struct sock *s);
+/* socket.starttls: upgrade a connected TCP socket (after queued plaintext is flushed); s->tls
+ * must exist (tls_alloc). */
+void sock_starttls(struct sock *s, struct tlsctx *t, int server, const char *server_name,
+                   json_t *req);
+
+/* sock_send.c */
+/* Queue one datagram (to NULL: the connected peer); -1 ENOBUFS over the cap. */
+int sock_sendto(struct sock *s, const void *p, size_t n, const struct sockaddr *to, socklen_t tolen,
+                json_t *req, int notify);
 /* Queue bytes for sending with a record for socket.sent. -1 ENOBUFS if over the cap. */
 int sock_send(struct sock *s, const void *p, size_t n, json_t *req, int notify);
 /* Write what consecutive sends of this turn queued: one socket, or every socket. */
 void sock_flush(struct sock *s);
 void sock_flush_all(void);
+
+/* sock_recv.c */
+/*
+ * Take the oldest buffered datagram as {data (at most maxlen bytes, base64), from?, truncated?,
+ * size?} (new reference); the in-buffer must hold one.
+ */
+json_t *sock_dgram_pop(struct sock *s, size_t maxlen);
 /*
  * Arm a recv, ending at the delimiter until (ulen bytes, 0: none) when given; delivers at once
  * if enough is buffered. -1 on ENOMEM (nothing armed).
@@ -351,6 +355,8 @@ int sock_recv(struct sock *s, size_t len, int partial, int stream, const void *u
 int sock_recv_cancel(struct sock *s);
 /* Begin socket.shutdown: flush, then close with reason normal. */
 void sock_shutdown(struct sock *s, json_t *req);
+
+/* sock_accept.c */
 /* Make the listener state of s if it has none yet (before listening); -1 on ENOMEM. */
 int sock_listen_alloc(struct sock *s);
 /* Start accepting on a socket with listener state; socket.incoming names req (referenced). */
@@ -361,6 +367,10 @@ struct sock_pending *sock_pending_find(struct sock *l, uint64_t num);
 struct sock *sock_pending_accept(struct sock *l, struct sock_pending *p, json_t *req, json_t *tag);
 /* Close and forget a pending connection. */
 void sock_pending_drop(struct sock *l, struct sock_pending *p);
+
+/* sock_relay.c */
+/* socket.pipe: start relaying between s and fd (the daemon's end). */
+void sock_relay_start(struct sock *s, int fd);
 
 /* sock_unix.c: pathname Unix sockets, with the client's credentials and the real path judged */
 /* Whether sa is a pathname Unix address (not abstract, not unnamed). */

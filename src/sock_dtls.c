@@ -22,6 +22,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "sock.h"
+#include "sock_io.h"
 #include "tls.h"
 
 /*
@@ -31,7 +32,7 @@
  * passed it to a UDP socket of its own: bound to the listener's address with SO_REUSEPORT and
  * connected to the peer, so the kernel routes that peer's datagrams to it from then on.
  *
- * The rest is the TLS machinery of sock_io.c / transport_tls.c: the handshake is driven by
+ * The rest is the TLS machinery of sock_connect.c / transport_tls.c: the handshake is driven by
  * sock_tls_step, each socket.send is one record (dtls_send), each record read is one
  * socket.received (dtls_recv), close_notify ends it as for TLS.
  */
@@ -52,8 +53,6 @@ static unsigned char dtls_secret[32];
 static int dtls_have_secret;
 
 static void dtls_timer_cb(EV_P_ ev_timer *w, int revents);
-/* sock_io.c: drive a socket as if its fd had become ready. */
-void sock_io_event(struct sock *s, int revents);
 
 /* s->tls->dtls, made if missing; NULL on ENOMEM. */
 static struct sock_dtls *

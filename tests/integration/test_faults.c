@@ -1,6 +1,6 @@
 /*
  * Fault tests against the real daemon (sockd-protocol.7: TRANSPORT AND FRAMING, FLOW CONTROL AND
- * LIMITS; sockd.8: LIMITS, SIGTERM; ctl.c stall/accept handling; sock_io.c accept-timeout).
+ * LIMITS; sockd.8: LIMITS, SIGTERM; ctl.c stall/accept handling; sock_accept.c accept-timeout).
  * test_robust.c covers one client killed mid-transfer, one client that never reads, one
  * half-written line and a quiet SIGTERM; these tests push the same guarantees to scale and to
  * hostile timing:

@@ -858,7 +858,7 @@ pump_until(struct tc *t, size_t want)
 
 /*
  * Lines read in one go: sends queued by consecutive socket.send requests reach the kernel together
- * (sock_io.c coalescing), which no client can tell from one write per send: responses in order,
+ * (sock_send.c coalescing), which no client can tell from one write per send: responses in order,
  * each socket.sent after its response and in order, every byte at the peer in order, and a
  * request that looks at the socket (socket.info, socket.close) sees every earlier send handed to
  * the kernel. With a small max-send-buffer, a burst larger than the cap (each send within it) is
