@@ -919,3 +919,25 @@ ctl_shutdown(double max_wait)
     sock_reap();
     ctl_reap();
 }
+
+static ev_prepare ctl_turn;
+
+/* Before the loop blocks: write what clients have queued, then free what closed this turn. */
+static void
+ctl_turn_cb(EV_P_ ev_prepare *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    sock_flush_all(); /* sends of this turn first: their socket.sent go out with the rest */
+    ctl_flush_all();
+    sock_reap();
+    ctl_reap();
+}
+
+void
+ctl_turn_start(struct ev_loop *loop)
+{
+    ev_prepare_init(&ctl_turn, ctl_turn_cb);
+    ev_prepare_start(loop, &ctl_turn);
+    ev_unref(loop); /* the prepare watcher alone must not keep the loop alive */
+}

@@ -116,6 +116,9 @@ void ctl_hold(struct client *c);
 void ctl_release(struct client *c);
 /* Close a client: its sockets silently, its connection; memory freed later. */
 void ctl_client_close(struct client *c, const char *why);
+/* Start the end-of-turn work on the loop: before it blocks, sockets' held sends are written,
+ * then every client's output, then what closed this turn is freed (the daemon, not tests). */
+void ctl_turn_start(struct ev_loop *loop);
 /* Flush queued output of every client with some (called before the loop blocks). */
 void ctl_flush_all(void);
 /* Free clients closed since the last call. */

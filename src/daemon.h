@@ -19,7 +19,6 @@ struct daemon {
     uint64_t next_handle; /* last handle given out; never reused */
     uint64_t next_client; /* last client id given out */
     ev_tstamp started;    /* ev_now at start */
-    ev_prepare prepare;   /* flushes client output and reaps closed objects */
     unsigned nclients;
     unsigned nsockets[5]; /* by enum sock_type */
     uint64_t bytes_in;    /* bytes read from network sockets */

@@ -137,6 +137,7 @@ main(int argc, char **argv)
         return 1;
     }
     daemon_init(loop);
+    ctl_turn_start(loop);
     if (conf_path != NULL && conf_load(conf_path, &sockd.conf, &err) < 0) {
         fprintf(stderr, "sockd: %s\n", err ? err : "bad configuration");
         free(err);

@@ -137,7 +137,6 @@ static int
 group_teardown(void **state)
 {
     (void)state;
-    ev_prepare_stop(sockd.loop, &sockd.prepare);
     sock_reap();
     ctl_reap();
     idmap_free(&sockd.socks);

@@ -204,7 +204,6 @@ group_teardown(void **state)
         if (system(cmd) != 0)
             fprintf(stderr, "could not remove %s\n", tdir);
     }
-    ev_prepare_stop(sockd.loop, &sockd.prepare);
     sock_reap();
     ctl_reap();
     idmap_free(&sockd.socks);
