@@ -9,7 +9,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "ctl.h"
 #include "fsid.h"
 #include "ident.h"
 #include "policy.h"
@@ -124,17 +123,6 @@ fsid_leave(void)
     if ((uid_t)setfsuid((uid_t)-1) != fsid_self.uid ||
         fsid_setgroups(fsid_self.ngroups, fsid_self.groups) < 0)
         abort(); /* a daemon left with a client's credentials must not go on */
-}
-
-void
-fsid_client_who(const struct client *c, struct policy_who *who)
-{
-    const struct ident *id = c->ident;
-    who->uid = id->uid;
-    who->gid = id->gid;
-    who->pid = id->pid;
-    who->groups = id->groups;
-    who->ngroups = id->ngroups;
 }
 
 char *

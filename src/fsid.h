@@ -8,7 +8,6 @@
 
 #include <stddef.h>
 
-struct client;
 struct policy_who;
 
 /* Largest file read whole into memory (ca_file, the config): 16 MiB. */
@@ -23,8 +22,6 @@ struct policy_who;
 int fsid_enter(const struct policy_who *who);
 /* Back to the daemon's own file-system credentials (aborts if the kernel refuses). */
 void fsid_leave(void);
-/* The identity of a control client (its SO_PEERCRED), for fsid_enter; who borrows its groups. */
-void fsid_client_who(const struct client *c, struct policy_who *who);
 /*
  * Read a whole regular file of at most cap bytes into memory without ever blocking on a FIFO
  * or device: opened O_NONBLOCK|O_NOCTTY (as who when who is not NULL), then anything but a

@@ -103,6 +103,16 @@ ident_unref(struct ident *id)
     free(id);
 }
 
+void
+ident_who(const struct ident *id, struct policy_who *who)
+{
+    who->uid = id->uid;
+    who->gid = id->gid;
+    who->pid = id->pid;
+    who->groups = id->groups;
+    who->ngroups = id->ngroups;
+}
+
 size_t
 ident_room(const struct ident *id)
 {

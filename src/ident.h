@@ -17,6 +17,7 @@
 
 struct sock;
 struct policy;
+struct policy_who;
 
 /* How many daemon.restrict calls one identity may stack, and rules per call (hard limits). */
 #define IDENT_MAX_RESTRICT 16
@@ -82,6 +83,8 @@ int ident_allows(const struct ident *id, int action, const struct sockaddr *sa, 
  * reference, NULL on ENOMEM). */
 json_t *ident_restrict_json(const struct ident *id);
 
+/* Fill *who (struct policy_who) from id: uid, gid, pid and groups, pointing into id. */
+void ident_who(const struct ident *id, struct policy_who *who);
 /* Bytes the uid may still queue under max-buffer-per-uid (0 when full). */
 size_t ident_room(const struct ident *id);
 

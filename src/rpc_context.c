@@ -10,6 +10,7 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "fsid.h"
+#include "ident.h"
 #include "policy.h"
 #include "rpc.h"
 #include "tls.h"
@@ -128,7 +129,7 @@ context_read_file(struct rpc_call *call, const char *param, const char *what, si
     struct policy_who who;
     if (path == NULL)
         return 0;
-    fsid_client_who(call->client, &who);
+    ident_who(call->client->ident, &who);
     if ((*text = fsid_read_file(&who, path, cap, len)) != NULL)
         return 0;
     return context_fail_detail(call, param, what, fsid_read_error(errno));

@@ -64,7 +64,7 @@ daemon_restrict(struct rpc_call *call)
         if (!json_is_string(v))
             goto bad_type;
     }
-    fsid_client_who(call->client, &who);
+    ident_who(call->client->ident, &who);
     if (fsid_enter(&who) < 0)
         return rpc_fail_errno(call, SOCKD_E_INTERNAL, NULL, errno, "switching credentials");
     json_array_foreach(rules, i, v)
@@ -143,7 +143,7 @@ daemon_check(struct rpc_call *call)
         return rpc_fail_param(call, "address", "%s", cause);
     if (a.kind != ADDR_IP || a.port < 0)
         return rpc_fail_param(call, "address", "an IP address literal with a port");
-    fsid_client_who(call->client, &who);
+    ident_who(call->client->ident, &who);
     const struct sockaddr *sa = (const struct sockaddr *)&a.sa;
     int ok = policy_allows(sockd.conf.policy, (enum policy_action)action, sa, a.salen, &who) &&
              ident_allows(call->client->ident, action, sa, a.salen);

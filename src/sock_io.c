@@ -84,12 +84,7 @@ sock_open_fd(struct sock *s, int af)
 int
 sock_who(const struct sock *s, struct policy_who *who)
 {
-    const struct ident *id = s->ident;
-    who->uid = id->uid;
-    who->gid = id->gid;
-    who->pid = id->pid;
-    who->groups = id->groups;
-    who->ngroups = id->ngroups;
+    ident_who(s->ident, who);
     return 1;
 }
 
