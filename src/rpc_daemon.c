@@ -16,26 +16,64 @@
 #include "sock.h"
 #include "tls.h"
 
+/* A limit daemon.hello reports: its name there and its value now. */
+struct hello_limit {
+    const char *name;
+    long long value;
+};
+
+/*
+ * The limits in force, configured and built in, under the names sockd-protocol.7 gives them
+ * (METHODS, daemon.hello); test_rpc pins every name and default.
+ */
+static json_t *
+hello_limits(void)
+{
+    const struct conf *cf = &sockd.conf;
+    const struct hello_limit rows[] = {
+        {"max_clients", cf->max_clients},
+        {"max_sockets_per_client", cf->max_sockets_per_client},
+        {"max_send_buffer", (long long)cf->max_send_buffer},
+        {"max_message", (long long)cf->max_message},
+        {"max_pending_accepts", cf->max_pending_accepts},
+        {"accept_timeout_ms", cf->accept_timeout_ms},
+        {"client_line_timeout_ms", cf->line_timeout_ms},
+        {"max_recv_length", SOCK_MAX_RECV},
+        {"max_clients_per_uid", cf->max_clients_per_uid},
+        {"max_sockets_per_uid", cf->max_sockets_per_uid},
+        {"max_buffer_per_uid", (long long)cf->max_buffer_per_uid},
+        {"max_output_queue", (long long)ctl_out_hard()},
+        {"max_fds_per_message", CTL_LINE_FDS},
+        {"max_tag", RPC_TAG_MAX},
+        {"max_until", SOCK_UNTIL_MAX},
+        {"max_udp_payload", SOCK_UDP_PAYLOAD_MAX},
+        {"max_dtls_payload", DTLS_MAX_PAYLOAD},
+        {"max_restrictions", IDENT_MAX_RESTRICT},
+        {"max_restrict_rules", IDENT_MAX_RULES},
+    };
+    json_t *o = json_object();
+    for (size_t i = 0; o != NULL && i < sizeof rows / sizeof rows[0]; i++)
+        if (json_object_set_new(o, rows[i].name, json_integer(rows[i].value)) < 0) {
+            json_decref(o);
+            o = NULL;
+        }
+    return o;
+}
+
 /* daemon.hello: who we are, what we speak, and the limits in force. */
 static int
 daemon_hello(struct rpc_call *call)
 {
-    const struct conf *cf = &sockd.conf;
     const char *name = rpc_str(call, "client");
     if (name != NULL)
         snprintf(call->client->name, sizeof call->client->name, "%s", name);
-    call->result = json_pack(
-        "{s:s,s:s,s:i,s:o,s:[s,s],s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}}", "server",
-        "sockd", "version", PACKAGE_VERSION, "protocol", SOCKD_PROTOCOL_VERSION, "methods",
-        rpc_method_names(), "features", "recv_until", "readahead", "limits", "max_clients",
-        (json_int_t)cf->max_clients, "max_sockets_per_client",
-        (json_int_t)cf->max_sockets_per_client, "max_send_buffer", (json_int_t)cf->max_send_buffer,
-        "max_message", (json_int_t)cf->max_message, "max_pending_accepts",
-        (json_int_t)cf->max_pending_accepts, "accept_timeout_ms", (json_int_t)cf->accept_timeout_ms,
-        "client_line_timeout_ms", (json_int_t)cf->line_timeout_ms, "max_recv_length",
-        (json_int_t)SOCK_MAX_RECV, "max_clients_per_uid", (json_int_t)cf->max_clients_per_uid,
-        "max_sockets_per_uid", (json_int_t)cf->max_sockets_per_uid, "max_buffer_per_uid",
-        (json_int_t)cf->max_buffer_per_uid);
+    json_t *limits = hello_limits();
+    call->result = limits == NULL
+                       ? NULL
+                       : json_pack("{s:s,s:s,s:i,s:o,s:[s,s],s:o}", "server", "sockd", "version",
+                                   PACKAGE_VERSION, "protocol", SOCKD_PROTOCOL_VERSION, "methods",
+                                   rpc_method_names(), "features", "recv_until", "readahead",
+                                   "limits", limits);
     json_t *rx = ident_restrict_json(call->client->ident);
     if (call->result == NULL || rx == NULL || json_object_set_new(call->result, "restrict", rx) < 0)
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");

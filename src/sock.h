@@ -242,6 +242,8 @@ sock_ssl(const struct sock *s)
 
 /* Receive read-ahead per socket while no recv is pending. */
 #define SOCK_READAHEAD (256u << 10)
+/* Largest UDP datagram payload (65535 less the IPv4 and UDP headers). */
+#define SOCK_UDP_PAYLOAD_MAX 65507
 /* Largest socket.recv length. */
 #define SOCK_MAX_RECV (16u << 20)
 

@@ -945,6 +945,14 @@ test_hello(void **state)
         {"max_clients_per_uid", 128},
         {"max_sockets_per_uid", 16384},
         {"max_buffer_per_uid", 256 << 20},
+        {"max_output_queue", (64 << 20) + (16 << 20)},
+        {"max_fds_per_message", 8},
+        {"max_tag", 4096},
+        {"max_until", 16},
+        {"max_udp_payload", 65507},
+        {"max_dtls_payload", 16384},
+        {"max_restrictions", 16},
+        {"max_restrict_rules", 64},
     };
     assert_int_equal(json_object_size(limits), NELEM(lim));
     for (size_t k = 0; k < NELEM(lim); k++) {
