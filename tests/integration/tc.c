@@ -277,6 +277,20 @@ daemon_new_(const char *conf)
 }
 
 void
+daemon_stop_(struct h_daemon *d)
+{
+    int i = 0;
+
+    while (i < n_daemon && trk_daemon[i] != d)
+        i++;
+    EXPECT_TRUE(i < n_daemon, "daemon %p is not tracked", (void *)d);
+    trk_daemon[i] = trk_daemon[--n_daemon];
+    trk_daemon[n_daemon] = NULL;
+    h_daemon_stop(d);
+    free(d);
+}
+
+void
 tc_cleanup(void)
 {
     for (int i = 0; i < n_tc; i++) {

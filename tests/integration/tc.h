@@ -127,6 +127,8 @@ void tc_close(struct tc *t);
 struct h_peer *peer_new_(enum h_peer_mode mode, int v6);
 /* A tracked daemon of its own (conf may be NULL), started; stopped by tc_cleanup. */
 struct h_daemon *daemon_new_(const char *conf);
+/* Stop a tracked daemon now (h_daemon_stop: asserts a clean exit) and forget it. */
+void daemon_stop_(struct h_daemon *d);
 /* Release what the test made: clients, fds, peers, daemons (in that order). */
 void tc_cleanup(void);
 /* tc_cleanup as a cmocka teardown. */
@@ -232,6 +234,7 @@ int raw_wait_closed_(int fd, int ms);
 #define tc_new(...) (TC_AT(), tc_new_(__VA_ARGS__))
 #define peer_new(...) (TC_AT(), peer_new_(__VA_ARGS__))
 #define daemon_new(...) (TC_AT(), daemon_new_(__VA_ARGS__))
+#define daemon_stop(...) (TC_AT(), daemon_stop_(__VA_ARGS__))
 #define close_fd(...) (TC_AT(), close_fd_(__VA_ARGS__))
 #define jget(...) (TC_AT(), jget_(__VA_ARGS__))
 #define jint(...) (TC_AT(), jint_(__VA_ARGS__))
