@@ -47,9 +47,7 @@ handoff_buffered(struct sock *s, json_t *result)
 static int
 socket_detach(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
-    if (s == NULL)
-        return -1;
+    struct sock *s = call->sock;
     if (s->type == SOCK_TLS || s->type == SOCK_DTLS || sock_ssl(s) != NULL)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
                         "detach: a TLS socket's state lives in the daemon; use socket.pipe");
@@ -182,10 +180,8 @@ socket_attach(struct rpc_call *call)
 static int
 socket_pipe(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
+    struct sock *s = call->sock;
     int sv[2];
-    if (s == NULL)
-        return -1;
     if (sock_is_dgram(s) || s->state != SS_CONNECTED || s->relay != NULL || s->shut_wanted)
         return rpc_fail_state(call, s, "pipe");
     if (s->recv_pending)
@@ -203,9 +199,9 @@ socket_pipe(struct rpc_call *call)
 static int
 socket_give(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
+    struct sock *s = call->sock;
     long long tmo;
-    if (s == NULL || rpc_int_range(call, "timeout_ms", 1, 86400000, 60000, &tmo) < 0)
+    if (rpc_int_range(call, "timeout_ms", 1, 86400000, 60000, &tmo) < 0)
         return -1;
     struct sock_gift *g = sock_give(s, (double)tmo / 1000.0);
     if (g == NULL)
@@ -244,7 +240,10 @@ static const struct rpc_param p_give[] = {
 static const struct rpc_param p_take[] = {{"token", RPC_P_STR, 1}, {NULL, 0, 0}};
 
 const struct rpc_method rpc_handoff_methods[] = {
-    {"socket.detach", socket_detach, p_socket}, {"socket.attach", socket_attach, p_attach},
-    {"socket.pipe", socket_pipe, p_socket},     {"socket.give", socket_give, p_give},
-    {"socket.take", socket_take, p_take},       {NULL, NULL, NULL},
+    {"socket.detach", socket_detach, p_socket, RPC_TARGET_SOCK, 0},
+    {"socket.attach", socket_attach, p_attach, RPC_TARGET_NONE, 0},
+    {"socket.pipe", socket_pipe, p_socket, RPC_TARGET_SOCK, 0},
+    {"socket.give", socket_give, p_give, RPC_TARGET_SOCK, 0},
+    {"socket.take", socket_take, p_take, RPC_TARGET_NONE, 0},
+    {NULL, NULL, NULL, RPC_TARGET_NONE, 0},
 };

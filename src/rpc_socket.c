@@ -18,15 +18,6 @@
 #include "sock.h"
 #include "tls.h"
 
-struct sock *
-rpc_sock(struct rpc_call *call)
-{
-    struct sock *s = sock_get(call->client, (uint64_t)rpc_int(call, "socket", 0));
-    if (s == NULL)
-        rpc_fail_handle(call, "socket");
-    return s;
-}
-
 int
 rpc_fail_state(struct rpc_call *call, struct sock *s, const char *what)
 {
@@ -145,12 +136,10 @@ socket_open(struct rpc_call *call)
 static int
 socket_connect(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
+    struct sock *s = call->sock;
     struct addr a;
     long long tmo;
 
-    if (s == NULL)
-        return -1;
     if (s->state != SS_OPEN && s->state != SS_BOUND)
         return rpc_fail_state(call, s, "connect");
     if (rpc_int_range(call, "timeout_ms", 1, 86400000, 0, &tmo) < 0 ||
@@ -315,11 +304,9 @@ rpc_bind_unix(struct rpc_call *call, struct sock *s, const char *text)
 static int
 socket_bind(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
+    struct sock *s = call->sock;
     struct addr a;
 
-    if (s == NULL)
-        return -1;
     if (s->state != SS_OPEN || s->fd >= 0)
         return rpc_fail_state(call, s, "bind");
     const char *text = rpc_str(call, "address");
@@ -351,11 +338,9 @@ socket_bind(struct rpc_call *call)
 static int
 socket_listen(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
+    struct sock *s = call->sock;
     long long backlog;
 
-    if (s == NULL)
-        return -1;
     if (s->state != SS_OPEN && s->state != SS_BOUND)
         return rpc_fail_state(call, s, "listen");
     if (sock_is_dgram(s) && s->type != SOCK_DTLS) /* dtls listens: the cookie exchange */
@@ -399,9 +384,7 @@ socket_listen(struct rpc_call *call)
 static struct sock_pending *
 rpc_pending(struct rpc_call *call, struct sock **lp)
 {
-    struct sock *l = rpc_sock(call);
-    if (l == NULL)
-        return NULL;
+    struct sock *l = call->sock;
     if (l->state != SS_LISTENING) {
         rpc_fail_state(call, l, "accept/reject");
         return NULL;
@@ -445,9 +428,7 @@ socket_reject(struct rpc_call *call)
 static int
 socket_shutdown(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
-    if (s == NULL)
-        return -1;
+    struct sock *s = call->sock;
     if ((s->state != SS_CONNECTED && s->state != SS_CONNECTING &&
          !(sock_is_dgram(s) && s->state == SS_BOUND)) ||
         s->shut_wanted)
@@ -459,9 +440,7 @@ socket_shutdown(struct rpc_call *call)
 static int
 socket_close(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
-    if (s == NULL)
-        return -1;
+    struct sock *s = call->sock;
     call->result = json_pack("{s:I}", "discarded", (json_int_t)buf_len(&s->out));
     sock_close(s, NULL, 0, NULL, NULL);
     return 0;
@@ -471,9 +450,7 @@ socket_close(struct rpc_call *call)
 static int
 socket_starttls(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
-    if (s == NULL)
-        return -1;
+    struct sock *s = call->sock;
     struct tlsctx *t = tlsctx_get(call->client, (uint64_t)rpc_int(call, "context", 0));
     if (t == NULL)
         return rpc_fail_handle(call, "context");
@@ -513,7 +490,7 @@ socket_starttls(struct rpc_call *call)
 static int
 socket_setopt(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
+    struct sock *s = call->sock;
     static const struct {
         const char *name;
         unsigned bit;
@@ -530,8 +507,6 @@ socket_setopt(struct rpc_call *call)
     struct sock_opts o;
     const char *which;
 
-    if (s == NULL)
-        return -1;
     o = s->opts ? *s->opts : (struct sock_opts){0};
     int *vals[] = {&o.nodelay, &o.keepalive, &o.broadcast, &o.ttl, &o.rcvbuf, &o.sndbuf};
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -565,9 +540,7 @@ socket_setopt(struct rpc_call *call)
 static int
 socket_info(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
-    if (s == NULL)
-        return -1;
+    struct sock *s = call->sock;
     call->result = sock_info(s);
     return 0;
 }
@@ -613,17 +586,17 @@ static const struct rpc_param p_setopt[] = {
     {"sndbuf", RPC_P_INT, 0},     {NULL, 0, 0}};
 
 const struct rpc_method rpc_socket_methods[] = {
-    {"socket.open", socket_open, p_open},
-    {"socket.connect", socket_connect, p_connect},
-    {"socket.bind", socket_bind, p_bind},
-    {"socket.listen", socket_listen, p_listen},
-    {"socket.accept", socket_accept, p_accept},
-    {"socket.reject", socket_reject, p_reject},
-    {"socket.shutdown", socket_shutdown, p_socket},
-    {"socket.close", socket_close, p_socket},
-    {"socket.info", socket_info, p_socket},
-    {"socket.setopt", socket_setopt, p_setopt},
-    {"socket.starttls", socket_starttls, p_starttls},
-    {"socket.list", socket_list, p_none},
-    {NULL, NULL, NULL},
+    {"socket.open", socket_open, p_open, RPC_TARGET_NONE, 0},
+    {"socket.connect", socket_connect, p_connect, RPC_TARGET_SOCK, 0},
+    {"socket.bind", socket_bind, p_bind, RPC_TARGET_SOCK, 0},
+    {"socket.listen", socket_listen, p_listen, RPC_TARGET_SOCK, 0},
+    {"socket.accept", socket_accept, p_accept, RPC_TARGET_SOCK, 0},
+    {"socket.reject", socket_reject, p_reject, RPC_TARGET_SOCK, 0},
+    {"socket.shutdown", socket_shutdown, p_socket, RPC_TARGET_SOCK, 0},
+    {"socket.close", socket_close, p_socket, RPC_TARGET_SOCK, 0},
+    {"socket.info", socket_info, p_socket, RPC_TARGET_SOCK, 0},
+    {"socket.setopt", socket_setopt, p_setopt, RPC_TARGET_SOCK, 0},
+    {"socket.starttls", socket_starttls, p_starttls, RPC_TARGET_SOCK, 0},
+    {"socket.list", socket_list, p_none, RPC_TARGET_NONE, 0},
+    {NULL, NULL, NULL, RPC_TARGET_NONE, 0},
 };
