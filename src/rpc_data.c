@@ -156,12 +156,11 @@ socket_sendto(struct rpc_call *call)
         return rpc_fail_param(call, "data", "a datagram carries at most 65507 bytes");
     }
     if (s->fd < 0) {
-        if (sock_open_fd(s, a.sa.ss_family) < 0) {
+        if (sock_open_autobind(s, a.sa.ss_family) < 0) {
             int err = errno;
             free(owned);
             return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_OPEN_FAILED, err, "socket");
         }
-        s->state = SS_BOUND; /* the kernel binds it on the first send */
     } else if (s->local.sa.sa_family == AF_INET && a.sa.ss_family == AF_INET6) {
         free(owned);
         return rpc_fail(call, SOCKD_E_INVALID_PARAMS, SOCKD_REASON_ADDRESS_INVALID,

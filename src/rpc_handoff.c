@@ -61,13 +61,7 @@ socket_detach(struct rpc_call *call)
     handoff_buffered(s, call->result);
     if (s->rd_eof)
         json_object_set_new(call->result, "eof", json_true());
-    ev_io_stop(sockd.loop, &s->io);
-    fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) & ~O_NONBLOCK);
-    call->fd_out = s->fd;
-    s->fd = -1;
-    if (s->un != NULL)
-        s->un->unlink_local = 0; /* a detached unix listener keeps its file */
-    sock_close(s, NULL, 0, NULL, NULL);
+    call->fd_out = sock_detach(s);
     return 0;
 }
 
@@ -165,12 +159,10 @@ socket_attach(struct rpc_call *call)
     }
     s->has_local = 1;
     s->has_remote = connected != 0;
-    if (acc) {
+    if (acc)
         sock_listen_start(s, call->id);
-    } else {
-        s->state = connected ? SS_CONNECTED : SS_BOUND;
-        sock_update_io(s);
-    }
+    else
+        sock_attached(s, connected);
     call->result =
         json_pack("{s:I,s:s}", "socket", (json_int_t)s->id, "state", sock_state_name(s->state));
     return 0;

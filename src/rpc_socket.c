@@ -6,7 +6,6 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <unistd.h>
 
 #include <sockd/protocol.h>
 
@@ -197,15 +196,6 @@ rpc_sock_fd(struct rpc_call *call, struct sock *s, int af, int reuse)
     return 0;
 }
 
-/* Give up the fd of a failed bind: the socket goes back to having none. */
-static void
-rpc_drop_fd(struct sock *s)
-{
-    ev_io_stop(sockd.loop, &s->io);
-    close(s->fd);
-    s->fd = -1;
-}
-
 /*
  * Bind s to a (a pathname Unix one through sock_unix_bind, with the file mode); on failure the
  * socket goes back to having no fd. Unless share-udp-ports, a datagram socket may not bind
@@ -226,7 +216,7 @@ rpc_do_bind(struct rpc_call *call, struct sock *s, struct addr *a, int reuse, in
                       : bind(s->fd, (struct sockaddr *)&a->sa, a->salen);
         if (r < 0) {
             int err = errno;
-            rpc_drop_fd(s);
+            sock_drop_fd(s);
             if (r == -2)
                 return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
                                 "bind denied by policy");
@@ -236,7 +226,7 @@ rpc_do_bind(struct rpc_call *call, struct sock *s, struct addr *a, int reuse, in
         socklen_t glen = sizeof got;
         if (!guard || getsockname(s->fd, &got.sa, &glen) < 0 || !dtls_port_taken(s, &got.sa))
             break;
-        rpc_drop_fd(s);
+        sock_drop_fd(s);
         if (tries == 8)
             return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_BIND_FAILED, EADDRINUSE,
                                   "bind");
@@ -248,11 +238,10 @@ rpc_do_bind(struct rpc_call *call, struct sock *s, struct addr *a, int reuse, in
         getsockname(s->fd, &s->local.sa, &len);
     }
     if (s->type == SOCK_DTLS && dtls_port_hold(s) < 0) {
-        rpc_drop_fd(s);
+        sock_drop_fd(s);
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     }
-    s->has_local = 1;
-    s->state = SS_BOUND;
+    sock_bound(s);
     return 0;
 }
 
@@ -368,11 +357,8 @@ socket_listen(struct rpc_call *call)
     /* dtls: no kernel listen; peers come through DTLSv1_listen on the bound socket */
     if (s->type != SOCK_DTLS && listen(s->fd, (int)backlog) < 0) {
         int err = errno;
-        if (was_open) { /* a failed call leaves the socket as it was */
-            rpc_drop_fd(s);
-            s->state = SS_OPEN;
-            s->has_local = 0;
-        }
+        if (was_open) /* a failed call leaves the socket as it was */
+            sock_unbind(s);
         return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_LISTEN_FAILED, err, "listen");
     }
     s->auto_accept = rpc_bool(call, "auto_accept", 0);
