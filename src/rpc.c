@@ -18,25 +18,10 @@
 #include "rpc.h"
 #include "rpc_priv.h"
 #include "sock.h"
+#include "tls.h"
 
 static const struct rpc_method *rpc_table[64];
-static unsigned char rpc_costs[64]; /* request units of rpc_table[i] in a turn */
 static size_t rpc_count;
-
-/*
- * Methods that cost a whole turn (CTL_REQS_PER_TURN units) instead of one: each builds an
- * OpenSSL context (and some parse or make and sign a key), measured at 1 to 3 ms, hundreds of
- * pings' worth; so a client's turn holds at most one of them.
- */
-static const char *const rpc_heavy[] = {
-    "context.create",
-    "context.set_server_certificate",
-    "context.set_client_certificate",
-    "context.generate_certificate",
-    "context.disable_client_certificate",
-    "context.set_alpn",
-    "context.enable_dtls",
-};
 
 static int
 rpc_cmp(const void *a, const void *b)
@@ -59,23 +44,17 @@ rpc_table_init(void)
             if (rpc_count < sizeof rpc_table / sizeof rpc_table[0])
                 rpc_table[rpc_count++] = m;
     qsort(rpc_table, rpc_count, sizeof rpc_table[0], rpc_cmp);
-    for (size_t i = 0; i < rpc_count; i++) {
-        rpc_costs[i] = 1;
-        for (size_t h = 0; h < sizeof rpc_heavy / sizeof rpc_heavy[0]; h++)
-            if (strcmp(rpc_table[i]->name, rpc_heavy[h]) == 0)
-                rpc_costs[i] = CTL_REQS_PER_TURN;
-    }
 }
 
-/* The method of that name (NULL if none); *cost gets its request units. */
-static const struct rpc_method *
-rpc_lookup(const char *name, int *cost)
+const struct rpc_method *
+rpc_method_find(const char *name)
 {
-    struct rpc_method key = {name, NULL, NULL};
+    struct rpc_method key = {.name = name};
     const struct rpc_method *kp = &key, *const * hit;
+    if (name == NULL)
+        return NULL;
     rpc_table_init();
     hit = bsearch(&kp, rpc_table, rpc_count, sizeof rpc_table[0], rpc_cmp);
-    *cost = hit ? rpc_costs[hit - rpc_table] : 1;
     return hit ? *hit : NULL;
 }
 
@@ -305,9 +284,9 @@ rpc_check_params(struct rpc_call *call, const struct rpc_method *m)
 }
 
 void
-rpc_flush_sends(const char *method)
+rpc_flush_sends(const struct rpc_method *m)
 {
-    if (method == NULL || strcmp(method, "socket.send") != 0)
+    if (m == NULL || !(m->flags & RPC_F_COALESCE))
         sock_flush_all();
 }
 
@@ -334,27 +313,40 @@ rpc_id_ok(json_t *id)
     return json_is_string(id) || json_is_number(id) || json_is_null(id);
 }
 
-int
-rpc_exec(struct rpc_call *call, struct client *c, json_t *id, const char *method, json_t *params,
-         int *fds, int *nfds)
+/* The handle the method targets, into call->sock or call->ctx; -1 after -32001. */
+static int
+rpc_target(struct rpc_call *call, const struct rpc_method *m)
 {
-    const struct rpc_method *m;
-    int cost;
+    switch (m->target) {
+    case RPC_TARGET_NONE:
+        break;
+    case RPC_TARGET_SOCK:
+        call->sock = sock_get(call->client, (uint64_t)rpc_int(call, "socket", 0));
+        return call->sock != NULL ? 0 : rpc_fail_handle(call, "socket");
+    case RPC_TARGET_CTX:
+        call->ctx = tlsctx_get(call->client, (uint64_t)rpc_int(call, "context", 0));
+        return call->ctx != NULL ? 0 : rpc_fail_handle(call, "context");
+    }
+    return 0;
+}
 
-    rpc_flush_sends(method); /* batch members run under the batch's hold */
+int
+rpc_exec(struct rpc_call *call, struct client *c, json_t *id, const char *method,
+         const struct rpc_method *m, json_t *params, int *fds, int *nfds)
+{
+    rpc_flush_sends(m); /* batch members run under the batch's hold */
     sockd.requests++;
     memset(call, 0, sizeof *call);
     call->client = c;
     call->id = id;
     call->fd_out = -1;
-    m = rpc_lookup(method, &cost);
     if (m == NULL) {
         rpc_fail(call, SOCKD_E_NO_METHOD, NULL, "method not found: %.100s", method);
     } else if (params != NULL && !json_is_object(params)) {
         rpc_fail(call, SOCKD_E_INVALID_PARAMS, NULL, "params must be an object");
     } else {
         call->params = params ? json_incref(params) : json_object();
-        if (rpc_check_params(call, m) == 0 && m->exec(call) == 0)
+        if (rpc_check_params(call, m) == 0 && rpc_target(call, m) == 0 && m->exec(call) == 0)
             call->err_code = 0;
         json_decref(call->params);
     }
@@ -367,7 +359,7 @@ rpc_exec(struct rpc_call *call, struct client *c, json_t *id, const char *method
     if (id == NULL && call->err_code != 0)
         log_debug("client %llu: notification %s failed: %s", (unsigned long long)c->id, method,
                   call->err_msg);
-    return cost;
+    return m != NULL && (m->flags & RPC_F_HEAVY) ? CTL_REQS_PER_TURN : 1;
 }
 
 /*
@@ -378,6 +370,7 @@ static json_t *
 rpc_handle_one(struct client *c, json_t *req, int *fds, int *nfds, int *cost)
 {
     struct rpc_call call;
+    const struct rpc_method *m;
     json_t *id, *resp, *params, *jv, *mv;
 
     *cost = 1;
@@ -394,8 +387,9 @@ rpc_handle_one(struct client *c, json_t *req, int *fds, int *nfds, int *cost)
         return rpc_invalid(id, "method must be a string");
 
     params = json_object_get(req, "params");
-    rpc_blob_put_back(req, json_string_value(mv), params);
-    *cost = rpc_exec(&call, c, id, json_string_value(mv), params, fds, nfds);
+    m = rpc_method_find(json_string_value(mv));
+    rpc_blob_put_back(req, m, params);
+    *cost = rpc_exec(&call, c, id, json_string_value(mv), m, params, fds, nfds);
     if (id == NULL) {
         json_decref(call.result);
         json_decref(call.err_data);
@@ -567,7 +561,8 @@ rpc_run_line(struct client *c, const char *line, size_t len, int budget)
         rpc_blob_reset();
         return 1;
     }
-    rpc_flush_sends(json_string_value(json_object_get(msg, "method"))); /* NULL for a batch */
+    /* a batch (no method) flushes */
+    rpc_flush_sends(rpc_method_find(json_string_value(json_object_get(msg, "method"))));
     ctl_hold(c);
     if (json_is_array(msg) && json_array_size(msg) > 0) {
         struct rpc_batch b = {.msg = msg};

@@ -28,12 +28,17 @@ struct rpc_param {
     int required;
 };
 
+struct sock;
+struct tlsctx;
+
 /* One request while it runs; exec fills result or the error. */
 struct rpc_call {
     struct client *client;
-    json_t *id;     /* borrowed; NULL for a notification */
-    json_t *params; /* borrowed; always an object, checked against the method's params */
-    json_t *result; /* set by exec (new reference); NULL means {} */
+    json_t *id;         /* borrowed; NULL for a notification */
+    json_t *params;     /* borrowed; always an object, checked against the method's params */
+    struct sock *sock;  /* RPC_TARGET_SOCK: the caller's socket named by "socket" */
+    struct tlsctx *ctx; /* RPC_TARGET_CTX: the caller's context named by "context" */
+    json_t *result;     /* set by exec (new reference); NULL means {} */
     int err_code;
     char err_msg[256];
     json_t *err_data;
@@ -42,10 +47,34 @@ struct rpc_call {
 
 typedef int (*rpc_exec_fn)(struct rpc_call *call);
 
+/*
+ * What the dispatcher resolves before exec runs, after the params are checked: a handle the
+ * caller does not own fails the request with -32001, as an unknown one does.
+ */
+enum rpc_target {
+    RPC_TARGET_NONE, /* nothing: exec reads every param itself */
+    RPC_TARGET_SOCK, /* call->sock from the "socket" param */
+    RPC_TARGET_CTX,  /* call->ctx from the "context" param */
+};
+
+/* What a method row says about its method beyond its params. */
+enum rpc_flag {
+    /* Costs a whole turn (CTL_REQS_PER_TURN request units) instead of one: it builds an OpenSSL
+     * context (and may parse or make and sign a key), 1 to 3 ms, hundreds of pings' worth. */
+    RPC_F_HEAVY = 1u << 0,
+    /* Its "data" param may stay lifted out of the line (rpc_blob): exec takes it as bytes. */
+    RPC_F_PAYLOAD = 1u << 1,
+    /* Sends coalesced so far are not flushed before it: it queues more of them. */
+    RPC_F_COALESCE = 1u << 2,
+};
+
+/* One row of a method table. */
 struct rpc_method {
     const char *name;
     rpc_exec_fn exec;
     const struct rpc_param *params; /* terminated by a NULL name */
+    enum rpc_target target;
+    unsigned flags; /* enum rpc_flag bits */
 };
 
 /*
@@ -100,9 +129,6 @@ json_t *rpc_get(const struct rpc_call *call, const char *name);
 int rpc_int_range(struct rpc_call *call, const char *name, long long lo, long long hi,
                   long long dflt, long long *out);
 
-struct sock;
-/* The socket named by the "socket" param if the caller owns it; NULL after setting -32001. */
-struct sock *rpc_sock(struct rpc_call *call);
 /* -32002 naming the socket's state and type. */
 int rpc_fail_state(struct rpc_call *call, struct sock *s, const char *what);
 

@@ -197,12 +197,12 @@ rpc_blob_restore(json_t *v, const json_t *keep)
 }
 
 void
-rpc_blob_put_back(json_t *v, const char *method, json_t *params)
+rpc_blob_put_back(json_t *v, const struct rpc_method *m, json_t *params)
 {
     const json_t *keep = NULL;
     if (rpc_blobs.n == 0)
         return;
-    if (strcmp(method, "socket.send") == 0 || strcmp(method, "socket.sendto") == 0)
+    if (m != NULL && (m->flags & RPC_F_PAYLOAD))
         keep = json_object_get(params, "data");
     rpc_blob_restore(v, keep);
 }

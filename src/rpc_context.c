@@ -32,16 +32,6 @@ context_fail_detail(struct rpc_call *call, const char *param, const char *what, 
     return -1;
 }
 
-/* The context named by the "context" param if the caller owns it; NULL after -32001. */
-static struct tlsctx *
-context_arg(struct rpc_call *call)
-{
-    struct tlsctx *t = tlsctx_get(call->client, (uint64_t)rpc_int(call, "context", 0));
-    if (t == NULL)
-        rpc_fail_handle(call, "context");
-    return t;
-}
-
 /* An ALPN list param (array of 1..255-byte strings) in wire form (malloc'ed, NULL if empty). */
 static int
 context_alpn_wire(struct rpc_call *call, const char *param, unsigned char **out, unsigned *lenp)
@@ -266,7 +256,7 @@ context_server_names(struct rpc_call *call, const char **names, unsigned *n)
 static int
 context_set_cert(struct rpc_call *call, enum tlsctx_role role)
 {
-    struct tlsctx *t = context_arg(call);
+    struct tlsctx *t = call->ctx;
     const char *kp = rpc_str(call, "key"), *cp = rpc_str(call, "chain");
     STACK_OF(X509) * certs, *extra;
     EVP_PKEY *key = NULL;
@@ -276,7 +266,7 @@ context_set_cert(struct rpc_call *call, enum tlsctx_role role)
     unsigned nnames = 0;
     int rc;
 
-    if (t == NULL || (role == TLSCTX_SERVER && context_server_names(call, names, &nnames) < 0))
+    if (role == TLSCTX_SERVER && context_server_names(call, names, &nnames) < 0)
         return -1;
     certs =
         tlsctx_pem_certs(rpc_str(call, "cert"), kp == NULL ? &key : NULL, detail, sizeof detail);
@@ -397,14 +387,14 @@ context_sans(struct rpc_call *call, struct tlsctx_gen *g, const char **sans)
 static int
 context_generate_certificate(struct rpc_call *call)
 {
-    struct tlsctx *t = context_arg(call);
+    struct tlsctx *t = call->ctx;
     const char *kt = rpc_str(call, "key_type"), *sans[TLSCTX_SAN_MAX];
     struct tlsctx_gen g = {rpc_str(call, "common_name"), 0, TLSCTX_KEY_EC_P256, NULL, 0};
     enum tlsctx_role role;
     long long days;
     char detail[CONTEXT_DETAIL];
 
-    if (t == NULL || context_role(call, 1, &role) < 0 ||
+    if (context_role(call, 1, &role) < 0 ||
         rpc_int_range(call, "days", 1, TLSCTX_DAYS_MAX, 365, &days) < 0)
         return -1;
     g.days = (int)days;
@@ -438,11 +428,11 @@ context_generate_certificate(struct rpc_call *call)
 static int
 context_fingerprint(struct rpc_call *call)
 {
-    struct tlsctx *t = context_arg(call);
+    struct tlsctx *t = call->ctx;
     const char *alg = rpc_str(call, "algorithm");
     enum tlsctx_role role;
 
-    if (t == NULL || context_role(call, 0, &role) < 0)
+    if (context_role(call, 0, &role) < 0)
         return -1;
     if (alg == NULL)
         alg = "sha-256";
@@ -459,10 +449,8 @@ context_fingerprint(struct rpc_call *call)
 static int
 context_disable_client_certificate(struct rpc_call *call)
 {
-    struct tlsctx *t = context_arg(call);
+    struct tlsctx *t = call->ctx;
     char detail[CONTEXT_DETAIL];
-    if (t == NULL)
-        return -1;
     if (tlsctx_clear_cert(t, TLSCTX_CLIENT, detail, sizeof detail) < 0)
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "cannot rebuild the context: %s", detail);
     return 0;
@@ -472,12 +460,12 @@ context_disable_client_certificate(struct rpc_call *call)
 static int
 context_set_alpn(struct rpc_call *call)
 {
-    struct tlsctx *t = context_arg(call);
+    struct tlsctx *t = call->ctx;
     unsigned char *wire, *old_wire;
     unsigned wlen, old_len;
     char detail[CONTEXT_DETAIL];
 
-    if (t == NULL || context_alpn_wire(call, "protocols", &wire, &wlen) < 0)
+    if (context_alpn_wire(call, "protocols", &wire, &wlen) < 0)
         return -1;
     old_wire = t->alpn;
     old_len = t->alpn_len;
@@ -497,10 +485,8 @@ context_set_alpn(struct rpc_call *call)
 static int
 context_enable_dtls(struct rpc_call *call)
 {
-    struct tlsctx *t = context_arg(call);
+    struct tlsctx *t = call->ctx;
     char detail[CONTEXT_DETAIL];
-    if (t == NULL)
-        return -1;
     if (t->min_version > TLS1_2_VERSION)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
                         "DTLS 1.3 is not supported: context %llu has min_version tls1.3",
@@ -517,9 +503,7 @@ context_enable_dtls(struct rpc_call *call)
 static int
 context_destroy(struct rpc_call *call)
 {
-    struct tlsctx *t = context_arg(call);
-    if (t == NULL)
-        return -1;
+    struct tlsctx *t = call->ctx;
     tlsctx_destroy(t);
     return 0;
 }
@@ -555,14 +539,18 @@ static const struct rpc_param p_dtls[] = {
 static const struct rpc_param p_context[] = {{"context", RPC_P_HANDLE, 1}, {NULL, 0, 0}};
 
 const struct rpc_method rpc_context_methods[] = {
-    {"context.create", context_create, p_create},
-    {"context.set_server_certificate", context_set_server_certificate, p_server_cert},
-    {"context.set_client_certificate", context_set_client_certificate, p_client_cert},
-    {"context.generate_certificate", context_generate_certificate, p_generate},
-    {"context.fingerprint", context_fingerprint, p_fingerprint},
-    {"context.disable_client_certificate", context_disable_client_certificate, p_context},
-    {"context.set_alpn", context_set_alpn, p_alpn},
-    {"context.enable_dtls", context_enable_dtls, p_dtls},
-    {"context.destroy", context_destroy, p_context},
-    {NULL, NULL, NULL},
+    {"context.create", context_create, p_create, RPC_TARGET_NONE, RPC_F_HEAVY},
+    {"context.set_server_certificate", context_set_server_certificate, p_server_cert,
+     RPC_TARGET_CTX, RPC_F_HEAVY},
+    {"context.set_client_certificate", context_set_client_certificate, p_client_cert,
+     RPC_TARGET_CTX, RPC_F_HEAVY},
+    {"context.generate_certificate", context_generate_certificate, p_generate, RPC_TARGET_CTX,
+     RPC_F_HEAVY},
+    {"context.fingerprint", context_fingerprint, p_fingerprint, RPC_TARGET_CTX, 0},
+    {"context.disable_client_certificate", context_disable_client_certificate, p_context,
+     RPC_TARGET_CTX, RPC_F_HEAVY},
+    {"context.set_alpn", context_set_alpn, p_alpn, RPC_TARGET_CTX, RPC_F_HEAVY},
+    {"context.enable_dtls", context_enable_dtls, p_dtls, RPC_TARGET_CTX, RPC_F_HEAVY},
+    {"context.destroy", context_destroy, p_context, RPC_TARGET_CTX, 0},
+    {NULL, NULL, NULL, RPC_TARGET_NONE, 0},
 };

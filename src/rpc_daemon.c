@@ -195,7 +195,10 @@ static const struct rpc_param p_restrict[] = {{"rules", RPC_P_ARRAY, 1}, {NULL, 
 static const struct rpc_param p_none[] = {{NULL, 0, 0}};
 
 const struct rpc_method rpc_daemon_methods[] = {
-    {"daemon.check", daemon_check, p_check}, {"daemon.hello", daemon_hello, p_hello},
-    {"daemon.ping", daemon_ping, p_none},    {"daemon.restrict", daemon_restrict, p_restrict},
-    {"daemon.stats", daemon_stats, p_none},  {NULL, NULL, NULL},
+    {"daemon.check", daemon_check, p_check, RPC_TARGET_NONE, 0},
+    {"daemon.hello", daemon_hello, p_hello, RPC_TARGET_NONE, 0},
+    {"daemon.ping", daemon_ping, p_none, RPC_TARGET_NONE, 0},
+    {"daemon.restrict", daemon_restrict, p_restrict, RPC_TARGET_NONE, 0},
+    {"daemon.stats", daemon_stats, p_none, RPC_TARGET_NONE, 0},
+    {NULL, NULL, NULL, RPC_TARGET_NONE, 0},
 };

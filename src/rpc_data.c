@@ -69,14 +69,12 @@ rpc_payload(struct rpc_call *call, unsigned char **owned, const void **bytes, si
 static int
 socket_send(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
+    struct sock *s = call->sock;
     unsigned char *owned;
     const void *bytes;
     size_t n;
     int r;
 
-    if (s == NULL)
-        return -1;
     if ((rpc_get(call, "data") == NULL) == (rpc_get(call, "text") == NULL))
         return rpc_fail_param(call, rpc_get(call, "data") ? "text" : "data",
                               "give exactly one of data and text");
@@ -120,7 +118,7 @@ socket_send(struct rpc_call *call)
 static int
 socket_sendto(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
+    struct sock *s = call->sock;
     unsigned char *owned;
     const void *bytes;
     const char *cause, *text = rpc_str(call, "address");
@@ -128,8 +126,6 @@ socket_sendto(struct rpc_call *call)
     struct addr a;
     long long port;
 
-    if (s == NULL)
-        return -1;
     if (!sock_is_dgram(s) || s->type == SOCK_DTLS) /* dtls: connected to one peer */
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "sendto: %s sockets use send",
                         sock_type_name(s->type));
@@ -160,12 +156,11 @@ socket_sendto(struct rpc_call *call)
         return rpc_fail_param(call, "data", "a datagram carries at most 65507 bytes");
     }
     if (s->fd < 0) {
-        if (sock_open_fd(s, a.sa.ss_family) < 0) {
+        if (sock_open_autobind(s, a.sa.ss_family) < 0) {
             int err = errno;
             free(owned);
             return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_OPEN_FAILED, err, "socket");
         }
-        s->state = SS_BOUND; /* the kernel binds it on the first send */
     } else if (s->local.sa.sa_family == AF_INET && a.sa.ss_family == AF_INET6) {
         free(owned);
         return rpc_fail(call, SOCKD_E_INVALID_PARAMS, SOCKD_REASON_ADDRESS_INVALID,
@@ -239,13 +234,11 @@ rpc_until(struct rpc_call *call, const struct sock *s, unsigned char *d)
 static int
 socket_recv(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
+    struct sock *s = call->sock;
     long long len, tmo;
     unsigned char until[SOCK_UNTIL_MAX];
     int ulen;
 
-    if (s == NULL)
-        return -1;
     if (rpc_int_range(call, "length", 1, SOCK_MAX_RECV, 0, &len) < 0 ||
         rpc_int_range(call, "timeout_ms", 1, 86400000, 0, &tmo) < 0 ||
         (ulen = rpc_until(call, s, until)) < 0)
@@ -273,9 +266,7 @@ socket_recv(struct rpc_call *call)
 static int
 socket_recv_cancel(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
-    if (s == NULL)
-        return -1;
+    struct sock *s = call->sock;
     call->result = json_pack("{s:b}", "canceled", sock_recv_cancel(s));
     return 0;
 }
@@ -299,9 +290,9 @@ static const struct rpc_param p_recv[] = {{"socket", RPC_P_HANDLE, 1},  {"length
 static const struct rpc_param p_socket[] = {{"socket", RPC_P_HANDLE, 1}, {NULL, 0, 0}};
 
 const struct rpc_method rpc_data_methods[] = {
-    {"socket.send", socket_send, p_send},
-    {"socket.sendto", socket_sendto, p_sendto},
-    {"socket.recv", socket_recv, p_recv},
-    {"socket.recv_cancel", socket_recv_cancel, p_socket},
-    {NULL, NULL, NULL},
+    {"socket.send", socket_send, p_send, RPC_TARGET_SOCK, RPC_F_PAYLOAD | RPC_F_COALESCE},
+    {"socket.sendto", socket_sendto, p_sendto, RPC_TARGET_SOCK, RPC_F_PAYLOAD},
+    {"socket.recv", socket_recv, p_recv, RPC_TARGET_SOCK, 0},
+    {"socket.recv_cancel", socket_recv_cancel, p_socket, RPC_TARGET_SOCK, 0},
+    {NULL, NULL, NULL, RPC_TARGET_NONE, 0},
 };

@@ -215,6 +215,7 @@ rpc_fast(struct client *c, const char *line, size_t len)
 {
     struct rpc_envelope env;
     struct rpc_call call;
+    const struct rpc_method *m;
     char method[RPC_FAST_METHOD_MAX + 1];
     char head[sizeof "{\"jsonrpc\":\"2.0\",\"id\":,\"result\":" + RPC_FAST_ID_MAX + 2];
     json_t *params = NULL, *id;
@@ -235,12 +236,13 @@ rpc_fast(struct client *c, const char *line, size_t len)
     }
     memcpy(method, env.method, env.method_len);
     method[env.method_len] = '\0';
+    m = rpc_method_find(method);
     if (params != NULL)
-        rpc_blob_put_back(params, method, params);
+        rpc_blob_put_back(params, m, params);
     rpc_fast_hits++;
-    rpc_flush_sends(method);
+    rpc_flush_sends(m);
     ctl_hold(c);
-    cost = rpc_exec(&call, c, id, method, params, fds, &nfds);
+    cost = rpc_exec(&call, c, id, method, m, params, fds, &nfds);
     if (call.err_code == 0) {
         static const char h1[] = "{\"jsonrpc\":\"2.0\",\"id\":", h2[] = ",\"result\":";
         memcpy(head, h1, sizeof h1 - 1);

@@ -47,9 +47,7 @@ handoff_buffered(struct sock *s, json_t *result)
 static int
 socket_detach(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
-    if (s == NULL)
-        return -1;
+    struct sock *s = call->sock;
     if (s->type == SOCK_TLS || s->type == SOCK_DTLS || sock_ssl(s) != NULL)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
                         "detach: a TLS socket's state lives in the daemon; use socket.pipe");
@@ -63,13 +61,7 @@ socket_detach(struct rpc_call *call)
     handoff_buffered(s, call->result);
     if (s->rd_eof)
         json_object_set_new(call->result, "eof", json_true());
-    ev_io_stop(sockd.loop, &s->io);
-    fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) & ~O_NONBLOCK);
-    call->fd_out = s->fd;
-    s->fd = -1;
-    if (s->un != NULL)
-        s->un->unlink_local = 0; /* a detached unix listener keeps its file */
-    sock_close(s, NULL, 0, NULL, NULL);
+    call->fd_out = sock_detach(s);
     return 0;
 }
 
@@ -167,12 +159,10 @@ socket_attach(struct rpc_call *call)
     }
     s->has_local = 1;
     s->has_remote = connected != 0;
-    if (acc) {
+    if (acc)
         sock_listen_start(s, call->id);
-    } else {
-        s->state = connected ? SS_CONNECTED : SS_BOUND;
-        sock_update_io(s);
-    }
+    else
+        sock_attached(s, connected);
     call->result =
         json_pack("{s:I,s:s}", "socket", (json_int_t)s->id, "state", sock_state_name(s->state));
     return 0;
@@ -182,10 +172,8 @@ socket_attach(struct rpc_call *call)
 static int
 socket_pipe(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
+    struct sock *s = call->sock;
     int sv[2];
-    if (s == NULL)
-        return -1;
     if (sock_is_dgram(s) || s->state != SS_CONNECTED || s->relay != NULL || s->shut_wanted)
         return rpc_fail_state(call, s, "pipe");
     if (s->recv_pending)
@@ -203,9 +191,9 @@ socket_pipe(struct rpc_call *call)
 static int
 socket_give(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
+    struct sock *s = call->sock;
     long long tmo;
-    if (s == NULL || rpc_int_range(call, "timeout_ms", 1, 86400000, 60000, &tmo) < 0)
+    if (rpc_int_range(call, "timeout_ms", 1, 86400000, 60000, &tmo) < 0)
         return -1;
     struct sock_gift *g = sock_give(s, (double)tmo / 1000.0);
     if (g == NULL)
@@ -244,7 +232,10 @@ static const struct rpc_param p_give[] = {
 static const struct rpc_param p_take[] = {{"token", RPC_P_STR, 1}, {NULL, 0, 0}};
 
 const struct rpc_method rpc_handoff_methods[] = {
-    {"socket.detach", socket_detach, p_socket}, {"socket.attach", socket_attach, p_attach},
-    {"socket.pipe", socket_pipe, p_socket},     {"socket.give", socket_give, p_give},
-    {"socket.take", socket_take, p_take},       {NULL, NULL, NULL},
+    {"socket.detach", socket_detach, p_socket, RPC_TARGET_SOCK, 0},
+    {"socket.attach", socket_attach, p_attach, RPC_TARGET_NONE, 0},
+    {"socket.pipe", socket_pipe, p_socket, RPC_TARGET_SOCK, 0},
+    {"socket.give", socket_give, p_give, RPC_TARGET_SOCK, 0},
+    {"socket.take", socket_take, p_take, RPC_TARGET_NONE, 0},
+    {NULL, NULL, NULL, RPC_TARGET_NONE, 0},
 };

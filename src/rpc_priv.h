@@ -13,18 +13,22 @@
 #include "rpc.h"
 
 /* rpc.c */
-/* Sends coalesced so far reach the kernel before a request of another method sees a socket
- * (sock_send.c), and their socket.sent before its response when called before ctl_hold. */
-void rpc_flush_sends(const char *method);
+/* The method row of that name; NULL when there is none (or no name). */
+const struct rpc_method *rpc_method_find(const char *name);
+/* Sends coalesced so far reach the kernel before a request of method m (NULL: none, unknown,
+ * or a batch) sees a socket, unless m is RPC_F_COALESCE (sock_send.c), and their socket.sent
+ * before its response when called before ctl_hold. */
+void rpc_flush_sends(const struct rpc_method *m);
 /* A JSON-RPC error response for id (NULL: null), with data when given (new reference). */
 json_t *rpc_error_msg(json_t *id, int code, const char *msg, json_t *data);
 /*
- * Run one request whose envelope is valid: look the method up, check params (NULL: none) and
- * exec. The fd an exec hands out joins fds when there is a response to carry it. Returns the
- * request units it cost.
+ * Run one request whose envelope is valid: the method row m (rpc_method_find; NULL: no method
+ * of that name), check params (NULL: none), resolve the method's target and exec. The fd an
+ * exec hands out joins fds when there is a response to carry it. Returns the request units it
+ * cost.
  */
 int rpc_exec(struct rpc_call *call, struct client *c, json_t *id, const char *method,
-             json_t *params, int *fds, int *nfds);
+             const struct rpc_method *m, json_t *params, int *fds, int *nfds);
 /*
  * In place of a response that would take the output queue past its cap: a -32003 error for id
  * (null for a batch). A client whose queue cannot take even that does not read: it is cut off.
@@ -53,9 +57,9 @@ char *rpc_blob_scan(const char *line, size_t len, size_t *outlen);
 /* Put original text back for every placeholder in v (keep marks the one value left as is). */
 void rpc_blob_restore(json_t *v, const json_t *keep);
 /*
- * Before a request of method runs: put the lifted values of v back, but for the "data" of a
- * send (in params), which the send methods take as decoded bytes.
+ * Before a request of method m (NULL: none) runs: put the lifted values of v back, but for the
+ * "data" in params of an RPC_F_PAYLOAD method, which takes it as decoded bytes.
  */
-void rpc_blob_put_back(json_t *v, const char *method, json_t *params);
+void rpc_blob_put_back(json_t *v, const struct rpc_method *m, json_t *params);
 
 #endif

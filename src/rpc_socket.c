@@ -6,7 +6,6 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <unistd.h>
 
 #include <sockd/protocol.h>
 
@@ -17,15 +16,6 @@
 #include "rpc.h"
 #include "sock.h"
 #include "tls.h"
-
-struct sock *
-rpc_sock(struct rpc_call *call)
-{
-    struct sock *s = sock_get(call->client, (uint64_t)rpc_int(call, "socket", 0));
-    if (s == NULL)
-        rpc_fail_handle(call, "socket");
-    return s;
-}
 
 int
 rpc_fail_state(struct rpc_call *call, struct sock *s, const char *what)
@@ -145,12 +135,10 @@ socket_open(struct rpc_call *call)
 static int
 socket_connect(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
+    struct sock *s = call->sock;
     struct addr a;
     long long tmo;
 
-    if (s == NULL)
-        return -1;
     if (s->state != SS_OPEN && s->state != SS_BOUND)
         return rpc_fail_state(call, s, "connect");
     if (rpc_int_range(call, "timeout_ms", 1, 86400000, 0, &tmo) < 0 ||
@@ -208,15 +196,6 @@ rpc_sock_fd(struct rpc_call *call, struct sock *s, int af, int reuse)
     return 0;
 }
 
-/* Give up the fd of a failed bind: the socket goes back to having none. */
-static void
-rpc_drop_fd(struct sock *s)
-{
-    ev_io_stop(sockd.loop, &s->io);
-    close(s->fd);
-    s->fd = -1;
-}
-
 /*
  * Bind s to a (a pathname Unix one through sock_unix_bind, with the file mode); on failure the
  * socket goes back to having no fd. Unless share-udp-ports, a datagram socket may not bind
@@ -237,7 +216,7 @@ rpc_do_bind(struct rpc_call *call, struct sock *s, struct addr *a, int reuse, in
                       : bind(s->fd, (struct sockaddr *)&a->sa, a->salen);
         if (r < 0) {
             int err = errno;
-            rpc_drop_fd(s);
+            sock_drop_fd(s);
             if (r == -2)
                 return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
                                 "bind denied by policy");
@@ -247,7 +226,7 @@ rpc_do_bind(struct rpc_call *call, struct sock *s, struct addr *a, int reuse, in
         socklen_t glen = sizeof got;
         if (!guard || getsockname(s->fd, &got.sa, &glen) < 0 || !dtls_port_taken(s, &got.sa))
             break;
-        rpc_drop_fd(s);
+        sock_drop_fd(s);
         if (tries == 8)
             return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_BIND_FAILED, EADDRINUSE,
                                   "bind");
@@ -259,11 +238,10 @@ rpc_do_bind(struct rpc_call *call, struct sock *s, struct addr *a, int reuse, in
         getsockname(s->fd, &s->local.sa, &len);
     }
     if (s->type == SOCK_DTLS && dtls_port_hold(s) < 0) {
-        rpc_drop_fd(s);
+        sock_drop_fd(s);
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     }
-    s->has_local = 1;
-    s->state = SS_BOUND;
+    sock_bound(s);
     return 0;
 }
 
@@ -315,11 +293,9 @@ rpc_bind_unix(struct rpc_call *call, struct sock *s, const char *text)
 static int
 socket_bind(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
+    struct sock *s = call->sock;
     struct addr a;
 
-    if (s == NULL)
-        return -1;
     if (s->state != SS_OPEN || s->fd >= 0)
         return rpc_fail_state(call, s, "bind");
     const char *text = rpc_str(call, "address");
@@ -351,11 +327,9 @@ socket_bind(struct rpc_call *call)
 static int
 socket_listen(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
+    struct sock *s = call->sock;
     long long backlog;
 
-    if (s == NULL)
-        return -1;
     if (s->state != SS_OPEN && s->state != SS_BOUND)
         return rpc_fail_state(call, s, "listen");
     if (sock_is_dgram(s) && s->type != SOCK_DTLS) /* dtls listens: the cookie exchange */
@@ -383,11 +357,8 @@ socket_listen(struct rpc_call *call)
     /* dtls: no kernel listen; peers come through DTLSv1_listen on the bound socket */
     if (s->type != SOCK_DTLS && listen(s->fd, (int)backlog) < 0) {
         int err = errno;
-        if (was_open) { /* a failed call leaves the socket as it was */
-            rpc_drop_fd(s);
-            s->state = SS_OPEN;
-            s->has_local = 0;
-        }
+        if (was_open) /* a failed call leaves the socket as it was */
+            sock_unbind(s);
         return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_LISTEN_FAILED, err, "listen");
     }
     s->auto_accept = rpc_bool(call, "auto_accept", 0);
@@ -399,9 +370,7 @@ socket_listen(struct rpc_call *call)
 static struct sock_pending *
 rpc_pending(struct rpc_call *call, struct sock **lp)
 {
-    struct sock *l = rpc_sock(call);
-    if (l == NULL)
-        return NULL;
+    struct sock *l = call->sock;
     if (l->state != SS_LISTENING) {
         rpc_fail_state(call, l, "accept/reject");
         return NULL;
@@ -445,9 +414,7 @@ socket_reject(struct rpc_call *call)
 static int
 socket_shutdown(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
-    if (s == NULL)
-        return -1;
+    struct sock *s = call->sock;
     if ((s->state != SS_CONNECTED && s->state != SS_CONNECTING &&
          !(sock_is_dgram(s) && s->state == SS_BOUND)) ||
         s->shut_wanted)
@@ -459,9 +426,7 @@ socket_shutdown(struct rpc_call *call)
 static int
 socket_close(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
-    if (s == NULL)
-        return -1;
+    struct sock *s = call->sock;
     call->result = json_pack("{s:I}", "discarded", (json_int_t)buf_len(&s->out));
     sock_close(s, NULL, 0, NULL, NULL);
     return 0;
@@ -471,9 +436,7 @@ socket_close(struct rpc_call *call)
 static int
 socket_starttls(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
-    if (s == NULL)
-        return -1;
+    struct sock *s = call->sock;
     struct tlsctx *t = tlsctx_get(call->client, (uint64_t)rpc_int(call, "context", 0));
     if (t == NULL)
         return rpc_fail_handle(call, "context");
@@ -513,7 +476,7 @@ socket_starttls(struct rpc_call *call)
 static int
 socket_setopt(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
+    struct sock *s = call->sock;
     static const struct {
         const char *name;
         unsigned bit;
@@ -530,8 +493,6 @@ socket_setopt(struct rpc_call *call)
     struct sock_opts o;
     const char *which;
 
-    if (s == NULL)
-        return -1;
     o = s->opts ? *s->opts : (struct sock_opts){0};
     int *vals[] = {&o.nodelay, &o.keepalive, &o.broadcast, &o.ttl, &o.rcvbuf, &o.sndbuf};
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -565,9 +526,7 @@ socket_setopt(struct rpc_call *call)
 static int
 socket_info(struct rpc_call *call)
 {
-    struct sock *s = rpc_sock(call);
-    if (s == NULL)
-        return -1;
+    struct sock *s = call->sock;
     call->result = sock_info(s);
     return 0;
 }
@@ -613,17 +572,17 @@ static const struct rpc_param p_setopt[] = {
     {"sndbuf", RPC_P_INT, 0},     {NULL, 0, 0}};
 
 const struct rpc_method rpc_socket_methods[] = {
-    {"socket.open", socket_open, p_open},
-    {"socket.connect", socket_connect, p_connect},
-    {"socket.bind", socket_bind, p_bind},
-    {"socket.listen", socket_listen, p_listen},
-    {"socket.accept", socket_accept, p_accept},
-    {"socket.reject", socket_reject, p_reject},
-    {"socket.shutdown", socket_shutdown, p_socket},
-    {"socket.close", socket_close, p_socket},
-    {"socket.info", socket_info, p_socket},
-    {"socket.setopt", socket_setopt, p_setopt},
-    {"socket.starttls", socket_starttls, p_starttls},
-    {"socket.list", socket_list, p_none},
-    {NULL, NULL, NULL},
+    {"socket.open", socket_open, p_open, RPC_TARGET_NONE, 0},
+    {"socket.connect", socket_connect, p_connect, RPC_TARGET_SOCK, 0},
+    {"socket.bind", socket_bind, p_bind, RPC_TARGET_SOCK, 0},
+    {"socket.listen", socket_listen, p_listen, RPC_TARGET_SOCK, 0},
+    {"socket.accept", socket_accept, p_accept, RPC_TARGET_SOCK, 0},
+    {"socket.reject", socket_reject, p_reject, RPC_TARGET_SOCK, 0},
+    {"socket.shutdown", socket_shutdown, p_socket, RPC_TARGET_SOCK, 0},
+    {"socket.close", socket_close, p_socket, RPC_TARGET_SOCK, 0},
+    {"socket.info", socket_info, p_socket, RPC_TARGET_SOCK, 0},
+    {"socket.setopt", socket_setopt, p_setopt, RPC_TARGET_SOCK, 0},
+    {"socket.starttls", socket_starttls, p_starttls, RPC_TARGET_SOCK, 0},
+    {"socket.list", socket_list, p_none, RPC_TARGET_NONE, 0},
+    {NULL, NULL, NULL, RPC_TARGET_NONE, 0},
 };

@@ -298,6 +298,20 @@ void sock_gifts_close_all(void);
 void sock_update_io(struct sock *s);
 /* Create the fd for family af (stream or datagram by type), applying stored options; -1 errno. */
 int sock_open_fd(struct sock *s, int af);
+/* Give up the fd of a failed bind: the socket goes back to having none. */
+void sock_drop_fd(struct sock *s);
+/* After a bind of the fd of s, its local address recorded by the caller: BOUND. */
+void sock_bound(struct sock *s);
+/* Undo the bind of a listen that failed: no fd, no local address, OPEN again. */
+void sock_unbind(struct sock *s);
+/* A datagram socket's first fd, for a sendto: the kernel binds it on that send, so it is
+ * BOUND from here. 0, or -1 errno. */
+int sock_open_autobind(struct sock *s, int af);
+/* An attached fd's socket that does not listen: CONNECTED with a peer, else BOUND; watched. */
+void sock_attached(struct sock *s, int connected);
+/* socket.detach: the fd leaves the daemon in blocking mode (a unix listener's file stays) and
+ * the socket closes silently; returns the fd, the caller's now. */
+int sock_detach(struct sock *s);
 /* Apply the stored options to the fd (if any); -1 with errno and *which on failure. */
 int sock_apply_opts(struct sock *s, const char **which);
 /* True for udp/dtls. */

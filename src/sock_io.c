@@ -1,11 +1,13 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <sockd/protocol.h>
 
@@ -20,9 +22,10 @@
 #include "tls.h"
 
 /*
- * The shared core of a socket's data path: options, the policy's judgement, the per-uid byte
- * budget, the one place that decides watcher interest (sock_update_io) and the dispatch of a
- * ready fd to connect, accept, send, receive or relay (sock_io_event).
+ * The shared core of a socket's data path: options, the fd and state changes methods ask for
+ * (bind, sendto's first fd, attach, detach), the policy's judgement, the per-uid byte budget,
+ * the one place that decides watcher interest (sock_update_io) and the dispatch of a ready fd
+ * to connect, accept, send, receive or relay (sock_io_event).
  */
 
 int
@@ -79,6 +82,58 @@ sock_open_fd(struct sock *s, int af)
         log_debug("socket %llu: option %s not applied: %s", (unsigned long long)s->id, which,
                   strerror(errno));
     return 0;
+}
+
+void
+sock_drop_fd(struct sock *s)
+{
+    ev_io_stop(sockd.loop, &s->io);
+    close(s->fd);
+    s->fd = -1;
+}
+
+void
+sock_bound(struct sock *s)
+{
+    s->has_local = 1;
+    s->state = SS_BOUND;
+}
+
+void
+sock_unbind(struct sock *s)
+{
+    sock_drop_fd(s);
+    s->state = SS_OPEN;
+    s->has_local = 0;
+}
+
+int
+sock_open_autobind(struct sock *s, int af)
+{
+    if (sock_open_fd(s, af) < 0)
+        return -1;
+    s->state = SS_BOUND; /* the kernel binds it on the first send */
+    return 0;
+}
+
+void
+sock_attached(struct sock *s, int connected)
+{
+    s->state = connected ? SS_CONNECTED : SS_BOUND;
+    sock_update_io(s);
+}
+
+int
+sock_detach(struct sock *s)
+{
+    int fd = s->fd;
+    ev_io_stop(sockd.loop, &s->io);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    s->fd = -1;
+    if (s->un != NULL)
+        s->un->unlink_local = 0; /* a detached unix listener keeps its file */
+    sock_close(s, NULL, 0, NULL, NULL);
+    return fd;
 }
 
 int
