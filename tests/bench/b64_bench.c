@@ -20,14 +20,7 @@
 #include <unistd.h>
 
 #include "b64.h"
-
-static double
-now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "bench.h"
 
 /* Defeats the compiler's knowledge of the results. */
 static volatile size_t sink;

@@ -21,13 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double
-now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "bench.h"
 
 /* The far end: accept and close, as fast as connections come. */
 static int

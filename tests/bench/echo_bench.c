@@ -58,6 +58,7 @@
 #include <unistd.h>
 
 #include "b64.h"
+#include "bench.h"
 
 #define PERIOD 251
 
@@ -76,14 +77,6 @@ static unsigned long long hist[HIST_US + 1];
 
 /* Progress, for the messages of a failed run. */
 static unsigned long long sent_bytes, recv_bytes;
-
-static double
-now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
@@ -115,12 +108,6 @@ warn(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-}
-
-static double
-tv(struct timeval t)
-{
-    return (double)t.tv_sec + (double)t.tv_usec / 1e6;
 }
 
 /* ---- the echo server (child process, blocking sockets) ---- */
@@ -220,7 +207,7 @@ echo_server_stop(void)
         pid_t r = wait4(echo_pid, &st, WNOHANG, &ru);
         if (r == echo_pid) {
             echo_pid = -1;
-            return tv(ru.ru_utime) + tv(ru.ru_stime);
+            return ru_seconds(&ru);
         }
         usleep(10000);
     }
@@ -228,7 +215,7 @@ echo_server_stop(void)
     if (wait4(echo_pid, &st, 0, &ru) == echo_pid) {
         echo_pid = -1;
         warn("echo server did not finish within 5 s of the end; killed");
-        return tv(ru.ru_utime) + tv(ru.ru_stime);
+        return ru_seconds(&ru);
     }
     return 0;
 }
@@ -331,16 +318,9 @@ static size_t dec_cap;
 static void
 ctl_connect(const char *path)
 {
-    struct sockaddr_un sun;
-    memset(&sun, 0, sizeof sun);
-    sun.sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof sun.sun_path)
-        die("socket path too long");
-    strcpy(sun.sun_path, path);
-    ctl.fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (ctl.fd < 0 || connect(ctl.fd, (struct sockaddr *)&sun, sizeof sun) < 0)
+    ctl.fd = unix_connect(path);
+    if (ctl.fd < 0)
         die("connect %s: %s", path, strerror(errno));
-    fcntl(ctl.fd, F_SETFL, fcntl(ctl.fd, F_GETFL) | O_NONBLOCK);
     int sz = 4 << 20; /* best effort; the kernel caps it */
     setsockopt(ctl.fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
     setsockopt(ctl.fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
@@ -373,17 +353,8 @@ out_reserve(size_t n)
 static void
 ctl_flush(void)
 {
-    while (ctl.out_off < ctl.out_len) {
-        ssize_t n = send(ctl.fd, ctl.out + ctl.out_off, ctl.out_len - ctl.out_off, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN)
-                return;
-            die("send to sockd: %s", strerror(errno));
-        }
-        ctl.out_off += (size_t)n;
-    }
+    if (send_pending(ctl.fd, ctl.out, &ctl.out_off, ctl.out_len) < 0)
+        die("send to sockd: %s", strerror(errno));
 }
 
 static void ctl_sendf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -725,20 +696,6 @@ got_setopt(void)
     return setup_result[5] != NULL;
 }
 
-static double
-hist_pct(unsigned long long count, double pct)
-{
-    unsigned long long want = (unsigned long long)((double)count * pct / 100.0), seen = 0;
-    if (count == 0)
-        return 0;
-    for (size_t i = 0; i <= HIST_US; i++) {
-        seen += hist[i];
-        if (seen > want)
-            return (double)i;
-    }
-    return HIST_US;
-}
-
 /* -m rtt / rttdirect: round trips of one chunk at a time; prints the result line. */
 static void
 run_rtt(const char *path, int port)
@@ -789,9 +746,7 @@ run_rtt(const char *path, int port)
     double cpu0 = 0, t_meas = 0, t_end = 0;
     for (;;) {
         if (n == 200) { /* warm-up done */
-            struct rusage ru;
-            getrusage(RUSAGE_SELF, &ru);
-            cpu0 = tv(ru.ru_utime) + tv(ru.ru_stime);
+            cpu0 = cpu_self();
             t_meas = now();
             t_end = t_meas + rtt_seconds;
         }
@@ -826,9 +781,7 @@ run_rtt(const char *path, int port)
         n++;
     }
     double secs = now() - t_meas;
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    double cpu1 = tv(ru.ru_utime) + tv(ru.ru_stime);
+    double cpu1 = cpu_self();
     if (path != NULL) {
         ctl_sendf("{\"jsonrpc\":\"2.0\",\"id\":4,\"method\":\"socket.close\",\"params\":{"
                   "\"socket\":%lld}}\n",
@@ -842,8 +795,8 @@ run_rtt(const char *path, int port)
     echo_server_stop();
     printf("rate=%.1f rtts=%llu seconds=%.3f p50_us=%.0f p99_us=%.0f client_cpu_s=%.3f "
            "warnings=%llu\n",
-           (double)measured / secs, measured, secs, hist_pct(measured, 50), hist_pct(measured, 99),
-           cpu1 - cpu0, warnings);
+           (double)measured / secs, measured, secs, hist_pct(hist, HIST_US, measured, 50),
+           hist_pct(hist, HIST_US, measured, 99), cpu1 - cpu0, warnings);
 }
 
 static void
@@ -1004,13 +957,11 @@ main(int argc, char **argv)
         close(ctl.fd);
     }
     double server_cpu = echo_server_stop();
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
+    double cpu = cpu_self();
     double secs = t1 - t_begin;
     printf("mibps=%.1f bytes=%llu seconds=%.3f chunks=%llu client_cpu_s=%.3f server_cpu_s=%.3f "
            "warnings=%llu\n",
            (double)recv_bytes / secs / 1048576.0, recv_bytes, secs,
-           (recv_bytes + chunk - 1) / chunk, tv(ru.ru_utime) + tv(ru.ru_stime), server_cpu,
-           warnings);
+           (recv_bytes + chunk - 1) / chunk, cpu, server_cpu, warnings);
     return 0;
 }

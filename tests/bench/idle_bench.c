@@ -52,20 +52,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
+
 #define MAXPORTS 64
 
 static const char *what = "idle_bench";
 static double lifetime = 600;
 static volatile sig_atomic_t stop_flag;
 static int watch_stdin;
-
-static double
-now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void
@@ -94,23 +88,6 @@ on_alarm(int sig)
     static const char m[] = "idle_bench: hard time limit reached\n";
     (void)!write(2, m, sizeof m - 1);
     _exit(3);
-}
-
-static struct sockaddr_in
-loopback_at(uint32_t addr, int port)
-{
-    struct sockaddr_in sin;
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(addr);
-    sin.sin_port = htons((unsigned short)port);
-    return sin;
-}
-
-static struct sockaddr_in
-loopback(int port)
-{
-    return loopback_at(INADDR_LOOPBACK, port);
 }
 
 /* "P1,P2,..." or "ADDR:P1,...": ports on 127.0.0.1, or on another loopback IPv4 address */
@@ -306,17 +283,8 @@ static uint32_t paddrs[MAXPORTS];
 static void
 ctl_flush(void)
 {
-    while (out_off < out_len) {
-        ssize_t n = send(ctl_fd, out + out_off, out_len - out_off, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN)
-                break;
-            die("send to sockd: %s", strerror(errno));
-        }
-        out_off += (size_t)n;
-    }
+    if (send_pending(ctl_fd, out, &out_off, out_len) < 0)
+        die("send to sockd: %s", strerror(errno));
     if (out_off == out_len)
         out_off = out_len = 0;
 }
@@ -480,16 +448,11 @@ ctl_idle_read(void)
 static int
 run_sockd(const char *path, long long n, int window)
 {
-    struct sockaddr_un sun;
-    memset(&sun, 0, sizeof sun);
-    sun.sun_family = AF_UNIX;
-    if (path == NULL || strlen(path) >= sizeof sun.sun_path)
-        die("no or too long sockd socket path (-s)");
-    strcpy(sun.sun_path, path);
-    ctl_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (ctl_fd < 0 || connect(ctl_fd, (struct sockaddr *)&sun, sizeof sun) < 0)
+    if (path == NULL)
+        die("no sockd socket path (-s)");
+    ctl_fd = unix_connect(path);
+    if (ctl_fd < 0)
         die("connect %s: %s", path, strerror(errno));
-    fcntl(ctl_fd, F_SETFL, fcntl(ctl_fd, F_GETFL) | O_NONBLOCK);
     in = malloc(in_cap);
     out = malloc(out_cap);
     if (in == NULL || out == NULL)

@@ -65,6 +65,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
+
 #define PERIOD 251
 #define IOBUF (256 * 1024)
 
@@ -72,14 +74,6 @@ static double timeout = 60.0;
 static unsigned char pat[PERIOD + IOBUF];
 static const char *what = "net_bench";
 static unsigned long long warnings;
-
-static double
-now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void
@@ -108,15 +102,6 @@ warn(const char *fmt, ...)
     va_end(ap);
 }
 
-static double
-client_cpu(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
-
 static void
 on_alarm(int sig)
 {
@@ -124,17 +109,6 @@ on_alarm(int sig)
     static const char m[] = "net_bench: hard time limit reached\n";
     (void)!write(2, m, sizeof m - 1);
     _exit(3);
-}
-
-static struct sockaddr_in
-loopback(int port)
-{
-    struct sockaddr_in sin;
-    memset(&sin, 0, sizeof sin);
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    sin.sin_port = htons((unsigned short)port);
-    return sin;
 }
 
 static void
@@ -315,33 +289,21 @@ static void (*on_msg)(json_t *j, const char *line, size_t len);
 static void
 ctl_connect(const char *path)
 {
-    struct sockaddr_un sun;
-    memset(&sun, 0, sizeof sun);
-    sun.sun_family = AF_UNIX;
-    if (path == NULL || strlen(path) >= sizeof sun.sun_path)
-        die("no or too long sockd socket path (-s)");
-    strcpy(sun.sun_path, path);
-    ctl_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (ctl_fd < 0 || connect(ctl_fd, (struct sockaddr *)&sun, sizeof sun) < 0)
+    if (path == NULL)
+        die("no sockd socket path (-s)");
+    ctl_fd = unix_connect(path);
+    if (ctl_fd < 0)
         die("connect %s: %s", path, strerror(errno));
-    fcntl(ctl_fd, F_SETFL, fcntl(ctl_fd, F_GETFL) | O_NONBLOCK);
 }
 
 static void
 ctl_flush(void)
 {
-    while (ctl_out_off < ctl_out_len) {
-        ssize_t n = send(ctl_fd, ctl_out + ctl_out_off, ctl_out_len - ctl_out_off, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN)
-                return;
-            die("send to sockd: %s", strerror(errno));
-        }
-        ctl_out_off += (size_t)n;
-    }
-    ctl_out_off = ctl_out_len = 0;
+    int r = send_pending(ctl_fd, ctl_out, &ctl_out_off, ctl_out_len);
+    if (r < 0)
+        die("send to sockd: %s", strerror(errno));
+    if (r == 0)
+        ctl_out_off = ctl_out_len = 0;
 }
 
 static void ctl_sendf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -788,7 +750,7 @@ run_udp(const char *mode, const char *path, int port, unsigned window, double se
     }
     lost = late = 0;
     last_progress = now();
-    double cpu0 = client_cpu();
+    double cpu0 = cpu_self();
     double t0 = now(), t_end = t0 + secs;
     counting = 1;
     while (now() < t_end) {
@@ -799,7 +761,7 @@ run_udp(const char *mode, const char *path, int port, unsigned window, double se
     }
     double t1 = now();
     counting = 0;
-    double cpu1 = client_cpu();
+    double cpu1 = cpu_self();
     /* drain what is in flight (bounded), so the next run starts clean */
     deadline = now() + 1;
     while (outstanding > 0 && now() < deadline)
@@ -894,7 +856,7 @@ run_stream(const char *mode, const char *path, int port, int sink_port, unsigned
     } else {
         die("stream -m direct|detach|pipe|socks5");
     }
-    double cpu0 = client_cpu();
+    double cpu0 = cpu_self();
     double t0 = now();
     uint64_t hdr = down ? total | (uint64_t)1 << 63 : total;
     if (write_full(fd, &hdr, sizeof hdr) < 0)
@@ -914,7 +876,7 @@ run_stream(const char *mode, const char *path, int port, int sink_port, unsigned
                     (unsigned long long)got);
             got += (uint64_t)n;
         }
-        double t1 = now(), cpu1 = client_cpu();
+        double t1 = now(), cpu1 = cpu_self();
         stream_done(fd, mode);
         printf("mibps=%.1f bytes=%llu seconds=%.3f client_cpu_s=%.3f warnings=%llu\n",
                (double)total / (t1 - t0) / 1048576.0, (unsigned long long)total, t1 - t0,
@@ -937,7 +899,7 @@ run_stream(const char *mode, const char *path, int port, int sink_port, unsigned
         die("no answer from the sink after %llu bytes: %s", (unsigned long long)sent,
             strerror(errno));
     double t1 = now();
-    double cpu1 = client_cpu();
+    double cpu1 = cpu_self();
     if (ack != total)
         die(ack == ~(uint64_t)0 ? "the sink saw bytes that differ from what was sent"
                                 : "the sink counted %llu bytes, sent %llu",
@@ -1086,7 +1048,7 @@ run_tlshs(const char *path, int port, int inflight, double secs)
     }
     hs_stop = 0;
     hs_nslots = inflight;
-    double cpu0 = client_cpu();
+    double cpu0 = cpu_self();
     double t0 = now(), t_end = t0 + secs;
     hs_progress = t0;
     hs_counting = 1;
@@ -1099,7 +1061,7 @@ run_tlshs(const char *path, int port, int inflight, double secs)
     }
     double t1 = now();
     hs_counting = 0;
-    double cpu1 = client_cpu();
+    double cpu1 = cpu_self();
     hs_stop = 1;
     deadline = now() + timeout;
     for (;;) { /* let the handshakes in flight finish (bounded) */

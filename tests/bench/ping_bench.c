@@ -40,6 +40,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
+
 #define INBUF 65536
 #define HIST_US 100000 /* 1 us buckets up to 100 ms; the last bucket holds the rest */
 
@@ -59,14 +61,6 @@ static unsigned long long hist[HIST_US + 1];
 static unsigned depth = 1; /* requests per batch (-p) */
 static int redis;          /* -r: talk RESP to redis-server instead of JSON-RPC to sockd */
 #define LINE_MAX_LEN 96    /* one request line, at most */
-
-static double
-now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void
 die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -91,40 +85,14 @@ usage(void)
     exit(2);
 }
 
-static int
-connect_unix(const char *path)
-{
-    struct sockaddr_un sun;
-    memset(&sun, 0, sizeof sun);
-    sun.sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof sun.sun_path)
-        die("socket path too long");
-    strcpy(sun.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        die("socket: %s", strerror(errno));
-    if (connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0)
-        die("connect %s: %s", path, strerror(errno));
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    return fd;
-}
-
 /* Write what is left of c->out; 0 when all of it went, 1 when some is left, dies on error. */
 static int
 conn_flush(struct conn *c)
 {
-    while (c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN)
-                return 1;
-            die("send: %s", strerror(errno));
-        }
-        c->out_off += (size_t)n;
-    }
-    return 0;
+    int r = send_pending(c->fd, c->out, &c->out_off, c->out_len);
+    if (r < 0)
+        die("send: %s", strerror(errno));
+    return r;
 }
 
 /* Write one batch: depth requests with ids from *next_id on. */
@@ -177,20 +145,6 @@ check_response(struct conn *c, const char *line, size_t len)
     json_decref(j);
 }
 
-static double
-hist_pct(unsigned long long count, double pct)
-{
-    unsigned long long want = (unsigned long long)((double)count * pct / 100.0), seen = 0;
-    if (count == 0)
-        return 0;
-    for (size_t i = 0; i <= HIST_US; i++) {
-        seen += hist[i];
-        if (seen > want)
-            return (double)i;
-    }
-    return HIST_US;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -220,7 +174,9 @@ main(int argc, char **argv)
     if (cs == NULL || pfd == NULL)
         die("out of memory");
     for (int i = 0; i < nconn; i++) {
-        cs[i].fd = connect_unix(path);
+        cs[i].fd = unix_connect(path);
+        if (cs[i].fd < 0)
+            die("connect %s: %s", path, strerror(errno));
         cs[i].out = malloc((size_t)depth * LINE_MAX_LEN);
         if (cs[i].out == NULL)
             die("out of memory");
@@ -327,14 +283,12 @@ main(int argc, char **argv)
         if (cs[i].measured > cmax)
             cmax = cs[i].measured;
     }
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-                 (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+    double cpu = cpu_self();
     printf("rate=%.0f measured=%llu total=%llu seconds=%.3f p50_us=%.0f p99_us=%.0f "
            "conn_min=%llu conn_max=%llu client_cpu_s=%.3f depth=%u\n",
-           (double)measured / duration, measured, total, duration, hist_pct(measured, 50),
-           hist_pct(measured, 99), cmin, cmax, cpu, depth);
+           (double)measured / duration, measured, total, duration,
+           hist_pct(hist, HIST_US, measured, 50), hist_pct(hist, HIST_US, measured, 99), cmin, cmax,
+           cpu, depth);
     free(cs);
     free(pfd);
     return 0;

@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
+
 static size_t total;
 
 static void
@@ -63,14 +65,6 @@ writer(void *arg)
     }
     shutdown(fd, SHUT_WR);
     return NULL;
-}
-
-static double
-now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
 static double

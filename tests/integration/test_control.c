@@ -1051,6 +1051,34 @@ note_method(const json_t *m)
     return json_string_value(json_object_get(m, "method"));
 }
 
+/* Send line; the response (id id_json) must come before the notification method of socket s
+ * that follows it. Returns the notification's params (a new reference); *resp gets the response. */
+static json_t *
+resp_then_note(struct sockd_client *c, const char *line, const char *id_json, const char *method,
+               long long s, json_t **resp)
+{
+    json_t *m, *params = NULL;
+
+    *resp = NULL;
+    h_send_raw(c, line);
+    for (int i = 0; i < 10 && params == NULL; i++) {
+        m = h_read(c, H_TIMEOUT_MS);
+        if (!note_method(m)) {
+            check_result(m, id_json);
+            json_decref(*resp);
+            *resp = json_incref(m);
+        } else {
+            EXPECT_TRUE(*resp != NULL, "%s", jd(m)); /* notification before the response */
+            EXPECT_STR(note_method(m), method, "%s", jd(m));
+            params = json_incref(json_object_get(m, "params"));
+            EXPECT_INT(json_integer_value(json_object_get(params, "socket")), s, "%s", jd(m));
+        }
+        json_decref(m);
+    }
+    EXPECT_TRUE(params != NULL, "got_note");
+    return params;
+}
+
 static void
 test_ordering_notifications(void **state)
 {
@@ -1059,7 +1087,7 @@ test_ordering_notifications(void **state)
     char line[512];
     json_t *m, *p;
     long long s;
-    int got_resp, got_note, i;
+    int i;
 
     peer = h_peer_auto(H_ECHO, 0);
 
@@ -1074,76 +1102,34 @@ test_ordering_notifications(void **state)
              "{\"jsonrpc\":\"2.0\",\"method\":\"socket.connect\",\"params\":{\"socket\":%lld,"
              "\"address\":\"127.0.0.1:%d\"},\"id\":\"conn-1\"}\n",
              s, peer->port);
-    h_send_raw(c, line);
-    got_resp = got_note = 0;
-    for (i = 0; i < 10 && !got_note; i++) {
-        m = h_read(c, H_TIMEOUT_MS);
-        if (!note_method(m)) {
-            check_result(m, "\"conn-1\"");
-            got_resp = 1;
-        } else {
-            EXPECT_TRUE(got_resp, "%s", jd(m)); /* notification before the response */
-            EXPECT_STR(note_method(m), "socket.connected", "%s", jd(m));
-            p = json_object_get(m, "params");
-            EXPECT_INT(json_integer_value(json_object_get(p, "socket")), s, "%s", jd(m));
-            EXPECT_STR(json_string_value(json_object_get(p, "request")), "conn-1", "%s", jd(m));
-            got_note = 1;
-        }
-        json_decref(m);
-    }
-    EXPECT_TRUE(got_note, "got_note");
+    p = resp_then_note(c, line, "\"conn-1\"", "socket.connected", s, &m);
+    EXPECT_STR(json_string_value(json_object_get(p, "request")), "conn-1", "%s", jd(p));
+    json_decref(p);
+    json_decref(m);
 
     /* send: the {queued} result before socket.sent {bytes, request}. */
     snprintf(line, sizeof line,
              "{\"jsonrpc\":\"2.0\",\"method\":\"socket.send\",\"params\":{\"socket\":%lld,"
              "\"text\":\"hello\"},\"id\":\"snd-1\"}\n",
              s);
-    h_send_raw(c, line);
-    got_resp = got_note = 0;
-    for (i = 0; i < 10 && !got_note; i++) {
-        m = h_read(c, H_TIMEOUT_MS);
-        if (!note_method(m)) {
-            check_result(m, "\"snd-1\"");
-            EXPECT_INT(json_integer_value(json_object_get(json_object_get(m, "result"), "queued")),
-                       5, "%s", jd(m));
-            got_resp = 1;
-        } else {
-            EXPECT_TRUE(got_resp, "%s", jd(m));
-            EXPECT_STR(note_method(m), "socket.sent", "%s", jd(m));
-            p = json_object_get(m, "params");
-            EXPECT_INT(json_integer_value(json_object_get(p, "socket")), s, "%s", jd(m));
-            EXPECT_INT(json_integer_value(json_object_get(p, "bytes")), 5, "%s", jd(m));
-            EXPECT_STR(json_string_value(json_object_get(p, "request")), "snd-1", "%s", jd(m));
-            got_note = 1;
-        }
-        json_decref(m);
-    }
-    EXPECT_TRUE(got_note, "got_note");
+    p = resp_then_note(c, line, "\"snd-1\"", "socket.sent", s, &m);
+    EXPECT_INT(json_integer_value(json_object_get(json_object_get(m, "result"), "queued")), 5, "%s",
+               jd(m));
+    EXPECT_INT(json_integer_value(json_object_get(p, "bytes")), 5, "%s", jd(p));
+    EXPECT_STR(json_string_value(json_object_get(p, "request")), "snd-1", "%s", jd(p));
+    json_decref(p);
+    json_decref(m);
 
     /* recv (the echo is already waiting): result before socket.received {request: 4242}. */
     snprintf(line, sizeof line,
              "{\"jsonrpc\":\"2.0\",\"method\":\"socket.recv\",\"params\":{\"socket\":%lld,"
              "\"length\":5},\"id\":4242}\n",
              s);
-    h_send_raw(c, line);
-    got_resp = got_note = 0;
-    for (i = 0; i < 10 && !got_note; i++) {
-        m = h_read(c, H_TIMEOUT_MS);
-        if (!note_method(m)) {
-            check_result(m, "4242");
-            got_resp = 1;
-        } else {
-            EXPECT_TRUE(got_resp, "%s", jd(m));
-            EXPECT_STR(note_method(m), "socket.received", "%s", jd(m));
-            p = json_object_get(m, "params");
-            EXPECT_INT(json_integer_value(json_object_get(p, "socket")), s, "%s", jd(m));
-            EXPECT_INT(json_integer_value(json_object_get(p, "request")), 4242, "%s", jd(m));
-            EXPECT_STR(json_string_value(json_object_get(p, "data")), "aGVsbG8=", "%s", jd(m));
-            got_note = 1;
-        }
-        json_decref(m);
-    }
-    EXPECT_TRUE(got_note, "got_note");
+    p = resp_then_note(c, line, "4242", "socket.received", s, &m);
+    EXPECT_INT(json_integer_value(json_object_get(p, "request")), 4242, "%s", jd(p));
+    EXPECT_STR(json_string_value(json_object_get(p, "data")), "aGVsbG8=", "%s", jd(p));
+    json_decref(p);
+    json_decref(m);
 
     /* A send issued as a notification: socket.sent comes without "request". */
     snprintf(line, sizeof line,

@@ -103,6 +103,28 @@ expect_connected_(struct tc *t, long long s, long long id, const char *ip, int p
     return ev;
 }
 
+/* Open a tcp socket (ipv6: with ipv6 true), socket.connect it to address (port >= 0: as the
+ * "port" param; timeout_ms > 0: as timeout_ms) and wait for its socket.connected to ip:rport;
+ * returns the socket. */
+static long long
+connect_ok_(struct tc *t, int ipv6, const char *address, int port, int timeout_ms, const char *ip,
+            int rport)
+{
+    long long s = open_type_(t, "tcp", ipv6);
+    long long id = start_connect_(t, s, address, port, timeout_ms);
+    json_decref(expect_connected_(t, s, id, ip, rport));
+    return s;
+}
+
+/* Wait (up to 1 s) until the peer p accepted n connections, then check that it did. */
+static void
+wait_accepted_(struct h_peer *p, int n, const char *who)
+{
+    for (int i = 0; i < 50 && p->accepted < n; i++)
+        sleep_ms(20);
+    EXPECT_INT(p->accepted, n, "connections accepted by %s", who);
+}
+
 /* Wait for socket.closed of s with reason, request = id; returns the params. */
 static json_t *
 expect_closed_(struct tc *t, long long s, long long id, const char *reason, int ms)
@@ -289,6 +311,8 @@ hosts_write(const char *bin)
 /* Helpers called from a test record its line, shown when they fail. */
 #define start_connect(...) (TC_AT(), start_connect_(__VA_ARGS__))
 #define expect_connected(...) (TC_AT(), expect_connected_(__VA_ARGS__))
+#define connect_ok(...) (TC_AT(), connect_ok_(__VA_ARGS__))
+#define wait_accepted(...) (TC_AT(), wait_accepted_(__VA_ARGS__))
 #define expect_closed(...) (TC_AT(), expect_closed_(__VA_ARGS__))
 #define stats(...) (TC_AT(), stats_(__VA_ARGS__))
 #define wait_stats(...) (TC_AT(), wait_stats_(__VA_ARGS__))
@@ -306,35 +330,23 @@ test_a_record_ipv4(void **state)
     struct h_peer *p = peer_new(H_ECHO, 0);
     unsigned q0 = dnsd_name_queries(&g_dns, N_A4);
     char addr[128];
-    long long s, id;
-    json_t *ev, *info;
+    long long s;
+    json_t *info;
 
     /* port inside the address string */
-    s = open_type(t, "tcp", 0);
     snprintf(addr, sizeof addr, "%s:%d", N_A4, p->port);
-    id = start_connect(t, s, addr, -1, 0);
-    ev = expect_connected(t, s, id, "127.0.0.1", p->port);
-    json_decref(ev);
+    s = connect_ok(t, 0, addr, -1, 0, "127.0.0.1", p->port);
     info = tc_info(t, s);
     EXPECT_STR(jstr(info, "state"), "connected", "socket.info after a named connect: %s", jd(info));
     check_addr(info, "remote", "127.0.0.1", p->port);
     json_decref(info);
     TC_AT();
     EXPECT_TRUE(dnsd_name_queries(&g_dns, N_A4) > q0, "dnsd saw a question for %s", N_A4);
-    for (int i = 0; i < 50 && p->accepted < 1; i++)
-        sleep_ms(20);
-    TC_AT();
-    EXPECT_INT(p->accepted, 1, "connections accepted by the IPv4 peer");
+    wait_accepted(p, 1, "the IPv4 peer");
 
     /* port as the "port" param */
-    s = open_type(t, "tcp", 0);
-    id = start_connect(t, s, N_A4, p->port, 0);
-    ev = expect_connected(t, s, id, "127.0.0.1", p->port);
-    json_decref(ev);
-    for (int i = 0; i < 50 && p->accepted < 2; i++)
-        sleep_ms(20);
-    TC_AT();
-    EXPECT_INT(p->accepted, 2, "connections accepted by the IPv4 peer");
+    s = connect_ok(t, 0, N_A4, p->port, 0, "127.0.0.1", p->port);
+    wait_accepted(p, 2, "the IPv4 peer");
 }
 
 /* A name with only an AAAA record reaches an IPv6 peer on ::1. */
@@ -345,24 +357,13 @@ test_aaaa_record_ipv6(void **state)
     struct tc *t = tc_new(&g_d);
     struct h_peer *p = peer_new(H_ECHO, 1);
     char addr[128];
-    long long s, id;
-    json_t *ev;
 
-    s = open_type(t, "tcp", 0);
     snprintf(addr, sizeof addr, "%s:%d", N_A6, p->port);
-    id = start_connect(t, s, addr, -1, 0);
-    ev = expect_connected(t, s, id, "::1", p->port);
-    json_decref(ev);
-    for (int i = 0; i < 50 && p->accepted < 1; i++)
-        sleep_ms(20);
-    TC_AT();
-    EXPECT_INT(p->accepted, 1, "connections accepted by the IPv6 peer");
+    connect_ok(t, 0, addr, -1, 0, "::1", p->port);
+    wait_accepted(p, 1, "the IPv6 peer");
 
     /* the "port" param form, on a socket opened with ipv6:true */
-    s = open_type(t, "tcp", 1);
-    id = start_connect(t, s, N_A6, p->port, 0);
-    ev = expect_connected(t, s, id, "::1", p->port);
-    json_decref(ev);
+    connect_ok(t, 1, N_A6, p->port, 0, "::1", p->port);
 }
 
 /* "localhost" comes from /etc/hosts (never from DNS) and reaches an IPv4 listener. */
@@ -373,20 +374,12 @@ test_localhost_ipv4(void **state)
     struct tc *t = tc_new(&g_d);
     struct h_peer *p = peer_new(H_ECHO, 0);
     unsigned all0 = dnsd_queries(&g_dns);
-    long long s, id;
     char addr[64];
-    json_t *ev;
 
-    s = open_type(t, "tcp", 0);
     snprintf(addr, sizeof addr, "localhost:%d", p->port);
-    id = start_connect(t, s, addr, -1, 0);
-    ev = expect_connected(t, s, id, "127.0.0.1", p->port);
-    json_decref(ev);
+    connect_ok(t, 0, addr, -1, 0, "127.0.0.1", p->port);
 
-    s = open_type(t, "tcp", 0);
-    id = start_connect(t, s, "LocalHost", p->port, 0);
-    ev = expect_connected(t, s, id, "127.0.0.1", p->port);
-    json_decref(ev);
+    connect_ok(t, 0, "LocalHost", p->port, 0, "127.0.0.1", p->port);
 
     TC_AT();
     EXPECT_INT(dnsd_name_queries(&g_dns, "localhost"), 0, "dnsd questions for localhost");
@@ -401,15 +394,10 @@ test_localhost_ipv6(void **state)
     struct tc *t = tc_new(&g_d);
     struct h_peer *p = peer_new(H_ECHO, 1);
     unsigned all0 = dnsd_queries(&g_dns);
-    long long s, id;
     char addr[64];
-    json_t *ev;
 
-    s = open_type(t, "tcp", 0);
     snprintf(addr, sizeof addr, "localhost:%d", p->port);
-    id = start_connect(t, s, addr, -1, 0);
-    ev = expect_connected(t, s, id, "::1", p->port);
-    json_decref(ev);
+    connect_ok(t, 0, addr, -1, 0, "::1", p->port);
     TC_AT();
     EXPECT_INT(dnsd_name_queries(&g_dns, "localhost"), 0, "dnsd questions for localhost");
     EXPECT_INT(dnsd_queries(&g_dns), all0, "dnsd questions of any name while resolving localhost");
@@ -424,8 +412,6 @@ test_dual_ipv6_first_then_fallback(void **state)
 {
     (void)state;
     struct tc *t = tc_new(&g_d);
-    long long s, id;
-    json_t *ev;
     int port = 0, fd4 = -1, fd6 = -1, hold6 = -1;
     int lfd4, lfd6, afd;
 
@@ -438,10 +424,7 @@ test_dual_ipv6_first_then_fallback(void **state)
     }
     TC_AT();
     EXPECT_TRUE(fd6 >= 0, "a port free on both 127.0.0.1 and ::1");
-    s = open_type(t, "tcp", 0);
-    id = start_connect(t, s, N_DUAL, port, 0);
-    ev = expect_connected(t, s, id, "::1", port);
-    json_decref(ev);
+    connect_ok(t, 0, N_DUAL, port, 0, "::1", port);
     close_fd(fd4);
     close_fd(fd6);
 
@@ -456,10 +439,7 @@ test_dual_ipv6_first_then_fallback(void **state)
     }
     TC_AT();
     EXPECT_TRUE(hold6 >= 0, "a port free on both 127.0.0.1 and ::1");
-    s = open_type(t, "tcp", 0);
-    id = start_connect(t, s, N_DUAL, port, 0);
-    ev = expect_connected(t, s, id, "127.0.0.1", port);
-    json_decref(ev);
+    connect_ok(t, 0, N_DUAL, port, 0, "127.0.0.1", port);
     afd = raw_accept(lfd4, H_TIMEOUT_MS);
     TC_AT();
     EXPECT_TRUE(afd >= 0, "the IPv4 listener got the connection");
@@ -475,10 +455,7 @@ test_dual_ipv6_first_then_fallback(void **state)
     }
     TC_AT();
     EXPECT_TRUE(hold6 >= 0, "a port free on both ::1 and 127.0.0.1");
-    s = open_type(t, "tcp", 0);
-    id = start_connect(t, s, N_DUAL, port, 0);
-    ev = expect_connected(t, s, id, "::1", port);
-    json_decref(ev);
+    connect_ok(t, 0, N_DUAL, port, 0, "::1", port);
 }
 
 /* Two A records: the first refuses, the second has the peer. */
@@ -520,14 +497,8 @@ test_two_a_records_second_wins(void **state)
 
     /* nothing on 127.0.0.2:port (refused): the second record, 127.0.0.1, is tried next */
     p = peer_new(H_ECHO, 0);
-    s = open_type(t, "tcp", 0);
-    id = start_connect(t, s, N_TWO_A, p->port, 3000);
-    ev = expect_connected(t, s, id, "127.0.0.1", p->port);
-    json_decref(ev);
-    for (int i = 0; i < 50 && p->accepted < 1; i++)
-        sleep_ms(20);
-    TC_AT();
-    EXPECT_INT(p->accepted, 1, "connections accepted by the peer on the second address");
+    s = connect_ok(t, 0, N_TWO_A, p->port, 3000, "127.0.0.1", p->port);
+    wait_accepted(p, 1, "the peer on the second address");
 }
 
 /* NXDOMAIN: socket.closed connect_failed, "did not resolve", request = the connect id. */

@@ -29,158 +29,18 @@
 #include "rpc.h"
 #include "sock.h"
 
+#include "rpc_fixture.h"
+
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
-/* ---- fixture: fake clients ---------------------------------------------------------------- */
-
-struct fx {
-    struct client *c;
-    int peer; /* our end of the control connection */
-};
-
-static void
-never_io_cb(EV_P_ ev_io *w, int revents)
-{
-    (void)loop;
-    (void)w;
-    (void)revents;
-    fail_msg("a client watcher ran, but these tests never run the loop");
-}
-
-static void
-never_idle_cb(EV_P_ ev_idle *w, int revents)
-{
-    (void)loop;
-    (void)w;
-    (void)revents;
-    fail_msg("a client idle watcher ran, but these tests never run the loop");
-}
-
-/* A client set up as the accept path of ctl.c would, minus the started read watcher. */
-static void
-fx_open(struct fx *f)
-{
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
-    struct client *c = calloc(1, sizeof *c);
-    assert_non_null(c);
-    c->id = ++sockd.next_client;
-    c->fd = sv[0];
-    c->pid = getpid();
-    c->uid = getuid();
-    c->gid = getgid();
-    c->ident = ident_new(c->uid, c->gid, c->pid, NULL, 0);
-    assert_non_null(c->ident);
-    ev_io_init(&c->rio, never_io_cb, sv[0], EV_READ);
-    ev_io_init(&c->wio, never_io_cb, sv[0], EV_WRITE);
-    ev_idle_init(&c->more, never_idle_cb);
-    c->rio.data = c->wio.data = c->more.data = c;
-    sockd.nclients++;
-    f->c = c;
-    f->peer = sv[1];
-}
-
-static void
-fx_close(struct fx *f)
-{
-    struct client *c = f->c;
-    if (c == NULL)
-        return;
-    ctl_flush_all(); /* takes c off the dirty list */
-    while (c->socks != NULL)
-        sock_close(c->socks, NULL, 0, NULL, NULL);
-    sock_reap();
-    ev_io_stop(sockd.loop, &c->wio);
-    buf_free(&c->in);
-    buf_free(&c->out);
-    buf_free(&c->held);
-    close(c->fd);
-    close(f->peer);
-    sockd.nclients--;
-    ident_unref(c->ident);
-    free(c);
-    f->c = NULL;
-}
-
-static int
-setup_one(void **state)
-{
-    struct fx *f = calloc(2, sizeof *f);
-    if (f == NULL)
-        return -1;
-    fx_open(&f[0]);
-    fx_open(&f[1]);
-    *state = f;
-    return 0;
-}
-
-static int
-teardown_one(void **state)
-{
-    struct fx *f = *state;
-    fx_close(&f[0]);
-    fx_close(&f[1]);
-    free(f);
-    return 0;
-}
-
-static int
-group_setup(void **state)
-{
-    (void)state;
-    log_set_level(LOG_LVL_ERROR);
-    daemon_init(ev_default_loop(0));
-    return 0;
-}
-
-static int
-group_teardown(void **state)
-{
-    (void)state;
-    sock_reap();
-    ctl_reap();
-    idmap_free(&sockd.socks);
-    conf_free(&sockd.conf);
-    ev_loop_destroy(sockd.loop);
-    return 0;
-}
-
 /* ---- driving the envelope ---------------------------------------------------------------- */
-
-/* Everything the daemon has written to the client, after flushing (malloc'ed, NUL-terminated). */
-static char *
-drain(struct fx *f, size_t *lenp)
-{
-    size_t cap = 65536, len = 0;
-    char *p = malloc(cap + 1);
-    assert_non_null(p);
-    ctl_flush_all();
-    assert_int_equal(buf_len(&f->c->out), 0);
-    for (;;) {
-        if (len == cap) {
-            cap *= 2;
-            p = realloc(p, cap + 1);
-            assert_non_null(p);
-        }
-        ssize_t n = recv(f->peer, p + len, cap - len, MSG_DONTWAIT);
-        if (n < 0) {
-            assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
-            break;
-        }
-        assert_true(n > 0);
-        len += (size_t)n;
-    }
-    p[len] = '\0';
-    *lenp = len;
-    return p;
-}
 
 /* Every message written since the last call, as a JSON array (one element per line). */
 static json_t *
 output(struct fx *f)
 {
     size_t len;
-    char *text = drain(f, &len);
+    char *text = fx_drain(f, &len);
     json_t *msgs = json_array();
     if (len > 0)
         assert_int_equal(text[len - 1], '\n');
@@ -801,18 +661,18 @@ test_batch_in_turns(void **state)
     int turns = 0;
 
     rpc_handle_line(f->c, line, len);
-    char *whole = drain(f, &n1);
+    char *whole = fx_drain(f, &n1);
     do {
         assert_int_equal(rpc_run_line(f->c, line, len, 1), 1);
         turns++;
         if (f->c->batch != NULL) {
-            char *none = drain(f, &n2);
+            char *none = fx_drain(f, &n2);
             assert_int_equal(n2, 0);
             free(none);
         }
     } while (f->c->batch != NULL);
     assert_int_equal(turns, 6);
-    char *cut = drain(f, &n2);
+    char *cut = fx_drain(f, &n2);
     assert_int_equal(n1, n2);
     assert_memory_equal(whole, cut, n1);
     free(whole);
@@ -1432,7 +1292,7 @@ bytes_for(struct fx *f, const char *line, size_t len, int fast, size_t *outlen)
     rpc_fastpath_enable(fast);
     rpc_handle_line(f->c, line, len);
     rpc_fastpath_enable(1);
-    return drain(f, outlen);
+    return fx_drain(f, outlen);
 }
 
 /*
@@ -1587,7 +1447,7 @@ test_fastpath_deep_params(void **state)
 int
 main(void)
 {
-#define TF(fn) cmocka_unit_test_setup_teardown(fn, setup_one, teardown_one)
+#define TF(fn) cmocka_unit_test_setup_teardown(fn, fx_setup_two, fx_teardown_two)
     const struct CMUnitTest tests[] = {
         TF(test_envelope_table),
         TF(test_silent_lines),
@@ -1612,5 +1472,5 @@ main(void)
         TF(test_fastpath_deep_params),
     };
 #undef TF
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    return cmocka_run_group_tests(tests, fx_group_setup, fx_group_teardown);
 }

@@ -42,6 +42,8 @@
 #include "sock.h"
 #include "tls.h"
 
+#include "rpc_fixture.h"
+
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 #define DETAIL 512
 
@@ -146,10 +148,8 @@ static char fp_leaf2[TLSCTX_FP_MAX];
 static int
 group_setup(void **state)
 {
-    (void)state;
     signal(SIGPIPE, SIG_IGN);
-    log_set_level(LOG_LVL_ERROR);
-    daemon_init(ev_default_loop(0));
+    fx_group_setup(state);
 
     snprintf(tdir, sizeof tdir, "/tmp/sockd-test-tls-XXXXXX");
     if (mkdtemp(tdir) == NULL)
@@ -194,7 +194,6 @@ group_setup(void **state)
 static int
 group_teardown(void **state)
 {
-    (void)state;
     char **all = (char **)&pem;
     for (size_t i = 0; i < sizeof pem / sizeof(char *); i++)
         free(all[i]);
@@ -204,107 +203,23 @@ group_teardown(void **state)
         if (system(cmd) != 0)
             fprintf(stderr, "could not remove %s\n", tdir);
     }
-    sock_reap();
-    ctl_reap();
-    idmap_free(&sockd.socks);
-    conf_free(&sockd.conf);
-    ev_loop_destroy(sockd.loop);
-    return 0;
+    return fx_group_teardown(state);
 }
 
-/* ---- fake clients (as in test_rpc.c) ------------------------------------------------------ */
-
-struct fx {
-    struct client *c;
-    int peer; /* our end of the control connection */
-};
-
-static void
-never_io_cb(EV_P_ ev_io *w, int revents)
-{
-    (void)loop;
-    (void)w;
-    (void)revents;
-    fail_msg("a client watcher ran, but these tests never run the loop");
-}
-
-static void
-never_idle_cb(EV_P_ ev_idle *w, int revents)
-{
-    (void)loop;
-    (void)w;
-    (void)revents;
-    fail_msg("a client idle watcher ran, but these tests never run the loop");
-}
-
-static void
-fx_open(struct fx *f)
-{
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
-    struct client *c = calloc(1, sizeof *c);
-    assert_non_null(c);
-    c->id = ++sockd.next_client;
-    c->fd = sv[0];
-    c->pid = getpid();
-    c->uid = getuid();
-    c->gid = getgid();
-    c->ident = ident_new(c->uid, c->gid, c->pid, NULL, 0);
-    assert_non_null(c->ident);
-    ev_io_init(&c->rio, never_io_cb, sv[0], EV_READ);
-    ev_io_init(&c->wio, never_io_cb, sv[0], EV_WRITE);
-    ev_idle_init(&c->more, never_idle_cb);
-    c->rio.data = c->wio.data = c->more.data = c;
-    sockd.nclients++;
-    f->c = c;
-    f->peer = sv[1];
-}
-
-static void
-fx_close(struct fx *f)
-{
-    struct client *c = f->c;
-    if (c == NULL)
-        return;
-    ctl_flush_all();
-    while (c->socks != NULL)
-        sock_close(c->socks, NULL, 0, NULL, NULL);
-    sock_reap();
-    tlsctx_client_gone(c);
-    assert_null(c->ctxs);
-    ev_io_stop(sockd.loop, &c->wio);
-    buf_free(&c->in);
-    buf_free(&c->out);
-    buf_free(&c->held);
-    close(c->fd);
-    close(f->peer);
-    sockd.nclients--;
-    ident_unref(c->ident);
-    free(c);
-    f->c = NULL;
-}
+/* ---- fake clients (rpc_fixture.c) ---------------------------------------------------------- */
 
 static int
 setup(void **state)
 {
-    struct fx *f = calloc(2, sizeof *f);
-    if (f == NULL)
-        return -1;
     if (tlsctx_count() != 0)
         return -1;
-    fx_open(&f[0]);
-    fx_open(&f[1]);
-    *state = f;
-    return 0;
+    return fx_setup_two(state);
 }
 
 static int
 teardown(void **state)
 {
-    struct fx *f = *state;
-    fx_close(&f[0]);
-    fx_close(&f[1]);
-    free(f);
+    fx_teardown_two(state);
     /* Every context is gone once its client and the sockets using it are. */
     assert_int_equal(tlsctx_count(), 0);
     return 0;
@@ -316,25 +231,8 @@ teardown(void **state)
 static json_t *
 one_message(struct fx *f)
 {
-    size_t cap = 1 << 16, len = 0;
-    char *p = malloc(cap + 1);
-    assert_non_null(p);
-    ctl_flush_all();
-    for (;;) {
-        if (len == cap) {
-            cap *= 2;
-            p = realloc(p, cap + 1);
-            assert_non_null(p);
-        }
-        ssize_t n = recv(f->peer, p + len, cap - len, MSG_DONTWAIT);
-        if (n < 0) {
-            assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
-            break;
-        }
-        assert_true(n > 0);
-        len += (size_t)n;
-    }
-    p[len] = '\0';
+    size_t len;
+    char *p = fx_drain(f, &len);
     char *nl = strchr(p, '\n');
     if (nl == NULL || nl[1] != '\0')
         fail_msg("want exactly one message, got: %.300s", p);
