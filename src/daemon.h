@@ -7,6 +7,7 @@
 
 #include "conf.h"
 #include "idmap.h"
+#include "sock.h"
 
 struct client;
 struct sock;
@@ -21,11 +22,11 @@ struct daemon {
     ev_tstamp started;    /* ev_now at start */
     ev_prepare prepare;   /* flushes client output and reaps closed objects */
     unsigned nclients;
-    unsigned nsockets[5]; /* by enum sock_type */
-    uint64_t bytes_in;    /* bytes read from network sockets */
-    uint64_t bytes_out;   /* bytes written to network sockets */
-    uint64_t requests;    /* requests handled */
-    int stopping;         /* SIGTERM/SIGINT received */
+    unsigned nsockets[SOCK_NTYPES]; /* by enum sock_type */
+    uint64_t bytes_in;              /* bytes read from network sockets */
+    uint64_t bytes_out;             /* bytes written to network sockets */
+    uint64_t requests;              /* requests handled */
+    int stopping;                   /* SIGTERM/SIGINT received */
 };
 
 extern struct daemon sockd;
