@@ -46,7 +46,7 @@ sock_type_parse(const char *name)
 int
 sock_log_wanted(const struct sock *s)
 {
-    return (sockd.conf.log_flags & sock_types[s->type]->log) != 0;
+    return (sockd.conf.log_flags & sock_desc(s)->log) != 0;
 }
 
 const char *

@@ -191,7 +191,7 @@ enum sock_cap {
 #define SOCK_DGRAM_EOF (-3)  /* the peer ended the session (close_notify) */
 
 /*
- * A socket type (sock_types[s->type]): its name, capabilities and the operations that differ
+ * A socket type (sock_desc(s)): its name, capabilities and the operations that differ
  * between types. Stream bytes go through s->tp, which socket.starttls switches to TLS.
  */
 struct sock_type_desc {
@@ -290,6 +290,13 @@ struct sock {
     struct sock_tls *tls;     /* NULL on sockets that never ran TLS */
     struct sock_until *until; /* NULL until the first socket.recv with until */
 };
+
+/* The descriptor of s's type. */
+static inline const struct sock_type_desc *
+sock_desc(const struct sock *s)
+{
+    return sock_types[s->type];
+}
 
 /* Whether s's type has every capability in caps (enum sock_cap). */
 static inline int

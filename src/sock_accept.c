@@ -190,7 +190,7 @@ sock_accept_ready(struct sock *l)
         struct sockaddr_storage rss;
         socklen_t rl = sizeof rss, ll = sizeof local;
         SSL *ssl = NULL; /* dtls: a peer past the cookie exchange, on a fd of its own */
-        int fd = sock_types[l->type]->accept(l, &rss, &rl, &local, &ll, &ssl);
+        int fd = sock_desc(l)->accept(l, &rss, &rl, &local, &ll, &ssl);
         memcpy(&remote, &rss, sizeof remote);
         if (rl > sizeof remote)
             rl = sizeof remote;

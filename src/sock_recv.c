@@ -187,7 +187,7 @@ sock_dgram_read_ready(struct sock *s)
             break;
         }
         memset(&h, 0, sizeof h);
-        ssize_t n = sock_types[s->type]->recv_dgram(s, scratch, sizeof scratch, &h);
+        ssize_t n = sock_desc(s)->recv_dgram(s, scratch, sizeof scratch, &h);
         if (n == SOCK_DGRAM_EOF) { /* dtls close_notify: EOF as for TLS */
             s->rd_eof = 1;
             sock_deliver_dgram(s);
@@ -220,7 +220,7 @@ sock_dgram_read_ready(struct sock *s)
 void
 sock_read_ready(struct sock *s)
 {
-    if (sock_types[s->type]->recv_dgram != NULL) {
+    if (sock_desc(s)->recv_dgram != NULL) {
         sock_dgram_read_ready(s);
         return;
     }

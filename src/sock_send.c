@@ -76,7 +76,7 @@ sock_dgram_write_ready(struct sock *s)
         struct sock_dgram h;
         memcpy(&h, buf_head(&s->out), sizeof h);
         const char *payload = buf_head(&s->out) + sizeof h;
-        ssize_t n = sock_types[s->type]->send_dgram(s, &h, payload);
+        ssize_t n = sock_desc(s)->send_dgram(s, &h, payload);
         if (n == SOCK_DGRAM_FAIL) {
             sock_io_failed(s, errno);
             return;
@@ -116,7 +116,7 @@ sock_dgram_write_ready(struct sock *s)
 void
 sock_write_ready(struct sock *s)
 {
-    if (sock_types[s->type]->send_dgram != NULL) {
+    if (sock_desc(s)->send_dgram != NULL) {
         sock_dgram_write_ready(s);
         /* dtls: once flushed, shutdown (close_notify) and EOF are handled below as for TLS */
         if (!sock_has(s, SOCK_CAP_TLS) || s->dead || buf_len(&s->out) > 0)
