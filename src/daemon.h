@@ -7,6 +7,7 @@
 
 #include "conf.h"
 #include "idmap.h"
+#include "sock.h"
 
 struct client;
 struct sock;
@@ -20,11 +21,11 @@ struct daemon {
     uint64_t next_client; /* last client id given out */
     ev_tstamp started;    /* ev_now at start */
     unsigned nclients;
-    unsigned nsockets[5]; /* by enum sock_type */
-    uint64_t bytes_in;    /* bytes read from network sockets */
-    uint64_t bytes_out;   /* bytes written to network sockets */
-    uint64_t requests;    /* requests handled */
-    int stopping;         /* SIGTERM/SIGINT received */
+    unsigned nsockets[SOCK_NTYPES]; /* by enum sock_type */
+    uint64_t bytes_in;              /* bytes read from network sockets */
+    uint64_t bytes_out;             /* bytes written to network sockets */
+    uint64_t requests;              /* requests handled */
+    int stopping;                   /* SIGTERM/SIGINT received */
 };
 
 extern struct daemon sockd;

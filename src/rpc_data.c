@@ -79,9 +79,8 @@ socket_send(struct rpc_call *call)
         return rpc_fail_param(call, rpc_get(call, "data") ? "text" : "data",
                               "give exactly one of data and text");
     /* dtls: like a stream, queued while connecting (the handshake) */
-    if ((sock_is_dgram(s) && s->type != SOCK_DTLS)
-            ? s->state != SS_CONNECTED
-            : (s->state != SS_CONNECTED && s->state != SS_CONNECTING))
+    if (sock_has(s, SOCK_CAP_SENDTO) ? s->state != SS_CONNECTED
+                                     : (s->state != SS_CONNECTED && s->state != SS_CONNECTING))
         return rpc_fail_state(call, s, "send");
     if (s->shut_wanted)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "socket is shutting down");
@@ -90,16 +89,17 @@ socket_send(struct rpc_call *call)
                         (unsigned long long)s->id);
     if (rpc_payload(call, &owned, &bytes, &n) < 0)
         return -1;
-    if (sock_is_dgram(s) && n > 65507) {
+    if (sock_has(s, SOCK_CAP_DGRAM) && n > 65507) {
         free(owned);
         return rpc_fail_param(call, "data", "a datagram carries at most 65507 bytes");
     }
-    if (s->type == SOCK_DTLS && n > DTLS_MAX_PAYLOAD) { /* one datagram = one record */
+    if (sock_has(s, SOCK_CAP_DGRAM | SOCK_CAP_TLS) &&
+        n > DTLS_MAX_PAYLOAD) { /* one datagram = one record */
         free(owned);
         return rpc_fail_param(call, rpc_get(call, "data") ? "data" : "text",
                               "a DTLS datagram carries at most %d bytes", DTLS_MAX_PAYLOAD);
     }
-    if (sock_is_dgram(s))
+    if (sock_has(s, SOCK_CAP_DGRAM))
         r = sock_sendto(s, bytes, n, NULL, 0, call->id, rpc_bool(call, "notify", 1));
     else
         r = sock_send(s, bytes, n, call->id, rpc_bool(call, "notify", 1));
@@ -126,7 +126,7 @@ socket_sendto(struct rpc_call *call)
     struct addr a;
     long long port;
 
-    if (!sock_is_dgram(s) || s->type == SOCK_DTLS) /* dtls: connected to one peer */
+    if (!sock_has(s, SOCK_CAP_SENDTO)) /* dtls: connected to one peer */
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "sendto: %s sockets use send",
                         sock_type_name(s->type));
     if (s->shut_wanted || (s->state != SS_OPEN && s->state != SS_BOUND && s->state != SS_CONNECTED))
@@ -220,7 +220,7 @@ rpc_until(struct rpc_call *call, const struct sock *s, unsigned char *d)
     }
     if (n < 1 || n > SOCK_UNTIL_MAX)
         return rpc_fail_param(call, name, "the delimiter must be 1 to %d bytes", SOCK_UNTIL_MAX);
-    if (sock_is_dgram(s))
+    if (sock_has(s, SOCK_CAP_DGRAM))
         return rpc_fail_param(call, name, "%s sockets deliver whole datagrams, not lines",
                               sock_type_name(s->type));
     if (rpc_bool(call, "partial", 0))
@@ -244,7 +244,7 @@ socket_recv(struct rpc_call *call)
         (ulen = rpc_until(call, s, until)) < 0)
         return -1;
     if (s->state != SS_CONNECTED && s->state != SS_CONNECTING &&
-        !(sock_is_dgram(s) && s->state == SS_BOUND))
+        !(sock_has(s, SOCK_CAP_DGRAM) && s->state == SS_BOUND))
         return rpc_fail_state(call, s, "recv");
     if (s->relay != NULL)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "socket %llu is piped",
@@ -254,7 +254,7 @@ socket_recv(struct rpc_call *call)
                         (unsigned long long)s->id);
     /* an exact length (or a line that long) the uid's byte budget cannot hold would never
      * complete */
-    if ((size_t)len > sockd.conf.max_buffer_per_uid && !sock_is_dgram(s) &&
+    if ((size_t)len > sockd.conf.max_buffer_per_uid && !sock_has(s, SOCK_CAP_DGRAM) &&
         !rpc_bool(call, "partial", 0) && !rpc_bool(call, "stream", 0))
         return rpc_fail_limit(call, "max-buffer-per-uid");
     if (sock_recv(s, (size_t)len, rpc_bool(call, "partial", 0), rpc_bool(call, "stream", 0), until,

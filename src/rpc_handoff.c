@@ -28,7 +28,7 @@ handoff_buffered(struct sock *s, json_t *result)
 {
     if (buf_len(&s->in) == 0)
         return;
-    if (!sock_is_dgram(s)) {
+    if (!sock_has(s, SOCK_CAP_DGRAM)) {
         char *text = malloc(b64_encoded_len(buf_len(&s->in)) + 1);
         if (text == NULL)
             return;
@@ -48,7 +48,7 @@ static int
 socket_detach(struct rpc_call *call)
 {
     struct sock *s = call->sock;
-    if (s->type == SOCK_TLS || s->type == SOCK_DTLS || sock_ssl(s) != NULL)
+    if (sock_has(s, SOCK_CAP_TLS) || sock_ssl(s) != NULL)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
                         "detach: a TLS socket's state lives in the daemon; use socket.pipe");
     if (s->fd < 0 || s->relay != NULL || s->shut_wanted ||
@@ -98,7 +98,7 @@ socket_attach(struct rpc_call *call)
 
     if (fd < 0)
         return rpc_fail_param(call, "fd", "socket.attach needs a socket fd sent with the request");
-    if (t < 0 || t == SOCK_TLS || t == SOCK_DTLS) {
+    if (t < 0 || sock_type_has(t, SOCK_CAP_TLS)) {
         nbguard_close(fd);
         return rpc_fail_param(call, "type", "attach takes tcp, udp or unix");
     }
@@ -107,8 +107,9 @@ socket_attach(struct rpc_call *call)
         nbguard_close(fd);
         return rpc_fail_param(call, "fd", "the fd is not a socket");
     }
-    int want_type = t == SOCK_UDP ? SOCK_DGRAM : SOCK_STREAM;
-    int dom_ok = t == SOCK_UNIX ? domain == AF_UNIX : (domain == AF_INET || domain == AF_INET6);
+    int want_type = sock_type_has(t, SOCK_CAP_DGRAM) ? SOCK_DGRAM : SOCK_STREAM;
+    int dom_ok = sock_type_has(t, SOCK_CAP_UNIX) ? domain == AF_UNIX
+                                                 : (domain == AF_INET || domain == AF_INET6);
     if (so_type != want_type || !dom_ok) {
         nbguard_close(fd);
         return rpc_fail_param(call, "type", "the fd is not a %s socket", tname);
@@ -174,7 +175,8 @@ socket_pipe(struct rpc_call *call)
 {
     struct sock *s = call->sock;
     int sv[2];
-    if (sock_is_dgram(s) || s->state != SS_CONNECTED || s->relay != NULL || s->shut_wanted)
+    if (sock_has(s, SOCK_CAP_DGRAM) || s->state != SS_CONNECTED || s->relay != NULL ||
+        s->shut_wanted)
         return rpc_fail_state(call, s, "pipe");
     if (s->recv_pending)
         sock_recv_cancel(s);

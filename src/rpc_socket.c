@@ -53,7 +53,7 @@ rpc_address(struct rpc_call *call, struct sock *s, const char *text, int need_po
             struct addr *a)
 {
     const char *cause;
-    if (s->type == SOCK_UNIX) {
+    if (sock_has(s, SOCK_CAP_UNIX)) {
         if (rpc_get(call, "port") != NULL)
             return rpc_fail_param(call, "port", "a unix socket has no port");
         if (addr_parse_unix(text, a, &cause) < 0)
@@ -97,21 +97,22 @@ socket_open(struct rpc_call *call)
     if (t < 0)
         return rpc_fail_param(call, "type", "unknown socket type '%.50s'", tname);
     struct tlsctx *ctx = NULL;
-    if (t == SOCK_TLS || t == SOCK_DTLS) {
+    if (sock_type_has(t, SOCK_CAP_TLS)) {
         if (rpc_get(call, "context") == NULL)
             return rpc_fail_param(call, "context", "a %s socket needs a context", tname);
         if ((ctx = tlsctx_get(call->client, (uint64_t)rpc_int(call, "context", 0))) == NULL)
             return rpc_fail_handle(call, "context");
-        if (ctx->dtls && t == SOCK_TLS)
+        if (ctx->dtls && !sock_type_has(t, SOCK_CAP_DGRAM))
             return rpc_fail_param(call, "context", "the context is for DTLS");
-        if (!ctx->dtls && t == SOCK_DTLS) /* dtls: the context needs dtls (or enable_dtls) */
+        if (!ctx->dtls &&
+            sock_type_has(t, SOCK_CAP_DGRAM)) /* dtls: the context needs dtls (or enable_dtls) */
             return rpc_fail_param(call, "context",
                                   "the context is not for DTLS (context.enable_dtls)");
     } else if (rpc_get(call, "context") != NULL) {
         return rpc_fail_param(call, "context", "a context applies to tls and dtls sockets only");
     }
     int readahead = rpc_bool(call, "readahead", 1);
-    if (!readahead && (t == SOCK_TLS || t == SOCK_DTLS))
+    if (!readahead && sock_type_has(t, SOCK_CAP_TLS))
         return rpc_fail_param(call, "readahead", "a %s socket reads for its TLS layer", tname);
     const char *full = sock_budget_full(call->client, call->client->ident);
     if (full != NULL)
@@ -165,7 +166,7 @@ socket_connect(struct rpc_call *call)
     if (sn != NULL && sn[0] == '\0')
         return rpc_fail_param(call, "server_name",
                               "server_name is empty: give a name or leave it out");
-    if (s->type == SOCK_TLS || s->type == SOCK_DTLS) {
+    if (sock_has(s, SOCK_CAP_TLS)) {
         free(s->tls->server_name);
         s->tls->server_name = strdup(sn ? sn : a.host); /* verified and sent as SNI */
     }
@@ -188,10 +189,10 @@ rpc_sock_fd(struct rpc_call *call, struct sock *s, int af, int reuse)
     if (sock_open_fd(s, af) < 0)
         return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_OPEN_FAILED, errno, "socket");
     /* udp: SO_REUSEADDR would let another socket bind the port and read its datagrams */
-    if (reuse && af != AF_UNIX && (!sock_is_dgram(s) || sockd.conf.share_udp_ports))
+    if (reuse && af != AF_UNIX && (!sock_has(s, SOCK_CAP_DGRAM) || sockd.conf.share_udp_ports))
         setsockopt(s->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     /* dtls: each peer a listener accepts gets a socket of its own on the same port */
-    if (s->type == SOCK_DTLS)
+    if (sock_has(s, SOCK_CAP_COOKIE))
         setsockopt(s->fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     return 0;
 }
@@ -205,7 +206,7 @@ rpc_sock_fd(struct rpc_call *call, struct sock *s, int af, int reuse)
 static int
 rpc_do_bind(struct rpc_call *call, struct sock *s, struct addr *a, int reuse, int mode)
 {
-    int guard = sock_is_dgram(s) && !sockd.conf.share_udp_ports;
+    int guard = sock_has(s, SOCK_CAP_DGRAM) && !sockd.conf.share_udp_ports;
     int upath = a->kind == ADDR_UNIX && a->host[0] == '/';
     if (guard && dtls_port_taken(s, (struct sockaddr *)&a->sa))
         return rpc_fail_errno(call, SOCKD_E_INTERNAL, SOCKD_REASON_BIND_FAILED, EADDRINUSE, "bind");
@@ -237,7 +238,7 @@ rpc_do_bind(struct rpc_call *call, struct sock *s, struct addr *a, int reuse, in
         socklen_t len = sizeof s->local;
         getsockname(s->fd, &s->local.sa, &len);
     }
-    if (s->type == SOCK_DTLS && dtls_port_hold(s) < 0) {
+    if (sock_has(s, SOCK_CAP_COOKIE) && dtls_port_hold(s) < 0) {
         sock_drop_fd(s);
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     }
@@ -299,7 +300,7 @@ socket_bind(struct rpc_call *call)
     if (s->state != SS_OPEN || s->fd >= 0)
         return rpc_fail_state(call, s, "bind");
     const char *text = rpc_str(call, "address");
-    if (s->type == SOCK_UNIX)
+    if (sock_has(s, SOCK_CAP_UNIX))
         return rpc_bind_unix(call, s, text);
     if (rpc_get(call, "mode") != NULL)
         return rpc_fail_param(call, "mode", "mode applies to unix sockets only");
@@ -332,12 +333,12 @@ socket_listen(struct rpc_call *call)
 
     if (s->state != SS_OPEN && s->state != SS_BOUND)
         return rpc_fail_state(call, s, "listen");
-    if (sock_is_dgram(s) && s->type != SOCK_DTLS) /* dtls listens: the cookie exchange */
+    if (!sock_has(s, SOCK_CAP_LISTEN) && !sock_has(s, SOCK_CAP_COOKIE))
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "listen: %s sockets do not listen",
                         sock_type_name(s->type));
-    if (s->type == SOCK_UNIX && s->state == SS_OPEN)
+    if (sock_has(s, SOCK_CAP_UNIX) && s->state == SS_OPEN)
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL, "listen: bind the unix socket first");
-    if ((s->type == SOCK_TLS || s->type == SOCK_DTLS) && !tlsctx_serves(s->tls->ctx))
+    if (sock_has(s, SOCK_CAP_TLS) && !tlsctx_serves(s->tls->ctx))
         return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
                         "listen: the context has no server certificate");
     if (rpc_int_range(call, "backlog", 1, 65535, 128, &backlog) < 0)
@@ -355,7 +356,7 @@ socket_listen(struct rpc_call *call)
             return -1;
     }
     /* dtls: no kernel listen; peers come through DTLSv1_listen on the bound socket */
-    if (s->type != SOCK_DTLS && listen(s->fd, (int)backlog) < 0) {
+    if (sock_has(s, SOCK_CAP_LISTEN) && listen(s->fd, (int)backlog) < 0) {
         int err = errno;
         if (was_open) /* a failed call leaves the socket as it was */
             sock_unbind(s);
@@ -416,7 +417,7 @@ socket_shutdown(struct rpc_call *call)
 {
     struct sock *s = call->sock;
     if ((s->state != SS_CONNECTED && s->state != SS_CONNECTING &&
-         !(sock_is_dgram(s) && s->state == SS_BOUND)) ||
+         !(sock_has(s, SOCK_CAP_DGRAM) && s->state == SS_BOUND)) ||
         s->shut_wanted)
         return rpc_fail_state(call, s, "shutdown");
     sock_shutdown(s, call->id);
@@ -442,8 +443,8 @@ socket_starttls(struct rpc_call *call)
         return rpc_fail_handle(call, "context");
     const char *sn = rpc_str(call, "server_name");
     int server = rpc_bool(call, "server_side", 0);
-    if (s->type != SOCK_TCP || s->state != SS_CONNECTED || sock_ssl(s) != NULL || s->tls_upgrade ||
-        s->relay != NULL || s->shut_wanted)
+    if (!sock_has(s, SOCK_CAP_STARTTLS) || s->state != SS_CONNECTED || sock_ssl(s) != NULL ||
+        s->tls_upgrade || s->relay != NULL || s->shut_wanted)
         return rpc_fail_state(call, s, "starttls");
     if (t->dtls)
         return rpc_fail_param(call, "context", "the context is for DTLS");
@@ -499,8 +500,9 @@ socket_setopt(struct rpc_call *call)
         json_t *v = rpc_get(call, rows[i].name);
         if (v == NULL)
             continue;
-        if ((rows[i].stream_only && sock_is_dgram(s)) ||
-            (rows[i].dgram_only && !sock_is_dgram(s)) || (rows[i].ip_only && s->type == SOCK_UNIX))
+        if ((rows[i].stream_only && sock_has(s, SOCK_CAP_DGRAM)) ||
+            (rows[i].dgram_only && !sock_has(s, SOCK_CAP_DGRAM)) ||
+            (rows[i].ip_only && sock_has(s, SOCK_CAP_UNIX)))
             return rpc_fail(call, SOCKD_E_WRONG_STATE, NULL,
                             "option %s does not apply to %s sockets", rows[i].name,
                             sock_type_name(s->type));

@@ -19,7 +19,10 @@
 
 #include <openssl/rand.h>
 
-static const char *const sock_type_names[SOCK_NTYPES] = {"tcp", "tls", "udp", "dtls", "unix"};
+const struct sock_type_desc *const sock_types[SOCK_NTYPES] = {
+    [SOCK_TCP] = &sock_type_tcp,   [SOCK_TLS] = &sock_type_tls,   [SOCK_UDP] = &sock_type_udp,
+    [SOCK_DTLS] = &sock_type_dtls, [SOCK_UNIX] = &sock_type_unix,
+};
 static const char *const sock_state_names[] = {"open",       "bound",     "listening",
                                                "connecting", "connected", "closing"};
 static struct sock *sock_grave;
@@ -28,14 +31,14 @@ static struct sock_gift *sock_gifts;
 const char *
 sock_type_name(enum sock_type t)
 {
-    return sock_type_names[t];
+    return sock_types[t]->name;
 }
 
 int
 sock_type_parse(const char *name)
 {
     for (int i = 0; i < SOCK_NTYPES; i++)
-        if (strcmp(name, sock_type_names[i]) == 0)
+        if (strcmp(name, sock_types[i]->name) == 0)
             return i;
     return -1;
 }
@@ -43,9 +46,7 @@ sock_type_parse(const char *name)
 int
 sock_log_wanted(const struct sock *s)
 {
-    static const unsigned flag[SOCK_NTYPES] = {CONF_LOG_TCP, CONF_LOG_TLS, CONF_LOG_UDP,
-                                               CONF_LOG_TLS, CONF_LOG_LOCAL};
-    return (sockd.conf.log_flags & flag[s->type]) != 0;
+    return (sockd.conf.log_flags & sock_desc(s)->log) != 0;
 }
 
 const char *
@@ -103,8 +104,8 @@ sock_new(struct client *c, struct ident *id, enum sock_type type, int ipv6)
     struct sock *s = calloc(1, sizeof *s);
     if (s == NULL)
         return NULL;
-    if ((type == SOCK_UNIX && (s->un = calloc(1, sizeof *s->un)) == NULL) ||
-        ((type == SOCK_TLS || type == SOCK_DTLS) && tls_alloc(s) < 0)) {
+    if ((sock_type_has(type, SOCK_CAP_UNIX) && (s->un = calloc(1, sizeof *s->un)) == NULL) ||
+        (sock_type_has(type, SOCK_CAP_TLS) && tls_alloc(s) < 0)) {
         free(s->un);
         free(s);
         return NULL;
@@ -238,7 +239,7 @@ sock_release(struct sock *s)
 json_t *
 sock_addr_json(const struct sock *s, int remote)
 {
-    if (s->type == SOCK_UNIX) {
+    if (sock_has(s, SOCK_CAP_UNIX)) {
         const char *p = remote ? s->un->remote : s->un->local;
         return addr_path_json(p ? p : "", p ? strlen(p) : 0);
     }

@@ -25,8 +25,8 @@ enum sock_type {
     SOCK_UDP,  /* UDP datagrams */
     SOCK_DTLS, /* DTLS over UDP */
     SOCK_UNIX, /* AF_UNIX stream */
+    SOCK_NTYPES
 };
-#define SOCK_NTYPES 5
 
 /* Lifecycle states, as socket.info reports them. */
 enum sock_state {
@@ -172,6 +172,64 @@ struct sock_transport {
     size_t (*pending)(struct sock *s);
 };
 
+/* What a socket type can do: the questions the per-type code paths ask of it. */
+enum sock_cap {
+    SOCK_CAP_DGRAM = 1 << 0,    /* datagrams, not a byte stream (udp, dtls) */
+    SOCK_CAP_SENDTO = 1 << 1,   /* datagrams to and from any address: sendto, reads while bound,
+                                   no end of session (udp) */
+    SOCK_CAP_TLS = 1 << 2,      /* a TLS engine from the start, with a context (tls, dtls) */
+    SOCK_CAP_UNIX = 1 << 3,     /* AF_UNIX: a path, no port, no IP options (unix) */
+    SOCK_CAP_LISTEN = 1 << 4,   /* listens with listen(2) (tcp, tls, unix) */
+    SOCK_CAP_COOKIE = 1 << 5,   /* listens by the DTLS cookie exchange; each peer gets a socket on
+                                   the same port, shared with SO_REUSEPORT (dtls) */
+    SOCK_CAP_STARTTLS = 1 << 6, /* socket.starttls may upgrade it (tcp) */
+    SOCK_CAP_SPLICE = 1 << 7, /* socket.pipe splices the peer's bytes through a kernel pipe (tcp) */
+};
+
+/* What a datagram operation returns besides a size or -1 with errno. */
+#define SOCK_DGRAM_FAIL (-2) /* the socket failed (errno): close it */
+#define SOCK_DGRAM_EOF (-3)  /* the peer ended the session (close_notify) */
+
+/*
+ * A socket type (sock_desc(s)): its name, capabilities and the operations that differ
+ * between types. Stream bytes go through s->tp, which socket.starttls switches to TLS.
+ */
+struct sock_type_desc {
+    const char *name; /* as socket.open names it */
+    unsigned caps;    /* enum sock_cap */
+    unsigned log;     /* the log-flags bit of its lifecycle lines (CONF_LOG_*) */
+    /*
+     * Datagrams: send one queued datagram (to h->addr when h->has_addr): its size, -1 with errno
+     * (EAGAIN: not now; else it is dropped), SOCK_DGRAM_FAIL.
+     */
+    ssize_t (*send_dgram)(struct sock *s, const struct sock_dgram *h, const void *p);
+    /*
+     * Datagrams: receive one into p (n bytes), its source in h->addr/has_addr: its size on the
+     * wire, -1 with errno (EAGAIN: nothing now; else it is skipped), SOCK_DGRAM_FAIL or
+     * SOCK_DGRAM_EOF.
+     */
+    ssize_t (*recv_dgram)(struct sock *s, void *p, size_t n, struct sock_dgram *h);
+    /*
+     * Listeners: the next connection's fd, its peer (*remote, *rl) and local address (zero
+     * where the type reports none), with the DTLS SSL past the cookie exchange in *ssl; -1 with
+     * errno (EAGAIN: none).
+     */
+    int (*accept)(struct sock *l, struct sockaddr_storage *remote, socklen_t *rl,
+                  union sock_sa *local, socklen_t *ll, struct ssl_st **ssl);
+};
+
+extern const struct sock_type_desc sock_type_tcp, sock_type_tls, sock_type_udp, sock_type_dtls,
+    sock_type_unix;
+/* The descriptors by enum sock_type (sock.c). */
+extern const struct sock_type_desc *const sock_types[SOCK_NTYPES];
+
+/* Whether socket type t has every capability in caps (enum sock_cap). */
+static inline int
+sock_type_has(enum sock_type t, unsigned caps)
+{
+    return (sock_types[t]->caps & caps) == caps;
+}
+
 struct sock {
     uint64_t id;
     enum sock_type type;
@@ -232,6 +290,20 @@ struct sock {
     struct sock_tls *tls;     /* NULL on sockets that never ran TLS */
     struct sock_until *until; /* NULL until the first socket.recv with until */
 };
+
+/* The descriptor of s's type. */
+static inline const struct sock_type_desc *
+sock_desc(const struct sock *s)
+{
+    return sock_types[s->type];
+}
+
+/* Whether s's type has every capability in caps (enum sock_cap). */
+static inline int
+sock_has(const struct sock *s, unsigned caps)
+{
+    return sock_type_has(s->type, caps);
+}
 
 /* The SSL of s, NULL when TLS is not running. */
 static inline struct ssl_st *
@@ -314,8 +386,6 @@ void sock_attached(struct sock *s, int connected);
 int sock_detach(struct sock *s);
 /* Apply the stored options to the fd (if any); -1 with errno and *which on failure. */
 int sock_apply_opts(struct sock *s, const char **which);
-/* True for udp/dtls. */
-int sock_is_dgram(const struct sock *s);
 /* Re-evaluate a socket that changed hands: EOF handling and watcher interest. */
 void sock_resume(struct sock *s);
 /*

@@ -89,13 +89,13 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
     s->remote = *remote;
     s->local = *local;
     s->has_remote = s->has_local = 1;
-    if (l->type == SOCK_UNIX) {
+    if (sock_has(l, SOCK_CAP_UNIX)) {
         s->un->local = strdup(l->un->local ? l->un->local : "");
         s->un->remote = strdup("");
     }
     s->listener = l->id;
     s->tag = tag ? json_incref(tag) : NULL;
-    if (l->type == SOCK_TLS || l->type == SOCK_DTLS) {
+    if (sock_has(l, SOCK_CAP_TLS)) {
         /* socket.accepted waits for the handshake; a failure never touches the listener */
         s->tls->ctx = l->tls->ctx;
         tlsctx_ref(s->tls->ctx);
@@ -150,6 +150,33 @@ sock_accept_resume_cb(EV_P_ ev_timer *w, int revents)
     sock_update_io(l);
 }
 
+int
+sock_accept_fd(struct sock *l, struct sockaddr_storage *remote, socklen_t *rl)
+{
+    int fl = SOCK_NONBLOCK | SOCK_CLOEXEC;
+    if (l->foreign) /* accept has no per-call flag: the guard bounds it */
+        return nbguard_accept(l->fd, (struct sockaddr *)remote, rl, fl);
+    return accept4(l->fd, (struct sockaddr *)remote, rl, fl);
+}
+
+void
+sock_accept_local(int fd, union sock_sa *local, socklen_t *ll)
+{
+    if (getsockname(fd, &local->sa, ll) < 0)
+        memset(local, 0, sizeof *local);
+}
+
+int
+sock_accept_ip(struct sock *l, struct sockaddr_storage *remote, socklen_t *rl, union sock_sa *local,
+               socklen_t *ll, SSL **ssl)
+{
+    (void)ssl;
+    int fd = sock_accept_fd(l, remote, rl);
+    if (fd >= 0)
+        sock_accept_local(fd, local, ll);
+    return fd;
+}
+
 void
 sock_accept_ready(struct sock *l)
 {
@@ -163,13 +190,7 @@ sock_accept_ready(struct sock *l)
         struct sockaddr_storage rss;
         socklen_t rl = sizeof rss, ll = sizeof local;
         SSL *ssl = NULL; /* dtls: a peer past the cookie exchange, on a fd of its own */
-        int fd, fl = SOCK_NONBLOCK | SOCK_CLOEXEC;
-        if (l->type == SOCK_DTLS)
-            fd = dtls_accept(l, &rss, &rl, &ssl);
-        else if (l->foreign) /* accept has no per-call flag: the guard bounds it */
-            fd = nbguard_accept(l->fd, (struct sockaddr *)&rss, &rl, fl);
-        else
-            fd = accept4(l->fd, (struct sockaddr *)&rss, &rl, fl);
+        int fd = sock_desc(l)->accept(l, &rss, &rl, &local, &ll, &ssl);
         memcpy(&remote, &rss, sizeof remote);
         if (rl > sizeof remote)
             rl = sizeof remote;
@@ -184,8 +205,6 @@ sock_accept_ready(struct sock *l)
             }
             break;
         }
-        if (l->type == SOCK_UNIX || getsockname(fd, &local.sa, &ll) < 0)
-            memset(&local, 0, sizeof local);
         if (l->auto_accept) {
             const char *full = sock_budget_full(l->owner, l->ident);
             if (full != NULL) {
@@ -222,7 +241,7 @@ sock_accept_ready(struct sock *l)
         ls->pend_tail = p;
         ls->npending++;
         json_t *jr, *jl;
-        if (l->type == SOCK_UNIX) {
+        if (sock_has(l, SOCK_CAP_UNIX)) {
             jr = json_pack("{s:s}", "path", "");
             jl = sock_addr_json(l, 0);
         } else {

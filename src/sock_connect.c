@@ -46,7 +46,7 @@ static void sock_ready(struct sock *s);
 static void
 sock_became_connected(struct sock *s)
 {
-    if ((s->type == SOCK_TLS || s->type == SOCK_DTLS) && sock_ssl(s) == NULL) {
+    if (sock_has(s, SOCK_CAP_TLS) && sock_ssl(s) == NULL) {
         s->state = SS_CONNECTING;
         s->tls_announce = 0;
         sock_fill_local(s);

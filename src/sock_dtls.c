@@ -18,6 +18,7 @@
 
 #include <sockd/protocol.h>
 
+#include "conf.h"
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
@@ -515,7 +516,7 @@ dtls_peer_taken(struct sock *l, const union sock_sa *peer)
             return 1;
     if (l->owner != NULL)
         for (struct sock *s = l->owner->socks; s != NULL; s = s->cnext)
-            if (!s->dead && s->listener == l->id && s->type == SOCK_DTLS &&
+            if (!s->dead && s->listener == l->id && sock_has(s, SOCK_CAP_COOKIE) &&
                 dtls_sa_equal(&s->remote, peer))
                 return 1;
     return 0;
@@ -615,3 +616,46 @@ dtls_accept(struct sock *l, struct sockaddr_storage *peer, socklen_t *plen, SSL 
     errno = EAGAIN; /* more may wait: the watcher fires again */
     return -1;
 }
+
+/* The datagram operations of a dtls socket: one record per datagram, no address of its own. */
+static ssize_t
+dtls_send_dgram(struct sock *s, const struct sock_dgram *h, const void *p)
+{
+    ssize_t n = dtls_send(s, p, h->len);
+    if (n < 0 && errno != EAGAIN && !dtls_transient(errno))
+        return SOCK_DGRAM_FAIL;
+    return n;
+}
+
+static ssize_t
+dtls_recv_dgram(struct sock *s, void *p, size_t n, struct sock_dgram *h)
+{
+    (void)h; /* no `from`: the peer is the connected one */
+    ssize_t r = dtls_recv(s, p, n);
+    if (r == 0)
+        return SOCK_DGRAM_EOF; /* close_notify */
+    if (r < 0 && errno != EAGAIN)
+        return SOCK_DGRAM_FAIL;
+    return r;
+}
+
+/* A listener's next peer past the cookie exchange, with its local address. */
+static int
+dtls_accept_peer(struct sock *l, struct sockaddr_storage *remote, socklen_t *rl,
+                 union sock_sa *local, socklen_t *ll, SSL **ssl)
+{
+    int fd = dtls_accept(l, remote, rl, ssl);
+    if (fd >= 0)
+        sock_accept_local(fd, local, ll);
+    return fd;
+}
+
+/* dtls: DTLS over UDP, connected to one peer; a listener hands each peer a socket of its own. */
+const struct sock_type_desc sock_type_dtls = {
+    .name = "dtls",
+    .caps = SOCK_CAP_DGRAM | SOCK_CAP_TLS | SOCK_CAP_COOKIE,
+    .log = CONF_LOG_TLS,
+    .send_dgram = dtls_send_dgram,
+    .recv_dgram = dtls_recv_dgram,
+    .accept = dtls_accept_peer,
+};

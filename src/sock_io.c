@@ -29,12 +29,6 @@
  */
 
 int
-sock_is_dgram(const struct sock *s)
-{
-    return s->type == SOCK_UDP || s->type == SOCK_DTLS;
-}
-
-int
 sock_apply_opts(struct sock *s, const char **which)
 {
     const struct sock_opts *o = s->opts;
@@ -72,8 +66,8 @@ int
 sock_open_fd(struct sock *s, int af)
 {
     const char *which;
-    int fd =
-        socket(af, (sock_is_dgram(s) ? SOCK_DGRAM : SOCK_STREAM) | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int kind = sock_has(s, SOCK_CAP_DGRAM) ? SOCK_DGRAM : SOCK_STREAM;
+    int fd = socket(af, kind | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     sock_set_fd(s, fd);
@@ -171,7 +165,7 @@ sock_policy_ok(struct sock *s, int action, const struct sockaddr *sa, socklen_t 
     sock_who(s, &who);
     if (sock_judge(s, action, sa, len, &who)) {
         /* a connected datagram socket sends to its peer: it needs the sendto rules' leave too */
-        if (action != POLICY_CONNECT || !sock_is_dgram(s))
+        if (action != POLICY_CONNECT || !sock_has(s, SOCK_CAP_DGRAM))
             return 1;
         action = POLICY_SENDTO;
         if (sock_judge(s, POLICY_SENDTO, sa, len, &who))
@@ -254,7 +248,7 @@ sock_budget_wake(struct ident_acct *a)
 size_t
 sock_read_min(const struct sock *s)
 {
-    return sock_is_dgram(s) ? sizeof(struct sock_dgram) + SOCK_DGRAM_MAX : 1;
+    return sock_has(s, SOCK_CAP_DGRAM) ? sizeof(struct sock_dgram) + SOCK_DGRAM_MAX : 1;
 }
 
 int
@@ -285,7 +279,7 @@ sock_update_io(struct sock *s)
         ev = EV_WRITE;
         break;
     case SS_BOUND:
-        if (!sock_is_dgram(s) || s->type == SOCK_DTLS) /* dtls: only listen/connect read */
+        if (!sock_has(s, SOCK_CAP_SENDTO)) /* dtls: only listen/connect read */
             break;
         /* a bound udp socket receives and sends */
         __attribute__((fallthrough));

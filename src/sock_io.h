@@ -1,7 +1,8 @@
 /*
  * The data path of a socket, private to the sock_*.c files that share it: sock_io.c (watcher
  * interest, event dispatch, options, policy and byte budget), sock_connect.c (connect, name
- * lookup, TLS handshake), sock_send.c, sock_recv.c, sock_accept.c and sock_relay.c (socket.pipe).
+ * lookup, TLS handshake), sock_send.c, sock_recv.c, sock_accept.c and sock_relay.c (socket.pipe),
+ * and the socket type tables of the transport files.
  */
 #ifndef SOCKD_SOCK_IO_H
 #define SOCKD_SOCK_IO_H
@@ -63,6 +64,13 @@ void sock_read_ready(struct sock *s);
 /* sock_accept.c */
 /* Accept what the listener's queue holds: adopted at once, or announced with socket.incoming. */
 void sock_accept_ready(struct sock *l);
+/* The kernel's next connection on listener l (accept4, or bounded on an attached fd); -1 errno. */
+int sock_accept_fd(struct sock *l, struct sockaddr_storage *remote, socklen_t *rl);
+/* The local address of an accepted fd into *local (*ll), zero if the kernel has none. */
+void sock_accept_local(int fd, union sock_sa *local, socklen_t *ll);
+/* The accept operation of IP stream types (tcp, tls): sock_accept_fd and its local address. */
+int sock_accept_ip(struct sock *l, struct sockaddr_storage *remote, socklen_t *rl,
+                   union sock_sa *local, socklen_t *ll, struct ssl_st **ssl);
 
 /* sock_relay.c */
 /* Interest of the relay fd: read while the send queue has room, write while input waits. */

@@ -104,7 +104,8 @@ sock_deliver_dgram(struct sock *s)
             sock_recv_done(s);
     }
     /* dtls: the peer's close_notify ends a pending recv once every datagram is delivered */
-    if (s->type == SOCK_DTLS && s->rd_eof && s->recv_pending && !s->dead && buf_len(&s->in) == 0) {
+    if (!sock_has(s, SOCK_CAP_SENDTO) && s->rd_eof && s->recv_pending && !s->dead &&
+        buf_len(&s->in) == 0) {
         sock_emit(s, "socket.received", json_pack("{s:s,s:b}", "data", "", "eof", 1), s->recv_req);
         sock_recv_done(s);
     }
@@ -136,7 +137,7 @@ sock_until_take(struct sock *s, int *missing)
 static void
 sock_deliver(struct sock *s)
 {
-    if (sock_is_dgram(s)) {
+    if (sock_has(s, SOCK_CAP_DGRAM)) {
         sock_deliver_dgram(s);
         return;
     }
@@ -163,8 +164,8 @@ sock_deliver(struct sock *s)
 void
 sock_eof_check(struct sock *s)
 {
-    if (s->dead || !s->rd_eof || s->state != SS_CONNECTED ||
-        (sock_is_dgram(s) && s->type != SOCK_DTLS) || s->owner == NULL || s->relay != NULL)
+    if (s->dead || !s->rd_eof || s->state != SS_CONNECTED || sock_has(s, SOCK_CAP_SENDTO) ||
+        s->owner == NULL || s->relay != NULL)
         return;
     if (buf_len(&s->in) > 0 || buf_len(&s->out) > 0)
         return;
@@ -177,8 +178,6 @@ sock_dgram_read_ready(struct sock *s)
 {
     static char scratch[SOCK_DGRAM_MAX];
     struct sock_dgram h;
-    struct iovec iov = {scratch, sizeof scratch};
-    struct msghdr mh;
 
     for (int i = 0; i < 64 && !s->dead; i++) {
         if (buf_len(&s->in) >= SOCK_READAHEAD)
@@ -188,27 +187,17 @@ sock_dgram_read_ready(struct sock *s)
             break;
         }
         memset(&h, 0, sizeof h);
-        memset(&mh, 0, sizeof mh);
-        mh.msg_name = &h.addr;
-        mh.msg_namelen = sizeof h.addr;
-        mh.msg_iov = &iov;
-        mh.msg_iovlen = 1;
-        ssize_t n;
-        if (s->type == SOCK_DTLS) { /* one record per datagram, no `from` (sock_dtls.c) */
-            n = dtls_recv(s, scratch, sizeof scratch);
-            mh.msg_namelen = 0;
-            if (n == 0) { /* close_notify: EOF as for TLS */
-                s->rd_eof = 1;
-                sock_deliver_dgram(s);
-                sock_eof_check(s);
-                return;
-            }
-            if (n < 0 && errno != EAGAIN) {
-                sock_io_failed(s, errno);
-                return;
-            }
-        } else
-            n = recvmsg(s->fd, &mh, MSG_TRUNC | MSG_DONTWAIT);
+        ssize_t n = sock_desc(s)->recv_dgram(s, scratch, sizeof scratch, &h);
+        if (n == SOCK_DGRAM_EOF) { /* dtls close_notify: EOF as for TLS */
+            s->rd_eof = 1;
+            sock_deliver_dgram(s);
+            sock_eof_check(s);
+            return;
+        }
+        if (n == SOCK_DGRAM_FAIL) {
+            sock_io_failed(s, errno);
+            return;
+        }
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -218,7 +207,6 @@ sock_dgram_read_ready(struct sock *s)
         }
         h.size = (uint32_t)n;
         h.len = (uint32_t)((size_t)n > sizeof scratch ? sizeof scratch : (size_t)n);
-        h.has_addr = mh.msg_namelen > 0;
         if (buf_append(&s->in, &h, sizeof h) < 0 || buf_append(&s->in, scratch, h.len) < 0) {
             sock_io_failed(s, ENOMEM);
             return;
@@ -232,7 +220,7 @@ sock_dgram_read_ready(struct sock *s)
 void
 sock_read_ready(struct sock *s)
 {
-    if (sock_is_dgram(s)) {
+    if (sock_desc(s)->recv_dgram != NULL) {
         sock_dgram_read_ready(s);
         return;
     }
@@ -294,7 +282,7 @@ sock_recv_timeout_cb(EV_P_ ev_timer *w, int revents)
     (void)revents;
     if (!s->recv_pending)
         return;
-    if (sock_is_dgram(s)) {
+    if (sock_has(s, SOCK_CAP_DGRAM)) {
         sock_emit(s, "socket.received", json_pack("{s:s,s:b}", "data", "", "timeout", 1),
                   s->recv_req);
         sock_recv_done(s);

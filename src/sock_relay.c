@@ -156,7 +156,7 @@ sock_relay_start(struct sock *s, int fd)
     r->fd = fd;
     r->pipe[0] = r->pipe[1] = -1;
     /* not from an attached socket: splice honours the file's O_NONBLOCK, which is the client's */
-    if (s->type == SOCK_TCP && sock_ssl(s) == NULL && !s->foreign &&
+    if (sock_has(s, SOCK_CAP_SPLICE) && sock_ssl(s) == NULL && !s->foreign &&
         pipe2(r->pipe, O_NONBLOCK | O_CLOEXEC) == 0) {
         /* as much in the pipe as the read-ahead would hold; the default size if refused */
         (void)fcntl(r->pipe[1], F_SETPIPE_SZ, (int)SOCK_READAHEAD);

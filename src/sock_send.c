@@ -76,21 +76,11 @@ sock_dgram_write_ready(struct sock *s)
         struct sock_dgram h;
         memcpy(&h, buf_head(&s->out), sizeof h);
         const char *payload = buf_head(&s->out) + sizeof h;
-        ssize_t n;
-        int tries = 0;
-        if (s->type == SOCK_DTLS) { /* one record per datagram (sock_dtls.c) */
-            n = dtls_send(s, payload, h.len);
-            if (n < 0 && errno != EAGAIN && !dtls_transient(errno)) {
-                sock_io_failed(s, errno);
-                return;
-            }
-        } else
-            do
-                n = sendto(s->fd, payload, h.len, MSG_NOSIGNAL | MSG_DONTWAIT,
-                           h.has_addr ? &h.addr.sa : NULL,
-                           h.has_addr ? (socklen_t)sizeof h.addr : 0);
-            /* A pending ICMP error is reported instead of sending once: try again. */
-            while (n < 0 && (errno == EINTR || (errno == ECONNREFUSED && ++tries < 2)));
+        ssize_t n = sock_desc(s)->send_dgram(s, &h, payload);
+        if (n == SOCK_DGRAM_FAIL) {
+            sock_io_failed(s, errno);
+            return;
+        }
         if (n < 0 && errno == EAGAIN)
             break;
         if (n < 0)
@@ -126,10 +116,10 @@ sock_dgram_write_ready(struct sock *s)
 void
 sock_write_ready(struct sock *s)
 {
-    if (sock_is_dgram(s)) {
+    if (sock_desc(s)->send_dgram != NULL) {
         sock_dgram_write_ready(s);
         /* dtls: once flushed, shutdown (close_notify) and EOF are handled below as for TLS */
-        if (s->type != SOCK_DTLS || s->dead || buf_len(&s->out) > 0)
+        if (!sock_has(s, SOCK_CAP_TLS) || s->dead || buf_len(&s->out) > 0)
             return;
     }
     while (buf_len(&s->out) > 0) {

@@ -12,10 +12,12 @@
 #include <unistd.h>
 
 #include "addr.h"
+#include "conf.h"
 #include "fsid.h"
 #include "nbguard.h"
 #include "policy.h"
 #include "sock.h"
+#include "sock_io.h"
 
 /*
  * Pathname Unix sockets, done for a client: every lookup, bind, connect and unlink runs with
@@ -351,3 +353,21 @@ sock_unix_release(struct sock *s)
     close(u->dirfd);
     u->dirfd = -1;
 }
+
+/* Accept on a unix listener: the peer is reported unnamed and the local path is the listener's. */
+static int
+unix_accept(struct sock *l, struct sockaddr_storage *remote, socklen_t *rl, union sock_sa *local,
+            socklen_t *ll, struct ssl_st **ssl)
+{
+    (void)ll, (void)ssl;
+    memset(local, 0, sizeof *local);
+    return sock_accept_fd(l, remote, rl);
+}
+
+/* unix: an AF_UNIX byte stream, named by a path or an abstract name. */
+const struct sock_type_desc sock_type_unix = {
+    .name = "unix",
+    .caps = SOCK_CAP_UNIX | SOCK_CAP_LISTEN,
+    .log = CONF_LOG_LOCAL,
+    .accept = unix_accept,
+};

@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <sys/socket.h>
 
+#include "conf.h"
 #include "sock.h"
+#include "sock_io.h"
 
 /*
  * Plain stream sockets (tcp, unix): the kernel does the work. Each call is non-blocking by its
@@ -31,3 +33,11 @@ plain_write(struct sock *s, const void *p, size_t n)
 }
 
 const struct sock_transport transport_plain = {"plain", plain_read, plain_write, NULL};
+
+/* tcp: a byte stream over IP; socket.starttls upgrades it, socket.pipe splices it. */
+const struct sock_type_desc sock_type_tcp = {
+    .name = "tcp",
+    .caps = SOCK_CAP_LISTEN | SOCK_CAP_STARTTLS | SOCK_CAP_SPLICE,
+    .log = CONF_LOG_TCP,
+    .accept = sock_accept_ip,
+};

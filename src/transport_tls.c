@@ -13,7 +13,9 @@
 #include <openssl/x509v3.h>
 
 #include "b64.h"
+#include "conf.h"
 #include "sock.h"
+#include "sock_io.h"
 #include "tls.h"
 
 /* TLS on a connected socket: handshake, record I/O through SSL_read/SSL_write, close_notify. */
@@ -85,7 +87,7 @@ tls_start(struct sock *s, struct tlsctx *t, int server, const char *server_name,
         snprintf(detail, dlen, "the context is not set up");
         return -1;
     }
-    if (t->dtls != (s->type == SOCK_DTLS)) {
+    if (t->dtls != sock_has(s, SOCK_CAP_DGRAM)) {
         snprintf(detail, dlen,
                  t->dtls ? "the context is for DTLS, the socket is not"
                          : "the socket is DTLS, the context is not");
@@ -109,7 +111,8 @@ tls_start(struct sock *s, struct tlsctx *t, int server, const char *server_name,
     ssl = SSL_new(ctx);
     /* DTLS: a datagram BIO connected to the peer (sock_dtls.c); TLS: a socket BIO whose calls
      * are non-blocking each (tlsctx_sock_bio) */
-    if (ssl == NULL || (s->type == SOCK_DTLS ? dtls_attach(s, ssl) : tls_set_bio(ssl, s->fd)) != 1)
+    if (ssl == NULL ||
+        (sock_has(s, SOCK_CAP_DGRAM) ? dtls_attach(s, ssl) : tls_set_bio(ssl, s->fd)) != 1)
         goto fail;
     if (server) {
         SSL_set_accept_state(ssl);
@@ -130,7 +133,7 @@ tls_start(struct sock *s, struct tlsctx *t, int server, const char *server_name,
         }
         /* a session of the same name, verification and address (sockd-protocol.7, TLS,
          * "Session resumption") */
-        if (s->type != SOCK_DTLS && tlssess_begin(ssl, t, host, &s->remote.sa) < 0)
+        if (!sock_has(s, SOCK_CAP_DGRAM) && tlssess_begin(ssl, t, host, &s->remote.sa) < 0)
             goto fail;
     }
     if (tls_alloc(s) < 0) {
@@ -190,13 +193,13 @@ int
 tls_handshake(struct sock *s, char *detail, size_t dlen)
 {
     int r, e, err;
-    if (s->type == SOCK_DTLS)
+    if (sock_has(s, SOCK_CAP_DGRAM))
         dtls_pre(s); /* DTLS: a stale ICMP error must not fail the step (sock_dtls.c) */
     ERR_clear_error();
     errno = 0;
     r = SSL_do_handshake(s->tls->ssl);
     err = errno;
-    if (s->type == SOCK_DTLS)
+    if (sock_has(s, SOCK_CAP_DGRAM))
         dtls_timer_update(s); /* DTLS: retransmission timer (sock_dtls.c) */
     if (r == 1) {
         s->tls->handshaking = 0;
@@ -208,7 +211,7 @@ tls_handshake(struct sock *s, char *detail, size_t dlen)
         s->tls->want = e == SSL_ERROR_WANT_READ ? EV_READ : EV_WRITE;
         return 0;
     }
-    if (s->type == SOCK_DTLS && e == SSL_ERROR_SYSCALL &&
+    if (sock_has(s, SOCK_CAP_DGRAM) && e == SSL_ERROR_SYSCALL &&
         ERR_GET_LIB(ERR_peek_last_error()) != ERR_LIB_SSL && dtls_transient(err)) {
         /* DTLS: an ICMP error (the peer's port not open yet) or an empty datagram; the
          * retransmission timer sends the flight again */
@@ -314,6 +317,14 @@ tls_pending(struct sock *s)
 }
 
 const struct sock_transport transport_tls = {"tls", tls_read, tls_write, tls_pending};
+
+/* tls: TLS over a TCP stream, from the first byte. */
+const struct sock_type_desc sock_type_tls = {
+    .name = "tls",
+    .caps = SOCK_CAP_TLS | SOCK_CAP_LISTEN,
+    .log = CONF_LOG_TLS,
+    .accept = sock_accept_ip,
+};
 
 int
 tls_close_notify(struct sock *s)
