@@ -89,9 +89,10 @@ socket_send(struct rpc_call *call)
                         (unsigned long long)s->id);
     if (rpc_payload(call, &owned, &bytes, &n) < 0)
         return -1;
-    if (sock_has(s, SOCK_CAP_DGRAM) && n > 65507) {
+    if (sock_has(s, SOCK_CAP_DGRAM) && n > SOCK_UDP_PAYLOAD_MAX) {
         free(owned);
-        return rpc_fail_param(call, "data", "a datagram carries at most 65507 bytes");
+        return rpc_fail_param(call, "data", "a datagram carries at most %d bytes",
+                              SOCK_UDP_PAYLOAD_MAX);
     }
     if (sock_has(s, SOCK_CAP_DGRAM | SOCK_CAP_TLS) &&
         n > DTLS_MAX_PAYLOAD) { /* one datagram = one record */
@@ -151,9 +152,10 @@ socket_sendto(struct rpc_call *call)
                         "sendto %.200s denied by policy", text);
     if (rpc_payload(call, &owned, &bytes, &n) < 0)
         return -1;
-    if (n > 65507) {
+    if (n > SOCK_UDP_PAYLOAD_MAX) {
         free(owned);
-        return rpc_fail_param(call, "data", "a datagram carries at most 65507 bytes");
+        return rpc_fail_param(call, "data", "a datagram carries at most %d bytes",
+                              SOCK_UDP_PAYLOAD_MAX);
     }
     if (s->fd < 0) {
         if (sock_open_autobind(s, a.sa.ss_family) < 0) {
