@@ -16,6 +16,7 @@
 #include "ident.h"
 #include "log.h"
 #include "nbguard.h"
+#include "notify.h"
 #include "rpc.h"
 #include "sock.h"
 #include "tls.h"
@@ -46,12 +47,6 @@ static size_t
 ctl_in_cap(void)
 {
     return 2 * (sockd.conf.max_message + 1);
-}
-
-int
-ctl_paused(const struct client *c)
-{
-    return c->paused;
 }
 
 /* Mark a client as having output to flush before the loop blocks. */
@@ -102,16 +97,16 @@ ctl_check_pause(struct client *c)
     size_t queued = buf_len(&c->out) + buf_len(&c->held);
     if (c->dead)
         return;
-    if (c->paused)
+    if (c->owner.paused)
         want = queued >= CTL_OUT_LOW;
     else
         want = queued > CTL_OUT_HIGH;
-    if (want == c->paused)
+    if (want == c->owner.paused)
         return;
-    c->paused = want;
+    c->owner.paused = want;
     log_debug("client %llu: output %zu bytes, %s", (unsigned long long)c->id, queued,
               want ? "pausing its sockets" : "resuming");
-    for (struct sock *s = c->socks; s != NULL; s = s->cnext)
+    for (struct sock *s = c->owner.socks; s != NULL; s = s->cnext)
         sock_update_io(s);
 }
 
@@ -450,9 +445,9 @@ ctl_client_close(struct client *c, const char *why)
     log_info("client %llu (pid %d uid %d) gone: %s", (unsigned long long)c->id, (int)c->pid,
              (int)c->uid, why);
     sock_flush_all(); /* its sends of this turn reach the kernel, as if written at once */
-    while (c->socks != NULL)
-        sock_close(c->socks, NULL, 0, NULL, NULL);
-    tlsctx_client_gone(c);
+    while (c->owner.socks != NULL)
+        sock_close(c->owner.socks, NULL, 0, NULL, NULL);
+    tlsctx_owner_gone(&c->owner);
     ev_io_stop(sockd.loop, &c->rio);
     ev_io_stop(sockd.loop, &c->wio);
     ev_idle_stop(sockd.loop, &c->more);
@@ -721,6 +716,7 @@ ctl_client_new(int fd)
     c->gid = c->ident->gid;
     c->ident->acct->clients++;
     c->id = ++sockd.next_client;
+    ctl_own(c);
     c->fd = fd;
     ev_io_init(&c->rio, ctl_read_cb, fd, EV_READ);
     ev_io_init(&c->wio, ctl_write_cb, fd, EV_WRITE);
@@ -734,6 +730,14 @@ ctl_client_new(int fd)
     ctl_clients = c;
     sockd.nclients++;
     return c;
+}
+
+void
+ctl_own(struct client *c)
+{
+    c->owner.ident = c->ident;
+    c->owner.id = c->id;
+    c->owner.deliver = notify_deliver;
 }
 
 void
@@ -886,8 +890,8 @@ ctl_shutdown(double max_wait)
 
     for (c = ctl_clients; c != NULL; c = c->next) {
         c->hold = 0;
-        while (c->socks != NULL && !c->dead)
-            sock_close(c->socks, "daemon_shutdown", 0, NULL, NULL);
+        while (c->owner.socks != NULL && !c->dead)
+            sock_close(c->owner.socks, "daemon_shutdown", 0, NULL, NULL);
     }
     /* Bounded blocking flush: poll every client that still has output. */
     ev_now_update(sockd.loop);

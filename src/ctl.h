@@ -1,4 +1,8 @@
-/* Control connections: the listener, framing, peer credentials and each client's output queue. */
+/*
+ * Control connections: the listener, framing, peer credentials and each client's output queue.
+ * A client owns sockets through the struct sock_owner it embeds (sock.h); notify.c writes their
+ * events as notifications.
+ */
 #ifndef SOCKD_CTL_H
 #define SOCKD_CTL_H
 
@@ -8,9 +12,9 @@
 #include <jansson.h>
 
 #include "buf.h"
+#include "sock.h"
 
 struct ident;
-struct sock;
 struct rpc_batch;
 
 /* Above this much queued output the client's sockets stop being read (its requests still are). */
@@ -31,12 +35,12 @@ struct ctl_fd {
 };
 
 struct client {
-    uint64_t id;
+    uint64_t id; /* also owner.id */
     int fd;
     pid_t pid; /* pid, uid, gid: copies of ident's, for log lines */
     uid_t uid;
     gid_t gid;
-    struct ident *ident; /* credentials; every socket the client makes holds them too */
+    struct ident *ident; /* credentials (also owner.ident); every socket it makes holds them too */
     ev_io rio, wio;
     ev_idle more;   /* continues line handling after CTL_REQS_PER_TURN */
     ev_timer stall; /* running while a partial line waits for the rest */
@@ -46,7 +50,6 @@ struct client {
     struct buf out;
     int hold; /* >0: notifications go to held (a request is running) */
     struct buf held;
-    int paused; /* output over the high-water mark */
     int dead;
     int dirty;        /* on the flush list */
     uint64_t in_pos;  /* stream offset of the head of in */
@@ -55,10 +58,8 @@ struct client {
     int n_in_fds, n_out_fds;
     int line_fds[CTL_LINE_FDS]; /* fds of the line being handled; -1 once taken */
     int n_line_fds;
-    struct rpc_batch *batch; /* a batch waiting for its next turn (rpc.c), or NULL */
-    struct sock *socks;      /* owned sockets */
-    struct tlsctx *ctxs;     /* owned TLS contexts */
-    unsigned nsocks;
+    struct rpc_batch *batch;    /* a batch waiting for its next turn (rpc.c), or NULL */
+    struct sock_owner owner;    /* its sockets and TLS contexts (sock.h) */
     char name[64];              /* from daemon.hello */
     struct client *next, *prev; /* all clients */
     struct client *dirty_next;
@@ -67,6 +68,8 @@ struct client {
 
 /* A client for a connected control fd (credentials read from it); NULL on ENOMEM. */
 struct client *ctl_client_new(int fd);
+/* Set up c's owner from its id and ident, its sockets' events delivered by notify.c. */
+void ctl_own(struct client *c);
 /* Bytes as if read from the client's connection, handled in as many turns as they take (tests,
  * fuzzers). */
 void ctl_feed(struct client *c, const void *p, size_t n);
@@ -109,7 +112,7 @@ int ctl_take_fd(struct client *c);
  */
 char *ctl_reserve_line(struct client *c, size_t n);
 void ctl_commit_line(struct client *c, size_t n);
-/* Queue a notification {jsonrpc, method, params} (params stolen). */
+/* Queue a notification {jsonrpc, method, params} (params stolen; notify.c). */
 void ctl_notify(struct client *c, const char *method, json_t *params);
 /* Hold notifications while a request (or batch) runs; release appends them after its response. */
 void ctl_hold(struct client *c);
@@ -125,7 +128,5 @@ void ctl_flush_all(void);
 void ctl_reap(void);
 /* Shutdown: every socket gets socket.closed daemon_shutdown; output flushed within a bound. */
 void ctl_shutdown(double max_wait);
-/* True when the client is over its output high-water mark (its sockets must not read). */
-int ctl_paused(const struct client *c);
 
 #endif

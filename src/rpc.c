@@ -321,10 +321,10 @@ rpc_target(struct rpc_call *call, const struct rpc_method *m)
     case RPC_TARGET_NONE:
         break;
     case RPC_TARGET_SOCK:
-        call->sock = sock_get(call->client, (uint64_t)rpc_int(call, "socket", 0));
+        call->sock = sock_get(&call->client->owner, (uint64_t)rpc_int(call, "socket", 0));
         return call->sock != NULL ? 0 : rpc_fail_handle(call, "socket");
     case RPC_TARGET_CTX:
-        call->ctx = tlsctx_get(call->client, (uint64_t)rpc_int(call, "context", 0));
+        call->ctx = tlsctx_get(&call->client->owner, (uint64_t)rpc_int(call, "context", 0));
         return call->ctx != NULL ? 0 : rpc_fail_handle(call, "context");
     }
     return 0;

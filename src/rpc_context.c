@@ -187,7 +187,7 @@ context_create(struct rpc_call *call)
         return rpc_fail_param(call, "srtp", "srtp needs dtls");
     if (dtls && minv == TLS1_3_VERSION)
         return rpc_fail_param(call, "min_version", "DTLS 1.3 is not supported");
-    if (tlsctx_owned(call->client) >= sockd.conf.max_sockets_per_client)
+    if (tlsctx_owned(&call->client->owner) >= sockd.conf.max_sockets_per_client)
         return rpc_fail_limit(call, "max-sockets-per-client");
     if (rpc_get(call, "alpn") != NULL && context_alpn_wire(call, "alpn", &wire, &wlen) < 0)
         return -1;
@@ -222,7 +222,7 @@ context_create(struct rpc_call *call)
         json_object_set_new(call->err_data, "detail", json_string(detail));
         return -1;
     }
-    tlsctx_attach(t, call->client);
+    tlsctx_attach(t, &call->client->owner);
     call->result = json_pack("{s:I}", "context", (json_int_t)t->id);
     return 0;
 }

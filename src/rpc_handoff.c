@@ -114,7 +114,7 @@ socket_attach(struct rpc_call *call)
         nbguard_close(fd);
         return rpc_fail_param(call, "type", "the fd is not a %s socket", tname);
     }
-    const char *full = sock_budget_full(call->client, call->client->ident);
+    const char *full = sock_budget_full(&call->client->owner, call->client->ident);
     if (full != NULL) {
         nbguard_close(fd);
         return rpc_fail_limit(call, full);
@@ -123,7 +123,7 @@ socket_attach(struct rpc_call *call)
     int connected = handoff_name(fd, 1, &peer, &plen) == 0;
     handoff_name(fd, 0, &local, &llen);
     struct sock *s =
-        sock_new(call->client, call->client->ident, (enum sock_type)t, domain == AF_INET6);
+        sock_new(&call->client->owner, call->client->ident, (enum sock_type)t, domain == AF_INET6);
     if (s == NULL || (acc && sock_listen_alloc(s) < 0)) {
         if (s != NULL)
             sock_close(s, NULL, 0, NULL, NULL);
@@ -215,10 +215,10 @@ socket_take(struct rpc_call *call)
         return rpc_fail(call, SOCKD_E_DENIED, SOCKD_REASON_POLICY_DENIED,
                         "only the giver's user (or root) may take this socket");
     /* the socket keeps the giver's identity: it already counts for the giver's uid */
-    const char *full = sock_budget_full(call->client, NULL);
+    const char *full = sock_budget_full(&call->client->owner, NULL);
     if (full != NULL)
         return rpc_fail_limit(call, full);
-    struct sock *s = sock_take(g, call->client);
+    struct sock *s = sock_take(g, &call->client->owner);
     if (s == NULL)
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     call->result = sock_info(s);

@@ -100,7 +100,7 @@ socket_open(struct rpc_call *call)
     if (sock_type_has(t, SOCK_CAP_TLS)) {
         if (rpc_get(call, "context") == NULL)
             return rpc_fail_param(call, "context", "a %s socket needs a context", tname);
-        if ((ctx = tlsctx_get(call->client, (uint64_t)rpc_int(call, "context", 0))) == NULL)
+        if ((ctx = tlsctx_get(&call->client->owner, (uint64_t)rpc_int(call, "context", 0))) == NULL)
             return rpc_fail_handle(call, "context");
         if (ctx->dtls && !sock_type_has(t, SOCK_CAP_DGRAM))
             return rpc_fail_param(call, "context", "the context is for DTLS");
@@ -114,11 +114,11 @@ socket_open(struct rpc_call *call)
     int readahead = rpc_bool(call, "readahead", 1);
     if (!readahead && sock_type_has(t, SOCK_CAP_TLS))
         return rpc_fail_param(call, "readahead", "a %s socket reads for its TLS layer", tname);
-    const char *full = sock_budget_full(call->client, call->client->ident);
+    const char *full = sock_budget_full(&call->client->owner, call->client->ident);
     if (full != NULL)
         return rpc_fail_limit(call, full);
-    struct sock *s =
-        sock_new(call->client, call->client->ident, (enum sock_type)t, rpc_bool(call, "ipv6", 0));
+    struct sock *s = sock_new(&call->client->owner, call->client->ident, (enum sock_type)t,
+                              rpc_bool(call, "ipv6", 0));
     if (s == NULL)
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     s->no_readahead = !readahead; /* for a socket that will be detached: nothing read first */
@@ -391,7 +391,7 @@ socket_accept(struct rpc_call *call)
     struct sock_pending *p = rpc_pending(call, &l);
     if (p == NULL)
         return -1;
-    const char *full = sock_budget_full(call->client, l->ident);
+    const char *full = sock_budget_full(&call->client->owner, l->ident);
     if (full != NULL)
         return rpc_fail_limit(call, full);
     struct sock *s = sock_pending_accept(l, p, call->id, rpc_get(call, "tag"));
@@ -438,7 +438,7 @@ static int
 socket_starttls(struct rpc_call *call)
 {
     struct sock *s = call->sock;
-    struct tlsctx *t = tlsctx_get(call->client, (uint64_t)rpc_int(call, "context", 0));
+    struct tlsctx *t = tlsctx_get(&call->client->owner, (uint64_t)rpc_int(call, "context", 0));
     if (t == NULL)
         return rpc_fail_handle(call, "context");
     const char *sn = rpc_str(call, "server_name");
@@ -537,7 +537,7 @@ static int
 socket_list(struct rpc_call *call)
 {
     json_t *a = json_array();
-    for (struct sock *s = call->client->socks; s != NULL; s = s->cnext)
+    for (struct sock *s = call->client->owner.socks; s != NULL; s = s->cnext)
         json_array_insert_new(a, 0, sock_info(s));
     call->result = json_pack("{s:o}", "sockets", a);
     return 0;

@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include "addr.h"
-#include "ctl.h"
 #include "daemon.h"
 #include "ident.h"
 #include "log.h"
@@ -61,37 +60,37 @@ static void sock_io_cb(EV_P_ ev_io *w, int revents);
 static void
 sock_unlink_owner(struct sock *s)
 {
-    struct client *c = s->owner;
-    if (c == NULL)
+    struct sock_owner *o = s->owner;
+    if (o == NULL)
         return;
     if (s->cprev)
         s->cprev->cnext = s->cnext;
     else
-        c->socks = s->cnext;
+        o->socks = s->cnext;
     if (s->cnext)
         s->cnext->cprev = s->cprev;
-    c->nsocks--;
+    o->nsocks--;
     s->cnext = s->cprev = NULL;
     s->owner = NULL;
 }
 
-/* Put s at the head of c's list. */
+/* Put s at the head of o's list. */
 static void
-sock_link_owner(struct sock *s, struct client *c)
+sock_link_owner(struct sock *s, struct sock_owner *o)
 {
-    s->owner = c;
-    s->cnext = c->socks;
+    s->owner = o;
+    s->cnext = o->socks;
     s->cprev = NULL;
-    if (c->socks)
-        c->socks->cprev = s;
-    c->socks = s;
-    c->nsocks++;
+    if (o->socks)
+        o->socks->cprev = s;
+    o->socks = s;
+    o->nsocks++;
 }
 
 const char *
-sock_budget_full(const struct client *c, const struct ident *id)
+sock_budget_full(const struct sock_owner *o, const struct ident *id)
 {
-    if (c->nsocks >= sockd.conf.max_sockets_per_client)
+    if (o->nsocks >= sockd.conf.max_sockets_per_client)
         return "max-sockets-per-client";
     if (id != NULL && id->acct->sockets >= sockd.conf.max_sockets_per_uid)
         return "max-sockets-per-uid";
@@ -99,7 +98,7 @@ sock_budget_full(const struct client *c, const struct ident *id)
 }
 
 struct sock *
-sock_new(struct client *c, struct ident *id, enum sock_type type, int ipv6)
+sock_new(struct sock_owner *o, struct ident *id, enum sock_type type, int ipv6)
 {
     struct sock *s = calloc(1, sizeof *s);
     if (s == NULL)
@@ -127,7 +126,7 @@ sock_new(struct client *c, struct ident *id, enum sock_type type, int ipv6)
     s->ident = ident_ref(id);
     id->acct->sockets++;
     s->in.meter = s->out.meter = &id->acct->queued; /* max-buffer-per-uid */
-    sock_link_owner(s, c);
+    sock_link_owner(s, o);
     sockd.nsockets[type]++;
     return s;
 }
@@ -156,10 +155,10 @@ sock_timer_stop(struct sock *s, enum sock_timer which)
 }
 
 struct sock *
-sock_get(struct client *c, uint64_t id)
+sock_get(struct sock_owner *o, uint64_t id)
 {
     struct sock *s = idmap_get(&sockd.socks, id);
-    return s != NULL && s->owner == c && !s->dead ? s : NULL;
+    return s != NULL && s->owner == o && !s->dead ? s : NULL;
 }
 
 static void
@@ -180,16 +179,20 @@ sock_set_fd(struct sock *s, int fd)
 }
 
 void
-sock_emit(struct sock *s, const char *method, json_t *params, json_t *req)
+sock_tell(struct sock *s, const struct sock_event *ev)
 {
     if (s->owner == NULL) { /* waiting for socket.take: nobody to tell */
-        json_decref(params);
+        json_decref(ev->params);
         return;
     }
-    json_object_set_new(params, "socket", json_integer((json_int_t)s->id));
-    if (req != NULL)
-        json_object_set(params, "request", req);
-    ctl_notify(s->owner, method, params);
+    s->owner->deliver(s->owner, ev);
+}
+
+void
+sock_emit(struct sock *s, enum sock_event_kind kind, json_t *params, json_t *req)
+{
+    struct sock_event ev = {.kind = kind, .sock = s, .req = req, .params = params};
+    sock_tell(s, &ev);
 }
 
 /* Release what a closed socket still holds (not the struct itself). */
@@ -264,7 +267,7 @@ sock_gift_drop(struct sock_gift *g)
 void
 sock_close(struct sock *s, const char *reason, int err, const char *detail, json_t *req)
 {
-    struct client *c = s->owner;
+    struct sock_owner *o = s->owner;
 
     if (s->dead)
         return;
@@ -295,7 +298,7 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
         sock_gift_drop(s->gift);
     sock_resolve_free(s);
     dtls_port_release(s);
-    if (reason != NULL && c != NULL) {
+    if (reason != NULL && o != NULL) {
         json_t *p = json_pack("{s:s}", "reason", reason);
         if (err != 0) {
             json_object_set_new(p, "errno", json_integer(err));
@@ -305,11 +308,11 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
         }
         if (unsent > 0)
             json_object_set_new(p, "unsent", json_integer((json_int_t)unsent));
-        sock_emit(s, "socket.closed", p, req);
+        sock_emit(s, SOCK_EV_CLOSED, p, req);
     }
     if (sock_log_wanted(s))
         log_info("%s socket %llu (client %llu) closed: %s%s%s", sock_type_name(s->type),
-                 (unsigned long long)s->id, c ? (unsigned long long)c->id : 0ULL,
+                 (unsigned long long)s->id, o ? (unsigned long long)o->id : 0ULL,
                  reason ? reason : "by its client", detail || err ? ", " : "",
                  detail ? detail
                  : err  ? strerror(err)
@@ -368,7 +371,7 @@ sock_give(struct sock *s, double timeout)
     for (int i = 0; i < 16; i++)
         snprintf(g->token + 2 * i, 3, "%02x", rnd[i]);
     g->sock = s;
-    g->uid = s->owner->uid;
+    g->uid = s->owner->ident->uid;
     ev_timer_init(&g->timer, sock_gift_timeout_cb, timeout, 0.0);
     g->timer.data = g;
     ev_timer_start(sockd.loop, &g->timer);
@@ -393,7 +396,7 @@ sock_gift_find(const char *token)
 }
 
 struct sock *
-sock_take(struct sock_gift *g, struct client *c)
+sock_take(struct sock_gift *g, struct sock_owner *o)
 {
     struct sock *s = g->sock;
     uint64_t id = daemon_handle();
@@ -401,7 +404,7 @@ sock_take(struct sock_gift *g, struct client *c)
         return NULL;
     sock_gift_drop(g);
     s->id = id;
-    sock_link_owner(s, c);
+    sock_link_owner(s, o);
     sock_update_io(s);
     return s;
 }

@@ -1,4 +1,8 @@
-/* The socket object: one per handle, with its fd, watchers, buffers and state machine. */
+/*
+ * The socket object: one per handle, with its fd, watchers, buffers and state machine, and the
+ * seam to whoever owns it: a socket knows its owner only as a struct sock_owner and tells it what
+ * happened as a struct sock_event (the control client's side, notify.c, writes the lines).
+ */
 #ifndef SOCKD_SOCK_H
 #define SOCKD_SOCK_H
 
@@ -12,11 +16,54 @@
 #include "buf.h"
 
 struct addr;
-struct client;
 struct ident;
 struct ident_acct;
 struct policy_who;
 struct sock;
+struct tlsctx;
+
+/* What a socket tells its owner: one kind per notification (sockd-protocol.7, Notifications from
+ * the daemon). */
+enum sock_event_kind {
+    SOCK_EV_CONNECTED,    /* params {local, remote, rewritten_to?, tls?} */
+    SOCK_EV_INCOMING,     /* params {pending, remote, local} */
+    SOCK_EV_ACCEPTED,     /* params {listener, local, remote, tls?} */
+    SOCK_EV_SENT,         /* bytes; a datagram's: params {bytes, errno?, detail?} */
+    SOCK_EV_RECEIVED,     /* data, len and the flags; a datagram's: params {data, from?, ...} */
+    SOCK_EV_TLS_UPGRADED, /* params {tls} */
+    SOCK_EV_CLOSED,       /* params {reason, errno?, detail?, unsent?} */
+};
+#define SOCK_EV_NKINDS 7
+
+/* One event of a socket, handed to its owner and valid only during the call. */
+struct sock_event {
+    enum sock_event_kind kind;
+    struct sock *sock;
+    json_t *req;      /* the request it answers (borrowed), or NULL */
+    json_t *params;   /* the kind's fields, taken by the owner; NULL: the compact form below */
+    size_t bytes;     /* sent */
+    const char *data; /* received: the bytes delivered, len of them */
+    size_t len;
+    unsigned eof : 1;           /* received: the peer ended after these bytes */
+    unsigned timeout : 1;       /* received: the recv timed out */
+    unsigned until_missing : 1; /* received: an until recv ends without its delimiter */
+};
+
+/*
+ * Whoever owns sockets (a control client embeds one, ctl.h): what its sockets need from it. A
+ * socket given away (socket.give) has no owner until it is taken, and keeps its identity.
+ */
+struct sock_owner {
+    struct ident *ident; /* whom it acts for: new sockets act for it, its restrictions bind */
+    uint64_t id;         /* its number, for log lines ("client N") */
+    struct sock *socks;  /* owned sockets (sock.c keeps the list) */
+    unsigned nsocks;
+    struct tlsctx *ctxs; /* owned TLS contexts (tlsctx.c keeps the list) */
+    int paused;          /* set by the owner: its output is over the high-water mark, its sockets
+                            must not read */
+    /* Tell the owner what happened to one of its sockets; it takes ev->params. */
+    void (*deliver)(struct sock_owner *o, const struct sock_event *ev);
+};
 
 /* Socket types of socket.open. */
 enum sock_type {
@@ -234,7 +281,7 @@ struct sock {
     uint64_t id;
     enum sock_type type;
     enum sock_state state;
-    struct client *owner;
+    struct sock_owner *owner;   /* NULL while given away */
     struct ident *ident;        /* whom the socket acts for: policy, budgets (ident.h) */
     struct sock *cnext, *cprev; /* owner's list */
     struct sock *bnext, *bprev; /* ident->acct->waiting, while budget_wait */
@@ -326,15 +373,15 @@ int sock_type_parse(const char *name);
 const char *sock_state_name(enum sock_state s);
 
 /* sock.c */
-/* Create a socket object owned by c, acting for id (referenced), no fd yet. NULL on ENOMEM. */
-struct sock *sock_new(struct client *c, struct ident *id, enum sock_type type, int ipv6);
+/* Create a socket object owned by o, acting for id (referenced), no fd yet. NULL on ENOMEM. */
+struct sock *sock_new(struct sock_owner *o, struct ident *id, enum sock_type type, int ipv6);
 /*
- * The budget a new socket for client c acting for id would pass (max-sockets-per-client,
+ * The budget a new socket for owner o acting for id would pass (max-sockets-per-client,
  * max-sockets-per-uid): NULL when there is room, else the name of the limit reached.
  */
-const char *sock_budget_full(const struct client *c, const struct ident *id);
-/* The socket with this handle if c owns it, else NULL. */
-struct sock *sock_get(struct client *c, uint64_t id);
+const char *sock_budget_full(const struct sock_owner *o, const struct ident *id);
+/* The socket with this handle if o owns it, else NULL. */
+struct sock *sock_get(struct sock_owner *o, uint64_t id);
 /* Attach an fd (non-blocking, close-on-exec) to s and set up its watcher. */
 void sock_set_fd(struct sock *s, int fd);
 /*
@@ -345,8 +392,10 @@ void sock_set_fd(struct sock *s, int fd);
 void sock_close(struct sock *s, const char *reason, int err, const char *detail, json_t *req);
 /* Free the sockets closed since the last call. */
 void sock_reap(void);
-/* Emit a notification for s (params stolen; "socket" and "request" added). */
-void sock_emit(struct sock *s, const char *method, json_t *params, json_t *req);
+/* Hand an event of s to its owner; a given-away socket has none (ev->params is freed). */
+void sock_tell(struct sock *s, const struct sock_event *ev);
+/* Tell s's owner an event of this kind with its fields in params (taken), for request req. */
+void sock_emit(struct sock *s, enum sock_event_kind kind, json_t *params, json_t *req);
 /* socket.info object (new reference). */
 json_t *sock_info(struct sock *s);
 /* The reported local/remote address object of a socket (new reference). */
@@ -360,8 +409,8 @@ void sock_timer_stop(struct sock *s, enum sock_timer which);
 struct sock_gift *sock_give(struct sock *s, double timeout);
 /* Find a gift by token. */
 struct sock_gift *sock_gift_find(const char *token);
-/* socket.take: s becomes c's under a new handle. */
-struct sock *sock_take(struct sock_gift *g, struct client *c);
+/* socket.take: s becomes o's under a new handle. */
+struct sock *sock_take(struct sock_gift *g, struct sock_owner *o);
 /* Close every socket still waiting to be taken (shutdown). */
 void sock_gifts_close_all(void);
 

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include "addr.h"
-#include "ctl.h"
 #include "daemon.h"
 #include "ident.h"
 #include "log.h"
@@ -124,7 +123,7 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
         log_info("%s socket %llu (client %llu) accepted on listener %llu", sock_type_name(s->type),
                  (unsigned long long)s->id, (unsigned long long)l->owner->id,
                  (unsigned long long)l->id);
-    sock_emit(s, "socket.accepted",
+    sock_emit(s, SOCK_EV_ACCEPTED,
               json_pack("{s:I,s:o,s:o}", "listener", (json_int_t)l->id, "local",
                         sock_addr_json(s, 0), "remote", sock_addr_json(s, 1)),
               req);
@@ -249,7 +248,7 @@ sock_accept_ready(struct sock *l)
             jl = addr_to_json(&local.sa, ll);
         }
         sock_emit(
-            l, "socket.incoming",
+            l, SOCK_EV_INCOMING,
             json_pack("{s:I,s:o,s:o}", "pending", (json_int_t)p->num, "remote", jr, "local", jl),
             ls->req);
     }

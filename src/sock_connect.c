@@ -9,7 +9,6 @@
 #include <sockd/protocol.h>
 
 #include "addr.h"
-#include "ctl.h"
 #include "daemon.h"
 #include "log.h"
 #include "nbguard.h"
@@ -79,7 +78,7 @@ sock_ready(struct sock *s)
                  r ? r : "?");
         free(r);
     }
-    sock_emit(s, "socket.connected", p, req);
+    sock_emit(s, SOCK_EV_CONNECTED, p, req);
     json_decref(req);
     if (s->shut_wanted)
         s->state = SS_CLOSING;
@@ -121,7 +120,7 @@ sock_tls_step(struct sock *s)
         json_t *p =
             json_pack("{s:I,s:o,s:o,s:o}", "listener", (json_int_t)s->listener, "local",
                       sock_addr_json(s, 0), "remote", sock_addr_json(s, 1), "tls", tls_info(s));
-        sock_emit(s, "socket.accepted", p, req);
+        sock_emit(s, SOCK_EV_ACCEPTED, p, req);
         json_decref(req);
         break;
     }
@@ -129,7 +128,7 @@ sock_tls_step(struct sock *s)
         json_t *req = s->shutdown_req;
         s->shutdown_req = NULL;
         s->state = SS_CONNECTED;
-        sock_emit(s, "socket.tls_upgraded", json_pack("{s:o}", "tls", tls_info(s)), req);
+        sock_emit(s, SOCK_EV_TLS_UPGRADED, json_pack("{s:o}", "tls", tls_info(s)), req);
         json_decref(req);
         break;
     }

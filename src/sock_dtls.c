@@ -19,7 +19,6 @@
 #include <sockd/protocol.h>
 
 #include "conf.h"
-#include "ctl.h"
 #include "daemon.h"
 #include "log.h"
 #include "sock.h"

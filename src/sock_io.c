@@ -12,7 +12,6 @@
 #include <sockd/protocol.h>
 
 #include "addr.h"
-#include "ctl.h"
 #include "daemon.h"
 #include "ident.h"
 #include "log.h"
@@ -265,7 +264,7 @@ sock_update_io(struct sock *s)
     if (s->dead || s->fd < 0)
         return;
     sock_budget_wake(s->ident->acct);
-    int paused = s->owner != NULL && ctl_paused(s->owner);
+    int paused = s->owner != NULL && s->owner->paused;
     if (sock_ssl(s) != NULL && s->tls->handshaking) {
         ev = s->tls->want ? s->tls->want : EV_READ;
         goto set;
@@ -336,38 +335,6 @@ void
 sock_io_failed(struct sock *s, int err)
 {
     sock_close(s, SOCKD_REASON_LOST, err, NULL, NULL);
-}
-
-size_t
-sock_line_end(char *p, size_t w, const char *id, size_t idlen)
-{
-    if (id != NULL) {
-        memcpy(p + w, ",\"request\":", 11);
-        memcpy(p + w + 11, id, idlen);
-        w += 11 + idlen;
-    }
-    memcpy(p + w, "}}\n", 3);
-    return w + 3;
-}
-
-int
-sock_req_text(json_t *req, char num[32], char **heap, const char **text, size_t *len)
-{
-    *heap = NULL;
-    *text = NULL;
-    *len = 0;
-    if (req == NULL)
-        return 0;
-    if (json_is_integer(req)) {
-        *len = (size_t)snprintf(num, 32, "%" JSON_INTEGER_FORMAT, json_integer_value(req));
-        *text = num;
-        return 0;
-    }
-    if ((*heap = json_dumps(req, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL)
-        return -1;
-    *text = *heap;
-    *len = strlen(*heap);
-    return 0;
 }
 
 void

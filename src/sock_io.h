@@ -31,15 +31,6 @@ int sock_splicing(const struct sock *s);
 void sock_close_graceful(struct sock *s, const char *reason, json_t *req);
 /* An I/O error on a connected socket. */
 void sock_io_failed(struct sock *s, int err);
-/* End a notification line written up to p + w: `,"request":ID` when there is an id, then the
- * closing braces and the newline. Returns the line's length. */
-size_t sock_line_end(char *p, size_t w, const char *id, size_t idlen);
-/*
- * The text of a request id for a notification line written in place: an integer (the common
- * case) into num, anything else from jansson into *heap (the caller frees it). 0, or -1 when
- * the text could not be made (out of memory); *text NULL when there is no id.
- */
-int sock_req_text(json_t *req, char num[32], char **heap, const char **text, size_t *len);
 
 /* sock_connect.c */
 /* Drive the TLS handshake one step; announce the result when it ends. */

@@ -10,7 +10,6 @@
 
 #include "addr.h"
 #include "b64.h"
-#include "ctl.h"
 #include "daemon.h"
 #include "log.h"
 #include "sock.h"
@@ -36,37 +35,22 @@ sock_recv_done(struct sock *s)
 }
 
 /*
- * Emit socket.received with n bytes from the head of the input buffer; with until_missing when
- * an until receive delivers bytes that do not end with its delimiter.
+ * socket.received in its compact form, with n bytes from the head of the input buffer (which
+ * the owner writes out without a copy); with until_missing when an until receive delivers
+ * bytes that do not end with its delimiter.
  */
 static void
 sock_emit_received(struct sock *s, size_t n, int eof, int timeout, int missing)
 {
-    /*
-     * The hot path: the line is written straight into the client's output queue, base64
-     * encoded in place, so a large payload is neither copied nor escaped by the JSON encoder.
-     */
-    char idnum[32], *idtext;
-    const char *req;
-    size_t reqlen;
-    sock_req_text(s->recv_req, idnum, &idtext, &req, &reqlen); /* out of memory: no "request" */
-    char head[] = "{\"jsonrpc\":\"2.0\",\"method\":\"socket.received\",\"params\":{\"data\":\"";
-    char tail[160];
-    int tl = snprintf(tail, sizeof tail, "\"%s%s%s,\"socket\":%llu", eof ? ",\"eof\":true" : "",
-                      timeout ? ",\"timeout\":true" : "", missing ? ",\"until_missing\":true" : "",
-                      (unsigned long long)s->id);
-    size_t total = sizeof head - 1 + b64_encoded_len(n) + (size_t)tl + (req ? 11 + reqlen : 0) + 3;
-    char *p = s->owner ? ctl_reserve_line(s->owner, total) : NULL;
-    if (p != NULL) {
-        size_t w = 0;
-        memcpy(p, head, sizeof head - 1);
-        w += sizeof head - 1;
-        w += b64_encode(buf_head(&s->in), n, p + w);
-        memcpy(p + w, tail, (size_t)tl);
-        w += (size_t)tl;
-        ctl_commit_line(s->owner, sock_line_end(p, w, req, reqlen));
-    }
-    free(idtext);
+    struct sock_event ev = {.kind = SOCK_EV_RECEIVED,
+                            .sock = s,
+                            .req = s->recv_req,
+                            .data = buf_head(&s->in),
+                            .len = n,
+                            .eof = eof ? 1 : 0,
+                            .timeout = timeout ? 1 : 0,
+                            .until_missing = missing ? 1 : 0};
+    sock_tell(s, &ev);
     buf_consume(&s->in, n);
     if (s->until != NULL)
         s->until->scanned = 0; /* the head moved: an until search starts from it again */
@@ -99,14 +83,14 @@ sock_deliver_dgram(struct sock *s)
 {
     while (s->recv_pending && !s->dead && buf_len(&s->in) >= sizeof(struct sock_dgram)) {
         json_t *p = sock_dgram_pop(s, s->recv_len);
-        sock_emit(s, "socket.received", p, s->recv_req);
+        sock_emit(s, SOCK_EV_RECEIVED, p, s->recv_req);
         if (!s->recv_stream)
             sock_recv_done(s);
     }
     /* dtls: the peer's close_notify ends a pending recv once every datagram is delivered */
     if (!sock_has(s, SOCK_CAP_SENDTO) && s->rd_eof && s->recv_pending && !s->dead &&
         buf_len(&s->in) == 0) {
-        sock_emit(s, "socket.received", json_pack("{s:s,s:b}", "data", "", "eof", 1), s->recv_req);
+        sock_emit(s, SOCK_EV_RECEIVED, json_pack("{s:s,s:b}", "data", "", "eof", 1), s->recv_req);
         sock_recv_done(s);
     }
 }
@@ -283,7 +267,7 @@ sock_recv_timeout_cb(EV_P_ ev_timer *w, int revents)
     if (!s->recv_pending)
         return;
     if (sock_has(s, SOCK_CAP_DGRAM)) {
-        sock_emit(s, "socket.received", json_pack("{s:s,s:b}", "data", "", "timeout", 1),
+        sock_emit(s, SOCK_EV_RECEIVED, json_pack("{s:s,s:b}", "data", "", "timeout", 1),
                   s->recv_req);
         sock_recv_done(s);
         sock_update_io(s);

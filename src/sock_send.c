@@ -8,7 +8,6 @@
 
 #include <sockd/protocol.h>
 
-#include "ctl.h"
 #include "daemon.h"
 #include "log.h"
 #include "sock.h"
@@ -20,36 +19,12 @@
  * one write, and datagrams queued by socket.sendto, each sent whole.
  */
 
-/*
- * socket.sent, written straight into the client's queue: one per send, so the JSON tree and
- * encoder of sock_emit are skipped. The line is the one sock_emit writes:
- * {"jsonrpc":"2.0","method":"socket.sent","params":{"bytes":N,"socket":S,"request":ID}}.
- */
+/* socket.sent in its compact form: one per send, so no JSON tree is made for it. */
 static void
 sock_emit_sent(struct sock *s, size_t bytes, json_t *req)
 {
-    char head[128], idnum[32];
-    char *idtext;
-    const char *id;
-    size_t idlen;
-
-    if (s->owner == NULL)
-        return;
-    if (sock_req_text(req, idnum, &idtext, &id, &idlen) < 0) {
-        sock_emit(s, "socket.sent", json_pack("{s:I}", "bytes", (json_int_t)bytes), req);
-        return;
-    }
-    int hl = snprintf(head, sizeof head,
-                      "{\"jsonrpc\":\"2.0\",\"method\":\"socket.sent\",\"params\":{\"bytes\":%zu,"
-                      "\"socket\":%llu",
-                      bytes, (unsigned long long)s->id);
-    size_t total = (size_t)hl + (id ? 11 + idlen : 0) + 3;
-    char *p = ctl_reserve_line(s->owner, total);
-    if (p != NULL) {
-        memcpy(p, head, (size_t)hl);
-        ctl_commit_line(s->owner, sock_line_end(p, (size_t)hl, id, idlen));
-    }
-    free(idtext);
+    struct sock_event ev = {.kind = SOCK_EV_SENT, .sock = s, .req = req, .bytes = bytes};
+    sock_tell(s, &ev);
 }
 
 /* Emit socket.sent for every send whose last byte reached the kernel. */
@@ -103,7 +78,7 @@ sock_dgram_write_ready(struct sock *s)
                     json_object_set_new(p, "errno", json_integer(errno));
                     json_object_set_new(p, "detail", json_string(strerror(errno)));
                 }
-                sock_emit(s, "socket.sent", p, r->req);
+                sock_emit(s, SOCK_EV_SENT, p, r->req);
             }
             json_decref(r->req);
             free(r);

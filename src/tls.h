@@ -9,8 +9,8 @@
 #include <jansson.h>
 #include <openssl/ssl.h>
 
-struct client;
 struct sock;
+struct sock_owner;
 
 /* Roles of a context: which SSL_CTX, which certificate. */
 enum tlsctx_role {
@@ -36,14 +36,14 @@ struct tlssess;
 
 /* A context: settings shared by many sockets; refcounted, owned by one client. */
 struct tlsctx {
-    uint64_t id;          /* handle (same sequence as sockets) */
-    struct client *owner; /* NULL once destroyed or its client is gone */
-    int refs;             /* 1 for the owner's handle + 1 per socket using it */
-    struct tlsctx *next;  /* owner's list */
-    SSL_CTX *client_ctx;  /* for connecting sockets */
-    SSL_CTX *server_ctx;  /* for accepting sockets */
-    int verify;           /* verify the peer (client side): chain + host name */
-    int verify_client;    /* 0 none, 1 optional, 2 require */
+    uint64_t id;              /* handle (same sequence as sockets) */
+    struct sock_owner *owner; /* NULL once destroyed or its client is gone */
+    int refs;                 /* 1 for the owner's handle + 1 per socket using it */
+    struct tlsctx *next;      /* owner's list */
+    SSL_CTX *client_ctx;      /* for connecting sockets */
+    SSL_CTX *server_ctx;      /* for accepting sockets */
+    int verify;               /* verify the peer (client side): chain + host name */
+    int verify_client;        /* 0 none, 1 optional, 2 require */
     int dtls, srtp;
     int min_version;             /* TLS1_2_VERSION or TLS1_3_VERSION */
     X509_STORE *store;           /* trust anchors for peer chains (both roles share it) */
@@ -100,15 +100,15 @@ struct tlsctx_gen {
 #define TLSCTX_FP_MAX (8 + 64 * 3)
 
 /* Context registry (tlsctx.c). */
-struct tlsctx *tlsctx_get(struct client *c, uint64_t id); /* NULL if not this client's */
+struct tlsctx *tlsctx_get(struct sock_owner *o, uint64_t id); /* NULL if not o's */
 void tlsctx_ref(struct tlsctx *t);
 void tlsctx_unref(struct tlsctx *t);
-/* The client is gone: drop its handles (sockets keep their references). */
-void tlsctx_client_gone(struct client *c);
+/* The owner is gone: drop its handles (sockets keep their references). */
+void tlsctx_owner_gone(struct sock_owner *o);
 /* Live contexts, for daemon.stats. */
 unsigned tlsctx_count(void);
-/* Contexts c holds handles to. */
-unsigned tlsctx_owned(const struct client *c);
+/* Contexts o holds handles to. */
+unsigned tlsctx_owned(const struct sock_owner *o);
 
 /* A new context with the defaults (verify on, TLS 1.2 minimum, no store, no SSL_CTX yet). */
 struct tlsctx *tlsctx_new(void);
@@ -122,8 +122,8 @@ int tlsctx_set_alpn(struct tlsctx *t, const unsigned char *wire, unsigned len);
 /* (Re)build the SSL_CTX of each role in the mask (1 << role) from the settings; on failure the
  * old ones stay. -1 with detail. */
 int tlsctx_build(struct tlsctx *t, unsigned roles, char *detail, size_t dlen);
-/* Give t a handle and put it on c's list (the list holds the reference t was created with). */
-void tlsctx_attach(struct tlsctx *t, struct client *c);
+/* Give t a handle and put it on o's list (the list holds the reference t was created with). */
+void tlsctx_attach(struct tlsctx *t, struct sock_owner *o);
 /* context.destroy: off the owner's list, owner's reference dropped. */
 void tlsctx_destroy(struct tlsctx *t);
 /* Install a certificate for a role (the context takes the objects only on success: on

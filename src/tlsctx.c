@@ -19,9 +19,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "ctl.h"
 #include "daemon.h"
 #include "keygen.h"
+#include "sock.h"
 #include "tls.h"
 
 /* TLS contexts: the registry, the settings, and the SSL_CTX of each role built from them. */
@@ -29,9 +29,9 @@
 static unsigned tlsctx_live;
 
 struct tlsctx *
-tlsctx_get(struct client *c, uint64_t id)
+tlsctx_get(struct sock_owner *o, uint64_t id)
 {
-    for (struct tlsctx *t = c->ctxs; t != NULL; t = t->next)
+    for (struct tlsctx *t = o->ctxs; t != NULL; t = t->next)
         if (t->id == id)
             return t;
     return NULL;
@@ -44,10 +44,10 @@ tlsctx_count(void)
 }
 
 unsigned
-tlsctx_owned(const struct client *c)
+tlsctx_owned(const struct sock_owner *o)
 {
     unsigned n = 0;
-    for (const struct tlsctx *t = c->ctxs; t != NULL; t = t->next)
+    for (const struct tlsctx *t = o->ctxs; t != NULL; t = t->next)
         n++;
     return n;
 }
@@ -103,11 +103,11 @@ tlsctx_new(void)
 }
 
 void
-tlsctx_attach(struct tlsctx *t, struct client *c)
+tlsctx_attach(struct tlsctx *t, struct sock_owner *o)
 {
-    t->owner = c;
-    t->next = c->ctxs;
-    c->ctxs = t;
+    t->owner = o;
+    t->next = o->ctxs;
+    o->ctxs = t;
 }
 
 void
@@ -126,10 +126,10 @@ tlsctx_destroy(struct tlsctx *t)
 }
 
 void
-tlsctx_client_gone(struct client *c)
+tlsctx_owner_gone(struct sock_owner *o)
 {
-    while (c->ctxs != NULL)
-        tlsctx_destroy(c->ctxs);
+    while (o->ctxs != NULL)
+        tlsctx_destroy(o->ctxs);
 }
 
 /* ---- OpenSSL errors and PEM --------------------------------------------------------------- */

@@ -78,6 +78,7 @@ fx_open(struct fx *f)
     c->gid = getgid();
     c->ident = ident_new(c->uid, c->gid, c->pid, NULL, 0);
     assert_non_null(c->ident);
+    ctl_own(c);
     ev_io_init(&c->rio, never_io_cb, sv[0], EV_READ);
     ev_io_init(&c->wio, never_io_cb, sv[0], EV_WRITE);
     ev_idle_init(&c->more, never_idle_cb);
@@ -94,11 +95,11 @@ fx_close(struct fx *f)
     if (c == NULL)
         return;
     ctl_flush_all(); /* takes c off the dirty list */
-    while (c->socks != NULL)
-        sock_close(c->socks, NULL, 0, NULL, NULL);
+    while (c->owner.socks != NULL)
+        sock_close(c->owner.socks, NULL, 0, NULL, NULL);
     sock_reap();
-    tlsctx_client_gone(c);
-    assert_null(c->ctxs);
+    tlsctx_owner_gone(&c->owner);
+    assert_null(c->owner.ctxs);
     ev_io_stop(sockd.loop, &c->wio);
     buf_free(&c->in);
     buf_free(&c->out);

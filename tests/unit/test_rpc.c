@@ -494,7 +494,7 @@ test_notification_executes(void **state)
                             "\"params\":{\"type\":\"tcp\",\"tag\":\"quiet\"}}");
     assert_int_equal(json_array_size(msgs), 0);
     json_decref(msgs);
-    assert_int_equal(f->c->nsocks, 1);
+    assert_int_equal(f->c->owner.nsocks, 1);
     json_t *r = call(f, "socket.list", NULL, "1");
     json_t *list = json_object_get(check_result(r, "1"), "sockets");
     assert_int_equal(json_array_size(list), 1);
@@ -974,7 +974,7 @@ test_socket_open_info_list(void **state)
     long long c = open_tcp(f, "\"ipv6\":true,\"tag\":null");
     assert_true(b > a);
     assert_true(c > b);
-    assert_int_equal(f->c->nsocks, 3);
+    assert_int_equal(f->c->owner.nsocks, 3);
 
     json_t *i = info(f, a);
     assert_int_equal(json_integer_value(json_object_get(i, "socket")), a);
@@ -1039,7 +1039,7 @@ test_socket_open_info_list(void **state)
     json_decref(r);
     expect_handle_error(f, "socket.info", params);
     expect_handle_error(f, "socket.close", params);
-    assert_int_equal(f->c->nsocks, 2);
+    assert_int_equal(f->c->owner.nsocks, 2);
 
     r = call(f, "socket.list", "{}", "9");
     list = json_object_get(check_result(r, "9"), "sockets");
@@ -1125,7 +1125,7 @@ test_socket_open_unsupported(void **state)
         check_error(r, SOCKD_E_INVALID_PARAMS, "1", NULL);
         json_decref(r);
     }
-    assert_int_equal(f->c->nsocks, 0);
+    assert_int_equal(f->c->owner.nsocks, 0);
 }
 
 static void
@@ -1141,7 +1141,7 @@ test_socket_limit(void **state)
     check_error(r, SOCKD_E_LIMIT, "3", NULL);
     assert_string_equal(data_str(r, "limit"), "max-sockets-per-client");
     json_decref(r);
-    assert_int_equal(f->c->nsocks, 2);
+    assert_int_equal(f->c->owner.nsocks, 2);
     /* The limit is per client. */
     open_tcp(&f[1], NULL);
 }
@@ -1280,7 +1280,7 @@ test_socket_states(void **state)
     r = call(f, "socket.close", p, "9");
     assert_int_equal(json_integer_value(json_object_get(check_result(r, "9"), "discarded")), 0);
     json_decref(r);
-    assert_int_equal(f->c->nsocks, 1);
+    assert_int_equal(f->c->owner.nsocks, 1);
 }
 
 /* ---- the fast path: same bytes as the general path --------------------------------------- */

@@ -370,7 +370,7 @@ mkctx(struct fx *f, json_t *create, const char *scert, const char *skey, const c
 {
     long long id = ctx_create(f, create);
     char fp[TLSCTX_FP_MAX];
-    struct tlsctx *t = tlsctx_get(f->c, (uint64_t)id);
+    struct tlsctx *t = tlsctx_get(&f->c->owner, (uint64_t)id);
     assert_non_null(t);
     if (scert != NULL) {
         json_t *p = json_pack("{s:I,s:s}", "context", (json_int_t)id, "cert", scert);
@@ -406,7 +406,7 @@ test_create_and_fingerprints(void **state)
                                           "verify_client", "optional"));
     assert_true(b > a);
     assert_int_equal(tlsctx_count(), before + 2);
-    struct tlsctx *tb = tlsctx_get(f->c, (uint64_t)b);
+    struct tlsctx *tb = tlsctx_get(&f->c->owner, (uint64_t)b);
     assert_non_null(tb);
     assert_int_equal(tb->min_version, TLS1_3_VERSION);
     assert_int_equal(tb->verify_client, 1);
@@ -466,7 +466,7 @@ test_create_and_fingerprints(void **state)
     json_decref(rpc_err(f, "context.fingerprint",
                         json_pack("{s:I,s:s}", "context", (json_int_t)a, "role", "client"),
                         SOCKD_E_WRONG_STATE, NULL));
-    assert_null(tlsctx_get(f->c, (uint64_t)a)->certs[TLSCTX_CLIENT].cert);
+    assert_null(tlsctx_get(&f->c->owner, (uint64_t)a)->certs[TLSCTX_CLIENT].cert);
     /* ... while the server certificate stays. */
     expect_fp(rpc_ok(f, "context.fingerprint", json_pack("{s:I}", "context", (json_int_t)a)),
               fp_server);
@@ -484,7 +484,7 @@ test_create_and_fingerprints(void **state)
 
     /* Handles of destroyed contexts are gone; the count follows. */
     rpc_empty(f, "context.destroy", json_pack("{s:I}", "context", (json_int_t)a));
-    assert_null(tlsctx_get(f->c, (uint64_t)a));
+    assert_null(tlsctx_get(&f->c->owner, (uint64_t)a));
     assert_int_equal(tlsctx_count(), before + 1);
     json_decref(rpc_err(f, "context.destroy", json_pack("{s:I}", "context", (json_int_t)a),
                         SOCKD_E_UNKNOWN_HANDLE, NULL));
@@ -497,7 +497,7 @@ test_bad_material(void **state)
 {
     struct fx *f = *state;
     long long a = ctx_create(f, NULL);
-    struct tlsctx *t = tlsctx_get(f->c, (uint64_t)a);
+    struct tlsctx *t = tlsctx_get(&f->c->owner, (uint64_t)a);
     const char *scs = "context.set_server_certificate", *ccs = "context.set_client_certificate";
 #define CP(...) json_pack("{s:I," __VA_ARGS__)
     /* Not PEM at all. */
@@ -612,7 +612,7 @@ test_generate_certificate(void **state)
 {
     struct fx *f = *state;
     long long a = ctx_create(f, NULL);
-    struct tlsctx *t = tlsctx_get(f->c, (uint64_t)a);
+    struct tlsctx *t = tlsctx_get(&f->c->owner, (uint64_t)a);
     json_t *r = rpc_ok(f, "context.generate_certificate",
                        json_pack("{s:I,s:s,s:s,s:i}", "context", (json_int_t)a, "role", "server",
                                  "common_name", "gen.local", "days", 10));
@@ -677,7 +677,7 @@ test_dtls_flags(void **state)
 {
     struct fx *f = *state;
     long long a = ctx_create(f, NULL);
-    struct tlsctx *t = tlsctx_get(f->c, (uint64_t)a);
+    struct tlsctx *t = tlsctx_get(&f->c->owner, (uint64_t)a);
     assert_int_equal(t->dtls, 0);
     json_decref(rpc_ok(f, "context.generate_certificate",
                        json_pack("{s:I,s:s}", "context", (json_int_t)a, "role", "server")));
@@ -691,7 +691,7 @@ test_dtls_flags(void **state)
     assert_non_null(SSL_CTX_get0_certificate(t->server_ctx));
 
     long long b = ctx_create(f, json_pack("{s:b,s:b}", "dtls", 1, "srtp", 0));
-    struct tlsctx *tb = tlsctx_get(f->c, (uint64_t)b);
+    struct tlsctx *tb = tlsctx_get(&f->c->owner, (uint64_t)b);
     assert_int_equal(tb->dtls, 1);
     assert_int_equal(tb->srtp, 0);
     assert_ptr_equal(SSL_CTX_get_ssl_method(tb->client_ctx), DTLS_client_method());
@@ -745,18 +745,18 @@ test_unknown_and_foreign_handles(void **state)
         }
     }
     /* The owner still has it, untouched. */
-    assert_non_null(tlsctx_get(f[1].c, (uint64_t)theirs));
-    assert_null(tlsctx_get(f[0].c, (uint64_t)theirs));
-    assert_null(tlsctx_get(f[1].c, (uint64_t)theirs)->certs[TLSCTX_SERVER].cert);
+    assert_non_null(tlsctx_get(&f[1].c->owner, (uint64_t)theirs));
+    assert_null(tlsctx_get(&f[0].c->owner, (uint64_t)theirs));
+    assert_null(tlsctx_get(&f[1].c->owner, (uint64_t)theirs)->certs[TLSCTX_SERVER].cert);
     json_decref(rpc_err(f, "context.destroy", json_pack("{s:i}", "context", 0),
                         SOCKD_E_INVALID_PARAMS, "context"));
 
     /* A client that goes away drops its handles. */
     ctx_create(&f[1], NULL);
     unsigned n = tlsctx_count();
-    assert_int_equal(tlsctx_owned(f[1].c), 2);
-    tlsctx_client_gone(f[1].c);
-    assert_null(f[1].c->ctxs);
+    assert_int_equal(tlsctx_owned(&f[1].c->owner), 2);
+    tlsctx_owner_gone(&f[1].c->owner);
+    assert_null(f[1].c->owner.ctxs);
     assert_int_equal(tlsctx_count(), n - 2);
 }
 
@@ -1527,7 +1527,7 @@ test_refcount_and_new_certificate(void **state)
     assert_int_equal(tls_start(c.s, cl, 0, "test.local", d, sizeof d), 0);
     json_decref(rpc_ok(f, "context.destroy", json_pack("{s:I}", "context", (json_int_t)sv->id)));
     json_decref(rpc_ok(f, "context.destroy", json_pack("{s:I}", "context", (json_int_t)cl->id)));
-    assert_null(f->c->ctxs);
+    assert_null(f->c->owner.ctxs);
     assert_int_equal(tlsctx_count(), live);
     assert_null(sv->owner);
     assert_int_equal(sv->refs, 1);
