@@ -49,6 +49,15 @@ ctl_in_cap(void)
     return 2 * (sockd.conf.max_message + 1);
 }
 
+/* Count the client's queues (input, output, held notifications) under meter (NULL: none). */
+static void
+ctl_meter(struct client *c, size_t *meter)
+{
+    buf_set_meter(&c->in, meter);
+    buf_set_meter(&c->out, meter);
+    buf_set_meter(&c->held, meter);
+}
+
 /* Mark a client as having output to flush before the loop blocks. */
 static void
 ctl_mark_dirty(struct client *c)
@@ -464,6 +473,7 @@ ctl_client_close(struct client *c, const char *why)
         c->next->prev = c->prev;
     sockd.nclients--;
     c->ident->acct->clients--;
+    ctl_meter(c, NULL); /* what it queued, freed at the end of the turn, no longer counts */
     c->grave_next = ctl_grave;
     ctl_grave = c;
     if (!ev_is_active(&ctl_accept_io) && ctl_fd >= 0 && !ev_is_active(&ctl_resume_timer) &&
@@ -738,6 +748,7 @@ ctl_own(struct client *c)
     c->owner.ident = c->ident;
     c->owner.id = c->id;
     c->owner.deliver = notify_deliver;
+    ctl_meter(c, &c->ident->acct->ctl_queued); /* max-control-buffer-per-uid */
 }
 
 void
