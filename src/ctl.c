@@ -170,11 +170,25 @@ ctl_over_cap(struct client *c)
     ctl_client_close(c, "output over hard cap");
 }
 
+/*
+ * Output was queued: disconnect the client at its hard cap, or when it does not read (output
+ * past CTL_OUT_HIGH) while its uid's control queues are past max-control-buffer-per-uid; a
+ * client that reads is never disconnected for its uid's total.
+ */
 static void
 ctl_queued(struct client *c)
 {
     if (buf_len(&c->out) > ctl_out_hard()) {
         ctl_over_cap(c);
+        return;
+    }
+    size_t uid_total = c->ident->acct->ctl_queued;
+    if (buf_len(&c->out) > CTL_OUT_HIGH && uid_total > sockd.conf.max_control_buffer_per_uid) {
+        log_warn("client %llu (uid %d pid %d): not reading while its uid's control queues hold "
+                 "%zu bytes, over max-control-buffer-per-uid %zu, disconnecting",
+                 (unsigned long long)c->id, (int)c->uid, (int)c->pid, uid_total,
+                 sockd.conf.max_control_buffer_per_uid);
+        ctl_client_close(c, "over max-control-buffer-per-uid");
         return;
     }
     ctl_mark_dirty(c);
