@@ -1,7 +1,7 @@
 /*
- * Hostile clients on the control channel: input and output caps, batches split across loop
- * turns, fd attribution, names that are not UTF-8-safe to cut, blocking clients
- * (sockd(8) SECURITY MODEL).
+ * Hostile clients on the control channel: input and output caps, the per-uid budget of control
+ * queues, batches split across loop turns, fd attribution, names that are not UTF-8-safe to
+ * cut, blocking clients (sockd(8) SECURITY MODEL).
  *
  * The daemon runs as root (the test runs as root); every attacker connects as uid/gid 65534
  * (h_client_nobody: a child drops its ids, then connects).
