@@ -97,3 +97,13 @@ buf_free(struct buf *b)
     b->data = NULL;
     b->off = b->len = b->alloc = 0;
 }
+
+void
+buf_set_meter(struct buf *b, size_t *meter)
+{
+    if (b->meter != NULL)
+        *b->meter -= b->len;
+    b->meter = meter;
+    if (meter != NULL)
+        *meter += b->len;
+}

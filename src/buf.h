@@ -25,6 +25,8 @@ void buf_consume(struct buf *b, size_t n);
 void buf_truncate_tail(struct buf *b, size_t n);
 /* Release everything. */
 void buf_free(struct buf *b);
+/* Count b under meter from now on (NULL: none), its bytes moving from its old meter. */
+void buf_set_meter(struct buf *b, size_t *meter);
 
 static inline size_t
 buf_len(const struct buf *b)

@@ -16,10 +16,11 @@ struct conf {
     gid_t socket_gid;   /* resolved at load time */
     unsigned max_clients;
     unsigned max_sockets_per_client;
-    unsigned max_clients_per_uid; /* control connections of one uid */
-    unsigned max_sockets_per_uid; /* sockets judged as one uid, given-away ones included */
-    size_t max_buffer_per_uid;    /* bytes queued in the buffers of one uid's sockets */
-    int share_udp_ports;          /* share-udp-ports: udp/dtls binds may share a port */
+    unsigned max_clients_per_uid;      /* control connections of one uid */
+    unsigned max_sockets_per_uid;      /* sockets judged as one uid, given-away ones included */
+    size_t max_buffer_per_uid;         /* bytes queued in the buffers of one uid's sockets */
+    size_t max_control_buffer_per_uid; /* bytes queued in one uid's control connections */
+    int share_udp_ports;               /* share-udp-ports: udp/dtls binds may share a port */
     size_t max_send_buffer;
     size_t max_message;
     unsigned max_pending_accepts;

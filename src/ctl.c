@@ -49,6 +49,15 @@ ctl_in_cap(void)
     return 2 * (sockd.conf.max_message + 1);
 }
 
+/* Count the client's queues (input, output, held notifications) under meter (NULL: none). */
+static void
+ctl_meter(struct client *c, size_t *meter)
+{
+    buf_set_meter(&c->in, meter);
+    buf_set_meter(&c->out, meter);
+    buf_set_meter(&c->held, meter);
+}
+
 /* Mark a client as having output to flush before the loop blocks. */
 static void
 ctl_mark_dirty(struct client *c)
@@ -161,11 +170,25 @@ ctl_over_cap(struct client *c)
     ctl_client_close(c, "output over hard cap");
 }
 
+/*
+ * Output was queued: disconnect the client at its hard cap, or when it does not read (output
+ * past CTL_OUT_HIGH) while its uid's control queues are past max-control-buffer-per-uid; a
+ * client that reads is never disconnected for its uid's total.
+ */
 static void
 ctl_queued(struct client *c)
 {
     if (buf_len(&c->out) > ctl_out_hard()) {
         ctl_over_cap(c);
+        return;
+    }
+    size_t uid_total = c->ident->acct->ctl_queued;
+    if (buf_len(&c->out) > CTL_OUT_HIGH && uid_total > sockd.conf.max_control_buffer_per_uid) {
+        log_warn("client %llu (uid %d pid %d): not reading while its uid's control queues hold "
+                 "%zu bytes, over max-control-buffer-per-uid %zu, disconnecting",
+                 (unsigned long long)c->id, (int)c->uid, (int)c->pid, uid_total,
+                 sockd.conf.max_control_buffer_per_uid);
+        ctl_client_close(c, "over max-control-buffer-per-uid");
         return;
     }
     ctl_mark_dirty(c);
@@ -464,6 +487,7 @@ ctl_client_close(struct client *c, const char *why)
         c->next->prev = c->prev;
     sockd.nclients--;
     c->ident->acct->clients--;
+    ctl_meter(c, NULL); /* what it queued, freed at the end of the turn, no longer counts */
     c->grave_next = ctl_grave;
     ctl_grave = c;
     if (!ev_is_active(&ctl_accept_io) && ctl_fd >= 0 && !ev_is_active(&ctl_resume_timer) &&
@@ -738,6 +762,7 @@ ctl_own(struct client *c)
     c->owner.ident = c->ident;
     c->owner.id = c->id;
     c->owner.deliver = notify_deliver;
+    ctl_meter(c, &c->ident->acct->ctl_queued); /* max-control-buffer-per-uid */
 }
 
 void

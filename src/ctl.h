@@ -68,7 +68,8 @@ struct client {
 
 /* A client for a connected control fd (credentials read from it); NULL on ENOMEM. */
 struct client *ctl_client_new(int fd);
-/* Set up c's owner from its id and ident, its sockets' events delivered by notify.c. */
+/* Set up c's owner from its id and ident, its sockets' events delivered by notify.c; its
+ * queues count for its uid (max-control-buffer-per-uid). */
 void ctl_own(struct client *c);
 /* Bytes as if read from the client's connection, handled in as many turns as they take (tests,
  * fuzzers). */

@@ -42,6 +42,7 @@ struct ident_acct {
     unsigned clients;     /* control connections of this uid */
     unsigned sockets;     /* sockets judged as this uid, parked (given) ones included */
     size_t queued;        /* bytes held in those sockets' buffers (struct buf meter) */
+    size_t ctl_queued;    /* bytes held in its control connections' queues (struct buf meter) */
     struct sock *waiting; /* sockets that stopped reading at the byte budget (sock_io.c) */
 };
 

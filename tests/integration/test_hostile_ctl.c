@@ -1,7 +1,7 @@
 /*
- * Hostile clients on the control channel: input and output caps, batches split across loop
- * turns, fd attribution, names that are not UTF-8-safe to cut, blocking clients
- * (sockd(8) SECURITY MODEL).
+ * Hostile clients on the control channel: input and output caps, the per-uid budget of control
+ * queues, batches split across loop turns, fd attribution, names that are not UTF-8-safe to
+ * cut, blocking clients (sockd(8) SECURITY MODEL).
  *
  * The daemon runs as root (the test runs as root); every attacker connects as uid/gid 65534
  * (h_client_nobody: a child drops its ids, then connects).
@@ -215,10 +215,27 @@ scratch_alloc(size_t n)
     return scratch[nscratch++] = p;
 }
 
+/* More attackers' connections, closed by the teardown. */
+static int more_fds[8];
+static int nmore;
+
+/* A connection of uid 65534, closed by the teardown. */
+static int
+more_nobody(void)
+{
+    EXPECT_TRUE(nmore < 8, "nmore < 8");
+    h_daemon_open_to_all(&D);
+    int fd = h_connect_as(D.sock, H_NOBODY, H_NOBODY);
+    EXPECT_TRUE(fd >= 0, "fd >= 0");
+    return more_fds[nmore++] = fd;
+}
+
 static int
 teardown_raw(void **state)
 {
     raw_close(&R);
+    while (nmore > 0)
+        close(more_fds[--nmore]);
     while (nscratch > 0)
         free(scratch[--nscratch]);
     return teardown(state);
@@ -551,6 +568,95 @@ test_ctl_output_cap(void **state)
     h_daemon_stop(&D);
 }
 
+/* Open sockets with 4 KiB tags on a raw connection of fd (their socket.list is about 66 KB). */
+static void
+open_tagged_on(int fd, char *line, size_t cap, int n)
+{
+    struct raw r = {fd, NULL, 0, 0};
+    for (int i = 0; i < n; i++)
+        EXPECT_INT(open_tagged(&r, line, cap, 4096), 0, "open_tagged");
+    free(r.buf);
+}
+
+/* Whether the daemon has closed the connection fd (it stays unread: the hang-up shows). */
+static int
+hung_up(int fd)
+{
+    struct pollfd pf = {fd, POLLRDHUP, 0};
+    return poll(&pf, 1, 0) == 1 && (pf.revents & (POLLHUP | POLLRDHUP)) != 0;
+}
+
+/*
+ * 6c. Every control connection may queue 64 MiB of output it does not read, and a user has 128
+ * of them: one uid could make the daemon hold some 10 GiB. Now a connection that does not read
+ * (its queue past 1 MiB) is disconnected once its user's control queues pass
+ * max-control-buffer-per-uid: six connections of uid 65534 that ask for 16 MiB of socket.list
+ * answers each and never read are all disconnected, the daemon's peak memory grows by far less
+ * than the 96 MiB they asked for, and root is answered throughout.
+ */
+static void
+test_ctl_output_budget(void **state)
+{
+    enum { CLIENTS = 6, SOCKS = 16, ROUNDS = 16, LISTS = 16, CAP = 8192 };
+    static const char list[] = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"socket.list\"}\n";
+    char *line = scratch_alloc(CAP);
+    int fds[CLIENTS], gone_at[CLIENTS];
+    struct sockd_client *root;
+
+    (void)state;
+    start_for_memory("max-control-buffer-per-uid 8M\n");
+    root = h_client_auto(&D);
+    for (int i = 0; i < CLIENTS; i++) {
+        fds[i] = more_nobody();
+        gone_at[i] = -1;
+        open_tagged_on(fds[i], line, CAP, SOCKS);
+    }
+    long rss0 = h_rss_kib(D.pid), hwm0 = h_hwm_kib(D.pid);
+    size_t n = LISTS * (sizeof list - 1);
+    for (int k = 0; k < LISTS; k++)
+        memcpy(line + k * (sizeof list - 1), list, sizeof list - 1);
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < CLIENTS; i++) {
+            if (gone_at[i] >= 0)
+                continue;
+            /* 800 bytes of requests (1 MiB of answers): the socket buffer always takes them */
+            ssize_t k = send(fds[i], line, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (k < 0 && errno == EPIPE) /* disconnected during the round before */
+                gone_at[i] = round;
+            else
+                EXPECT_INT(k, (long long)n, "send: %s", strerror(errno));
+        }
+        json_decref(h_ok(root, "daemon.ping", NULL)); /* another user is served meanwhile */
+    }
+    long long end = h_now_ms() + H_TIMEOUT_MS;
+    int left = CLIENTS;
+    while (left > 0 && h_now_ms() < end) {
+        left = 0;
+        for (int i = 0; i < CLIENTS; i++) {
+            if (gone_at[i] < 0 && hung_up(fds[i]))
+                gone_at[i] = ROUNDS;
+            left += gone_at[i] < 0;
+        }
+        json_decref(h_ok(root, "daemon.ping", NULL));
+        if (left > 0)
+            h_sleep_ms(20);
+    }
+    long hwm = h_hwm_kib(D.pid) - hwm0, rss = h_rss_kib(D.pid);
+    fprintf(stderr,
+            "# %d non-reading clients asking %d MiB each: %d still connected; daemon VmRSS %ld -> "
+            "%ld KiB, VmHWM grew %ld KiB\n",
+            CLIENTS, ROUNDS * LISTS * SOCKS * 4 / 1024, left, rss0, rss, hwm);
+    for (int i = 0; i < CLIENTS; i++)
+        fprintf(stderr, "# client %d: %s round %d\n", i, gone_at[i] < 0 ? "alive after" : "gone by",
+                gone_at[i] < 0 ? ROUNDS : gone_at[i]);
+    EXPECT_INT(left, 0, "clients that never read are still connected");
+    json_t *st = h_ok(root, "daemon.stats", NULL);
+    EXPECT_INT(json_integer_value(json_object_get(st, "clients")), 1, "%s", jd(st));
+    json_decref(st);
+    EXPECT_TRUE(hwm < 40 * 1024, "hwm < 40 * 1024");
+    h_daemon_stop(&D);
+}
+
 /*
  * 9. A line without fds and, at once, a line whose sendmsg carries an fd: the kernel hands both
  * over in one read, and the fd was given to the first line (where it was closed), so the attach
@@ -790,6 +896,7 @@ main(void)
         cmocka_unit_test_teardown(test_ctl_input_cap, teardown_raw),
         cmocka_unit_test_teardown(test_ctl_tag_cap, teardown_raw),
         cmocka_unit_test_teardown(test_ctl_output_cap, teardown_raw),
+        cmocka_unit_test_teardown(test_ctl_output_budget, teardown_raw),
         cmocka_unit_test_teardown(test_ctl_fd_attribution, teardown_raw),
         cmocka_unit_test_teardown(test_ctl_utf8_names, teardown_raw),
         cmocka_unit_test_teardown(test_ctl_blocking_client, teardown_raw),
