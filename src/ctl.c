@@ -113,7 +113,7 @@ ctl_check_pause(struct client *c)
     if (want == c->owner.paused)
         return;
     c->owner.paused = want;
-    log_debug("client %llu: output %zu bytes, %s", (unsigned long long)c->id, queued,
+    log_debug("client %llu: output %zu bytes, %s", (unsigned long long)c->owner.id, queued,
               want ? "pausing its sockets" : "resuming");
     for (struct sock *s = c->owner.socks; s != NULL; s = s->cnext)
         sock_update_io(s);
@@ -166,7 +166,7 @@ void
 ctl_over_cap(struct client *c)
 {
     log_warn("client %llu (uid %d pid %d): output queue over %zu bytes, disconnecting",
-             (unsigned long long)c->id, (int)c->uid, (int)c->pid, ctl_out_hard());
+             (unsigned long long)c->owner.id, (int)c->uid, (int)c->pid, ctl_out_hard());
     ctl_client_close(c, "output over hard cap");
 }
 
@@ -182,11 +182,11 @@ ctl_queued(struct client *c)
         ctl_over_cap(c);
         return;
     }
-    size_t uid_total = c->ident->acct->ctl_queued;
+    size_t uid_total = c->owner.ident->acct->ctl_queued;
     if (buf_len(&c->out) > CTL_OUT_HIGH && uid_total > sockd.conf.max_control_buffer_per_uid) {
         log_warn("client %llu (uid %d pid %d): not reading while its uid's control queues hold "
                  "%zu bytes, over max-control-buffer-per-uid %zu, disconnecting",
-                 (unsigned long long)c->id, (int)c->uid, (int)c->pid, uid_total,
+                 (unsigned long long)c->owner.id, (int)c->uid, (int)c->pid, uid_total,
                  sockd.conf.max_control_buffer_per_uid);
         ctl_client_close(c, "over max-control-buffer-per-uid");
         return;
@@ -465,7 +465,7 @@ ctl_client_close(struct client *c, const char *why)
     if (c->dead)
         return;
     c->dead = 1;
-    log_info("client %llu (pid %d uid %d) gone: %s", (unsigned long long)c->id, (int)c->pid,
+    log_info("client %llu (pid %d uid %d) gone: %s", (unsigned long long)c->owner.id, (int)c->pid,
              (int)c->uid, why);
     sock_flush_all(); /* its sends of this turn reach the kernel, as if written at once */
     while (c->owner.socks != NULL)
@@ -486,7 +486,7 @@ ctl_client_close(struct client *c, const char *why)
     if (c->next)
         c->next->prev = c->prev;
     sockd.nclients--;
-    c->ident->acct->clients--;
+    c->owner.ident->acct->clients--;
     ctl_meter(c, NULL); /* what it queued, freed at the end of the turn, no longer counts */
     c->grave_next = ctl_grave;
     ctl_grave = c;
@@ -506,7 +506,7 @@ ctl_reap(void)
         buf_free(&c->held);
         rpc_batch_free(c);
         ctl_line_fds_done(c);
-        ident_unref(c->ident);
+        ident_unref(c->owner.ident);
         free(c);
     }
 }
@@ -731,15 +731,15 @@ struct client *
 ctl_client_new(int fd)
 {
     struct client *c = calloc(1, sizeof *c);
-    if (c == NULL || (c->ident = ident_of_peer(fd)) == NULL) {
+    if (c == NULL || (c->owner.ident = ident_of_peer(fd)) == NULL) {
         free(c);
         return NULL;
     }
-    c->pid = c->ident->pid;
-    c->uid = c->ident->uid;
-    c->gid = c->ident->gid;
-    c->ident->acct->clients++;
-    c->id = ++sockd.next_client;
+    c->pid = c->owner.ident->pid;
+    c->uid = c->owner.ident->uid;
+    c->gid = c->owner.ident->gid;
+    c->owner.ident->acct->clients++;
+    c->owner.id = ++sockd.next_client;
     ctl_own(c);
     c->fd = fd;
     ev_io_init(&c->rio, ctl_read_cb, fd, EV_READ);
@@ -759,10 +759,8 @@ ctl_client_new(int fd)
 void
 ctl_own(struct client *c)
 {
-    c->owner.ident = c->ident;
-    c->owner.id = c->id;
     c->owner.deliver = notify_deliver;
-    ctl_meter(c, &c->ident->acct->ctl_queued); /* max-control-buffer-per-uid */
+    ctl_meter(c, &c->owner.ident->acct->ctl_queued); /* max-control-buffer-per-uid */
 }
 
 void
@@ -805,14 +803,14 @@ ctl_accept_cb(EV_P_ ev_io *w, int revents)
             close(fd);
             return;
         }
-        if (c->ident->acct->clients > sockd.conf.max_clients_per_uid) {
+        if (c->owner.ident->acct->clients > sockd.conf.max_clients_per_uid) {
             log_warn("client refused: uid %d has max-clients-per-uid %u (pid %d)", (int)c->uid,
                      sockd.conf.max_clients_per_uid, (int)c->pid);
             ctl_refuse(fd, "max-clients-per-uid");
             ctl_client_close(c, "refused: max-clients-per-uid");
             continue;
         }
-        log_info("client %llu connected (pid %d uid %d gid %d)", (unsigned long long)c->id,
+        log_info("client %llu connected (pid %d uid %d gid %d)", (unsigned long long)c->owner.id,
                  (int)c->pid, (int)c->uid, (int)c->gid);
     }
 }

@@ -35,12 +35,10 @@ struct ctl_fd {
 };
 
 struct client {
-    uint64_t id; /* also owner.id */
     int fd;
-    pid_t pid; /* pid, uid, gid: copies of ident's, for log lines */
+    pid_t pid; /* pid, uid, gid: copies of owner.ident's, for log lines */
     uid_t uid;
     gid_t gid;
-    struct ident *ident; /* credentials (also owner.ident); every socket it makes holds them too */
     ev_io rio, wio;
     ev_idle more;   /* continues line handling after CTL_REQS_PER_TURN */
     ev_timer stall; /* running while a partial line waits for the rest */
@@ -59,7 +57,7 @@ struct client {
     int line_fds[CTL_LINE_FDS]; /* fds of the line being handled; -1 once taken */
     int n_line_fds;
     struct rpc_batch *batch;    /* a batch waiting for its next turn (rpc.c), or NULL */
-    struct sock_owner owner;    /* its sockets and TLS contexts (sock.h) */
+    struct sock_owner owner;    /* its number, identity, sockets and TLS contexts (sock.h) */
     char name[64];              /* from daemon.hello */
     struct client *next, *prev; /* all clients */
     struct client *dirty_next;
@@ -68,8 +66,8 @@ struct client {
 
 /* A client for a connected control fd (credentials read from it); NULL on ENOMEM. */
 struct client *ctl_client_new(int fd);
-/* Set up c's owner from its id and ident, its sockets' events delivered by notify.c; its
- * queues count for its uid (max-control-buffer-per-uid). */
+/* Finish c's owner (owner.id and owner.ident set): its sockets' events delivered by notify.c,
+ * its queues counted for its uid (max-control-buffer-per-uid). */
 void ctl_own(struct client *c);
 /* Bytes as if read from the client's connection, handled in as many turns as they take (tests,
  * fuzzers). */

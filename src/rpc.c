@@ -357,8 +357,8 @@ rpc_exec(struct rpc_call *call, struct client *c, json_t *id, const char *method
             close(call->fd_out);
     }
     if (id == NULL && call->err_code != 0)
-        log_debug("client %llu: notification %s failed: %s", (unsigned long long)c->id, method,
-                  call->err_msg);
+        log_debug("client %llu: notification %s failed: %s", (unsigned long long)c->owner.id,
+                  method, call->err_msg);
     return m != NULL && (m->flags & RPC_F_HEAVY) ? CTL_REQS_PER_TURN : 1;
 }
 

@@ -119,7 +119,7 @@ context_read_file(struct rpc_call *call, const char *param, const char *what, si
     struct policy_who who;
     if (path == NULL)
         return 0;
-    ident_who(call->client->ident, &who);
+    ident_who(call->client->owner.ident, &who);
     if ((*text = fsid_read_file(&who, path, cap, len)) != NULL)
         return 0;
     return context_fail_detail(call, param, what, fsid_read_error(errno));

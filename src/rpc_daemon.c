@@ -75,7 +75,7 @@ daemon_hello(struct rpc_call *call)
                                    PACKAGE_VERSION, "protocol", SOCKD_PROTOCOL_VERSION, "methods",
                                    rpc_method_names(), "features", "recv_until", "readahead",
                                    "limits", limits);
-    json_t *rx = ident_restrict_json(call->client->ident);
+    json_t *rx = ident_restrict_json(call->client->owner.ident);
     if (call->result == NULL || rx == NULL || json_object_set_new(call->result, "restrict", rx) < 0)
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     return 0;
@@ -103,7 +103,7 @@ daemon_restrict(struct rpc_call *call)
         if (!json_is_string(v))
             goto bad_type;
     }
-    ident_who(call->client->ident, &who);
+    ident_who(call->client->owner.ident, &who);
     if (fsid_enter(&who) < 0)
         return rpc_fail_errno(call, SOCKD_E_INTERNAL, NULL, errno, "switching credentials");
     json_array_foreach(rules, i, v)
@@ -116,7 +116,7 @@ daemon_restrict(struct rpc_call *call)
         policy_free(p);
         return rpc_fail_param(call, "rules", "rule %zu: %s", i + 1, cause);
     }
-    if (ident_restrict(call->client->ident, p, rules) < 0) {
+    if (ident_restrict(call->client->owner.ident, p, rules) < 0) {
         if (errno == E2BIG)
             return rpc_fail_limit(call, "max_restrictions");
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
@@ -182,10 +182,10 @@ daemon_check(struct rpc_call *call)
         return rpc_fail_param(call, "address", "%s", cause);
     if (a.kind != ADDR_IP || a.port < 0)
         return rpc_fail_param(call, "address", "an IP address literal with a port");
-    ident_who(call->client->ident, &who);
+    ident_who(call->client->owner.ident, &who);
     const struct sockaddr *sa = (const struct sockaddr *)&a.sa;
     int ok = policy_allows(sockd.conf.policy, (enum policy_action)action, sa, a.salen, &who) &&
-             ident_allows(call->client->ident, action, sa, a.salen);
+             ident_allows(call->client->owner.ident, action, sa, a.salen);
     call->result = json_pack("{s:b}", "allowed", ok);
     return 0;
 }

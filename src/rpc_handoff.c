@@ -114,7 +114,7 @@ socket_attach(struct rpc_call *call)
         nbguard_close(fd);
         return rpc_fail_param(call, "type", "the fd is not a %s socket", tname);
     }
-    const char *full = sock_budget_full(&call->client->owner, call->client->ident);
+    const char *full = sock_budget_full(&call->client->owner, call->client->owner.ident);
     if (full != NULL) {
         nbguard_close(fd);
         return rpc_fail_limit(call, full);
@@ -122,8 +122,8 @@ socket_attach(struct rpc_call *call)
     getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &(socklen_t){sizeof acc});
     int connected = handoff_name(fd, 1, &peer, &plen) == 0;
     handoff_name(fd, 0, &local, &llen);
-    struct sock *s =
-        sock_new(&call->client->owner, call->client->ident, (enum sock_type)t, domain == AF_INET6);
+    struct sock *s = sock_new(&call->client->owner, call->client->owner.ident, (enum sock_type)t,
+                              domain == AF_INET6);
     if (s == NULL || (acc && sock_listen_alloc(s) < 0)) {
         if (s != NULL)
             sock_close(s, NULL, 0, NULL, NULL);

@@ -114,10 +114,10 @@ socket_open(struct rpc_call *call)
     int readahead = rpc_bool(call, "readahead", 1);
     if (!readahead && sock_type_has(t, SOCK_CAP_TLS))
         return rpc_fail_param(call, "readahead", "a %s socket reads for its TLS layer", tname);
-    const char *full = sock_budget_full(&call->client->owner, call->client->ident);
+    const char *full = sock_budget_full(&call->client->owner, call->client->owner.ident);
     if (full != NULL)
         return rpc_fail_limit(call, full);
-    struct sock *s = sock_new(&call->client->owner, call->client->ident, (enum sock_type)t,
+    struct sock *s = sock_new(&call->client->owner, call->client->owner.ident, (enum sock_type)t,
                               rpc_bool(call, "ipv6", 0));
     if (s == NULL)
         return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");

@@ -71,13 +71,13 @@ fx_open(struct fx *f)
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
     struct client *c = calloc(1, sizeof *c);
     assert_non_null(c);
-    c->id = ++sockd.next_client;
+    c->owner.id = ++sockd.next_client;
     c->fd = sv[0];
     c->pid = getpid();
     c->uid = getuid();
     c->gid = getgid();
-    c->ident = ident_new(c->uid, c->gid, c->pid, NULL, 0);
-    assert_non_null(c->ident);
+    c->owner.ident = ident_new(c->uid, c->gid, c->pid, NULL, 0);
+    assert_non_null(c->owner.ident);
     ctl_own(c);
     ev_io_init(&c->rio, never_io_cb, sv[0], EV_READ);
     ev_io_init(&c->wio, never_io_cb, sv[0], EV_WRITE);
@@ -107,7 +107,7 @@ fx_close(struct fx *f)
     close(c->fd);
     close(f->peer);
     sockd.nclients--;
-    ident_unref(c->ident);
+    ident_unref(c->owner.ident);
     free(c);
     f->c = NULL;
 }
