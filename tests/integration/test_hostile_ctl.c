@@ -1,7 +1,7 @@
 /*
  * Hostile clients on the control channel: input and output caps, the per-uid budget of control
  * queues, batches split across loop turns, fd attribution, names that are not UTF-8-safe to
- * cut, blocking clients (sockd(8) SECURITY MODEL).
+ * cut, blocking clients, handles named by another uid (sockd(8) SECURITY MODEL).
  *
  * The daemon runs as root (the test runs as root); every attacker connects as uid/gid 65534
  * (h_client_nobody: a child drops its ids, then connects).
@@ -887,6 +887,101 @@ test_ctl_blocking_client(void **state)
     h_daemon_stop(&D);
 }
 
+/*
+ * Handles are resolved once, by the dispatcher, for every method whose row names a target
+ * (RPC_TARGET_SOCK, RPC_TARGET_CTX): a client of another uid that names root's socket or context
+ * in any of them gets -32001, exactly as for a handle that never existed, and root's socket and
+ * context are untouched. Every socket.* and context.* method hello lists is either in the table
+ * below or named as one that takes no handle of an existing object, so a new method joins it.
+ */
+static void
+test_ctl_targets_of_another_uid(void **state)
+{
+    /* %1$lld: root's socket, %2$lld: root's context, %3$lld: the attacker's own context */
+    static const struct {
+        const char *method, *params;
+    } calls[] = {
+        {"socket.info", "{\"socket\":%1$lld}"},
+        {"socket.close", "{\"socket\":%1$lld}"},
+        {"socket.shutdown", "{\"socket\":%1$lld}"},
+        {"socket.send", "{\"socket\":%1$lld,\"text\":\"x\"}"},
+        {"socket.sendto",
+         "{\"socket\":%1$lld,\"text\":\"x\",\"address\":\"127.0.0.1\",\"port\":9}"},
+        {"socket.recv", "{\"socket\":%1$lld,\"length\":1}"},
+        {"socket.recv_cancel", "{\"socket\":%1$lld}"},
+        {"socket.connect", "{\"socket\":%1$lld,\"address\":\"127.0.0.1\",\"port\":9}"},
+        {"socket.bind", "{\"socket\":%1$lld,\"address\":\"127.0.0.1\",\"port\":0}"},
+        {"socket.listen", "{\"socket\":%1$lld}"},
+        {"socket.accept", "{\"socket\":%1$lld,\"pending\":1}"},
+        {"socket.reject", "{\"socket\":%1$lld,\"pending\":1}"},
+        {"socket.setopt", "{\"socket\":%1$lld,\"nodelay\":true}"},
+        {"socket.starttls", "{\"socket\":%1$lld,\"context\":%3$lld}"},
+        {"socket.detach", "{\"socket\":%1$lld}"},
+        {"socket.pipe", "{\"socket\":%1$lld}"},
+        {"socket.give", "{\"socket\":%1$lld}"},
+        {"context.fingerprint", "{\"context\":%2$lld}"},
+        {"context.set_alpn", "{\"context\":%2$lld,\"protocols\":[\"h2\"]}"},
+        {"context.enable_dtls", "{\"context\":%2$lld}"},
+        {"context.generate_certificate", "{\"context\":%2$lld,\"role\":\"server\"}"},
+        {"context.set_server_certificate", "{\"context\":%2$lld,\"cert\":\"x\"}"},
+        {"context.set_client_certificate", "{\"context\":%2$lld,\"cert\":\"x\"}"},
+        {"context.disable_client_certificate", "{\"context\":%2$lld}"},
+        {"context.destroy", "{\"context\":%2$lld}"},
+    };
+    /* Methods that make an object or find one by something other than its handle. */
+    static const char *const no_target[] = {"socket.open", "socket.list", "socket.take",
+                                            "socket.attach", "context.create"};
+    struct sockd_client *root, *nobody;
+    json_t *res, *methods, *v;
+    size_t i, k;
+
+    (void)state;
+    h_daemon_start(&D, NULL);
+    root = h_client(&D);
+    nobody = h_client_nobody(&D);
+    long long sock = h_open(root, "tcp");
+    res = h_ok(root, "context.create", NULL);
+    long long rctx = json_integer_value(json_object_get(res, "context"));
+    json_decref(res);
+    res = h_ok(nobody, "context.create", NULL);
+    long long own = json_integer_value(json_object_get(res, "context"));
+    json_decref(res);
+
+    for (i = 0; i < sizeof calls / sizeof calls[0]; i++) {
+        char text[256];
+        snprintf(text, sizeof text, calls[i].params, sock, rctx, own);
+        json_t *params = json_loads(text, 0, NULL);
+        EXPECT_TRUE(params != NULL, "params of %s: %s", calls[i].method, text);
+        EXPECT_INT(h_err(nobody, NULL, calls[i].method, "O", params), -32001,
+                   "%s naming root's handle", calls[i].method);
+        json_decref(params);
+    }
+
+    /* Every socket.* and context.* method is covered. */
+    res = h_ok(nobody, "daemon.hello", NULL);
+    methods = json_object_get(res, "methods");
+    json_array_foreach(methods, k, v)
+    {
+        const char *m = json_string_value(v);
+        int known = strncmp(m, "socket.", 7) != 0 && strncmp(m, "context.", 8) != 0;
+        for (i = 0; !known && i < sizeof calls / sizeof calls[0]; i++)
+            known = strcmp(m, calls[i].method) == 0;
+        for (i = 0; !known && i < sizeof no_target / sizeof no_target[0]; i++)
+            known = strcmp(m, no_target[i]) == 0;
+        EXPECT_TRUE(known, "%s takes a handle: add it to this test", m);
+    }
+    json_decref(res);
+
+    /* Root's socket and context are as they were. */
+    res = h_ok(root, "socket.info", "{s:I}", "socket", (json_int_t)sock);
+    EXPECT_STR(json_string_value(json_object_get(res, "state")), "open", "%s", jd(res));
+    json_decref(res);
+    json_decref(h_ok(root, "context.destroy", "{s:I}", "context", (json_int_t)rctx));
+    sockd_client_close(nobody);
+    sockd_client_close(root);
+    h_daemon_stop(&D);
+}
+
 int
 main(void)
 {
@@ -900,6 +995,7 @@ main(void)
         cmocka_unit_test_teardown(test_ctl_fd_attribution, teardown_raw),
         cmocka_unit_test_teardown(test_ctl_utf8_names, teardown_raw),
         cmocka_unit_test_teardown(test_ctl_blocking_client, teardown_raw),
+        cmocka_unit_test_teardown(test_ctl_targets_of_another_uid, teardown_raw),
     };
     R.fd = -1;
     return cmocka_run_group_tests(tests, NULL, NULL);
