@@ -349,30 +349,30 @@ test_ctl_batch_split(void **state)
     h_daemon_stop(&D);
 }
 
-/* A self-signed certificate and its key as one PEM text (malloc'ed); RSA of that many bits. */
+/* A self-signed certificate for key k (consumed) as PEM text (malloc'ed), the key's PEM after it
+ * when with_key is set. */
 static char *
-rsa_cert_pem(int bits)
+self_signed_pem(EVP_PKEY *k, long serial, const char *cn, int with_key)
 {
-    EVP_PKEY *k = EVP_RSA_gen((unsigned)bits);
     X509 *x = X509_new();
     BIO *b = BIO_new(BIO_s_mem());
     char *p, *out;
     long n;
 
-    EXPECT_TRUE(k != NULL, "k");
-    EXPECT_TRUE(x != NULL, "x");
+    EXPECT_TRUE(k != NULL && x != NULL && b != NULL, "key, certificate and BIO");
     X509_set_version(x, X509_VERSION_3);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
     X509_gmtime_adj(X509_getm_notBefore(x), -3600);
     X509_gmtime_adj(X509_getm_notAfter(x), 86400);
     X509_set_pubkey(x, k);
     X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
-                               (const unsigned char *)"big", -1, -1, 0);
+                               (const unsigned char *)cn, -1, -1, 0);
     X509_set_issuer_name(x, X509_get_subject_name(x));
     EXPECT_TRUE(X509_sign(x, k, EVP_sha256()) > 0, "X509_sign(x, k, EVP_sha256()) > 0");
     EXPECT_INT(PEM_write_bio_X509(b, x), 1, "PEM_write_bio_X509(b, x)");
-    EXPECT_INT(PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL), 1,
-               "PEM_write_bio_PrivateKey");
+    if (with_key)
+        EXPECT_INT(PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL), 1,
+                   "PEM_write_bio_PrivateKey");
     n = BIO_get_mem_data(b, &p);
     out = malloc((size_t)n + 1);
     EXPECT_TRUE(out != NULL, "out");
@@ -382,6 +382,13 @@ rsa_cert_pem(int bits)
     X509_free(x);
     EVP_PKEY_free(k);
     return out;
+}
+
+/* A self-signed certificate and its key as one PEM text (malloc'ed); RSA of that many bits. */
+static char *
+rsa_cert_pem(int bits)
+{
+    return self_signed_pem(EVP_RSA_gen((unsigned)bits), 1, "big", 1);
 }
 
 /*
@@ -779,29 +786,13 @@ test_ctl_tls_budget_memory(void **state)
     char *ca = scratch_alloc(CA + 4096);
     size_t len = 0;
     int blocks = 0;
-    for (int i = 0; len < CA;
-         i++, blocks++) { /* distinct certificates: the store keeps every one */
-        EVP_PKEY *k = EVP_EC_gen("P-256");
-        X509 *x = X509_new();
-        BIO *bio = BIO_new(BIO_s_mem());
-        char *p;
-        EXPECT_TRUE(k != NULL && x != NULL && bio != NULL, "EC certificate %d", i);
-        ASN1_INTEGER_set(X509_get_serialNumber(x), i + 1);
-        X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-        X509_gmtime_adj(X509_getm_notAfter(x), 86400);
-        X509_set_pubkey(x, k);
-        X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
-                                   (const unsigned char *)"ca", -1, -1, 0);
-        X509_set_issuer_name(x, X509_get_subject_name(x));
-        EXPECT_TRUE(X509_sign(x, k, EVP_sha256()) > 0, "X509_sign");
-        EXPECT_INT(PEM_write_bio_X509(bio, x), 1, "PEM_write_bio_X509");
-        long m = BIO_get_mem_data(bio, &p);
-        EXPECT_TRUE(m > 0 && len + (size_t)m < CA + 4096, "PEM of %ld bytes", m);
-        memcpy(ca + len, p, (size_t)m);
-        len += (size_t)m;
-        BIO_free(bio);
-        X509_free(x);
-        EVP_PKEY_free(k);
+    for (int i = 0; len < CA; i++, blocks++) { /* distinct certificates: the store keeps each */
+        char *one = self_signed_pem(EVP_EC_gen("P-256"), i + 1, "ca", 0);
+        size_t m = strlen(one);
+        EXPECT_TRUE(len + m < CA + 4096, "PEM of %zu bytes", m);
+        memcpy(ca + len, one, m);
+        len += m;
+        free(one);
     }
     ca[len] = '\0';
     start_for_memory("max-tls-memory-per-uid 8M\n");
