@@ -704,7 +704,9 @@ tlsctx_make(struct tlsctx *t, enum tlsctx_role role, char *detail, size_t dlen)
         goto fail;
     if (SSL_CTX_set_min_proto_version(ctx, t->dtls ? DTLS1_2_VERSION : t->min_version) != 1)
         goto fail;
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* RELEASE_BUFFERS: an idle connection gives back its 16 KiB read and write buffers */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set1_cert_store(ctx, t->store);
     if (SSL_CTX_set_cipher_list(ctx, t->ciphers != NULL ? t->ciphers : TLSCTX_CIPHERS) != 1 ||
