@@ -27,6 +27,7 @@ conf_defaults(struct conf *c)
     c->max_sockets_per_uid = 16384;
     c->max_buffer_per_uid = 256u << 20;
     c->max_control_buffer_per_uid = 256u << 20;
+    c->max_tls_memory_per_uid = 256u << 20;
     c->max_send_buffer = 4u << 20;
     c->max_message = 16u << 20;
     c->max_pending_accepts = 128;
@@ -255,6 +256,7 @@ static const struct conf_row conf_rows[] = {
     ROW_COUNT("max-sockets-per-uid", max_sockets_per_uid, 1, 10000000),
     ROW_SIZE("max-buffer-per-uid", max_buffer_per_uid, 1LL << 20, 1LL << 40),
     ROW_SIZE("max-control-buffer-per-uid", max_control_buffer_per_uid, 1LL << 20, 1LL << 40),
+    ROW_SIZE("max-tls-memory-per-uid", max_tls_memory_per_uid, 1LL << 20, 1LL << 40),
     ROW_SIZE("max-send-buffer", max_send_buffer, 1LL << 10, 1LL << 30),
     ROW_SIZE("max-message", max_message, 4LL << 10, 1LL << 30),
     ROW_COUNT("max-pending-accepts", max_pending_accepts, 1, 65535),

@@ -20,6 +20,7 @@ struct conf {
     unsigned max_sockets_per_uid;      /* sockets judged as one uid, given-away ones included */
     size_t max_buffer_per_uid;         /* bytes queued in the buffers of one uid's sockets */
     size_t max_control_buffer_per_uid; /* bytes queued in one uid's control connections */
+    size_t max_tls_memory_per_uid;     /* what one uid's TLS contexts count as (tlsctx_charge) */
     int share_udp_ports;               /* share-udp-ports: udp/dtls binds may share a port */
     size_t max_send_buffer;
     size_t max_message;

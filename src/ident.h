@@ -43,6 +43,7 @@ struct ident_acct {
     unsigned sockets;     /* sockets judged as this uid, parked (given) ones included */
     size_t queued;        /* bytes held in those sockets' buffers (struct buf meter) */
     size_t ctl_queued;    /* bytes held in its control connections' queues (struct buf meter) */
+    size_t tls;           /* what its TLS contexts are counted as holding (tlsctx_charge) */
     struct sock *waiting; /* sockets that stopped reading at the byte budget (sock_io.c) */
 };
 

@@ -144,11 +144,17 @@ context_create_trust(struct rpc_call *call, struct tlsctx *t)
                                    detail);
     if (clen > TLSCTX_CRL_MAX)
         return rpc_fail_param(call, "crl", "CRLs are limited to %u bytes", TLSCTX_CRL_MAX);
+    if (tlsctx_charge(t, tlsctx_text_cost(crl, clen)) < 0)
+        return rpc_fail_limit(call, "max-tls-memory-per-uid");
     if (crl != NULL && tlsctx_add_crls(t, crl, clen, detail, sizeof detail) < 0)
         return context_fail_detail(call, "crl", "bad CRL PEM", detail);
     if (context_read_file(call, "crl_file", "cannot load the CRL file", TLSCTX_CRL_MAX - clen,
                           &file, &flen) < 0)
         return -1;
+    if (tlsctx_charge(t, tlsctx_text_cost(file, flen)) < 0) {
+        free(file);
+        return rpc_fail_limit(call, "max-tls-memory-per-uid");
+    }
     rc = file != NULL ? tlsctx_add_crls(t, file, flen, detail, sizeof detail) : 0;
     free(file);
     if (rc < 0)
@@ -191,10 +197,11 @@ context_create(struct rpc_call *call)
         return rpc_fail_limit(call, "max-sockets-per-client");
     if (rpc_get(call, "alpn") != NULL && context_alpn_wire(call, "alpn", &wire, &wlen) < 0)
         return -1;
-    t = tlsctx_new();
+    t = tlsctx_new(call->client->owner.ident);
     if (t == NULL) {
         free(wire);
-        return rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
+        return errno == EDQUOT ? rpc_fail_limit(call, "max-tls-memory-per-uid")
+                               : rpc_fail(call, SOCKD_E_INTERNAL, NULL, "out of memory");
     }
     t->verify = rpc_bool(call, "verify", 1);
     t->verify_client = vcl;
@@ -209,7 +216,14 @@ context_create(struct rpc_call *call)
         tlsctx_unref(t);
         return -1;
     }
-    rc = tlsctx_set_ca(t, rpc_str(call, "ca"), file, flen, detail, sizeof detail);
+    const char *ca = rpc_str(call, "ca");
+    if (tlsctx_charge(t, tlsctx_text_cost(ca, ca != NULL ? strlen(ca) : 0) +
+                             tlsctx_text_cost(file, flen)) < 0) {
+        free(file);
+        tlsctx_unref(t);
+        return rpc_fail_limit(call, "max-tls-memory-per-uid");
+    }
+    rc = tlsctx_set_ca(t, ca, file, flen, detail, sizeof detail);
     free(file);
     if (rc < 0) {
         tlsctx_unref(t);
@@ -252,9 +266,11 @@ context_server_names(struct rpc_call *call, const char **names, unsigned *n)
     return 0;
 }
 
-/* set_server_certificate / set_client_certificate: cert (+ key, + chain) for one role. */
+/* context_set_cert once cost is charged: parse, check and install (cost goes with the
+ * certificate). -1 after an error response. */
 static int
-context_set_cert(struct rpc_call *call, enum tlsctx_role role)
+context_install_cert(struct rpc_call *call, enum tlsctx_role role, const char *const *names,
+                     unsigned nnames, size_t cost)
 {
     struct tlsctx *t = call->ctx;
     const char *kp = rpc_str(call, "key"), *cp = rpc_str(call, "chain");
@@ -262,12 +278,8 @@ context_set_cert(struct rpc_call *call, enum tlsctx_role role)
     EVP_PKEY *key = NULL;
     X509 *leaf;
     char detail[CONTEXT_DETAIL];
-    const char *names[TLSCTX_NAMES_MAX];
-    unsigned nnames = 0;
     int rc;
 
-    if (role == TLSCTX_SERVER && context_server_names(call, names, &nnames) < 0)
-        return -1;
     certs =
         tlsctx_pem_certs(rpc_str(call, "cert"), kp == NULL ? &key : NULL, detail, sizeof detail);
     if (certs == NULL)
@@ -315,9 +327,9 @@ context_set_cert(struct rpc_call *call, enum tlsctx_role role)
         certs = NULL;
     }
     if (nnames > 0)
-        rc = tlssni_add(t, names, nnames, leaf, key, certs, detail, sizeof detail);
+        rc = tlssni_add(t, names, nnames, leaf, key, certs, cost, detail, sizeof detail);
     else
-        rc = tlsctx_set_cert(t, role, leaf, key, certs, detail, sizeof detail);
+        rc = tlsctx_set_cert(t, role, leaf, key, certs, cost, detail, sizeof detail);
     if (rc < 0) {
         X509_free(leaf);
         EVP_PKEY_free(key);
@@ -327,6 +339,32 @@ context_set_cert(struct rpc_call *call, enum tlsctx_role role)
         return rc == -1 ? context_fail_detail(call, "key", "the key does not match the certificate",
                                               detail)
                         : context_fail_detail(call, "cert", "certificate refused", detail);
+    }
+    return 0;
+}
+
+/* set_server_certificate / set_client_certificate: cert (+ key, + chain) for one role, counted
+ * in the uid's max-tls-memory-per-uid from the text's size before any of it is parsed. */
+static int
+context_set_cert(struct rpc_call *call, enum tlsctx_role role)
+{
+    struct tlsctx *t = call->ctx;
+    const char *names[TLSCTX_NAMES_MAX];
+    unsigned nnames = 0;
+
+    if (role == TLSCTX_SERVER && context_server_names(call, names, &nnames) < 0)
+        return -1;
+    size_t cost = 0;
+    for (const char *const *p = (const char *const[]){"cert", "key", "chain", NULL}; *p != NULL;
+         p++) {
+        const char *text = rpc_str(call, *p);
+        cost += text != NULL ? tlsctx_text_cost(text, strlen(text)) : 0;
+    }
+    if (tlsctx_charge(t, cost) < 0)
+        return rpc_fail_limit(call, "max-tls-memory-per-uid");
+    if (context_install_cert(call, role, names, nnames, cost) < 0) {
+        tlsctx_refund(t, cost); /* nothing was installed */
+        return -1;
     }
     if (nnames > 0) {
         char fp[TLSCTX_FP_MAX];
@@ -410,7 +448,11 @@ context_generate_certificate(struct rpc_call *call)
     g.key = (enum tlsctx_keytype)ktn;
     if (context_sans(call, &g, sans) < 0)
         return -1;
-    int rc = tlsctx_generate(t, role, &g, detail, sizeof detail);
+    if (tlsctx_charge(t, TLSCTX_COST_GENERATED) < 0)
+        return rpc_fail_limit(call, "max-tls-memory-per-uid");
+    int rc = tlsctx_generate(t, role, &g, TLSCTX_COST_GENERATED, detail, sizeof detail);
+    if (rc < 0)
+        tlsctx_refund(t, TLSCTX_COST_GENERATED);
     if (rc == -2) {
         rpc_fail_limit(call, "rsa-keys-ready");
         json_object_set_new(call->err_data, "detail", json_string(detail));

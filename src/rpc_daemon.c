@@ -43,6 +43,7 @@ hello_limits(void)
         {"max_sockets_per_uid", cf->max_sockets_per_uid},
         {"max_buffer_per_uid", (long long)cf->max_buffer_per_uid},
         {"max_control_buffer_per_uid", (long long)cf->max_control_buffer_per_uid},
+        {"max_tls_memory_per_uid", (long long)cf->max_tls_memory_per_uid},
         {"max_output_queue", (long long)ctl_out_hard()},
         {"max_fds_per_message", CTL_LINE_FDS},
         {"max_tag", RPC_TAG_MAX},

@@ -23,6 +23,7 @@ struct tlsctx_cert {
     X509 *cert;             /* NULL: none */
     EVP_PKEY *key;          /* matches cert */
     STACK_OF(X509) * chain; /* intermediates, may be NULL */
+    size_t cost;            /* what it counts as in its context's cost (TLSCTX_COST_*) */
 };
 
 /* A server certificate chosen by the name a client asks for (SNI); see tlssni.c. */
@@ -33,6 +34,7 @@ struct tlsctx_named {
 };
 
 struct tlssess;
+struct ident;
 
 /* A context: settings shared by many sockets; refcounted, owned by one client. */
 struct tlsctx {
@@ -58,7 +60,24 @@ struct tlsctx {
     struct tlssess *sess;        /* the client session cache, NULL until the first session */
     struct tlsctx_named *named;  /* server certificates by name, nnamed of them */
     unsigned nnamed;
+    struct ident *ident; /* the maker, whose max-tls-memory-per-uid it counts in (referenced) */
+    size_t cost;         /* what it counts as there: TLSCTX_COST_BASE plus its material */
 };
+
+/*
+ * What a context counts as in its uid's max-tls-memory-per-uid (sockd.conf(5)), from what is
+ * known before anything is parsed: BASE for the context itself (its two SSL_CTXs hold about
+ * 24 KiB), tlsctx_text_cost for certificate, key, CA or CRL text loaded into it, GENERATED for a
+ * key and certificate it made itself.
+ */
+#define TLSCTX_COST_BASE (32u << 10)
+#define TLSCTX_COST_BLOCK (4u << 10)
+#define TLSCTX_COST_GENERATED (8u << 10)
+/* What len bytes of PEM text count as: twice the bytes, plus TLSCTX_COST_BLOCK for each
+ * "-----BEGIN" block in it. OpenSSL keeps about 4 KiB for each certificate it parsed whatever
+ * its size (measured: 470 P-256 certificates, 193 KB of PEM, take 1.95 MB in a store; 100
+ * RSA-2048 ones, 95 KB, take 376 KB), so blocks count as well as bytes. */
+size_t tlsctx_text_cost(const char *text, size_t len);
 
 /* TLS 1.2 default: the AEAD suites of Mozilla's "intermediate" profile, without DHE
  * (sockd-protocol.7, TLS, "Cipher suites"). */
@@ -110,8 +129,15 @@ unsigned tlsctx_count(void);
 /* Contexts o holds handles to. */
 unsigned tlsctx_owned(const struct sock_owner *o);
 
-/* A new context with the defaults (verify on, TLS 1.2 minimum, no store, no SSL_CTX yet). */
-struct tlsctx *tlsctx_new(void);
+/* A new context with the defaults (verify on, TLS 1.2 minimum, no store, no SSL_CTX yet), made
+ * for who and counted in its uid's budget at TLSCTX_COST_BASE. NULL with errno EDQUOT when the
+ * budget has no room, ENOMEM. */
+struct tlsctx *tlsctx_new(struct ident *who);
+/* Count n more bytes for t in its uid's budget; -1 with errno EDQUOT (nothing counted) when that
+ * would pass max-tls-memory-per-uid. */
+int tlsctx_charge(struct tlsctx *t, size_t n);
+/* Count n bytes less for t (what a failed step had charged, or material it let go). */
+void tlsctx_refund(struct tlsctx *t, size_t n);
 /* Trust anchors: PEM text and/or the content of a CA file (flen bytes of PEM certificates and
  * CRLs, read by the caller); neither means the system store. -1 with detail when the PEM is
  * bad, -2 when the file is. */
@@ -127,16 +153,22 @@ void tlsctx_attach(struct tlsctx *t, struct sock_owner *o);
 /* context.destroy: off the owner's list, owner's reference dropped. */
 void tlsctx_destroy(struct tlsctx *t);
 /* Install a certificate for a role (the context takes the objects only on success: on
- * failure the caller still owns them). -1 with detail when the key does not match the
+ * failure the caller still owns them); cost, charged by the caller, is refunded with it when it
+ * goes, as the replaced one's is here. -1 with detail when the key does not match the
  * certificate, -2 with detail when OpenSSL refuses it otherwise. */
 int tlsctx_set_cert(struct tlsctx *t, enum tlsctx_role role, X509 *cert, EVP_PKEY *key,
-                    STACK_OF(X509) * chain, char *detail, size_t dlen);
+                    STACK_OF(X509) * chain, size_t cost, char *detail, size_t dlen);
+/* Free a certificate's objects (its cost stays counted in its context's). */
+void tlsctx_cert_free(struct tlsctx_cert *tc);
+/* Free a certificate of t and refund its cost. */
+void tlsctx_cert_drop(struct tlsctx *t, struct tlsctx_cert *tc);
 /* Remove a role's certificate. */
 int tlsctx_clear_cert(struct tlsctx *t, enum tlsctx_role role, char *detail, size_t dlen);
-/* Make and install a self-signed certificate and key as g says. -1 with detail; -2 with detail
- * when an RSA key is not ready yet (keygen.h: the caller may try again later). */
+/* Make and install a self-signed certificate and key as g says (cost as for tlsctx_set_cert).
+ * -1 with detail; -2 with detail when an RSA key is not ready yet (keygen.h: the caller may try
+ * again later). */
 int tlsctx_generate(struct tlsctx *t, enum tlsctx_role role, const struct tlsctx_gen *g,
-                    char *detail, size_t dlen);
+                    size_t cost, char *detail, size_t dlen);
 /* The key type named by text ("ec-p256", ...); -1 if none. */
 int tlsctx_keytype(const char *text);
 /* Whether text is a DNS name (letters, digits, '-', '.'; labels of 1..63, 253 in all), after a
@@ -155,10 +187,10 @@ int tlsctx_serves(const struct tlsctx *t);
 /* Server certificates by name (tlssni.c). */
 /* Install a certificate for names (n of them, checked by the caller): the names move to it from
  * any other certificate, and one left without names is dropped. The context takes the objects
- * only on success. -1 with detail when the key does not match, -3 when the context has
- * TLSCTX_NAMED_MAX certificates already. */
+ * only on success; cost as for tlsctx_set_cert. -1 with detail when the key does not match, -3
+ * when the context has TLSCTX_NAMED_MAX certificates already. */
 int tlssni_add(struct tlsctx *t, const char *const *names, unsigned n, X509 *cert, EVP_PKEY *key,
-               STACK_OF(X509) * chain, char *detail, size_t dlen);
+               STACK_OF(X509) * chain, size_t cost, char *detail, size_t dlen);
 /* Set the name callbacks on a server SSL_CTX of t. */
 void tlssni_setup(SSL_CTX *ctx, struct tlsctx *t);
 /* Free every named certificate. */

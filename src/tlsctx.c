@@ -20,6 +20,7 @@
 #include <openssl/x509v3.h>
 
 #include "daemon.h"
+#include "ident.h"
 #include "keygen.h"
 #include "sock.h"
 #include "tls.h"
@@ -58,13 +59,55 @@ tlsctx_ref(struct tlsctx *t)
     t->refs++;
 }
 
-static void
+void
 tlsctx_cert_free(struct tlsctx_cert *tc)
 {
     X509_free(tc->cert);
     EVP_PKEY_free(tc->key);
     sk_X509_pop_free(tc->chain, X509_free);
     memset(tc, 0, sizeof *tc);
+}
+
+void
+tlsctx_cert_drop(struct tlsctx *t, struct tlsctx_cert *tc)
+{
+    tlsctx_refund(t, tc->cost);
+    tlsctx_cert_free(tc);
+}
+
+int
+tlsctx_charge(struct tlsctx *t, size_t n)
+{
+    struct ident_acct *a = t->ident->acct;
+    size_t cap = sockd.conf.max_tls_memory_per_uid;
+    if (n > 0 && (n > cap || a->tls > cap - n)) {
+        errno = EDQUOT;
+        return -1;
+    }
+    a->tls += n;
+    t->cost += n;
+    return 0;
+}
+
+size_t
+tlsctx_text_cost(const char *text, size_t len)
+{
+    static const char begin[] = "-----BEGIN";
+    size_t cost = len * 2;
+    const char *p = text, *end = text + len, *q;
+    while (p != NULL && (size_t)(end - p) >= sizeof begin - 1 &&
+           (q = memmem(p, (size_t)(end - p), begin, sizeof begin - 1)) != NULL) {
+        cost += TLSCTX_COST_BLOCK;
+        p = q + sizeof begin - 1;
+    }
+    return cost;
+}
+
+void
+tlsctx_refund(struct tlsctx *t, size_t n)
+{
+    t->ident->acct->tls -= n;
+    t->cost -= n;
 }
 
 void
@@ -83,16 +126,25 @@ tlsctx_unref(struct tlsctx *t)
     sk_X509_CRL_pop_free(t->crls, X509_CRL_free);
     tlssess_flush(t);
     tlssni_free(t);
+    tlsctx_refund(t, t->cost); /* everything above, certificates included */
+    ident_unref(t->ident);
     free(t);
     tlsctx_live--;
 }
 
 struct tlsctx *
-tlsctx_new(void)
+tlsctx_new(struct ident *who)
 {
     struct tlsctx *t = calloc(1, sizeof *t);
     if (t == NULL)
         return NULL;
+    t->ident = ident_ref(who);
+    if (tlsctx_charge(t, TLSCTX_COST_BASE) < 0) {
+        ident_unref(t->ident);
+        free(t);
+        errno = EDQUOT;
+        return NULL;
+    }
     t->id = daemon_handle();
     t->refs = 1;
     t->verify = 1;
@@ -652,7 +704,9 @@ tlsctx_make(struct tlsctx *t, enum tlsctx_role role, char *detail, size_t dlen)
         goto fail;
     if (SSL_CTX_set_min_proto_version(ctx, t->dtls ? DTLS1_2_VERSION : t->min_version) != 1)
         goto fail;
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* RELEASE_BUFFERS: an idle connection gives back its 16 KiB read and write buffers */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set1_cert_store(ctx, t->store);
     if (SSL_CTX_set_cipher_list(ctx, t->ciphers != NULL ? t->ciphers : TLSCTX_CIPHERS) != 1 ||
@@ -729,7 +783,7 @@ tlsctx_build(struct tlsctx *t, unsigned roles, char *detail, size_t dlen)
 
 int
 tlsctx_set_cert(struct tlsctx *t, enum tlsctx_role role, X509 *cert, EVP_PKEY *key,
-                STACK_OF(X509) * chain, char *detail, size_t dlen)
+                STACK_OF(X509) * chain, size_t cost, char *detail, size_t dlen)
 {
     struct tlsctx_cert old = t->certs[role];
     ERR_clear_error();
@@ -740,11 +794,12 @@ tlsctx_set_cert(struct tlsctx *t, enum tlsctx_role role, X509 *cert, EVP_PKEY *k
     t->certs[role].cert = cert;
     t->certs[role].key = key;
     t->certs[role].chain = chain;
+    t->certs[role].cost = cost;
     if (tlsctx_build(t, 1u << role, detail, dlen) < 0) {
         t->certs[role] = old;
         return -2;
     }
-    tlsctx_cert_free(&old);
+    tlsctx_cert_drop(t, &old);
     return 0;
 }
 
@@ -757,7 +812,7 @@ tlsctx_clear_cert(struct tlsctx *t, enum tlsctx_role role, char *detail, size_t 
         t->certs[role] = old;
         return -1;
     }
-    tlsctx_cert_free(&old);
+    tlsctx_cert_drop(t, &old);
     return 0;
 }
 
@@ -901,8 +956,8 @@ fail:
 }
 
 int
-tlsctx_generate(struct tlsctx *t, enum tlsctx_role role, const struct tlsctx_gen *g, char *detail,
-                size_t dlen)
+tlsctx_generate(struct tlsctx *t, enum tlsctx_role role, const struct tlsctx_gen *g, size_t cost,
+                char *detail, size_t dlen)
 {
     EVP_PKEY *k;
     X509 *x = NULL;
@@ -923,7 +978,7 @@ tlsctx_generate(struct tlsctx *t, enum tlsctx_role role, const struct tlsctx_gen
         EVP_PKEY_free(k);
         return -1;
     }
-    if (tlsctx_set_cert(t, role, x, k, NULL, detail, dlen) < 0) {
+    if (tlsctx_set_cert(t, role, x, k, NULL, cost, detail, dlen) < 0) {
         X509_free(x);
         EVP_PKEY_free(k);
         return -1;

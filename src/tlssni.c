@@ -17,12 +17,15 @@
  * matches nothing is refused with an unrecognized_name alert.
  */
 
+/* Free a named certificate; refund its cost to t when refund is set (not when t itself goes:
+ * tlsctx_unref refunds the whole context at once). */
 static void
-tlssni_named_free(struct tlsctx_named *n)
+tlssni_named_free(struct tlsctx *t, struct tlsctx_named *n, int refund)
 {
-    X509_free(n->cert.cert);
-    EVP_PKEY_free(n->cert.key);
-    sk_X509_pop_free(n->cert.chain, X509_free);
+    if (refund)
+        tlsctx_cert_drop(t, &n->cert);
+    else
+        tlsctx_cert_free(&n->cert);
     for (unsigned i = 0; i < n->nnames; i++)
         free(n->names[i]);
     free(n->names);
@@ -33,7 +36,7 @@ void
 tlssni_free(struct tlsctx *t)
 {
     for (unsigned i = 0; i < t->nnamed; i++)
-        tlssni_named_free(&t->named[i]);
+        tlssni_named_free(t, &t->named[i], 0);
     free(t->named);
     t->named = NULL;
     t->nnamed = 0;
@@ -70,9 +73,9 @@ tlssni_find(const struct tlsctx *t, const char *name)
 
 int
 tlssni_add(struct tlsctx *t, const char *const *names, unsigned n, X509 *cert, EVP_PKEY *key,
-           STACK_OF(X509) * chain, char *detail, size_t dlen)
+           STACK_OF(X509) * chain, size_t cost, char *detail, size_t dlen)
 {
-    struct tlsctx_named fresh = {{cert, key, chain}, NULL, 0}, *grown;
+    struct tlsctx_named fresh = {{cert, key, chain, cost}, NULL, 0}, *grown;
     unsigned keep = 0;
 
     ERR_clear_error();
@@ -118,7 +121,7 @@ tlssni_add(struct tlsctx *t, const char *const *names, unsigned n, X509 *cert, E
         }
         e->nnames = k;
         if (k == 0)
-            tlssni_named_free(e);
+            tlssni_named_free(t, e, 1);
         else
             t->named[out++] = *e;
     }

@@ -1,7 +1,8 @@
 /*
- * Hostile clients on the control channel: input and output caps, the per-uid budget of control
- * queues, batches split across loop turns, fd attribution, names that are not UTF-8-safe to
- * cut, blocking clients, handles named by another uid (sockd(8) SECURITY MODEL).
+ * Hostile clients on the control channel: input and output caps, the per-uid budgets of control
+ * queues and of TLS contexts, batches split across loop turns, fd attribution, names that are
+ * not UTF-8-safe to cut, blocking clients, handles named by another uid (sockd(8) SECURITY
+ * MODEL).
  *
  * The daemon runs as root (the test runs as root); every attacker connects as uid/gid 65534
  * (h_client_nobody: a child drops its ids, then connects).
@@ -348,30 +349,30 @@ test_ctl_batch_split(void **state)
     h_daemon_stop(&D);
 }
 
-/* A self-signed certificate and its key as one PEM text (malloc'ed); RSA of that many bits. */
+/* A self-signed certificate for key k (consumed) as PEM text (malloc'ed), the key's PEM after it
+ * when with_key is set. */
 static char *
-rsa_cert_pem(int bits)
+self_signed_pem(EVP_PKEY *k, long serial, const char *cn, int with_key)
 {
-    EVP_PKEY *k = EVP_RSA_gen((unsigned)bits);
     X509 *x = X509_new();
     BIO *b = BIO_new(BIO_s_mem());
     char *p, *out;
     long n;
 
-    EXPECT_TRUE(k != NULL, "k");
-    EXPECT_TRUE(x != NULL, "x");
+    EXPECT_TRUE(k != NULL && x != NULL && b != NULL, "key, certificate and BIO");
     X509_set_version(x, X509_VERSION_3);
-    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
     X509_gmtime_adj(X509_getm_notBefore(x), -3600);
     X509_gmtime_adj(X509_getm_notAfter(x), 86400);
     X509_set_pubkey(x, k);
     X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC,
-                               (const unsigned char *)"big", -1, -1, 0);
+                               (const unsigned char *)cn, -1, -1, 0);
     X509_set_issuer_name(x, X509_get_subject_name(x));
     EXPECT_TRUE(X509_sign(x, k, EVP_sha256()) > 0, "X509_sign(x, k, EVP_sha256()) > 0");
     EXPECT_INT(PEM_write_bio_X509(b, x), 1, "PEM_write_bio_X509(b, x)");
-    EXPECT_INT(PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL), 1,
-               "PEM_write_bio_PrivateKey");
+    if (with_key)
+        EXPECT_INT(PEM_write_bio_PrivateKey(b, k, NULL, NULL, 0, NULL, NULL), 1,
+                   "PEM_write_bio_PrivateKey");
     n = BIO_get_mem_data(b, &p);
     out = malloc((size_t)n + 1);
     EXPECT_TRUE(out != NULL, "out");
@@ -381,6 +382,13 @@ rsa_cert_pem(int bits)
     X509_free(x);
     EVP_PKEY_free(k);
     return out;
+}
+
+/* A self-signed certificate and its key as one PEM text (malloc'ed); RSA of that many bits. */
+static char *
+rsa_cert_pem(int bits)
+{
+    return self_signed_pem(EVP_RSA_gen((unsigned)bits), 1, "big", 1);
 }
 
 /*
@@ -654,6 +662,167 @@ test_ctl_output_budget(void **state)
     EXPECT_INT(json_integer_value(json_object_get(st, "clients")), 1, "%s", jd(st));
     json_decref(st);
     EXPECT_TRUE(hwm < 40 * 1024, "hwm < 40 * 1024");
+    h_daemon_stop(&D);
+}
+
+/* context.create on c with params (NULL: {}; taken over): the handle, or 0 after an error whose
+ * code and data.limit go to *code and limit (of at least 64 bytes). */
+static json_int_t
+try_context(struct sockd_client *c, json_t *params, int *code, char *limit)
+{
+    json_t *res = NULL, *err = NULL, *p = params != NULL ? params : json_object();
+    int rc = sockd_client_call(c, "context.create", p, &res, &err, H_TIMEOUT_MS);
+    json_decref(p);
+    json_int_t h = json_integer_value(json_object_get(res, "context"));
+    EXPECT_TRUE(rc == 0 || rc == 1, "context.create: rc %d", rc);
+    *code = sockd_client_error_code(err);
+    const char *l = json_string_value(json_object_get(json_object_get(err, "data"), "limit"));
+    snprintf(limit, 64, "%s", l != NULL ? l : "");
+    json_decref(res);
+    json_decref(err);
+    return h;
+}
+
+/*
+ * 6d. A TLS context holds some 24 KiB, more with the certificates and CA text loaded into it, and
+ * a user's 128 connections could each hold 4096 of them: gigabytes. Now a user's contexts count
+ * in max-tls-memory-per-uid, 32 KiB each plus what their certificate, key, CA and CRL text
+ * counts (twice its bytes and 4 KiB a PEM block).
+ * With 1 MiB, uid 65534 makes exactly 32 plain contexts over two connections, then -32003
+ * naming the budget on either; root still makes them; a destroyed context frees its share, but
+ * only once no socket uses it, and a client that goes frees all of its; a certificate that would
+ * pass the budget is refused (before it is parsed) and installs nothing.
+ */
+static void
+test_ctl_tls_budget(void **state)
+{
+    enum { PLAIN = 32 }; /* 1 MiB / 32 KiB */
+    struct sockd_client *a, *b, *root;
+    json_int_t tctx[PLAIN + 1], h;
+    int n = 0, code = 0;
+    char limit[64];
+    json_t *err = NULL;
+
+    (void)state;
+    h_daemon_start(&D, "max-tls-memory-per-uid 1M\n");
+    a = h_client_nobody(&D);
+    b = h_client_nobody(&D);
+    root = h_client_auto(&D);
+    while (n <= PLAIN && (h = try_context(n % 2 ? b : a, NULL, &code, limit)) > 0)
+        tctx[n++] = h;
+    EXPECT_INT(n, PLAIN, "plain contexts of one uid within 1 MiB");
+    EXPECT_INT(code, SOCKD_E_LIMIT, "the one past the budget");
+    EXPECT_STR(limit, "max-tls-memory-per-uid", "data.limit");
+    EXPECT_INT(try_context(n % 2 ? a : b, NULL, &code, limit), 0, "the other connection");
+    EXPECT_INT(code, SOCKD_E_LIMIT, "the other connection, same uid");
+    json_decref(h_ok(root, "context.create", NULL)); /* another user's budget is its own */
+
+    /* a socket keeps its context, and the context's share, after context.destroy */
+    json_t *opened = h_ok(a, "socket.open", "{s:s,s:I}", "type", "tls", "context", tctx[0]);
+    long long s = json_integer_value(json_object_get(opened, "socket"));
+    json_decref(opened);
+    json_decref(h_ok(a, "context.destroy", "{s:I}", "context", tctx[0]));
+    EXPECT_INT(try_context(b, NULL, &code, limit), 0, "while a socket uses the destroyed one");
+    json_decref(h_ok(a, "socket.close", "{s:I}", "socket", (json_int_t)s));
+    tctx[0] = try_context(b, NULL, &code, limit);
+    EXPECT_TRUE(tctx[0] > 0, "once no socket uses it: code %d %s", code, limit);
+
+    /* a certificate bigger than what is left: refused whole, the context as it was */
+    char *pem = rsa_cert_pem(2048);
+    json_decref(h_ok(a, "context.destroy", "{s:I}", "context", tctx[2]));
+    size_t len = strlen(pem), reps = (512 << 10) / len + 1;
+    char *big = scratch_alloc(len * reps + 1);
+    for (size_t i = 0; i < reps; i++) /* 512 KiB of text counts 1 MiB: more than one share */
+        memcpy(big + i * len, pem, len);
+    big[len * reps] = '\0';
+    EXPECT_INT(h_err(b, &err, "context.set_server_certificate", "{s:I,s:s,s:s}", "context", tctx[1],
+                     "cert", pem, "chain", big),
+               SOCKD_E_LIMIT, "a chain past the budget");
+    EXPECT_STR(json_string_value(json_object_get(json_object_get(err, "data"), "limit")),
+               "max-tls-memory-per-uid", "%s", jd(err));
+    json_decref(err);
+    EXPECT_INT(
+        h_err(b, NULL, "context.fingerprint", "{s:I,s:s}", "context", tctx[1], "role", "server"),
+        SOCKD_E_WRONG_STATE, "no server certificate was installed");
+    /* one that fits is taken, and replacing it does not count it twice */
+    for (int i = 0; i < 3; i++)
+        json_decref(h_ok(b, "context.set_server_certificate", "{s:I,s:s}", "context", tctx[1],
+                         "cert", pem));
+    free(pem);
+
+    /* the connection that goes frees its contexts' shares: b makes as many as a held */
+    int held_by_a = 0;
+    for (int i = 0; i < n; i++)
+        held_by_a += i % 2 == 0 && i != 0 && i != 2;
+    sockd_client_close(a);
+    long long end = h_now_ms() + H_TIMEOUT_MS;
+    int made = 0;
+    while (made < held_by_a && h_now_ms() < end) {
+        if (try_context(b, NULL, &code, limit) > 0)
+            made++;
+        else
+            h_sleep_ms(10); /* the daemon has not seen a go yet */
+    }
+    EXPECT_INT(made, held_by_a, "contexts made after the other connection went");
+    sockd_client_close(b);
+    h_daemon_stop(&D);
+}
+
+/*
+ * 6d, memory. Each of three uid-65534 connections asks for 24 contexts, each with 128 KiB of
+ * distinct CA certificates, some 230 small ones (OpenSSL keeps about 4 KiB of each: about 1 MiB a
+ * context): 72 MiB of contexts without a budget. With max-tls-memory-per-uid 8M the daemon's
+ * peak grows by far less, and root is answered meanwhile.
+ */
+static void
+test_ctl_tls_budget_memory(void **state)
+{
+    enum { CLIENTS = 3, EACH = 24, CA = 128 << 10 };
+    struct sockd_client *c[CLIENTS], *root;
+    int code, made = 0, refused = 0;
+    char limit[64];
+
+    (void)state;
+    char *ca = scratch_alloc(CA + 4096);
+    size_t len = 0;
+    int blocks = 0;
+    for (int i = 0; len < CA; i++, blocks++) { /* distinct certificates: the store keeps each */
+        char *one = self_signed_pem(EVP_EC_gen("P-256"), i + 1, "ca", 0);
+        size_t m = strlen(one);
+        EXPECT_TRUE(len + m < CA + 4096, "PEM of %zu bytes", m);
+        memcpy(ca + len, one, m);
+        len += m;
+        free(one);
+    }
+    ca[len] = '\0';
+    start_for_memory("max-tls-memory-per-uid 8M\n");
+    root = h_client_auto(&D);
+    for (int i = 0; i < CLIENTS; i++)
+        c[i] = h_client_nobody(&D);
+    json_decref(h_ok(root, "daemon.ping", NULL));
+    long hwm0 = h_hwm_kib(D.pid);
+    for (int k = 0; k < EACH; k++) {
+        for (int i = 0; i < CLIENTS; i++) {
+            if (try_context(c[i], json_pack("{s:s}", "ca", ca), &code, limit) > 0) {
+                made++;
+                continue;
+            }
+            EXPECT_INT(code, SOCKD_E_LIMIT, "context.create");
+            EXPECT_STR(limit, "max-tls-memory-per-uid", "data.limit");
+            refused++;
+        }
+        json_decref(h_ok(root, "daemon.ping", NULL));
+    }
+    long hwm = h_hwm_kib(D.pid) - hwm0;
+    fprintf(stderr,
+            "# %d contexts of %zu KiB CA text asked by uid 65534: %d made, %d refused; VmHWM grew "
+            "%ld KiB\n",
+            CLIENTS * EACH, len >> 10, made, refused, hwm);
+    EXPECT_INT(made, (8 << 20) / (32 * 1024 + 2 * (int)len + 4096 * blocks),
+               "contexts within 8 MiB");
+    EXPECT_TRUE(hwm < 32 * 1024, "VmHWM grew %ld KiB", hwm);
+    for (int i = 0; i < CLIENTS; i++)
+        sockd_client_close(c[i]);
     h_daemon_stop(&D);
 }
 
@@ -992,6 +1161,8 @@ main(void)
         cmocka_unit_test_teardown(test_ctl_tag_cap, teardown_raw),
         cmocka_unit_test_teardown(test_ctl_output_cap, teardown_raw),
         cmocka_unit_test_teardown(test_ctl_output_budget, teardown_raw),
+        cmocka_unit_test_teardown(test_ctl_tls_budget, teardown_raw),
+        cmocka_unit_test_teardown(test_ctl_tls_budget_memory, teardown_raw),
         cmocka_unit_test_teardown(test_ctl_fd_attribution, teardown_raw),
         cmocka_unit_test_teardown(test_ctl_utf8_names, teardown_raw),
         cmocka_unit_test_teardown(test_ctl_blocking_client, teardown_raw),

@@ -37,6 +37,7 @@ enum field {
     F_SOCKETS_UID,
     F_BUFFER_UID,
     F_CTL_BUFFER_UID,
+    F_TLS_UID,
     F_SHARE_UDP,
 };
 
@@ -78,6 +79,8 @@ field_value(const struct conf *c, enum field f)
         return (long long)c->max_buffer_per_uid;
     case F_CTL_BUFFER_UID:
         return (long long)c->max_control_buffer_per_uid;
+    case F_TLS_UID:
+        return (long long)c->max_tls_memory_per_uid;
     case F_SHARE_UDP:
         return c->share_udp_ports;
     }
@@ -109,6 +112,7 @@ test_defaults(void **state)
     assert_int_equal(c.max_sockets_per_uid, 16384);
     assert_int_equal(c.max_buffer_per_uid, 256 * 1024 * 1024);
     assert_int_equal(c.max_control_buffer_per_uid, 256 * 1024 * 1024);
+    assert_int_equal(c.max_tls_memory_per_uid, 256 * 1024 * 1024);
     assert_int_equal(c.share_udp_ports, 0);
     assert_int_equal(c.max_send_buffer, 4 * 1024 * 1024);
     assert_int_equal(c.max_message, 16 * 1024 * 1024);
@@ -162,6 +166,8 @@ static const struct good_case good[] = {
     {"max-control-buffer-per-uid 1M", F_CTL_BUFFER_UID, 1 << 20},
     {"max-control-buffer-per-uid 8M", F_CTL_BUFFER_UID, 8 << 20},
     {"max-control-buffer-per-uid 1024G", F_CTL_BUFFER_UID, 1LL << 40},
+    {"max-tls-memory-per-uid 1M", F_TLS_UID, 1 << 20},
+    {"max-tls-memory-per-uid 64M", F_TLS_UID, 64 << 20},
     {"share-udp-ports yes", F_SHARE_UDP, 1},
     {"share-udp-ports no", F_SHARE_UDP, 0},
     {"max-send-buffer 1K", F_MAX_SEND_BUFFER, 1024},
@@ -361,6 +367,7 @@ static const struct bad_case bad[] = {
     {"max-buffer-per-uid 1023K", "line 1: max-buffer-per-uid is a size from 1M to 1024G"},
     {"max-control-buffer-per-uid 1023K",
      "line 1: max-control-buffer-per-uid is a size from 1M to 1024G"},
+    {"max-tls-memory-per-uid 1023K", "line 1: max-tls-memory-per-uid is a size from 1M to 1024G"},
     {"share-udp-ports maybe", "line 1: share-udp-ports is yes or no"},
     {"max-send-buffer 1023", "line 1: max-send-buffer is a size from 1K to 1G"},
     {"max-send-buffer 0", "line 1: max-send-buffer is a size from 1K to 1G"},

@@ -806,6 +806,7 @@ test_hello(void **state)
         {"max_sockets_per_uid", 16384},
         {"max_buffer_per_uid", 256 << 20},
         {"max_control_buffer_per_uid", 256 << 20},
+        {"max_tls_memory_per_uid", 256 << 20},
         {"max_output_queue", (64 << 20) + (16 << 20)},
         {"max_fds_per_message", 8},
         {"max_tag", 4096},
