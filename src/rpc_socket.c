@@ -391,7 +391,8 @@ socket_accept(struct rpc_call *call)
     struct sock_pending *p = rpc_pending(call, &l);
     if (p == NULL)
         return -1;
-    const char *full = sock_budget_full(&call->client->owner, l->ident);
+    /* the pending connection already counts for the user: only the client's count grows */
+    const char *full = sock_budget_full(&call->client->owner, NULL);
     if (full != NULL)
         return rpc_fail_limit(call, full);
     struct sock *s = sock_pending_accept(l, p, call->id, rpc_get(call, "tag"));

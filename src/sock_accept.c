@@ -47,6 +47,7 @@ sock_pending_unlink(struct sock *l, struct sock_pending *p)
     if (ls->pend_tail == p)
         ls->pend_tail = prev;
     ls->npending--;
+    l->ident->acct->sockets--; /* max-sockets-per-uid: an accept moves it to the new socket */
     ev_timer_stop(sockd.loop, &p->timer);
     if (l->accept_paused && ls->npending < sockd.conf.max_pending_accepts) {
         l->accept_paused = 0;
@@ -176,6 +177,14 @@ sock_accept_ip(struct sock *l, struct sockaddr_storage *remote, socklen_t *rl, u
     return fd;
 }
 
+/* Stop taking connections from the kernel for a second (they wait in its backlog). */
+static void
+sock_accept_pause(struct sock *l)
+{
+    l->accept_paused = 1;
+    sock_timer_start(l, SOCK_TIMER_CONNECT, sock_accept_resume_cb, 1.0);
+}
+
 void
 sock_accept_ready(struct sock *l)
 {
@@ -183,6 +192,13 @@ sock_accept_ready(struct sock *l)
     for (int i = 0; i < 16 && !l->dead; i++) {
         if (ls->npending >= sockd.conf.max_pending_accepts) {
             l->accept_paused = 1;
+            break;
+        }
+        if (!l->auto_accept && l->ident->acct->sockets >= sockd.conf.max_sockets_per_uid) {
+            /* a pending connection holds a descriptor: it counts as the user's socket */
+            log_debug("socket %llu: uid %d at max-sockets-per-uid, accepting paused for 1 s",
+                      (unsigned long long)l->id, (int)l->ident->uid);
+            sock_accept_pause(l);
             break;
         }
         union sock_sa remote, local;
@@ -197,8 +213,7 @@ sock_accept_ready(struct sock *l)
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 log_warn("socket %llu: accepting paused for 1 s: %s", (unsigned long long)l->id,
                          strerror(errno));
-                l->accept_paused = 1;
-                sock_timer_start(l, SOCK_TIMER_CONNECT, sock_accept_resume_cb, 1.0);
+                sock_accept_pause(l);
             } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
                 log_warn("socket %llu: accept: %s", (unsigned long long)l->id, strerror(errno));
             }
@@ -239,6 +254,7 @@ sock_accept_ready(struct sock *l)
             ls->pend_head = p;
         ls->pend_tail = p;
         ls->npending++;
+        l->ident->acct->sockets++;
         json_t *jr, *jl;
         if (sock_has(l, SOCK_CAP_UNIX)) {
             jr = json_pack("{s:s}", "path", "");

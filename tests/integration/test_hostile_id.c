@@ -1,6 +1,7 @@
 /*
  * Hostile clients and identity: the identity policy judges travels with the socket, per-uid
- * budgets no number of connections multiplies, ports no other client can share
+ * budgets no number of connections multiplies (pending connections included), ports no other
+ * client can share
  * (sockd(8) SECURITY MODEL).
  *
  * The daemon runs as root (the test runs as root); every attacker connects as uid/gid 65534
@@ -587,6 +588,63 @@ test_id_give_parking_per_uid(void **state)
     h_daemon_stop(&D);
 }
 
+/*
+ * Attack (item 6c): a pending connection (socket.incoming, not yet accepted) holds one of the
+ * daemon's descriptors, and every listener may hold max-pending-accepts of them, so one uid's
+ * listeners could take all the daemon's descriptors. Pending connections count as the user's
+ * sockets: with max-sockets-per-uid 8, a uid-65534 listener with 20 connections waiting is told
+ * of 7 (the listener is the 8th) and the daemon holds no more descriptors than those; the rest
+ * wait in the kernel's backlog, not lost: a rejected one frees a place that the next takes
+ * (within the second a paused listener waits), and accepting a pending one needs no new place.
+ * Root's sockets are not affected.
+ */
+static void
+test_id_pending_per_uid(void **state)
+{
+    enum { CONNS = 20, CAP = 8 };
+    int fds[CONNS];
+    long long pend[CAP];
+    (void)state;
+    start("max-sockets-per-uid 8\n");
+    struct sockd_client *root = h_client_auto(&D), *nb = nobody();
+    json_t *r = h_ok(nb, "socket.open", "{s:s}", "type", "tcp");
+    json_int_t l = jint_or0(r, "socket");
+    json_decref(r);
+    r = h_ok(nb, "socket.bind", "{s:I,s:s}", "socket", l, "address", "127.0.0.1:0");
+    int port = (int)jint_or0(json_object_get(r, "local"), "port");
+    json_decref(r);
+    json_decref(h_ok(nb, "socket.listen", "{s:I,s:i}", "socket", l, "backlog", 64));
+    int fd0 = h_count_fds(D.pid);
+    for (int i = 0; i < CONNS; i++) {
+        fds[i] = h_tcp_connect(port);
+        EXPECT_TRUE(fds[i] >= 0, "connect %d", i);
+    }
+    for (int i = 0; i < CAP - 1; i++) {
+        json_t *ev = h_event(nb, "socket.incoming", l, H_TIMEOUT_MS);
+        pend[i] = jint_or0(ev, "pending");
+        json_decref(ev);
+    }
+    h_no_event(nb, 300);
+    int grew = h_count_fds(D.pid) - fd0;
+    fprintf(stderr,
+            "# %d connections to a listener of a uid with 8 sockets: %d pending, daemon "
+            "fds +%d\n",
+            CONNS, CAP - 1, grew);
+    EXPECT_TRUE(grew <= CAP - 1, "daemon descriptors grew by %d", grew);
+    open_refused(nb, "max-sockets-per-uid");
+    json_decref(h_ok(root, "socket.open", "{s:s}", "type", "tcp")); /* another uid's budget */
+    r = h_ok(nb, "socket.accept", "{s:I,s:I}", "socket", l, "pending", (json_int_t)pend[0]);
+    json_decref(r);
+    json_decref(h_event(nb, "socket.accepted", 0, H_TIMEOUT_MS));
+    json_decref(
+        h_ok(nb, "socket.reject", "{s:I,s:I}", "socket", l, "pending", (json_int_t)pend[1]));
+    json_decref(h_event(nb, "socket.incoming", l, 3000)); /* the next from the backlog */
+    h_no_event(nb, 300);
+    for (int i = 0; i < CONNS; i++)
+        close(fds[i]);
+    h_daemon_stop(&D);
+}
+
 /* Sum of a socket.info field over the sockets of c. */
 static long long
 sum_info(struct sockd_client *c, const long long *s, int n, const char *field)
@@ -766,6 +824,7 @@ main(void)
         cmocka_unit_test_teardown(test_id_dtls_port_not_shared, teardown),
         cmocka_unit_test_teardown(test_id_clients_per_uid, teardown),
         cmocka_unit_test_teardown(test_id_give_parking_per_uid, teardown),
+        cmocka_unit_test_teardown(test_id_pending_per_uid, teardown),
         cmocka_unit_test_teardown(test_id_buffer_per_uid_send, teardown),
         cmocka_unit_test_teardown(test_id_buffer_per_uid_read, teardown),
     };
