@@ -165,8 +165,8 @@ ctl_append(struct buf *b, json_t *msg, size_t limit)
 void
 ctl_over_cap(struct client *c)
 {
-    log_warn("client %llu (uid %d pid %d): output queue over %zu bytes, disconnecting",
-             (unsigned long long)c->owner.id, (int)c->uid, (int)c->pid, ctl_out_hard());
+    log_client_warn("client %llu (uid %d pid %d): output queue over %zu bytes, disconnecting",
+                    (unsigned long long)c->owner.id, (int)c->uid, (int)c->pid, ctl_out_hard());
     ctl_client_close(c, "output over hard cap");
 }
 
@@ -184,10 +184,11 @@ ctl_queued(struct client *c)
     }
     size_t uid_total = c->owner.ident->acct->ctl_queued;
     if (buf_len(&c->out) > CTL_OUT_HIGH && uid_total > sockd.conf.max_control_buffer_per_uid) {
-        log_warn("client %llu (uid %d pid %d): not reading while its uid's control queues hold "
-                 "%zu bytes, over max-control-buffer-per-uid %zu, disconnecting",
-                 (unsigned long long)c->owner.id, (int)c->uid, (int)c->pid, uid_total,
-                 sockd.conf.max_control_buffer_per_uid);
+        log_client_warn(
+            "client %llu (uid %d pid %d): not reading while its uid's control queues hold "
+            "%zu bytes, over max-control-buffer-per-uid %zu, disconnecting",
+            (unsigned long long)c->owner.id, (int)c->uid, (int)c->pid, uid_total,
+            sockd.conf.max_control_buffer_per_uid);
         ctl_client_close(c, "over max-control-buffer-per-uid");
         return;
     }
@@ -465,8 +466,8 @@ ctl_client_close(struct client *c, const char *why)
     if (c->dead)
         return;
     c->dead = 1;
-    log_info("client %llu (pid %d uid %d) gone: %s", (unsigned long long)c->owner.id, (int)c->pid,
-             (int)c->uid, why);
+    log_client_info("client %llu (pid %d uid %d) gone: %s", (unsigned long long)c->owner.id,
+                    (int)c->pid, (int)c->uid, why);
     sock_flush_all(); /* its sends of this turn reach the kernel, as if written at once */
     while (c->owner.socks != NULL)
         sock_close(c->owner.socks, NULL, 0, NULL, NULL);
@@ -793,7 +794,7 @@ ctl_accept_cb(EV_P_ ev_io *w, int revents)
             return;
         }
         if (sockd.nclients >= sockd.conf.max_clients) {
-            log_warn("client refused: max-clients %u reached", sockd.conf.max_clients);
+            log_client_warn("client refused: max-clients %u reached", sockd.conf.max_clients);
             ctl_refuse(fd, "max-clients");
             close(fd);
             continue;
@@ -804,14 +805,14 @@ ctl_accept_cb(EV_P_ ev_io *w, int revents)
             return;
         }
         if (c->owner.ident->acct->clients > sockd.conf.max_clients_per_uid) {
-            log_warn("client refused: uid %d has max-clients-per-uid %u (pid %d)", (int)c->uid,
-                     sockd.conf.max_clients_per_uid, (int)c->pid);
+            log_client_warn("client refused: uid %d has max-clients-per-uid %u (pid %d)",
+                            (int)c->uid, sockd.conf.max_clients_per_uid, (int)c->pid);
             ctl_refuse(fd, "max-clients-per-uid");
             ctl_client_close(c, "refused: max-clients-per-uid");
             continue;
         }
-        log_info("client %llu connected (pid %d uid %d gid %d)", (unsigned long long)c->owner.id,
-                 (int)c->pid, (int)c->uid, (int)c->gid);
+        log_client_info("client %llu connected (pid %d uid %d gid %d)",
+                        (unsigned long long)c->owner.id, (int)c->pid, (int)c->uid, (int)c->gid);
     }
 }
 

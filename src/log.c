@@ -128,17 +128,12 @@ log_escape(const char *in, char *out, size_t size)
  * One line on stderr: level word, then the message; to the journal, "<N>" and the message.
  * Client strings in the message are escaped here, so no caller can let one forge a line.
  */
-void
-log_msg(int level, const char *fmt, ...)
+static void
+log_vmsg(int level, const char *fmt, va_list ap)
 {
     char raw[1024], line[4 * sizeof raw];
-    va_list ap;
 
-    if (level > log_level)
-        return;
-    va_start(ap, fmt);
     vsnprintf(raw, sizeof raw, fmt, ap);
-    va_end(ap);
     log_escape(raw, line, sizeof line);
     if (log_journal < 0)
         log_journal = log_to_journal();
@@ -146,4 +141,64 @@ log_msg(int level, const char *fmt, ...)
         fprintf(stderr, "<%c>%s\n", log_prio[level], line);
     else
         fprintf(stderr, "sockd: %s: %s\n", log_names[level], line);
+}
+
+void
+log_msg(int level, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (level > log_level)
+        return;
+    va_start(ap, fmt);
+    log_vmsg(level, fmt, ap);
+    va_end(ap);
+}
+
+/* The budget of lines clients cause (a token bucket), and what it left out. */
+static double log_client_tokens = LOG_CLIENT_BURST, log_client_at = -1;
+static unsigned long log_client_held, log_client_total;
+
+/* Whether one more line a client caused may be written now. */
+static int
+log_client_take(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    if (log_client_at >= 0)
+        log_client_tokens += (now - log_client_at) * LOG_CLIENT_RATE;
+    log_client_at = now;
+    if (log_client_tokens > LOG_CLIENT_BURST)
+        log_client_tokens = LOG_CLIENT_BURST;
+    if (log_client_tokens < 1) {
+        log_client_held++;
+        log_client_total++;
+        return 0;
+    }
+    log_client_tokens -= 1;
+    return 1;
+}
+
+void
+log_client(int level, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (level > log_level || !log_client_take())
+        return;
+    if (log_client_held > 0) {
+        log_msg(LOG_LVL_WARNING, "%lu lines about clients left out (more than %d a second)",
+                log_client_held, LOG_CLIENT_RATE);
+        log_client_held = 0;
+    }
+    va_start(ap, fmt);
+    log_vmsg(level, fmt, ap);
+    va_end(ap);
+}
+
+unsigned long
+log_client_left_out(void)
+{
+    return log_client_total;
 }

@@ -11,6 +11,7 @@
 #include "daemon.h"
 #include "fsid.h"
 #include "ident.h"
+#include "log.h"
 #include "policy.h"
 #include "rpc.h"
 #include "sock.h"
@@ -146,10 +147,11 @@ daemon_stats(struct rpc_call *call)
     }
     json_object_set_new(socks, "total", json_integer(total));
     call->result =
-        json_pack("{s:I,s:o,s:I,s:I,s:I,s:I,s:I}", "clients", (json_int_t)sockd.nclients, "sockets",
-                  socks, "contexts", (json_int_t)tlsctx_count(), "bytes_in",
+        json_pack("{s:I,s:o,s:I,s:I,s:I,s:I,s:I,s:I}", "clients", (json_int_t)sockd.nclients,
+                  "sockets", socks, "contexts", (json_int_t)tlsctx_count(), "bytes_in",
                   (json_int_t)sockd.bytes_in, "bytes_out", (json_int_t)sockd.bytes_out, "requests",
-                  (json_int_t)sockd.requests, "uptime_ms", (json_int_t)daemon_uptime_ms());
+                  (json_int_t)sockd.requests, "uptime_ms", (json_int_t)daemon_uptime_ms(),
+                  "log_left_out", (json_int_t)log_client_left_out());
     return 0;
 }
 

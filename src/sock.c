@@ -311,12 +311,12 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
         sock_emit(s, SOCK_EV_CLOSED, p, req);
     }
     if (sock_log_wanted(s))
-        log_info("%s socket %llu (client %llu) closed: %s%s%s", sock_type_name(s->type),
-                 (unsigned long long)s->id, o ? (unsigned long long)o->id : 0ULL,
-                 reason ? reason : "by its client", detail || err ? ", " : "",
-                 detail ? detail
-                 : err  ? strerror(err)
-                        : "");
+        log_client_info("%s socket %llu (client %llu) closed: %s%s%s", sock_type_name(s->type),
+                        (unsigned long long)s->id, o ? (unsigned long long)o->id : 0ULL,
+                        reason ? reason : "by its client", detail || err ? ", " : "",
+                        detail ? detail
+                        : err  ? strerror(err)
+                               : "");
     else
         log_debug("socket %llu closed: %s", (unsigned long long)s->id,
                   reason ? reason : "silently");
@@ -336,8 +336,8 @@ sock_gift_timeout_cb(EV_P_ ev_timer *w, int revents)
 {
     struct sock_gift *g = w->data;
     (void)revents;
-    log_info("socket %llu (given by uid %d): not taken in time, closed",
-             (unsigned long long)g->sock->id, (int)g->uid);
+    log_client_info("socket %llu (given by uid %d): not taken in time, closed",
+                    (unsigned long long)g->sock->id, (int)g->uid);
     sock_close(g->sock, NULL, 0, NULL, NULL);
 }
 

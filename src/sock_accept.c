@@ -121,9 +121,9 @@ sock_adopt_accepted(struct sock *l, int fd, const union sock_sa *remote, const u
         return s;
     }
     if (sock_log_wanted(s))
-        log_info("%s socket %llu (client %llu) accepted on listener %llu", sock_type_name(s->type),
-                 (unsigned long long)s->id, (unsigned long long)l->owner->id,
-                 (unsigned long long)l->id);
+        log_client_info("%s socket %llu (client %llu) accepted on listener %llu",
+                        sock_type_name(s->type), (unsigned long long)s->id,
+                        (unsigned long long)l->owner->id, (unsigned long long)l->id);
     sock_emit(s, SOCK_EV_ACCEPTED,
               json_pack("{s:I,s:o,s:o}", "listener", (json_int_t)l->id, "local",
                         sock_addr_json(s, 0), "remote", sock_addr_json(s, 1)),
@@ -222,9 +222,10 @@ sock_accept_ready(struct sock *l)
         if (l->auto_accept) {
             const char *full = sock_budget_full(l->owner, l->ident);
             if (full != NULL) {
-                log_warn("client %llu (uid %d): %s reached, connection on socket %llu closed",
-                         (unsigned long long)l->owner->id, (int)l->ident->uid, full,
-                         (unsigned long long)l->id);
+                log_client_warn(
+                    "client %llu (uid %d): %s reached, connection on socket %llu closed",
+                    (unsigned long long)l->owner->id, (int)l->ident->uid, full,
+                    (unsigned long long)l->id);
                 close(fd);
                 SSL_free(ssl); /* dtls */
                 continue;

@@ -73,9 +73,9 @@ sock_ready(struct sock *s)
         json_object_set_new(p, "tls", tls_info(s));
     if (sock_log_wanted(s)) {
         char *r = json_dumps(json_object_get(p, "remote"), JSON_COMPACT);
-        log_info("%s socket %llu (client %llu) connected to %s", sock_type_name(s->type),
-                 (unsigned long long)s->id, s->owner ? (unsigned long long)s->owner->id : 0ULL,
-                 r ? r : "?");
+        log_client_info("%s socket %llu (client %llu) connected to %s", sock_type_name(s->type),
+                        (unsigned long long)s->id,
+                        s->owner ? (unsigned long long)s->owner->id : 0ULL, r ? r : "?");
         free(r);
     }
     sock_emit(s, SOCK_EV_CONNECTED, p, req);

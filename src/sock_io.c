@@ -173,9 +173,10 @@ sock_policy_ok(struct sock *s, int action, const struct sockaddr *sa, socklen_t 
     char owner[48] = "a given-away socket"; /* parked after socket.give */
     if (s->owner != NULL)
         snprintf(owner, sizeof owner, "client %llu", (unsigned long long)s->owner->id);
-    log_warn("policy: %s to %s denied for %s (uid %d pid %d%s), socket %llu", words[action & 7],
-             addr_str(sa, len, text, sizeof text), owner, (int)who.uid, (int)who.pid,
-             s->ident->restriction != NULL ? ", restricted" : "", (unsigned long long)s->id);
+    log_client_warn("policy: %s to %s denied for %s (uid %d pid %d%s), socket %llu",
+                    words[action & 7], addr_str(sa, len, text, sizeof text), owner, (int)who.uid,
+                    (int)who.pid, s->ident->restriction != NULL ? ", restricted" : "",
+                    (unsigned long long)s->id);
     return 0;
 }
 

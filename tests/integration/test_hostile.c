@@ -370,6 +370,76 @@ test_misc_log_escaped(void **state)
     h_daemon_stop(&D);
 }
 
+/* How many lines of text contain needle. */
+static int
+misc_count_lines(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = text; p != NULL && *p != '\0'; p = strchr(p, '\n'), p = p ? p + 1 : p) {
+        const char *end = strchr(p, '\n'), *hit = strstr(p, needle);
+        n += hit != NULL && (end == NULL || hit < end);
+    }
+    return n;
+}
+
+/*
+ * Attack: flood the log. A client of another uid provokes 5000 policy denials as fast as it can
+ * (batches of connects to a denied address): each was a line, so the log grew without bound and
+ * the daemon spent its time writing it. The lines clients cause now share a budget of 200 at
+ * once and 50 a second: the log holds no more denials than that, every one left out is counted
+ * in daemon.stats, the next line written says how many were left out, and the daemon answers
+ * root meanwhile.
+ */
+static void
+test_misc_log_flood(void **state)
+{
+    enum { N = 5000, BATCH = 1000 };
+    char *line = malloc(BATCH * 128 + 4);
+    (void)state;
+
+    EXPECT_TRUE(line != NULL, "line");
+    h_daemon_start(&D, "deny connect 127.0.0.2/32\n");
+    struct sockd_client *root = h_client_auto(&D), *nobody = h_client_nobody(&D);
+    long long s = h_open(nobody, "tcp");
+    long long t0 = h_now_ms();
+    for (int b = 0; b < N / BATCH; b++) {
+        size_t len = 0;
+        line[len++] = '[';
+        for (int i = 0; i < BATCH; i++)
+            len += (size_t)snprintf(line + len, 128,
+                                    "%s{\"jsonrpc\":\"2.0\",\"id\":%d,\"method\":\"socket."
+                                    "connect\",\"params\":{\"socket\":%lld,\"address\":"
+                                    "\"127.0.0.2:9\"}}",
+                                    i > 0 ? "," : "", b * BATCH + i, s);
+        memcpy(line + len, "]\n", 3);
+        h_send_raw(nobody, line);
+        json_t *answer = h_read(nobody, H_TIMEOUT_MS);
+        EXPECT_TRUE(json_is_array(answer) && json_array_size(answer) == BATCH, "batch answer");
+        json_t *last = json_array_get(answer, BATCH - 1);
+        EXPECT_INT(json_integer_value(json_object_get(json_object_get(last, "error"), "code")),
+                   -32004, "a denied connect");
+        json_decref(answer);
+        json_decref(h_ok(root, "daemon.ping", NULL));
+    }
+    long long ms = h_now_ms() - t0;
+    json_t *st = h_ok(root, "daemon.stats", NULL);
+    long long left = json_integer_value(json_object_get(st, "log_left_out"));
+    json_decref(st);
+    h_sleep_ms(100);                                           /* some budget again */
+    json_decref(h_ok(h_client_auto(&D), "daemon.ping", NULL)); /* a line: "client connected" */
+    json_decref(h_ok(root, "daemon.ping", NULL));
+    char *log = misc_log(&D);
+    int written = misc_count_lines(log, "policy: connect to 127.0.0.2:9 denied");
+    fprintf(stderr, "# %d denials in %lld ms: %d logged, %lld left out\n", N, ms, written, left);
+    EXPECT_TRUE(written <= 200 + 50 * (ms / 1000 + 1), "%d denials logged in %lld ms", written, ms);
+    EXPECT_TRUE(written + left >= N, "%d logged + %lld left out < %d", written, left, N);
+    EXPECT_TRUE(misc_count_lines(log, "lines about clients left out") >= 1, "the count is logged");
+    free(log);
+    free(line);
+    sockd_client_close(nobody);
+    h_daemon_stop(&D);
+}
+
 /*
  * With no configuration file (or one without rules), a daemon running as root lets every client
  * reach everything: it says so in its log at start. With a rule it does not.
@@ -461,6 +531,7 @@ main(void)
         cmocka_unit_test_teardown(test_misc_give_piped, teardown),
         cmocka_unit_test_teardown(test_misc_unix_names_not_utf8, teardown),
         cmocka_unit_test_teardown(test_misc_log_escaped, teardown),
+        cmocka_unit_test_teardown(test_misc_log_flood, teardown),
         cmocka_unit_test_teardown(test_misc_warns_without_config, teardown),
         cmocka_unit_test_teardown(test_misc_numeric_not_a_name, teardown),
     };
