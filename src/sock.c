@@ -282,8 +282,8 @@ sock_close(struct sock *s, const char *reason, int err, const char *detail, json
             close(s->fd);
         s->fd = -1;
     }
-    sock_timer_stop(s, SOCK_TIMER_CONNECT);
-    sock_timer_stop(s, SOCK_TIMER_RECV);
+    for (int t = 0; t < SOCK_NTIMERS; t++)
+        sock_timer_stop(s, (enum sock_timer)t);
     if (s->relay != NULL) {
         ev_io_stop(sockd.loop, &s->relay->io);
         close(s->relay->fd);

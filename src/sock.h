@@ -139,6 +139,7 @@ struct sock_tls {
     int want;               /* EV_READ/EV_WRITE the TLS engine waits for, 0 none */
     unsigned clean_eof : 1; /* the peer sent close_notify */
     unsigned handshaking : 1;
+    unsigned hs_waiting : 1; /* its next handshake step waits for the next loop turn */
 };
 
 /* Options of socket.setopt, kept so they also apply to an fd made later. */
@@ -199,13 +200,15 @@ struct sock_until {
     unsigned char delim[SOCK_UNTIL_MAX]; /* the delimiter */
 };
 
-/* The two timers a socket may run; most sockets never need either. */
+/* The timers a socket may run; most sockets never need any. */
 enum sock_timer {
-    SOCK_TIMER_CONNECT, /* connect timeout, TLS accept handshake, listener resume */
-    SOCK_TIMER_RECV,    /* socket.recv timeout_ms */
+    SOCK_TIMER_CONNECT,   /* connect timeout, TLS accept handshake, listener resume */
+    SOCK_TIMER_RECV,      /* socket.recv timeout_ms */
+    SOCK_TIMER_HANDSHAKE, /* a handshake step put off to the next loop turn (sock_connect.c) */
+    SOCK_NTIMERS
 };
 struct sock_timers {
-    ev_timer t[2];
+    ev_timer t[SOCK_NTIMERS];
 };
 
 /* What differs between transports; plain sockets use read(2)/write(2). */

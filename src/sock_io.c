@@ -267,7 +267,8 @@ sock_update_io(struct sock *s)
     sock_budget_wake(s->ident->acct);
     int paused = s->owner != NULL && s->owner->paused;
     if (sock_ssl(s) != NULL && s->tls->handshaking) {
-        ev = s->tls->want ? s->tls->want : EV_READ;
+        /* a step put off to the next turn resumes from its timer, not from I/O */
+        ev = s->tls->hs_waiting ? 0 : s->tls->want ? s->tls->want : EV_READ;
         goto set;
     }
     switch (s->state) {
