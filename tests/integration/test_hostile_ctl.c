@@ -535,6 +535,7 @@ test_ctl_handshake_turns(void **state)
     EXPECT_INT(connected, N, "handshakes completed (client side)");
     EXPECT_INT(accepted, N, "handshakes completed (server side)");
     EXPECT_TRUE(worst <= MAX_TICKS, "a ping waited for %lld ticks of handshakes", worst);
+    sockd_client_close(nb);
     h_daemon_stop(&D);
 }
 
