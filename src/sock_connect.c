@@ -100,8 +100,8 @@ sock_tls_req(struct sock *s)
  * (sockd(8) SECURITY MODEL). Steps put off run first in the next turn, in the order they came.
  */
 #define SOCK_HS_TURN_SECONDS 0.002
-static ev_tstamp sock_hs_turn = -1; /* the ev_now of the turn sock_hs_spent counts */
-static double sock_hs_spent;        /* seconds of handshake work in that turn */
+static unsigned sock_hs_turn; /* the ev_iteration sock_hs_spent counts */
+static double sock_hs_spent;  /* seconds of handshake work in that turn */
 
 static double
 sock_hs_clock(void)
@@ -124,18 +124,20 @@ void
 sock_tls_step(struct sock *s)
 {
     char detail[512];
-    if (ev_now(sockd.loop) != sock_hs_turn) {
-        sock_hs_turn = ev_now(sockd.loop);
+    if (s->tls->hs_waiting)
+        return; /* its timer resumes it */
+    /* the loop's poll count, not ev_now: a call that updates the time (daemon.stats) within a
+     * turn must not start a new budget */
+    if (ev_iteration(sockd.loop) != sock_hs_turn) {
+        sock_hs_turn = ev_iteration(sockd.loop);
         sock_hs_spent = 0;
     }
-    if (sock_hs_spent >= SOCK_HS_TURN_SECONDS && !s->tls->hs_waiting &&
+    if (sock_hs_spent >= SOCK_HS_TURN_SECONDS &&
         sock_timer_start(s, SOCK_TIMER_HANDSHAKE, sock_tls_resume_cb, 0.0) == 0) {
         s->tls->hs_waiting = 1;
         sock_update_io(s);
         return;
     }
-    if (s->tls->hs_waiting)
-        return; /* its timer resumes it */
     double t0 = sock_hs_clock();
     int r = tls_handshake(s, detail, sizeof detail);
     sock_hs_spent += sock_hs_clock() - t0;

@@ -158,8 +158,6 @@ void tlsctx_destroy(struct tlsctx *t);
  * certificate, -2 with detail when OpenSSL refuses it otherwise. */
 int tlsctx_set_cert(struct tlsctx *t, enum tlsctx_role role, X509 *cert, EVP_PKEY *key,
                     STACK_OF(X509) * chain, size_t cost, char *detail, size_t dlen);
-/* Free a certificate's objects (its cost stays counted in its context's). */
-void tlsctx_cert_free(struct tlsctx_cert *tc);
 /* Free a certificate of t and refund its cost. */
 void tlsctx_cert_drop(struct tlsctx *t, struct tlsctx_cert *tc);
 /* Remove a role's certificate. */

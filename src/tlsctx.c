@@ -59,7 +59,7 @@ tlsctx_ref(struct tlsctx *t)
     t->refs++;
 }
 
-void
+static void
 tlsctx_cert_free(struct tlsctx_cert *tc)
 {
     X509_free(tc->cert);
@@ -126,7 +126,7 @@ tlsctx_unref(struct tlsctx *t)
     sk_X509_CRL_pop_free(t->crls, X509_CRL_free);
     tlssess_flush(t);
     tlssni_free(t);
-    tlsctx_refund(t, t->cost); /* everything above, certificates included */
+    tlsctx_refund(t, t->cost); /* what is left: the context itself, its CAs, CRLs, role certs */
     ident_unref(t->ident);
     free(t);
     tlsctx_live--;

@@ -17,15 +17,11 @@
  * matches nothing is refused with an unrecognized_name alert.
  */
 
-/* Free a named certificate; refund its cost to t when refund is set (not when t itself goes:
- * tlsctx_unref refunds the whole context at once). */
+/* Free a named certificate of t, refunding its cost. */
 static void
-tlssni_named_free(struct tlsctx *t, struct tlsctx_named *n, int refund)
+tlssni_named_free(struct tlsctx *t, struct tlsctx_named *n)
 {
-    if (refund)
-        tlsctx_cert_drop(t, &n->cert);
-    else
-        tlsctx_cert_free(&n->cert);
+    tlsctx_cert_drop(t, &n->cert);
     for (unsigned i = 0; i < n->nnames; i++)
         free(n->names[i]);
     free(n->names);
@@ -36,7 +32,7 @@ void
 tlssni_free(struct tlsctx *t)
 {
     for (unsigned i = 0; i < t->nnamed; i++)
-        tlssni_named_free(t, &t->named[i], 0);
+        tlssni_named_free(t, &t->named[i]);
     free(t->named);
     t->named = NULL;
     t->nnamed = 0;
@@ -121,7 +117,7 @@ tlssni_add(struct tlsctx *t, const char *const *names, unsigned n, X509 *cert, E
         }
         e->nnames = k;
         if (k == 0)
-            tlssni_named_free(t, e, 1);
+            tlssni_named_free(t, e);
         else
             t->named[out++] = *e;
     }
